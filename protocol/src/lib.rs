@@ -1,0 +1,35 @@
+//! # nox-protocol
+//!
+//! Everything that every NOX party — client, relay node, exit, oracle — must agree
+//! on byte for byte. The crate is pure and synchronous: no async runtime, no
+//! network, no clock. Callers pass time in and get typed errors out, which keeps it
+//! fuzzable and lets the node drive it from any number of worker threads.
+//!
+//! The layers, from the wire inwards:
+//!
+//! * [`sphinx`] — the fixed-size 32,768-byte packet. Clients build it
+//!   ([`sphinx::PacketBuilder`]); nodes peel one layer per hop in two phases
+//!   ([`sphinx::Packet::peel_header`], then [`sphinx::PeeledHeader::finish`]) so
+//!   that a replay is dropped before the expensive half of the work. Single-use
+//!   reply blocks live in [`sphinx::surb`].
+//! * [`crypto`] — the primitives the packet is made of: X25519 (AWS-LC), the
+//!   BLAKE3 key schedule, the wide-block body cipher and ISO/IEC 7816-4 padding.
+//! * [`fragment`] — messages larger than one packet: fragmentation, Reed–Solomon
+//!   parity, size buckets and a bounded reassembler.
+//! * [`payload`] — the versioned envelope that says what a message asks for
+//!   (echo, an Ethereum request, an RPC call, mail, …).
+//!
+//! `docs/protocol.md` in the repository gives every byte layout and key
+//! derivation label; the vectors under `protocol/tests/vectors/` pin them.
+
+#![warn(missing_docs)]
+
+pub mod crypto;
+pub mod fragment;
+pub mod payload;
+pub mod sphinx;
+
+pub use sphinx::{
+    BODY_LEN, HEADER_LEN, MAX_HOPS, NodeId, PACKET_LEN, PAYLOAD_CAPACITY, Packet, PacketBuilder,
+    PeeledHeader, Processed, RoutingKind, SphinxError,
+};
