@@ -11,7 +11,6 @@
 //! | 16..48    | header MAC key (keyed BLAKE3)                         |
 //! | 48..80    | header stream key (ChaCha20, nonce 0)                 |
 //! | 80..112   | body key (expanded by [`super::body::BodyCipher`])     |
-//! | 112..144  | blinding factor (an X25519 scalar, clamped on use)    |
 //!
 //! Everything depends on `s` alone, never on the header's `alpha` bytes. Different
 //! encodings of the same point (a set top bit, a non-canonical coordinate, an added
@@ -50,8 +49,6 @@ pub struct HopKeys {
     pub header_stream: [u8; 32],
     /// Key for the body cipher.
     pub body: [u8; 32],
-    /// Blinding factor for the next hop's group element.
-    pub blinding: [u8; 32],
 }
 
 impl std::fmt::Debug for HopKeys {
@@ -63,7 +60,7 @@ impl std::fmt::Debug for HopKeys {
 impl HopKeys {
     /// Expands a shared secret into the hop keys.
     pub fn derive(shared_secret: &[u8; 32]) -> Self {
-        let mut out = [0u8; 144];
+        let mut out = [0u8; 112];
         let mut hasher = blake3::Hasher::new_derive_key(HOP_KEYS_CONTEXT);
         hasher.update(shared_secret);
         hasher.finalize_xof().fill(&mut out);
@@ -72,13 +69,11 @@ impl HopKeys {
             mac: [0; 32],
             header_stream: [0; 32],
             body: [0; 32],
-            blinding: [0; 32],
         };
         keys.replay_tag.copy_from_slice(&out[0..16]);
         keys.mac.copy_from_slice(&out[16..48]);
         keys.header_stream.copy_from_slice(&out[48..80]);
         keys.body.copy_from_slice(&out[80..112]);
-        keys.blinding.copy_from_slice(&out[112..144]);
         out.zeroize();
         keys
     }
@@ -99,9 +94,9 @@ mod tests {
         let b = HopKeys::derive(&[7; 32]);
         let c = HopKeys::derive(&[8; 32]);
         assert_eq!(a.replay_tag, b.replay_tag);
-        assert_eq!(a.blinding, b.blinding);
+        assert_eq!(a.body, b.body);
         assert_ne!(a.replay_tag, c.replay_tag);
         assert_ne!(a.mac, a.header_stream);
-        assert_ne!(a.body, a.blinding);
+        assert_ne!(a.body, a.mac);
     }
 }

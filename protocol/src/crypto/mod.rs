@@ -1,6 +1,6 @@
 //! Cryptographic building blocks of the packet format.
 //!
-//! * [`x25519`] — Diffie–Hellman and blinding on Curve25519, through AWS-LC's
+//! * [`x25519`] — Diffie–Hellman on Curve25519, through AWS-LC's
 //!   X25519 (the fastest sound implementation measured on our reference machine;
 //!   see `docs/protocol.md`, "X25519 implementation").
 //! * [`kdf`] — the BLAKE3 key schedule: one extendable-output call per hop turns

@@ -2,12 +2,10 @@
 //!
 //! Every scalar multiplication in the packet format is an RFC 7748 `X25519(k, u)`
 //! call: the 32-byte scalar is clamped (bits 0–2 and 255 cleared, bit 254 set)
-//! and multiplied with the point given by its u-coordinate. Clamping is why the
-//! Sphinx blinding is designed the way it is: a node blinds with
-//! `X25519(b, alpha)`, which multiplies by `clamp(b)`, and the client, which must
-//! predict every hop's shared secret, applies the very same clamped factors in a
-//! chain (`docs/protocol.md`, "Blinding"). Scalar multiplication commutes, so
-//! both sides arrive at `clamp(sk)·clamp(x)·clamp(b_0)···clamp(b_{i-1})·G`.
+//! and multiplied with the point given by its u-coordinate. The packet format
+//! never needs an unclamped scalar: each hop's ephemeral key is an independent
+//! X25519 key pair chosen by the sender, so a hop performs exactly one
+//! `X25519(sk, alpha)` (see [`crate::sphinx`], "Per-hop ephemeral keys").
 //!
 //! The only `unsafe` code in the crate is the FFI call below; the buffers are
 //! fixed-size arrays, so the lengths AWS-LC reads and writes are checked by the

@@ -1,10 +1,10 @@
-//! The 64-byte routing block each hop decrypts from `beta`.
+//! The 96-byte routing block each hop decrypts from `beta`.
 //!
 //! ```text
-//! 0     1          4              8                    40              56        64
-//! +-----+----------+--------------+--------------------+---------------+---------+
-//! |kind | reserved | delay µs (BE)| next node id / SURB| next gamma    | reserved|
-//! +-----+----------+--------------+--------------------+---------------+---------+
+//! 0     1          4              8                    40              72          88        96
+//! +-----+----------+--------------+--------------------+---------------+-----------+---------+
+//! |kind | reserved | delay µs (BE)| next node id / SURB| next alpha    | next gamma| reserved|
+//! +-----+----------+--------------+--------------------+---------------+-----------+---------+
 //! ```
 //!
 //! Reserved bytes must be zero; a block that breaks this, or names an unknown
@@ -35,6 +35,8 @@ pub struct RoutingBlock {
     pub delay_us: u32,
     /// Next node (forward), SURB id (reply), zero (final).
     pub next: NodeId,
+    /// The next hop's ephemeral public key (zero at the last hop).
+    pub next_alpha: [u8; 32],
     /// MAC of the next hop's header (zero at the last hop).
     pub next_mac: [u8; MAC_LEN],
 }
@@ -46,7 +48,8 @@ impl RoutingBlock {
         out[0] = self.kind as u8;
         out[4..8].copy_from_slice(&self.delay_us.to_be_bytes());
         out[8..40].copy_from_slice(&self.next.0);
-        out[40..56].copy_from_slice(&self.next_mac);
+        out[40..72].copy_from_slice(&self.next_alpha);
+        out[72..88].copy_from_slice(&self.next_mac);
         out
     }
 
@@ -58,16 +61,18 @@ impl RoutingBlock {
             3 => RoutingKind::Reply,
             _ => return Err(SphinxError::MalformedRoutingBlock),
         };
-        if b[1..4].iter().chain(&b[56..64]).any(|x| *x != 0) {
+        if b[1..4].iter().chain(&b[88..96]).any(|x| *x != 0) {
             return Err(SphinxError::MalformedRoutingBlock);
         }
         let mut delay = [0u8; 4];
         delay.copy_from_slice(&b[4..8]);
         let mut next = [0u8; 32];
         next.copy_from_slice(&b[8..40]);
+        let mut next_alpha = [0u8; 32];
+        next_alpha.copy_from_slice(&b[40..72]);
         let mut next_mac = [0u8; MAC_LEN];
-        next_mac.copy_from_slice(&b[40..56]);
-        Ok(RoutingBlock { kind, delay_us: u32::from_be_bytes(delay), next: NodeId(next), next_mac })
+        next_mac.copy_from_slice(&b[72..88]);
+        Ok(RoutingBlock { kind, delay_us: u32::from_be_bytes(delay), next: NodeId(next), next_alpha, next_mac })
     }
 }
 
@@ -78,26 +83,34 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(kind in 1u8..=3, delay in any::<u32>(), next in any::<[u8; 32]>(), mac in any::<[u8; 16]>()) {
+        fn round_trip(kind in 1u8..=3, delay in any::<u32>(), next in any::<[u8; 32]>(), alpha in any::<[u8; 32]>(), mac in any::<[u8; 16]>()) {
             let kind = match kind { 1 => RoutingKind::Forward, 2 => RoutingKind::Final, _ => RoutingKind::Reply };
-            let b = RoutingBlock { kind, delay_us: delay, next: NodeId(next), next_mac: mac };
+            let b = RoutingBlock { kind, delay_us: delay, next: NodeId(next), next_alpha: alpha, next_mac: mac };
             prop_assert_eq!(RoutingBlock::decode(&b.encode()), Ok(b));
         }
 
         #[test]
-        fn garbage_never_panics(bytes in any::<[u8; 64]>()) {
-            let _ = RoutingBlock::decode(&bytes);
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 96)) {
+            let mut b = [0u8; ROUTING_BLOCK_LEN];
+            b.copy_from_slice(&bytes);
+            let _ = RoutingBlock::decode(&b);
         }
     }
 
     #[test]
     fn reserved_and_kind_are_checked() {
-        let b = RoutingBlock { kind: RoutingKind::Forward, delay_us: 5, next: NodeId([1; 32]), next_mac: [2; 16] };
+        let b = RoutingBlock {
+            kind: RoutingKind::Forward,
+            delay_us: 5,
+            next: NodeId([1; 32]),
+            next_alpha: [3; 32],
+            next_mac: [2; 16],
+        };
         let mut e = b.encode();
         e[2] = 1;
         assert_eq!(RoutingBlock::decode(&e), Err(SphinxError::MalformedRoutingBlock));
         let mut e = b.encode();
-        e[63] = 1;
+        e[95] = 1;
         assert_eq!(RoutingBlock::decode(&e), Err(SphinxError::MalformedRoutingBlock));
         let mut e = b.encode();
         e[0] = 0;

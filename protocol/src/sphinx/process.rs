@@ -11,7 +11,7 @@ use super::{
 use crate::crypto::body::BodyCipher;
 use crate::crypto::kdf::{HopKeys, ReplayTag};
 use crate::crypto::padding::unpad;
-use crate::crypto::x25519::{MixSecretKey, x25519};
+use crate::crypto::x25519::MixSecretKey;
 
 /// The outcome of the cheap phase: the MAC verified and the replay tag is known.
 /// Nothing about the packet has been decrypted yet.
@@ -102,8 +102,8 @@ impl PeeledHeader {
         self.keys.tag()
     }
 
-    /// Phase two: decrypts and shifts the header, blinds `alpha`, decrypts the
-    /// body, and for a final hop checks the body's integrity tag and padding.
+    /// Phase two: decrypts and shifts the header (installing the next hop's
+    /// ephemeral key from the routing block), decrypts the body, and for a final hop checks the body's integrity tag and padding.
     /// `packet` must be the packet [`Packet::peel_header`] was called on.
     pub fn finish(self, mut packet: Packet) -> Result<Processed, SphinxError> {
         let stream = header_stream(&self.keys.header_stream);
@@ -119,10 +119,7 @@ impl PeeledHeader {
 
         match routing.kind {
             RoutingKind::Forward => {
-                let mut alpha = [0u8; 32];
-                alpha.copy_from_slice(&buf[ALPHA_OFFSET..BETA_OFFSET]);
-                let blinded = x25519(&self.keys.blinding, &alpha).map_err(|_| SphinxError::InvalidGroupElement)?;
-                buf[ALPHA_OFFSET..BETA_OFFSET].copy_from_slice(&blinded);
+                buf[ALPHA_OFFSET..BETA_OFFSET].copy_from_slice(&routing.next_alpha);
                 buf[BETA_OFFSET..GAMMA_OFFSET].copy_from_slice(&ext[ROUTING_BLOCK_LEN..]);
                 buf[GAMMA_OFFSET..HEADER_LEN].copy_from_slice(&routing.next_mac[..MAC_LEN]);
                 Ok(Processed::Forward { next: routing.next, delay_us: routing.delay_us, packet })
