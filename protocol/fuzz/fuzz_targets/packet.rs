@@ -1,33 +1,61 @@
-//! Feeds arbitrary bytes to a node as a packet: both processing phases must
-//! return `Ok` or a typed error, never panic. The first two input bytes choose
-//! how the input is laid over a valid packet, so the fuzzer reaches the MAC,
-//! routing-block and body checks and not only the length check.
+//! Feeds hostile packets to a node: both processing phases must return `Ok` or a
+//! typed error, never panic.
+//!
+//! The first input byte picks a mode:
+//! * raw — the rest is a frame of any length, straight off the wire;
+//! * hostile sender — the rest supplies an ephemeral scalar, flags, `beta` and
+//!   body bytes, and the target computes a *valid* MAC for them, as a malicious
+//!   client could. That drives the fuzzer past the MAC into routing-block
+//!   decoding, the header shift, the body cipher and the final-hop integrity and
+//!   padding checks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nox_protocol::crypto::x25519::MixSecretKey;
-use nox_protocol::sphinx::{Packet, PACKET_LEN};
+use nox_protocol::crypto::kdf::HopKeys;
+use nox_protocol::crypto::x25519::{MixSecretKey, x25519, x25519_base};
+use nox_protocol::sphinx::surb::Surb;
+use nox_protocol::sphinx::{BETA_OFFSET, GAMMA_OFFSET, HEADER_LEN, MAC_LEN, PACKET_LEN, Packet};
+
+fn process(key: &MixSecretKey, p: Packet) {
+    if let Ok(h) = p.peel_header(key) {
+        let _ = h.replay_tag();
+        let _ = h.finish(p);
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let key = MixSecretKey::from_bytes([0x11; 32]);
-    // Raw frame, any length.
-    if let Ok(p) = Packet::from_bytes(data) {
-        if let Ok(h) = p.peel_header(&key) {
-            let _ = h.finish(p);
+    let Some((&mode, rest)) = data.split_first() else { return };
+    if mode & 1 == 0 {
+        if let Ok(p) = Packet::from_bytes(rest) {
+            process(&key, p);
         }
+        let _ = Surb::decode(rest);
+        return;
     }
-    // The input written over a fixed template packet at an offset it chooses.
-    if data.len() >= 2 {
-        let offset = usize::from(u16::from_le_bytes([data[0], data[1]])) % PACKET_LEN;
-        let mut buf = vec![0u8; PACKET_LEN];
-        buf[0] = 1;
-        let n = (data.len() - 2).min(PACKET_LEN - offset);
-        buf[offset..offset + n].copy_from_slice(&data[2..2 + n]);
-        if let Ok(p) = Packet::from_vec(buf) {
-            if let Ok(h) = p.peel_header(&key) {
-                let _ = h.finish(p);
-            }
-        }
+    if rest.len() < 33 {
+        return;
     }
-    let _ = nox_protocol::sphinx::Surb::decode(data);
+    let mut x = [0u8; 32];
+    x.copy_from_slice(&rest[..32]);
+    let flags = rest[32];
+    let tail = &rest[33..];
+    let mut buf = vec![0u8; PACKET_LEN];
+    buf[0] = 1;
+    buf[1] = flags;
+    buf[2..34].copy_from_slice(&x25519_base(&x));
+    let n = tail.len().min(PACKET_LEN - BETA_OFFSET);
+    // beta first, then (skipping gamma) the body.
+    let beta_n = n.min(GAMMA_OFFSET - BETA_OFFSET);
+    buf[BETA_OFFSET..BETA_OFFSET + beta_n].copy_from_slice(&tail[..beta_n]);
+    let body_src = &tail[beta_n..];
+    let body_n = body_src.len().min(PACKET_LEN - HEADER_LEN);
+    buf[HEADER_LEN..HEADER_LEN + body_n].copy_from_slice(&body_src[..body_n]);
+    let Ok(s) = x25519(&x, &key.public_key().0) else { return };
+    let keys = HopKeys::derive(&s);
+    let mac = blake3::keyed_hash(&keys.mac, &buf[..GAMMA_OFFSET]);
+    buf[GAMMA_OFFSET..HEADER_LEN].copy_from_slice(&mac.as_bytes()[..MAC_LEN]);
+    if let Ok(p) = Packet::from_vec(buf) {
+        process(&key, p);
+    }
 });
