@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo run --release -p nox-protocol --example fec_loss`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Instant;
 
 use nox_protocol::fragment::{Fragmenter, MAX_SHARD_LEN, Reassembled, Reassembler, ReassemblyLimits, SizeBuckets};

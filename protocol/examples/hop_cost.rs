@@ -22,6 +22,8 @@
 //!
 //! Run: `cargo run --release -p nox-protocol --example hop_cost`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -407,7 +407,7 @@ impl Reassembler {
                 limit: self.limits.max_fragments_per_message,
             });
         }
-        if h.data == 0 || shard.len() % 2 != 0 || shard.len() > MAX_SHARD_LEN {
+        if h.data == 0 || !shard.len().is_multiple_of(2) || shard.len() > MAX_SHARD_LEN {
             return Err(FragmentError::BadShape);
         }
         if u32::from(h.index) >= total {
@@ -425,7 +425,8 @@ impl Reassembler {
         }
 
         if let Some(p) = self.partial.get(&h.id) {
-            if p.data != h.data || p.parity != h.parity || p.message_len != h.message_len || p.shard_len != shard.len() {
+            if p.data != h.data || p.parity != h.parity || p.message_len != h.message_len || p.shard_len != shard.len()
+            {
                 return Err(FragmentError::Inconsistent);
             }
             if p.shards.contains_key(&h.index) {
@@ -484,12 +485,8 @@ fn decode(mut p: Partial) -> Result<Vec<u8>, FragmentError> {
     if !missing.is_empty() {
         let originals: Vec<(usize, &Vec<u8>)> =
             p.shards.iter().filter(|(i, _)| **i < p.data).map(|(i, s)| (usize::from(*i), s)).collect();
-        let recovery: Vec<(usize, &Vec<u8>)> = p
-            .shards
-            .iter()
-            .filter(|(i, _)| **i >= p.data)
-            .map(|(i, s)| (usize::from(*i) - data, s))
-            .collect();
+        let recovery: Vec<(usize, &Vec<u8>)> =
+            p.shards.iter().filter(|(i, _)| **i >= p.data).map(|(i, s)| (usize::from(*i) - data, s)).collect();
         let restored = reed_solomon_simd::decode(data, usize::from(p.parity), originals, recovery)
             .map_err(|_| FragmentError::Undecodable)?;
         for (i, shard) in restored {

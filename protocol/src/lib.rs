@@ -30,6 +30,6 @@ pub mod payload;
 pub mod sphinx;
 
 pub use sphinx::{
-    BODY_LEN, HEADER_LEN, MAX_HOPS, NodeId, PACKET_LEN, PAYLOAD_CAPACITY, Packet, PacketBuilder,
-    PeeledHeader, Processed, RoutingKind, SphinxError,
+    BODY_LEN, HEADER_LEN, MAX_HOPS, NodeId, PACKET_LEN, PAYLOAD_CAPACITY, Packet, PacketBuilder, PeeledHeader,
+    Processed, RoutingKind, SphinxError,
 };

@@ -1,8 +1,10 @@
 //! Payload envelopes: round trips for every kind and typed errors for garbage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::payload::{Envelope, EnvelopeError, MailTransport, Request};
 use nox_protocol::sphinx::surb::Surb;
-use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::sphinx::{Hop, NodeId, PacketBuilder};
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -27,7 +29,11 @@ fn any_request() -> impl Strategy<Value = Request> {
         (".*", ".*", proptest::collection::vec((".*", ".*"), 0..4), bytes())
             .prop_map(|(method, url, headers, body)| Request::Http { method, url, headers, body }),
         (any::<bool>(), proptest::collection::vec(".*", 0..4), bytes()).prop_map(|(nntp, recipients, message)| {
-            Request::Mail { transport: if nntp { MailTransport::Nntp } else { MailTransport::Smtp }, recipients, message }
+            Request::Mail {
+                transport: if nntp { MailTransport::Nntp } else { MailTransport::Smtp },
+                recipients,
+                message,
+            }
         }),
         (any::<u8>(), bytes()).prop_map(|(status, data)| Request::Reply { status, data }),
     ]
@@ -67,7 +73,8 @@ fn specific_errors() {
     b[0] = 1;
     b[1] = 0x7f;
     assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnknownKind(0x7f)));
-    let rpc = Envelope { request_id: [0; 16], surbs: vec![], request: Request::RpcCall { chain_id: 1, json: "ab".into() } };
+    let rpc =
+        Envelope { request_id: [0; 16], surbs: vec![], request: Request::RpcCall { chain_id: 1, json: "ab".into() } };
     let mut b = rpc.encode().unwrap();
     let n = b.len();
     b[n - 1] = 0xff;

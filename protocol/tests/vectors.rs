@@ -13,6 +13,8 @@
 //! `NOX_REGENERATE_VECTORS=1 cargo test -p nox-protocol --test vectors` and
 //! bump the version bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -95,7 +97,11 @@ fn generate() -> Vectors {
         put("packet_3hop.hex", &format!("hop{i}_replay_tag"), peeled.replay_tag().0.to_vec());
         match peeled.finish(p).expect("finish") {
             Processed::Forward { packet, .. } => {
-                put("packet_3hop.hex", &format!("hop{i}_output_blake3"), blake3::hash(packet.as_bytes()).as_bytes().to_vec());
+                put(
+                    "packet_3hop.hex",
+                    &format!("hop{i}_output_blake3"),
+                    blake3::hash(packet.as_bytes()).as_bytes().to_vec(),
+                );
                 p = packet;
             }
             Processed::Final { .. } => break,
@@ -121,7 +127,12 @@ fn generate() -> Vectors {
     let env = Envelope {
         request_id: [0x0e; 16],
         surbs: vec![],
-        request: Request::EthRequest { chain_id: 31337, target: [0xee; 20], calldata: vec![0xde, 0xad], payment: vec![1, 2, 3] },
+        request: Request::EthRequest {
+            chain_id: 31337,
+            target: [0xee; 20],
+            calldata: vec![0xde, 0xad],
+            payment: vec![1, 2, 3],
+        },
     };
     put("envelope.hex", "eth_request", env.encode().expect("encode"));
     let echo = Envelope { request_id: [0x0f; 16], surbs: vec![], request: Request::Echo { data: b"ping".to_vec() } };
@@ -210,7 +221,10 @@ fn stored_primitives_check_out() {
 
     let e = load("envelope.hex");
     assert!(matches!(Envelope::decode(&e["echo"]).expect("echo").request, Request::Echo { .. }));
-    assert!(matches!(Envelope::decode(&e["eth_request"]).expect("eth").request, Request::EthRequest { chain_id: 31337, .. }));
+    assert!(matches!(
+        Envelope::decode(&e["eth_request"]).expect("eth").request,
+        Request::EthRequest { chain_id: 31337, .. }
+    ));
 
     let f = load("fragments.hex");
     let msg: Vec<u8> = (0..MAX_SHARD_LEN + 10).map(|i| (i % 253) as u8).collect();

@@ -64,12 +64,7 @@ impl HopKeys {
         let mut hasher = blake3::Hasher::new_derive_key(HOP_KEYS_CONTEXT);
         hasher.update(shared_secret);
         hasher.finalize_xof().fill(&mut out);
-        let mut keys = HopKeys {
-            replay_tag: [0; REPLAY_TAG_LEN],
-            mac: [0; 32],
-            header_stream: [0; 32],
-            body: [0; 32],
-        };
+        let mut keys = HopKeys { replay_tag: [0; REPLAY_TAG_LEN], mac: [0; 32], header_stream: [0; 32], body: [0; 32] };
         keys.replay_tag.copy_from_slice(&out[0..16]);
         keys.mac.copy_from_slice(&out[16..48]);
         keys.header_stream.copy_from_slice(&out[48..80]);

@@ -47,11 +47,7 @@ pub fn unpad(padded: &[u8]) -> Result<usize, PaddingError> {
         marker_ok.conditional_assign(&byte.ct_eq(&0x80), take);
         found |= nonzero;
     }
-    if bool::from(found & marker_ok) {
-        Ok(index as usize)
-    } else {
-        Err(PaddingError::Invalid)
-    }
+    if bool::from(found & marker_ok) { Ok(index as usize) } else { Err(PaddingError::Invalid) }
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use zeroize::Zeroize;
 
 use super::header::{RoutingBlock, RoutingKind};
 use super::{
-    ALPHA_OFFSET, BETA_LEN, BETA_OFFSET, BODY_LEN, GAMMA_OFFSET, HEADER_LEN, INTEGRITY_TAG_LEN,
-    MAC_LEN, MAX_HOPS, NodeId, PACKET_LEN, Packet, Parity, ROUTING_BLOCK_LEN, SphinxError, VERSION,
-    header_mac, header_stream, xor_in_place,
+    ALPHA_OFFSET, BETA_LEN, BETA_OFFSET, BODY_LEN, GAMMA_OFFSET, HEADER_LEN, INTEGRITY_TAG_LEN, MAC_LEN, MAX_HOPS,
+    NodeId, PACKET_LEN, Packet, Parity, ROUTING_BLOCK_LEN, SphinxError, VERSION, header_mac, header_stream,
+    xor_in_place,
 };
 use crate::crypto::body::BodyCipher;
 use crate::crypto::kdf::HopKeys;

@@ -104,7 +104,7 @@ pub enum Parity {
 impl Parity {
     /// The parity of an epoch number.
     pub fn of_epoch(epoch: u64) -> Self {
-        if epoch % 2 == 0 { Parity::Even } else { Parity::Odd }
+        if epoch.is_multiple_of(2) { Parity::Even } else { Parity::Odd }
     }
 
     fn flag_bit(self) -> u8 {

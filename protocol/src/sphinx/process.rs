@@ -4,9 +4,8 @@ use subtle::ConstantTimeEq;
 
 use super::header::{RoutingBlock, RoutingKind};
 use super::{
-    ALPHA_OFFSET, BETA_LEN, BETA_OFFSET, FLAG_EPOCH_PARITY, GAMMA_OFFSET, HEADER_LEN,
-    INTEGRITY_TAG_LEN, MAC_LEN, NodeId, Packet, ROUTING_BLOCK_LEN, SphinxError, VERSION,
-    header_mac, header_stream, xor_in_place,
+    ALPHA_OFFSET, BETA_LEN, BETA_OFFSET, FLAG_EPOCH_PARITY, GAMMA_OFFSET, HEADER_LEN, INTEGRITY_TAG_LEN, MAC_LEN,
+    NodeId, Packet, ROUTING_BLOCK_LEN, SphinxError, VERSION, header_mac, header_stream, xor_in_place,
 };
 use crate::crypto::body::BodyCipher;
 use crate::crypto::kdf::{HopKeys, ReplayTag};

@@ -95,11 +95,7 @@ impl PacketBuilder {
         let built = self.build_header(route, RoutingKind::Reply, NodeId(surb_id), rng)?;
         let mut reply_key = [0u8; 32];
         rng.fill_bytes(&mut reply_key);
-        let keys = SurbKeys {
-            surb_id,
-            hop_body_keys: built.keys.iter().map(|k| k.body).collect(),
-            reply_key,
-        };
+        let keys = SurbKeys { surb_id, hop_body_keys: built.keys.iter().map(|k| k.body).collect(), reply_key };
         let surb = Surb { epoch: self.epoch(), first_hop: route[0].id, header: built.header, reply_key };
         Ok((surb, keys))
     }
