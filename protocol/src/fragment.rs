@@ -28,7 +28,7 @@
 //! typed [`FragmentError`] and never disturb the message already being collected.
 //! Nothing in this module panics on any input.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::sphinx::PAYLOAD_CAPACITY;
@@ -350,7 +350,9 @@ impl Partial {
 pub struct Reassembler {
     limits: ReassemblyLimits,
     partial: HashMap<MessageId, Partial>,
+    /// Recently completed ids, oldest first, with a set for O(1) look-ups.
     completed: VecDeque<MessageId>,
+    completed_set: HashSet<MessageId>,
     bytes: usize,
 }
 
@@ -366,7 +368,13 @@ impl std::fmt::Debug for Reassembler {
 impl Reassembler {
     /// An empty reassembler.
     pub fn new(limits: ReassemblyLimits) -> Self {
-        Reassembler { limits, partial: HashMap::new(), completed: VecDeque::new(), bytes: 0 }
+        Reassembler {
+            limits,
+            partial: HashMap::new(),
+            completed: VecDeque::new(),
+            completed_set: HashSet::new(),
+            bytes: 0,
+        }
     }
 
     /// Incomplete messages held.
@@ -420,7 +428,7 @@ impl Reassembler {
         if h.message_len as usize > capacity {
             return Err(FragmentError::BadShape);
         }
-        if self.completed.contains(&h.id) {
+        if self.completed_set.contains(&h.id) {
             return Ok(Reassembled::Late);
         }
 
@@ -472,10 +480,14 @@ impl Reassembler {
         if self.limits.completed_memory == 0 {
             return;
         }
-        if self.completed.len() >= self.limits.completed_memory {
-            self.completed.pop_front();
+        if self.completed.len() >= self.limits.completed_memory
+            && let Some(old) = self.completed.pop_front()
+        {
+            self.completed_set.remove(&old);
         }
-        self.completed.push_back(id);
+        if self.completed_set.insert(id) {
+            self.completed.push_back(id);
+        }
     }
 }
 

@@ -309,6 +309,16 @@ fn wire_length_and_garbage_get_typed_errors() {
 }
 
 #[test]
+fn finish_refuses_a_packet_it_did_not_peel() {
+    let ns = nodes(3, 12);
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let (_, a) = PacketBuilder::new(0).forward(&route(&ns), b"a", &mut rng).unwrap();
+    let (_, b) = PacketBuilder::new(0).forward(&route(&ns), b"b", &mut rng).unwrap();
+    let peeled = a.peel_header(&ns[0].key).unwrap();
+    assert_eq!(peeled.finish(b).unwrap_err(), SphinxError::PacketMismatch);
+}
+
+#[test]
 fn surb_decoding_rejects_garbage() {
     assert_eq!(Surb::decode(&[]).unwrap_err(), SphinxError::MalformedSurb);
     assert_eq!(Surb::decode(&vec![0; SURB_LEN]).unwrap_err(), SphinxError::MalformedSurb);

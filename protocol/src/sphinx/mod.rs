@@ -151,6 +151,9 @@ pub enum SphinxError {
     /// The innermost plaintext's padding is invalid.
     #[error("invalid payload padding")]
     BadPadding,
+    /// `finish` was given a different packet from the one whose header was peeled.
+    #[error("finish called with a packet other than the one peeled")]
+    PacketMismatch,
     /// A route without hops.
     #[error("a route needs at least one hop")]
     EmptyRoute,

@@ -17,6 +17,8 @@ use crate::crypto::x25519::MixSecretKey;
 #[derive(Debug)]
 pub struct PeeledHeader {
     keys: HopKeys,
+    /// The verified MAC, so that `finish` can refuse a different packet.
+    gamma: [u8; MAC_LEN],
 }
 
 /// What a hop does with a packet once it is processed.
@@ -90,7 +92,9 @@ impl Packet {
         if !bool::from(mac.ct_eq(&h[GAMMA_OFFSET..HEADER_LEN])) {
             return Err(SphinxError::MacMismatch);
         }
-        Ok(PeeledHeader { keys })
+        let mut gamma = [0u8; MAC_LEN];
+        gamma.copy_from_slice(&h[GAMMA_OFFSET..HEADER_LEN]);
+        Ok(PeeledHeader { keys, gamma })
     }
 }
 
@@ -103,8 +107,12 @@ impl PeeledHeader {
 
     /// Phase two: decrypts and shifts the header (installing the next hop's
     /// ephemeral key from the routing block), decrypts the body, and for a final hop checks the body's integrity tag and padding.
-    /// `packet` must be the packet [`Packet::peel_header`] was called on.
+    /// `packet` must be the packet [`Packet::peel_header`] was called on; any
+    /// other packet is refused with [`SphinxError::PacketMismatch`].
     pub fn finish(self, mut packet: Packet) -> Result<Processed, SphinxError> {
+        if !bool::from(self.gamma.ct_eq(&packet.as_bytes()[GAMMA_OFFSET..HEADER_LEN])) {
+            return Err(SphinxError::PacketMismatch);
+        }
         let stream = header_stream(&self.keys.header_stream);
         let buf = packet.as_bytes_mut();
         let mut ext = [0u8; BETA_LEN + ROUTING_BLOCK_LEN];
