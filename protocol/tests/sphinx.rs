@@ -158,10 +158,10 @@ fn flip_at(hops: usize, hop: usize, bit: usize, seed: u64) -> Result<Processed, 
 
 #[test]
 fn every_header_bit_flip_is_detected_at_the_hop_where_it_happens() {
-    // Every single bit of the header, at every hop of a 3-hop route.
-    for hop in 0..3 {
+    // Every single bit of the header, at every hop of 1-, 3- and 6-hop routes.
+    for (hops, hop) in [(1, 0), (3, 0), (3, 1), (3, 2), (6, 0), (6, 1), (6, 2), (6, 3), (6, 4), (6, 5)] {
         for bit in 0..HEADER_LEN * 8 {
-            let outcome = flip_at(3, hop, bit, 99);
+            let outcome = flip_at(hops, hop, bit, 99);
             match outcome {
                 Err((at, e)) => {
                     assert_eq!(at, hop, "bit {bit} flipped before hop {hop} was caught at hop {at}");
