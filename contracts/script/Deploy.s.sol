@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {NoxTest} from "../test/utils/NoxTest.sol";
+import {NoxRegistry} from "../src/NoxRegistry.sol";
+import {NoxTestToken} from "../src/NoxTestToken.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
+/// @notice Deploys NoxRegistry (and, unless STAKE_TOKEN is set, a NoxTestToken)
+///         and prints the addresses as one JSON line prefixed with `NOX_DEPLOYMENT=`.
+/// @dev Parameters come from the environment, with devnet defaults:
+///      STAKE_TOKEN (address, default: deploy a test token minting TEST_SUPPLY to the deployer),
+///      REGISTRY_ADMIN (default: the broadcaster), MIN_STAKE (1000e18),
+///      UNSTAKE_DELAY (60 s), SLASH_BURN_BPS (5000), TEST_SUPPLY (1e9 * 1e18).
+///      Run: forge script contracts/script/Deploy.s.sol --rpc-url URL --broadcast --private-key KEY
+contract Deploy is NoxTest {
+    function run() external returns (string memory json) {
+        address tokenAddr = vm.envOr("STAKE_TOKEN", address(0));
+        uint256 minStake = vm.envOr("MIN_STAKE", uint256(1000e18));
+        uint256 delay = vm.envOr("UNSTAKE_DELAY", uint256(60));
+        uint256 burnBps = vm.envOr("SLASH_BURN_BPS", uint256(5000));
+        uint256 supply = vm.envOr("TEST_SUPPLY", uint256(1e9 * 1e18));
+
+        require(delay <= type(uint64).max, "UNSTAKE_DELAY does not fit in 64 bits");
+        require(burnBps <= type(uint16).max, "SLASH_BURN_BPS does not fit in 16 bits");
+
+        vm.startBroadcast();
+        address admin = vm.envOr("REGISTRY_ADMIN", msg.sender);
+        if (tokenAddr == address(0)) {
+            tokenAddr = address(new NoxTestToken(supply));
+        }
+        // Both casts are range-checked above; the registry checks the values' bounds.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        NoxRegistry registry = new NoxRegistry(IERC20(tokenAddr), admin, minStake, uint64(delay), uint16(burnBps));
+        vm.stopBroadcast();
+
+        vm.serializeAddress("deployment", "token", tokenAddr);
+        vm.serializeAddress("deployment", "admin", admin);
+        json = vm.serializeAddress("deployment", "registry", address(registry));
+        log(string.concat("NOX_DEPLOYMENT=", json));
+    }
+}
