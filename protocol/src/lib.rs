@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod contracts;
 pub mod crypto;
 pub mod fragment;
 pub mod payload;

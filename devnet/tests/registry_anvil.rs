@@ -1,0 +1,229 @@
+//! NoxRegistry on a real chain: starts anvil from `node_modules/.bin`, deploys
+//! with the same forge script the devnet uses, registers three nodes through
+//! JSON-RPC, reads the `NodeRegistered` events back with the Rust bindings, and
+//! checks the contract's layer formula and topology fingerprint against the Rust
+//! implementations on 1,024 addresses.
+//!
+//! Needs `npm ci` to have run (scripts/test does it first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_sol_types::{SolCall, SolEvent};
+use nox_protocol::contracts::{EXIT_LAYER, NoxRegistry, NoxTestToken, relay_layer, topology_fingerprint};
+use serde_json::{Value, json};
+
+/// anvil's first default account and its well-known development key.
+const DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An anvil process, killed when dropped (also when the test panics).
+/// `node_modules/.bin/anvil` is a Node launcher that starts the real binary as a
+/// child, so anvil runs in its own process group and the whole group is killed.
+struct Anvil {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_anvil() -> Anvil {
+    let bin = repo_root().join("node_modules/.bin/anvil");
+    assert!(bin.exists(), "{} is missing: run `npm ci` (scripts/test does)", bin.display());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn anvil");
+    let anvil = Anvil { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rpc_raw(&anvil.url, "eth_chainId", json!([])).is_err() {
+        assert!(Instant::now() < deadline, "anvil did not answer within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anvil
+}
+
+fn rpc_raw(url: &str, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let resp: Value =
+        ureq::post(url).send_json(body).map_err(|e| e.to_string())?.into_json().map_err(|e| e.to_string())?;
+    if let Some(err) = resp.get("error") {
+        return Err(format!("{method}: {err}"));
+    }
+    Ok(resp["result"].clone())
+}
+
+fn rpc(url: &str, method: &str, params: Value) -> Value {
+    rpc_raw(url, method, params).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn hex_bytes(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().unwrap().trim_start_matches("0x")).unwrap()
+}
+
+/// Sends a transaction from an unlocked anvil account and requires success.
+fn send(url: &str, from: Address, to: Address, data: Vec<u8>) {
+    let hash = rpc(
+        url,
+        "eth_sendTransaction",
+        json!([{ "from": from, "to": to, "data": format!("0x{}", hex::encode(data)) }]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let receipt = loop {
+        let r = rpc(url, "eth_getTransactionReceipt", json!([hash]));
+        if !r.is_null() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no receipt within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(receipt["status"], "0x1", "transaction reverted: {receipt}");
+}
+
+fn call(url: &str, to: Address, data: Vec<u8>) -> Vec<u8> {
+    hex_bytes(&rpc(url, "eth_call", json!([{ "to": to, "data": format!("0x{}", hex::encode(data)) }, "latest"])))
+}
+
+/// Deploys with `contracts/script/Deploy.s.sol` and returns (token, registry).
+fn deploy(url: &str) -> (Address, Address) {
+    let root = repo_root();
+    let out = Command::new(root.join("node_modules/.bin/forge"))
+        .current_dir(&root)
+        .args([
+            "script",
+            "contracts/script/Deploy.s.sol",
+            "--rpc-url",
+            url,
+            "--broadcast",
+            "--private-key",
+            DEPLOYER_KEY,
+        ])
+        .env("MIN_STAKE", "1000000000000000000000")
+        .output()
+        .expect("run forge script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "forge script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find_map(|l| l.trim().strip_prefix("NOX_DEPLOYMENT=")).expect("deployment line");
+    let v: Value = serde_json::from_str(line).expect("deployment JSON");
+    (v["token"].as_str().unwrap().parse().unwrap(), v["registry"].as_str().unwrap().parse().unwrap())
+}
+
+#[test]
+fn registry_on_anvil_matches_the_rust_view() {
+    let anvil = start_anvil();
+    let url = anvil.url.as_str();
+    let (token, registry) = deploy(url);
+    let accounts: Vec<Address> = rpc(url, "eth_accounts", json!([]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().parse().unwrap())
+        .collect();
+    let deployer = accounts[0];
+    let stake = U256::from(1000u64) * U256::from(10u64).pow(U256::from(18u64));
+
+    // Three operators: two relays and an exit.
+    let operators = &accounts[1..4];
+    for (i, op) in operators.iter().enumerate() {
+        send(url, deployer, token, NoxTestToken::mintCall { to: *op, amount: stake }.abi_encode());
+        send(url, *op, token, NoxTestToken::approveCall { spender: registry, value: stake }.abi_encode());
+        let register = NoxRegistry::registerCall {
+            identityKey: B256::repeat_byte(i as u8 + 1),
+            multiaddr: format!("/ip4/127.0.0.1/tcp/{}", 9000 + i),
+            role: if i == 2 { 1 } else { 0 },
+            amount: stake,
+        };
+        send(url, *op, registry, register.abi_encode());
+    }
+
+    // Events, decoded with the bindings.
+    let logs = rpc(
+        url,
+        "eth_getLogs",
+        json!([{ "address": registry, "fromBlock": "0x0", "toBlock": "latest", "topics": [NoxRegistry::NodeRegistered::SIGNATURE_HASH] }]),
+    );
+    let events: Vec<NoxRegistry::NodeRegistered> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|log| {
+            let topics: Vec<B256> =
+                log["topics"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().parse().unwrap()).collect();
+            NoxRegistry::NodeRegistered::decode_raw_log(topics, &hex_bytes(&log["data"])).unwrap()
+        })
+        .collect();
+    assert_eq!(events.len(), 3);
+    for (i, (ev, op)) in events.iter().zip(operators).enumerate() {
+        assert_eq!(ev.operator, *op);
+        assert_eq!(ev.identityKey, B256::repeat_byte(i as u8 + 1));
+        assert_eq!(ev.stake, stake);
+        assert_eq!(ev.multiaddr, format!("/ip4/127.0.0.1/tcp/{}", 9000 + i));
+        let expected_layer = if i == 2 { EXIT_LAYER } else { relay_layer(*op) };
+        assert_eq!(ev.layer, expected_layer, "layer of operator {i}");
+    }
+
+    // The fingerprint and the paged view agree with the Rust computation.
+    let fp = call(url, registry, NoxRegistry::topologyFingerprintCall {}.abi_encode());
+    assert_eq!(B256::from_slice(&fp), topology_fingerprint(operators));
+    let page = NoxRegistry::nodesPageCall::abi_decode_returns(&call(
+        url,
+        registry,
+        NoxRegistry::nodesPageCall { start: U256::ZERO, count: U256::from(10u64) }.abi_encode(),
+    ))
+    .unwrap();
+    assert_eq!(page.operators, operators.to_vec());
+
+    // The layer formula on 1,024 addresses: contract (eth_call) == Rust.
+    let mut seen = [0usize; 2];
+    for i in 0u32..1024 {
+        let addr = Address::from_slice(&keccak256(i.to_be_bytes())[12..]);
+        let out = call(url, registry, NoxRegistry::relayLayerCall { operator: addr }.abi_encode());
+        let on_chain = NoxRegistry::relayLayerCall::abi_decode_returns(&out).unwrap();
+        assert_eq!(on_chain, relay_layer(addr), "layer of {addr}");
+        seen[usize::from(on_chain)] += 1;
+    }
+    assert!(seen[0] > 400 && seen[1] > 400, "layers are balanced: {seen:?}");
+}
+
+/// The ABIs the Rust bindings are generated from are the ones forge prints for
+/// the contracts as they are now.
+#[test]
+fn committed_abis_match_the_contracts() {
+    let root = repo_root();
+    for name in ["NoxRegistry", "NoxTestToken"] {
+        let out = Command::new(root.join("node_modules/.bin/forge"))
+            .current_dir(&root)
+            .args(["inspect", name, "abi", "--json"])
+            .output()
+            .expect("run forge inspect");
+        assert!(out.status.success(), "forge inspect {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let current: Value = serde_json::from_slice(&out.stdout).expect("forge ABI JSON");
+        let committed: Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join(format!("protocol/abi/{name}.json"))).unwrap())
+                .expect("committed ABI JSON");
+        assert!(
+            current == committed,
+            "protocol/abi/{name}.json is stale: regenerate with `node_modules/.bin/forge inspect {name} abi --json > protocol/abi/{name}.json`"
+        );
+    }
+}
