@@ -27,8 +27,8 @@ fn repo_root() -> PathBuf {
 }
 
 /// An anvil process, killed when dropped (also when the test panics).
-/// `node_modules/.bin/anvil` is a Node launcher that starts the real binary as a
-/// child, so anvil runs in its own process group and the whole group is killed.
+/// anvil runs in its own process group and the whole group is killed, so nothing
+/// is left behind even if `node_modules/.bin/anvil` is a launcher with children.
 struct Anvil {
     child: Child,
     url: String,
