@@ -2,8 +2,11 @@
 //!
 //! One-command local network: anvil, contracts, nodes and oracle.
 //!
-//! **Not implemented yet.** This crate is a placeholder in the workspace layout
-//! so that the dependency direction (`nox-protocol` ← this crate) is fixed from
-//! the start. Its contents arrive with the devnet issue; until then it exports nothing.
+//! **Not implemented yet.** The harness (start anvil, deploy, fund and register
+//! nodes, start them, wait for the topology, tear down) arrives with the devnet
+//! issue; until then this crate exports nothing. Its `tests/registry_anvil.rs`
+//! already exercises the pieces the harness will reuse: anvil from
+//! `node_modules/.bin` in its own process group, and the forge deploy script
+//! `contracts/script/Deploy.s.sol`.
 
 #![warn(missing_docs)]
