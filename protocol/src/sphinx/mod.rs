@@ -175,6 +175,13 @@ pub enum SphinxError {
     /// A SURB's encoding is malformed.
     #[error("malformed SURB encoding")]
     MalformedSurb,
+    /// A body shorter than the body cipher accepts (impossible for packets, whose
+    /// bodies have a fixed size; kept so that every error is typed).
+    #[error("body of {len} bytes is too short for the body cipher")]
+    BodyTooShort {
+        /// Bytes given.
+        len: usize,
+    },
     /// A reply body has the wrong length.
     #[error("reply body of {len} bytes, expected {BODY_LEN}")]
     ReplyLength {
@@ -193,10 +200,8 @@ impl From<PaddingError> for SphinxError {
 }
 
 impl From<BlockTooShort> for SphinxError {
-    fn from(_: BlockTooShort) -> Self {
-        // Bodies are fixed-size arrays far above the cipher's minimum; this arm
-        // exists only so that the conversion is total.
-        SphinxError::MalformedRoutingBlock
+    fn from(e: BlockTooShort) -> Self {
+        SphinxError::BodyTooShort { len: e.0 }
     }
 }
 
