@@ -1,9 +1,13 @@
 //! # nox-node
 //!
-//! Relay node: libp2p transport, relay pipeline, mixing, cover traffic, exit services, chain watcher, HTTP API.
+//! The relay node operators run (binary `nox`).
 //!
-//! **Not implemented yet.** This crate is a placeholder in the workspace layout
-//! so that the dependency direction (`nox-protocol` ← this crate) is fixed from
-//! the start. Its contents arrive with the relay node issue; until then it exports nothing.
+//! **Partly implemented.** What exists today is [`keys`]: generating, storing and
+//! loading the node's identity and wallet keys (`nox keygen`). The libp2p
+//! transport, the relay pipeline, mixing, cover traffic, epoch keys, the HTTP API
+//! and the exit services arrive with the relay-node issue; nothing here pretends
+//! to provide them.
 
 #![warn(missing_docs)]
+
+pub mod keys;
