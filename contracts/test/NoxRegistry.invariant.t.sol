@@ -23,6 +23,8 @@ contract RegistryHandler is NoxTest {
         token = token_;
         slasher = slasher_;
         for (uint256 i = 1; i <= 6; ++i) {
+            // casting to 'uint160' is safe because the value is below 2^16
+            // forge-lint: disable-next-line(unsafe-typecast)
             address a = address(uint160(0x1000 + i * 7919));
             actors.push(a);
             vm.prank(a);
@@ -72,6 +74,8 @@ contract RegistryHandler is NoxTest {
         NoxRegistry.Node memory n = registry.getNode(a);
         if (n.pendingUnstake == 0) return;
         vm.warp(block.timestamp + bound(wait, 0, 10 days));
+        // The handler moves the clock itself; the comparison mirrors the registry's.
+        // forge-lint: disable-next-line(block-timestamp)
         if (block.timestamp < n.unstakeAvailableAt) return;
         vm.prank(a);
         registry.executeUnstake();
