@@ -13,6 +13,7 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
 use super::header::{RoutingBlock, RoutingKind};
+use super::seal_plaintext;
 use super::{
     ALPHA_OFFSET, BETA_LEN, BETA_OFFSET, BODY_LEN, GAMMA_OFFSET, HEADER_LEN, INTEGRITY_TAG_LEN, MAC_LEN, MAX_HOPS,
     NodeId, PACKET_LEN, Packet, Parity, ROUTING_BLOCK_LEN, SphinxError, VERSION, header_mac, header_stream,
@@ -20,7 +21,6 @@ use super::{
 };
 use crate::crypto::body::BodyCipher;
 use crate::crypto::kdf::HopKeys;
-use crate::crypto::padding::pad_into;
 use crate::crypto::x25519::{MixPublicKey, x25519, x25519_base};
 
 /// One hop of a route, as the sender sees it.
@@ -72,7 +72,7 @@ impl PacketBuilder {
         let mut buf: Box<[u8; PACKET_LEN]> = Box::new([0u8; PACKET_LEN]);
         buf[..HEADER_LEN].copy_from_slice(&built.header);
         let body = &mut buf[HEADER_LEN..];
-        pad_into(payload, &mut body[INTEGRITY_TAG_LEN..])?;
+        seal_plaintext(payload, body)?;
         for keys in built.keys.iter().rev() {
             BodyCipher::new(&keys.body).encrypt(body)?;
         }

@@ -45,7 +45,10 @@ pub use header::{RoutingBlock, RoutingKind};
 pub use process::{PeeledHeader, Processed};
 pub use surb::{Surb, SurbKeys};
 
-use crate::crypto::{body::BlockTooShort, padding::PaddingError};
+use subtle::ConstantTimeEq;
+
+use crate::crypto::body::BlockTooShort;
+use crate::crypto::padding::{PaddingError, pad_into, unpad};
 
 /// Bytes in every packet on a link.
 pub const PACKET_LEN: usize = 32_768;
@@ -296,6 +299,25 @@ pub(crate) fn header_stream(key: &[u8; 32]) -> [u8; HEADER_STREAM_LEN] {
     let mut c = chacha20::ChaCha20::new(key.into(), &[0u8; 12].into());
     c.apply_keystream(&mut out);
     out
+}
+
+/// Writes the innermost body plaintext `0^16 ‖ content ‖ 0x80 ‖ 0x00*` over the
+/// whole of `body` (forward packets and SURB replies alike).
+pub(crate) fn seal_plaintext(content: &[u8], body: &mut [u8]) -> Result<(), SphinxError> {
+    let (tag, rest) = body.split_at_mut(INTEGRITY_TAG_LEN);
+    tag.fill(0);
+    pad_into(content, rest)?;
+    Ok(())
+}
+
+/// Checks an innermost body plaintext — the zero tag in constant time, then the
+/// padding — and returns the content length (the content starts at
+/// `INTEGRITY_TAG_LEN`).
+pub(crate) fn open_plaintext(body: &[u8]) -> Result<usize, SphinxError> {
+    if !bool::from(body[..INTEGRITY_TAG_LEN].ct_eq(&[0u8; INTEGRITY_TAG_LEN])) {
+        return Err(SphinxError::TaggedBody);
+    }
+    Ok(unpad(&body[INTEGRITY_TAG_LEN..])?)
 }
 
 pub(crate) fn xor_in_place(dst: &mut [u8], src: &[u8]) {

@@ -5,11 +5,10 @@ use subtle::ConstantTimeEq;
 use super::header::{RoutingBlock, RoutingKind};
 use super::{
     ALPHA_OFFSET, BETA_LEN, BETA_OFFSET, FLAG_EPOCH_PARITY, GAMMA_OFFSET, HEADER_LEN, INTEGRITY_TAG_LEN, MAC_LEN,
-    NodeId, Packet, ROUTING_BLOCK_LEN, SphinxError, VERSION, header_mac, header_stream, xor_in_place,
+    NodeId, Packet, ROUTING_BLOCK_LEN, SphinxError, VERSION, header_mac, header_stream, open_plaintext, xor_in_place,
 };
 use crate::crypto::body::BodyCipher;
 use crate::crypto::kdf::{HopKeys, ReplayTag};
-use crate::crypto::padding::unpad;
 use crate::crypto::x25519::MixSecretKey;
 
 /// The outcome of the cheap phase: the MAC verified and the replay tag is known.
@@ -106,7 +105,8 @@ impl PeeledHeader {
     }
 
     /// Phase two: decrypts and shifts the header (installing the next hop's
-    /// ephemeral key from the routing block), decrypts the body, and for a final hop checks the body's integrity tag and padding.
+    /// ephemeral key from the routing block), decrypts the body, and for a final
+    /// hop checks the body's integrity tag and padding.
     /// `packet` must be the packet [`Packet::peel_header`] was called on; any
     /// other packet is refused with [`SphinxError::PacketMismatch`].
     pub fn finish(self, mut packet: Packet) -> Result<Processed, SphinxError> {
@@ -132,11 +132,7 @@ impl PeeledHeader {
                 Ok(Processed::Forward { next: routing.next, delay_us: routing.delay_us, packet })
             }
             RoutingKind::Final => {
-                let body = &buf[HEADER_LEN..];
-                if !bool::from(body[..INTEGRITY_TAG_LEN].ct_eq(&[0u8; INTEGRITY_TAG_LEN])) {
-                    return Err(SphinxError::TaggedBody);
-                }
-                let len = unpad(&body[INTEGRITY_TAG_LEN..])?;
+                let len = open_plaintext(&buf[HEADER_LEN..])?;
                 Ok(Processed::Final { delay_us: routing.delay_us, payload: Payload { packet, len } })
             }
             RoutingKind::Reply => Ok(Processed::Reply { surb_id: routing.next.0, delay_us: routing.delay_us, packet }),

@@ -29,14 +29,13 @@
 //! ```
 
 use rand_core::{CryptoRng, RngCore};
-use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::build::{Hop, PacketBuilder};
 use super::header::RoutingKind;
 use super::{BODY_LEN, HEADER_LEN, INTEGRITY_TAG_LEN, NodeId, PACKET_LEN, PAYLOAD_CAPACITY, Packet, SphinxError};
+use super::{open_plaintext, seal_plaintext};
 use crate::crypto::body::BodyCipher;
-use crate::crypto::padding::{pad_into, unpad};
 
 /// SURB encoding version.
 pub const SURB_VERSION: u8 = 1;
@@ -137,7 +136,7 @@ impl Surb {
         let mut buf: Box<[u8; PACKET_LEN]> = Box::new([0u8; PACKET_LEN]);
         buf[..HEADER_LEN].copy_from_slice(&self.header);
         let body = &mut buf[HEADER_LEN..];
-        pad_into(reply, &mut body[INTEGRITY_TAG_LEN..])?;
+        seal_plaintext(reply, body)?;
         BodyCipher::new(&self.reply_key).encrypt(body)?;
         Ok((self.first_hop, Packet::from_boxed(buf)))
     }
@@ -159,13 +158,8 @@ impl SurbKeys {
             BodyCipher::new(key).encrypt(&mut buf)?;
         }
         BodyCipher::new(&self.reply_key).decrypt(&mut buf)?;
-        if !bool::from(buf[..INTEGRITY_TAG_LEN].ct_eq(&[0u8; INTEGRITY_TAG_LEN])) {
-            buf.zeroize();
-            return Err(SphinxError::TaggedBody);
-        }
-        let len = unpad(&buf[INTEGRITY_TAG_LEN..])?;
-        let out = buf[INTEGRITY_TAG_LEN..INTEGRITY_TAG_LEN + len].to_vec();
+        let out = open_plaintext(&buf).map(|len| buf[INTEGRITY_TAG_LEN..INTEGRITY_TAG_LEN + len].to_vec());
         buf.zeroize();
-        Ok(out)
+        out
     }
 }
