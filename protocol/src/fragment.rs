@@ -243,8 +243,9 @@ impl Fragmenter {
     }
 }
 
-/// A decoded fragment header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A decoded fragment header. `Debug` shows the shape only, not the message id
+/// or length, which identify one user's message.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FragmentHeader {
     /// Message identifier.
     pub id: MessageId,
@@ -256,6 +257,12 @@ pub struct FragmentHeader {
     pub parity: u16,
     /// Message length in bytes.
     pub message_len: u32,
+}
+
+impl std::fmt::Debug for FragmentHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FragmentHeader").field("data", &self.data).field("parity", &self.parity).finish_non_exhaustive()
+    }
 }
 
 impl FragmentHeader {
@@ -536,7 +543,10 @@ mod tests {
         let b = SizeBuckets::new(vec![1, 3, 7]).unwrap();
         assert_eq!(b.bucket_for(2), Some(3));
         assert_eq!(b.bucket_for(8), None);
-        assert!(Fragmenter::new(b, f64::NAN).is_err());
+        assert!(Fragmenter::new(b.clone(), f64::NAN).is_err());
+        assert!(Fragmenter::new(b.clone(), -0.1).is_err());
+        assert!(Fragmenter::new(b.clone(), 4.5).is_err());
+        assert!(Fragmenter::new(b, 4.0).is_ok());
     }
 
     #[test]

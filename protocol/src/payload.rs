@@ -80,8 +80,9 @@ pub enum MailTransport {
     Nntp = 2,
 }
 
-/// What a message asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a message asks for. `Debug` shows only the kind: the fields are user
+/// content.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Request {
     /// Send `data` straight back (diagnostics, latency probes).
     Echo {
@@ -142,6 +143,21 @@ pub enum Request {
     },
 }
 
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Request::Echo { .. } => "Echo",
+            Request::EthRequest { .. } => "EthRequest",
+            Request::RawBroadcast { .. } => "RawBroadcast",
+            Request::RpcCall { .. } => "RpcCall",
+            Request::Http { .. } => "Http",
+            Request::Mail { .. } => "Mail",
+            Request::Reply { .. } => "Reply",
+        };
+        write!(f, "Request::{name}(<redacted>)")
+    }
+}
+
 impl Request {
     fn kind(&self) -> u8 {
         match self {
@@ -156,8 +172,8 @@ impl Request {
     }
 }
 
-/// A decoded envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A decoded envelope. `Debug` shows the request kind and the SURB count only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// Correlates a reply with its request.
     pub request_id: [u8; REQUEST_ID_LEN],
@@ -165,6 +181,15 @@ pub struct Envelope {
     pub surbs: Vec<Surb>,
     /// What is asked.
     pub request: Request,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("request", &self.request)
+            .field("surbs", &self.surbs.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Envelope {

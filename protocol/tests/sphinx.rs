@@ -330,3 +330,18 @@ fn surb_decoding_rejects_garbage() {
     // A body nobody made with this SURB's keys.
     assert_eq!(keys.open(&vec![0; BODY_LEN]).unwrap_err(), SphinxError::TaggedBody);
 }
+
+#[test]
+fn debug_output_shows_no_route_timing_or_surb_id() {
+    let ns = nodes(2, 13);
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let r = route(&ns);
+    assert_eq!(format!("{:?}", r[0]), "Hop(<redacted>)");
+    let (_, packet) = PacketBuilder::new(0).forward(&r, b"secret content", &mut rng).unwrap();
+    let out = packet.peel_header(&ns[0].key).unwrap().finish(packet).unwrap();
+    let shown = format!("{out:?}");
+    assert_eq!(shown, "Processed::Forward(<redacted>)");
+    let (surb, _) = PacketBuilder::new(0).surb(&r, [0xab; 32], &mut rng).unwrap();
+    let shown = format!("{surb:?}");
+    assert!(!shown.contains("first_hop") && !shown.contains("NodeId"), "{shown}");
+}

@@ -23,8 +23,9 @@ use crate::crypto::body::BodyCipher;
 use crate::crypto::kdf::HopKeys;
 use crate::crypto::x25519::{MixPublicKey, x25519, x25519_base};
 
-/// One hop of a route, as the sender sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One hop of a route, as the sender sees it. `Debug` does not show it: a route
+/// in a client log would undo the mixing.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Hop {
     /// The node's identifier.
     pub id: NodeId,
@@ -32,6 +33,12 @@ pub struct Hop {
     pub key: MixPublicKey,
     /// How long this node should hold the packet, in microseconds.
     pub delay_us: u32,
+}
+
+impl std::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hop(<redacted>)")
+    }
 }
 
 /// Builds packets for one epoch's keys.

@@ -26,8 +26,9 @@ pub enum RoutingKind {
     Reply = 3,
 }
 
-/// A decoded routing block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A decoded routing block. `Debug` shows only the kind (the rest is one
+/// packet's route and timing).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RoutingBlock {
     /// What to do.
     pub kind: RoutingKind,
@@ -39,6 +40,12 @@ pub struct RoutingBlock {
     pub next_alpha: [u8; 32],
     /// MAC of the next hop's header (zero at the last hop).
     pub next_mac: [u8; MAC_LEN],
+}
+
+impl std::fmt::Debug for RoutingBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingBlock").field("kind", &self.kind).finish_non_exhaustive()
+    }
 }
 
 impl RoutingBlock {

@@ -21,7 +21,9 @@ pub struct PeeledHeader {
 }
 
 /// What a hop does with a packet once it is processed.
-#[derive(Debug)]
+///
+/// `Debug` shows only the variant: next hops, delays and SURB ids describe one
+/// user's route and must never reach a log.
 pub enum Processed {
     /// Hold for `delay_us`, then send `packet` to `next`.
     Forward {
@@ -50,11 +52,26 @@ pub enum Processed {
     },
 }
 
+impl std::fmt::Debug for Processed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Processed::Forward { .. } => "Processed::Forward(<redacted>)",
+            Processed::Final { .. } => "Processed::Final(<redacted>)",
+            Processed::Reply { .. } => "Processed::Reply(<redacted>)",
+        })
+    }
+}
+
 /// A final hop's payload, kept in the packet buffer it arrived in.
-#[derive(Debug)]
 pub struct Payload {
     packet: Packet,
     len: usize,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Payload(<redacted>)")
+    }
 }
 
 impl Payload {

@@ -58,7 +58,8 @@ pub struct Surb {
 
 impl std::fmt::Debug for Surb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Surb").field("epoch", &self.epoch).field("first_hop", &self.first_hop).finish_non_exhaustive()
+        // The first hop is part of the client's return route: not shown.
+        f.debug_struct("Surb").field("epoch", &self.epoch).finish_non_exhaustive()
     }
 }
 
