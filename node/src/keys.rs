@@ -55,7 +55,8 @@ pub enum KeyError {
     InvalidWalletKey(PathBuf),
 }
 
-/// The node's keys, loaded.
+/// The node's keys, loaded. Both key types zeroize their secrets on drop.
+#[derive(Clone)]
 pub struct NodeKeys {
     /// Ed25519 identity.
     pub identity: ed25519_dalek::SigningKey,

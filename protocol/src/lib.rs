@@ -18,6 +18,10 @@
 //!   parity, size buckets and a bounded reassembler.
 //! * [`payload`] — the versioned envelope that says what a message asks for
 //!   (echo, an Ethereum request, an RPC call, mail, …).
+//! * [`descriptor`] — epoch numbers and the signed descriptors in which nodes
+//!   publish each epoch's mix key one epoch ahead.
+//! * [`pow`] — the proof of work a client attaches to each packet it submits
+//!   to an entry node.
 //!
 //! `docs/protocol.md` in the repository gives every byte layout and key
 //! derivation label; the vectors under `protocol/tests/vectors/` pin them.
@@ -26,8 +30,10 @@
 
 pub mod contracts;
 pub mod crypto;
+pub mod descriptor;
 pub mod fragment;
 pub mod payload;
+pub mod pow;
 pub mod sphinx;
 
 pub use sphinx::{

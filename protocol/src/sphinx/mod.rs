@@ -42,7 +42,7 @@ pub mod surb;
 
 pub use build::{Hop, PacketBuilder};
 pub use header::{RoutingBlock, RoutingKind};
-pub use process::{PeeledHeader, Processed};
+pub use process::{Payload, PeeledHeader, Processed};
 pub use surb::{Surb, SurbKeys};
 
 use subtle::ConstantTimeEq;

@@ -1,0 +1,1434 @@
+//! The node's configuration: one TOML file (`nox.toml`), documented key by key
+//! in `docs/configuration.md`, with environment overrides.
+//!
+//! The structs here are the single source of the keys and their defaults;
+//! `node/nox.example.toml` and the documentation are tested against them.
+//!
+//! [`load`] goes through three steps, each with its own error, so that an
+//! operator learns what is wrong and where:
+//!
+//! 1. The file is parsed and deserialized. A syntax error carries its line and
+//!    column; an unknown key or a value of the wrong type carries its dotted
+//!    path (`mix.max_delay_ms`, `topology.nodes[1].layer`) and its line.
+//! 2. Environment variables `NOX_<SECTION>__<KEY>` override single keys; the
+//!    environment wins over the file. A value is read as the type the key has
+//!    in [`NodeConfig::default`] (integer, number, boolean, string, or a
+//!    comma-separated list); an empty value unsets an optional key. A variable
+//!    that names no key is an error, so that a typo is never silently ignored.
+//!    `[[topology.nodes]]` can only be set in the file.
+//! 3. [`NodeConfig::validate`] checks the values against each other and
+//!    reports every problem at once, each with its dotted key.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// The whole node configuration (`nox run --config FILE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Identity, storage and role.
+    pub node: NodeSection,
+    /// Network parameters every node must agree on.
+    pub network: NetworkSection,
+    /// libp2p transport.
+    pub p2p: P2pSection,
+    /// Nodes known before any descriptor arrives (until the chain watcher).
+    pub topology: TopologySection,
+    /// Ingest stage.
+    pub ingest: IngestSection,
+    /// Worker stage.
+    pub workers: WorkersSection,
+    /// Mix stage.
+    pub mix: MixSection,
+    /// Egress stage.
+    pub egress: EgressSection,
+    /// Replay cache.
+    pub replay: ReplaySection,
+    /// Cover traffic.
+    pub cover: CoverSection,
+    /// HTTP endpoints.
+    pub http: HttpSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// A node's role in the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A mixing relay (layer 0 or 1).
+    #[default]
+    Relay,
+    /// An exit (layer 2): executes requests.
+    Exit,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Directory holding `identity.key` and `wallet.key` (from `nox keygen`).
+    pub keys_dir: PathBuf,
+    /// Directory for the node's database (epoch keys, replay caches).
+    pub data_dir: PathBuf,
+    /// Relay or exit.
+    pub role: Role,
+    /// Layer 0 (entry), 1 (mix) or 2 (exit). Until the chain watcher assigns
+    /// layers, the operator sets it; exits must be layer 2.
+    pub layer: u8,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            keys_dir: PathBuf::from("./nox-keys"),
+            data_dir: PathBuf::from("./nox-data"),
+            role: Role::Relay,
+            layer: 0,
+        }
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Epoch length in seconds; epoch = unix time / epoch_secs.
+    pub epoch_secs: u64,
+    /// How long after an epoch change the previous epoch's key is still
+    /// accepted, in seconds. Must be less than half an epoch.
+    pub grace_secs: u64,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection { epoch_secs: 3 * 3600, grace_secs: 600 }
+    }
+}
+
+/// `[p2p]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pSection {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddrs other nodes should dial (published in descriptors). Empty:
+    /// the listen addresses that are not unspecified (0.0.0.0).
+    pub external_addresses: Vec<String>,
+    /// Most connections at once.
+    pub max_connections: u32,
+    /// Most connections from one IPv4 /24 (or IPv6 /48).
+    pub max_connections_per_subnet: u32,
+    /// Seconds without traffic before an idle connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a peer has to complete the control handshake.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        P2pSection {
+            listen: vec!["/ip4/0.0.0.0/tcp/9000".to_string()],
+            external_addresses: Vec::new(),
+            max_connections: 1024,
+            max_connections_per_subnet: 16,
+            idle_timeout_secs: 120,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[topology]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologySection {
+    /// Statically known nodes (`[[topology.nodes]]`).
+    pub nodes: Vec<StaticNode>,
+}
+
+/// One `[[topology.nodes]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNode {
+    /// The node id (Ed25519 identity public key), `0x` + 64 hex digits.
+    pub node_id: String,
+    /// Layer 0, 1 or 2.
+    pub layer: u8,
+    /// Multiaddrs to dial it on.
+    pub addresses: Vec<String>,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Capacity of the queue from ingest to the workers, in packets.
+    pub queue: usize,
+    /// Sustained packets per second allowed from one node peer.
+    pub node_rate: f64,
+    /// Burst allowance for a node peer, in packets.
+    pub node_burst: u32,
+    /// Sustained packets per second allowed from one client peer.
+    pub client_rate: f64,
+    /// Burst allowance for a client peer, in packets.
+    pub client_burst: u32,
+    /// Leading zero bits a client's proof of work must have (0 disables it).
+    pub pow_bits: u8,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            queue: 4096,
+            node_rate: 20_000.0,
+            node_burst: 4096,
+            client_rate: 100.0,
+            client_burst: 200,
+            pow_bits: 12,
+        }
+    }
+}
+
+/// `[workers]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    /// Worker threads; 0 = one per available core.
+    pub threads: usize,
+    /// Capacity of the queue from the workers to the mix stage, in packets.
+    pub queue: usize,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        WorkersSection { threads: 0, queue: 4096 }
+    }
+}
+
+/// `[mix]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixSection {
+    /// Cap on the sender's per-hop delay, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Most packets held at once (timer queue plus batch).
+    pub capacity: usize,
+    /// Batch window in milliseconds; 0 disables batching.
+    pub batch_window_ms: u64,
+}
+
+impl Default for MixSection {
+    fn default() -> Self {
+        MixSection { max_delay_ms: 10_000, capacity: 65_536, batch_window_ms: 0 }
+    }
+}
+
+/// `[egress]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSection {
+    /// Capacity of the queue from the mix stage to egress, in packets.
+    pub queue: usize,
+    /// Packets queued for one next hop before further ones are dropped.
+    pub peer_queue: usize,
+    /// Replies kept for clients that have not collected them.
+    pub reply_mailbox: usize,
+    /// Seconds an uncollected reply is kept.
+    pub reply_ttl_secs: u64,
+}
+
+impl Default for EgressSection {
+    fn default() -> Self {
+        EgressSection { queue: 4096, peer_queue: 1024, reply_mailbox: 4096, reply_ttl_secs: 300 }
+    }
+}
+
+/// `[replay]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySection {
+    /// Hold each packet until its replay tag is on disk, so that a crash
+    /// cannot reopen a replay window.
+    pub durable_before_forward: bool,
+    /// Most tags remembered per epoch key; beyond it packets are refused.
+    pub max_tags_per_epoch: usize,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        ReplaySection { durable_before_forward: true, max_tags_per_epoch: 20_000_000 }
+    }
+}
+
+/// `[cover]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoverSection {
+    /// Loop packets per second (Poisson); 0 disables.
+    pub loop_rate: f64,
+    /// Drop packets per second (Poisson); 0 disables.
+    pub drop_rate: f64,
+    /// Mean per-hop delay of cover packets, in milliseconds.
+    pub mean_delay_ms: f64,
+    /// Seconds after which an unreturned loop counts as lost.
+    pub loop_timeout_secs: u64,
+}
+
+impl Default for CoverSection {
+    fn default() -> Self {
+        CoverSection { loop_rate: 0.5, drop_rate: 0.5, mean_delay_ms: 50.0, loop_timeout_secs: 60 }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Admin listener: `/health`, `/metrics`, `/topology`.
+    pub listen: SocketAddr,
+    /// Optional public listener serving only `/health` and `/topology`.
+    pub public_listen: Option<SocketAddr>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: SocketAddr::from(([127, 0, 0, 1], 9100)), public_listen: None }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter, e.g. `info` or `nox_node=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { level: "info".to_string(), format: LogFormat::Text }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+/// Prefix of every environment override: `NOX_<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "NOX_";
+
+/// Optional keys: absent from the serialized defaults (they are `None`), so an
+/// environment override cannot learn their type there. Every one is a string.
+const OPTIONAL_KEYS: &[(&str, &str)] = &[("http", "public_listen")];
+
+/// Keys only the file can set (arrays of tables).
+const FILE_ONLY_KEYS: &[(&str, &str)] = &[("topology", "nodes")];
+
+/// Largest `mix.max_delay_ms`: delays travel as microseconds in a `u32`.
+pub const MAX_DELAY_MS_LIMIT: u64 = u32::MAX as u64 / 1000;
+
+/// Reads `path`, applies the process's `NOX_*` environment overrides and
+/// validates the result.
+pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+    load_with_env(path, std::env::vars_os())
+}
+
+/// [`load`] with the environment given as `(name, value)` pairs.
+pub fn load_with_env<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+    path: &Path,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<NodeConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error: error.to_string() })?;
+    from_toml_str(&text, env)
+}
+
+/// Parses `text` as `nox.toml`, applies the process's `NOX_*` environment
+/// overrides and validates the result.
+pub fn from_toml_str_with_process_env(text: &str) -> Result<NodeConfig, ConfigError> {
+    from_toml_str(text, std::env::vars_os())
+}
+
+/// Parses `text` as `nox.toml`, applies the `NOX_*` overrides found in `env`
+/// (all variables, as `(name, value)` pairs: the whole list is needed to find
+/// misspelt ones), and validates the result.
+pub fn from_toml_str<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+    text: &str,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<NodeConfig, ConfigError> {
+    let document = toml::de::Deserializer::parse(text).map_err(|e| syntax_error(&e, text))?;
+    let from_file: NodeConfig = serde_path_to_error::deserialize(document).map_err(|e| {
+        let at = e.inner().span().map(|span| Location::of(text, span.start));
+        shape_error(e.path().to_string(), e.inner(), at)
+    })?;
+
+    let overrides = env_overrides(env)?;
+    let config = if overrides.is_empty() {
+        from_file
+    } else {
+        let mut table: Table = text.parse().map_err(|e| syntax_error(&e, text))?;
+        for o in &overrides {
+            let section = table.entry(o.section.clone()).or_insert_with(|| Value::Table(Table::new()));
+            if let Value::Table(section) = section {
+                match &o.value {
+                    Some(value) => section.insert(o.key.clone(), value.clone()),
+                    None => section.remove(&o.key),
+                };
+            }
+        }
+        serde_path_to_error::deserialize(table).map_err(|e| {
+            let path = e.path().to_string();
+            let error = shape_error(path.clone(), e.inner(), None);
+            match overrides.iter().find(|o| o.covers(&path)) {
+                Some(o) => ConfigError::Env { var: o.var.clone(), reason: error.to_string() },
+                None => error,
+            }
+        })?
+    };
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+/// What is wrong with a configuration, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {error}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        error: String,
+    },
+    /// The file is not valid TOML.
+    #[error("TOML syntax error at {at}: {message}")]
+    Syntax {
+        /// Where the parser stopped.
+        at: Location,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key that the configuration does not have (a typo, or a key of
+    /// another section).
+    #[error("{key}: unknown key{}{}", in_file(.at), hint(.expected))]
+    UnknownKey {
+        /// Dotted path, e.g. `mix.max_dely_ms`.
+        key: String,
+        /// The keys that would have been accepted there.
+        expected: String,
+        /// Its place in the file.
+        at: Option<Location>,
+    },
+    /// A value of the wrong type.
+    #[error("{key}: expected {expected}, found {found}{}", in_file(.at))]
+    WrongType {
+        /// Dotted path, e.g. `mix.max_delay_ms`.
+        key: String,
+        /// The type the key takes.
+        expected: String,
+        /// The value given.
+        found: String,
+        /// Its place in the file.
+        at: Option<Location>,
+    },
+    /// A value of the right type that the key cannot take (out of range,
+    /// not an address, not one of the allowed words, a missing key).
+    #[error("{key}: {message}{}", in_file(.at))]
+    BadValue {
+        /// Dotted path, e.g. `http.listen`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+        /// Its place in the file.
+        at: Option<Location>,
+    },
+    /// An environment override that cannot be applied.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable's name.
+        var: String,
+        /// Why it cannot be applied.
+        reason: String,
+    },
+    /// Values that parse but do not make a working node; every problem found.
+    #[error("{}", problem_list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// A line and column (both from 1) in the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column in characters, from 1.
+    pub column: usize,
+}
+
+impl Location {
+    fn of(text: &str, offset: usize) -> Location {
+        let before = text.get(..offset).unwrap_or(text);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+        Location { line: before.matches('\n').count() + 1, column }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// One thing [`NodeConfig::validate`] found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key, e.g. `p2p.listen[1]`.
+    pub key: String,
+    /// What is wrong, with the offending value.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn in_file(at: &Option<Location>) -> String {
+    at.map(|at| format!(" ({at})")).unwrap_or_default()
+}
+
+fn hint(expected: &str) -> String {
+    if expected.is_empty() { String::new() } else { format!("; {expected}") }
+}
+
+fn problem_list(problems: &[Problem]) -> String {
+    let mut out = format!("{} invalid value(s):", problems.len());
+    for p in problems {
+        out.push_str(&format!("\n  {p}"));
+    }
+    out
+}
+
+fn syntax_error(e: &toml::de::Error, text: &str) -> ConfigError {
+    let at = Location::of(text, e.span().map_or(0, |s| s.start));
+    ConfigError::Syntax { at, message: e.message().trim().to_string() }
+}
+
+/// Turns a deserialization error at `key` into the variant that says what is
+/// wrong in an operator's terms.
+fn shape_error(key: String, e: &toml::de::Error, at: Option<Location>) -> ConfigError {
+    let key = if key == "." { "(top level)".to_string() } else { key };
+    let message = e.message().trim();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let expected = rest.split_once("`, ").map_or("", |(_, expected)| expected).to_string();
+        return ConfigError::UnknownKey { key, expected, at };
+    }
+    if let Some((found, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.rsplit_once(", expected ")) {
+        let found = match found {
+            "map" => "a table".to_string(),
+            "sequence" => "an array".to_string(),
+            other => other.to_string(),
+        };
+        return ConfigError::WrongType { key, expected: describe_expected(expected), found, at };
+    }
+    if message == "wanted string or table" {
+        return ConfigError::WrongType { key, expected: "a string".into(), found: "another type".into(), at };
+    }
+    if let Some((found, expected)) = message.strip_prefix("invalid value: ").and_then(|m| m.rsplit_once(", expected "))
+    {
+        let message = format!("{found} is out of range; expected {}", describe_expected(expected));
+        return ConfigError::BadValue { key, message, at };
+    }
+    let message = match message.strip_prefix("missing field ") {
+        Some(field) => format!("missing key {field}"),
+        None => message.to_string(),
+    };
+    ConfigError::BadValue { key, message, at }
+}
+
+/// serde's name of an expected type, in the configuration's terms.
+fn describe_expected(serde_name: &str) -> String {
+    match serde_name {
+        "u8" => "an integer from 0 to 255",
+        "u16" => "an integer from 0 to 65535",
+        "u32" => "an integer from 0 to 4294967295",
+        "u64" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" => "a boolean (true or false)",
+        "a string" | "string only" | "path string" => "a string",
+        "a sequence" => "an array",
+        "socket address" => "a socket address string such as \"127.0.0.1:9100\"",
+        s if s.starts_with("struct ") || s == "a map" => "a table",
+        s => s,
+    }
+    .to_string()
+}
+
+/// One `NOX_<SECTION>__<KEY>` variable, typed.
+#[derive(Debug)]
+struct EnvOverride {
+    var: String,
+    section: String,
+    key: String,
+    /// `None`: unset the (optional) key.
+    value: Option<Value>,
+}
+
+impl EnvOverride {
+    /// Whether a deserialization error at `path` concerns this override.
+    fn covers(&self, path: &str) -> bool {
+        let own = format!("{}.{}", self.section, self.key);
+        path == own || path.strip_prefix(&own).is_some_and(|rest| rest.starts_with(['.', '[']))
+    }
+}
+
+/// Finds and types the `NOX_*` overrides in `env`.
+fn env_overrides<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<Vec<EnvOverride>, ConfigError> {
+    let defaults = Table::try_from(NodeConfig::default()).map_err(|e| ConfigError::BadValue {
+        key: "(defaults)".into(),
+        message: e.to_string(),
+        at: None,
+    })?;
+    let mut found: BTreeMap<(String, String), EnvOverride> = BTreeMap::new();
+    let mut vars: Vec<(String, Option<String>)> = Vec::new();
+    for (name, value) in env {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let Some(name) = name.to_str() else {
+            if name.to_string_lossy().starts_with(ENV_PREFIX) {
+                let var = name.to_string_lossy().into_owned();
+                return Err(ConfigError::Env { var, reason: "the name is not valid UTF-8".into() });
+            }
+            continue;
+        };
+        if name.starts_with(ENV_PREFIX) {
+            vars.push((name.to_string(), value.to_str().map(str::to_string)));
+        }
+    }
+    vars.sort();
+    for (var, value) in vars {
+        let env_error = |reason: String| ConfigError::Env { var: var.clone(), reason };
+        let rest = var.get(ENV_PREFIX.len()..).unwrap_or_default();
+        let Some((section, key)) = rest.split_once("__") else {
+            // Not of the override form (e.g. `NOX_DEPLOYMENT`), unless it starts
+            // with a section name: then it is a misspelt override.
+            let lower = rest.to_ascii_lowercase();
+            if let Some(section) = defaults.keys().find(|s| lower == **s || lower.starts_with(&format!("{s}_"))) {
+                let upper = section.to_ascii_uppercase();
+                return Err(env_error(format!(
+                    "looks like an override of [{section}], but section and key must be separated by two \
+                     underscores: {ENV_PREFIX}{upper}__<KEY>"
+                )));
+            }
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let Some(value) = value else {
+            return Err(env_error("the value is not valid UTF-8".into()));
+        };
+        let Some(Value::Table(section_defaults)) = defaults.get(&section) else {
+            let sections: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            return Err(env_error(format!("no section [{section}]; sections: {}", sections.join(", "))));
+        };
+        if FILE_ONLY_KEYS.contains(&(section.as_str(), key.as_str())) {
+            return Err(env_error(format!(
+                "{section}.{key} cannot be set from the environment; list it as [[{section}.{key}]] in the file"
+            )));
+        }
+        let default = section_defaults.get(&key);
+        let optional = OPTIONAL_KEYS.contains(&(section.as_str(), key.as_str()));
+        if default.is_none() && !optional {
+            let mut keys: Vec<&str> = section_defaults.keys().map(String::as_str).collect();
+            keys.extend(OPTIONAL_KEYS.iter().filter(|(s, _)| *s == section).map(|(_, k)| *k));
+            keys.sort_unstable();
+            return Err(env_error(format!("no key `{key}` in [{section}]; keys: {}", keys.join(", "))));
+        }
+        let value = env_value(default, &value).map_err(|reason| env_error(format!("{section}.{key}: {reason}")))?;
+        let slot = (section.clone(), key.clone());
+        if let Some(earlier) = found.get(&slot) {
+            return Err(env_error(format!("sets {section}.{key}, which {} already sets", earlier.var)));
+        }
+        found.insert(slot, EnvOverride { var, section, key, value });
+    }
+    Ok(found.into_values().collect())
+}
+
+/// Reads `raw` as the type of `default` (`None`: an optional string key).
+fn env_value(default: Option<&Value>, raw: &str) -> Result<Option<Value>, String> {
+    match default {
+        None if raw.is_empty() => Ok(None),
+        None => Ok(Some(Value::String(raw.to_string()))),
+        Some(Value::Array(items)) => {
+            let element = items.first().unwrap_or(&Value::String(String::new())).clone();
+            let parsed: Result<Vec<Value>, String> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| scalar(&element, item))
+                .collect();
+            Ok(Some(Value::Array(parsed?)))
+        }
+        Some(_) if raw.is_empty() => Err("empty value; only optional keys can be unset".into()),
+        Some(kind) => scalar(kind, raw).map(Some),
+    }
+}
+
+fn scalar(kind: &Value, raw: &str) -> Result<Value, String> {
+    let trimmed = raw.trim();
+    match kind {
+        Value::Integer(_) => {
+            trimmed.parse().map(Value::Integer).map_err(|_| format!("expected an integer, got `{raw}`"))
+        }
+        Value::Float(_) => trimmed.parse().map(Value::Float).map_err(|_| format!("expected a number, got `{raw}`")),
+        Value::Boolean(_) => match trimmed.to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Boolean(true)),
+            "false" => Ok(Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got `{raw}`")),
+        },
+        Value::String(_) => Ok(Value::String(raw.to_string())),
+        Value::Datetime(_) | Value::Array(_) | Value::Table(_) => {
+            Err("this key is a table or nested array; it can only be set in the file".into())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+/// A `[[topology.nodes]]` node id that is not `0x` followed by 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a node id: expected 0x followed by 64 hex digits")]
+pub struct NodeIdError(pub String);
+
+impl StaticNode {
+    /// The node id as bytes (the Ed25519 identity public key).
+    pub fn id_bytes(&self) -> Result<[u8; 32], NodeIdError> {
+        let invalid = || NodeIdError(self.node_id.clone());
+        let digits = self.node_id.strip_prefix("0x").ok_or_else(invalid)?;
+        if digits.len() != 64 {
+            return Err(invalid());
+        }
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(digits, &mut id).map_err(|_| invalid())?;
+        Ok(id)
+    }
+}
+
+/// Collects problems while [`NodeConfig::validate`] walks the sections.
+#[derive(Debug, Default)]
+struct Checks(Vec<Problem>);
+
+impl Checks {
+    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    fn at_least<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, min: T) {
+        if value < min {
+            self.fail(key, format!("must be at least {min}, got {value}"));
+        }
+    }
+
+    fn at_most<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, max: T, why: &str) {
+        if value > max {
+            self.fail(key, format!("must be at most {max}{why}, got {value}"));
+        }
+    }
+
+    fn positive_rate(&mut self, key: &str, value: f64) {
+        if !(value.is_finite() && value > 0.0) {
+            self.fail(key, format!("must be a finite number greater than 0, got {value}"));
+        }
+    }
+
+    fn non_negative_rate(&mut self, key: &str, value: f64) {
+        if !(value.is_finite() && value >= 0.0) {
+            self.fail(key, format!("must be a finite number, 0 or more, got {value}"));
+        }
+    }
+
+    fn multiaddr(&mut self, key: String, addr: &str) {
+        match addr.parse::<libp2p::Multiaddr>() {
+            Ok(parsed) if parsed.is_empty() => self.fail(key, "empty multiaddr; expected e.g. /ip4/1.2.3.4/tcp/9000"),
+            Ok(_) => {}
+            Err(e) => self.fail(key, format!("`{addr}` is not a multiaddr: {e}")),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every value and their relations; returns every problem found,
+    /// each with its dotted key (`p2p.listen[1]`) and the offending value.
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        let mut c = Checks::default();
+
+        let node = &self.node;
+        if node.layer > 2 {
+            c.fail("node.layer", format!("must be 0 (entry), 1 (mix) or 2 (exit), got {}", node.layer));
+        } else if node.role == Role::Exit && node.layer != 2 {
+            c.fail("node.role", format!("an exit must be in layer 2, but node.layer is {}", node.layer));
+        } else if node.role == Role::Relay && node.layer == 2 {
+            c.fail(
+                "node.layer",
+                "layer 2 is the exit layer, but node.role is \"relay\"; use layer 0 or 1, or role \"exit\"",
+            );
+        }
+
+        let network = &self.network;
+        c.at_least("network.epoch_secs", network.epoch_secs, 1);
+        if network.epoch_secs >= 1 && network.grace_secs.saturating_mul(2) >= network.epoch_secs {
+            c.fail(
+                "network.grace_secs",
+                format!(
+                    "must be less than half of network.epoch_secs ({} s), got {}",
+                    network.epoch_secs, network.grace_secs
+                ),
+            );
+        }
+
+        let p2p = &self.p2p;
+        if p2p.listen.is_empty() {
+            c.fail("p2p.listen", "at least one listen address is needed");
+        }
+        for (i, addr) in p2p.listen.iter().enumerate() {
+            c.multiaddr(format!("p2p.listen[{i}]"), addr);
+        }
+        for (i, addr) in p2p.external_addresses.iter().enumerate() {
+            c.multiaddr(format!("p2p.external_addresses[{i}]"), addr);
+        }
+        c.at_least("p2p.max_connections", p2p.max_connections, 1);
+        c.at_least("p2p.max_connections_per_subnet", p2p.max_connections_per_subnet, 1);
+        if p2p.max_connections >= 1 {
+            c.at_most(
+                "p2p.max_connections_per_subnet",
+                p2p.max_connections_per_subnet,
+                p2p.max_connections,
+                " (p2p.max_connections)",
+            );
+        }
+        c.at_least("p2p.idle_timeout_secs", p2p.idle_timeout_secs, 1);
+        c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
+
+        let mut ids: BTreeMap<[u8; 32], usize> = BTreeMap::new();
+        for (i, n) in self.topology.nodes.iter().enumerate() {
+            let key = format!("topology.nodes[{i}]");
+            match n.id_bytes() {
+                Err(e) => c.fail(format!("{key}.node_id"), e.to_string()),
+                Ok(id) => {
+                    if ed25519_dalek::VerifyingKey::from_bytes(&id).is_err() {
+                        c.fail(format!("{key}.node_id"), format!("`{}` is not an Ed25519 public key", n.node_id));
+                    }
+                    if let Some(first) = ids.insert(id, i) {
+                        c.fail(format!("{key}.node_id"), format!("`{}` is also topology.nodes[{first}]", n.node_id));
+                    }
+                }
+            }
+            if n.layer > 2 {
+                c.fail(format!("{key}.layer"), format!("must be 0, 1 or 2, got {}", n.layer));
+            }
+            if n.addresses.is_empty() {
+                c.fail(format!("{key}.addresses"), "at least one address is needed");
+            }
+            for (j, addr) in n.addresses.iter().enumerate() {
+                c.multiaddr(format!("{key}.addresses[{j}]"), addr);
+            }
+        }
+
+        let ingest = &self.ingest;
+        c.at_least("ingest.queue", ingest.queue, 1);
+        c.positive_rate("ingest.node_rate", ingest.node_rate);
+        c.at_least("ingest.node_burst", ingest.node_burst, 1);
+        c.positive_rate("ingest.client_rate", ingest.client_rate);
+        c.at_least("ingest.client_burst", ingest.client_burst, 1);
+        c.at_most("ingest.pow_bits", ingest.pow_bits, 32, "");
+
+        c.at_least("workers.queue", self.workers.queue, 1);
+
+        let mix = &self.mix;
+        c.at_most(
+            "mix.max_delay_ms",
+            mix.max_delay_ms,
+            MAX_DELAY_MS_LIMIT,
+            " (delays travel as microseconds in a u32)",
+        );
+        c.at_least("mix.capacity", mix.capacity, 1);
+
+        let egress = &self.egress;
+        c.at_least("egress.queue", egress.queue, 1);
+        c.at_least("egress.peer_queue", egress.peer_queue, 1);
+        c.at_least("egress.reply_mailbox", egress.reply_mailbox, 1);
+        c.at_least("egress.reply_ttl_secs", egress.reply_ttl_secs, 1);
+
+        c.at_least("replay.max_tags_per_epoch", self.replay.max_tags_per_epoch, 1);
+
+        let cover = &self.cover;
+        c.non_negative_rate("cover.loop_rate", cover.loop_rate);
+        c.non_negative_rate("cover.drop_rate", cover.drop_rate);
+        c.positive_rate("cover.mean_delay_ms", cover.mean_delay_ms);
+        c.at_least("cover.loop_timeout_secs", cover.loop_timeout_secs, 1);
+
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            c.fail("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level));
+        }
+
+        if c.0.is_empty() { Ok(()) } else { Err(c.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../nox.example.toml");
+    const DOCS: &str = include_str!("../../docs/configuration.md");
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        from_toml_str(text, std::iter::empty::<(&str, &str)>())
+    }
+
+    fn with_env(text: &str, env: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+        from_toml_str(text, env.iter().copied())
+    }
+
+    fn problems(result: Result<NodeConfig, ConfigError>) -> Vec<Problem> {
+        match result {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    fn problem_keys(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    fn env_error(result: Result<NodeConfig, ConfigError>) -> (String, String) {
+        match result {
+            Err(ConfigError::Env { var, reason }) => (var, reason),
+            other => panic!("expected an environment error, got {other:?}"),
+        }
+    }
+
+    /// A valid node id: the Ed25519 public key of a fixed secret.
+    fn node_id(seed: u8) -> String {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+        format!("0x{}", hex::encode(key.to_bytes()))
+    }
+
+    fn default_table() -> Table {
+        Table::try_from(NodeConfig::default()).unwrap()
+    }
+
+    /// Every (section, key) a file can set, optional keys included.
+    fn all_keys() -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        for (section, table) in default_table() {
+            for key in table.as_table().unwrap().keys() {
+                keys.push((section.clone(), key.clone()));
+            }
+        }
+        keys.extend(OPTIONAL_KEYS.iter().map(|(s, k)| (s.to_string(), k.to_string())));
+        keys
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(NodeConfig::default().validate(), Ok(()));
+        assert_eq!(parse("").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn example_file_equals_defaults() {
+        assert_eq!(parse(EXAMPLE).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn example_file_lists_every_key() {
+        let example: Table = EXAMPLE.parse().unwrap();
+        for (section, key) in all_keys() {
+            let listed = example.get(&section).and_then(Value::as_table).is_some_and(|t| t.contains_key(&key));
+            let commented =
+                EXAMPLE.contains(&format!("# {key} = ")) || EXAMPLE.contains(&format!("# [[{section}.{key}]]"));
+            assert!(listed || commented, "{section}.{key} is missing from nox.example.toml");
+        }
+    }
+
+    #[test]
+    fn docs_document_every_key() {
+        for (section, key) in all_keys() {
+            let heading = format!("### `[{section}]`");
+            let start = DOCS.find(&heading).unwrap_or_else(|| panic!("docs lack {heading}"));
+            let rest = &DOCS[start + heading.len()..];
+            let table = &rest[..rest.find("\n#").unwrap_or(rest.len())];
+            assert!(table.contains(&format!("| `{key}` |")), "docs lack {section}.{key} under {heading}");
+        }
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let (a, b) = (node_id(1), node_id(2));
+        let text = format!(
+            r#"
+            [node]
+            keys_dir = "/var/lib/nox/keys"
+            data_dir = "/var/lib/nox/data"
+            role = "exit"
+            layer = 2
+
+            [network]
+            epoch_secs = 3600
+            grace_secs = 300
+
+            [p2p]
+            listen = ["/ip4/0.0.0.0/tcp/9000", "/ip6/::/tcp/9000"]
+            external_addresses = ["/dns4/exit.example.org/tcp/9000"]
+            max_connections = 512
+            max_connections_per_subnet = 8
+            idle_timeout_secs = 60
+            handshake_timeout_secs = 5
+
+            [[topology.nodes]]
+            node_id = "{a}"
+            layer = 0
+            addresses = ["/ip4/192.0.2.1/tcp/9000"]
+
+            [[topology.nodes]]
+            node_id = "{b}"
+            layer = 1
+            addresses = ["/ip4/192.0.2.2/tcp/9000", "/ip4/192.0.2.2/tcp/9001"]
+
+            [ingest]
+            queue = 1000
+            node_rate = 5000
+            node_burst = 100
+            client_rate = 10.5
+            client_burst = 20
+            pow_bits = 0
+
+            [workers]
+            threads = 4
+            queue = 2000
+
+            [mix]
+            max_delay_ms = 2000
+            capacity = 1000
+            batch_window_ms = 20
+
+            [egress]
+            queue = 3000
+            peer_queue = 300
+            reply_mailbox = 100
+            reply_ttl_secs = 30
+
+            [replay]
+            durable_before_forward = false
+            max_tags_per_epoch = 1000000
+
+            [cover]
+            loop_rate = 0
+            drop_rate = 1.5
+            mean_delay_ms = 20.0
+            loop_timeout_secs = 30
+
+            [http]
+            listen = "127.0.0.1:9200"
+            public_listen = "0.0.0.0:9201"
+
+            [log]
+            level = "nox_node=debug,info"
+            format = "json"
+            "#
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.node.keys_dir, PathBuf::from("/var/lib/nox/keys"));
+        assert_eq!((c.node.role, c.node.layer), (Role::Exit, 2));
+        assert_eq!((c.network.epoch_secs, c.network.grace_secs), (3600, 300));
+        assert_eq!(c.p2p.listen.len(), 2);
+        assert_eq!(c.p2p.external_addresses, vec!["/dns4/exit.example.org/tcp/9000".to_string()]);
+        assert_eq!(c.topology.nodes.len(), 2);
+        assert_eq!(c.topology.nodes[1].addresses.len(), 2);
+        assert_eq!(c.topology.nodes[0].id_bytes().unwrap().to_vec(), hex::decode(&a[2..]).unwrap());
+        assert_eq!(c.ingest.node_rate, 5000.0, "an integer is accepted for a number");
+        assert_eq!(c.ingest.client_rate, 10.5);
+        assert_eq!(c.workers.threads, 4);
+        assert_eq!(c.mix.batch_window_ms, 20);
+        assert_eq!(c.egress.reply_ttl_secs, 30);
+        assert!(!c.replay.durable_before_forward);
+        assert_eq!(c.cover.loop_rate, 0.0);
+        assert_eq!(c.http.public_listen, Some(SocketAddr::from(([0, 0, 0, 0], 9201))));
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nox.toml");
+        std::fs::write(&path, "[mix]\nmax_delay_ms = 1234\n").unwrap();
+        let env = [("NOX_MIX__CAPACITY", "99")];
+        let c = load_with_env(&path, env).unwrap();
+        assert_eq!((c.mix.max_delay_ms, c.mix.capacity), (1234, 99));
+
+        let missing = dir.path().join("absent.toml");
+        let err = load_with_env(&missing, env).unwrap_err();
+        assert!(matches!(&err, ConfigError::Read { path, .. } if *path == missing), "{err:?}");
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+
+    // --- file errors ---------------------------------------------------------
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = parse("[mix]\nmax_delay_ms = = 3\n").unwrap_err();
+        let ConfigError::Syntax { at, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(at.line, 2);
+        assert!(err.to_string().contains("line 2, column"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_rejected_with_its_dotted_path() {
+        let err = parse("[mix]\ncapacity = 10\nmax_dely_ms = 3\n").unwrap_err();
+        let ConfigError::UnknownKey { key, expected, at } = &err else { panic!("{err:?}") };
+        assert_eq!(key, "mix.max_dely_ms");
+        assert!(expected.contains("max_delay_ms"), "the message lists the valid keys: {expected}");
+        assert_eq!(*at, Some(Location { line: 3, column: 1 }));
+        assert!(err.to_string().starts_with("mix.max_dely_ms: unknown key (line 3, column 1)"), "{err}");
+
+        let err = parse("[mixx]\nmax_delay_ms = 3\n").unwrap_err();
+        assert!(matches!(&err, ConfigError::UnknownKey { key, .. } if key == "mixx"), "{err:?}");
+
+        let text = format!("[[topology.nodes]]\nnode_id = \"{}\"\nlayer = 0\naddresses = []\nport = 1\n", node_id(1));
+        let err = parse(&text).unwrap_err();
+        assert!(matches!(&err, ConfigError::UnknownKey { key, .. } if key == "topology.nodes[0].port"), "{err:?}");
+    }
+
+    #[test]
+    fn wrong_type_names_its_key_and_the_expected_type() {
+        let err = parse("[mix]\nmax_delay_ms = \"soon\"\n").unwrap_err();
+        let ConfigError::WrongType { key, expected, found, at } = &err else { panic!("{err:?}") };
+        assert_eq!((key.as_str(), expected.as_str()), ("mix.max_delay_ms", "a non-negative integer"));
+        assert!(found.contains("soon"), "{found}");
+        assert_eq!(at.map(|a| a.line), Some(2));
+
+        let err = parse("[p2p]\nlisten = \"/ip4/0.0.0.0/tcp/9000\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::WrongType { key, expected, .. } if key == "p2p.listen" && expected == "an array"),
+            "{err:?}"
+        );
+
+        let err = parse("[replay]\ndurable_before_forward = \"yes\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::WrongType { key, .. } if key == "replay.durable_before_forward"),
+            "{err:?}"
+        );
+
+        let err = parse("mix = 3\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::WrongType { key, expected, .. } if key == "mix" && expected == "a table"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, want) in [
+            ("[node]\nrole = \"gateway\"\n", "node.role"),
+            ("[node]\nlayer = 300\n", "node.layer"),
+            ("[node]\nlayer = -1\n", "node.layer"),
+            ("[http]\nlisten = \"localhost\"\n", "http.listen"),
+            ("[http]\npublic_listen = \"0.0.0.0\"\n", "http.public_listen"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[[topology.nodes]]\nlayer = 0\naddresses = []\n", "topology.nodes[0]"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(matches!(&err, ConfigError::BadValue { key, .. } if key == want), "{text:?}: {err:?}");
+            assert!(err.to_string().starts_with(&format!("{want}: ")), "{err}");
+        }
+        let err = parse("[node]\nlayer = 300\n").unwrap_err();
+        assert!(err.to_string().contains("from 0 to 255"), "{err}");
+    }
+
+    // --- environment overrides -----------------------------------------------
+
+    #[test]
+    fn env_integer_override_wins_over_the_file() {
+        let c = with_env("[mix]\nmax_delay_ms = 100\n", &[("NOX_MIX__MAX_DELAY_MS", "250")]).unwrap();
+        assert_eq!(c.mix.max_delay_ms, 250);
+    }
+
+    #[test]
+    fn env_float_override() {
+        let env = [("NOX_INGEST__CLIENT_RATE", "12.5"), ("NOX_COVER__LOOP_RATE", "2")];
+        let c = with_env("", &env).unwrap();
+        assert_eq!((c.ingest.client_rate, c.cover.loop_rate), (12.5, 2.0));
+    }
+
+    #[test]
+    fn env_bool_override() {
+        let c = with_env("", &[("NOX_REPLAY__DURABLE_BEFORE_FORWARD", "false")]).unwrap();
+        assert!(!c.replay.durable_before_forward);
+        let c =
+            with_env("[replay]\ndurable_before_forward = false\n", &[("NOX_REPLAY__DURABLE_BEFORE_FORWARD", "TRUE")])
+                .unwrap();
+        assert!(c.replay.durable_before_forward);
+    }
+
+    #[test]
+    fn env_string_override() {
+        let env = [
+            ("NOX_NODE__KEYS_DIR", "/var/lib/nox/keys"),
+            ("NOX_NODE__ROLE", "exit"),
+            ("NOX_NODE__LAYER", "2"),
+            ("NOX_LOG__LEVEL", "nox_node=debug"),
+        ];
+        let c = with_env("", &env).unwrap();
+        assert_eq!(c.node.keys_dir, PathBuf::from("/var/lib/nox/keys"));
+        assert_eq!((c.node.role, c.node.layer), (Role::Exit, 2));
+        assert_eq!(c.log.level, "nox_node=debug");
+    }
+
+    #[test]
+    fn env_list_override_is_comma_separated() {
+        let c = with_env("", &[("NOX_P2P__LISTEN", "/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2")]).unwrap();
+        assert_eq!(c.p2p.listen, vec!["/ip4/127.0.0.1/tcp/1".to_string(), "/ip4/127.0.0.1/tcp/2".to_string()]);
+
+        let file = "[p2p]\nexternal_addresses = [\"/ip4/192.0.2.1/tcp/9000\"]\n";
+        let c = with_env(file, &[("NOX_P2P__EXTERNAL_ADDRESSES", "")]).unwrap();
+        assert!(c.p2p.external_addresses.is_empty(), "an empty value is an empty list");
+    }
+
+    #[test]
+    fn env_socket_addr_override() {
+        let env = [("NOX_HTTP__LISTEN", "127.0.0.1:9200"), ("NOX_HTTP__PUBLIC_LISTEN", "0.0.0.0:9201")];
+        let c = with_env("", &env).unwrap();
+        assert_eq!(c.http.listen, SocketAddr::from(([127, 0, 0, 1], 9200)));
+        assert_eq!(c.http.public_listen, Some(SocketAddr::from(([0, 0, 0, 0], 9201))));
+    }
+
+    #[test]
+    fn env_empty_value_unsets_an_optional_key() {
+        let file = "[http]\npublic_listen = \"0.0.0.0:9101\"\n";
+        assert!(parse(file).unwrap().http.public_listen.is_some());
+        let c = with_env(file, &[("NOX_HTTP__PUBLIC_LISTEN", "")]).unwrap();
+        assert_eq!(c.http.public_listen, None);
+    }
+
+    #[test]
+    fn every_key_can_be_set_from_the_environment_with_its_own_type() {
+        let defaults = default_table();
+        let mut env = Vec::new();
+        for (section, table) in &defaults {
+            for (key, value) in table.as_table().unwrap() {
+                if FILE_ONLY_KEYS.contains(&(section.as_str(), key.as_str())) {
+                    continue;
+                }
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Array(items) => {
+                        items.iter().map(|i| i.as_str().unwrap().to_string()).collect::<Vec<_>>().join(",")
+                    }
+                    other => other.to_string(),
+                };
+                env.push((format!("NOX_{}__{}", section.to_uppercase(), key.to_uppercase()), text, value.clone()));
+            }
+        }
+        let overrides = env_overrides(env.iter().map(|(var, text, _)| (var, text))).unwrap();
+        assert_eq!(overrides.len(), env.len());
+        for o in overrides {
+            let (_, _, want) = env.iter().find(|(var, _, _)| *var == o.var).unwrap();
+            assert_eq!(o.value.as_ref(), Some(want), "{} is read as the key's type", o.var);
+        }
+        let vars: Vec<(&String, &String)> = env.iter().map(|(var, text, _)| (var, text)).collect();
+        assert_eq!(from_toml_str("", vars).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn unknown_env_variable_is_rejected() {
+        let (var, reason) = env_error(with_env("", &[("NOX_MIX__MAX_DELY_MS", "250")]));
+        assert_eq!(var, "NOX_MIX__MAX_DELY_MS");
+        assert!(reason.contains("no key `max_dely_ms` in [mix]") && reason.contains("max_delay_ms"), "{reason}");
+
+        let (var, reason) = env_error(with_env("", &[("NOX_MIXX__MAX_DELAY_MS", "250")]));
+        assert_eq!(var, "NOX_MIXX__MAX_DELAY_MS");
+        assert!(reason.contains("no section [mixx]"), "{reason}");
+
+        let (var, reason) = env_error(with_env("", &[("NOX_MIX_MAX_DELAY_MS", "250")]));
+        assert_eq!(var, "NOX_MIX_MAX_DELAY_MS");
+        assert!(reason.contains("two underscores"), "{reason}");
+    }
+
+    #[test]
+    fn unrelated_env_variables_are_ignored() {
+        let env = [("NOX_DEPLOYMENT", "{\"registry\":\"0x00\"}"), ("PATH", "/bin"), ("nox_mix__capacity", "0")];
+        assert_eq!(with_env("", &env).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn topology_nodes_cannot_be_set_from_the_environment() {
+        let (var, reason) = env_error(with_env("", &[("NOX_TOPOLOGY__NODES", "x")]));
+        assert_eq!(var, "NOX_TOPOLOGY__NODES");
+        assert!(reason.contains("[[topology.nodes]]"), "{reason}");
+    }
+
+    #[test]
+    fn env_value_of_the_wrong_type_names_the_variable() {
+        let (var, reason) = env_error(with_env("", &[("NOX_MIX__MAX_DELAY_MS", "soon")]));
+        assert_eq!(var, "NOX_MIX__MAX_DELAY_MS");
+        assert!(reason.contains("expected an integer"), "{reason}");
+
+        let (var, reason) = env_error(with_env("", &[("NOX_NODE__LAYER", "300")]));
+        assert_eq!(var, "NOX_NODE__LAYER");
+        assert!(reason.contains("node.layer") && reason.contains("from 0 to 255"), "{reason}");
+
+        let (var, _) = env_error(with_env("", &[("NOX_HTTP__LISTEN", "localhost")]));
+        assert_eq!(var, "NOX_HTTP__LISTEN");
+
+        let (var, _) = env_error(with_env("", &[("NOX_REPLAY__DURABLE_BEFORE_FORWARD", "yes")]));
+        assert_eq!(var, "NOX_REPLAY__DURABLE_BEFORE_FORWARD");
+
+        let (var, reason) = env_error(with_env("", &[("NOX_MIX__MAX_DELAY_MS", "")]));
+        assert_eq!(var, "NOX_MIX__MAX_DELAY_MS");
+        assert!(reason.contains("only optional keys can be unset"), "{reason}");
+    }
+
+    #[test]
+    fn env_override_is_validated() {
+        let p = problems(with_env("", &[("NOX_MIX__MAX_DELAY_MS", "5000000")]));
+        assert_eq!(problem_keys(&p), ["mix.max_delay_ms"]);
+        assert!(p[0].message.contains("5000000"), "{}", p[0]);
+    }
+
+    // --- validation ----------------------------------------------------------
+
+    #[test]
+    fn several_invalid_values_produce_several_problems() {
+        let text = "[node]\nlayer = 7\n[mix]\nmax_delay_ms = 5000000\n[ingest]\npow_bits = 40\n[log]\nlevel = \"=\"\n";
+        let err = parse(text).unwrap_err();
+        let rendered = err.to_string();
+        let p = problems(Err(err));
+        assert_eq!(problem_keys(&p), ["node.layer", "ingest.pow_bits", "mix.max_delay_ms", "log.level"]);
+        assert!(p[0].message.contains('7') && p[1].message.contains("40"), "{p:?}");
+        assert!(rendered.contains("4 invalid value(s)") && rendered.contains("\n  mix.max_delay_ms: "), "{rendered}");
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        let (a, b) = (node_id(1), node_id(2));
+        let cases = [
+            ("[node]\nlayer = 3\n", "node.layer"),
+            ("[node]\nrole = \"exit\"\nlayer = 1\n", "node.role"),
+            ("[node]\nrole = \"relay\"\nlayer = 2\n", "node.layer"),
+            ("[network]\nepoch_secs = 0\ngrace_secs = 0\n", "network.epoch_secs"),
+            ("[network]\nepoch_secs = 1200\ngrace_secs = 600\n", "network.grace_secs"),
+            ("[p2p]\nlisten = []\n", "p2p.listen"),
+            ("[p2p]\nlisten = [\"/ip4/0.0.0.0/tcp/1\", \"0.0.0.0:9000\"]\n", "p2p.listen[1]"),
+            ("[p2p]\nlisten = [\"\"]\n", "p2p.listen[0]"),
+            ("[p2p]\nexternal_addresses = [\"/ip4/300.0.0.1/tcp/1\"]\n", "p2p.external_addresses[0]"),
+            ("[p2p]\nmax_connections = 0\n", "p2p.max_connections"),
+            ("[p2p]\nmax_connections_per_subnet = 0\n", "p2p.max_connections_per_subnet"),
+            ("[p2p]\nmax_connections = 8\nmax_connections_per_subnet = 9\n", "p2p.max_connections_per_subnet"),
+            ("[p2p]\nidle_timeout_secs = 0\n", "p2p.idle_timeout_secs"),
+            ("[p2p]\nhandshake_timeout_secs = 0\n", "p2p.handshake_timeout_secs"),
+            ("[ingest]\nqueue = 0\n", "ingest.queue"),
+            ("[ingest]\nnode_rate = 0.0\n", "ingest.node_rate"),
+            ("[ingest]\nnode_rate = nan\n", "ingest.node_rate"),
+            ("[ingest]\nclient_rate = inf\n", "ingest.client_rate"),
+            ("[ingest]\nnode_burst = 0\n", "ingest.node_burst"),
+            ("[ingest]\nclient_burst = 0\n", "ingest.client_burst"),
+            ("[ingest]\npow_bits = 33\n", "ingest.pow_bits"),
+            ("[workers]\nqueue = 0\n", "workers.queue"),
+            ("[mix]\nmax_delay_ms = 4294968\n", "mix.max_delay_ms"),
+            ("[mix]\ncapacity = 0\n", "mix.capacity"),
+            ("[egress]\nqueue = 0\n", "egress.queue"),
+            ("[egress]\npeer_queue = 0\n", "egress.peer_queue"),
+            ("[egress]\nreply_mailbox = 0\n", "egress.reply_mailbox"),
+            ("[egress]\nreply_ttl_secs = 0\n", "egress.reply_ttl_secs"),
+            ("[replay]\nmax_tags_per_epoch = 0\n", "replay.max_tags_per_epoch"),
+            ("[cover]\nloop_rate = -1.0\n", "cover.loop_rate"),
+            ("[cover]\ndrop_rate = inf\n", "cover.drop_rate"),
+            ("[cover]\nmean_delay_ms = 0.0\n", "cover.mean_delay_ms"),
+            ("[cover]\nloop_timeout_secs = 0\n", "cover.loop_timeout_secs"),
+            ("[log]\nlevel = \"nox_node=loud\"\n", "log.level"),
+        ];
+        for (text, key) in cases {
+            let p = problems(parse(text));
+            assert_eq!(problem_keys(&p), [key], "{text:?}");
+        }
+        let node = |id: &str, layer: u8, addresses: &str| {
+            format!("[[topology.nodes]]\nnode_id = \"{id}\"\nlayer = {layer}\naddresses = [{addresses}]\n")
+        };
+        let addr = "\"/ip4/192.0.2.1/tcp/9000\"";
+        // About half of all y coordinates have no curve point.
+        let not_a_point = (2u8..)
+            .map(|y| {
+                let mut bytes = [0u8; 32];
+                bytes[0] = y;
+                bytes
+            })
+            .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+            .unwrap();
+        let topology_cases = [
+            (node("0x1234", 0, addr), "topology.nodes[0].node_id"),
+            (node(&a[2..], 0, addr), "topology.nodes[0].node_id"),
+            (node(&format!("0x{}", "zz".repeat(32)), 0, addr), "topology.nodes[0].node_id"),
+            (node(&format!("0x{}", hex::encode(not_a_point)), 0, addr), "topology.nodes[0].node_id"),
+            (node(&a, 3, addr), "topology.nodes[0].layer"),
+            (node(&a, 0, ""), "topology.nodes[0].addresses"),
+            (node(&a, 0, "\"/ip4/192.0.2.1/tcp/9000\", \"nowhere\""), "topology.nodes[0].addresses[1]"),
+            (node(&a, 0, addr) + &node(&b, 1, addr) + &node(&a, 2, addr), "topology.nodes[2].node_id"),
+        ];
+        for (text, key) in topology_cases {
+            let p = problems(parse(&text));
+            assert_eq!(problem_keys(&p), [key], "{text:?}");
+        }
+        // Upper-case hex is the same id.
+        let p = problems(parse(&(node(&a, 0, addr) + &node(&format!("0x{}", a[2..].to_uppercase()), 1, addr))));
+        assert_eq!(problem_keys(&p), ["topology.nodes[1].node_id"]);
+    }
+
+    #[test]
+    fn grace_must_be_less_than_half_an_epoch() {
+        assert!(parse("[network]\nepoch_secs = 1201\ngrace_secs = 600\n").is_ok());
+        assert!(parse("[network]\nepoch_secs = 1200\ngrace_secs = 600\n").is_err());
+        assert!(parse("[network]\nepoch_secs = 1\ngrace_secs = 0\n").is_ok());
+    }
+
+    #[test]
+    fn max_delay_limit_fits_the_wire() {
+        assert!(MAX_DELAY_MS_LIMIT * 1000 <= u64::from(u32::MAX));
+        assert!((MAX_DELAY_MS_LIMIT + 1) * 1000 > u64::from(u32::MAX));
+        assert!(parse(&format!("[mix]\nmax_delay_ms = {MAX_DELAY_MS_LIMIT}\n")).is_ok());
+    }
+
+    #[test]
+    fn id_bytes_reads_0x_and_64_hex_digits() {
+        let id = node_id(3);
+        let node = StaticNode { node_id: id.clone(), layer: 0, addresses: vec![] };
+        assert_eq!(node.id_bytes().unwrap().to_vec(), hex::decode(&id[2..]).unwrap());
+        for bad in [&id[2..], "0x", &format!("{id}00"), &format!("0X{}", &id[2..]), &format!("0x{}", "g".repeat(64))] {
+            let node = StaticNode { node_id: bad.to_string(), layer: 0, addresses: vec![] };
+            assert_eq!(node.id_bytes(), Err(NodeIdError(bad.to_string())), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The control plane: the task that answers the transport's events.
+//!
+//! It owns everything that is not packet processing:
+//! * the handshake — sends `Hello` on every new connection, answers the
+//!   peer's `Hello` through the [`Admission`] policy, records the outcome in
+//!   the [`PeerTable`], and disconnects peers that stay silent past the
+//!   handshake timeout or are refused;
+//! * descriptors — publishes this node's signed descriptors (current and next
+//!   epoch) on GossipSub at start, at every rotation and periodically; answers
+//!   `GetDescriptors`; validates gossip before GossipSub passes it on
+//!   (forged, stale and future descriptors are rejected and counted);
+//! * epochs — rotates the key ring once a second when due, creates and drops
+//!   the matching replay caches, prunes old descriptors;
+//! * reply claims from clients (`SubscribeReplies`).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use libp2p::PeerId;
+use nox_protocol::NodeId;
+use tokio::sync::mpsc;
+
+use crate::admission::Admission;
+use crate::epoch::EpochKeyRing;
+use crate::metrics::Metrics;
+use crate::p2p::{
+    self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, DESCRIPTOR_TOPIC, Event, MAX_REPLY_CLAIMS,
+    P2pHandle, PeerKind,
+};
+use crate::peers::PeerTable;
+use crate::pipeline::Action;
+use crate::pipeline::ingest::IngestStage;
+use crate::replay::ReplayCache;
+use crate::replies::ReplyMailbox;
+use crate::topology::Topology;
+
+/// What the control task works with.
+#[derive(Clone)]
+pub struct ControlContext {
+    /// This node's id.
+    pub self_id: NodeId,
+    /// Its identity key (signs descriptors).
+    pub identity: SigningKey,
+    /// Layer and role byte for descriptors.
+    pub layer: u8,
+    /// 0 relay, 1 exit.
+    pub role: u8,
+    /// Addresses to publish.
+    pub addresses: Arc<RwLock<Vec<String>>>,
+    /// Transport.
+    pub p2p: P2pHandle,
+    /// Peer table.
+    pub peers: Arc<PeerTable>,
+    /// Topology.
+    pub topology: Arc<Topology>,
+    /// Admission policy.
+    pub admission: Arc<dyn Admission>,
+    /// Epoch keys.
+    pub keys: Arc<RwLock<EpochKeyRing>>,
+    /// Replay caches.
+    pub replay: Arc<ReplayCache>,
+    /// Reply mailbox.
+    pub replies: Arc<ReplyMailbox>,
+    /// Ingest (to forget a departed peer's bucket).
+    pub ingest: Arc<IngestStage>,
+    /// Egress input (claimed replies).
+    pub egress: flume::Sender<Action>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// How often descriptors are re-published.
+    pub publish_every: Duration,
+}
+
+impl std::fmt::Debug for ControlContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlContext")
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs the control plane until the transport's event stream ends.
+pub async fn run(ctx: ControlContext, mut events: mpsc::Receiver<Event>) {
+    publish_descriptors(&ctx).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut maintain = tokio::time::interval(Duration::from_secs(3));
+    let mut publish = tokio::time::interval(ctx.publish_every.max(Duration::from_secs(1)));
+    publish.tick().await;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => on_event(&ctx, ev).await,
+                None => return,
+            },
+            _ = tick.tick() => on_tick(&ctx).await,
+            _ = publish.tick() => publish_descriptors(&ctx).await,
+            _ = maintain.tick() => maintain_connections(&ctx).await,
+        }
+    }
+}
+
+/// Signs this node's current and next descriptors, records them in its own
+/// topology and publishes them.
+pub async fn publish_descriptors(ctx: &ControlContext) {
+    let addresses = ctx.addresses.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let (descriptors, current) = {
+        let ring = ctx.keys.read().unwrap_or_else(|e| e.into_inner());
+        (ring.descriptors(&ctx.identity, ctx.layer, ctx.role, &addresses), ring.current_epoch())
+    };
+    let descriptors = match descriptors {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "signing descriptors failed");
+            return;
+        }
+    };
+    for d in descriptors {
+        let bytes = d.encode();
+        let _ = ctx.topology.accept_descriptor(d, current);
+        let _ = ctx.p2p.command(Command::Publish { topic: DESCRIPTOR_TOPIC, data: bytes }).await;
+    }
+    ctx.metrics.event("descriptor", "published").inc();
+}
+
+/// Dials every node of the topology that has not admitted us yet: a refused
+/// or dropped connection is retried, and nodes learnt later get connected, so
+/// descriptors and gossip reach every node.
+async fn maintain_connections(ctx: &ControlContext) {
+    for (id, _) in ctx.topology.node_ids() {
+        if id == ctx.self_id {
+            continue;
+        }
+        let Ok(peer) = p2p::peer_id_of(&id) else { continue };
+        if !ctx.peers.welcomed(&peer) {
+            let addrs = ctx.topology.addresses(&id);
+            if !addrs.is_empty() {
+                let _ = ctx.p2p.command(Command::Dial { peer, addrs }).await;
+            }
+        }
+    }
+}
+
+async fn on_tick(ctx: &ControlContext) {
+    let now = unix_now();
+    let rotation = {
+        let mut ring = ctx.keys.write().unwrap_or_else(|e| e.into_inner());
+        let before_next = ring.next_epoch();
+        let r = ring.rotate(now, &mut rand::rngs::OsRng);
+        (r, before_next, ring.current_epoch(), ring.next_epoch())
+    };
+    match rotation {
+        (Ok(r), _, current, next) if !r.is_empty() => {
+            ctx.replay.add_epoch(current);
+            ctx.replay.add_epoch(next);
+            for e in &r.retired {
+                if let Err(err) = ctx.replay.drop_epoch(*e) {
+                    tracing::warn!(error = %err, epoch = e, "dropping a replay cache failed");
+                }
+            }
+            ctx.topology.prune(current);
+            ctx.metrics.event("epoch", "rotated").inc();
+            tracing::info!(current, next, retired = ?r.retired, "epoch rotated");
+            publish_descriptors(ctx).await;
+        }
+        (Err(e), ..) => {
+            ctx.metrics.event("epoch", "rotation_failed").inc();
+            tracing::error!(error = %e, "epoch rotation failed");
+        }
+        _ => {}
+    }
+    let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+    ctx.metrics.epoch().set(current as i64);
+    for peer in ctx.peers.silent_since(ctx.handshake_timeout) {
+        ctx.metrics.event("handshake", "timeout").inc();
+        let _ = ctx.p2p.command(Command::Disconnect { peer }).await;
+    }
+    let (nodes, clients) = ctx.peers.counts();
+    ctx.metrics.peers("node").set(nodes);
+    ctx.metrics.peers("client").set(clients);
+    ctx.metrics.queue_depth("ingest").set(ctx.ingest.queued() as i64);
+}
+
+async fn on_event(ctx: &ControlContext, ev: Event) {
+    match ev {
+        Event::Connected { peer } => {
+            ctx.peers.connected(peer);
+            let hello = ControlRequest::Hello { version: CONTROL_VERSION, kind: PeerKind::Node };
+            let _ = ctx.p2p.command(Command::Request { peer, request: hello }).await;
+        }
+        Event::Disconnected { peer } => {
+            ctx.peers.disconnected(&peer);
+            ctx.ingest.forget(&peer);
+            ctx.replies.forget_client(&peer);
+        }
+        Event::Request { peer, request, channel } => {
+            let response = on_request(ctx, peer, request);
+            let refused = matches!(response, ControlResponse::Refused { .. });
+            let _ = ctx.p2p.command(Command::Respond { channel, response }).await;
+            if refused {
+                // Give the answer a moment to leave, then close.
+                let p2p = ctx.p2p.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = p2p.command(Command::Disconnect { peer }).await;
+                });
+            }
+        }
+        Event::Response { peer, response } => match response {
+            ControlResponse::Welcome { .. } => {
+                ctx.peers.set_welcomed(peer);
+                // A node that admitted us is worth asking for its descriptors.
+                let _ = ctx.p2p.command(Command::Request { peer, request: ControlRequest::GetDescriptors }).await;
+            }
+            ControlResponse::Refused { reason } => {
+                ctx.metrics.event("handshake", "refused_by_peer").inc();
+                tracing::warn!(%peer, %reason, "peer refused our handshake");
+            }
+            ControlResponse::Descriptors { encoded } => {
+                let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+                for bytes in encoded.iter().take(4096) {
+                    count_descriptor(ctx, ctx.topology.accept_descriptor_bytes(bytes, current));
+                }
+            }
+            ControlResponse::Ack | ControlResponse::Error { .. } => {}
+        },
+        Event::RequestFailed { .. } => {
+            ctx.metrics.event("control", "request_failed").inc();
+        }
+        Event::Gossip { source, message_id, topic, data } => {
+            let accept = if topic == DESCRIPTOR_TOPIC {
+                let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+                let r = ctx.topology.accept_descriptor_bytes(&data, current);
+                let ok = r.is_ok();
+                count_descriptor(ctx, r);
+                ok
+            } else {
+                // Prices are interpreted by the exit and oracle issues; relay them
+                // only from admitted peers.
+                ctx.peers.admitted(&source).is_some()
+            };
+            let _ = ctx.p2p.command(Command::Validate { message_id, source, accept }).await;
+        }
+    }
+}
+
+fn count_descriptor(ctx: &ControlContext, r: Result<bool, crate::topology::DescriptorRejection>) {
+    match r {
+        Ok(true) => ctx.metrics.event("descriptor", "accepted").inc(),
+        Ok(false) => ctx.metrics.event("descriptor", "duplicate").inc(),
+        Err(e) => {
+            tracing::debug!(reason = e.label(), "descriptor rejected");
+            ctx.metrics.event("descriptor", e.label()).inc()
+        }
+    };
+}
+
+fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> ControlResponse {
+    match request {
+        ControlRequest::Hello { version, kind } => {
+            let id = p2p::node_id_of(&peer);
+            match ctx.admission.admit(id.as_ref(), version, kind) {
+                Ok(tier) => {
+                    ctx.peers.set_admitted(peer, tier);
+                    ctx.metrics.event("handshake", "admitted").inc();
+                    ControlResponse::Welcome { kind: tier }
+                }
+                Err(refusal) => {
+                    ctx.peers.set_refused(peer);
+                    ctx.metrics.event("handshake", refusal.label()).inc();
+                    ControlResponse::Refused { reason: refusal.to_string() }
+                }
+            }
+        }
+        ControlRequest::GetDescriptors => {
+            if ctx.peers.admitted(&peer).is_none() {
+                return ControlResponse::Error { reason: "handshake first".into() };
+            }
+            ControlResponse::Descriptors { encoded: ctx.topology.encoded_descriptors() }
+        }
+        ControlRequest::SubscribeReplies { surb_ids } => {
+            if ctx.peers.admitted(&peer) != Some(PeerKind::Client) {
+                return ControlResponse::Error { reason: "only clients claim replies".into() };
+            }
+            if surb_ids.len() > MAX_REPLY_CLAIMS {
+                return ControlResponse::Error { reason: format!("at most {MAX_REPLY_CLAIMS} ids per claim") };
+            }
+            for packet in ctx.replies.claim(peer, &surb_ids) {
+                if ctx.egress.try_send(Action::Push { client: peer, packet }).is_err() {
+                    ctx.metrics.dropped("control", "egress_full").inc();
+                }
+            }
+            ControlResponse::Ack
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP API (axum).
+//!
+//! | route        | listener        | body                                                      |
+//! |--------------|-----------------|-----------------------------------------------------------|
+//! | `/health`    | admin, public   | `{"status":"ok","node_id":…,"epoch":…,"peers":{…}}`        |
+//! | `/metrics`   | admin           | Prometheus text format                                    |
+//! | `/topology`  | admin, public   | this node's descriptors and every node it knows, as JSON  |
+//!
+//! The admin listener binds to `http.listen` (loopback by default); the
+//! optional public listener serves only `/health` and `/topology`. Nothing
+//! here is per packet: metrics are aggregate counters, and no endpoint reports
+//! a packet's timing, a route or a client's address.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use nox_protocol::NodeId;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::epoch::EpochKeyRing;
+use crate::metrics::Metrics;
+use crate::peers::PeerTable;
+use crate::topology::Topology;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its layer.
+    pub layer: u8,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Topology.
+    pub topology: Arc<Topology>,
+    /// Peers.
+    pub peers: Arc<PeerTable>,
+    /// Epoch keys (for the epoch numbers only).
+    pub keys: Arc<RwLock<EpochKeyRing>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiState")
+    }
+}
+
+async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let (nodes, clients) = s.peers.counts();
+    let epoch = s.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+    Json(serde_json::json!({
+        "status": "ok",
+        "node_id": format!("0x{}", hex::encode(s.node_id.0)),
+        "layer": s.layer,
+        "epoch": epoch,
+        "peers": { "node": nodes, "client": clients },
+    }))
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn topology(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let (current, next) = {
+        let ring = s.keys.read().unwrap_or_else(|e| e.into_inner());
+        (ring.current_epoch(), ring.next_epoch())
+    };
+    Json(serde_json::json!({
+        "node_id": format!("0x{}", hex::encode(s.node_id.0)),
+        "layer": s.layer,
+        "epoch": { "current": current, "next": next },
+        "nodes": s.topology.to_json(),
+    }))
+}
+
+/// The admin router.
+pub fn admin_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/topology", get(topology))
+        .with_state(state)
+}
+
+/// The public router.
+pub fn public_router(state: ApiState) -> Router {
+    Router::new().route("/health", get(health)).route("/topology", get(topology)).with_state(state)
+}
+
+/// Binds `addr` and serves `router`; returns the bound address and the task.
+pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok((local, task))
+}

@@ -1,0 +1,442 @@
+//! Assembling a running node from its configuration.
+//!
+//! [`start`] opens the database, loads the epoch keys and replay caches,
+//! starts the transport, the four pipeline stages, the exit stage, cover
+//! traffic, the control plane and the HTTP listeners, and returns a
+//! [`RunningNode`] whose [`RunningNode::shutdown`] stops all of it and releases
+//! the database (so a test can start the same node again on the same data).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{AsyncReadExt, StreamExt};
+use libp2p::{Multiaddr, PeerId, Stream};
+use nox_protocol::NodeId;
+use nox_protocol::descriptor::EpochClock;
+use nox_protocol::fragment::ReassemblyLimits;
+use nox_protocol::pow::POW_NONCE_LEN;
+use nox_protocol::sphinx::PACKET_LEN;
+use tokio::task::JoinHandle;
+
+use crate::admission::{Admission, StaticAdmission};
+use crate::config::{NodeConfig, Role};
+use crate::control::{self, ControlContext};
+use crate::cover::{self, CoverConfig, CoverContext, CoverState};
+use crate::epoch::EpochKeyRing;
+use crate::exit::{ExitConfig, ExitContext, ExitService, ExitStage};
+use crate::http::{self, ApiState};
+use crate::keys::NodeKeys;
+use crate::metrics::Metrics;
+use crate::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, SUBMIT_PROTOCOL};
+use crate::peers::PeerTable;
+use crate::pipeline::egress::{EgressConfig, EgressContext, EgressStage};
+use crate::pipeline::ingest::{IngestConfig, IngestError, IngestStage};
+use crate::pipeline::mix::{MixConfig, MixStage};
+use crate::pipeline::worker::{WorkerConfig, WorkerContext, WorkerStage};
+use crate::replay::ReplayCache;
+use crate::replies::ReplyMailbox;
+use crate::store;
+use crate::topology::Topology;
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Epoch keys could not be loaded.
+    #[error(transparent)]
+    Epoch(#[from] crate::epoch::EpochError),
+    /// Replay caches could not be loaded.
+    #[error(transparent)]
+    Replay(#[from] crate::replay::ReplayError),
+    /// The transport could not start.
+    #[error(transparent)]
+    P2p(#[from] p2p::P2pError),
+    /// A thread or listener could not start.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being started.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Pieces a caller may replace.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The exit service (used when the node is an exit).
+    pub exit_service: Arc<dyn ExitService>,
+    /// The admission policy; `None` = [`StaticAdmission`] over the topology,
+    /// accepting clients on layer 0.
+    pub admission: Option<Arc<dyn Admission>>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions { exit_service: Arc::new(crate::exit::EchoService), admission: None }
+    }
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeOptions")
+    }
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// Node id.
+    pub node_id: NodeId,
+    /// libp2p peer id (the same key).
+    pub peer_id: PeerId,
+    /// Layer.
+    pub layer: u8,
+    /// Transport handle.
+    pub p2p: P2pHandle,
+    /// Bound libp2p addresses.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Bound admin HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound public HTTP address, if configured.
+    pub public_http_addr: Option<SocketAddr>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Topology view.
+    pub topology: Arc<Topology>,
+    /// Epoch keys.
+    pub keys: Arc<RwLock<EpochKeyRing>>,
+    /// Replay caches.
+    pub replay: Arc<ReplayCache>,
+    /// Loop bookkeeping.
+    pub cover: Arc<CoverState>,
+    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("peer_id", &self.peer_id)
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Starts a node on the current tokio runtime.
+pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result<RunningNode, NodeError> {
+    let metrics = Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let self_id = NodeId(keys.node_id());
+    let layer = cfg.node.layer;
+
+    let db = store::open_database(&cfg.node.data_dir.join(store::DATABASE_FILE))?;
+    let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
+    let ring = EpochKeyRing::open(db.clone(), clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
+    let replay = Arc::new(ReplayCache::open(db, cfg.replay.max_tags_per_epoch, &ring.live_epochs())?);
+    metrics.epoch().set(ring.current_epoch() as i64);
+    let keys_ring = Arc::new(RwLock::new(ring));
+
+    let topology = Arc::new(Topology::new());
+    for n in &cfg.topology.nodes {
+        let id = n.id_bytes().map_err(|e| NodeError::Config(format!("topology.nodes: {e}")))?;
+        let addrs = n.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+        topology.add_static(NodeId(id), n.layer, addrs);
+    }
+    // This node is part of its own topology (its descriptors land here too).
+    topology.add_static(self_id, layer, Vec::new());
+
+    let p2p_cfg = P2pConfig {
+        listen: cfg.p2p.listen.iter().filter_map(|a| a.parse().ok()).collect(),
+        max_connections: cfg.p2p.max_connections,
+        max_connections_per_subnet: cfg.p2p.max_connections_per_subnet,
+        idle_timeout: Duration::from_secs(cfg.p2p.idle_timeout_secs),
+        request_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
+    };
+    let (mut p2p_handle, events, swarm_task) = p2p::spawn(p2p::keypair_from_identity(&keys.identity), p2p_cfg)?;
+    let mut tasks = vec![swarm_task];
+    let listen_addrs = if cfg.p2p.listen.is_empty() { Vec::new() } else { p2p_handle.wait_listening().await };
+    let published: Vec<String> = if cfg.p2p.external_addresses.is_empty() {
+        listen_addrs.iter().map(|a| a.to_string()).collect()
+    } else {
+        cfg.p2p.external_addresses.clone()
+    };
+
+    let peers = Arc::new(PeerTable::new());
+    let (ingest, ingest_rx) = IngestStage::new(IngestConfig::from(&cfg.ingest), &metrics);
+    let ingest = Arc::new(ingest);
+
+    let threads_n = if cfg.workers.threads == 0 { available_cores() } else { cfg.workers.threads };
+    let worker_cfg = WorkerConfig {
+        threads: threads_n,
+        queue: cfg.workers.queue,
+        max_delay: Duration::from_millis(cfg.mix.max_delay_ms),
+        durable_before_forward: cfg.replay.durable_before_forward,
+    };
+    let wctx =
+        WorkerContext { keys: keys_ring.clone(), replay: replay.clone(), metrics: metrics.clone(), stop: stop.clone() };
+    let (mut threads, mix_rx) = WorkerStage::spawn(&worker_cfg, ingest_rx, wctx)
+        .map_err(|source| NodeError::Io { what: "worker threads", source })?;
+
+    let mix_cfg = MixConfig {
+        capacity: cfg.mix.capacity,
+        batch_window: (cfg.mix.batch_window_ms > 0).then(|| Duration::from_millis(cfg.mix.batch_window_ms)),
+        egress_queue: cfg.egress.queue,
+    };
+    let durable = cfg.replay.durable_before_forward.then(|| replay.clone());
+    let (mix_thread, egress_rx) = MixStage::spawn(mix_cfg, mix_rx, durable, &metrics, stop.clone())
+        .map_err(|source| NodeError::Io { what: "mix thread", source })?;
+    threads.push(mix_thread);
+    // Egress input is shared: the mix stage, cover traffic, exit replies and
+    // claimed replies all feed it. The mix stage owns the bounded channel; the
+    // others need a sender to the same queue, so bridge through a second one.
+    let (egress_tx, egress_in) = flume::bounded(cfg.egress.queue.max(1));
+    {
+        let tx = egress_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(a) = egress_rx.recv_async().await {
+                if tx.send_async(a).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+
+    let replies = Arc::new(ReplyMailbox::new(cfg.egress.reply_mailbox, Duration::from_secs(cfg.egress.reply_ttl_secs)));
+    let (exit_tx, exit_rx) = flume::bounded(cfg.egress.queue.max(1));
+    let ectx = EgressContext {
+        self_id,
+        p2p: p2p_handle.clone(),
+        peers: peers.clone(),
+        topology: topology.clone(),
+        ingest: ingest.clone(),
+        exit: exit_tx,
+        replies: replies.clone(),
+        metrics: metrics.clone(),
+    };
+    let egress_cfg = EgressConfig {
+        peer_queue: cfg.egress.peer_queue,
+        connect_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
+    };
+    tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
+
+    let cover_state = Arc::new(CoverState::new(metrics.clone()));
+    let exit_cfg =
+        ExitConfig { is_exit: cfg.node.role == Role::Exit, limits: ReassemblyLimits::default(), concurrency: 256 };
+    let xctx = ExitContext {
+        service: opts.exit_service.clone(),
+        egress: egress_tx.clone(),
+        cover: cover_state.clone(),
+        metrics: metrics.clone(),
+    };
+    tasks.push(tokio::spawn(ExitStage::run(exit_cfg, exit_rx, xctx)));
+
+    let cover_cfg = CoverConfig {
+        loop_rate: cfg.cover.loop_rate,
+        drop_rate: cfg.cover.drop_rate,
+        mean_delay: Duration::from_secs_f64(cfg.cover.mean_delay_ms / 1000.0),
+        loop_timeout: Duration::from_secs(cfg.cover.loop_timeout_secs),
+    };
+    let cctx = CoverContext {
+        self_id,
+        self_layer: layer,
+        keys: keys_ring.clone(),
+        topology: topology.clone(),
+        egress: egress_tx.clone(),
+        state: cover_state.clone(),
+        metrics: metrics.clone(),
+    };
+    tasks.push(tokio::spawn(cover::run(cover_cfg, cctx)));
+
+    // Inbound streams.
+    let mut control_streams = p2p_handle.streams.clone();
+    for (protocol, submit) in [(PACKET_PROTOCOL, false), (SUBMIT_PROTOCOL, true)] {
+        let mut incoming = control_streams
+            .accept(protocol)
+            .map_err(|e| NodeError::Config(format!("stream protocol registered twice: {e}")))?;
+        let ingest = ingest.clone();
+        let peers = peers.clone();
+        let metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                tokio::spawn(read_stream(peer, stream, submit, ingest.clone(), peers.clone(), metrics.clone()));
+            }
+        }));
+    }
+
+    let admission: Arc<dyn Admission> =
+        opts.admission.clone().unwrap_or_else(|| Arc::new(StaticAdmission::new(topology.clone(), layer == 0)));
+    let ctl = ControlContext {
+        self_id,
+        identity: keys.identity.clone(),
+        layer,
+        role: u8::from(cfg.node.role == Role::Exit),
+        addresses: Arc::new(RwLock::new(published)),
+        p2p: p2p_handle.clone(),
+        peers: peers.clone(),
+        topology: topology.clone(),
+        admission,
+        keys: keys_ring.clone(),
+        replay: replay.clone(),
+        replies,
+        ingest: ingest.clone(),
+        egress: egress_tx,
+        metrics: metrics.clone(),
+        handshake_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs),
+        publish_every: Duration::from_secs((cfg.network.epoch_secs / 8).clamp(1, 600)),
+    };
+    tasks.push(tokio::spawn(control::run(ctl, events)));
+
+    // Connect to every statically known node so descriptors flow at once.
+    for (id, _) in topology.node_ids() {
+        if id == self_id {
+            continue;
+        }
+        if let Ok(peer) = p2p::peer_id_of(&id) {
+            let addrs = topology.addresses(&id);
+            let _ = p2p_handle.command(Command::Dial { peer, addrs }).await;
+        }
+    }
+
+    let api = ApiState {
+        node_id: self_id,
+        layer,
+        metrics: metrics.clone(),
+        topology: topology.clone(),
+        peers,
+        keys: keys_ring.clone(),
+    };
+    let (http_addr, t) = http::serve(cfg.http.listen, http::admin_router(api.clone()))
+        .await
+        .map_err(|source| NodeError::Io { what: "binding http.listen", source })?;
+    tasks.push(t);
+    let public_http_addr = match cfg.http.public_listen {
+        Some(a) => {
+            let (addr, t) = http::serve(a, http::public_router(api))
+                .await
+                .map_err(|source| NodeError::Io { what: "binding http.public_listen", source })?;
+            tasks.push(t);
+            Some(addr)
+        }
+        None => None,
+    };
+    tracing::info!(node_id = %hex::encode(self_id.0), layer, %http_addr, "node started");
+    Ok(RunningNode {
+        node_id: self_id,
+        peer_id: p2p_handle.peer_id,
+        layer,
+        p2p: p2p_handle,
+        listen_addrs,
+        http_addr,
+        public_http_addr,
+        metrics,
+        topology,
+        keys: keys_ring,
+        replay,
+        cover: cover_state,
+        tasks,
+        threads,
+        stop,
+    })
+}
+
+/// Reads fixed-size frames from one inbound stream into ingest until the
+/// stream ends, breaks, or the peer turns out not to be admitted.
+async fn read_stream(
+    peer: PeerId,
+    mut stream: Stream,
+    submit: bool,
+    ingest: Arc<IngestStage>,
+    peers: Arc<PeerTable>,
+    metrics: Metrics,
+) {
+    let frame_len = if submit { PACKET_LEN + POW_NONCE_LEN } else { PACKET_LEN };
+    let truncated = metrics.dropped("ingest", "truncated_frame");
+    loop {
+        let mut frame = vec![0u8; frame_len];
+        let mut filled = 0;
+        while filled < frame_len {
+            match stream.read(&mut frame[filled..]).await {
+                Ok(0) => {
+                    if filled > 0 {
+                        truncated.inc();
+                    }
+                    return;
+                }
+                Ok(n) => filled += n,
+                Err(_) => {
+                    if filled > 0 {
+                        truncated.inc();
+                    }
+                    return;
+                }
+            }
+        }
+        let tier = peers.admitted(&peer);
+        let checked =
+            if submit { ingest.check_submission(&peer, tier, frame) } else { ingest.check_packet(&peer, tier, frame) };
+        match checked {
+            Ok(inbound) => {
+                if ingest.push(inbound).await.is_err() {
+                    return;
+                }
+            }
+            // Nothing from this peer is accepted: stop reading its stream.
+            Err(IngestError::NotAdmitted | IngestError::NotAClient | IngestError::NotANode) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops every task and thread and releases the database.
+    pub async fn shutdown(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        if let Err(e) = self.replay.shutdown() {
+            tracing::warn!(error = %e, "replay cache shutdown");
+        }
+    }
+
+    /// Adds a node to this node's topology at run time (tests, and the chain
+    /// watcher later) and connects to it.
+    pub async fn add_node(&self, id: NodeId, layer: u8, addrs: Vec<Multiaddr>) {
+        self.topology.add_static(id, layer, addrs.clone());
+        if let Ok(peer) = p2p::peer_id_of(&id) {
+            let _ = self.p2p.command(Command::Dial { peer, addrs }).await;
+        }
+    }
+}
+
+/// Path of the node database under a data directory.
+pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(store::DATABASE_FILE)
+}

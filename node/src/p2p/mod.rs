@@ -1,0 +1,556 @@
+//! The libp2p transport: one swarm task, driven by commands, reporting events.
+//!
+//! Wire stack: TCP (nodelay) + Noise XX + Yamux, with the node's Ed25519
+//! identity as the libp2p key, so the peer id *is* the 32-byte node id that
+//! routing blocks name ([`peer_id_of`], [`node_id_of`]). Protocols:
+//!
+//! | protocol / topic        | carries                                                       |
+//! |-------------------------|---------------------------------------------------------------|
+//! | `/nox/packet/1`         | a long-lived stream of raw 32,768-byte packets, no framing     |
+//! | `/nox/submit/1`         | client → entry: `packet ‖ 8-byte PoW nonce` frames             |
+//! | `/nox/control/1`        | request-response (CBOR): handshake, descriptors, reply claims |
+//! | `nox/descriptors/1`     | GossipSub: signed mix descriptors                              |
+//! | `nox/prices/1`          | GossipSub: oracle prices (relayed, not interpreted here)       |
+//! | identify, ping          | liveness and protocol discovery                                |
+//!
+//! The swarm task owns the `Swarm` and never waits on anyone: it forwards
+//! [`Event`]s with `try_send` (an owner that falls behind loses gossip, counted,
+//! never the swarm's progress) and executes [`Command`]s. Packet streams are not
+//! handled here at all: they are opened and accepted through the
+//! `libp2p_stream::Control` in [`P2pHandle`], so packet bytes go straight from a
+//! Yamux substream into the ingest stage without crossing this task.
+//!
+//! Admission is the owner's business: the node answers `Hello` through its
+//! [`crate::admission::Admission`] policy. Nothing is accepted from a peer on
+//! the packet protocols until that answer was "welcome".
+
+pub mod limits;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, noise, ping, tcp, yamux};
+use nox_protocol::NodeId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use self::limits::ConnectionCaps;
+
+/// Raw packets between nodes, and replies from an entry node to its clients.
+pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/packet/1");
+/// Client submissions with proof of work.
+pub const SUBMIT_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/submit/1");
+/// Control requests.
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/control/1");
+/// GossipSub topic for mix descriptors.
+pub const DESCRIPTOR_TOPIC: &str = "nox/descriptors/1";
+/// GossipSub topic for oracle prices.
+pub const PRICE_TOPIC: &str = "nox/prices/1";
+/// Version of the control protocol spoken in `Hello`.
+pub const CONTROL_VERSION: u16 = 1;
+/// Most SURB ids one `SubscribeReplies` may claim.
+pub const MAX_REPLY_CLAIMS: usize = 1024;
+
+/// What a peer says it is, and the tier it is admitted at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PeerKind {
+    /// A relay or exit node.
+    Node,
+    /// A client submitting its own packets.
+    Client,
+}
+
+impl PeerKind {
+    /// Label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Node => "node",
+            PeerKind::Client => "client",
+        }
+    }
+}
+
+/// A control request.
+#[derive(Clone, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// The handshake: sent by both ends when a connection is first established.
+    Hello {
+        /// Control protocol version.
+        version: u16,
+        /// What the sender is.
+        kind: PeerKind,
+    },
+    /// Ask for every verified descriptor the peer holds.
+    GetDescriptors,
+    /// A client claims replies addressed to these SURB ids (entry nodes only).
+    SubscribeReplies {
+        /// The SURB ids.
+        surb_ids: Vec<[u8; 32]>,
+    },
+}
+
+impl std::fmt::Debug for ControlRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlRequest::Hello { version, kind } => write!(f, "Hello {{ version: {version}, kind: {kind:?} }}"),
+            ControlRequest::GetDescriptors => f.write_str("GetDescriptors"),
+            // SURB ids link a client to its replies: never print them.
+            ControlRequest::SubscribeReplies { surb_ids } => write!(f, "SubscribeReplies({} ids)", surb_ids.len()),
+        }
+    }
+}
+
+/// A control response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// Admitted at this tier.
+    Welcome {
+        /// The tier.
+        kind: PeerKind,
+    },
+    /// Not admitted; the connection is closed after this answer.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Encoded descriptors.
+    Descriptors {
+        /// Each a `MixDescriptor` encoding.
+        encoded: Vec<Vec<u8>>,
+    },
+    /// Done.
+    Ack,
+    /// The request could not be served.
+    Error {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The combined behaviour.
+#[derive(NetworkBehaviour)]
+#[allow(missing_debug_implementations, missing_docs)]
+struct NoxBehaviour {
+    caps: ConnectionCaps,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    control: request_response::cbor::Behaviour<ControlRequest, ControlResponse>,
+    streams: libp2p_stream::Behaviour,
+}
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Addresses to listen on (may be empty for a client).
+    pub listen: Vec<Multiaddr>,
+    /// Total connection cap.
+    pub max_connections: u32,
+    /// Inbound connections per /24 (/48).
+    pub max_connections_per_subnet: u32,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Control request timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: Vec::new(),
+            max_connections: 1024,
+            max_connections_per_subnet: 16,
+            idle_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Transport errors.
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    /// A node id that is not a valid Ed25519 public key.
+    #[error("node id is not an Ed25519 public key")]
+    InvalidNodeId,
+    /// The swarm could not be built.
+    #[error("building the libp2p swarm: {0}")]
+    Build(String),
+    /// Listening failed.
+    #[error("listening on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The swarm task is gone.
+    #[error("the libp2p task has stopped")]
+    Stopped,
+}
+
+/// Commands to the swarm task.
+#[derive(Debug)]
+pub enum Command {
+    /// Connect to `peer` on `addrs` unless already connected.
+    Dial {
+        /// The peer.
+        peer: PeerId,
+        /// Where.
+        addrs: Vec<Multiaddr>,
+    },
+    /// Send a control request.
+    Request {
+        /// To whom.
+        peer: PeerId,
+        /// What.
+        request: ControlRequest,
+    },
+    /// Answer a control request.
+    Respond {
+        /// The request's channel.
+        channel: ResponseChannel<ControlResponse>,
+        /// The answer.
+        response: ControlResponse,
+    },
+    /// Publish on a GossipSub topic.
+    Publish {
+        /// Topic name.
+        topic: &'static str,
+        /// Bytes.
+        data: Vec<u8>,
+    },
+    /// Report the validation result of a received gossip message.
+    Validate {
+        /// The message.
+        message_id: MessageId,
+        /// Who forwarded it.
+        source: PeerId,
+        /// Valid (propagate) or not (drop and penalise).
+        accept: bool,
+    },
+    /// Close every connection to `peer`.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// Events from the swarm task.
+#[derive(Debug)]
+pub enum Event {
+    /// First connection to `peer` established.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Last connection to `peer` closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A control request arrived.
+    Request {
+        /// From whom.
+        peer: PeerId,
+        /// What.
+        request: ControlRequest,
+        /// Where to answer.
+        channel: ResponseChannel<ControlResponse>,
+    },
+    /// An answer to one of our requests.
+    Response {
+        /// From whom.
+        peer: PeerId,
+        /// What.
+        response: ControlResponse,
+    },
+    /// One of our requests failed (timeout, connection lost, protocol error).
+    RequestFailed {
+        /// To whom.
+        peer: PeerId,
+    },
+    /// A gossip message that awaits validation.
+    Gossip {
+        /// Who forwarded it.
+        source: PeerId,
+        /// Its id, for [`Command::Validate`].
+        message_id: MessageId,
+        /// Topic name (one of ours, or an unknown string).
+        topic: String,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// A handle on the running transport.
+#[derive(Clone)]
+pub struct P2pHandle {
+    /// This end's peer id.
+    pub peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    /// Opens and accepts raw streams (packets, submissions).
+    pub streams: libp2p_stream::Control,
+    listen: watch::Receiver<Vec<Multiaddr>>,
+}
+
+impl std::fmt::Debug for P2pHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2pHandle").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
+}
+
+impl P2pHandle {
+    /// Sends a command, waiting if the command queue is full.
+    pub async fn command(&self, c: Command) -> Result<(), P2pError> {
+        self.commands.send(c).await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Sends a command unless the queue is full (returns `false` then).
+    pub fn try_command(&self, c: Command) -> bool {
+        self.commands.try_send(c).is_ok()
+    }
+
+    /// The addresses the swarm listens on (empty until bound).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen.borrow().clone()
+    }
+
+    /// Waits until at least one listen address is bound.
+    pub async fn wait_listening(&mut self) -> Vec<Multiaddr> {
+        loop {
+            let now = self.listen.borrow().clone();
+            if !now.is_empty() {
+                return now;
+            }
+            if self.listen.changed().await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+}
+
+/// The libp2p keypair of an Ed25519 identity key.
+pub fn keypair_from_identity(identity: &ed25519_dalek::SigningKey) -> Keypair {
+    let mut secret = identity.to_bytes();
+    let kp = Keypair::ed25519_from_bytes(&mut secret);
+    zeroize::Zeroize::zeroize(&mut secret);
+    // 32 bytes always form a valid Ed25519 secret key.
+    match kp {
+        Ok(kp) => kp,
+        Err(_) => unreachable_key(),
+    }
+}
+
+#[cold]
+fn unreachable_key() -> Keypair {
+    // `ed25519_from_bytes` only fails on a wrong length, which a `[u8; 32]` cannot have.
+    Keypair::generate_ed25519()
+}
+
+/// The peer id of a node id.
+pub fn peer_id_of(id: &NodeId) -> Result<PeerId, P2pError> {
+    let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(&id.0).map_err(|_| P2pError::InvalidNodeId)?;
+    Ok(PeerId::from_public_key(&libp2p::identity::PublicKey::from(pk)))
+}
+
+/// The node id of a peer id, when the peer uses an Ed25519 key (NOX peers do).
+pub fn node_id_of(peer: &PeerId) -> Option<NodeId> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let ed = pk.try_into_ed25519().ok()?;
+    Some(NodeId(ed.to_bytes()))
+}
+
+fn build_swarm(keypair: Keypair, cfg: &P2pConfig) -> Result<libp2p::Swarm<NoxBehaviour>, P2pError> {
+    let caps = ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_subnet);
+    let request_timeout = cfg.request_timeout;
+    let idle = cfg.idle_timeout;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_behaviour(|key| {
+            let gossip_cfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(64 * 1024)
+                .heartbeat_interval(Duration::from_secs(1))
+                .message_id_fn(|m: &gossipsub::Message| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+                .build()
+                .map_err(|e| P2pError::Build(e.to_string()))?;
+            let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
+                .map_err(|e| P2pError::Build(e.to_string()))?;
+            let control = request_response::cbor::Behaviour::new(
+                [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(request_timeout),
+            );
+            Ok(NoxBehaviour {
+                caps,
+                identify: identify::Behaviour::new(identify::Config::new("/nox/1".to_string(), key.public())),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                gossipsub,
+                control,
+                streams: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts the swarm task on the current tokio runtime. Aborting the returned
+/// task drops the swarm and closes every connection.
+pub fn spawn(
+    keypair: Keypair,
+    cfg: P2pConfig,
+) -> Result<(P2pHandle, mpsc::Receiver<Event>, tokio::task::JoinHandle<()>), P2pError> {
+    let mut swarm = build_swarm(keypair, &cfg)?;
+    for addr in &cfg.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| P2pError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+    }
+    for topic in [DESCRIPTOR_TOPIC, PRICE_TOPIC] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(topic))
+            .map_err(|e| P2pError::Build(e.to_string()))?;
+    }
+    let peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().streams.new_control();
+    let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+    let (ev_tx, ev_rx) = mpsc::channel(4096);
+    let (listen_tx, listen_rx) = watch::channel(Vec::new());
+    let task = tokio::spawn(run(swarm, cmd_rx, ev_tx, listen_tx));
+    Ok((P2pHandle { peer_id, commands: cmd_tx, streams, listen: listen_rx }, ev_rx, task))
+}
+
+async fn run(
+    mut swarm: libp2p::Swarm<NoxBehaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    listen: watch::Sender<Vec<Multiaddr>>,
+) {
+    let emit = |e: Event| {
+        if events.try_send(e).is_err() {
+            tracing::debug!("p2p event queue full; event dropped");
+        }
+    };
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                execute(&mut swarm, cmd);
+            }
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    listen.send_modify(|v| v.push(address));
+                }
+                SwarmEvent::ExpiredListenAddr { address, .. } => {
+                    listen.send_modify(|v| v.retain(|a| a != &address));
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
+                    emit(Event::Connected { peer: peer_id });
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    emit(Event::Disconnected { peer: peer_id });
+                }
+                SwarmEvent::Behaviour(NoxBehaviourEvent::Control(e)) => match e {
+                    request_response::Event::Message { peer, message, .. } => match message {
+                        request_response::Message::Request { request, channel, .. } => {
+                            emit(Event::Request { peer, request, channel });
+                        }
+                        request_response::Message::Response { response, .. } => {
+                            emit(Event::Response { peer, response });
+                        }
+                    },
+                    request_response::Event::OutboundFailure { peer, .. } => emit(Event::RequestFailed { peer }),
+                    request_response::Event::InboundFailure { .. } | request_response::Event::ResponseSent { .. } => {}
+                },
+                SwarmEvent::Behaviour(NoxBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                })) => {
+                    emit(Event::Gossip {
+                        source: propagation_source,
+                        message_id,
+                        topic: message.topic.into_string(),
+                        data: message.data,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn execute(swarm: &mut libp2p::Swarm<NoxBehaviour>, cmd: Command) {
+    match cmd {
+        Command::Dial { peer, addrs } => {
+            if swarm.is_connected(&peer) {
+                return;
+            }
+            for a in &addrs {
+                swarm.add_peer_address(peer, a.clone());
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .build();
+            if let Err(e) = swarm.dial(opts) {
+                tracing::debug!(error = %e, "dial not started");
+            }
+        }
+        Command::Request { peer, request } => {
+            swarm.behaviour_mut().control.send_request(&peer, request);
+        }
+        Command::Respond { channel, response } => {
+            // Fails only when the requester has gone away.
+            let _ = swarm.behaviour_mut().control.send_response(channel, response);
+        }
+        Command::Publish { topic, data } => {
+            if let Err(e) = swarm.behaviour_mut().gossipsub.publish(IdentTopic::new(topic), data) {
+                tracing::debug!(error = %e, topic, "gossip publish failed");
+            }
+        }
+        Command::Validate { message_id, source, accept } => {
+            let acceptance = if accept { MessageAcceptance::Accept } else { MessageAcceptance::Reject };
+            swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &source, acceptance);
+        }
+        Command::Disconnect { peer } => {
+            let _ = swarm.disconnect_peer_id(peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_and_peer_id_round_trip() {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let id = NodeId(sk.verifying_key().to_bytes());
+        let peer = peer_id_of(&id).unwrap();
+        assert_eq!(node_id_of(&peer), Some(id));
+        assert_eq!(keypair_from_identity(&sk).public().to_peer_id(), peer);
+        assert!(
+            peer_id_of(&NodeId([0xff; 32])).is_err() || node_id_of(&peer_id_of(&NodeId([0xff; 32])).unwrap()).is_some()
+        );
+    }
+
+    #[test]
+    fn subscribe_replies_debug_hides_ids() {
+        let r = ControlRequest::SubscribeReplies { surb_ids: vec![[0xab; 32]] };
+        let s = format!("{r:?}");
+        assert!(!s.contains("ab") && !s.contains("171"), "{s}");
+    }
+}

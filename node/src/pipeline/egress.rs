@@ -1,0 +1,276 @@
+//! Egress: the last stage. Sends each released packet where it belongs.
+//!
+//! * `Forward` to another node: into that node's link queue. A link is one
+//!   task per next hop that dials the node (addresses from the topology), waits
+//!   for the handshake's welcome, opens one `/nox/packet/1` stream and writes
+//!   packets back to back. A full link queue drops the packet
+//!   (`peer_queue_full`): one slow or dead next hop never stalls the others.
+//! * `Forward` to this node itself: straight back into ingest.
+//! * `Final`: to the exit stage's queue.
+//! * `Reply`: to the reply mailbox, which pushes it to the client that claimed
+//!   the SURB id, or keeps it (bounded, with a TTL) until the client does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::AsyncWriteExt;
+use libp2p::PeerId;
+use nox_protocol::NodeId;
+use nox_protocol::sphinx::{Packet, Payload};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
+use super::Action;
+use super::Inbound;
+use super::ingest::IngestStage;
+use crate::metrics::Metrics;
+use crate::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL};
+use crate::peers::PeerTable;
+use crate::replies::{Delivery, ReplyMailbox};
+use crate::topology::Topology;
+
+/// Egress settings.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// Packets queued per next hop.
+    pub peer_queue: usize,
+    /// How long a link waits for a connection and a welcome.
+    pub connect_timeout: Duration,
+}
+
+/// Shared pieces egress talks to.
+#[derive(Clone)]
+pub struct EgressContext {
+    /// This node's id.
+    pub self_id: NodeId,
+    /// Transport.
+    pub p2p: P2pHandle,
+    /// Who admitted us.
+    pub peers: Arc<PeerTable>,
+    /// Addresses of next hops.
+    pub topology: Arc<Topology>,
+    /// Local delivery (a route through this node twice in a row).
+    pub ingest: Arc<IngestStage>,
+    /// Final payloads.
+    pub exit: flume::Sender<Payload>,
+    /// Replies for clients.
+    pub replies: Arc<ReplyMailbox>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for EgressContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EgressContext")
+    }
+}
+
+struct EgressMetrics {
+    sent: Counter,
+    local: Counter,
+    to_exit: Counter,
+    reply_pushed: Counter,
+    reply_stored: Counter,
+    peer_queue_full: Counter,
+    bad_next_hop: Counter,
+    exit_full: Counter,
+    mailbox_full: Counter,
+    local_full: Counter,
+    link_failed: Counter,
+}
+
+/// The egress stage.
+#[derive(Debug)]
+pub struct EgressStage;
+
+/// A packet for a peer's link queue.
+pub type LinkSender = mpsc::Sender<Packet>;
+
+impl EgressStage {
+    /// Runs egress until `input` closes.
+    pub async fn run(cfg: EgressConfig, input: flume::Receiver<Action>, ctx: EgressContext) {
+        let m = Arc::new(EgressMetrics {
+            sent: ctx.metrics.packets("egress", "sent"),
+            local: ctx.metrics.packets("egress", "local"),
+            to_exit: ctx.metrics.packets("egress", "final"),
+            reply_pushed: ctx.metrics.packets("egress", "reply_pushed"),
+            reply_stored: ctx.metrics.packets("egress", "reply_stored"),
+            peer_queue_full: ctx.metrics.dropped("egress", "peer_queue_full"),
+            bad_next_hop: ctx.metrics.dropped("egress", "bad_next_hop"),
+            exit_full: ctx.metrics.dropped("egress", "exit_queue_full"),
+            mailbox_full: ctx.metrics.dropped("egress", "reply_mailbox_full"),
+            local_full: ctx.metrics.dropped("egress", "local_queue_full"),
+            link_failed: ctx.metrics.dropped("egress", "link_failed"),
+        });
+        let mut links: HashMap<PeerId, LinkSender> = HashMap::new();
+        while let Ok(action) = input.recv_async().await {
+            match action {
+                Action::Forward { next, packet } => {
+                    if next == ctx.self_id {
+                        if ctx.ingest.try_push(Inbound { packet }) {
+                            m.local.inc();
+                        } else {
+                            m.local_full.inc();
+                        }
+                        continue;
+                    }
+                    let Ok(peer) = p2p::peer_id_of(&next) else {
+                        m.bad_next_hop.inc();
+                        continue;
+                    };
+                    send_to_peer(&cfg, &ctx, &m, &mut links, peer, Some(next), packet);
+                }
+                Action::Final { payload } => {
+                    if ctx.exit.try_send(payload).is_ok() {
+                        m.to_exit.inc();
+                    } else {
+                        m.exit_full.inc();
+                    }
+                }
+                Action::Push { client, packet } => {
+                    m.reply_pushed.inc();
+                    send_to_peer(&cfg, &ctx, &m, &mut links, client, None, packet);
+                }
+                Action::Reply { surb_id, packet } => match ctx.replies.deliver(surb_id, packet) {
+                    Delivery::Push { client, packet } => {
+                        m.reply_pushed.inc();
+                        send_to_peer(&cfg, &ctx, &m, &mut links, client, None, packet);
+                    }
+                    Delivery::Stored => {
+                        m.reply_stored.inc();
+                    }
+                    Delivery::Full => {
+                        m.mailbox_full.inc();
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn send_to_peer(
+    cfg: &EgressConfig,
+    ctx: &EgressContext,
+    m: &Arc<EgressMetrics>,
+    links: &mut HashMap<PeerId, LinkSender>,
+    peer: PeerId,
+    node: Option<NodeId>,
+    packet: Packet,
+) {
+    let link = links.entry(peer).or_insert_with(|| spawn_link(cfg, ctx, m.clone(), peer, node));
+    match link.try_send(packet) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            m.peer_queue_full.inc();
+        }
+        Err(mpsc::error::TrySendError::Closed(p)) => {
+            // The link task ended (it gives up after repeated failures); start afresh.
+            let fresh = spawn_link(cfg, ctx, m.clone(), peer, node);
+            if fresh.try_send(p).is_err() {
+                m.peer_queue_full.inc();
+            }
+            links.insert(peer, fresh);
+        }
+    }
+}
+
+fn spawn_link(
+    cfg: &EgressConfig,
+    ctx: &EgressContext,
+    m: Arc<EgressMetrics>,
+    peer: PeerId,
+    node: Option<NodeId>,
+) -> LinkSender {
+    let (tx, rx) = mpsc::channel(cfg.peer_queue.max(1));
+    tokio::spawn(run_link(cfg.clone(), ctx.clone(), m, peer, node, rx));
+    tx
+}
+
+/// One next hop's link: connect, wait for the welcome, stream packets; on any
+/// failure drop what is queued (counted) and try again.
+async fn run_link(
+    cfg: EgressConfig,
+    ctx: EgressContext,
+    m: Arc<EgressMetrics>,
+    peer: PeerId,
+    node: Option<NodeId>,
+    mut rx: mpsc::Receiver<Packet>,
+) {
+    let mut control = ctx.p2p.streams.clone();
+    let mut failures = 0u32;
+    // Wait for the first packet before dialling anything.
+    let Some(mut pending) = rx.recv().await else { return };
+    loop {
+        if let Some(id) = node {
+            let addrs = ctx.topology.addresses(&id);
+            let _ = ctx.p2p.command(Command::Dial { peer, addrs }).await;
+            if !ctx.peers.wait_welcomed(&peer, cfg.connect_timeout).await {
+                failures += 1;
+                m.link_failed.inc();
+                // Shed what queued up while the hop was unreachable.
+                while rx.try_recv().is_ok() {
+                    m.link_failed.inc();
+                }
+                if failures >= 3 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                match rx.recv().await {
+                    Some(p) => pending = p,
+                    None => return,
+                }
+                continue;
+            }
+        }
+        let mut stream = match control.open_stream(peer, PACKET_PROTOCOL).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "opening packet stream failed");
+                failures += 1;
+                m.link_failed.inc();
+                if failures >= 3 || node.is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                match rx.recv().await {
+                    Some(p) => pending = p,
+                    None => return,
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        loop {
+            if let Err(e) = stream.write_all(pending.as_bytes()).await {
+                tracing::debug!(error = %e, "packet stream write failed");
+                m.link_failed.inc();
+                break;
+            }
+            m.sent.inc();
+            // Flush only when nothing else is queued, so bursts go out in fewer syscalls.
+            pending = match rx.try_recv() {
+                Ok(p) => p,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if stream.flush().await.is_err() {
+                        m.link_failed.inc();
+                        break;
+                    }
+                    match rx.recv().await {
+                        Some(p) => p,
+                        None => {
+                            let _ = stream.close().await;
+                            return;
+                        }
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            };
+        }
+        // The stream broke: get a fresh packet and reconnect.
+        match rx.recv().await {
+            Some(p) => pending = p,
+            None => return,
+        }
+    }
+}

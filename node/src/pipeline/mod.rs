@@ -1,0 +1,104 @@
+//! The relay pipeline: four stages joined by bounded queues.
+//!
+//! ```text
+//!  streams ──► Ingest ──q1──► Workers ×N ──q2──► Mix ──q3──► Egress ──► next hop / exit / client
+//!  (per peer)  size, tier,    X25519+MAC,        timer       per-peer
+//!              token bucket,  replay check,      queue,      queues,
+//!              PoW (clients)  body pass          batch       exit, replies
+//! ```
+//!
+//! Each stage is a type with its own config and metrics; the queues between
+//! them are `flume` channels with fixed capacities, so the memory a node can
+//! hold is fixed by configuration: `q1 + q2 + mix.capacity + q3 + peers ×
+//! egress.peer_queue` packets of 32 KiB. Ingest waits when `q1` is full
+//! (backpressure reaches the sender's TCP window); the mix stage drops with a
+//! counter when it holds `mix.capacity` packets; egress drops with a counter
+//! when one next hop's queue is full. Every drop is counted under
+//! `nox_dropped_total{stage,reason}`.
+//!
+//! What crosses each boundary:
+//! * q1: [`Inbound`] — a packet of exactly 32,768 bytes from an admitted peer.
+//! * q2: [`Scheduled`] — a processed packet, its release time (the sender's delay,
+//!   capped) and the replay-cache sequence number that must be durable first.
+//! * q3: [`Action`] — forward to a node id, deliver a final payload, or hand a
+//!   reply to its SURB's client.
+
+pub mod egress;
+pub mod ingest;
+pub mod mix;
+pub mod worker;
+
+use std::time::Instant;
+
+use nox_protocol::NodeId;
+use nox_protocol::sphinx::Packet;
+use nox_protocol::sphinx::Payload;
+
+/// A packet accepted by ingest.
+pub struct Inbound {
+    /// The packet.
+    pub packet: Packet,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
+/// What egress does with a packet.
+pub enum Action {
+    /// Send to the node `next`.
+    Forward {
+        /// Next hop.
+        next: NodeId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// This node is the last hop: the payload goes to the exit stage.
+    Final {
+        /// The payload.
+        payload: Payload,
+    },
+    /// A stored reply, now claimed: send it to the connected client `client`.
+    Push {
+        /// The client's peer id.
+        client: libp2p::PeerId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// A reply for the client holding SURB `surb_id`.
+    Reply {
+        /// SURB id.
+        surb_id: [u8; 32],
+        /// The packet.
+        packet: Packet,
+    },
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Forward { .. } => "Action::Forward(<redacted>)",
+            Action::Final { .. } => "Action::Final(<redacted>)",
+            Action::Reply { .. } => "Action::Reply(<redacted>)",
+            Action::Push { .. } => "Action::Push(<redacted>)",
+        })
+    }
+}
+
+/// A processed packet waiting for its release.
+pub struct Scheduled {
+    /// When the mix stage may release it.
+    pub release_at: Instant,
+    /// Replay-cache sequence number that must be durable before release (0: none).
+    pub durable_seq: u64,
+    /// What to do then.
+    pub action: Action,
+}
+
+impl std::fmt::Debug for Scheduled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scheduled(<redacted>)")
+    }
+}

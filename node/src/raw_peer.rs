@@ -1,0 +1,308 @@
+//! A NOX peer without a pipeline: it speaks the handshake, asks for
+//! descriptors, opens packet or submission streams and counts what arrives.
+//!
+//! Three users: a client that submits packets to an entry node and collects
+//! replies (the transport half the client SDK builds on), the relay benchmark's
+//! load generator and sink, and tests that need a hostile or misbehaving peer
+//! (floods, truncated frames, garbage). It answers every `Hello` with a welcome
+//! and admits nothing else: it processes no packet, it only hands received
+//! frames to its owner.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId, Stream};
+use nox_protocol::descriptor::MixDescriptor;
+use nox_protocol::pow;
+use nox_protocol::sphinx::{PACKET_LEN, Packet};
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::p2p::{
+    self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, Event, P2pConfig, P2pHandle, PACKET_PROTOCOL,
+    PeerKind, SUBMIT_PROTOCOL,
+};
+
+/// Errors of a raw peer.
+#[derive(Debug, thiserror::Error)]
+pub enum RawPeerError {
+    /// Transport failure.
+    #[error(transparent)]
+    P2p(#[from] p2p::P2pError),
+    /// The remote did not welcome us in time.
+    #[error("no welcome from {0} within the timeout")]
+    NotWelcomed(PeerId),
+    /// The remote refused us.
+    #[error("refused by {peer}: {reason}")]
+    Refused {
+        /// Who.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// Opening or writing a stream failed.
+    #[error("stream to {peer}: {reason}")]
+    Stream {
+        /// Who.
+        peer: PeerId,
+        /// What failed.
+        reason: String,
+    },
+    /// No answer to a control request.
+    #[error("no answer from {0}")]
+    NoAnswer(PeerId),
+}
+
+/// Where the answer to a pending `GetDescriptors` goes.
+type DescriptorSlot = Arc<Mutex<Option<mpsc::Sender<Vec<Vec<u8>>>>>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    Welcomed,
+    Refused(String),
+}
+
+/// A running raw peer.
+pub struct RawPeer {
+    /// Transport handle.
+    pub p2p: P2pHandle,
+    kind: PeerKind,
+    standing: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, Standing>>>,
+    standing_tx: watch::Sender<u64>,
+    descriptors: DescriptorSlot,
+    received: flume::Receiver<Packet>,
+    received_count: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+    streams: Mutex<std::collections::HashMap<(PeerId, bool), Stream>>,
+}
+
+impl std::fmt::Debug for RawPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawPeer").field("peer_id", &self.p2p.peer_id).field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl RawPeer {
+    /// Starts a peer with `keypair`, listening on `listen` (may be empty), that
+    /// introduces itself as `kind`. Received packets are kept in a queue of
+    /// `keep` (older ones are counted and dropped when it is full).
+    pub async fn start(
+        keypair: Keypair,
+        listen: Vec<Multiaddr>,
+        kind: PeerKind,
+        keep: usize,
+    ) -> Result<Self, RawPeerError> {
+        let cfg = P2pConfig { listen: listen.clone(), ..P2pConfig::default() };
+        let (mut handle, mut events, swarm) = p2p::spawn(keypair, cfg)?;
+        if !listen.is_empty() {
+            handle.wait_listening().await;
+        }
+        let standing = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let (standing_tx, _) = watch::channel(0u64);
+        let descriptors: DescriptorSlot = Arc::new(Mutex::new(None));
+        let (rx_tx, received) = flume::bounded(keep.max(1));
+        let received_count = Arc::new(AtomicU64::new(0));
+        let mut tasks = vec![swarm];
+
+        let ctl = {
+            let handle = handle.clone();
+            let standing = standing.clone();
+            let standing_tx = standing_tx.clone();
+            let descriptors = descriptors.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        Event::Connected { peer } => {
+                            let hello = ControlRequest::Hello { version: CONTROL_VERSION, kind };
+                            let _ = handle.command(Command::Request { peer, request: hello }).await;
+                        }
+                        Event::Request { request, channel, .. } => {
+                            let response = match request {
+                                ControlRequest::Hello { .. } => ControlResponse::Welcome { kind: PeerKind::Node },
+                                ControlRequest::GetDescriptors => ControlResponse::Descriptors { encoded: Vec::new() },
+                                ControlRequest::SubscribeReplies { .. } => ControlResponse::Ack,
+                            };
+                            let _ = handle.command(Command::Respond { channel, response }).await;
+                        }
+                        Event::Response { peer, response } => match response {
+                            ControlResponse::Welcome { .. } => {
+                                standing.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, Standing::Welcomed);
+                                standing_tx.send_modify(|v| *v += 1);
+                            }
+                            ControlResponse::Refused { reason } => {
+                                standing
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(peer, Standing::Refused(reason));
+                                standing_tx.send_modify(|v| *v += 1);
+                            }
+                            ControlResponse::Descriptors { encoded } => {
+                                if let Some(tx) = descriptors.lock().await.take() {
+                                    let _ = tx.send(encoded).await;
+                                }
+                            }
+                            _ => {}
+                        },
+                        Event::Gossip { message_id, source, .. } => {
+                            let _ = handle.command(Command::Validate { message_id, source, accept: false }).await;
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        tasks.push(ctl);
+
+        let mut incoming = handle
+            .streams
+            .clone()
+            .accept(PACKET_PROTOCOL)
+            .map_err(|e| RawPeerError::Stream { peer: handle.peer_id, reason: e.to_string() })?;
+        let count = received_count.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some((_, mut stream)) = incoming.next().await {
+                let tx = rx_tx.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut buf = vec![0u8; PACKET_LEN];
+                        if stream.read_exact(&mut buf).await.is_err() {
+                            return;
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(p) = Packet::from_vec(buf) {
+                            let _ = tx.try_send(p);
+                        }
+                    }
+                });
+            }
+        }));
+        Ok(RawPeer {
+            p2p: handle,
+            kind,
+            standing,
+            standing_tx,
+            descriptors,
+            received,
+            received_count,
+            tasks,
+            streams: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// Connects to `peer` and waits until it welcomes us.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>, timeout: Duration) -> Result<(), RawPeerError> {
+        let mut rx = self.standing_tx.subscribe();
+        self.p2p.command(Command::Dial { peer, addrs }).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.standing.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned();
+            match s {
+                Some(Standing::Welcomed) => return Ok(()),
+                Some(Standing::Refused(reason)) => return Err(RawPeerError::Refused { peer, reason }),
+                None => {}
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return Err(RawPeerError::NotWelcomed(peer));
+            }
+        }
+    }
+
+    /// Asks `peer` for its descriptors and verifies them.
+    pub async fn descriptors(&self, peer: PeerId, timeout: Duration) -> Result<Vec<MixDescriptor>, RawPeerError> {
+        let (tx, mut rx) = mpsc::channel(1);
+        *self.descriptors.lock().await = Some(tx);
+        self.p2p.command(Command::Request { peer, request: ControlRequest::GetDescriptors }).await?;
+        let encoded =
+            tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))?;
+        Ok(encoded.iter().filter_map(|b| MixDescriptor::decode(b).ok()).filter(|d| d.verify().is_ok()).collect())
+    }
+
+    /// Claims replies for `surb_ids` at `peer` (an entry node).
+    pub async fn claim_replies(&self, peer: PeerId, surb_ids: Vec<[u8; 32]>) -> Result<(), RawPeerError> {
+        self.p2p.command(Command::Request { peer, request: ControlRequest::SubscribeReplies { surb_ids } }).await?;
+        Ok(())
+    }
+
+    async fn write(&self, peer: PeerId, submit: bool, bytes: &[u8]) -> Result<(), RawPeerError> {
+        let mut streams = self.streams.lock().await;
+        #[allow(clippy::map_entry)] // opening the stream is async; the entry API cannot await
+        if !streams.contains_key(&(peer, submit)) {
+            let proto = if submit { SUBMIT_PROTOCOL } else { PACKET_PROTOCOL };
+            let s = self
+                .p2p
+                .streams
+                .clone()
+                .open_stream(peer, proto)
+                .await
+                .map_err(|e| RawPeerError::Stream { peer, reason: e.to_string() })?;
+            streams.insert((peer, submit), s);
+        }
+        let Some(stream) = streams.get_mut(&(peer, submit)) else {
+            return Err(RawPeerError::Stream { peer, reason: "stream vanished".into() });
+        };
+        if let Err(e) = stream.write_all(bytes).await {
+            streams.remove(&(peer, submit));
+            return Err(RawPeerError::Stream { peer, reason: e.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Writes raw bytes on the packet stream to `peer` (any length: tests use
+    /// this for truncated and garbage frames).
+    pub async fn send_raw(&self, peer: PeerId, bytes: &[u8]) -> Result<(), RawPeerError> {
+        self.write(peer, false, bytes).await
+    }
+
+    /// Sends a packet on `/nox/packet/1` (as a node would).
+    pub async fn send_packet(&self, peer: PeerId, packet: &Packet) -> Result<(), RawPeerError> {
+        self.write(peer, false, packet.as_bytes()).await
+    }
+
+    /// Submits a packet on `/nox/submit/1` with a proof of `pow_bits`.
+    pub async fn submit(&self, peer: PeerId, packet: &Packet, pow_bits: u8) -> Result<(), RawPeerError> {
+        let nonce = {
+            let p = packet.clone();
+            tokio::task::spawn_blocking(move || pow::solve(&p, pow_bits, rand::random()))
+                .await
+                .map_err(|e| RawPeerError::Stream { peer, reason: e.to_string() })?
+        };
+        let mut frame = Vec::with_capacity(PACKET_LEN + pow::POW_NONCE_LEN);
+        frame.extend_from_slice(packet.as_bytes());
+        frame.extend_from_slice(&nonce.to_be_bytes());
+        self.write(peer, true, &frame).await
+    }
+
+    /// Closes the packet/submission streams to `peer` (flushing them).
+    pub async fn close_streams(&self, peer: PeerId) {
+        let mut streams = self.streams.lock().await;
+        for submit in [false, true] {
+            if let Some(mut s) = streams.remove(&(peer, submit)) {
+                let _ = s.close().await;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the next received packet.
+    pub async fn next_packet(&self, timeout: Duration) -> Option<Packet> {
+        tokio::time::timeout(timeout, self.received.recv_async()).await.ok().and_then(Result::ok)
+    }
+
+    /// Packets received so far (including ones dropped from the full queue).
+    pub fn received(&self) -> u64 {
+        self.received_count.load(Ordering::Relaxed)
+    }
+
+    /// Stops the peer (closes its connections).
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

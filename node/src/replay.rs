@@ -1,0 +1,723 @@
+//! Replay caches: one per epoch key, in memory for the check, on disk so that a
+//! restart does not reopen a replay window.
+//!
+//! ## What flows in and out
+//!
+//! The mix stage peels a header, gets the packet's 16-byte replay tag and the
+//! epoch of the key it used, and calls [`ReplayCache::check_and_insert`] before
+//! the expensive half of the hop. The answer is either a replay (drop the
+//! packet), a refusal (the epoch is unknown, the cache is full, persistence is
+//! behind or broken — drop it too: the cache *fails closed*), or a sequence
+//! number. The tag is in memory at that point, so a second copy arriving a
+//! microsecond later is already a replay; it reaches the disk a little later.
+//! A node that forwards a packet before its tag is on disk could, after a crash,
+//! accept the same packet again — so the mix stage holds the packet until
+//! [`ReplayCache::durable_seq`] has passed its sequence number
+//! ([`ReplayCache::wait_durable`]). The mixing delay is usually much longer than
+//! a commit, so in practice this costs nothing.
+//!
+//! ## Layout
+//!
+//! In memory, tags are split over [`SHARDS`] mutex-protected maps by their first
+//! byte, so worker threads rarely contend; each shard maps an epoch to its set
+//! of tags. A per-epoch atomic counter, shared by the shards, enforces
+//! `max_tags_per_epoch` exactly. On disk, epoch `e` has the table `replay_<e>`
+//! (key: the 16-byte tag, value: `()`) in the node database shared with the
+//! epoch keys ([`crate::store`]).
+//!
+//! ## Group commit
+//!
+//! One persister thread owns all writes. It sleeps until something is pending,
+//! takes *everything* pending, writes it in one write transaction committed with
+//! `Durability::Immediate` (one fsync for the batch, not one per tag), then
+//! publishes the highest sequence number of the batch as
+//! [`ReplayCache::durable_seq`]. While a commit runs, the next batch accumulates,
+//! so under load the batch grows to whatever arrives during one fsync and the
+//! latency stays about one to two commits.
+//!
+//! The pending queue is bounded ([`MAX_PENDING`]). When it is full — the disk is
+//! slower than the packet rate — `check_and_insert` blocks, which pushes back on
+//! the workers and, through their bounded channels, on the network, for at most
+//! [`ENQUEUE_WAIT`]; after that it refuses the packet with
+//! [`ReplayError::Backlog`] rather than accept a tag it cannot persist. If a
+//! commit ever fails, the cache stops accepting packets
+//! ([`ReplayError::PersisterFailed`]): a node that cannot remember tags must not
+//! mix.
+//!
+//! ## Lifetime of an epoch's cache
+//!
+//! [`ReplayCache::open`] loads the tables of the live epochs and deletes all
+//! others. When the epoch key ring retires a key, the caller calls
+//! [`ReplayCache::drop_epoch`]: the memory is freed at once and the table is
+//! deleted by the persister, in order with the pending inserts. Tags never leave
+//! the node and are never logged.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nox_protocol::crypto::kdf::REPLAY_TAG_LEN;
+use redb::{ReadableTable, TableDefinition, TableHandle};
+
+/// A replay tag's bytes.
+pub type Tag = [u8; REPLAY_TAG_LEN];
+
+/// Number of in-memory shards (tags are spread by their first byte).
+pub const SHARDS: usize = 16;
+/// Most inserts waiting for the persister; beyond it `check_and_insert` blocks.
+pub const MAX_PENDING: usize = 65_536;
+/// How long `check_and_insert` waits for room in a full queue before refusing.
+pub const ENQUEUE_WAIT: Duration = Duration::from_secs(2);
+
+const TABLE_PREFIX: &str = "replay_";
+
+/// Replay cache errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The tag was seen before under this epoch key: the packet is a replay.
+    #[error("replayed packet")]
+    Replayed,
+    /// The epoch's cache holds `max_tags_per_epoch` tags; new packets are refused
+    /// until the key is retired.
+    #[error("replay cache for epoch {epoch} is full")]
+    Full {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// No cache for this epoch: the key is not live (never added, or retired).
+    #[error("no replay cache for epoch {epoch}")]
+    UnknownEpoch {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// The persistence queue stayed full for [`ENQUEUE_WAIT`].
+    #[error("replay persistence is {MAX_PENDING} tags behind; packet refused")]
+    Backlog,
+    /// The cache was shut down.
+    #[error("replay cache is shut down")]
+    Closed,
+    /// A commit failed earlier; the cache refuses everything since.
+    #[error("replay persistence failed, refusing packets: {reason}")]
+    PersisterFailed {
+        /// The database error, as text.
+        reason: String,
+    },
+    /// A database operation failed.
+    #[error("replay database: {context}: {source}")]
+    Database {
+        /// What was being done.
+        context: String,
+        /// What redb said.
+        source: redb::Error,
+    },
+    /// The persister thread could not be started.
+    #[error("starting the replay persister thread: {0}")]
+    Thread(std::io::Error),
+}
+
+fn db_err<E: Into<redb::Error>>(context: impl Into<String>) -> impl FnOnce(E) -> ReplayError {
+    move |e| ReplayError::Database { context: context.into(), source: e.into() }
+}
+
+fn table_name(epoch: u64) -> String {
+    format!("{TABLE_PREFIX}{epoch}")
+}
+
+/// The epoch of a table named exactly `replay_<epoch>` (canonical decimal).
+fn table_epoch(name: &str) -> Option<u64> {
+    let epoch: u64 = name.strip_prefix(TABLE_PREFIX)?.parse().ok()?;
+    (table_name(epoch) == name).then_some(epoch)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; if something did, the data is
+    // still a valid set of tags.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One epoch's tags within one shard.
+struct EpochShard {
+    tags: HashSet<Tag>,
+    /// Tags of the epoch over all shards (shared by the epoch's entries).
+    count: Arc<AtomicUsize>,
+}
+
+enum Op {
+    Insert { epoch: u64, tag: Tag },
+    DropEpoch { epoch: u64 },
+}
+
+struct Queue {
+    ops: Vec<Op>,
+    /// Slots promised to inserters that are checking their shard.
+    reserved: usize,
+    /// The last sequence number handed out.
+    last_seq: u64,
+    shutdown: bool,
+}
+
+struct Shared {
+    db: Arc<redb::Database>,
+    max_tags_per_epoch: usize,
+    shards: Vec<Mutex<HashMap<u64, EpochShard>>>,
+    queue: Mutex<Queue>,
+    /// Signalled when ops are queued or on shutdown (the persister waits).
+    work: Condvar,
+    /// Signalled when the queue empties (inserters wait for room).
+    room: Condvar,
+    durable_seq: AtomicU64,
+    durable_lock: Mutex<()>,
+    /// Signalled after every commit and on failure.
+    durable_cv: Condvar,
+    failed: OnceLock<String>,
+    /// The persister has exited (drained after shutdown, or failed).
+    stopped: AtomicBool,
+}
+
+/// The node's replay caches, one per live epoch key. Share it with `Arc`.
+pub struct ReplayCache {
+    shared: Arc<Shared>,
+    persister: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("epochs", &self.epochs())
+            .field("max_tags_per_epoch", &self.shared.max_tags_per_epoch)
+            .field("durable_seq", &self.durable_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayCache {
+    /// Loads the `replay_<epoch>` tables of `live_epochs` into memory, deletes
+    /// every other replay table, and starts the persister thread.
+    pub fn open(db: Arc<redb::Database>, max_tags_per_epoch: usize, live_epochs: &[u64]) -> Result<Self, ReplayError> {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let shared = Arc::new(Shared {
+            db,
+            max_tags_per_epoch,
+            shards,
+            queue: Mutex::new(Queue { ops: Vec::new(), reserved: 0, last_seq: 0, shutdown: false }),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            durable_seq: AtomicU64::new(0),
+            durable_lock: Mutex::new(()),
+            durable_cv: Condvar::new(),
+            failed: OnceLock::new(),
+            stopped: AtomicBool::new(false),
+        });
+        for &epoch in live_epochs {
+            shared.add_epoch(epoch);
+        }
+        shared.load(live_epochs)?;
+        let worker = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("nox-replay-persist".into())
+            .spawn(move || worker.run_persister())
+            .map_err(ReplayError::Thread)?;
+        Ok(ReplayCache { shared, persister: Mutex::new(Some(handle)) })
+    }
+
+    /// Records `tag` under `epoch`'s key. Returns the tag's sequence number:
+    /// it is on disk once [`ReplayCache::durable_seq`] reaches it.
+    ///
+    /// Refuses ([`ReplayError::Replayed`]) a tag seen before, and fails closed on
+    /// an unknown epoch, a full cache, a persistence backlog or failure.
+    pub fn check_and_insert(&self, epoch: u64, tag: &Tag) -> Result<u64, ReplayError> {
+        let s = &*self.shared;
+        s.reserve_slot()?;
+        let result = s.insert_reserved(epoch, tag);
+        if result.is_err() {
+            let mut q = lock(&s.queue);
+            q.reserved = q.reserved.saturating_sub(1);
+            s.room.notify_one();
+        }
+        result
+    }
+
+    /// Starts a cache for `epoch` (its key became live). Does nothing if it
+    /// exists.
+    pub fn add_epoch(&self, epoch: u64) {
+        self.shared.add_epoch(epoch);
+    }
+
+    /// Forgets `epoch` (its key was retired): frees the memory now and deletes
+    /// the table in the persister's next commit. Returns the sequence number
+    /// after which the table is gone ([`ReplayCache::wait_durable`]).
+    pub fn drop_epoch(&self, epoch: u64) -> Result<u64, ReplayError> {
+        let s = &*self.shared;
+        for shard in &s.shards {
+            lock(shard).remove(&epoch);
+        }
+        let mut q = lock(&s.queue);
+        s.check_open(&q)?;
+        q.ops.push(Op::DropEpoch { epoch });
+        q.last_seq += 1;
+        s.work.notify_one();
+        Ok(q.last_seq)
+    }
+
+    /// Tags held for `epoch` (0 for an unknown epoch).
+    pub fn len(&self, epoch: u64) -> usize {
+        lock(&self.shared.shards[0]).get(&epoch).map_or(0, |e| e.count.load(Ordering::Relaxed))
+    }
+
+    /// The epochs with a cache, in increasing order.
+    pub fn epochs(&self) -> Vec<u64> {
+        let mut epochs: Vec<u64> = lock(&self.shared.shards[0]).keys().copied().collect();
+        epochs.sort_unstable();
+        epochs
+    }
+
+    /// Every sequence number up to this one is on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Blocks until `seq` is on disk (`true`) or `timeout` passes, the persister
+    /// failed, or the cache shut down (`false`).
+    pub fn wait_durable(&self, seq: u64, timeout: Duration) -> bool {
+        let s = &*self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock(&s.durable_lock);
+        loop {
+            if s.durable_seq.load(Ordering::Acquire) >= seq {
+                return true;
+            }
+            let now = Instant::now();
+            if s.stopped.load(Ordering::Acquire) || now >= deadline {
+                return false;
+            }
+            guard = s.durable_cv.wait_timeout(guard, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Writes everything pending and stops the persister. Later inserts get
+    /// [`ReplayError::Closed`]. Also runs on drop. Reports a persistence failure.
+    pub fn shutdown(&self) -> Result<(), ReplayError> {
+        {
+            let mut q = lock(&self.shared.queue);
+            q.shutdown = true;
+            self.shared.work.notify_all();
+            self.shared.room.notify_all();
+        }
+        let handle = lock(&self.persister).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("replay persister thread panicked");
+        }
+        match self.shared.failed.get() {
+            Some(reason) => Err(ReplayError::PersisterFailed { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ReplayCache {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "replay cache shut down with unsaved tags");
+        }
+    }
+}
+
+impl Shared {
+    fn check_open(&self, q: &Queue) -> Result<(), ReplayError> {
+        if let Some(reason) = self.failed.get() {
+            return Err(ReplayError::PersisterFailed { reason: reason.clone() });
+        }
+        if q.shutdown {
+            return Err(ReplayError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for a free slot in the pending queue and claims it.
+    fn reserve_slot(&self) -> Result<(), ReplayError> {
+        let deadline = Instant::now() + ENQUEUE_WAIT;
+        let mut q = lock(&self.queue);
+        loop {
+            self.check_open(&q)?;
+            if q.ops.len() + q.reserved < MAX_PENDING {
+                q.reserved += 1;
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ReplayError::Backlog);
+            }
+            q = self.room.wait_timeout(q, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// The check and the insert, with a queue slot already claimed. The shard
+    /// lock is held until the op is queued, so a concurrent `drop_epoch` queues
+    /// its table deletion after this insert.
+    fn insert_reserved(&self, epoch: u64, tag: &Tag) -> Result<u64, ReplayError> {
+        let mut shard = lock(&self.shards[usize::from(tag[0]) % SHARDS]);
+        let entry = shard.get_mut(&epoch).ok_or(ReplayError::UnknownEpoch { epoch })?;
+        if entry.tags.contains(tag) {
+            return Err(ReplayError::Replayed);
+        }
+        let max = self.max_tags_per_epoch;
+        entry
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1))
+            .map_err(|_| ReplayError::Full { epoch })?;
+        let mut q = lock(&self.queue);
+        if let Err(e) = self.check_open(&q) {
+            entry.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        entry.tags.insert(*tag);
+        q.reserved = q.reserved.saturating_sub(1);
+        q.ops.push(Op::Insert { epoch, tag: *tag });
+        q.last_seq += 1;
+        self.work.notify_one();
+        Ok(q.last_seq)
+    }
+
+    fn add_epoch(&self, epoch: u64) {
+        let count = Arc::new(AtomicUsize::new(0));
+        for shard in &self.shards {
+            if let Entry::Vacant(v) = lock(shard).entry(epoch) {
+                v.insert(EpochShard { tags: HashSet::new(), count: count.clone() });
+            }
+        }
+    }
+
+    /// Startup: tags of live epochs into memory, other replay tables deleted.
+    fn load(&self, live_epochs: &[u64]) -> Result<(), ReplayError> {
+        let txn = self.db.begin_write().map_err(db_err("beginning the replay load"))?;
+        let names: Vec<String> = txn
+            .list_tables()
+            .map_err(db_err("listing tables"))?
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with(TABLE_PREFIX))
+            .collect();
+        let mut loaded = 0usize;
+        let mut deleted = 0usize;
+        for name in names {
+            match table_epoch(&name).filter(|e| live_epochs.contains(e)) {
+                Some(epoch) => {
+                    let table = txn
+                        .open_table(TableDefinition::<Tag, ()>::new(&name))
+                        .map_err(db_err(format!("opening table {name}")))?;
+                    let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
+                    for row in table.iter().map_err(db_err(format!("reading table {name}")))? {
+                        let (tag, _) = row.map_err(db_err(format!("reading table {name}")))?;
+                        let tag = tag.value();
+                        if let Some(e) = shards[usize::from(tag[0]) % SHARDS].get_mut(&epoch)
+                            && e.tags.insert(tag)
+                        {
+                            e.count.fetch_add(1, Ordering::Relaxed);
+                            loaded += 1;
+                        }
+                    }
+                }
+                None => {
+                    txn.delete_table(TableDefinition::<Tag, ()>::new(&name))
+                        .map_err(db_err(format!("deleting table {name}")))?;
+                    deleted += 1;
+                }
+            }
+        }
+        txn.commit().map_err(db_err("committing the replay load"))?;
+        tracing::info!(epochs = live_epochs.len(), loaded, deleted, "replay caches loaded");
+        Ok(())
+    }
+
+    fn run_persister(&self) {
+        /// Marks the persister stopped however it exits, and wakes every waiter.
+        struct Stopped<'a>(&'a Shared);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                let s = self.0;
+                let _guard = lock(&s.durable_lock);
+                s.stopped.store(true, Ordering::Release);
+                s.durable_cv.notify_all();
+                s.room.notify_all();
+            }
+        }
+        let _stopped = Stopped(self);
+        loop {
+            let (ops, last_seq) = {
+                let mut q = lock(&self.queue);
+                while q.ops.is_empty() && !q.shutdown {
+                    q = self.work.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+                if q.ops.is_empty() {
+                    return; // shut down and drained
+                }
+                let ops = std::mem::take(&mut q.ops);
+                self.room.notify_all();
+                (ops, q.last_seq)
+            };
+            match self.commit(ops) {
+                Ok(()) => {
+                    let _guard = lock(&self.durable_lock);
+                    self.durable_seq.store(last_seq, Ordering::Release);
+                    self.durable_cv.notify_all();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "replay commit failed; refusing packets from now on");
+                    let _ = self.failed.set(e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes one batch in one durable transaction, in queue order.
+    fn commit(&self, ops: Vec<Op>) -> Result<(), ReplayError> {
+        let mut txn = self.db.begin_write().map_err(db_err("beginning a replay commit"))?;
+        txn.set_durability(redb::Durability::Immediate).map_err(db_err("setting durability"))?;
+        let mut run: BTreeMap<u64, Vec<Tag>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Insert { epoch, tag } => run.entry(epoch).or_default().push(tag),
+                Op::DropEpoch { epoch } => {
+                    write_run(&txn, std::mem::take(&mut run))?;
+                    let name = table_name(epoch);
+                    txn.delete_table(TableDefinition::<Tag, ()>::new(&name))
+                        .map_err(db_err(format!("deleting table {name}")))?;
+                }
+            }
+        }
+        write_run(&txn, run)?;
+        txn.commit().map_err(db_err("committing replay tags"))
+    }
+}
+
+fn write_run(txn: &redb::WriteTransaction, run: BTreeMap<u64, Vec<Tag>>) -> Result<(), ReplayError> {
+    for (epoch, tags) in run {
+        let name = table_name(epoch);
+        let mut table =
+            txn.open_table(TableDefinition::<Tag, ()>::new(&name)).map_err(db_err(format!("opening table {name}")))?;
+        for tag in tags {
+            table.insert(tag, ()).map_err(db_err(format!("inserting into table {name}")))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::store::open_database;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn tag(n: u32) -> Tag {
+        let mut t = [0u8; 16];
+        t[..4].copy_from_slice(&n.to_be_bytes());
+        t[4..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9).to_be_bytes());
+        t[0] ^= t[7]; // spread over the shards
+        t
+    }
+
+    fn open(path: &Path, max: usize, live: &[u64]) -> (Arc<redb::Database>, ReplayCache) {
+        let db = open_database(path).unwrap();
+        let cache = ReplayCache::open(db.clone(), max, live).unwrap();
+        (db, cache)
+    }
+
+    fn tables(db: &redb::Database) -> Vec<String> {
+        let txn = db.begin_read().unwrap();
+        let mut names: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn cache_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<ReplayCache>();
+    }
+
+    #[test]
+    fn table_names_round_trip_strictly() {
+        assert_eq!(table_epoch(&table_name(42)), Some(42));
+        assert_eq!(table_epoch("replay_042"), None);
+        assert_eq!(table_epoch("replay_+42"), None);
+        assert_eq!(table_epoch("replay_"), None);
+        assert_eq!(table_epoch("epoch_keys"), None);
+    }
+
+    #[test]
+    fn replay_is_detected_and_epochs_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 100, &[7, 8]);
+        let s1 = cache.check_and_insert(7, &tag(1)).unwrap();
+        assert!(matches!(cache.check_and_insert(7, &tag(1)), Err(ReplayError::Replayed)));
+        let s2 = cache.check_and_insert(8, &tag(1)).unwrap();
+        assert!(s2 > s1, "sequence numbers increase");
+        assert!(matches!(cache.check_and_insert(9, &tag(1)), Err(ReplayError::UnknownEpoch { epoch: 9 })));
+        assert_eq!((cache.len(7), cache.len(8), cache.len(9)), (1, 1, 0));
+        assert_eq!(cache.epochs(), vec![7, 8]);
+        assert!(cache.wait_durable(s2, WAIT));
+        assert!(cache.durable_seq() >= s2);
+    }
+
+    #[test]
+    fn tags_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let (_db, cache) = open(&path, 100, &[7, 8]);
+            let mut last = 0;
+            for n in 0..50 {
+                last = cache.check_and_insert(7, &tag(n)).unwrap();
+            }
+            last = last.max(cache.check_and_insert(8, &tag(1000)).unwrap());
+            assert!(cache.wait_durable(last, WAIT));
+        }
+        let (_db, cache) = open(&path, 100, &[7, 8]);
+        assert_eq!(cache.len(7), 50);
+        for n in 0..50 {
+            assert!(matches!(cache.check_and_insert(7, &tag(n)), Err(ReplayError::Replayed)), "tag {n}");
+        }
+        assert!(matches!(cache.check_and_insert(8, &tag(1000)), Err(ReplayError::Replayed)));
+        cache.check_and_insert(7, &tag(50)).unwrap();
+    }
+
+    #[test]
+    fn shutdown_flushes_pending_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let (_db, cache) = open(&path, 10_000, &[1]);
+            for n in 0..5_000 {
+                cache.check_and_insert(1, &tag(n)).unwrap();
+            }
+            cache.shutdown().unwrap();
+            assert!(matches!(cache.check_and_insert(1, &tag(9_999)), Err(ReplayError::Closed)));
+        }
+        let (_db, cache) = open(&path, 10_000, &[1]);
+        assert_eq!(cache.len(1), 5_000);
+    }
+
+    #[test]
+    fn drop_epoch_removes_memory_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, cache) = open(&dir.path().join("db"), 100, &[3, 4]);
+        cache.check_and_insert(3, &tag(1)).unwrap();
+        let seq = cache.check_and_insert(4, &tag(1)).unwrap();
+        assert!(cache.wait_durable(seq, WAIT));
+        assert_eq!(tables(&db), vec!["replay_3", "replay_4"]);
+        let seq = cache.drop_epoch(3).unwrap();
+        assert!(matches!(cache.check_and_insert(3, &tag(2)), Err(ReplayError::UnknownEpoch { epoch: 3 })));
+        assert!(cache.wait_durable(seq, WAIT));
+        assert_eq!(tables(&db), vec!["replay_4"]);
+        assert_eq!(cache.epochs(), vec![4]);
+        // A new epoch starts empty; adding twice is harmless.
+        cache.add_epoch(5);
+        cache.add_epoch(5);
+        cache.check_and_insert(5, &tag(1)).unwrap();
+        assert_eq!(cache.len(5), 1);
+    }
+
+    #[test]
+    fn open_deletes_tables_of_dead_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let (_db, cache) = open(&path, 100, &[1, 2, 3]);
+            for e in 1..=3 {
+                cache.check_and_insert(e, &tag(e as u32)).unwrap();
+            }
+            cache.shutdown().unwrap();
+        }
+        let (db, cache) = open(&path, 100, &[3, 4]);
+        assert_eq!(tables(&db), vec!["replay_3"]);
+        assert_eq!(cache.epochs(), vec![3, 4]);
+        assert_eq!((cache.len(1), cache.len(3)), (0, 1));
+    }
+
+    #[test]
+    fn full_cache_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 10, &[1, 2]);
+        for n in 0..10 {
+            cache.check_and_insert(1, &tag(n)).unwrap();
+        }
+        assert!(matches!(cache.check_and_insert(1, &tag(10)), Err(ReplayError::Full { epoch: 1 })));
+        // Known tags are still replays, and other epochs are unaffected.
+        assert!(matches!(cache.check_and_insert(1, &tag(3)), Err(ReplayError::Replayed)));
+        cache.check_and_insert(2, &tag(10)).unwrap();
+        assert_eq!(cache.len(1), 10);
+    }
+
+    #[test]
+    fn concurrent_inserts_admit_each_tag_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 1_000_000, &[1]);
+        let cache = Arc::new(cache);
+        const DISTINCT: u32 = 4_000;
+        let results: Vec<(Vec<u32>, u64)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4u32)
+                .map(|t| {
+                    let cache = cache.clone();
+                    s.spawn(move || {
+                        // Every thread tries every tag, in a different order.
+                        let mut won = Vec::new();
+                        let mut max_seq = 0;
+                        for i in 0..DISTINCT {
+                            let n = (i + t * 997) % DISTINCT;
+                            match cache.check_and_insert(1, &tag(n)) {
+                                Ok(seq) => {
+                                    won.push(n);
+                                    max_seq = max_seq.max(seq);
+                                }
+                                Err(ReplayError::Replayed) => {}
+                                Err(e) => panic!("unexpected {e}"),
+                            }
+                        }
+                        (won, max_seq)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<u32> = results.iter().flat_map(|(w, _)| w.iter().copied()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..DISTINCT).collect::<Vec<_>>(), "each tag admitted exactly once");
+        assert_eq!(cache.len(1), DISTINCT as usize);
+        let max = results.iter().map(|(_, s)| *s).max().unwrap();
+        assert!(cache.wait_durable(max, WAIT));
+    }
+
+    #[test]
+    fn failed_commit_makes_the_cache_refuse_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, cache) = open(&dir.path().join("db"), 100, &[1]);
+        // A table of the wrong type where epoch 2's tags would go: the commit fails.
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<u64, u64>::new("replay_2")).unwrap();
+        txn.commit().unwrap();
+        cache.add_epoch(2);
+        let seq = cache.check_and_insert(2, &tag(1)).unwrap();
+        assert!(!cache.wait_durable(seq, WAIT));
+        assert!(matches!(cache.check_and_insert(1, &tag(2)), Err(ReplayError::PersisterFailed { .. })));
+        assert!(matches!(cache.shutdown(), Err(ReplayError::PersisterFailed { .. })));
+    }
+
+    #[test]
+    fn wait_durable_times_out_for_a_future_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 10, &[1]);
+        assert!(!cache.wait_durable(1_000, Duration::from_millis(50)));
+        cache.shutdown().unwrap();
+        assert!(!cache.wait_durable(1_000, WAIT), "returns at once after shutdown");
+    }
+}
