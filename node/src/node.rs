@@ -197,26 +197,14 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let mix_cfg = MixConfig {
         capacity: cfg.mix.capacity,
         batch_window: (cfg.mix.batch_window_ms > 0).then(|| Duration::from_millis(cfg.mix.batch_window_ms)),
-        egress_queue: cfg.egress.queue,
     };
+    // One egress queue, fed by the mix stage, cover traffic, exit replies and
+    // claimed replies.
+    let (egress_tx, egress_in) = flume::bounded(cfg.egress.queue.max(1));
     let durable = cfg.replay.durable_before_forward.then(|| replay.clone());
-    let (mix_thread, egress_rx) = MixStage::spawn(mix_cfg, mix_rx, durable, &metrics, stop.clone())
+    let mix_thread = MixStage::spawn(mix_cfg, mix_rx, egress_tx.clone(), durable, &metrics, stop.clone())
         .map_err(|source| NodeError::Io { what: "mix thread", source })?;
     threads.push(mix_thread);
-    // Egress input is shared: the mix stage, cover traffic, exit replies and
-    // claimed replies all feed it. The mix stage owns the bounded channel; the
-    // others need a sender to the same queue, so bridge through a second one.
-    let (egress_tx, egress_in) = flume::bounded(cfg.egress.queue.max(1));
-    {
-        let tx = egress_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Ok(a) = egress_rx.recv_async().await {
-                if tx.send_async(a).await.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
 
     let replies = Arc::new(ReplyMailbox::new(cfg.egress.reply_mailbox, Duration::from_secs(cfg.egress.reply_ttl_secs)));
     let (exit_tx, exit_rx) = flume::bounded(cfg.egress.queue.max(1));

@@ -276,6 +276,14 @@ impl RawPeer {
         self.write(peer, true, &frame).await
     }
 
+    /// Submits a packet with a nonce found beforehand (see [`pow::solve`]).
+    pub async fn submit_with_nonce(&self, peer: PeerId, packet: &Packet, nonce: u64) -> Result<(), RawPeerError> {
+        let mut frame = Vec::with_capacity(PACKET_LEN + pow::POW_NONCE_LEN);
+        frame.extend_from_slice(packet.as_bytes());
+        frame.extend_from_slice(&nonce.to_be_bytes());
+        self.write(peer, true, &frame).await
+    }
+
     /// Closes the packet/submission streams to `peer` (flushing them).
     pub async fn close_streams(&self, peer: PeerId) {
         let mut streams = self.streams.lock().await;

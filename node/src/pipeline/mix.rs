@@ -42,8 +42,6 @@ pub struct MixConfig {
     pub capacity: usize,
     /// Batch window; `None` releases each packet at its time.
     pub batch_window: Option<Duration>,
-    /// Capacity of the queue to egress.
-    pub egress_queue: usize,
 }
 
 struct Held {
@@ -83,15 +81,16 @@ struct MixMetrics {
 }
 
 impl MixStage {
-    /// Starts the mix thread; returns it and the receiving end of the queue to egress.
+    /// Starts the mix thread, releasing into `tx` (the egress queue, which
+    /// cover traffic, exit replies and claimed replies share).
     pub fn spawn(
         cfg: MixConfig,
         input: flume::Receiver<Scheduled>,
+        tx: flume::Sender<Action>,
         replay: Option<Arc<ReplayCache>>,
         metrics: &Metrics,
         stop: Arc<AtomicBool>,
-    ) -> std::io::Result<(JoinHandle<()>, flume::Receiver<Action>)> {
-        let (tx, rx) = flume::bounded(cfg.egress_queue.max(1));
+    ) -> std::io::Result<JoinHandle<()>> {
         let m = MixMetrics {
             released: metrics.packets("mix", "released"),
             mix_full: metrics.dropped("mix", "mix_full"),
@@ -102,7 +101,7 @@ impl MixStage {
         let h = std::thread::Builder::new()
             .name("nox-mix".into())
             .spawn(move || run(&cfg, &input, &tx, replay.as_deref(), &m, &stop))?;
-        Ok((h, rx))
+        Ok(h)
     }
 }
 
