@@ -218,10 +218,10 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
             }
             ControlResponse::Refused { reason } => {
                 ctx.metrics.event("handshake", "refused_by_peer").inc();
-                tracing::warn!(%peer, %reason, "peer refused our handshake");
+                tracing::warn!(%reason, "a peer refused our handshake");
             }
             ControlResponse::Descriptors { encoded } => {
-                let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+                let current = descriptor_epoch(ctx);
                 for bytes in encoded.iter().take(4096) {
                     count_descriptor(ctx, ctx.topology.accept_descriptor_bytes(bytes, current));
                 }
@@ -233,7 +233,7 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
         }
         Event::Gossip { source, message_id, topic, data } => {
             let accept = if topic == DESCRIPTOR_TOPIC {
-                let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+                let current = descriptor_epoch(ctx);
                 let r = ctx.topology.accept_descriptor_bytes(&data, current);
                 let ok = r.is_ok();
                 count_descriptor(ctx, r);
@@ -246,6 +246,17 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
             let _ = ctx.p2p.command(Command::Validate { message_id, source, accept }).await;
         }
     }
+}
+
+/// The epoch received descriptors are judged against: the wall clock's, or the
+/// ring's if that is ahead. The ring rotates on a one-second tick, so right
+/// after a boundary a peer that already rotated publishes its new next-epoch
+/// descriptor while this ring may still be one epoch behind; judged by the ring
+/// it would be refused as `future`, and GossipSub does not send the same bytes
+/// again while they are in its duplicate cache.
+fn descriptor_epoch(ctx: &ControlContext) -> u64 {
+    let ring = ctx.keys.read().unwrap_or_else(|e| e.into_inner());
+    ring.current_epoch().max(ring.clock().epoch_at(unix_now()))
 }
 
 fn count_descriptor(ctx: &ControlContext, r: Result<bool, crate::topology::DescriptorRejection>) {

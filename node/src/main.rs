@@ -1,14 +1,18 @@
 //! `nox`: the NOX relay node.
 //!
-//! Implemented so far: `nox keygen` and `nox check-config`. Running a node
-//! (`nox run`) arrives with the relay pipeline.
+//! * `nox keygen` writes the node's identity and wallet keys;
+//! * `nox check-config FILE` explains what is wrong with a configuration;
+//! * `nox run --config FILE` runs the node until SIGINT or SIGTERM, then stops
+//!   it cleanly (the replay caches are flushed to disk before the process exits).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nox_node::config::{self, ConfigError, NodeConfig};
-use nox_node::keys::{IDENTITY_FILE, NodeKeys, WALLET_FILE};
+use nox_node::config::{self, ConfigError, LogFormat, NodeConfig};
+use nox_node::keys::{IDENTITY_FILE, KeyError, NodeKeys, WALLET_FILE};
+use nox_node::node::{self, NodeOptions};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
 #[command(name = "nox", version, about = "NOX mix network relay node")]
@@ -39,6 +43,17 @@ enum Command {
         /// The configuration file (`nox.toml`).
         file: PathBuf,
     },
+    /// Run the node until SIGINT or SIGTERM.
+    ///
+    /// Loads and checks the configuration (exit code 2 if it is invalid, with
+    /// the same messages as `check-config`), loads the keys from
+    /// `node.keys_dir`, starts the node and, on SIGINT or SIGTERM, stops it and
+    /// flushes its replay caches before exiting with code 0.
+    Run {
+        /// The configuration file (`nox.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,37 +70,114 @@ fn main() -> anyhow::Result<()> {
             println!("{out}");
         }
         Command::CheckConfig { file } => {
-            if let Err(code) = check_config(&file) {
-                std::process::exit(code);
-            }
+            let Some(config) = load_config(&file) else {
+                std::process::exit(INVALID_CONFIG);
+            };
+            println!("ok: {}", file.display());
+            print_summary(&config);
+        }
+        Command::Run { config } => {
+            let Some(config) = load_config(&config) else {
+                std::process::exit(INVALID_CONFIG);
+            };
+            run(config)?;
         }
     }
     Ok(())
 }
 
-/// Exit code of `nox check-config` for a configuration that does not load.
+/// Exit code of `nox check-config` and `nox run` for a configuration that does
+/// not load.
 const INVALID_CONFIG: i32 = 2;
 
-/// `nox check-config FILE`: a summary on stdout, or every problem on stderr.
-fn check_config(file: &Path) -> Result<(), i32> {
+/// Loads `file` with its environment overrides; on failure prints every
+/// problem on stderr and returns `None`.
+fn load_config(file: &Path) -> Option<NodeConfig> {
     match config::load(file) {
-        Ok(config) => {
-            println!("ok: {}", file.display());
-            print_summary(&config);
-            Ok(())
-        }
+        Ok(config) => Some(config),
         Err(ConfigError::Invalid(problems)) => {
             eprintln!("{}: {} invalid value(s)", file.display(), problems.len());
             for problem in problems {
                 eprintln!("{problem}");
             }
-            Err(INVALID_CONFIG)
+            None
         }
         Err(error) => {
             eprintln!("{}: {error}", file.display());
-            Err(INVALID_CONFIG)
+            None
         }
     }
+}
+
+/// `nox run`: starts the node and stops it on SIGINT or SIGTERM.
+fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let keys_dir = config.node.keys_dir.clone();
+    let keys = NodeKeys::load(&keys_dir).map_err(|error| {
+        let missing = matches!(&error, KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let dir = keys_dir.display();
+        let context = if missing {
+            format!("no node keys in {dir} (node.keys_dir); generate them with `nox keygen --dir {dir}`")
+        } else {
+            format!("loading the node keys from {dir} (node.keys_dir)")
+        };
+        anyhow::Error::new(error).context(context)
+    })?;
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nox")
+        .build()
+        .context("starting the tokio runtime")?;
+    let outcome = runtime.block_on(async move {
+        // Registered before the node starts, so that a signal arriving during
+        // start-up is not lost (and does not kill the process uncleanly).
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let data_dir = config.node.data_dir.clone();
+        let node = node::start(config, keys, NodeOptions::default())
+            .await
+            .with_context(|| format!("starting the node (data in {})", data_dir.display()))?;
+        let listen: Vec<String> = node.listen_addrs.iter().map(|a| a.to_string()).collect();
+        let public_http = node.public_http_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".to_string());
+        tracing::info!(
+            node_id = %format!("0x{}", hex::encode(node.node_id.0)),
+            layer = node.layer,
+            p2p = %listen.join(","),
+            http = %node.http_addr,
+            public_http = %public_http,
+            "nox running; stop with SIGINT or SIGTERM"
+        );
+        let which = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = which, "stopping; a second SIGINT or SIGTERM exits at once");
+        tokio::select! {
+            () = node.shutdown() => {}
+            _ = interrupt.recv() => anyhow::bail!("second SIGINT: exited before the node had stopped"),
+            _ = terminate.recv() => anyhow::bail!("second SIGTERM: exited before the node had stopped"),
+        }
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    });
+    // Stragglers the node spawned are not waited for beyond this: the replay
+    // caches were flushed by `shutdown` above.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    outcome
+}
+
+/// Installs the global `tracing` subscriber from `[log]`.
+fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log.level `{}` is not a tracing filter", config.log.level))?;
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let installed = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }
 
 fn print_summary(config: &NodeConfig) {

@@ -324,7 +324,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         }
         None => None,
     };
-    tracing::info!(node_id = %hex::encode(self_id.0), layer, %http_addr, "node started");
+    tracing::debug!(layer, %http_addr, "node assembled");
     Ok(RunningNode {
         node_id: self_id,
         peer_id: p2p_handle.peer_id,
