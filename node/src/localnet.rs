@@ -8,13 +8,16 @@
 //! with on-chain admission; this harness exists so that the relay can be
 //! exercised without a chain.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
+use libp2p::PeerId;
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixPublicKey;
-use nox_protocol::fragment::{DEFAULT_BUCKETS, DEFAULT_PARITY_RATIO, Fragmenter, SizeBuckets};
+use nox_protocol::fragment::{
+    DEFAULT_BUCKETS, DEFAULT_PARITY_RATIO, Fragmenter, Reassembled, Reassembler, ReassemblyLimits, SizeBuckets,
+};
 use nox_protocol::payload::{Envelope, Request};
 use nox_protocol::sphinx::{Hop, Packet, PacketBuilder, SurbKeys};
 use rand::RngCore;
@@ -22,6 +25,8 @@ use rand::RngCore;
 use crate::config::{NodeConfig, Role, StaticNode};
 use crate::keys::NodeKeys;
 use crate::node::{self, NodeError, NodeOptions, RunningNode};
+use crate::p2p::PeerKind;
+use crate::raw_peer::{RawPeer, RawPeerError};
 
 /// One member of the network.
 pub struct LocalNode {
@@ -44,11 +49,6 @@ impl LocalNode {
     pub fn id(&self) -> NodeId {
         NodeId(self.keys.node_id())
     }
-
-    /// The running node; panics in tests only through the caller's unwrap.
-    pub fn node(&self) -> Option<&RunningNode> {
-        self.running.as_ref()
-    }
 }
 
 /// The network.
@@ -56,7 +56,6 @@ impl LocalNode {
 pub struct LocalNet {
     /// Members, layer 0 first.
     pub nodes: Vec<LocalNode>,
-    dir: PathBuf,
     opts: NodeOptions,
 }
 
@@ -110,18 +109,13 @@ impl LocalNet {
                 i += 1;
             }
         }
-        let mut net = LocalNet { nodes, dir: dir.to_path_buf(), opts };
+        let mut net = LocalNet { nodes, opts };
         for idx in 0..net.nodes.len() {
             // First start: nobody knows anybody yet; `introduce` connects them.
             net.launch(idx, Vec::new()).await?;
         }
         net.introduce().await;
         Ok(net)
-    }
-
-    /// The directory the network lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Starts (or restarts) node `idx` with its stored keys, configuration and data.
@@ -233,6 +227,29 @@ impl LocalNet {
             .collect()
     }
 
+    /// A route through the nodes `via` with `delay_us` at every hop, under the
+    /// keys of the current epoch as node 0 sees them; `None` while a key is unknown.
+    pub fn route(&self, via: &[usize], delay_us: u32) -> Option<(u64, Vec<Hop>)> {
+        let mut epoch = 0;
+        let mut hops = Vec::with_capacity(via.len());
+        for idx in via {
+            let (e, hop) = self.hop(0, *idx, delay_us)?;
+            epoch = e;
+            hops.push(hop);
+        }
+        Some((epoch, hops))
+    }
+
+    /// A client connected to (and welcomed by) node `gateway`.
+    pub async fn client(&self, gateway: usize) -> Result<RawPeer, RawPeerError> {
+        let client =
+            RawPeer::start(libp2p::identity::Keypair::generate_ed25519(), Vec::new(), PeerKind::Client, 1024).await?;
+        if let Some(g) = &self.nodes[gateway].running {
+            client.connect(g.peer_id, g.listen_addrs.clone(), Duration::from_secs(10)).await?;
+        }
+        Ok(client)
+    }
+
     /// The current epoch and each node's key for it, as seen by node `viewer`.
     pub fn hop(&self, viewer: usize, idx: usize, delay_us: u32) -> Option<(u64, Hop)> {
         let r = self.nodes[viewer].running.as_ref()?;
@@ -256,6 +273,69 @@ pub struct EchoRequest {
 impl std::fmt::Debug for EchoRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EchoRequest").field("packets", &self.packets.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why a round trip produced no echo.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// Claiming the SURBs or submitting a packet failed.
+    #[error(transparent)]
+    Transport(#[from] RawPeerError),
+    /// No complete reply before the deadline.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The reassembled reply is not an envelope.
+    #[error(transparent)]
+    Envelope(#[from] nox_protocol::payload::EnvelopeError),
+    /// The reply answers another request.
+    #[error("reply for another request")]
+    WrongRequest,
+    /// The envelope is not a reply.
+    #[error("answer is not a reply envelope")]
+    NotAReply,
+    /// The exit answered with an error status.
+    #[error("exit answered status {status}")]
+    Status {
+        /// The status byte.
+        status: u8,
+        /// The error data.
+        data: Vec<u8>,
+    },
+}
+
+impl EchoRequest {
+    /// Claims the request's SURB ids at `gateway`, submits its packets with
+    /// proofs of `pow_bits`, and waits up to `timeout` for the echoed data.
+    pub async fn round_trip(
+        &self,
+        client: &RawPeer,
+        gateway: PeerId,
+        pow_bits: u8,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReplyError> {
+        client.claim_replies(gateway, self.surb_keys.iter().map(SurbKeys::surb_id).collect()).await?;
+        for (_, packet) in &self.packets {
+            client.submit(gateway, packet, pow_bits).await?;
+        }
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Some(packet) = client.next_packet(Duration::from_millis(200)).await else { continue };
+            let Some(fragment) = self.surb_keys.iter().find_map(|k| k.open(packet.body()).ok()) else { continue };
+            if let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) {
+                let envelope = Envelope::decode(&msg)?;
+                if envelope.request_id != self.request_id {
+                    return Err(ReplyError::WrongRequest);
+                }
+                return match envelope.request {
+                    Request::Reply { status: 0, data } => Ok(data),
+                    Request::Reply { status, data } => Err(ReplyError::Status { status, data }),
+                    _ => Err(ReplyError::NotAReply),
+                };
+            }
+        }
+        Err(ReplyError::Timeout)
     }
 }
 

@@ -5,18 +5,13 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use libp2p::PeerId;
 use nox_node::config::NodeConfig;
-use nox_node::localnet::{EchoRequest, LocalNet, echo_request};
+use nox_node::localnet::{LocalNet, echo_request};
 use nox_node::node::{NodeOptions, RunningNode};
-use nox_node::p2p::{Command, DESCRIPTOR_TOPIC, PeerKind};
-use nox_node::raw_peer::RawPeer;
+use nox_node::p2p::{Command, DESCRIPTOR_TOPIC};
 use nox_node::topology::DescriptorRejection;
 use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::descriptor::MixDescriptor;
-use nox_protocol::fragment::{Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Request};
-use nox_protocol::sphinx::Hop;
 
 const POW_BITS: u8 = 4;
 
@@ -32,50 +27,6 @@ async fn net(dir: &std::path::Path, per_layer: [usize; 3], tweak: impl Fn(usize,
 
 fn running(net: &LocalNet, idx: usize) -> &RunningNode {
     net.nodes[idx].running.as_ref().unwrap()
-}
-
-async fn client_for(net: &LocalNet, gateway: usize) -> RawPeer {
-    let c =
-        RawPeer::start(libp2p::identity::Keypair::generate_ed25519(), vec![], PeerKind::Client, 1024).await.unwrap();
-    let g = running(net, gateway);
-    c.connect(g.peer_id, g.listen_addrs.clone(), Duration::from_secs(10)).await.unwrap();
-    c
-}
-
-fn route(net: &LocalNet, via: &[usize], delay_us: u32) -> (u64, Vec<Hop>) {
-    let mut epoch = 0;
-    let hops = via
-        .iter()
-        .map(|i| {
-            let (e, h) = net.hop(0, *i, delay_us).expect("hop key known");
-            epoch = e;
-            h
-        })
-        .collect();
-    (epoch, hops)
-}
-
-/// Sends `req` through `client` to `gateway` and waits for the echoed data.
-async fn round_trip(client: &RawPeer, gateway: PeerId, req: &EchoRequest, timeout: Duration) -> Option<Vec<u8>> {
-    client.claim_replies(gateway, req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.unwrap();
-    for (_, p) in &req.packets {
-        client.submit(gateway, p, POW_BITS).await.unwrap();
-    }
-    let mut reassembler = Reassembler::new(ReassemblyLimits::default());
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(packet) = client.next_packet(Duration::from_millis(200)).await else { continue };
-        let Some(fragment) = req.surb_keys.iter().find_map(|k| k.open(packet.body()).ok()) else { continue };
-        if let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) {
-            let env = Envelope::decode(&msg).unwrap();
-            assert_eq!(env.request_id, req.request_id);
-            match env.request {
-                Request::Reply { status: 0, data } => return Some(data),
-                other => panic!("unexpected reply {other:?}"),
-            }
-        }
-    }
-    None
 }
 
 /// `GET url`: status and body (error statuses are answers too).
@@ -211,16 +162,16 @@ async fn http_endpoints_report_state_but_nothing_about_users() {
     let gwp = running(&net, gw).peer_id;
 
     // Traffic first: a client with a few requests and their SURBs.
-    let client = client_for(&net, gw).await;
+    let client = net.client(gw).await.unwrap();
     let submitted_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let mut secrets: Vec<String> = vec![client.p2p.peer_id.to_string()];
     for i in 0..3u8 {
-        let (epoch, fwd) = route(&net, &[gw, mx, ex], 1000);
-        let (_, back) = route(&net, &[mx, gw], 1000);
+        let (epoch, fwd) = net.route(&[gw, mx, ex], 1000).unwrap();
+        let (_, back) = net.route(&[mx, gw], 1000).unwrap();
         let req = echo_request(epoch, &fwd, &back, 2, vec![i; 100]).unwrap();
         secrets.extend(req.surb_keys.iter().map(|k| hex::encode(k.surb_id())));
         secrets.push(hex::encode(req.request_id));
-        assert_eq!(round_trip(&client, gwp, &req, Duration::from_secs(10)).await, Some(vec![i; 100]));
+        assert_eq!(req.round_trip(&client, gwp, POW_BITS, Duration::from_secs(10)).await.ok(), Some(vec![i; 100]));
     }
     // Loops have come home (so the reliability gauge has samples).
     assert!(
@@ -357,7 +308,7 @@ async fn forged_stale_and_future_descriptors_are_rejected_and_counted() {
     assert!(matches!(t.accept_descriptor_bytes(&future, epoch), Err(DescriptorRejection::Future { .. })));
 
     // End to end: a connected peer gossips them to the entry node.
-    let peer = client_for(&net, gw).await;
+    let peer = net.client(gw).await.unwrap();
     let outcomes = ["bad_signature", "stale", "future"];
     let counted = |outcome: &'static str| g.metrics.event("descriptor", outcome).get();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -6,13 +6,9 @@
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use nox_node::localnet::{EchoRequest, LocalNet, echo_request};
+use nox_node::localnet::{LocalNet, echo_request};
 use nox_node::node::NodeOptions;
-use nox_node::p2p::PeerKind;
-use nox_node::raw_peer::RawPeer;
-use nox_protocol::fragment::{Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Request};
-use nox_protocol::sphinx::{Hop, PACKET_LEN, Packet};
+use nox_protocol::sphinx::{PACKET_LEN, Packet};
 
 const POW_BITS: u8 = 4;
 
@@ -34,53 +30,6 @@ fn peer(net: &LocalNet, idx: usize) -> PeerId {
     net.nodes[idx].running.as_ref().unwrap().peer_id
 }
 
-async fn client_for(net: &LocalNet, gateway: usize) -> RawPeer {
-    let c =
-        RawPeer::start(libp2p::identity::Keypair::generate_ed25519(), vec![], PeerKind::Client, 1024).await.unwrap();
-    let g = net.nodes[gateway].running.as_ref().unwrap();
-    c.connect(g.peer_id, g.listen_addrs.clone(), Duration::from_secs(10)).await.unwrap();
-    c
-}
-
-fn route(net: &LocalNet, via: &[usize], delay_us: u32) -> (u64, Vec<Hop>) {
-    let mut epoch = 0;
-    let hops = via
-        .iter()
-        .map(|i| {
-            let (e, h) = net.hop(0, *i, delay_us).expect("hop key known");
-            epoch = e;
-            h
-        })
-        .collect();
-    (epoch, hops)
-}
-
-/// Sends `req` through `client` to `gateway` and waits for the echoed data.
-async fn round_trip(client: &RawPeer, gateway: PeerId, req: &EchoRequest, timeout: Duration) -> Option<Vec<u8>> {
-    client.claim_replies(gateway, req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.unwrap();
-    for (_, p) in &req.packets {
-        if let Err(e) = client.submit(gateway, p, POW_BITS).await {
-            panic!("submit failed: {e}");
-        }
-    }
-    let mut reassembler = Reassembler::new(ReassemblyLimits::default());
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(packet) = client.next_packet(Duration::from_millis(200)).await else { continue };
-        let Some(fragment) = req.surb_keys.iter().find_map(|k| k.open(packet.body()).ok()) else { continue };
-        eprintln!("reply packet arrived");
-        if let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) {
-            let env = Envelope::decode(&msg).unwrap();
-            assert_eq!(env.request_id, req.request_id);
-            match env.request {
-                Request::Reply { status: 0, data } => return Some(data),
-                other => panic!("unexpected reply {other:?}"),
-            }
-        }
-    }
-    None
-}
-
 fn dropped(net: &LocalNet, idx: usize, stage: &'static str, reason: &'static str) -> u64 {
     net.nodes[idx].running.as_ref().unwrap().metrics.dropped_value(stage, reason)
 }
@@ -91,21 +40,27 @@ async fn packets_cross_three_and_six_hops_and_replies_come_back() {
     let net = net(dir.path(), [2, 2, 2], |_, _| {}).await;
     let (l0, l1, l2) = (net.layer(0), net.layer(1), net.layer(2));
     let gateway = peer(&net, l0[0]);
-    let client = client_for(&net, l0[0]).await;
+    let client = net.client(l0[0]).await.unwrap();
 
     // 3 hops, a message of several fragments (and a reply of several).
     let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-    let (epoch, fwd) = route(&net, &[l0[0], l1[0], l2[0]], 1000);
-    let (_, back) = route(&net, &[l0[1], l1[1], l0[0]], 1000);
+    let (epoch, fwd) = net.route(&[l0[0], l1[0], l2[0]], 1000).unwrap();
+    let (_, back) = net.route(&[l0[1], l1[1], l0[0]], 1000).unwrap();
     let req = echo_request(epoch, &fwd, &back, 8, data.clone()).unwrap();
     assert!(req.packets.len() > 1);
-    assert_eq!(round_trip(&client, gateway, &req, Duration::from_secs(20)).await.as_deref(), Some(&data[..]));
+    assert_eq!(
+        req.round_trip(&client, gateway, POW_BITS, Duration::from_secs(20)).await.ok().as_deref(),
+        Some(&data[..])
+    );
 
     // 6 hops: a free route that crosses every layer twice.
-    let (epoch, fwd) = route(&net, &[l0[0], l1[0], l2[0], l0[1], l1[1], l2[1]], 500);
-    let (_, back) = route(&net, &[l1[0], l2[1], l0[1], l1[1], l2[0], l0[0]], 500);
+    let (epoch, fwd) = net.route(&[l0[0], l1[0], l2[0], l0[1], l1[1], l2[1]], 500).unwrap();
+    let (_, back) = net.route(&[l1[0], l2[1], l0[1], l1[1], l2[0], l0[0]], 500).unwrap();
     let req = echo_request(epoch, &fwd, &back, 2, b"six hops".to_vec()).unwrap();
-    assert_eq!(round_trip(&client, gateway, &req, Duration::from_secs(20)).await.as_deref(), Some(&b"six hops"[..]));
+    assert_eq!(
+        req.round_trip(&client, gateway, POW_BITS, Duration::from_secs(20)).await.ok().as_deref(),
+        Some(&b"six hops"[..])
+    );
 
     // Nothing was dropped anywhere along the way.
     for i in 0..net.nodes.len() {
@@ -120,11 +75,14 @@ async fn replays_are_dropped_also_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
     let gw = net.layer(0)[0];
-    let client = client_for(&net, gw).await;
-    let (epoch, fwd) = route(&net, &[gw, net.layer(1)[0], net.layer(2)[0]], 0);
-    let (_, back) = route(&net, &[net.layer(1)[0], gw], 0);
+    let client = net.client(gw).await.unwrap();
+    let (epoch, fwd) = net.route(&[gw, net.layer(1)[0], net.layer(2)[0]], 0).unwrap();
+    let (_, back) = net.route(&[net.layer(1)[0], gw], 0).unwrap();
     let req = echo_request(epoch, &fwd, &back, 1, b"once".to_vec()).unwrap();
-    assert_eq!(round_trip(&client, peer(&net, gw), &req, Duration::from_secs(10)).await.as_deref(), Some(&b"once"[..]));
+    assert_eq!(
+        req.round_trip(&client, peer(&net, gw), POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
+        Some(&b"once"[..])
+    );
 
     // The same packet again: the gateway drops it before the body pass.
     client.submit(peer(&net, gw), &req.packets[0].1, POW_BITS).await.unwrap();
@@ -140,7 +98,7 @@ async fn replays_are_dropped_also_after_a_restart() {
     net.start_node(gw).await.unwrap();
     net.introduce().await;
     assert!(net.wait_ready(Duration::from_secs(20)).await);
-    let client = client_for(&net, gw).await;
+    let client = net.client(gw).await.unwrap();
     client.submit(peer(&net, gw), &req.packets[0].1, POW_BITS).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while dropped(&net, gw, "worker", "replay") == 0 && Instant::now() < deadline {
@@ -157,9 +115,9 @@ async fn tagged_packets_are_dropped_at_the_exit() {
     let dir = tempfile::tempdir().unwrap();
     let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
     let (gw, mx, ex) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
-    let client = client_for(&net, gw).await;
-    let (epoch, fwd) = route(&net, &[gw, mx, ex], 0);
-    let (_, back) = route(&net, &[mx, gw], 0);
+    let client = net.client(gw).await.unwrap();
+    let (epoch, fwd) = net.route(&[gw, mx, ex], 0).unwrap();
+    let (_, back) = net.route(&[mx, gw], 0).unwrap();
     let req = echo_request(epoch, &fwd, &back, 1, b"tag me".to_vec()).unwrap();
     let mut bytes = req.packets[0].1.as_bytes().to_vec();
     bytes[PACKET_LEN - 100] ^= 0x01;
@@ -183,7 +141,7 @@ async fn tagged_packets_are_dropped_at_the_exit() {
     // A freshly built request goes through.
     let req = echo_request(epoch, &fwd, &back, 1, b"tag me".to_vec()).unwrap();
     assert_eq!(
-        round_trip(&client, peer(&net, gw), &req, Duration::from_secs(10)).await.as_deref(),
+        req.round_trip(&client, peer(&net, gw), POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
         Some(&b"tag me"[..])
     );
     client.shutdown().await;
@@ -197,12 +155,12 @@ async fn killing_one_node_leaves_the_others_serving() {
     let (gw, ex) = (net.layer(0)[0], net.layer(2)[0]);
     let (m0, m1) = (net.layer(1)[0], net.layer(1)[1]);
     net.stop_node(m0).await;
-    let client = client_for(&net, gw).await;
-    let (epoch, fwd) = route(&net, &[gw, m1, ex], 500);
-    let (_, back) = route(&net, &[m1, gw], 500);
+    let client = net.client(gw).await.unwrap();
+    let (epoch, fwd) = net.route(&[gw, m1, ex], 500).unwrap();
+    let (_, back) = net.route(&[m1, gw], 500).unwrap();
     let req = echo_request(epoch, &fwd, &back, 1, b"still here".to_vec()).unwrap();
     assert_eq!(
-        round_trip(&client, peer(&net, gw), &req, Duration::from_secs(10)).await.as_deref(),
+        req.round_trip(&client, peer(&net, gw), POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
         Some(&b"still here"[..])
     );
     client.shutdown().await;
@@ -220,8 +178,8 @@ async fn a_flood_from_one_peer_is_throttled_while_others_are_served() {
     })
     .await;
     let (gw, mx, ex) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
-    let flooder = client_for(&net, gw).await;
-    let honest = client_for(&net, gw).await;
+    let flooder = net.client(gw).await.unwrap();
+    let honest = net.client(gw).await.unwrap();
     let flood = tokio::spawn({
         let gwp = peer(&net, gw);
         async move {
@@ -234,11 +192,14 @@ async fn a_flood_from_one_peer_is_throttled_while_others_are_served() {
             flooder
         }
     });
-    let (epoch, fwd) = route(&net, &[gw, mx, ex], 0);
-    let (_, back) = route(&net, &[mx, gw], 0);
+    let (epoch, fwd) = net.route(&[gw, mx, ex], 0).unwrap();
+    let (_, back) = net.route(&[mx, gw], 0).unwrap();
     for i in 0..5u8 {
         let req = echo_request(epoch, &fwd, &back, 1, vec![i; 10]).unwrap();
-        assert_eq!(round_trip(&honest, peer(&net, gw), &req, Duration::from_secs(10)).await, Some(vec![i; 10]));
+        assert_eq!(
+            req.round_trip(&honest, peer(&net, gw), POW_BITS, Duration::from_secs(10)).await.ok(),
+            Some(vec![i; 10])
+        );
     }
     let flooder = flood.await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -259,21 +220,21 @@ async fn malformed_frames_are_counted_and_the_node_keeps_serving() {
     let gwp = peer(&net, gw);
 
     // A truncated frame, then the stream closes.
-    let bad = client_for(&net, gw).await;
+    let bad = net.client(gw).await.unwrap();
     bad.send_raw(gwp, &[1u8; 1000]).await.ok();
     bad.close_streams(gwp).await;
     // A client writing on the node-only packet protocol is cut off.
-    let wrong = client_for(&net, gw).await;
+    let wrong = net.client(gw).await.unwrap();
     wrong.send_raw(gwp, &vec![0u8; PACKET_LEN]).await.ok();
     // Full-size garbage and a wrong version byte, with valid proofs of work.
-    let garbage = client_for(&net, gw).await;
+    let garbage = net.client(gw).await.unwrap();
     garbage.submit(gwp, &Packet::from_vec(vec![0xee; PACKET_LEN]).unwrap(), POW_BITS).await.unwrap();
     let mut v = vec![0u8; PACKET_LEN];
     v[0] = 0x77;
     garbage.submit(gwp, &Packet::from_vec(v).unwrap(), POW_BITS).await.unwrap();
     // A submission without a valid proof.
-    let (epoch, fwd) = route(&net, &[gw, mx, ex], 0);
-    let (_, back) = route(&net, &[mx, gw], 0);
+    let (epoch, fwd) = net.route(&[gw, mx, ex], 0).unwrap();
+    let (_, back) = net.route(&[mx, gw], 0).unwrap();
     let req = echo_request(epoch, &fwd, &back, 1, b"ok".to_vec()).unwrap();
     garbage.submit(gwp, &req.packets[0].1, 0).await.unwrap();
 
@@ -293,9 +254,12 @@ async fn malformed_frames_are_counted_and_the_node_keeps_serving() {
     assert!(bad_pow <= 1);
 
     // And an honest request still works.
-    let honest = client_for(&net, gw).await;
+    let honest = net.client(gw).await.unwrap();
     let req = echo_request(epoch, &fwd, &back, 1, b"fine".to_vec()).unwrap();
-    assert_eq!(round_trip(&honest, gwp, &req, Duration::from_secs(10)).await.as_deref(), Some(&b"fine"[..]));
+    assert_eq!(
+        req.round_trip(&honest, gwp, POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
+        Some(&b"fine"[..])
+    );
     for c in [bad, wrong, garbage, honest] {
         c.shutdown().await;
     }

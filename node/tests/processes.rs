@@ -11,13 +11,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
-use nox_node::localnet::{EchoRequest, echo_request};
+use nox_node::localnet::echo_request;
 use nox_node::p2p::{PeerKind, peer_id_of};
 use nox_node::raw_peer::RawPeer;
 use nox_protocol::NodeId;
 use nox_protocol::descriptor::MixDescriptor;
-use nox_protocol::fragment::{Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Request};
 use nox_protocol::sphinx::Hop;
 
 const POW_BITS: u8 = 4;
@@ -291,31 +289,6 @@ fn hop(descriptors: &[MixDescriptor], id: NodeId, epoch: u64, delay_us: u32) -> 
     Hop { id, key: d.mix_key, delay_us }
 }
 
-/// Sends `req` through `client` to `gateway` and waits for the echoed data.
-async fn round_trip(client: &RawPeer, gateway: PeerId, req: &EchoRequest, timeout: Duration) -> Option<Vec<u8>> {
-    client.claim_replies(gateway, req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.unwrap();
-    for (_, p) in &req.packets {
-        if let Err(e) = client.submit(gateway, p, POW_BITS).await {
-            panic!("submit failed: {e}");
-        }
-    }
-    let mut reassembler = Reassembler::new(ReassemblyLimits::default());
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(packet) = client.next_packet(Duration::from_millis(200)).await else { continue };
-        let Some(fragment) = req.surb_keys.iter().find_map(|k| k.open(packet.body()).ok()) else { continue };
-        if let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) {
-            let env = Envelope::decode(&msg).unwrap();
-            assert_eq!(env.request_id, req.request_id);
-            match env.request {
-                Request::Reply { status: 0, data } => return Some(data),
-                other => panic!("unexpected reply {other:?}"),
-            }
-        }
-    }
-    None
-}
-
 /// The longest run of hex digits in `text`.
 fn longest_hex_run(text: &str) -> usize {
     text.split(|c: char| !c.is_ascii_hexdigit()).map(str::len).max().unwrap_or(0)
@@ -354,7 +327,7 @@ async fn four_processes_relay_echo_requests_survive_a_killed_mix_node_and_stop_o
     // Through the first mix node, there and back.
     let (fwd, back) = (route(&[gw, m0, ex]), route(&[m0, gw]));
     let req = echo_request(epoch, &fwd, &back, 1, b"across processes".to_vec()).unwrap();
-    let reply = round_trip(&client, gateway, &req, Duration::from_secs(10)).await;
+    let reply = req.round_trip(&client, gateway, POW_BITS, Duration::from_secs(10)).await.ok();
     assert_eq!(reply.as_deref(), Some(&b"across processes"[..]));
     eprintln!("first reply after {:?}", started.elapsed());
 
@@ -380,7 +353,7 @@ async fn four_processes_relay_echo_requests_survive_a_killed_mix_node_and_stop_o
     net.kill(m0);
     let (fwd, back) = (route(&[gw, m1, ex]), route(&[m1, gw]));
     let req = echo_request(epoch, &fwd, &back, 1, b"still here".to_vec()).unwrap();
-    let reply = round_trip(&client, gateway, &req, Duration::from_secs(10)).await;
+    let reply = req.round_trip(&client, gateway, POW_BITS, Duration::from_secs(10)).await.ok();
     assert_eq!(reply.as_deref(), Some(&b"still here"[..]));
     let health = get_json(net.nodes[gw].url("/health")).await.expect("gateway /health after the kill");
     assert_eq!(health["status"], "ok");
