@@ -113,17 +113,21 @@ async fn main() {
     }
 
     let sink = RawPeer::start(
-        p2p::keypair_from_identity(&sink_key),
+        p2p::keypair_from_identity(&sink_key).unwrap(),
         vec![addr(sink_port).parse().unwrap()],
         PeerKind::Node,
         1,
     )
     .await
     .unwrap();
-    let generator =
-        RawPeer::start(p2p::keypair_from_identity(&gen_key), vec![addr(gen_port).parse().unwrap()], PeerKind::Node, 1)
-            .await
-            .unwrap();
+    let generator = RawPeer::start(
+        p2p::keypair_from_identity(&gen_key).unwrap(),
+        vec![addr(gen_port).parse().unwrap()],
+        PeerKind::Node,
+        1,
+    )
+    .await
+    .unwrap();
     let node_peer = p2p::peer_id_of(&NodeId(node_keys.node_id())).unwrap();
     generator.connect(node_peer, vec![addr(node_port).parse().unwrap()], Duration::from_secs(10)).await.unwrap();
     let descriptors = generator.descriptors(node_peer, Duration::from_secs(10)).await.unwrap();

@@ -149,12 +149,11 @@ async fn on_tick(ctx: &ControlContext) {
     let now = unix_now();
     let rotation = {
         let mut ring = ctx.keys.write().unwrap_or_else(|e| e.into_inner());
-        let before_next = ring.next_epoch();
         let r = ring.rotate(now, &mut rand::rngs::OsRng);
-        (r, before_next, ring.current_epoch(), ring.next_epoch())
+        (r, ring.current_epoch(), ring.next_epoch())
     };
     match rotation {
-        (Ok(r), _, current, next) if !r.is_empty() => {
+        (Ok(r), current, next) if !r.is_empty() => {
             ctx.replay.add_epoch(current);
             ctx.replay.add_epoch(next);
             for e in &r.retired {
@@ -239,9 +238,10 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
                 count_descriptor(ctx, r);
                 ok
             } else {
-                // Prices are interpreted by the exit and oracle issues; relay them
-                // only from admitted peers.
-                ctx.peers.admitted(&source).is_some()
+                // Prices are checked against configured oracle keys once the
+                // oracle exists; until then only nodes may pass them on, so a
+                // client cannot flood the topic through its entry node.
+                ctx.peers.admitted(&source) == Some(PeerKind::Node)
             };
             let _ = ctx.p2p.command(Command::Validate { message_id, source, accept }).await;
         }

@@ -18,9 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use nox_protocol::fragment::{
-    DEFAULT_BUCKETS, DEFAULT_PARITY_RATIO, Fragmenter, Reassembled, Reassembler, ReassemblyLimits, SizeBuckets,
-};
+use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLimits};
 use nox_protocol::payload::{Envelope, Request};
 use nox_protocol::sphinx::Payload;
 use prometheus_client::metrics::counter::Counter;
@@ -200,14 +198,9 @@ async fn serve(envelope: Envelope, ctx: &ExitContext, m: &ExitMetrics) {
     }
     let reply = Envelope { request_id, surbs: Vec::new(), request: Request::Reply { status, data } };
     let Ok(encoded) = reply.encode() else { return };
-    let fragmenter =
-        match SizeBuckets::new(DEFAULT_BUCKETS.to_vec()).and_then(|b| Fragmenter::new(b, DEFAULT_PARITY_RATIO)) {
-            Ok(f) => f,
-            Err(_) => return,
-        };
     let mut id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
-    let Ok(fragments) = fragmenter.split(&encoded, id) else {
+    let Ok(fragments) = Fragmenter::default().split(&encoded, id) else {
         m.short_of_surbs.inc();
         return;
     };

@@ -15,9 +15,7 @@ use libp2p::Multiaddr;
 use libp2p::PeerId;
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixPublicKey;
-use nox_protocol::fragment::{
-    DEFAULT_BUCKETS, DEFAULT_PARITY_RATIO, Fragmenter, Reassembled, Reassembler, ReassemblyLimits, SizeBuckets,
-};
+use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLimits};
 use nox_protocol::payload::{Envelope, Request};
 use nox_protocol::sphinx::{Hop, Packet, PacketBuilder, SurbKeys};
 use rand::RngCore;
@@ -377,11 +375,10 @@ pub fn echo_request(
     let mut request_id = [0u8; 16];
     rng.fill_bytes(&mut request_id);
     let msg = Envelope { request_id, surbs: list, request: Request::Echo { data } }.encode()?;
-    let fragmenter = Fragmenter::new(SizeBuckets::new(DEFAULT_BUCKETS.to_vec())?, DEFAULT_PARITY_RATIO)?;
     let mut message_id = [0u8; 16];
     rng.fill_bytes(&mut message_id);
     let mut packets = Vec::new();
-    for f in fragmenter.split(&msg, message_id)? {
+    for f in Fragmenter::default().split(&msg, message_id)? {
         packets.push(builder.forward(route, &f, &mut rng)?);
     }
     Ok(EchoRequest { request_id, packets, surb_keys: keys })

@@ -7,7 +7,6 @@
 //! the database (so a test can start the same node again on the same data).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, SUBMIT_PROTOCOL};
 use crate::peers::PeerTable;
 use crate::pipeline::egress::{EgressConfig, EgressContext, EgressStage};
-use crate::pipeline::ingest::{IngestConfig, IngestError, IngestStage};
+use crate::pipeline::ingest::{IngestError, IngestStage};
 use crate::pipeline::mix::{MixConfig, MixStage};
 use crate::pipeline::worker::{WorkerConfig, WorkerContext, WorkerStage};
 use crate::replay::ReplayCache;
@@ -169,7 +168,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         idle_timeout: Duration::from_secs(cfg.p2p.idle_timeout_secs),
         request_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
     };
-    let (mut p2p_handle, events, swarm_task) = p2p::spawn(p2p::keypair_from_identity(&keys.identity), p2p_cfg)?;
+    let (mut p2p_handle, events, swarm_task) = p2p::spawn(p2p::keypair_from_identity(&keys.identity)?, p2p_cfg)?;
     let mut tasks = vec![swarm_task];
     let listen_addrs = if cfg.p2p.listen.is_empty() { Vec::new() } else { p2p_handle.wait_listening().await };
     let published: Vec<String> = if cfg.p2p.external_addresses.is_empty() {
@@ -179,7 +178,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     };
 
     let peers = Arc::new(PeerTable::new());
-    let (ingest, ingest_rx) = IngestStage::new(IngestConfig::from(&cfg.ingest), &metrics);
+    let (ingest, ingest_rx) = IngestStage::new(cfg.ingest.clone(), &metrics);
     let ingest = Arc::new(ingest);
 
     let threads_n = if cfg.workers.threads == 0 { available_cores() } else { cfg.workers.threads };
@@ -422,9 +421,4 @@ impl RunningNode {
             let _ = self.p2p.command(Command::Dial { peer, addrs }).await;
         }
     }
-}
-
-/// Path of the node database under a data directory.
-pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join(store::DATABASE_FILE)
 }

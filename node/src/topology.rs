@@ -122,11 +122,6 @@ impl Topology {
         rec.source = Source::Static;
     }
 
-    /// Removes a node entirely.
-    pub fn remove(&self, id: &NodeId) {
-        self.nodes.write().unwrap_or_else(|e| e.into_inner()).remove(id);
-    }
-
     /// Verifies and records an encoded descriptor. Returns `true` when it was
     /// new (and so worth passing on), `false` for a duplicate.
     pub fn accept_descriptor_bytes(&self, bytes: &[u8], current_epoch: u64) -> Result<bool, DescriptorRejection> {

@@ -14,8 +14,8 @@
 //! | identify, ping          | liveness and protocol discovery                                |
 //!
 //! The swarm task owns the `Swarm` and never waits on anyone: it forwards
-//! [`Event`]s with `try_send` (an owner that falls behind loses gossip, counted,
-//! never the swarm's progress) and executes [`Command`]s. Packet streams are not
+//! [`Event`]s with `try_send` (an owner that falls behind loses events — logged
+//! at debug level — never the swarm's progress) and executes [`Command`]s. Packet streams are not
 //! handled here at all: they are opened and accepted through the
 //! `libp2p_stream::Control` in [`P2pHandle`], so packet bytes go straight from a
 //! Yamux substream into the ingest stage without crossing this task.
@@ -173,6 +173,9 @@ impl Default for P2pConfig {
 /// Transport errors.
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
+    /// The identity key could not be turned into a libp2p key.
+    #[error("identity key is not a valid Ed25519 secret key")]
+    InvalidIdentity,
     /// A node id that is not a valid Ed25519 public key.
     #[error("node id is not an Ed25519 public key")]
     InvalidNodeId,
@@ -334,21 +337,11 @@ impl P2pHandle {
 }
 
 /// The libp2p keypair of an Ed25519 identity key.
-pub fn keypair_from_identity(identity: &ed25519_dalek::SigningKey) -> Keypair {
+pub fn keypair_from_identity(identity: &ed25519_dalek::SigningKey) -> Result<Keypair, P2pError> {
     let mut secret = identity.to_bytes();
-    let kp = Keypair::ed25519_from_bytes(&mut secret);
+    let kp = Keypair::ed25519_from_bytes(&mut secret).map_err(|_| P2pError::InvalidIdentity);
     zeroize::Zeroize::zeroize(&mut secret);
-    // 32 bytes always form a valid Ed25519 secret key.
-    match kp {
-        Ok(kp) => kp,
-        Err(_) => unreachable_key(),
-    }
-}
-
-#[cold]
-fn unreachable_key() -> Keypair {
-    // `ed25519_from_bytes` only fails on a wrong length, which a `[u8; 32]` cannot have.
-    Keypair::generate_ed25519()
+    kp
 }
 
 /// The peer id of a node id.
@@ -541,10 +534,13 @@ mod tests {
         let id = NodeId(sk.verifying_key().to_bytes());
         let peer = peer_id_of(&id).unwrap();
         assert_eq!(node_id_of(&peer), Some(id));
-        assert_eq!(keypair_from_identity(&sk).public().to_peer_id(), peer);
-        assert!(
-            peer_id_of(&NodeId([0xff; 32])).is_err() || node_id_of(&peer_id_of(&NodeId([0xff; 32])).unwrap()).is_some()
-        );
+        assert_eq!(keypair_from_identity(&sk).unwrap().public().to_peer_id(), peer);
+        // y = 2 is not the y-coordinate of any Edwards25519 point.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(matches!(peer_id_of(&NodeId(off_curve)), Err(P2pError::InvalidNodeId)));
+        // A peer id that does not carry an Ed25519 key is not a node id.
+        assert_eq!(node_id_of(&PeerId::random()), None);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl EgressStage {
             local_full: ctx.metrics.dropped("egress", "local_queue_full"),
             link_failed: ctx.metrics.dropped("egress", "link_failed"),
         });
-        let mut links: HashMap<PeerId, LinkSender> = HashMap::new();
+        let mut links: HashMap<Target, LinkSender> = HashMap::new();
         while let Ok(action) = input.recv_async().await {
             match action {
                 Action::Forward { next, packet } => {
@@ -115,11 +115,7 @@ impl EgressStage {
                         }
                         continue;
                     }
-                    let Ok(peer) = p2p::peer_id_of(&next) else {
-                        m.bad_next_hop.inc();
-                        continue;
-                    };
-                    send_to_peer(&cfg, &ctx, &m, &mut links, peer, Some(next), packet);
+                    send_to(&cfg, &ctx, &m, &mut links, Target::Node(next), packet);
                 }
                 Action::Final { payload } => {
                     if ctx.exit.try_send(payload).is_ok() {
@@ -130,12 +126,12 @@ impl EgressStage {
                 }
                 Action::Push { client, packet } => {
                     m.reply_pushed.inc();
-                    send_to_peer(&cfg, &ctx, &m, &mut links, client, None, packet);
+                    send_to(&cfg, &ctx, &m, &mut links, Target::Client(client), packet);
                 }
                 Action::Reply { surb_id, packet } => match ctx.replies.deliver(surb_id, packet) {
                     Delivery::Push { client, packet } => {
                         m.reply_pushed.inc();
-                        send_to_peer(&cfg, &ctx, &m, &mut links, client, None, packet);
+                        send_to(&cfg, &ctx, &m, &mut links, Target::Client(client), packet);
                     }
                     Delivery::Stored => {
                         m.reply_stored.inc();
@@ -149,46 +145,85 @@ impl EgressStage {
     }
 }
 
-fn send_to_peer(
+/// Where a link leads. Node links are keyed by node id, so the peer id (an
+/// Ed25519 point decompression) is derived once per link, not per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    /// A node, dialled at its topology addresses.
+    Node(NodeId),
+    /// A connected client (replies only).
+    Client(PeerId),
+}
+
+fn send_to(
     cfg: &EgressConfig,
     ctx: &EgressContext,
     m: &Arc<EgressMetrics>,
-    links: &mut HashMap<PeerId, LinkSender>,
-    peer: PeerId,
-    node: Option<NodeId>,
+    links: &mut HashMap<Target, LinkSender>,
+    target: Target,
     packet: Packet,
 ) {
-    let link = links.entry(peer).or_insert_with(|| spawn_link(cfg, ctx, m.clone(), peer, node));
-    match link.try_send(packet) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            m.peer_queue_full.inc();
-        }
-        Err(mpsc::error::TrySendError::Closed(p)) => {
-            // The link task ended (it gives up after repeated failures); start afresh.
-            let fresh = spawn_link(cfg, ctx, m.clone(), peer, node);
-            if fresh.try_send(p).is_err() {
+    let packet = match links.get(&target) {
+        Some(link) => match link.try_send(packet) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 m.peer_queue_full.inc();
+                return;
             }
-            links.insert(peer, fresh);
+            // The link task ended (it gives up after repeated failures): start afresh.
+            Err(mpsc::error::TrySendError::Closed(p)) => p,
+        },
+        None => packet,
+    };
+    let (peer, node) = match target {
+        Target::Client(peer) => (peer, None),
+        Target::Node(id) => match p2p::peer_id_of(&id) {
+            Ok(peer) => (peer, Some(id)),
+            Err(_) => {
+                m.bad_next_hop.inc();
+                return;
+            }
+        },
+    };
+    let (tx, rx) = mpsc::channel(cfg.peer_queue.max(1));
+    tokio::spawn(run_link(cfg.clone(), ctx.clone(), m.clone(), peer, node, rx));
+    if tx.try_send(packet).is_err() {
+        m.peer_queue_full.inc();
+    }
+    links.insert(target, tx);
+}
+
+/// Reaches `peer`: for a node, dial it at its topology addresses and wait for
+/// its welcome; then open the packet stream. A client is reached over the
+/// connection it already holds.
+async fn connect(
+    cfg: &EgressConfig,
+    ctx: &EgressContext,
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    node: Option<NodeId>,
+) -> Option<libp2p::Stream> {
+    if let Some(id) = node {
+        let addrs = ctx.topology.addresses(&id);
+        let _ = ctx.p2p.command(Command::Dial { peer, addrs }).await;
+        if !ctx.peers.wait_welcomed(&peer, cfg.connect_timeout).await {
+            return None;
+        }
+    }
+    match control.open_stream(peer, PACKET_PROTOCOL).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(error = %e, "opening packet stream failed");
+            None
         }
     }
 }
 
-fn spawn_link(
-    cfg: &EgressConfig,
-    ctx: &EgressContext,
-    m: Arc<EgressMetrics>,
-    peer: PeerId,
-    node: Option<NodeId>,
-) -> LinkSender {
-    let (tx, rx) = mpsc::channel(cfg.peer_queue.max(1));
-    tokio::spawn(run_link(cfg.clone(), ctx.clone(), m, peer, node, rx));
-    tx
-}
-
-/// One next hop's link: connect, wait for the welcome, stream packets; on any
-/// failure drop what is queued (counted) and try again.
+/// One next hop's link: connect, stream packets back to back; when the hop
+/// cannot be reached, drop the packet in hand and everything queued behind it
+/// (counted as `link_failed`), back off, and try again with the next packet.
+/// A link gives up after three failures in a row (egress starts a new one on
+/// the next packet), a client link after one.
 async fn run_link(
     cfg: EgressConfig,
     ctx: EgressContext,
@@ -202,72 +237,47 @@ async fn run_link(
     // Wait for the first packet before dialling anything.
     let Some(mut pending) = rx.recv().await else { return };
     loop {
-        if let Some(id) = node {
-            let addrs = ctx.topology.addresses(&id);
-            let _ = ctx.p2p.command(Command::Dial { peer, addrs }).await;
-            if !ctx.peers.wait_welcomed(&peer, cfg.connect_timeout).await {
+        match connect(&cfg, &ctx, &mut control, peer, node).await {
+            Some(mut stream) => {
+                failures = 0;
+                loop {
+                    if let Err(e) = stream.write_all(pending.as_bytes()).await {
+                        tracing::debug!(error = %e, "packet stream write failed");
+                        m.link_failed.inc();
+                        break;
+                    }
+                    m.sent.inc();
+                    // Flush only when nothing else is queued, so bursts go out in fewer syscalls.
+                    pending = match rx.try_recv() {
+                        Ok(p) => p,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            if stream.flush().await.is_err() {
+                                break;
+                            }
+                            match rx.recv().await {
+                                Some(p) => p,
+                                None => {
+                                    let _ = stream.close().await;
+                                    return;
+                                }
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    };
+                }
+            }
+            None => {
                 failures += 1;
                 m.link_failed.inc();
-                // Shed what queued up while the hop was unreachable.
                 while rx.try_recv().is_ok() {
                     m.link_failed.inc();
                 }
-                if failures >= 3 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-                match rx.recv().await {
-                    Some(p) => pending = p,
-                    None => return,
-                }
-                continue;
-            }
-        }
-        let mut stream = match control.open_stream(peer, PACKET_PROTOCOL).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "opening packet stream failed");
-                failures += 1;
-                m.link_failed.inc();
                 if failures >= 3 || node.is_none() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-                match rx.recv().await {
-                    Some(p) => pending = p,
-                    None => return,
-                }
-                continue;
             }
-        };
-        failures = 0;
-        loop {
-            if let Err(e) = stream.write_all(pending.as_bytes()).await {
-                tracing::debug!(error = %e, "packet stream write failed");
-                m.link_failed.inc();
-                break;
-            }
-            m.sent.inc();
-            // Flush only when nothing else is queued, so bursts go out in fewer syscalls.
-            pending = match rx.try_recv() {
-                Ok(p) => p,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if stream.flush().await.is_err() {
-                        m.link_failed.inc();
-                        break;
-                    }
-                    match rx.recv().await {
-                        Some(p) => p,
-                        None => {
-                            let _ = stream.close().await;
-                            return;
-                        }
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-            };
         }
-        // The stream broke: get a fresh packet and reconnect.
         match rx.recv().await {
             Some(p) => pending = p,
             None => return,

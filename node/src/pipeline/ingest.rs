@@ -21,35 +21,8 @@ use super::Inbound;
 use crate::metrics::Metrics;
 use crate::p2p::PeerKind;
 
-/// Ingest settings (`[ingest]`).
-#[derive(Debug, Clone)]
-pub struct IngestConfig {
-    /// Capacity of the queue to the workers.
-    pub queue: usize,
-    /// Sustained rate and burst for node peers.
-    pub node_rate: f64,
-    /// Burst for node peers.
-    pub node_burst: u32,
-    /// Sustained rate for client peers.
-    pub client_rate: f64,
-    /// Burst for client peers.
-    pub client_burst: u32,
-    /// PoW difficulty for client submissions.
-    pub pow_bits: u8,
-}
-
-impl From<&crate::config::IngestSection> for IngestConfig {
-    fn from(s: &crate::config::IngestSection) -> Self {
-        IngestConfig {
-            queue: s.queue,
-            node_rate: s.node_rate,
-            node_burst: s.node_burst,
-            client_rate: s.client_rate,
-            client_burst: s.client_burst,
-            pow_bits: s.pow_bits,
-        }
-    }
-}
+/// Ingest settings: the `[ingest]` section of the configuration.
+pub type IngestConfig = crate::config::IngestSection;
 
 /// Why ingest refused a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

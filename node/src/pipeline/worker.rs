@@ -46,6 +46,7 @@ struct WorkerMetrics {
     malformed: Counter,
     replay: Counter,
     replay_full: Counter,
+    replay_unavailable: Counter,
     tagged: Counter,
 }
 
@@ -60,6 +61,7 @@ impl WorkerMetrics {
             malformed: m.dropped("worker", "malformed"),
             replay: m.dropped("worker", "replay"),
             replay_full: m.dropped("worker", "replay_cache_full"),
+            replay_unavailable: m.dropped("worker", "replay_cache_unavailable"),
             tagged: m.dropped("worker", "tagged"),
         }
     }
@@ -165,8 +167,10 @@ fn process(cfg: &WorkerConfig, inbound: Inbound, ctx: &WorkerContext, m: &Worker
             m.replay_full.inc();
             return None;
         }
+        // No cache for the epoch, a persistence backlog, a failed commit or a
+        // closed cache: fail closed.
         Err(_) => {
-            m.no_key.inc();
+            m.replay_unavailable.inc();
             return None;
         }
     };
