@@ -192,7 +192,11 @@ async fn main() {
         _ => 0.0,
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let drops_saturated = sum_family(&metrics(&http), "nox_dropped_total");
+    let text = metrics(&http);
+    let drops_saturated = sum_family(&text, "nox_dropped_total");
+    for line in text.lines().filter(|l| l.starts_with("nox_dropped_total") && !l.ends_with(" 0")) {
+        eprintln!("saturation: {line}");
+    }
     let received_1 = sink.received() - before;
 
     // Phase 2: paced at 90 % of the sustained rate.

@@ -73,7 +73,7 @@ fn main() {
     }
     let raw_median = report("raw_commit", raw);
 
-    let cache = Arc::new(ReplayCache::open(db.clone(), 10_000_000, &[1, 2, 3]).unwrap());
+    let cache = Arc::new(ReplayCache::open(db.clone(), 10_000_000, Duration::from_millis(2), &[1, 2, 3]).unwrap());
 
     // 2. One packet at a time.
     let mut serial = Vec::new();

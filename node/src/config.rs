@@ -258,11 +258,14 @@ pub struct ReplaySection {
     pub durable_before_forward: bool,
     /// Most tags remembered per epoch key; beyond it packets are refused.
     pub max_tags_per_epoch: usize,
+    /// While tags keep arriving, start a commit at most this often
+    /// (milliseconds); 0 commits again as soon as the last commit is done.
+    pub commit_interval_ms: u64,
 }
 
 impl Default for ReplaySection {
     fn default() -> Self {
-        ReplaySection { durable_before_forward: true, max_tags_per_epoch: 20_000_000 }
+        ReplaySection { durable_before_forward: true, max_tags_per_epoch: 20_000_000, commit_interval_ms: 2 }
     }
 }
 
@@ -883,6 +886,7 @@ impl NodeConfig {
         c.at_least("egress.reply_ttl_secs", egress.reply_ttl_secs, 1);
 
         c.at_least("replay.max_tags_per_epoch", self.replay.max_tags_per_epoch, 1);
+        c.at_most("replay.commit_interval_ms", self.replay.commit_interval_ms, 1_000, " (one second)");
 
         let cover = &self.cover;
         c.non_negative_rate("cover.loop_rate", cover.loop_rate);
@@ -1045,6 +1049,7 @@ mod tests {
             [replay]
             durable_before_forward = false
             max_tags_per_epoch = 1000000
+            commit_interval_ms = 5
 
             [cover]
             loop_rate = 0
@@ -1365,6 +1370,7 @@ mod tests {
             ("[egress]\nreply_mailbox = 0\n", "egress.reply_mailbox"),
             ("[egress]\nreply_ttl_secs = 0\n", "egress.reply_ttl_secs"),
             ("[replay]\nmax_tags_per_epoch = 0\n", "replay.max_tags_per_epoch"),
+            ("[replay]\ncommit_interval_ms = 1001\n", "replay.commit_interval_ms"),
             ("[cover]\nloop_rate = -1.0\n", "cover.loop_rate"),
             ("[cover]\ndrop_rate = inf\n", "cover.drop_rate"),
             ("[cover]\nmean_delay_ms = 0.0\n", "cover.mean_delay_ms"),

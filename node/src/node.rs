@@ -148,7 +148,12 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let db = store::open_database(&cfg.node.data_dir.join(store::DATABASE_FILE))?;
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
     let ring = EpochKeyRing::open(db.clone(), clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
-    let replay = Arc::new(ReplayCache::open(db, cfg.replay.max_tags_per_epoch, &ring.live_epochs())?);
+    let replay = Arc::new(ReplayCache::open(
+        db,
+        cfg.replay.max_tags_per_epoch,
+        Duration::from_millis(cfg.replay.commit_interval_ms),
+        &ring.live_epochs(),
+    )?);
     metrics.epoch().set(ring.current_epoch() as i64);
     let keys_ring = Arc::new(RwLock::new(ring));
 
