@@ -5,31 +5,52 @@
 //! and mixing on: every packet carries a sender-chosen delay (exponential,
 //! mean `--mean-delay-us`, default 200 µs). This process, pinned elsewhere by
 //! `scripts/bench-relay`, plays the previous hop (a load generator, admitted
-//! as a layer-0 node) and the next hop (a sink, admitted as a layer-2 node):
-//! it pre-builds every packet before the clock starts, then writes them as fast
-//! as the node's backpressure allows and counts what the sink receives.
+//! as a layer-0 node) and the next hop (a sink, admitted as a layer-2 node, on
+//! its own thread and runtime so the generator cannot starve it): it pre-builds
+//! every packet before the clock starts, then writes them as fast as the
+//! receiver's backpressure allows and counts what the sink receives.
 //!
-//! Two phases:
+//! Phases:
+//! 0. transport reference — the same generator and sink with a transport-only
+//!    forwarder in the node's place (this binary with `--forwarder`, pinned to
+//!    the same cores): TCP + Noise + Yamux in and out and nothing else.
+//!    `transport_us` is its CPU time per packet.
 //! 1. saturation — `relay_pps` is the sink's receive rate over the middle 80 %
-//!    of the run;
+//!    of the run; `node_cpu` is the share of its cores the node used then and
+//!    `node_us` its CPU time per packet (Sphinx, transport and pipeline).
 //! 2. paced — packets offered at 90 % of `relay_pps`; the node must drop
 //!    nothing (its `nox_dropped_total` is read from `/metrics` after each phase).
 //!
-//! Prints `relay_pps=<…> ceiling_pps=<node_cores × 1e6 / per_hop_us> ratio=<relay/ceiling> drops=<…>`,
-//! where `per_hop_us` is passed in by the script, measured in the same run on
-//! the node's core.
+//! `per_hop_us` is the median of three runs of the `hop_cost` example pinned
+//! to the node's cores: before phase 0, between phases 0 and 1, and after
+//! phase 1, so that machine noise hits the reference and the relay alike.
+//!
+//! Prints `relay_pps=<…> ceiling_pps=<node_cores × 1e6 / per_hop_us> ratio=<relay/ceiling> drops=<…> …`,
+//! then `transport_us` and `transport_cap = per_hop_us / (per_hop_us + transport_us)`:
+//! the ratio a node would reach if Sphinx and the transport were all it did;
+//! and `aead_us` (one ChaCha20-Poly1305 seal and open of a packet, the Noise
+//! encryption alone, median of three `--aead-cost` runs on the node's cores)
+//! and `tcp_us` (the CPU time per packet of a plain TCP forwarder on the
+//! node's cores: kernel send and receive with no encryption or framing), and
+//! `floor_cap = per_hop_us / (per_hop_us + aead_us + tcp_us)`: the most any
+//! TCP + Noise node could reach on this machine, with framing, multiplexing
+//! and copies free.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use libp2p::{Multiaddr, PeerId};
 use nox_node::config::{NodeConfig, Role, StaticNode};
 use nox_node::keys::NodeKeys;
 use nox_node::metrics::sum_family;
 use nox_node::p2p::{self, PeerKind};
-use nox_node::raw_peer::RawPeer;
+use nox_node::raw_peer::{OnReceive, RawPeer};
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::sphinx::{Hop, Packet, PacketBuilder};
@@ -44,8 +65,13 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Node(Child);
-impl Drop for Node {
+fn addr(port: u16) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -56,14 +82,245 @@ fn metrics(http: &str) -> String {
     ureq::get(&format!("http://{http}/metrics")).call().map(|r| r.into_string().unwrap_or_default()).unwrap_or_default()
 }
 
+/// CPU time of process `pid` so far: the sum over its threads of the
+/// nanosecond run time the scheduler keeps (`/proc/<pid>/task/*/schedstat`).
+fn cpu_time(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
+}
+
+fn examples_dir() -> PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// One run of `hop_cost` pinned to `cores`: its `per_hop_us`.
+fn hop_cost(cores: &str) -> f64 {
+    let out = Command::new("taskset")
+        .args(["-c", cores])
+        .arg(examples_dir().join("hop_cost"))
+        .output()
+        .expect("running hop_cost (build it with `cargo build --release -p nox-protocol --example hop_cost`)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("per_hop_us="))
+        .and_then(|v| v.parse().ok())
+        .expect("hop_cost printed per_hop_us");
+    eprintln!("hop_cost on core(s) {cores}: per_hop_us={v:.1}");
+    v
+}
+
+/// `--aead-cost`: the median time of sealing and then opening one packet with
+/// the ChaCha20-Poly1305 implementation Noise uses here (ring, through snow),
+/// which is the least a Noise link costs per relayed packet: one open on the
+/// way in and one seal on the way out.
+fn aead_cost() {
+    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).unwrap());
+    let nonce = |i: u64| {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&i.to_le_bytes());
+        Nonce::assume_unique_for_key(n)
+    };
+    let mut buf = vec![0u8; nox_protocol::sphinx::PACKET_LEN + 16];
+    let mut samples = Vec::with_capacity(3000);
+    for i in 0..3000u64 {
+        buf.truncate(nox_protocol::sphinx::PACKET_LEN);
+        let t = Instant::now();
+        let tag = key.seal_in_place_separate_tag(nonce(i), Aad::empty(), &mut buf).unwrap();
+        buf.extend_from_slice(tag.as_ref());
+        std::hint::black_box(key.open_in_place(nonce(i), Aad::empty(), &mut buf).unwrap());
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    println!("aead_us={:.1}", samples[samples.len() / 2]);
+}
+
+/// Runs this binary with `--aead-cost` pinned to `cores`: its `aead_us`.
+fn aead_reference(cores: &str) -> f64 {
+    let out =
+        Command::new("taskset").args(["-c", cores]).arg(std::env::current_exe().unwrap()).arg("--aead-cost").output();
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    text.trim().strip_prefix("aead_us=").and_then(|v| v.parse().ok()).expect("aead cost")
+}
+
+/// `--tcp-forwarder --port P --next-port Q`: plain TCP, no encryption and no
+/// multiplexing: accept one connection on `P`, connect to `Q`, and copy
+/// packet-sized frames from one to the other until the input ends.
+fn tcp_forwarder() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind(("127.0.0.1", arg("--port", "0").parse::<u16>().unwrap())).unwrap();
+    println!("ready");
+    let (mut input, _) = listener.accept().unwrap();
+    let mut output =
+        std::net::TcpStream::connect(("127.0.0.1", arg("--next-port", "0").parse::<u16>().unwrap())).unwrap();
+    input.set_nodelay(true).unwrap();
+    output.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; nox_protocol::sphinx::PACKET_LEN];
+    while input.read_exact(&mut buf).is_ok() {
+        output.write_all(&buf).unwrap();
+    }
+}
+
+/// CPU time per packet of a plain-TCP forwarder pinned to `cores`, fed and
+/// drained from this process (the kernel's share of relaying a packet).
+fn tcp_reference(cores: &str, packets: usize) -> f64 {
+    use std::io::{BufRead, Read, Write};
+    let (port, next_port) = (free_port(), free_port());
+    let sink = TcpListener::bind(("127.0.0.1", next_port)).unwrap();
+    let mut fwd = Proc(
+        Command::new("taskset")
+            .args(["-c", cores])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--tcp-forwarder", "--port", &port.to_string(), "--next-port", &next_port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(fwd.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut out = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    out.set_nodelay(true).unwrap();
+    let (mut input, _) = sink.accept().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        while let Ok(n) = input.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let packet = vec![0x5au8; nox_protocol::sphinx::PACKET_LEN];
+    let cpu0 = cpu_time(fwd.0.id());
+    for _ in 0..packets {
+        out.write_all(&packet).unwrap();
+    }
+    drop(out);
+    let total = drain.join().unwrap();
+    let cpu = cpu_time(fwd.0.id()) - cpu0;
+    assert_eq!(total, packets * nox_protocol::sphinx::PACKET_LEN, "plain TCP forwarder lost bytes");
+    let _ = fwd.0.wait();
+    cpu.as_secs_f64() * 1e6 / packets as f64
+}
+
+/// Transport-only forwarder: `--forwarder --key HEX --port P --next-key HEX --next-port P`.
+async fn forwarder() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&hex::decode(arg("--key", "")).unwrap().try_into().unwrap());
+    let next_key =
+        ed25519_dalek::VerifyingKey::from_bytes(&hex::decode(arg("--next-key", "")).unwrap().try_into().unwrap())
+            .unwrap();
+    let next = p2p::peer_id_of(&NodeId(next_key.to_bytes())).unwrap();
+    let port: u16 = arg("--port", "0").parse().unwrap();
+    let next_port: u16 = arg("--next-port", "0").parse().unwrap();
+    let peer = RawPeer::start_with(
+        p2p::keypair_from_identity(&key).unwrap(),
+        vec![addr(port)],
+        PeerKind::Node,
+        OnReceive::Forward(next),
+    )
+    .await
+    .unwrap();
+    peer.connect(next, vec![addr(next_port)], Duration::from_secs(10)).await.unwrap();
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+/// The sink, on its own OS thread and runtime. Returns its received counter
+/// and a sender that stops it.
+fn start_sink(key: &ed25519_dalek::SigningKey, port: u16) -> (Arc<AtomicU64>, tokio::sync::oneshot::Sender<()>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let keypair = p2p::keypair_from_identity(key).unwrap();
+    std::thread::Builder::new()
+        .name("sink".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let sink = RawPeer::start(keypair, vec![addr(port)], PeerKind::Node, 1).await.unwrap();
+                ready_tx.send(sink.received_counter()).unwrap();
+                let _ = stop_rx.await;
+                sink.shutdown().await;
+            });
+        })
+        .unwrap();
+    (ready_rx.recv().unwrap(), stop_tx)
+}
+
+/// Writes `load` to `to` as fast as it accepts, and returns the sink's rate
+/// over the middle 80 % of the run (0 if it never got there) and the packets
+/// that arrived. Stops waiting once the sink has seen nothing new for 3 s.
+async fn saturate(generator: &RawPeer, to: PeerId, load: &[Packet], sink: &AtomicU64) -> (f64, u64) {
+    let before = sink.load(Ordering::Relaxed);
+    let n = load.len() as u64;
+    let (lo, hi) = (before + n / 10, before + n * 9 / 10);
+    let sender = async {
+        for p in load {
+            generator.send_packet(to, p).await.unwrap();
+        }
+    };
+    let watcher = async {
+        let (mut t_lo, mut t_hi) = (None, None);
+        let (mut last, mut last_change) = (before, Instant::now());
+        loop {
+            let r = sink.load(Ordering::Relaxed);
+            let now = Instant::now();
+            if r != last {
+                (last, last_change) = (r, now);
+            }
+            if t_lo.is_none() && r >= lo {
+                t_lo = Some(now);
+            }
+            if t_hi.is_none() && r >= hi {
+                t_hi = Some(now);
+            }
+            if r >= before + n || now.duration_since(last_change) > Duration::from_secs(3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        (t_lo, t_hi)
+    };
+    let ((), (t_lo, t_hi)) = tokio::join!(sender, watcher);
+    let rate = match (t_lo, t_hi) {
+        (Some(a), Some(b)) => (hi - lo) as f64 / b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    (rate, sink.load(Ordering::Relaxed) - before)
+}
+
+fn median3(mut v: [f64; 3]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[1]
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::args().any(|a| a == "--forwarder") {
+        forwarder().await;
+        return;
+    }
+    if std::env::args().any(|a| a == "--tcp-forwarder") {
+        tcp_forwarder();
+        return;
+    }
+    if std::env::args().any(|a| a == "--aead-cost") {
+        aead_cost();
+        return;
+    }
     let node_cores: String = arg("--node-cores", "0");
-    let per_hop_us: f64 = arg("--per-hop-us", "0").parse().unwrap();
     let packets: usize = arg("--packets", "24000").parse().unwrap();
     let mean_us: f64 = arg("--mean-delay-us", "200").parse().unwrap();
     let n_cores = node_cores.split(',').count();
     let dir = tempfile::tempdir_in(".").unwrap();
+    let mut hop = [hop_cost(&node_cores), 0.0, 0.0];
+    let mut aead = [aead_reference(&node_cores), 0.0, 0.0];
 
     let mut rng = rand::thread_rng();
     let node_keys = NodeKeys::generate(&mut rand::rngs::OsRng);
@@ -71,15 +328,72 @@ async fn main() {
     node_keys.write(&keys_dir, false).unwrap();
     let gen_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let sink_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let (node_port, gen_port, sink_port, http_port) = (free_port(), free_port(), free_port(), free_port());
-    let addr = |p: u16| format!("/ip4/127.0.0.1/tcp/{p}");
+    let fwd_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let (node_port, gen_port, sink_port, http_port, fwd_port) =
+        (free_port(), free_port(), free_port(), free_port(), free_port());
 
+    let (sink, stop_sink) = start_sink(&sink_key, sink_port);
+    let generator =
+        RawPeer::start(p2p::keypair_from_identity(&gen_key).unwrap(), vec![addr(gen_port)], PeerKind::Node, 1)
+            .await
+            .unwrap();
+
+    // Phase 0: the transport-only forwarder in the node's place.
+    let mut fwd = Proc(
+        Command::new("taskset")
+            .args(["-c", &node_cores])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--forwarder", "--key", &hex::encode(fwd_key.to_bytes())])
+            .args(["--port", &fwd_port.to_string(), "--next-port", &sink_port.to_string()])
+            .args(["--next-key", &hex::encode(sink_key.verifying_key().to_bytes())])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(fwd.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "forwarder did not start");
+    }
+    let fwd_peer = p2p::peer_id_of(&NodeId(fwd_key.verifying_key().to_bytes())).unwrap();
+    generator.connect(fwd_peer, vec![addr(fwd_port)], Duration::from_secs(10)).await.unwrap();
+    let filler: Vec<Packet> = (0..packets.min(8_000))
+        .map(|i| {
+            let mut b = vec![0u8; nox_protocol::sphinx::PACKET_LEN];
+            rng.fill(&mut b[..]);
+            b[0] = i as u8;
+            Packet::from_vec(b).unwrap()
+        })
+        .collect();
+    let fwd_cpu0 = cpu_time(fwd.0.id());
+    let t0 = Instant::now();
+    let (forward_pps, forwarded) = saturate(&generator, fwd_peer, &filler, &sink).await;
+    let fwd_cpu = cpu_time(fwd.0.id()) - fwd_cpu0;
+    let fwd_share = fwd_cpu.as_secs_f64() / t0.elapsed().as_secs_f64() / n_cores as f64;
+    generator.close_streams(fwd_peer).await;
+    drop(fwd);
+    drop(filler);
+    // CPU time per packet, not cores / rate: the forwarder may be held back by
+    // the generator and sink rather than by its own core.
+    let transport_us = fwd_cpu.as_secs_f64() * 1e6 / forwarded.max(1) as f64;
+    eprintln!(
+        "transport reference: {forwarded}/{} forwarded, {forward_pps:.0} pps, forwarder cpu {fwd_share:.2}, \
+         {transport_us:.1} µs of CPU per packet",
+        packets.min(8_000)
+    );
+    let tcp_us = tcp_reference(&node_cores, 20_000);
+    eprintln!("plain TCP forwarder: {tcp_us:.1} µs of CPU per packet");
+    hop[1] = hop_cost(&node_cores);
+    aead[1] = aead_reference(&node_cores);
+
+    // The node.
     let mut cfg = NodeConfig::default();
     cfg.node.keys_dir = keys_dir;
     cfg.node.data_dir = dir.path().join("data");
     cfg.node.layer = 1;
     cfg.node.role = Role::Relay;
-    cfg.p2p.listen = vec![addr(node_port)];
+    cfg.p2p.listen = vec![addr(node_port).to_string()];
     cfg.http.listen = format!("127.0.0.1:{http_port}").parse().unwrap();
     cfg.workers.threads = n_cores;
     cfg.ingest.node_rate = 1e6;
@@ -89,14 +403,13 @@ async fn main() {
     cfg.log.level = "warn".into();
     let id_hex = |k: &ed25519_dalek::SigningKey| format!("0x{}", hex::encode(k.verifying_key().to_bytes()));
     cfg.topology.nodes = vec![
-        StaticNode { node_id: id_hex(&gen_key), layer: 0, addresses: vec![addr(gen_port)] },
-        StaticNode { node_id: id_hex(&sink_key), layer: 2, addresses: vec![addr(sink_port)] },
+        StaticNode { node_id: id_hex(&gen_key), layer: 0, addresses: vec![addr(gen_port).to_string()] },
+        StaticNode { node_id: id_hex(&sink_key), layer: 2, addresses: vec![addr(sink_port).to_string()] },
     ];
     let cfg_path = dir.path().join("node.toml");
     std::fs::write(&cfg_path, toml::to_string(&cfg).unwrap()).unwrap();
-
-    let nox = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("nox");
-    let _node = Node(
+    let nox = examples_dir().parent().unwrap().join("nox");
+    let node = Proc(
         Command::new("taskset")
             .args(["-c", &node_cores])
             .arg(&nox)
@@ -111,25 +424,8 @@ async fn main() {
         assert!(Instant::now() < deadline, "node did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    let sink = RawPeer::start(
-        p2p::keypair_from_identity(&sink_key).unwrap(),
-        vec![addr(sink_port).parse().unwrap()],
-        PeerKind::Node,
-        1,
-    )
-    .await
-    .unwrap();
-    let generator = RawPeer::start(
-        p2p::keypair_from_identity(&gen_key).unwrap(),
-        vec![addr(gen_port).parse().unwrap()],
-        PeerKind::Node,
-        1,
-    )
-    .await
-    .unwrap();
     let node_peer = p2p::peer_id_of(&NodeId(node_keys.node_id())).unwrap();
-    generator.connect(node_peer, vec![addr(node_port).parse().unwrap()], Duration::from_secs(10)).await.unwrap();
+    generator.connect(node_peer, vec![addr(node_port)], Duration::from_secs(10)).await.unwrap();
     let descriptors = generator.descriptors(node_peer, Duration::from_secs(10)).await.unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let epoch = now / cfg.network.epoch_secs;
@@ -157,53 +453,28 @@ async fn main() {
     let load = build(packets, &mut rng);
 
     // Phase 1: saturation.
-    let before = sink.received();
-    let start = Instant::now();
-    let sender = {
-        let g = &generator;
-        async move {
-            for p in &load {
-                g.send_packet(node_peer, p).await.unwrap();
-            }
-        }
-    };
-    let target = before + packets as u64;
-    let lo = before + (packets as u64) / 10;
-    let hi = before + (packets as u64) * 9 / 10;
-    let watcher = async {
-        let (mut t_lo, mut t_hi) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while sink.received() < target && Instant::now() < deadline {
-            let r = sink.received();
-            if t_lo.is_none() && r >= lo {
-                t_lo = Some(Instant::now());
-            }
-            if t_hi.is_none() && r >= hi {
-                t_hi = Some(Instant::now());
-            }
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        }
-        (t_lo, t_hi)
-    };
-    let ((), (t_lo, t_hi)) = tokio::join!(sender, watcher);
-    let total_time = start.elapsed();
-    let relay_pps = match (t_lo, t_hi) {
-        (Some(a), Some(b)) => (hi - lo) as f64 / b.duration_since(a).as_secs_f64(),
-        _ => 0.0,
-    };
+    let node_cpu0 = cpu_time(node.0.id());
+    let t0 = Instant::now();
+    let (relay_pps, received_1) = saturate(&generator, node_peer, &load, &sink).await;
+    let node_cpu_time = cpu_time(node.0.id()) - node_cpu0;
+    let node_cpu = node_cpu_time.as_secs_f64() / t0.elapsed().as_secs_f64() / n_cores as f64;
+    let node_us = node_cpu_time.as_secs_f64() * 1e6 / received_1.max(1) as f64;
+    let total_time = t0.elapsed();
+    drop(load);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = metrics(&http);
     let drops_saturated = sum_family(&text, "nox_dropped_total");
     for line in text.lines().filter(|l| l.starts_with("nox_dropped_total") && !l.ends_with(" 0")) {
         eprintln!("saturation: {line}");
     }
-    let received_1 = sink.received() - before;
+    hop[2] = hop_cost(&node_cores);
+    aead[2] = aead_reference(&node_cores);
 
     // Phase 2: paced at 90 % of the sustained rate.
     let paced_n = packets / 2;
     let load = build(paced_n, &mut rng);
     let rate = relay_pps * 0.9;
-    let before = sink.received();
+    let before = sink.load(Ordering::Relaxed);
     let t0 = Instant::now();
     for (i, p) in load.iter().enumerate() {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
@@ -213,23 +484,32 @@ async fn main() {
         generator.send_packet(node_peer, p).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while sink.received() - before < paced_n as u64 && Instant::now() < deadline {
+    while sink.load(Ordering::Relaxed) - before < paced_n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let text = metrics(&http);
-    let drops_total = sum_family(&text, "nox_dropped_total");
-    let received_2 = sink.received() - before;
+    let drops_total = sum_family(&metrics(&http), "nox_dropped_total");
+    let received_2 = sink.load(Ordering::Relaxed) - before;
 
+    let per_hop_us = median3(hop);
+    let aead_us = median3(aead);
     let ceiling = n_cores as f64 * 1e6 / per_hop_us;
     eprintln!(
-        "saturation: {received_1}/{packets} delivered in {:.2}s, node drops {drops_saturated}; paced at {rate:.0} pps: {received_2}/{paced_n} delivered",
-        total_time.as_secs_f64()
+        "saturation: {received_1}/{packets} delivered in {:.2}s, node cpu {node_cpu:.2}, node drops {drops_saturated}; \
+         paced at {rate:.0} pps: {received_2}/{paced_n} delivered, node drops {}",
+        total_time.as_secs_f64(),
+        drops_total - drops_saturated,
     );
     println!(
-        "relay_pps={relay_pps:.0} ceiling_pps={ceiling:.0} ratio={:.3} drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} paced_pps={rate:.0} paced_delivered={received_2}/{paced_n}",
+        "relay_pps={relay_pps:.0} ceiling_pps={ceiling:.0} ratio={:.3} drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} \
+         node_cpu={node_cpu:.2} node_us={node_us:.1} paced_pps={rate:.0} paced_delivered={received_2}/{paced_n} paced_drops={} \
+         transport_us={transport_us:.1} transport_cap={:.3} aead_us={aead_us:.1} tcp_us={tcp_us:.1} \
+         floor_cap={:.3}",
         relay_pps / ceiling,
-        drops_total
+        drops_total,
+        drops_total - drops_saturated,
+        per_hop_us / (per_hop_us + transport_us),
+        per_hop_us / (per_hop_us + aead_us + tcp_us),
     );
     generator.shutdown().await;
-    sink.shutdown().await;
+    let _ = stop_sink.send(());
 }

@@ -196,6 +196,12 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
             ctx.ingest.forget(&peer);
             ctx.replies.forget_client(&peer);
         }
+        // Egress waits for the welcome with a timeout and counts the packets
+        // it could not send; the maintenance tick dials again.
+        Event::DialFailed { reason, .. } => {
+            tracing::debug!(%reason, "dial failed");
+            ctx.metrics.event("dial", "failed").inc();
+        }
         Event::Request { peer, request, channel } => {
             let response = on_request(ctx, peer, request);
             let refused = matches!(response, ControlResponse::Refused { .. });

@@ -172,6 +172,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         max_connections_per_subnet: cfg.p2p.max_connections_per_subnet,
         idle_timeout: Duration::from_secs(cfg.p2p.idle_timeout_secs),
         request_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
+        denied: p2p::limits::DeniedCounters {
+            total: metrics.event("connection", "denied_total_cap"),
+            subnet: metrics.event("connection", "denied_subnet_cap"),
+        },
     };
     let (mut p2p_handle, events, swarm_task) = p2p::spawn(p2p::keypair_from_identity(&keys.identity)?, p2p_cfg)?;
     let mut tasks = vec![swarm_task];

@@ -3,10 +3,11 @@
 //!
 //! Three users: a client that submits packets to an entry node and collects
 //! replies (the transport half the client SDK builds on), the relay benchmark's
-//! load generator and sink, and tests that need a hostile or misbehaving peer
-//! (floods, truncated frames, garbage). It answers every `Hello` with a welcome
-//! and admits nothing else: it processes no packet, it only hands received
-//! frames to its owner.
+//! load generator, sink and transport-only forwarder, and tests that need a
+//! hostile or misbehaving peer (floods, truncated frames, garbage). It answers
+//! every `Hello` with a welcome and admits nothing else: it processes no
+//! packet, it only hands received frames to its owner or, as a forwarder,
+//! passes them unchanged to one next peer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,15 @@ pub enum RawPeerError {
     /// The remote did not welcome us in time.
     #[error("no welcome from {0} within the timeout")]
     NotWelcomed(PeerId),
+    /// No connection: the dial failed, or the remote closed the connection
+    /// before welcoming us (a connection cap, say).
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable {
+        /// Who.
+        peer: PeerId,
+        /// What failed.
+        reason: String,
+    },
     /// The remote refused us.
     #[error("refused by {peer}: {reason}")]
     Refused {
@@ -56,6 +66,18 @@ pub enum RawPeerError {
     NoAnswer(PeerId),
 }
 
+/// What a raw peer does with the packets it receives on `/nox/packet/1`.
+#[derive(Debug, Clone)]
+pub enum OnReceive {
+    /// Count them and keep up to this many for [`RawPeer::next_packet`]
+    /// (further ones are counted and dropped while the queue is full).
+    Keep(usize),
+    /// Count them and write each, unchanged, to this peer's packet stream,
+    /// reading no faster than that peer accepts: a relay with Sphinx taken
+    /// out, which is what the relay benchmark compares the node with.
+    Forward(PeerId),
+}
+
 /// Where the answer to a pending `GetDescriptors` goes.
 type DescriptorSlot = Arc<Mutex<Option<mpsc::Sender<Vec<Vec<u8>>>>>>;
 
@@ -63,6 +85,8 @@ type DescriptorSlot = Arc<Mutex<Option<mpsc::Sender<Vec<Vec<u8>>>>>>;
 enum Standing {
     Welcomed,
     Refused(String),
+    /// The dial failed, or the connection closed before a welcome.
+    Unreachable(String),
 }
 
 /// A running raw peer.
@@ -95,6 +119,22 @@ impl RawPeer {
         kind: PeerKind,
         keep: usize,
     ) -> Result<Self, RawPeerError> {
+        Self::start_with(keypair, listen, kind, OnReceive::Keep(keep)).await
+    }
+
+    /// Like [`RawPeer::start`], with the received packets handled as `on_receive`
+    /// says. A forwarder must be connected to its next peer
+    /// ([`RawPeer::connect`]) before packets arrive.
+    pub async fn start_with(
+        keypair: Keypair,
+        listen: Vec<Multiaddr>,
+        kind: PeerKind,
+        on_receive: OnReceive,
+    ) -> Result<Self, RawPeerError> {
+        let keep = match on_receive {
+            OnReceive::Keep(n) => n,
+            OnReceive::Forward(_) => 1,
+        };
         let cfg = P2pConfig { listen: listen.clone(), ..P2pConfig::default() };
         let (mut handle, mut events, swarm) = p2p::spawn(keypair, cfg)?;
         if !listen.is_empty() {
@@ -115,6 +155,27 @@ impl RawPeer {
             tokio::spawn(async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
+                        Event::DialFailed { peer, reason } => {
+                            let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
+                            if s.get(&peer) != Some(&Standing::Welcomed) {
+                                s.insert(peer, Standing::Unreachable(reason));
+                                standing_tx.send_modify(|v| *v += 1);
+                            }
+                        }
+                        Event::Disconnected { peer } => {
+                            let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
+                            match s.get(&peer) {
+                                // The remote forgets us too: a new connection needs a new welcome.
+                                Some(Standing::Welcomed) => {
+                                    s.remove(&peer);
+                                }
+                                Some(_) => {}
+                                None => {
+                                    s.insert(peer, Standing::Unreachable("connection closed before a welcome".into()));
+                                }
+                            }
+                            standing_tx.send_modify(|v| *v += 1);
+                        }
                         Event::Connected { peer } => {
                             let hello = ControlRequest::Hello { version: CONTROL_VERSION, kind };
                             let _ = handle.command(Command::Request { peer, request: hello }).await;
@@ -162,19 +223,41 @@ impl RawPeer {
             .accept(PACKET_PROTOCOL)
             .map_err(|e| RawPeerError::Stream { peer: handle.peer_id, reason: e.to_string() })?;
         let count = received_count.clone();
+        let control = handle.streams.clone();
         tasks.push(tokio::spawn(async move {
             while let Some((_, mut stream)) = incoming.next().await {
                 let tx = rx_tx.clone();
                 let count = count.clone();
+                let mut control = control.clone();
+                let on_receive = on_receive.clone();
                 tokio::spawn(async move {
+                    let mut out = match on_receive {
+                        OnReceive::Keep(_) => None,
+                        OnReceive::Forward(next) => match control.open_stream(next, PACKET_PROTOCOL).await {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "forwarder cannot reach its next peer");
+                                return;
+                            }
+                        },
+                    };
+                    let mut buf = vec![0u8; PACKET_LEN];
                     loop {
-                        let mut buf = vec![0u8; PACKET_LEN];
                         if stream.read_exact(&mut buf).await.is_err() {
                             return;
                         }
                         count.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(p) = Packet::from_vec(buf) {
-                            let _ = tx.try_send(p);
+                        match out.as_mut() {
+                            Some(out) => {
+                                if out.write_all(&buf).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => {
+                                if let Ok(p) = Packet::from_bytes(&buf) {
+                                    let _ = tx.try_send(p);
+                                }
+                            }
                         }
                     }
                 });
@@ -196,6 +279,13 @@ impl RawPeer {
     /// Connects to `peer` and waits until it welcomes us.
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>, timeout: Duration) -> Result<(), RawPeerError> {
         let mut rx = self.standing_tx.subscribe();
+        {
+            // Forget how an earlier attempt ended; keep a live welcome.
+            let mut s = self.standing.lock().unwrap_or_else(|e| e.into_inner());
+            if s.get(&peer) != Some(&Standing::Welcomed) {
+                s.remove(&peer);
+            }
+        }
         self.p2p.command(Command::Dial { peer, addrs }).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -203,6 +293,7 @@ impl RawPeer {
             match s {
                 Some(Standing::Welcomed) => return Ok(()),
                 Some(Standing::Refused(reason)) => return Err(RawPeerError::Refused { peer, reason }),
+                Some(Standing::Unreachable(reason)) => return Err(RawPeerError::Unreachable { peer, reason }),
                 None => {}
             }
             if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
@@ -302,6 +393,11 @@ impl RawPeer {
     /// Packets received so far (including ones dropped from the full queue).
     pub fn received(&self) -> u64 {
         self.received_count.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`RawPeer::received`], to read from another thread.
+    pub fn received_counter(&self) -> Arc<AtomicU64> {
+        self.received_count.clone()
     }
 
     /// Stops the peer (closes its connections).

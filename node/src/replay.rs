@@ -564,18 +564,17 @@ fn write_run(txn: &redb::WriteTransaction, run: BTreeMap<u64, Vec<Tag>>) -> Resu
     for (epoch, tags) in run {
         let name = table_name(epoch);
         let mut table = txn.open_table(log_table(&name)).map_err(db_err(format!("opening table {name}")))?;
-        let mut next = match table.last().map_err(db_err(format!("reading table {name}")))? {
+        let first = match table.last().map_err(db_err(format!("reading table {name}")))? {
             Some((row, _)) => row.value() + 1,
             None => 0,
         };
         let mut bytes = Vec::with_capacity(tags.len().min(TAGS_PER_ROW) * REPLAY_TAG_LEN);
-        for chunk in tags.chunks(TAGS_PER_ROW) {
+        for (row, chunk) in (first..).zip(tags.chunks(TAGS_PER_ROW)) {
             bytes.clear();
             for tag in chunk {
                 bytes.extend_from_slice(tag);
             }
-            table.insert(next, bytes.as_slice()).map_err(db_err(format!("appending to table {name}")))?;
-            next += 1;
+            table.insert(row, bytes.as_slice()).map_err(db_err(format!("appending to table {name}")))?;
         }
     }
     Ok(())

@@ -265,3 +265,94 @@ async fn malformed_frames_are_counted_and_the_node_keeps_serving() {
     }
     net.shutdown().await;
 }
+
+/// Sends `request` to `to` and returns its answer, skipping other events (the
+/// node's own `Hello`, gossip).
+async fn ask(
+    handle: &nox_node::p2p::P2pHandle,
+    events: &mut tokio::sync::mpsc::Receiver<nox_node::p2p::Event>,
+    to: PeerId,
+    request: nox_node::p2p::ControlRequest,
+) -> nox_node::p2p::ControlResponse {
+    use nox_node::p2p::{Command, Event};
+    handle.command(Command::Request { peer: to, request }).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await.expect("no answer").expect("events closed") {
+            Event::Response { peer, response } if peer == to => return response,
+            Event::RequestFailed { peer } if peer == to => panic!("request failed"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_requests_out_of_order_or_oversized_get_typed_errors() {
+    use nox_node::p2p::{self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, MAX_REPLY_CLAIMS, PeerKind};
+    let dir = tempfile::tempdir().unwrap();
+    let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
+    let gw = net.layer(0)[0];
+    let gwp = peer(&net, gw);
+    let addrs = net.nodes[gw].running.as_ref().unwrap().listen_addrs.clone();
+    let (handle, mut events, task) =
+        p2p::spawn(libp2p::identity::Keypair::generate_ed25519(), p2p::P2pConfig::default()).unwrap();
+    handle.command(Command::Dial { peer: gwp, addrs }).await.unwrap();
+
+    // Before any handshake: no descriptors, no reply claims.
+    let r = ask(&handle, &mut events, gwp, ControlRequest::GetDescriptors).await;
+    assert!(matches!(&r, ControlResponse::Error { reason } if reason == "handshake first"), "{r:?}");
+    let r = ask(&handle, &mut events, gwp, ControlRequest::SubscribeReplies { surb_ids: vec![[1; 32]] }).await;
+    assert!(matches!(&r, ControlResponse::Error { reason } if reason == "only clients claim replies"), "{r:?}");
+
+    // As a client: one id too many is refused as a whole, a normal claim is acknowledged.
+    let hello = ControlRequest::Hello { version: CONTROL_VERSION, kind: PeerKind::Client };
+    let r = ask(&handle, &mut events, gwp, hello).await;
+    assert!(matches!(r, ControlResponse::Welcome { kind: PeerKind::Client }), "{r:?}");
+    let too_many = vec![[2u8; 32]; MAX_REPLY_CLAIMS + 1];
+    let r = ask(&handle, &mut events, gwp, ControlRequest::SubscribeReplies { surb_ids: too_many }).await;
+    assert!(
+        matches!(&r, ControlResponse::Error { reason } if *reason == format!("at most {MAX_REPLY_CLAIMS} ids per claim")),
+        "{r:?}"
+    );
+    let r = ask(&handle, &mut events, gwp, ControlRequest::SubscribeReplies { surb_ids: vec![[3; 32]] }).await;
+    assert!(matches!(r, ControlResponse::Ack), "{r:?}");
+    let r = ask(&handle, &mut events, gwp, ControlRequest::GetDescriptors).await;
+    assert!(matches!(&r, ControlResponse::Descriptors { encoded } if !encoded.is_empty()), "{r:?}");
+
+    task.abort();
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_over_the_subnet_cap_are_refused_and_counted() {
+    const CAP: u32 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let net = net(dir.path(), [1, 1, 1], |i, c| {
+        if i == 0 {
+            c.p2p.max_connections_per_subnet = CAP;
+        }
+    })
+    .await;
+    let gw = net.layer(0)[0];
+    let node = net.nodes[gw].running.as_ref().unwrap();
+    // Everything here comes from 127.0.0.1: the other nodes' connections and
+    // the clients' all count against the same /24.
+    let mut clients = Vec::new();
+    let mut refused = 0;
+    for _ in 0..=CAP {
+        match net.client(gw).await {
+            Ok(c) => clients.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused >= 1, "{} clients connected under a cap of {CAP}", clients.len());
+    assert!(clients.len() < CAP as usize);
+    let denied = node.metrics.render();
+    let line = denied
+        .lines()
+        .find(|l| l.starts_with("nox_events_total{kind=\"connection\",outcome=\"denied_subnet_cap\"}"))
+        .expect("denial counter exported");
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= refused, "{line}");
+    net.shutdown().await;
+}

@@ -18,6 +18,7 @@ use libp2p::swarm::{
     dummy,
 };
 use libp2p::{Multiaddr, PeerId};
+use prometheus_client::metrics::counter::Counter;
 
 /// Why an inbound connection was refused.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,15 @@ impl Subnet {
     }
 }
 
+/// Counters the caps bump when they refuse a connection, one per cap.
+#[derive(Debug, Clone, Default)]
+pub struct DeniedCounters {
+    /// Refused because the node holds `max_connections` connections.
+    pub total: Counter,
+    /// Refused because the remote's /24 (/48) holds `max_connections_per_subnet`.
+    pub subnet: Counter,
+}
+
 /// The behaviour enforcing the caps (no protocol of its own).
 #[derive(Debug)]
 pub struct ConnectionCaps {
@@ -71,29 +81,30 @@ pub struct ConnectionCaps {
     max_per_subnet: u32,
     established: HashMap<ConnectionId, Option<Subnet>>,
     per_subnet: HashMap<Subnet, u32>,
-    denied: u64,
+    denied: DeniedCounters,
 }
 
 impl ConnectionCaps {
-    /// Caps of `max_total` connections and `max_per_subnet` inbound ones per subnet.
-    pub fn new(max_total: u32, max_per_subnet: u32) -> Self {
-        ConnectionCaps { max_total, max_per_subnet, established: HashMap::new(), per_subnet: HashMap::new(), denied: 0 }
+    /// Caps of `max_total` connections and `max_per_subnet` inbound ones per
+    /// subnet; refusals are counted in `denied`.
+    pub fn new(max_total: u32, max_per_subnet: u32, denied: DeniedCounters) -> Self {
+        ConnectionCaps { max_total, max_per_subnet, established: HashMap::new(), per_subnet: HashMap::new(), denied }
     }
 
-    /// Connections refused so far.
+    /// Connections refused so far (both caps).
     pub fn denied(&self) -> u64 {
-        self.denied
+        self.denied.total.get() + self.denied.subnet.get()
     }
 
     fn check(&mut self, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
         if self.established.len() as u64 >= u64::from(self.max_total) {
-            self.denied += 1;
+            self.denied.total.inc();
             return Err(ConnectionDenied::new(LimitExceeded::Total(self.max_total)));
         }
         if let Some(net) = Subnet::of(remote)
             && self.per_subnet.get(&net).copied().unwrap_or(0) >= self.max_per_subnet
         {
-            self.denied += 1;
+            self.denied.subnet.inc();
             return Err(ConnectionDenied::new(LimitExceeded::Subnet(self.max_per_subnet)));
         }
         Ok(())
@@ -181,7 +192,7 @@ mod tests {
 
     #[test]
     fn inbound_over_the_subnet_cap_is_denied_and_freed_on_close() {
-        let mut caps = ConnectionCaps::new(100, 2);
+        let mut caps = ConnectionCaps::new(100, 2, DeniedCounters::default());
         let remote: Multiaddr = "/ip4/192.0.2.7/tcp/4000".parse().unwrap();
         let local: Multiaddr = "/ip4/127.0.0.1/tcp/9000".parse().unwrap();
         let ids: Vec<ConnectionId> = (0..3).map(|_| ConnectionId::new_unchecked(rand::random())).collect();
@@ -191,12 +202,12 @@ mod tests {
         assert!(caps.handle_pending_inbound_connection(ids[2], &local, &remote).is_err());
         let other: Multiaddr = "/ip4/198.51.100.1/tcp/1".parse().unwrap();
         assert!(caps.handle_pending_inbound_connection(ids[2], &local, &other).is_ok());
-        assert_eq!(caps.denied(), 1);
+        assert_eq!((caps.denied.subnet.get(), caps.denied.total.get()), (1, 0));
     }
 
     #[test]
     fn total_cap_counts_outbound_connections() {
-        let mut caps = ConnectionCaps::new(1, 10);
+        let mut caps = ConnectionCaps::new(1, 10, DeniedCounters::default());
         let addr: Multiaddr = "/ip4/192.0.2.7/tcp/4000".parse().unwrap();
         let id = ConnectionId::new_unchecked(1);
         assert!(
@@ -204,5 +215,7 @@ mod tests {
                 .is_ok()
         );
         assert!(caps.handle_pending_inbound_connection(ConnectionId::new_unchecked(2), &addr, &addr).is_err());
+        assert_eq!((caps.denied.total.get(), caps.denied.subnet.get()), (1, 0));
+        assert_eq!(caps.denied(), 1);
     }
 }

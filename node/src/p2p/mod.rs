@@ -38,7 +38,7 @@ use nox_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use self::limits::ConnectionCaps;
+use self::limits::{ConnectionCaps, DeniedCounters};
 
 /// Raw packets between nodes, and replies from an entry node to its clients.
 pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/packet/1");
@@ -156,6 +156,8 @@ pub struct P2pConfig {
     pub idle_timeout: Duration,
     /// Control request timeout.
     pub request_timeout: Duration,
+    /// Where refused connections are counted (the node passes its metrics).
+    pub denied: DeniedCounters,
 }
 
 impl Default for P2pConfig {
@@ -166,6 +168,7 @@ impl Default for P2pConfig {
             max_connections_per_subnet: 16,
             idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
+            denied: DeniedCounters::default(),
         }
     }
 }
@@ -254,6 +257,13 @@ pub enum Event {
     Disconnected {
         /// The peer.
         peer: PeerId,
+    },
+    /// A dial to `peer` failed (unreachable, refused, handshake failed).
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong, as libp2p says it.
+        reason: String,
     },
     /// A control request arrived.
     Request {
@@ -362,7 +372,7 @@ pub fn node_id_of(peer: &PeerId) -> Option<NodeId> {
 }
 
 fn build_swarm(keypair: Keypair, cfg: &P2pConfig) -> Result<libp2p::Swarm<NoxBehaviour>, P2pError> {
-    let caps = ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_subnet);
+    let caps = ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_subnet, cfg.denied.clone());
     let request_timeout = cfg.request_timeout;
     let idle = cfg.idle_timeout;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -454,6 +464,9 @@ async fn run(
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                     emit(Event::Disconnected { peer: peer_id });
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                    emit(Event::DialFailed { peer, reason: error.to_string() });
                 }
                 SwarmEvent::Behaviour(NoxBehaviourEvent::Control(e)) => match e {
                     request_response::Event::Message { peer, message, .. } => match message {
