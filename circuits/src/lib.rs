@@ -1,9 +1,10 @@
 //! # nox-circuits
 //!
-//! Zero-knowledge circuits: gas_payment spend circuit, Poseidon, notes, Merkle tree.
-//!
-//! **Not implemented yet.** This crate is a placeholder in the workspace layout
-//! so that the dependency direction (`nox-protocol` ← this crate) is fixed from
-//! the start. Its contents arrive with the shielded pool issue; until then it exports nothing.
+//! The shielded pool's cryptography: Poseidon (circomlib's instance), notes,
+//! the incremental Merkle tree, the spend circuit that serves withdrawals and
+//! gas payments, Groth16 over BN254, and the Solidity verifier generated from
+//! the verifying key.
 
 #![warn(missing_docs)]
+
+pub mod poseidon;
