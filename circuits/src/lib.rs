@@ -7,4 +7,6 @@
 
 #![warn(missing_docs)]
 
+pub mod gadgets;
 pub mod poseidon;
+pub mod tree;
