@@ -8,5 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod gadgets;
+pub mod note;
 pub mod poseidon;
+pub mod spend;
 pub mod tree;
