@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod gadgets;
+pub mod groth16;
 pub mod note;
 pub mod poseidon;
 pub mod spend;

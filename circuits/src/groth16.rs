@@ -1,0 +1,314 @@
+//! Groth16 over BN254 for the spend circuit: setup, proving, verifying, and
+//! keys in files.
+//!
+//! **The development setup is not a trusted setup.** [`dev_setup`] draws the
+//! toxic waste from a ChaCha20 stream seeded with the public constant
+//! [`DEV_SETUP_SEED`], so anyone can recompute it and forge proofs. It exists
+//! so that the devnet, the tests and the committed Solidity verifier are
+//! reproducible. A production pool needs keys from a multi-party ceremony
+//! (`docs/protocol.md`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ark_bn254::{Bn254, Fr};
+use ark_ff::{UniformRand, Zero};
+use ark_groth16::r1cs_to_qap::LibsnarkReduction;
+use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey, VerifyingKey};
+use ark_relations::r1cs::{
+    ConstraintMatrices, ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, SynthesisMode,
+};
+use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
+use ark_snark::SNARK;
+use rand::{CryptoRng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::spend::{PublicInputs, SpendCircuit};
+
+/// Seed of the development setup. Public on purpose: see the module docs.
+pub const DEV_SETUP_SEED: [u8; 32] = *b"NOX development setup: NOT SAFE!";
+
+/// File name of the proving key in a key directory.
+pub const PROVING_KEY_FILE: &str = "spend.pk";
+/// File name of the verifying key in a key directory.
+pub const VERIFYING_KEY_FILE: &str = "spend.vk";
+
+/// Proof system errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    /// Synthesis, setup or proving failed.
+    #[error("proof system: {0}")]
+    Snark(String),
+    /// The witness does not satisfy the circuit: no valid proof exists.
+    #[error("the witness does not satisfy the spend circuit")]
+    Unsatisfied,
+    /// A key or proof file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A key or proof did not decode.
+    #[error("{what} does not decode: {reason}")]
+    Decode {
+        /// What was decoded.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+fn snark<E: std::fmt::Display>(e: E) -> ProofError {
+    ProofError::Snark(e.to_string())
+}
+
+/// Proving and verifying key, and the circuit's constraint matrices (derived
+/// once from the circuit, so that each proof only computes its witness).
+#[derive(Clone)]
+pub struct Keys {
+    /// Proving key (includes the verifying key).
+    pub pk: ProvingKey<Bn254>,
+    /// Verifying key.
+    pub vk: VerifyingKey<Bn254>,
+    depth: usize,
+    matrices: Arc<ConstraintMatrices<Fr>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("public_inputs", &(self.vk.gamma_abc_g1.len() - 1)).finish_non_exhaustive()
+    }
+}
+
+/// Circuit-specific setup for trees of `depth` with randomness from `rng`.
+pub fn setup<R: RngCore + CryptoRng>(depth: usize, rng: &mut R) -> Result<Keys, ProofError> {
+    let (pk, vk) = Groth16::<Bn254>::circuit_specific_setup(SpendCircuit::blank(depth), rng).map_err(snark)?;
+    Ok(Keys { pk, vk, depth, matrices: Arc::new(matrices(depth)?) })
+}
+
+/// The spend circuit's R1CS matrices, synthesised as the setup does.
+fn matrices(depth: usize) -> Result<ConstraintMatrices<Fr>, ProofError> {
+    let cs = ConstraintSystem::<Fr>::new_ref();
+    cs.set_optimization_goal(OptimizationGoal::Constraints);
+    cs.set_mode(SynthesisMode::Setup);
+    SpendCircuit::blank(depth).generate_constraints(cs.clone()).map_err(snark)?;
+    cs.finalize();
+    cs.to_matrices().ok_or_else(|| ProofError::Snark("no constraint matrices".into()))
+}
+
+/// The deterministic development setup (see the module docs: not secure).
+pub fn dev_setup(depth: usize) -> Result<Keys, ProofError> {
+    setup(depth, &mut ChaCha20Rng::from_seed(DEV_SETUP_SEED))
+}
+
+/// Number of constraints of the spend circuit for `depth`.
+pub fn constraint_count(depth: usize) -> Result<usize, ProofError> {
+    Ok(matrices(depth)?.num_constraints)
+}
+
+/// Proves `circuit`: computes its witness (no constraint matrices: those
+/// are the keys'), checks it against the matrices, so that a bad witness is
+/// an error rather than a proof that fails to verify, then proves.
+pub fn prove<R: RngCore + CryptoRng>(
+    keys: &Keys,
+    circuit: SpendCircuit,
+    rng: &mut R,
+) -> Result<Proof<Bn254>, ProofError> {
+    if circuit.depth != keys.depth {
+        return Err(ProofError::Snark(format!("circuit of depth {} for keys of depth {}", circuit.depth, keys.depth)));
+    }
+    let cs = ConstraintSystem::<Fr>::new_ref();
+    cs.set_optimization_goal(OptimizationGoal::Constraints);
+    cs.set_mode(SynthesisMode::Prove { construct_matrices: false });
+    circuit.generate_constraints(cs.clone()).map_err(snark)?;
+    cs.finalize();
+    let m = &*keys.matrices;
+    let z: Vec<Fr> = {
+        let cs = cs.borrow().ok_or_else(|| ProofError::Snark("constraint system in use".into()))?;
+        cs.instance_assignment.iter().chain(&cs.witness_assignment).copied().collect()
+    };
+    if z.len() != m.num_instance_variables + m.num_witness_variables {
+        return Err(ProofError::Snark("the witness does not match the keys' circuit".into()));
+    }
+    if !satisfies(m, &z) {
+        return Err(ProofError::Unsatisfied);
+    }
+    let (r, s) = (Fr::rand(rng), Fr::rand(rng));
+    Groth16::<Bn254, LibsnarkReduction>::create_proof_with_reduction_and_matrices(
+        &keys.pk,
+        r,
+        s,
+        m,
+        m.num_instance_variables,
+        m.num_constraints,
+        &z,
+    )
+    .map_err(snark)
+}
+
+/// Whether `(A·z) ∘ (B·z) = C·z` row by row.
+fn satisfies(m: &ConstraintMatrices<Fr>, z: &[Fr]) -> bool {
+    let row = |r: &[(Fr, usize)]| r.iter().fold(Fr::zero(), |acc, (c, i)| acc + *c * z[*i]);
+    m.a.iter().zip(&m.b).zip(&m.c).all(|((a, b), c)| row(a) * row(b) == row(c))
+}
+
+/// Prepares a verifying key for repeated verification.
+pub fn prepare(vk: &VerifyingKey<Bn254>) -> PreparedVerifyingKey<Bn254> {
+    ark_groth16::prepare_verifying_key(vk)
+}
+
+/// Whether `proof` proves a spend with `public`.
+pub fn verify(pvk: &PreparedVerifyingKey<Bn254>, public: &PublicInputs, proof: &Proof<Bn254>) -> bool {
+    Groth16::<Bn254>::verify_with_processed_vk(pvk, &public.to_vec(), proof).unwrap_or(false)
+}
+
+fn write(path: &Path, value: &impl CanonicalSerialize) -> Result<(), ProofError> {
+    let mut bytes = Vec::new();
+    value.serialize_uncompressed(&mut bytes).map_err(snark)?;
+    std::fs::write(path, bytes).map_err(|source| ProofError::Io { path: path.display().to_string(), source })
+}
+
+fn read<T: CanonicalDeserialize>(path: &Path) -> Result<T, ProofError> {
+    let bytes = std::fs::read(path).map_err(|source| ProofError::Io { path: path.display().to_string(), source })?;
+    T::deserialize_uncompressed(bytes.as_slice())
+        .map_err(|e| ProofError::Decode { what: path.display().to_string(), reason: e.to_string() })
+}
+
+impl Keys {
+    /// Writes `spend.pk` and `spend.vk` into `dir` (created if missing).
+    pub fn write(&self, dir: &Path) -> Result<(), ProofError> {
+        std::fs::create_dir_all(dir).map_err(|source| ProofError::Io { path: dir.display().to_string(), source })?;
+        write(&dir.join(PROVING_KEY_FILE), &self.pk)?;
+        write(&dir.join(VERIFYING_KEY_FILE), &self.vk)
+    }
+
+    /// Reads the keys `Keys::write` wrote (points are checked to be on the
+    /// curve and in the right subgroup).
+    pub fn read(dir: &Path) -> Result<Self, ProofError> {
+        let pk: ProvingKey<Bn254> = read(&dir.join(PROVING_KEY_FILE))?;
+        let vk: VerifyingKey<Bn254> = read(&dir.join(VERIFYING_KEY_FILE))?;
+        if pk.vk != vk {
+            return Err(ProofError::Decode {
+                what: dir.display().to_string(),
+                reason: "the proving key and the verifying key are from different setups".into(),
+            });
+        }
+        // The depth is not stored: the circuit's variable count grows by the
+        // same amount per level, so the key's query length tells it.
+        let vars = |d: usize| matrices(d).map(|m| m.num_instance_variables + m.num_witness_variables);
+        let (one, two) = (vars(1)?, vars(2)?);
+        let depth = pk
+            .a_query
+            .len()
+            .checked_sub(one)
+            .filter(|extra| extra % (two - one) == 0)
+            .map(|extra| 1 + extra / (two - one))
+            .ok_or_else(|| ProofError::Decode {
+                what: dir.display().to_string(),
+                reason: "the keys are not for the spend circuit at any tree depth".into(),
+            })?;
+        let matrices = matrices(depth)?;
+        if matrices.num_instance_variables + matrices.num_witness_variables != pk.a_query.len() {
+            return Err(ProofError::Decode {
+                what: dir.display().to_string(),
+                reason: "the keys are not for the spend circuit".into(),
+            });
+        }
+        Ok(Keys { pk, vk, depth, matrices: Arc::new(matrices) })
+    }
+}
+
+/// Reads only a verifying key.
+pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey<Bn254>, ProofError> {
+    read(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use ark_ff::UniformRand;
+
+    use super::*;
+    use crate::note::{Note, SpendingKey};
+    use crate::spend::Spend;
+    use crate::tree::MerkleTree;
+
+    const DEPTH: usize = 4;
+
+    fn spend(rng: &mut ChaCha20Rng) -> (PublicInputs, SpendCircuit) {
+        let sk = SpendingKey::random(rng);
+        let note = Note::new(Fr::from(1u64), 100, sk.owner(), rng);
+        let mut tree = MerkleTree::new(DEPTH);
+        tree.insert(Fr::rand(rng)).unwrap();
+        let index = tree.insert(note.commitment()).unwrap();
+        let s = Spend {
+            path: tree.path(index).unwrap(),
+            index,
+            public_value: 30,
+            change: Note::new(Fr::from(1u64), 70, sk.owner(), rng),
+            recipient: Fr::from(5u64),
+            execution_hash: Fr::from(6u64),
+            note,
+            sk,
+        };
+        let (public, witness) = s.inputs(DEPTH).unwrap();
+        (public, SpendCircuit::new(DEPTH, public, witness))
+    }
+
+    #[test]
+    fn proofs_verify_only_with_their_public_inputs() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let keys = dev_setup(DEPTH).unwrap();
+        let pvk = prepare(&keys.vk);
+        let (public, circuit) = spend(&mut rng);
+        let proof = prove(&keys, circuit, &mut rng).unwrap();
+        assert!(verify(&pvk, &public, &proof));
+        for tamper in [
+            |p: &mut PublicInputs| p.recipient += Fr::from(1u64),
+            |p: &mut PublicInputs| p.execution_hash += Fr::from(1u64),
+            |p: &mut PublicInputs| p.public_value += Fr::from(1u64),
+            |p: &mut PublicInputs| p.nullifier += Fr::from(1u64),
+            |p: &mut PublicInputs| p.root += Fr::from(1u64),
+            |p: &mut PublicInputs| p.change_commitment += Fr::from(1u64),
+            |p: &mut PublicInputs| p.asset += Fr::from(1u64),
+        ] {
+            let mut p = public;
+            tamper(&mut p);
+            assert!(!verify(&pvk, &p, &proof));
+        }
+    }
+
+    #[test]
+    fn an_unsatisfied_witness_is_an_error_not_a_proof() {
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let keys = dev_setup(DEPTH).unwrap();
+        let (_, mut circuit) = spend(&mut rng);
+        if let Some(w) = circuit.witness.as_mut() {
+            w.path[0] += Fr::from(1u64);
+        }
+        assert!(matches!(prove(&keys, circuit, &mut rng), Err(ProofError::Unsatisfied)));
+    }
+
+    #[test]
+    fn the_dev_setup_is_deterministic_and_keys_round_trip_through_files() {
+        let a = dev_setup(DEPTH).unwrap();
+        let b = dev_setup(DEPTH).unwrap();
+        assert_eq!(a.vk, b.vk);
+        let dir = tempfile::tempdir().unwrap();
+        a.write(dir.path()).unwrap();
+        let read = Keys::read(dir.path()).unwrap();
+        assert_eq!(read.vk, a.vk);
+        assert_eq!(read.depth, DEPTH);
+        assert_eq!(read_verifying_key(&dir.path().join(VERIFYING_KEY_FILE)).unwrap(), a.vk);
+        // A truncated key file is a decode error, not a panic.
+        let pk = std::fs::read(dir.path().join(PROVING_KEY_FILE)).unwrap();
+        std::fs::write(dir.path().join(PROVING_KEY_FILE), &pk[..pk.len() / 2]).unwrap();
+        assert!(matches!(Keys::read(dir.path()), Err(ProofError::Decode { .. })));
+        // Keys of another setup do not pair up.
+        let other = setup(DEPTH, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+        write(&dir.path().join(PROVING_KEY_FILE), &other.pk).unwrap();
+        assert!(matches!(Keys::read(dir.path()), Err(ProofError::Decode { .. })));
+        assert!(matches!(Keys::read(&dir.path().join("missing")), Err(ProofError::Io { .. })));
+    }
+}
