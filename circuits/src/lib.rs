@@ -10,6 +10,8 @@
 pub mod gadgets;
 pub mod groth16;
 pub mod note;
+pub mod pool;
 pub mod poseidon;
+pub mod solidity;
 pub mod spend;
 pub mod tree;

@@ -2,18 +2,21 @@
 //!
 //! ```text
 //! owner      = Poseidon(sk)                                   (1 input)
-//! commitment = Poseidon(asset, value, owner, blinding)        (4 inputs)
+//! secret     = Poseidon(owner, blinding)                      (2 inputs)
+//! commitment = Poseidon(asset, value, secret)                 (3 inputs)
 //! nullifier  = Poseidon(sk, commitment, leaf_index)           (3 inputs)
 //! ```
 //!
 //! `sk` is the owner's spending key, a random field element; `owner` is what
 //! a payer puts in a note for them. `asset` is the token's address as an
-//! integer (0 for ETH), `value` a `u128`, `blinding` a random field element
-//! that hides the rest. The nullifier needs `sk`, so only the owner can spend
-//! or even recognise the note as spent; it includes the leaf index, so two
-//! notes with the same commitment at different leaves are spent separately.
-//! Each formula has its own Poseidon width, and every width has its own
-//! constants, so the hashes are domain-separated by construction.
+//! integer (0 for ETH), `value` a `u128`, `blinding` a random field element.
+//! The commitment is split so that a deposit can reveal `asset` and `value`
+//! (the pool must check them against what it receives) and `secret`, which
+//! hides the owner behind the blinding, and the pool computes the commitment
+//! itself: a depositor cannot claim more than it paid. The nullifier needs
+//! `sk`, so only the owner can spend or even recognise the note as spent; it
+//! includes the leaf index, so two notes with the same commitment at
+//! different leaves are spent separately.
 
 use ark_bn254::Fr;
 use ark_ff::{PrimeField, UniformRand};
@@ -67,15 +70,30 @@ impl Note {
         Note { asset, value, owner, blinding: Fr::rand(rng) }
     }
 
-    /// `Poseidon(asset, value, owner, blinding)`.
+    /// `Poseidon(owner, blinding)`: what a deposit reveals besides asset and value.
+    pub fn secret(&self) -> Fr {
+        secret_of(self.owner, self.blinding)
+    }
+
+    /// `Poseidon(asset, value, Poseidon(owner, blinding))`.
     pub fn commitment(&self) -> Fr {
         commitment_of(self.asset, Fr::from(self.value), self.owner, self.blinding)
     }
 }
 
-/// `Poseidon(asset, value, owner, blinding)` for raw field elements.
+/// `Poseidon(owner, blinding)`.
+pub fn secret_of(owner: Fr, blinding: Fr) -> Fr {
+    crate::poseidon::hash2(owner, blinding)
+}
+
+/// The commitment for raw field elements.
 pub fn commitment_of(asset: Fr, value: Fr, owner: Fr, blinding: Fr) -> Fr {
-    hash(&[asset, value, owner, blinding]).unwrap_or_else(|_| unreachable!("four inputs are supported"))
+    commitment_from_secret(asset, value, secret_of(owner, blinding))
+}
+
+/// `Poseidon(asset, value, secret)`: what the pool computes at a deposit.
+pub fn commitment_from_secret(asset: Fr, value: Fr, secret: Fr) -> Fr {
+    hash(&[asset, value, secret]).unwrap_or_else(|_| unreachable!("three inputs are supported"))
 }
 
 /// `Poseidon(sk, commitment, leaf_index)`.

@@ -15,13 +15,13 @@
 //! What a valid proof shows, for private `sk`, input value and blinding, leaf
 //! index and path, change value, owner and blinding:
 //!
-//! * the input note `Poseidon(asset, in_value, Poseidon(sk), in_blinding)` is
-//!   the leaf at `index` under `root`;
+//! * the input note `Poseidon(asset, in_value, Poseidon(Poseidon(sk),
+//!   in_blinding))` is the leaf at `index` under `root`;
 //! * `nullifier = Poseidon(sk, commitment, index)`;
 //! * `in_value = public_value + change_value`, all three range-checked to 128
 //!   bits, so that no sum wraps around the field;
-//! * `change_commitment = Poseidon(asset, change_value, change_owner,
-//!   change_blinding)`: same asset, well formed;
+//! * `change_commitment = Poseidon(asset, change_value, Poseidon(change_owner,
+//!   change_blinding))`: same asset, well formed;
 //! * `recipient` and `execution_hash` each take part in a constraint (their
 //!   squares), so a proof cannot be replayed with other values.
 
@@ -256,7 +256,8 @@ impl ConstraintSynthesizer<Fr> for SpendCircuit {
 
         // The input note is in the tree under `root`.
         let owner = poseidon(std::slice::from_ref(&sk))?;
-        let commitment = poseidon(&[asset.clone(), in_value.clone(), owner, in_blinding])?;
+        let secret = poseidon(&[owner, in_blinding])?;
+        let commitment = poseidon(&[asset.clone(), in_value.clone(), secret])?;
         merkle_root(&commitment, &index_bits, &path)?.enforce_equal(&root)?;
 
         // Its nullifier.
@@ -270,7 +271,8 @@ impl ConstraintSynthesizer<Fr> for SpendCircuit {
         in_value.enforce_equal(&(&public_value + &change_value))?;
 
         // The change note.
-        poseidon(&[asset, change_value, change_owner, change_blinding])?.enforce_equal(&change_commitment)?;
+        let change_secret = poseidon(&[change_owner, change_blinding])?;
+        poseidon(&[asset, change_value, change_secret])?.enforce_equal(&change_commitment)?;
 
         // Bind the recipient and the execution hash.
         let _ = &recipient * &recipient;

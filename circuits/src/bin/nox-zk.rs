@@ -1,0 +1,107 @@
+//! `nox-zk`: the shielded pool's tooling.
+//!
+//! ```text
+//! nox-zk generate [--check] [--dir contracts/src/generated]
+//!     write (or, with --check, compare) SpendVerifier.sol, PoseidonT3.sol and
+//!     PoseidonT4.sol from the development keys and the Poseidon constants
+//! nox-zk keys --dir DIR
+//!     write the development proving and verifying keys (spend.pk, spend.vk)
+//! nox-zk tree-root [LEAF ...]
+//!     the depth-20 tree root after inserting the leaves (hex), in order
+//! ```
+//!
+//! Exit codes: 0 done, 1 `--check` found a difference, 2 bad arguments or
+//! input, 3 I/O or proving failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use nox_circuits::groth16::dev_setup;
+use nox_circuits::poseidon::{fr_from_hex, fr_to_hex};
+use nox_circuits::solidity::{poseidon_library, verifier};
+use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...]");
+    ExitCode::from(2)
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The generated files: name and contents.
+fn generated() -> Result<Vec<(&'static str, String)>, String> {
+    let keys = dev_setup(TREE_DEPTH).map_err(|e| e.to_string())?;
+    Ok(vec![
+        ("SpendVerifier.sol", verifier(&keys.vk)),
+        ("PoseidonT3.sol", poseidon_library(3)),
+        ("PoseidonT4.sol", poseidon_library(4)),
+    ])
+}
+
+fn generate(dir: &Path, check: bool) -> ExitCode {
+    let files = match generated() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("nox-zk: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let mut stale = false;
+    for (name, text) in files {
+        let path = dir.join(name);
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                eprintln!("{} differs from what the current keys and constants give", path.display());
+                stale = true;
+            }
+        } else if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, text)) {
+            eprintln!("nox-zk: {}: {e}", path.display());
+            return ExitCode::from(3);
+        }
+    }
+    if stale {
+        eprintln!("run `cargo run -p nox-circuits --bin nox-zk -- generate` and commit the result");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn tree_root(leaves: &[String]) -> ExitCode {
+    let mut tree = MerkleTree::new(TREE_DEPTH);
+    for l in leaves {
+        let Some(leaf) = fr_from_hex(l) else {
+            eprintln!("nox-zk: {l:?} is not a field element in hex");
+            return ExitCode::from(2);
+        };
+        if let Err(e) = tree.insert(leaf) {
+            eprintln!("nox-zk: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    println!("{}", fr_to_hex(&tree.root()));
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("generate") => {
+            let dir = flag(&args, "--dir").map_or_else(|| PathBuf::from("contracts/src/generated"), PathBuf::from);
+            generate(&dir, args.iter().any(|a| a == "--check"))
+        }
+        Some("keys") => {
+            let Some(dir) = flag(&args, "--dir") else { return usage() };
+            match dev_setup(TREE_DEPTH).and_then(|k| k.write(Path::new(&dir))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nox-zk: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }
+        Some("tree-root") => tree_root(&args[1..]),
+        _ => usage(),
+    }
+}
