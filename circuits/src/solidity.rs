@@ -132,14 +132,14 @@ library SpendVerifier {{
             s,
             r#"            mstore(q, IC{k}_X)
             mstore(add(q, 0x20), IC{k}_Y)
-            mstore(add(q, 0x40), mload(add(input, {off})))
+            mstore(add(q, 0x40), mload(add(input, 0x{off:x})))
             ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
             ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
 "#,
             k = i + 1,
-            off = format!("0x{:x}", i * 32),
+            off = i * 32,
         );
     }
     let _ = write!(
