@@ -257,6 +257,31 @@ library PoseidonT{t} {{
     s
 }
 
+/// The tree's depth and empty-subtree roots as a Solidity library `NoxTree`.
+pub fn tree_constants() -> String {
+    let z = crate::tree::zeros(crate::tree::TREE_DEPTH);
+    let mut s = String::from(HEADER);
+    let _ = write!(
+        s,
+        r#"
+/// @title The note tree's shape: depth and the roots of empty subtrees
+/// (zeros[0] = 0, zeros[h + 1] = PoseidonT3(zeros[h], zeros[h])).
+library NoxTree {{
+    uint256 internal constant DEPTH = {depth};
+
+    /// @notice zeros[h] for heights 0 to DEPTH.
+    function zeros() internal pure returns (uint256[{n}] memory z) {{
+"#,
+        depth = crate::tree::TREE_DEPTH,
+        n = z.len(),
+    );
+    for (h, v) in z.iter().enumerate().skip(1) {
+        let _ = writeln!(s, "        z[{h}] = {};", hex(v));
+    }
+    s.push_str("    }\n}\n");
+    s
+}
+
 /// The base field element `f` (for tests that build malformed proofs).
 pub fn base_hex(f: &Fq) -> String {
     hex(f)

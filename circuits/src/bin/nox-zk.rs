@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! nox-zk generate [--check] [--dir contracts/src/generated]
-//!     write (or, with --check, compare) SpendVerifier.sol, PoseidonT3.sol and
-//!     PoseidonT4.sol from the development keys and the Poseidon constants
+//!     write (or, with --check, compare) SpendVerifier.sol, PoseidonT3.sol,
+//!     PoseidonT4.sol and NoxTree.sol from the development keys, the Poseidon
+//!     constants and the tree's shape
 //! nox-zk keys --dir DIR
 //!     write the development proving and verifying keys (spend.pk, spend.vk)
 //! nox-zk tree-root [LEAF ...]
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use nox_circuits::groth16::dev_setup;
 use nox_circuits::poseidon::{fr_from_hex, fr_to_hex};
-use nox_circuits::solidity::{poseidon_library, verifier};
+use nox_circuits::solidity::{poseidon_library, tree_constants, verifier};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
 fn usage() -> ExitCode {
@@ -37,6 +38,7 @@ fn generated() -> Result<Vec<(&'static str, String)>, String> {
         ("SpendVerifier.sol", verifier(&keys.vk)),
         ("PoseidonT3.sol", poseidon_library(3)),
         ("PoseidonT4.sol", poseidon_library(4)),
+        ("NoxTree.sol", tree_constants()),
     ])
 }
 

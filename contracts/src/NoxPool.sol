@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {PoseidonT3} from "./generated/PoseidonT3.sol";
+import {PoseidonT4} from "./generated/PoseidonT4.sol";
+import {NoxTree} from "./generated/NoxTree.sol";
+import {SpendVerifier} from "./generated/SpendVerifier.sol";
+
+/// @title NoxExecutor
+/// @notice Performs the calls paid for through `NoxPool.relay`. The called
+///         contract sees this executor as `msg.sender`: one shared address with
+///         no funds, no approvals and no privileges, so a relayed call can never
+///         act as the pool (move its tokens, say) and never identifies the user.
+///         Anything sent to the executor can be taken by anyone's next call.
+contract NoxExecutor {
+    /// @notice The pool, the only caller.
+    address public immutable pool;
+
+    error OnlyPool();
+
+    constructor() {
+        pool = msg.sender;
+    }
+
+    /// @notice Calls `target` with `data` and no value; returns how it went.
+    function execute(address target, bytes calldata data) external returns (bool ok, bytes memory result) {
+        if (msg.sender != pool) revert OnlyPool();
+        (ok, result) = target.call(data);
+    }
+}
+
+/// @title NoxPool
+/// @notice The shielded pool behind NOX's gas payments. Deposits of ETH and
+///         ERC-20 tokens become note commitments in an on-chain Poseidon Merkle
+///         tree; a zero-knowledge proof of the spend circuit spends a note,
+///         either to withdraw or to pay the exit node (`relay`) that submits a
+///         user's call.
+/// @dev Formulas (docs/protocol.md, "Shielded pool"):
+///      * commitment = PoseidonT4(asset, value, secret), secret = Poseidon(owner, blinding);
+///      * execution hash = keccak256(abi.encode(chainid, pool, target, keccak256(data))) mod r;
+///      * tree: depth 20, empty leaf 0, nodes PoseidonT3(left, right).
+///      Deposits insert their commitment at once. The change notes of spends are
+///      queued (a keccak chain over the queue, two storage words) and inserted by
+///      `flush`, which anyone may call: inserting a leaf costs twenty Poseidon
+///      hashes (~0.5 M gas), which would otherwise dominate every paid relay.
+///      Every root the tree ever had is accepted (the nullifier set prevents
+///      double spends whatever the root).
+contract NoxPool is ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    /// @notice The circuit's public inputs, in its order.
+    struct SpendInputs {
+        uint256 root;
+        uint256 nullifier;
+        uint256 changeCommitment;
+        uint256 asset; // token address as an integer, 0 for ETH
+        uint256 publicValue; // leaves the pool, at most 2^128 - 1
+        uint256 recipient; // address as an integer: payee of a withdrawal, the relayer of a relay
+        uint256 executionHash;
+    }
+
+    uint256 internal constant SCALAR_MODULUS = SpendVerifier.SCALAR_MODULUS;
+    uint256 internal constant MAX_LEAVES = 2 ** NoxTree.DEPTH;
+
+    /// @notice Executes relayed calls (see NoxExecutor).
+    NoxExecutor public immutable executor;
+
+    /// @notice Leaves inserted so far.
+    uint256 public nextIndex;
+    /// @notice The current root.
+    uint256 public currentRoot;
+    /// @notice Every root the tree has had.
+    mapping(uint256 root => bool) public knownRoots;
+    /// @notice Spent nullifiers.
+    mapping(uint256 nullifier => bool) public nullifierSpent;
+    /// @dev Left siblings on the path of the next leaf, by height.
+    uint256[20] internal filledSubtrees;
+
+    /// @notice Change commitments queued so far, and how many of them are inserted.
+    uint128 public queued;
+    uint128 public flushed;
+    /// @notice keccak chain over every queued commitment: head = keccak256(head, commitment).
+    bytes32 public queueHead;
+    /// @notice The chain's value after the `flushed` first commitments.
+    bytes32 public flushedHead;
+
+    event Deposited(uint256 indexed commitment, uint256 asset, uint256 value, uint256 leafIndex);
+    event Inserted(uint256 indexed commitment, uint256 leafIndex, uint256 root);
+    event ChangeQueued(uint256 indexed commitment, uint256 queueIndex);
+    event Withdrawn(uint256 indexed nullifier, address indexed recipient, uint256 asset, uint256 value);
+    event Relayed(
+        uint256 indexed nullifier, address indexed relayer, uint256 asset, uint256 value, address target, bool success
+    );
+
+    error ZeroValue();
+    error ValueOverflow();
+    error FieldOverflow();
+    error BadAsset();
+    error TreeFull();
+    error UnknownRoot();
+    error NullifierSpent();
+    error InvalidProof();
+    error WrongRelayer();
+    error WrongRecipient();
+    error WrongExecution();
+    error ZeroTarget();
+    error PaymentFailed();
+    error BadQueue();
+
+    constructor() {
+        executor = new NoxExecutor();
+        uint256 empty = NoxTree.zeros()[NoxTree.DEPTH];
+        currentRoot = empty;
+        knownRoots[empty] = true;
+    }
+
+    // ---------------------------------------------------------------- deposits
+
+    /// @notice Deposits `msg.value` wei as a note whose `secret` is
+    ///         Poseidon(owner, blinding). Returns the leaf index.
+    function deposit(uint256 secret) external payable nonReentrant returns (uint256) {
+        return _deposit(0, msg.value, secret);
+    }
+
+    /// @notice Deposits `amount` of `token` (approved beforehand). The note's value
+    ///         is what the pool actually received.
+    function depositERC20(IERC20 token, uint256 amount, uint256 secret) external nonReentrant returns (uint256) {
+        uint256 before = token.balanceOf(address(this));
+        token.safeTransferFrom(msg.sender, address(this), amount);
+        return _deposit(uint256(uint160(address(token))), token.balanceOf(address(this)) - before, secret);
+    }
+
+    function _deposit(uint256 asset, uint256 value, uint256 secret) internal returns (uint256 index) {
+        if (value == 0) revert ZeroValue();
+        if (value > type(uint128).max) revert ValueOverflow();
+        if (secret >= SCALAR_MODULUS) revert FieldOverflow();
+        uint256 commitment = PoseidonT4.hash(asset, value, secret);
+        index = _insert(commitment);
+        emit Deposited(commitment, asset, value, index);
+    }
+
+    // ------------------------------------------------------------------ spends
+
+    /// @notice Withdraws `inputs.publicValue` of `inputs.asset` to `inputs.recipient`.
+    ///         Anyone may submit it: the proof fixes the recipient.
+    function withdraw(uint256[8] calldata proof, SpendInputs calldata inputs) external nonReentrant {
+        if (inputs.executionHash != executionHash(address(0), "")) revert WrongExecution();
+        if (inputs.recipient >> 160 != 0) revert WrongRecipient();
+        address recipient = address(uint160(inputs.recipient));
+        _spend(proof, inputs);
+        _pay(inputs.asset, recipient, inputs.publicValue);
+        _queueChange(inputs.changeCommitment);
+        emit Withdrawn(inputs.nullifier, recipient, inputs.asset, inputs.publicValue);
+    }
+
+    /// @notice Pays `inputs.publicValue` to the caller, the exit node relaying a
+    ///         user's call, then performs the call: `target` is called with `data`
+    ///         and no value by the executor (the target sees the executor as
+    ///         `msg.sender`). The proof must name the caller as recipient and bind
+    ///         exactly this target and data. A failing call does not undo the
+    ///         payment: the relayer has paid for the gas either way.
+    function relay(uint256[8] calldata proof, SpendInputs calldata inputs, address target, bytes calldata data)
+        external
+        nonReentrant
+        returns (bool success, bytes memory result)
+    {
+        if (target == address(0)) revert ZeroTarget();
+        if (inputs.recipient != uint256(uint160(msg.sender))) revert WrongRelayer();
+        if (inputs.executionHash != executionHash(target, data)) revert WrongExecution();
+        _spend(proof, inputs);
+        _pay(inputs.asset, msg.sender, inputs.publicValue);
+        _queueChange(inputs.changeCommitment);
+        (success, result) = executor.execute(target, data);
+        emit Relayed(inputs.nullifier, msg.sender, inputs.asset, inputs.publicValue, target, success);
+    }
+
+    /// @notice keccak256(abi.encode(chainid, this pool, target, keccak256(data))) mod r.
+    function executionHash(address target, bytes memory data) public view returns (uint256) {
+        return uint256(keccak256(abi.encode(block.chainid, address(this), target, keccak256(data)))) % SCALAR_MODULUS;
+    }
+
+    /// @dev Checks the inputs, verifies the proof and marks the nullifier spent.
+    function _spend(uint256[8] calldata proof, SpendInputs calldata inputs) internal {
+        if (inputs.publicValue > type(uint128).max) revert ValueOverflow();
+        if (inputs.asset >> 160 != 0) revert BadAsset();
+        if (!knownRoots[inputs.root]) revert UnknownRoot();
+        if (nullifierSpent[inputs.nullifier]) revert NullifierSpent();
+        uint256[7] memory input = [
+            inputs.root,
+            inputs.nullifier,
+            inputs.changeCommitment,
+            inputs.asset,
+            inputs.publicValue,
+            inputs.recipient,
+            inputs.executionHash
+        ];
+        if (!SpendVerifier.verify(proof, input)) revert InvalidProof();
+        nullifierSpent[inputs.nullifier] = true;
+    }
+
+    function _queueChange(uint256 commitment) internal {
+        uint256 index = queued;
+        queueHead = keccak256(abi.encode(queueHead, commitment));
+        // casting to 'uint128' is safe because each queued commitment costs a proof and a nullifier
+        // forge-lint: disable-next-line(unsafe-typecast)
+        queued = uint128(index + 1);
+        emit ChangeQueued(commitment, index);
+    }
+
+    function _pay(uint256 asset, address to, uint256 value) internal {
+        if (value == 0) return;
+        if (asset == 0) {
+            (bool ok,) = to.call{value: value}("");
+            if (!ok) revert PaymentFailed();
+        } else {
+            // casting to 'uint160' is safe because _spend rejects assets of 2^160 and above
+            // forge-lint: disable-next-line(unsafe-typecast)
+            IERC20(address(uint160(asset))).safeTransfer(to, value);
+        }
+    }
+
+    // ------------------------------------------------------------------- queue
+
+    /// @notice Inserts the first `count` queued change commitments. `pending` must
+    ///         be every queued commitment not yet inserted, in queue order (from
+    ///         the ChangeQueued events); the pool checks it against its chain.
+    function flush(uint256[] calldata pending, uint256 count) external nonReentrant {
+        if (pending.length != queued - flushed || count > pending.length) revert BadQueue();
+        bytes32 head = flushedHead;
+        bytes32 after_;
+        for (uint256 i; i < pending.length; ++i) {
+            head = keccak256(abi.encode(head, pending[i]));
+            if (i + 1 == count) after_ = head;
+        }
+        if (head != queueHead) revert BadQueue();
+        if (count == 0) return;
+        for (uint256 i; i < count; ++i) {
+            _insert(pending[i]);
+        }
+        flushedHead = after_;
+        // casting to 'uint128' is safe because count is at most queued - flushed
+        // forge-lint: disable-next-line(unsafe-typecast)
+        flushed += uint128(count);
+    }
+
+    // -------------------------------------------------------------------- tree
+
+    function _insert(uint256 leaf) internal returns (uint256 index) {
+        index = nextIndex;
+        if (index >= MAX_LEAVES) revert TreeFull();
+        uint256[21] memory zeros = NoxTree.zeros();
+        uint256 node = leaf;
+        for (uint256 h; h < NoxTree.DEPTH; ++h) {
+            if ((index >> h) & 1 == 0) {
+                filledSubtrees[h] = node;
+                node = PoseidonT3.hash(node, zeros[h]);
+            } else {
+                node = PoseidonT3.hash(filledSubtrees[h], node);
+            }
+        }
+        nextIndex = index + 1;
+        currentRoot = node;
+        knownRoots[node] = true;
+        emit Inserted(leaf, index, node);
+    }
+}
