@@ -15,3 +15,4 @@ pub mod poseidon;
 pub mod solidity;
 pub mod spend;
 pub mod tree;
+pub mod fixtures;

@@ -5,8 +5,11 @@
 //! current keys and constants produce (`cargo run -p nox-circuits --bin
 //! nox-zk -- generate` rewrites them).
 //!
-//! Both are libraries of `internal` functions, compiled into `NoxPool`: no
-//! external call, no second deployment.
+//! The verifier is a library of `internal` functions, compiled into
+//! `NoxPool` (no external call on the relay path). The Poseidon libraries have
+//! `public` functions: they are deployed once and called by `DELEGATECALL`,
+//! because their round constants would not fit in the pool's 24 KiB of code
+//! next to the verifier (only deposits and `flush` hash on chain).
 
 use std::fmt::Write;
 
@@ -75,6 +78,11 @@ library SpendVerifier {{
 
     uint256 internal constant SCALAR_MODULUS = {SCALAR_MODULUS};
     uint256 internal constant BASE_MODULUS = {BASE_MODULUS};
+    // Precompile prices (EIP-1108). Each call gets exactly its price, so a
+    // proof the precompiles reject burns that much and not the whole call's gas.
+    uint256 internal constant EC_ADD_GAS = 150;
+    uint256 internal constant EC_MUL_GAS = 6000;
+    uint256 internal constant PAIRING_GAS = 45000 + 4 * 34000;
 "#
     );
     let [ax, ay] = g1(&vk.alpha_g1);
@@ -133,10 +141,10 @@ library SpendVerifier {{
             r#"            mstore(q, IC{k}_X)
             mstore(add(q, 0x20), IC{k}_Y)
             mstore(add(q, 0x40), mload(add(input, 0x{off:x})))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
 "#,
             k = i + 1,
             off = i * 32,
@@ -166,7 +174,7 @@ library SpendVerifier {{
             mstore(add(p, 0x2a0), DELTA_X0)
             mstore(add(p, 0x2c0), DELTA_Y1)
             mstore(add(p, 0x2e0), DELTA_Y0)
-            ok := and(ok, staticcall(gas(), 0x08, p, 0x300, p, 0x20))
+            ok := and(ok, staticcall(PAIRING_GAS, 0x08, p, 0x300, p, 0x20))
             accepted := mload(p)
         }}
         if (!ok) revert MalformedProof();
@@ -202,7 +210,7 @@ library PoseidonT{t} {{
     uint256 internal constant F = {SCALAR_MODULUS};
 
     /// @notice Poseidon({list}). Inputs must be below F.
-    function hash({params}) internal pure returns (uint256 out) {{
+    function hash({params}) public pure returns (uint256 out) {{
         assembly ("memory-safe") {{
             function mix({vin}) -> {vout} {{
 "#,

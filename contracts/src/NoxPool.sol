@@ -254,12 +254,16 @@ contract NoxPool is ReentrancyGuardTransient {
         uint256[21] memory zeros = NoxTree.zeros();
         uint256 node = leaf;
         for (uint256 h; h < NoxTree.DEPTH; ++h) {
+            uint256 left;
+            uint256 right;
             if ((index >> h) & 1 == 0) {
                 filledSubtrees[h] = node;
-                node = PoseidonT3.hash(node, zeros[h]);
+                (left, right) = (node, zeros[h]);
             } else {
-                node = PoseidonT3.hash(filledSubtrees[h], node);
+                (left, right) = (filledSubtrees[h], node);
             }
+            // One call site: the hash is compiled into the pool once.
+            node = PoseidonT3.hash(left, right);
         }
         nextIndex = index + 1;
         currentRoot = node;

@@ -9,6 +9,8 @@
 //!     write the development proving and verifying keys (spend.pk, spend.vk)
 //! nox-zk tree-root [LEAF ...]
 //!     the depth-20 tree root after inserting the leaves (hex), in order
+//! nox-zk fixtures [--check] [--out contracts/test/fixtures/spend.json]
+//!     write (or compare) the deposits, roots and proofs of the forge tests
 //! ```
 //!
 //! Exit codes: 0 done, 1 `--check` found a difference, 2 bad arguments or
@@ -23,7 +25,7 @@ use nox_circuits::solidity::{poseidon_library, tree_constants, verifier};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...]");
+    eprintln!("usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] | fixtures [--check] [--out FILE]");
     ExitCode::from(2)
 }
 
@@ -86,6 +88,29 @@ fn tree_root(leaves: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn fixtures(out: &Path, check: bool) -> ExitCode {
+    let text = match dev_setup(TREE_DEPTH).and_then(|k| nox_circuits::fixtures::generate_text(&k)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("nox-zk: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if check {
+        if std::fs::read_to_string(out).ok().as_deref() == Some(text.as_str()) {
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("{} differs from what the current keys give; run `nox-zk fixtures`", out.display());
+        return ExitCode::from(1);
+    }
+    let written = out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(out, text));
+    if let Err(e) = written {
+        eprintln!("nox-zk: {}: {e}", out.display());
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -104,6 +129,11 @@ fn main() -> ExitCode {
             }
         }
         Some("tree-root") => tree_root(&args[1..]),
+        Some("fixtures") => {
+            let out = flag(&args, "--out")
+                .map_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json"), PathBuf::from);
+            fixtures(&out, args.iter().any(|a| a == "--check"))
+        }
         _ => usage(),
     }
 }

@@ -8,7 +8,7 @@ library PoseidonT3 {
     uint256 internal constant F = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
 
     /// @notice Poseidon(a, b). Inputs must be below F.
-    function hash(uint256 a, uint256 b) internal pure returns (uint256 out) {
+    function hash(uint256 a, uint256 b) public pure returns (uint256 out) {
         assembly ("memory-safe") {
             function mix(x, y, z) -> o0, o1, o2 {
                 o0 := add(add(mulmod(x, 0x109b7f411ba0e4c9b2b70caf5c36a7b194be7c11ad24378bfedb68592ba8118b, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x16ed41e13bb9c0c66ae119424fddbcbc9314dc9fdbdeea55d6c64543dc4903e0, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x2b90bba00fca0589f617e7dcbfe82e0df706ab640ceb247b791a93b74e36736d, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))

@@ -8,7 +8,7 @@ library PoseidonT4 {
     uint256 internal constant F = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
 
     /// @notice Poseidon(a, b, c). Inputs must be below F.
-    function hash(uint256 a, uint256 b, uint256 c) internal pure returns (uint256 out) {
+    function hash(uint256 a, uint256 b, uint256 c) public pure returns (uint256 out) {
         assembly ("memory-safe") {
             function mix(x, y, z, v) -> o0, o1, o2, o3 {
                 o0 := add(add(add(mulmod(x, 0x236d13393ef85cc48a351dd786dd7a1de5e39942296127fd87947223ae5108ad, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x277686494f7644bbc4a9b194e10724eb967f1dc58718e59e3cedc821b2a7ae19, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x023db68784e3f0cc0b85618826a9b3505129c16479973b0a84a4529e66b09c62, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(v, 0x1d359d245f286c12d50d663bae733f978af08cdbd63017c57b3a75646ff382c1, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))

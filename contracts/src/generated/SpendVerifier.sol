@@ -14,6 +14,11 @@ library SpendVerifier {
 
     uint256 internal constant SCALAR_MODULUS = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
     uint256 internal constant BASE_MODULUS = 0x30644e72e131a029b85045b68181585d97816a916871ca8d3c208c16d87cfd47;
+    // Precompile prices (EIP-1108). Each call gets exactly its price, so a
+    // proof the precompiles reject burns that much and not the whole call's gas.
+    uint256 internal constant EC_ADD_GAS = 150;
+    uint256 internal constant EC_MUL_GAS = 6000;
+    uint256 internal constant PAIRING_GAS = 45000 + 4 * 34000;
     uint256 internal constant ALPHA_X = 0x10eee97ba024bf6a8e72d9787b5fd9f5aa3fd20b9fb34d587cdbc7d22b0542be;
     uint256 internal constant ALPHA_Y = 0x021647eede7d252ddad21d1945cca9b3125463e44e4c91b256a30d1fa98c4efa;
     uint256 internal constant BETA_X1 = 0x0be042085eefdfd3f42d7a4f25101bcfa7205b9636f4f4abe96ccfa5402dcb85;
@@ -66,52 +71,52 @@ library SpendVerifier {
             mstore(q, IC1_X)
             mstore(add(q, 0x20), IC1_Y)
             mstore(add(q, 0x40), mload(add(input, 0x0)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             mstore(q, IC2_X)
             mstore(add(q, 0x20), IC2_Y)
             mstore(add(q, 0x40), mload(add(input, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             mstore(q, IC3_X)
             mstore(add(q, 0x20), IC3_Y)
             mstore(add(q, 0x40), mload(add(input, 0x40)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             mstore(q, IC4_X)
             mstore(add(q, 0x20), IC4_Y)
             mstore(add(q, 0x40), mload(add(input, 0x60)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             mstore(q, IC5_X)
             mstore(add(q, 0x20), IC5_Y)
             mstore(add(q, 0x40), mload(add(input, 0x80)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             mstore(q, IC6_X)
             mstore(add(q, 0x20), IC6_Y)
             mstore(add(q, 0x40), mload(add(input, 0xa0)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             mstore(q, IC7_X)
             mstore(add(q, 0x20), IC7_Y)
             mstore(add(q, 0x40), mload(add(input, 0xc0)))
-            ok := and(ok, staticcall(gas(), 0x07, q, 0x60, q, 0x40))
+            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
             mstore(add(q, 0x40), mload(m))
             mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(gas(), 0x06, q, 0x80, m, 0x40))
+            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
             // e(-A, B) · e(alpha, beta) · e(vk_x, gamma) · e(C, delta) = 1
             let p := add(m, 0x40)
             mstore(p, calldataload(proof))
@@ -134,7 +139,7 @@ library SpendVerifier {
             mstore(add(p, 0x2a0), DELTA_X0)
             mstore(add(p, 0x2c0), DELTA_Y1)
             mstore(add(p, 0x2e0), DELTA_Y0)
-            ok := and(ok, staticcall(gas(), 0x08, p, 0x300, p, 0x20))
+            ok := and(ok, staticcall(PAIRING_GAS, 0x08, p, 0x300, p, 0x20))
             accepted := mload(p)
         }
         if (!ok) revert MalformedProof();

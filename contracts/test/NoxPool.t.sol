@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {NoxTest} from "./utils/NoxTest.sol";
+import {NoxPool, NoxExecutor} from "../src/NoxPool.sol";
+import {NoxTestToken} from "../src/NoxTestToken.sol";
+import {SpendVerifier} from "../src/generated/SpendVerifier.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
+/// @notice The contract relayed calls go to in these tests.
+contract RelayTarget {
+    address public lastCaller;
+    uint256 public lastValue;
+    uint256 public calls;
+
+    function ping(uint256 x) external {
+        lastCaller = msg.sender;
+        lastValue = x;
+        calls++;
+    }
+}
+
+/// @notice Exposes the tree insertion for the root comparison with Rust.
+contract NoxPoolHarness is NoxPool {
+    function insertLeaf(uint256 leaf) external returns (uint256) {
+        return _insert(leaf);
+    }
+}
+
+/// @notice NoxPool against proofs made by nox-circuits (contracts/test/fixtures/spend.json,
+///         `cargo run -p nox-circuits --bin nox-zk -- fixtures`). The token, the pool and
+///         the target come from fixed deployers so that their addresses match the fixtures.
+contract NoxPoolTest is NoxTest {
+    address constant POOL_DEPLOYER = address(0x9001);
+    address constant TOKEN_DEPLOYER = address(0x7001);
+    address constant TARGET_DEPLOYER = address(0x7A59);
+    address constant DEPOSITOR = address(0xD3);
+    uint256 constant R = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
+    uint256 constant Q = 0x30644e72e131a029b85045b68181585d97816a916871ca8d3c208c16d87cfd47;
+
+    string json;
+    NoxPool pool;
+    NoxTestToken token;
+    RelayTarget target;
+    address relayer;
+    address recipient;
+
+    function setUp() public {
+        json = vm.readFile(string.concat(vm.projectRoot(), "/contracts/test/fixtures/spend.json"));
+        vm.prank(TOKEN_DEPLOYER);
+        token = new NoxTestToken(1_000_000e18);
+        vm.prank(POOL_DEPLOYER);
+        pool = new NoxPool();
+        vm.prank(TARGET_DEPLOYER);
+        target = new RelayTarget();
+        vm.assertEq(address(pool), vm.parseJsonAddress(json, ".pool"), "pool address");
+        vm.assertEq(address(token), vm.parseJsonAddress(json, ".token"), "token address");
+        vm.assertEq(address(target), vm.parseJsonAddress(json, ".target"), "target address");
+        relayer = vm.parseJsonAddress(json, ".relayer");
+        recipient = vm.parseJsonAddress(json, ".recipient");
+
+        vm.deal(DEPOSITOR, 10 ether);
+        vm.prank(TOKEN_DEPLOYER);
+        token.transfer(DEPOSITOR, 10_000e18);
+        vm.prank(DEPOSITOR);
+        token.approve(address(pool), type(uint256).max);
+        for (uint256 i; i < 3; ++i) {
+            string memory d = string.concat(".deposits[", vm.toString(i), "]");
+            uint256 asset = vm.parseJsonUint(json, string.concat(d, ".asset"));
+            uint256 value = vm.parseJsonUint(json, string.concat(d, ".value"));
+            uint256 secret = vm.parseJsonUint(json, string.concat(d, ".secret"));
+            vm.prank(DEPOSITOR);
+            uint256 index = asset == 0
+                ? pool.deposit{value: value}(secret)
+                : pool.depositERC20(IERC20(address(uint160(asset))), value, secret);
+            vm.assertEq(index, i, "leaf index");
+            vm.assertEq(pool.currentRoot(), vm.parseJsonUint(json, string.concat(d, ".rootAfter")), "root = Rust root");
+        }
+    }
+
+    function _proof(string memory which) internal view returns (uint256[8] memory p) {
+        uint256[] memory a = vm.parseJsonUintArray(json, string.concat(".", which, ".proof"));
+        for (uint256 i; i < 8; ++i) {
+            p[i] = a[i];
+        }
+    }
+
+    function _inputs(string memory which) internal view returns (NoxPool.SpendInputs memory s) {
+        uint256[] memory a = vm.parseJsonUintArray(json, string.concat(".", which, ".inputs"));
+        s = NoxPool.SpendInputs(a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+    }
+
+    function _data(string memory which) internal view returns (bytes memory) {
+        return vm.parseJsonBytes(json, string.concat(".", which, ".data"));
+    }
+
+    function _relay(string memory which) internal returns (bool ok) {
+        vm.prank(relayer);
+        (ok,) = pool.relay(_proof(which), _inputs(which), address(target), _data(which));
+    }
+
+    // ------------------------------------------------------------------ happy paths
+
+    function test_withdraw_pays_the_recipient_and_queues_the_change() public {
+        NoxPool.SpendInputs memory s = _inputs("withdraw");
+        pool.withdraw(_proof("withdraw"), s);
+        vm.assertEq(recipient.balance, 0.5 ether, "recipient paid");
+        vm.assertTrue(pool.nullifierSpent(s.nullifier), "nullifier spent");
+        vm.assertEq(uint256(pool.queued()), 1, "change queued");
+        vm.assertEq(address(pool).balance, 2.5 ether, "pool keeps the rest");
+    }
+
+    function test_relay_pays_the_relayer_then_calls_as_the_executor() public {
+        vm.assertTrue(_relay("relayEth"), "call succeeded");
+        vm.assertEq(relayer.balance, 0.01 ether, "relayer paid");
+        vm.assertEq(target.lastCaller(), address(pool.executor()), "target sees the executor");
+        vm.assertEq(target.lastValue(), 42, "calldata passed");
+        vm.assertEq(uint256(pool.queued()), 1, "change queued");
+    }
+
+    function test_relay_pays_in_tokens() public {
+        _relay("relayToken");
+        vm.assertEq(token.balanceOf(relayer), 5e18, "relayer paid in tokens");
+        vm.assertEq(token.balanceOf(address(pool)), 995e18, "pool keeps the rest");
+    }
+
+    function test_flush_inserts_queued_change_and_roots_match_rust() public {
+        pool.withdraw(_proof("withdraw"), _inputs("withdraw"));
+        _relay("relayEth");
+        _relay("relayToken");
+        uint256[] memory pending = new uint256[](3);
+        pending[0] = _inputs("withdraw").changeCommitment;
+        pending[1] = _inputs("relayEth").changeCommitment;
+        pending[2] = _inputs("relayToken").changeCommitment;
+        // A wrong list is refused: missing one, reordered.
+        uint256[] memory short_ = new uint256[](2);
+        (short_[0], short_[1]) = (pending[0], pending[1]);
+        vm.expectRevert(NoxPool.BadQueue.selector);
+        pool.flush(short_, 1);
+        (pending[0], pending[1]) = (pending[1], pending[0]);
+        vm.expectRevert(NoxPool.BadQueue.selector);
+        pool.flush(pending, 1);
+        (pending[0], pending[1]) = (pending[1], pending[0]);
+        // Two now, one later.
+        pool.flush(pending, 2);
+        uint256[] memory rest = new uint256[](1);
+        rest[0] = pending[2];
+        pool.flush(rest, 1);
+        vm.assertEq(pool.nextIndex(), 6, "three deposits and three change notes");
+        string[] memory leaves = new string[](6);
+        for (uint256 i; i < 3; ++i) {
+            leaves[i] = vm.toString(bytes32(vm.parseJsonUint(json, string.concat(".deposits[", vm.toString(i), "].commitment"))));
+            leaves[3 + i] = vm.toString(bytes32(pending[i]));
+        }
+        vm.assertEq(pool.currentRoot(), _rustRoot(leaves), "root = Rust root");
+    }
+
+    // ---------------------------------------------------------------------- reverts
+
+    function test_revert_spent_nullifier() public {
+        _relay("relayEth");
+        vm.prank(relayer);
+        vm.expectRevert(NoxPool.NullifierSpent.selector);
+        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(target), _data("relayEth"));
+    }
+
+    function test_revert_wrong_relayer() public {
+        vm.prank(address(0xBAD));
+        vm.expectRevert(NoxPool.WrongRelayer.selector);
+        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(target), _data("relayEth"));
+    }
+
+    function test_revert_altered_calldata() public {
+        bytes memory data = _data("relayEth");
+        data[data.length - 1] = 0x2b; // 43 instead of 42
+        vm.prank(relayer);
+        vm.expectRevert(NoxPool.WrongExecution.selector);
+        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(target), data);
+    }
+
+    function test_revert_altered_target() public {
+        vm.prank(relayer);
+        vm.expectRevert(NoxPool.WrongExecution.selector);
+        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(token), _data("relayEth"));
+        vm.prank(relayer);
+        vm.expectRevert(NoxPool.ZeroTarget.selector);
+        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(0), _data("relayEth"));
+    }
+
+    function test_revert_a_relay_proof_cannot_withdraw() public {
+        vm.expectRevert(NoxPool.WrongExecution.selector);
+        pool.withdraw(_proof("relayEth"), _inputs("relayEth"));
+    }
+
+    function test_revert_unknown_root() public {
+        NoxPool.SpendInputs memory s = _inputs("relayEth");
+        s.root = 12345;
+        vm.prank(relayer);
+        vm.expectRevert(NoxPool.UnknownRoot.selector);
+        pool.relay(_proof("relayEth"), s, address(target), _data("relayEth"));
+    }
+
+    function test_revert_out_of_field_input() public {
+        NoxPool.SpendInputs memory s = _inputs("withdraw");
+        s.changeCommitment += R; // the same value mod r: must not be accepted as another encoding
+        vm.expectRevert(abi.encodeWithSelector(SpendVerifier.InputOutOfField.selector, 2));
+        pool.withdraw(_proof("withdraw"), s);
+        s = _inputs("withdraw");
+        s.nullifier += R; // a second encoding of the nullifier would allow a double spend
+        vm.expectRevert(abi.encodeWithSelector(SpendVerifier.InputOutOfField.selector, 1));
+        pool.withdraw(_proof("withdraw"), s);
+    }
+
+    function test_revert_malformed_proof() public {
+        NoxPool.SpendInputs memory s = _inputs("withdraw");
+        uint256[8] memory p = _proof("withdraw");
+        p[0] = Q; // coordinate out of the base field
+        vm.expectRevert(SpendVerifier.MalformedProof.selector);
+        pool.withdraw(p, s);
+        p = _proof("withdraw");
+        (p[0], p[1]) = (1, 3); // not on the curve
+        vm.expectRevert(SpendVerifier.MalformedProof.selector);
+        pool.withdraw(p, s);
+        p = _proof("withdraw");
+        (p[0], p[1], p[6], p[7]) = (p[6], p[7], p[0], p[1]); // valid points, wrong proof
+        vm.expectRevert(NoxPool.InvalidProof.selector);
+        pool.withdraw(p, s);
+        // Another spend's proof for these inputs.
+        vm.expectRevert(NoxPool.InvalidProof.selector);
+        pool.withdraw(_proof("relayEth"), s);
+    }
+
+    function test_revert_value_overflow() public {
+        NoxPool.SpendInputs memory s = _inputs("withdraw");
+        s.publicValue = uint256(type(uint128).max) + 1;
+        vm.expectRevert(NoxPool.ValueOverflow.selector);
+        pool.withdraw(_proof("withdraw"), s);
+        uint256 huge = uint256(type(uint128).max) + 1;
+        vm.deal(DEPOSITOR, huge);
+        vm.prank(DEPOSITOR);
+        vm.expectRevert(NoxPool.ValueOverflow.selector);
+        pool.deposit{value: huge}(1);
+    }
+
+    function test_revert_bad_deposits() public {
+        vm.prank(DEPOSITOR);
+        vm.expectRevert(NoxPool.ZeroValue.selector);
+        pool.deposit{value: 0}(1);
+        vm.prank(DEPOSITOR);
+        vm.expectRevert(NoxPool.FieldOverflow.selector);
+        pool.deposit{value: 1}(R);
+    }
+
+    function test_executor_obeys_only_the_pool() public {
+        NoxExecutor executor = pool.executor();
+        vm.expectRevert(NoxExecutor.OnlyPool.selector);
+        executor.execute(address(target), _data("relayEth"));
+    }
+
+    // ------------------------------------------------------------------------ fuzz
+
+    function _rustRoot(string[] memory leaves) internal returns (uint256) {
+        string[] memory cmd = new string[](leaves.length + 2);
+        cmd[0] = "target/debug/nox-zk";
+        cmd[1] = "tree-root";
+        for (uint256 i; i < leaves.length; ++i) {
+            cmd[i + 2] = leaves[i];
+        }
+        return uint256(bytes32(vm.ffi(cmd)));
+    }
+
+    /// forge-config: default.fuzz.runs = 48
+    function testFuzz_tree_root_equals_the_rust_root(uint256 seed, uint8 n) public {
+        NoxPoolHarness h = new NoxPoolHarness();
+        uint256 count = bound(n, 1, 12);
+        string[] memory leaves = new string[](count);
+        for (uint256 i; i < count; ++i) {
+            uint256 leaf = uint256(keccak256(abi.encode(seed, i))) % R;
+            h.insertLeaf(leaf);
+            leaves[i] = vm.toString(bytes32(leaf));
+        }
+        vm.assertEq(h.currentRoot(), _rustRoot(leaves), "Solidity root = Rust root");
+        vm.assertTrue(h.knownRoots(h.currentRoot()), "root remembered");
+    }
+
+    /// forge-config: default.fuzz.runs = 256
+    function testFuzz_deposits_are_accounted(uint96 a, uint96 b, uint256 secret) public {
+        secret = bound(secret, 0, R - 1);
+        uint256 x = bound(a, 1, 1 ether);
+        uint256 y = bound(b, 1, 1 ether);
+        uint256 before = address(pool).balance;
+        uint256 rootBefore = pool.currentRoot();
+        vm.deal(DEPOSITOR, x + y);
+        vm.startPrank(DEPOSITOR);
+        uint256 i = pool.deposit{value: x}(secret);
+        uint256 j = pool.deposit{value: y}(secret);
+        vm.stopPrank();
+        vm.assertEq(j, i + 1, "consecutive leaves");
+        vm.assertEq(address(pool).balance, before + x + y, "every wei accounted");
+        vm.assertTrue(pool.currentRoot() != rootBefore, "root moved");
+        vm.assertTrue(pool.knownRoots(rootBefore), "old root still known");
+    }
+}
