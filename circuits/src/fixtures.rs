@@ -29,6 +29,8 @@ pub const POOL_DEPLOYER: Address = Address::new(addr(0x9001));
 pub const TOKEN_DEPLOYER: Address = Address::new(addr(0x7001));
 /// Deploys the relay target with its first transaction.
 pub const TARGET_DEPLOYER: Address = Address::new(addr(0x7a59));
+/// Deploys the no-op target (the gas measurement's call) with its first transaction.
+pub const NOOP_DEPLOYER: Address = Address::new(addr(0x0009));
 /// The exit node that relays.
 pub const RELAYER: Address = Address::new(addr(0x5e1a));
 /// The withdrawal's recipient.
@@ -62,8 +64,7 @@ fn uint(v: u128) -> Value {
 }
 
 fn spend_json(keys: &Keys, spend: &Spend, rng: &mut ChaCha20Rng, data: &[u8]) -> Result<Value, ProofError> {
-    let (public, witness) =
-        spend.inputs(TREE_DEPTH).map_err(|e| ProofError::Snark(format!("fixture spend: {e}")))?;
+    let (public, witness) = spend.inputs(TREE_DEPTH).map_err(|e| ProofError::Snark(format!("fixture spend: {e}")))?;
     let proof = prove(keys, SpendCircuit::new(TREE_DEPTH, public, witness), rng)?;
     Ok(json!({
         "proof": proof_words(&proof).to_vec(),
@@ -80,6 +81,7 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
     let pool = create_address(&POOL_DEPLOYER, 0);
     let token = create_address(&TOKEN_DEPLOYER, 0);
     let target = create_address(&TARGET_DEPLOYER, 0);
+    let noop = create_address(&NOOP_DEPLOYER, 0);
     let (eth, tok) = (Fr::from(0u64), address_to_fr(&token.0.0));
 
     let alice = SpendingKey::random(&mut rng);
@@ -88,6 +90,7 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
         Note::new(eth, ETHER, alice.owner(), &mut rng),
         Note::new(tok, 1_000 * ETHER, bob.owner(), &mut rng),
         Note::new(eth, 2 * ETHER, bob.owner(), &mut rng),
+        Note::new(eth, ETHER, alice.owner(), &mut rng),
     ];
     let mut tree = MerkleTree::new(TREE_DEPTH);
     let mut deposits = Vec::new();
@@ -129,6 +132,18 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
         recipient: address_to_fr(&RELAYER.0.0),
         execution_hash: execution_hash(CHAIN_ID, &pool.0.0, &target.0.0, &data),
     };
+    // noop(): a call that does nothing, so that the relay's own gas shows.
+    let noop_data = keccak256(b"noop()")[..4].to_vec();
+    let relay_noop = Spend {
+        sk: alice.clone(),
+        note: notes[3],
+        index: 3,
+        path: path(3)?,
+        public_value: ETHER / 100,
+        change: Note::new(eth, ETHER - ETHER / 100, alice.owner(), &mut rng),
+        recipient: address_to_fr(&RELAYER.0.0),
+        execution_hash: execution_hash(CHAIN_ID, &pool.0.0, &noop.0.0, &noop_data),
+    };
     let withdraw = Spend {
         sk: bob.clone(),
         note: notes[2],
@@ -145,12 +160,14 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
         "pool": pool.to_string(),
         "token": token.to_string(),
         "target": target.to_string(),
+        "noop": noop.to_string(),
         "relayer": RELAYER.to_string(),
         "recipient": RECIPIENT.to_string(),
         "deposits": deposits,
         "relayEth": spend_json(keys, &relay_eth, &mut rng, &data)?,
         "relayToken": spend_json(keys, &relay_token, &mut rng, &data)?,
         "withdraw": spend_json(keys, &withdraw, &mut rng, &[])?,
+        "relayNoop": spend_json(keys, &relay_noop, &mut rng, &noop_data)?,
     }))
 }
 

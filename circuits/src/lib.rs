@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod fixtures;
 pub mod gadgets;
 pub mod groth16;
 pub mod note;
@@ -15,4 +16,3 @@ pub mod poseidon;
 pub mod solidity;
 pub mod spend;
 pub mod tree;
-pub mod fixtures;

@@ -42,3 +42,14 @@ fn tree_root_matches_the_library_and_rejects_bad_leaves() {
     let bad = Command::new(env!("CARGO_BIN_EXE_nox-zk")).args(["tree-root", "0xzz"]).output().expect("run");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn committed_fixtures_are_what_the_generator_gives() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let out = Command::new(env!("CARGO_BIN_EXE_nox-zk"))
+        .args(["fixtures", "--check", "--out"])
+        .arg(root.join("contracts/test/fixtures/spend.json"))
+        .output()
+        .expect("running nox-zk");
+    assert!(out.status.success(), "fixtures are stale:\n{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -6,6 +6,7 @@ import {NoxPool, NoxExecutor} from "../src/NoxPool.sol";
 import {NoxTestToken} from "../src/NoxTestToken.sol";
 import {SpendVerifier} from "../src/generated/SpendVerifier.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @notice The contract relayed calls go to in these tests.
 contract RelayTarget {
@@ -17,6 +18,50 @@ contract RelayTarget {
         lastCaller = msg.sender;
         lastValue = x;
         calls++;
+    }
+}
+
+/// @notice A call that does nothing: relaying it shows the relay's own gas.
+contract NoopTarget {
+    function noop() external {}
+}
+
+/// @notice Put at the no-op target's address: its noop() tries to re-enter the pool
+///         through every state-changing entry point and reverts unless the
+///         reentrancy guard refuses each one.
+contract ReentrantNoop {
+    function refusedByTheGuard(bytes memory reason) internal pure {
+        require(
+            bytes4(reason) == ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector,
+            "refused for another reason"
+        );
+    }
+
+    function noop() external {
+        NoxPool pool = NoxPool(payable(NoxExecutor(msg.sender).pool()));
+        uint256[8] memory proof;
+        NoxPool.SpendInputs memory inputs;
+        try pool.deposit(1) {
+            revert("deposit re-entered");
+        } catch (bytes memory reason) {
+            refusedByTheGuard(reason);
+        }
+        try pool.withdraw(proof, inputs) {
+            revert("withdraw re-entered");
+        } catch (bytes memory reason) {
+            refusedByTheGuard(reason);
+        }
+        try pool.relay(proof, inputs, address(this), "") {
+            revert("relay re-entered");
+        } catch (bytes memory reason) {
+            refusedByTheGuard(reason);
+        }
+        try pool.flush(new uint256[](0), 0) {
+            revert("flush re-entered");
+        } catch (bytes memory reason) {
+            refusedByTheGuard(reason);
+        }
+        revert("all re-entries refused");
     }
 }
 
@@ -34,6 +79,7 @@ contract NoxPoolTest is NoxTest {
     address constant POOL_DEPLOYER = address(0x9001);
     address constant TOKEN_DEPLOYER = address(0x7001);
     address constant TARGET_DEPLOYER = address(0x7A59);
+    address constant NOOP_DEPLOYER = address(0x0009);
     address constant DEPOSITOR = address(0xD3);
     uint256 constant R = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
     uint256 constant Q = 0x30644e72e131a029b85045b68181585d97816a916871ca8d3c208c16d87cfd47;
@@ -42,6 +88,7 @@ contract NoxPoolTest is NoxTest {
     NoxPool pool;
     NoxTestToken token;
     RelayTarget target;
+    NoopTarget noop;
     address relayer;
     address recipient;
 
@@ -53,6 +100,9 @@ contract NoxPoolTest is NoxTest {
         pool = new NoxPool();
         vm.prank(TARGET_DEPLOYER);
         target = new RelayTarget();
+        vm.prank(NOOP_DEPLOYER);
+        noop = new NoopTarget();
+        vm.assertEq(address(noop), vm.parseJsonAddress(json, ".noop"), "noop address");
         vm.assertEq(address(pool), vm.parseJsonAddress(json, ".pool"), "pool address");
         vm.assertEq(address(token), vm.parseJsonAddress(json, ".token"), "token address");
         vm.assertEq(address(target), vm.parseJsonAddress(json, ".target"), "target address");
@@ -64,7 +114,7 @@ contract NoxPoolTest is NoxTest {
         token.transfer(DEPOSITOR, 10_000e18);
         vm.prank(DEPOSITOR);
         token.approve(address(pool), type(uint256).max);
-        for (uint256 i; i < 3; ++i) {
+        for (uint256 i; i < 4; ++i) {
             string memory d = string.concat(".deposits[", vm.toString(i), "]");
             uint256 asset = vm.parseJsonUint(json, string.concat(d, ".asset"));
             uint256 value = vm.parseJsonUint(json, string.concat(d, ".value"));
@@ -107,7 +157,7 @@ contract NoxPoolTest is NoxTest {
         vm.assertEq(recipient.balance, 0.5 ether, "recipient paid");
         vm.assertTrue(pool.nullifierSpent(s.nullifier), "nullifier spent");
         vm.assertEq(uint256(pool.queued()), 1, "change queued");
-        vm.assertEq(address(pool).balance, 2.5 ether, "pool keeps the rest");
+        vm.assertEq(address(pool).balance, 3.5 ether, "pool keeps the rest");
     }
 
     function test_relay_pays_the_relayer_then_calls_as_the_executor() public {
@@ -146,13 +196,52 @@ contract NoxPoolTest is NoxTest {
         uint256[] memory rest = new uint256[](1);
         rest[0] = pending[2];
         pool.flush(rest, 1);
-        vm.assertEq(pool.nextIndex(), 6, "three deposits and three change notes");
-        string[] memory leaves = new string[](6);
+        vm.assertEq(pool.nextIndex(), 7, "four deposits and three change notes");
+        string[] memory leaves = new string[](7);
+        for (uint256 i; i < 4; ++i) {
+            leaves[i] = vm.toString(
+                bytes32(vm.parseJsonUint(json, string.concat(".deposits[", vm.toString(i), "].commitment")))
+            );
+        }
         for (uint256 i; i < 3; ++i) {
-            leaves[i] = vm.toString(bytes32(vm.parseJsonUint(json, string.concat(".deposits[", vm.toString(i), "].commitment"))));
-            leaves[3 + i] = vm.toString(bytes32(pending[i]));
+            leaves[4 + i] = vm.toString(bytes32(pending[i]));
         }
         vm.assertEq(pool.currentRoot(), _rustRoot(leaves), "root = Rust root");
+    }
+
+    /// @notice The relay's own gas (execution gas, as forge's gas report counts it: no
+    ///         intrinsic 21,000 or calldata) in steady state: the queue's storage words
+    ///         and the relayer's account already exist, and the call does nothing.
+    function test_gas_relay_excluding_the_action_is_under_300k() public {
+        _relay("relayEth");
+        NoxPool.SpendInputs memory s = _inputs("relayNoop");
+        uint256[8] memory p = _proof("relayNoop");
+        bytes memory data = _data("relayNoop");
+        vm.prank(relayer);
+        uint256 g = gasleft();
+        (bool ok,) = pool.relay(p, s, address(noop), data);
+        uint256 used = g - gasleft();
+        vm.assertTrue(ok, "noop call succeeded");
+        log(string.concat("relay gas (steady state, no-op call): ", vm.toString(used)));
+        vm.assertLe(used, 300_000, "relay under 300k gas");
+    }
+
+    /// @notice A relayed call cannot re-enter the pool, and its failure does not undo
+    ///         the payment or the spend.
+    function test_relayed_call_cannot_reenter_and_its_failure_keeps_the_payment() public {
+        vm.etch(address(noop), type(ReentrantNoop).runtimeCode);
+        NoxPool.SpendInputs memory s = _inputs("relayNoop");
+        vm.prank(relayer);
+        (bool ok, bytes memory result) = pool.relay(_proof("relayNoop"), s, address(noop), _data("relayNoop"));
+        vm.assertFalse(ok, "the call failed");
+        vm.assertEq(
+            keccak256(result),
+            keccak256(abi.encodeWithSignature("Error(string)", "all re-entries refused")),
+            "every re-entry was refused"
+        );
+        vm.assertEq(relayer.balance, 0.01 ether, "relayer paid anyway");
+        vm.assertTrue(pool.nullifierSpent(s.nullifier), "spent anyway");
+        vm.assertEq(uint256(pool.queued()), 1, "change queued");
     }
 
     // ---------------------------------------------------------------------- reverts

@@ -25,7 +25,9 @@ use nox_circuits::solidity::{poseidon_library, tree_constants, verifier};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] | fixtures [--check] [--out FILE]");
+    eprintln!(
+        "usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] | fixtures [--check] [--out FILE]"
+    );
     ExitCode::from(2)
 }
 
@@ -130,8 +132,8 @@ fn main() -> ExitCode {
         }
         Some("tree-root") => tree_root(&args[1..]),
         Some("fixtures") => {
-            let out = flag(&args, "--out")
-                .map_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json"), PathBuf::from);
+            let out =
+                flag(&args, "--out").map_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json"), PathBuf::from);
             fixtures(&out, args.iter().any(|a| a == "--check"))
         }
         _ => usage(),

@@ -25,6 +25,7 @@ interface Vm {
     function envOr(string calldata name, uint256 defaultValue) external view returns (uint256);
     function envOr(string calldata name, address defaultValue) external view returns (address);
     function deal(address account, uint256 newBalance) external;
+    function etch(address target, bytes calldata newRuntimeBytecode) external;
     function expectRevert() external;
     function readFile(string calldata path) external view returns (string memory data);
     function projectRoot() external view returns (string memory path);
