@@ -171,6 +171,12 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
     }))
 }
 
+/// The fixtures as the committed file's text (pretty JSON and a newline).
+pub fn generate_text(keys: &Keys) -> Result<String, ProofError> {
+    let v = generate(keys)?;
+    Ok(format!("{}\n", serde_json::to_string_pretty(&v).map_err(|e| ProofError::Snark(e.to_string()))?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,10 +194,4 @@ mod tests {
             "0x343c43a37d37dff08ae8c4a11544c718abb4fcf8".parse::<Address>().unwrap()
         );
     }
-}
-
-/// The fixtures as the committed file's text (pretty JSON and a newline).
-pub fn generate_text(keys: &Keys) -> Result<String, ProofError> {
-    let v = generate(keys)?;
-    Ok(format!("{}\n", serde_json::to_string_pretty(&v).map_err(|e| ProofError::Snark(e.to_string()))?))
 }
