@@ -119,13 +119,20 @@ library SpendVerifier {{
     /// C.x, C.y]) proves the spend circuit for `input`. Reverts on an input
     /// outside the scalar field and on a malformed proof.
     function verify(uint256[8] calldata proof, uint256[{n}] memory input) internal view returns (bool) {{
-        for (uint256 i; i < {n}; ++i) {{
-            if (input[i] >= SCALAR_MODULUS) revert InputOutOfField(i);
-        }}
-        for (uint256 i; i < 8; ++i) {{
-            if (proof[i] >= BASE_MODULUS) revert MalformedProof();
-        }}
-        bool ok = true;
+"#
+    );
+    for i in 0..n {
+        let _ = writeln!(s, "        if (input[{i}] >= SCALAR_MODULUS) revert InputOutOfField({i});");
+    }
+    let words: Vec<String> = (0..8).map(|i| format!("proof[{i}] >= BASE_MODULUS")).collect();
+    let _ = writeln!(
+        s,
+        "        if (\n            {}\n        ) revert MalformedProof();",
+        words.join("\n                || ")
+    );
+    let _ = write!(
+        s,
+        r#"        bool ok = true;
         bool accepted;
         assembly ("memory-safe") {{
             let m := mload(0x40)
@@ -138,13 +145,17 @@ library SpendVerifier {{
     for i in 0..n {
         let _ = write!(
             s,
-            r#"            mstore(q, IC{k}_X)
-            mstore(add(q, 0x20), IC{k}_Y)
-            mstore(add(q, 0x40), mload(add(input, 0x{off:x})))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            r#"            // input {i}: a zero contributes nothing (the asset of ETH, say)
+            let x{i} := mload(add(input, 0x{off:x}))
+            if x{i} {{
+                mstore(q, IC{k}_X)
+                mstore(add(q, 0x20), IC{k}_Y)
+                mstore(add(q, 0x40), x{i})
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }}
 "#,
             k = i + 1,
             off = i * 32,

@@ -25,10 +25,15 @@ contract NoxExecutor {
         pool = msg.sender;
     }
 
-    /// @notice Calls `target` with `data` and no value; returns how it went.
-    function execute(address target, bytes calldata data) external returns (bool ok, bytes memory result) {
+    /// @notice Calls `target` with `data`, no value and all remaining gas; returns
+    ///         whether the call succeeded. Its return data is not copied.
+    function execute(address target, bytes calldata data) external returns (bool ok) {
         if (msg.sender != pool) revert OnlyPool();
-        (ok, result) = target.call(data);
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            calldatacopy(m, data.offset, data.length)
+            ok := call(gas(), target, 0, m, data.length, 0, 0)
+        }
     }
 }
 
@@ -38,16 +43,16 @@ contract NoxExecutor {
 ///         tree; a zero-knowledge proof of the spend circuit spends a note,
 ///         either to withdraw or to pay the exit node (`relay`) that submits a
 ///         user's call.
-/// @dev Formulas (docs/protocol.md, "Shielded pool"):
+/// @dev Formulas (docs/protocol.md §11):
 ///      * commitment = PoseidonT4(asset, value, secret), secret = Poseidon(owner, blinding);
 ///      * execution hash = keccak256(abi.encode(chainid, pool, target, keccak256(data))) mod r;
 ///      * tree: depth 20, empty leaf 0, nodes PoseidonT3(left, right).
-///      Deposits insert their commitment at once. The change notes of spends are
-///      queued (a keccak chain over the queue, two storage words) and inserted by
-///      `flush`, which anyone may call: inserting a leaf costs twenty Poseidon
-///      hashes (~0.5 M gas), which would otherwise dominate every paid relay.
-///      Every root the tree ever had is accepted (the nullifier set prevents
-///      double spends whatever the root).
+///      Deposits insert their commitment at once. A spend writes one storage word:
+///      `nullifiers[n]` becomes the change commitment, which marks the note spent and
+///      leaves the change pending; `flush` inserts pending change notes and sets their
+///      word to 1. Inserting a leaf costs twenty Poseidon hashes (~0.5 M gas), which
+///      would otherwise dominate every paid relay. Every root the tree ever had is
+///      accepted (the nullifier set prevents double spends whatever the root).
 contract NoxPool is ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -64,6 +69,8 @@ contract NoxPool is ReentrancyGuardTransient {
 
     uint256 internal constant SCALAR_MODULUS = SpendVerifier.SCALAR_MODULUS;
     uint256 internal constant MAX_LEAVES = 2 ** NoxTree.DEPTH;
+    /// @dev `nullifiers[n]` of a spent note whose change note is in the tree.
+    uint256 internal constant INSERTED = 1;
 
     /// @notice Executes relayed calls (see NoxExecutor).
     NoxExecutor public immutable executor;
@@ -74,25 +81,25 @@ contract NoxPool is ReentrancyGuardTransient {
     uint256 public currentRoot;
     /// @notice Every root the tree has had.
     mapping(uint256 root => bool) public knownRoots;
-    /// @notice Spent nullifiers.
-    mapping(uint256 nullifier => bool) public nullifierSpent;
+    /// @notice 0: unspent; 1: spent, change note inserted; anything else: spent, and
+    ///         this is the change commitment waiting for `flush`.
+    mapping(uint256 nullifier => uint256) public nullifiers;
     /// @dev Left siblings on the path of the next leaf, by height.
     uint256[20] internal filledSubtrees;
 
-    /// @notice Change commitments queued so far, and how many of them are inserted.
-    uint128 public queued;
-    uint128 public flushed;
-    /// @notice keccak chain over every queued commitment: head = keccak256(head, commitment).
-    bytes32 public queueHead;
-    /// @notice The chain's value after the `flushed` first commitments.
-    bytes32 public flushedHead;
-
     event Deposited(uint256 indexed commitment, uint256 asset, uint256 value, uint256 leafIndex);
     event Inserted(uint256 indexed commitment, uint256 leafIndex, uint256 root);
-    event ChangeQueued(uint256 indexed commitment, uint256 queueIndex);
-    event Withdrawn(uint256 indexed nullifier, address indexed recipient, uint256 asset, uint256 value);
+    event Withdrawn(
+        uint256 indexed nullifier, address indexed recipient, uint256 asset, uint256 value, uint256 changeCommitment
+    );
     event Relayed(
-        uint256 indexed nullifier, address indexed relayer, uint256 asset, uint256 value, address target, bool success
+        uint256 indexed nullifier,
+        address indexed relayer,
+        uint256 asset,
+        uint256 value,
+        uint256 changeCommitment,
+        address target,
+        bool success
     );
 
     error ZeroValue();
@@ -108,7 +115,7 @@ contract NoxPool is ReentrancyGuardTransient {
     error WrongExecution();
     error ZeroTarget();
     error PaymentFailed();
-    error BadQueue();
+    error NothingPending(uint256 nullifier);
 
     constructor() {
         executor = new NoxExecutor();
@@ -152,8 +159,7 @@ contract NoxPool is ReentrancyGuardTransient {
         address recipient = address(uint160(inputs.recipient));
         _spend(proof, inputs);
         _pay(inputs.asset, recipient, inputs.publicValue);
-        _queueChange(inputs.changeCommitment);
-        emit Withdrawn(inputs.nullifier, recipient, inputs.asset, inputs.publicValue);
+        emit Withdrawn(inputs.nullifier, recipient, inputs.asset, inputs.publicValue, inputs.changeCommitment);
     }
 
     /// @notice Pays `inputs.publicValue` to the caller, the exit node relaying a
@@ -165,16 +171,17 @@ contract NoxPool is ReentrancyGuardTransient {
     function relay(uint256[8] calldata proof, SpendInputs calldata inputs, address target, bytes calldata data)
         external
         nonReentrant
-        returns (bool success, bytes memory result)
+        returns (bool success)
     {
         if (target == address(0)) revert ZeroTarget();
         if (inputs.recipient != uint256(uint160(msg.sender))) revert WrongRelayer();
         if (inputs.executionHash != executionHash(target, data)) revert WrongExecution();
         _spend(proof, inputs);
         _pay(inputs.asset, msg.sender, inputs.publicValue);
-        _queueChange(inputs.changeCommitment);
-        (success, result) = executor.execute(target, data);
-        emit Relayed(inputs.nullifier, msg.sender, inputs.asset, inputs.publicValue, target, success);
+        success = executor.execute(target, data);
+        emit Relayed(
+            inputs.nullifier, msg.sender, inputs.asset, inputs.publicValue, inputs.changeCommitment, target, success
+        );
     }
 
     /// @notice keccak256(abi.encode(chainid, this pool, target, keccak256(data))) mod r.
@@ -182,12 +189,18 @@ contract NoxPool is ReentrancyGuardTransient {
         return uint256(keccak256(abi.encode(block.chainid, address(this), target, keccak256(data)))) % SCALAR_MODULUS;
     }
 
-    /// @dev Checks the inputs, verifies the proof and marks the nullifier spent.
+    /// @notice Whether the note with this nullifier has been spent.
+    function nullifierSpent(uint256 nullifier) external view returns (bool) {
+        return nullifiers[nullifier] != 0;
+    }
+
+    /// @dev Checks the inputs and the proof, then marks the nullifier spent and its
+    ///      change note pending, in one storage word.
     function _spend(uint256[8] calldata proof, SpendInputs calldata inputs) internal {
         if (inputs.publicValue > type(uint128).max) revert ValueOverflow();
         if (inputs.asset >> 160 != 0) revert BadAsset();
         if (!knownRoots[inputs.root]) revert UnknownRoot();
-        if (nullifierSpent[inputs.nullifier]) revert NullifierSpent();
+        if (nullifiers[inputs.nullifier] != 0) revert NullifierSpent();
         uint256[7] memory input = [
             inputs.root,
             inputs.nullifier,
@@ -198,16 +211,8 @@ contract NoxPool is ReentrancyGuardTransient {
             inputs.executionHash
         ];
         if (!SpendVerifier.verify(proof, input)) revert InvalidProof();
-        nullifierSpent[inputs.nullifier] = true;
-    }
-
-    function _queueChange(uint256 commitment) internal {
-        uint256 index = queued;
-        queueHead = keccak256(abi.encode(queueHead, commitment));
-        // casting to 'uint128' is safe because each queued commitment costs a proof and a nullifier
-        // forge-lint: disable-next-line(unsafe-typecast)
-        queued = uint128(index + 1);
-        emit ChangeQueued(commitment, index);
+        // A proven change commitment is a Poseidon output: neither 0 nor 1.
+        nullifiers[inputs.nullifier] = inputs.changeCommitment;
     }
 
     function _pay(uint256 asset, address to, uint256 value) internal {
@@ -222,28 +227,17 @@ contract NoxPool is ReentrancyGuardTransient {
         }
     }
 
-    // ------------------------------------------------------------------- queue
+    // ------------------------------------------------------------------- flush
 
-    /// @notice Inserts the first `count` queued change commitments. `pending` must
-    ///         be every queued commitment not yet inserted, in queue order (from
-    ///         the ChangeQueued events); the pool checks it against its chain.
-    function flush(uint256[] calldata pending, uint256 count) external nonReentrant {
-        if (pending.length != queued - flushed || count > pending.length) revert BadQueue();
-        bytes32 head = flushedHead;
-        bytes32 after_;
-        for (uint256 i; i < pending.length; ++i) {
-            head = keccak256(abi.encode(head, pending[i]));
-            if (i + 1 == count) after_ = head;
+    /// @notice Inserts the change notes of these spends (their nullifiers, from the
+    ///         Withdrawn and Relayed events), in this order. Anyone may call it.
+    function flush(uint256[] calldata spent) external nonReentrant {
+        for (uint256 i; i < spent.length; ++i) {
+            uint256 change = nullifiers[spent[i]];
+            if (change <= INSERTED) revert NothingPending(spent[i]);
+            nullifiers[spent[i]] = INSERTED;
+            _insert(change);
         }
-        if (head != queueHead) revert BadQueue();
-        if (count == 0) return;
-        for (uint256 i; i < count; ++i) {
-            _insert(pending[i]);
-        }
-        flushedHead = after_;
-        // casting to 'uint128' is safe because count is at most queued - flushed
-        // forge-lint: disable-next-line(unsafe-typecast)
-        flushed += uint128(count);
     }
 
     // -------------------------------------------------------------------- tree

@@ -54,12 +54,23 @@ library SpendVerifier {
     /// C.x, C.y]) proves the spend circuit for `input`. Reverts on an input
     /// outside the scalar field and on a malformed proof.
     function verify(uint256[8] calldata proof, uint256[7] memory input) internal view returns (bool) {
-        for (uint256 i; i < 7; ++i) {
-            if (input[i] >= SCALAR_MODULUS) revert InputOutOfField(i);
-        }
-        for (uint256 i; i < 8; ++i) {
-            if (proof[i] >= BASE_MODULUS) revert MalformedProof();
-        }
+        if (input[0] >= SCALAR_MODULUS) revert InputOutOfField(0);
+        if (input[1] >= SCALAR_MODULUS) revert InputOutOfField(1);
+        if (input[2] >= SCALAR_MODULUS) revert InputOutOfField(2);
+        if (input[3] >= SCALAR_MODULUS) revert InputOutOfField(3);
+        if (input[4] >= SCALAR_MODULUS) revert InputOutOfField(4);
+        if (input[5] >= SCALAR_MODULUS) revert InputOutOfField(5);
+        if (input[6] >= SCALAR_MODULUS) revert InputOutOfField(6);
+        if (
+            proof[0] >= BASE_MODULUS
+                || proof[1] >= BASE_MODULUS
+                || proof[2] >= BASE_MODULUS
+                || proof[3] >= BASE_MODULUS
+                || proof[4] >= BASE_MODULUS
+                || proof[5] >= BASE_MODULUS
+                || proof[6] >= BASE_MODULUS
+                || proof[7] >= BASE_MODULUS
+        ) revert MalformedProof();
         bool ok = true;
         bool accepted;
         assembly ("memory-safe") {
@@ -68,55 +79,83 @@ library SpendVerifier {
             mstore(m, IC0_X)
             mstore(add(m, 0x20), IC0_Y)
             let q := add(m, 0x40)
-            mstore(q, IC1_X)
-            mstore(add(q, 0x20), IC1_Y)
-            mstore(add(q, 0x40), mload(add(input, 0x0)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
-            mstore(q, IC2_X)
-            mstore(add(q, 0x20), IC2_Y)
-            mstore(add(q, 0x40), mload(add(input, 0x20)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
-            mstore(q, IC3_X)
-            mstore(add(q, 0x20), IC3_Y)
-            mstore(add(q, 0x40), mload(add(input, 0x40)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
-            mstore(q, IC4_X)
-            mstore(add(q, 0x20), IC4_Y)
-            mstore(add(q, 0x40), mload(add(input, 0x60)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
-            mstore(q, IC5_X)
-            mstore(add(q, 0x20), IC5_Y)
-            mstore(add(q, 0x40), mload(add(input, 0x80)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
-            mstore(q, IC6_X)
-            mstore(add(q, 0x20), IC6_Y)
-            mstore(add(q, 0x40), mload(add(input, 0xa0)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
-            mstore(q, IC7_X)
-            mstore(add(q, 0x20), IC7_Y)
-            mstore(add(q, 0x40), mload(add(input, 0xc0)))
-            ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
-            mstore(add(q, 0x40), mload(m))
-            mstore(add(q, 0x60), mload(add(m, 0x20)))
-            ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            // input 0: a zero contributes nothing (the asset of ETH, say)
+            let x0 := mload(add(input, 0x0))
+            if x0 {
+                mstore(q, IC1_X)
+                mstore(add(q, 0x20), IC1_Y)
+                mstore(add(q, 0x40), x0)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
+            // input 1: a zero contributes nothing (the asset of ETH, say)
+            let x1 := mload(add(input, 0x20))
+            if x1 {
+                mstore(q, IC2_X)
+                mstore(add(q, 0x20), IC2_Y)
+                mstore(add(q, 0x40), x1)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
+            // input 2: a zero contributes nothing (the asset of ETH, say)
+            let x2 := mload(add(input, 0x40))
+            if x2 {
+                mstore(q, IC3_X)
+                mstore(add(q, 0x20), IC3_Y)
+                mstore(add(q, 0x40), x2)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
+            // input 3: a zero contributes nothing (the asset of ETH, say)
+            let x3 := mload(add(input, 0x60))
+            if x3 {
+                mstore(q, IC4_X)
+                mstore(add(q, 0x20), IC4_Y)
+                mstore(add(q, 0x40), x3)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
+            // input 4: a zero contributes nothing (the asset of ETH, say)
+            let x4 := mload(add(input, 0x80))
+            if x4 {
+                mstore(q, IC5_X)
+                mstore(add(q, 0x20), IC5_Y)
+                mstore(add(q, 0x40), x4)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
+            // input 5: a zero contributes nothing (the asset of ETH, say)
+            let x5 := mload(add(input, 0xa0))
+            if x5 {
+                mstore(q, IC6_X)
+                mstore(add(q, 0x20), IC6_Y)
+                mstore(add(q, 0x40), x5)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
+            // input 6: a zero contributes nothing (the asset of ETH, say)
+            let x6 := mload(add(input, 0xc0))
+            if x6 {
+                mstore(q, IC7_X)
+                mstore(add(q, 0x20), IC7_Y)
+                mstore(add(q, 0x40), x6)
+                ok := and(ok, staticcall(EC_MUL_GAS, 0x07, q, 0x60, q, 0x40))
+                mstore(add(q, 0x40), mload(m))
+                mstore(add(q, 0x60), mload(add(m, 0x20)))
+                ok := and(ok, staticcall(EC_ADD_GAS, 0x06, q, 0x80, m, 0x40))
+            }
             // e(-A, B) · e(alpha, beta) · e(vk_x, gamma) · e(C, delta) = 1
             let p := add(m, 0x40)
             mstore(p, calldataload(proof))
