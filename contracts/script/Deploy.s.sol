@@ -4,10 +4,14 @@ pragma solidity 0.8.30;
 import {NoxTest} from "../test/utils/NoxTest.sol";
 import {NoxRegistry} from "../src/NoxRegistry.sol";
 import {NoxTestToken} from "../src/NoxTestToken.sol";
+import {NoxPool} from "../src/NoxPool.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
-/// @notice Deploys NoxRegistry (and, unless STAKE_TOKEN is set, a NoxTestToken)
-///         and prints the addresses as one JSON line prefixed with `NOX_DEPLOYMENT=`.
+/// @notice Deploys NoxRegistry (and, unless STAKE_TOKEN is set, a NoxTestToken) and
+///         NoxPool (forge deploys and links its Poseidon libraries first), and prints
+///         the addresses as one JSON line prefixed with `NOX_DEPLOYMENT=`.
+///         The pool's verifier is built from the development keys: not for real funds
+///         (docs/protocol.md §11.6).
 /// @dev Parameters come from the environment, with devnet defaults:
 ///      STAKE_TOKEN (address, default: deploy a test token minting TEST_SUPPLY to the deployer),
 ///      REGISTRY_ADMIN (default: the broadcaster), MIN_STAKE (1000e18),
@@ -32,10 +36,13 @@ contract Deploy is NoxTest {
         // Both casts are range-checked above; the registry checks the values' bounds.
         // forge-lint: disable-next-line(unsafe-typecast)
         NoxRegistry registry = new NoxRegistry(IERC20(tokenAddr), admin, minStake, uint64(delay), uint16(burnBps));
+        NoxPool pool = new NoxPool();
         vm.stopBroadcast();
 
         vm.serializeAddress("deployment", "token", tokenAddr);
         vm.serializeAddress("deployment", "admin", admin);
+        vm.serializeAddress("deployment", "pool", address(pool));
+        vm.serializeAddress("deployment", "executor", address(pool.executor()));
         json = vm.serializeAddress("deployment", "registry", address(registry));
         log(string.concat("NOX_DEPLOYMENT=", json));
     }

@@ -83,10 +83,15 @@ fn hex_bytes(v: &Value) -> Vec<u8> {
 
 /// Sends a transaction from an unlocked anvil account and requires success.
 fn send(url: &str, from: Address, to: Address, data: Vec<u8>) {
+    send_value(url, from, to, data, U256::ZERO);
+}
+
+/// Like `send`, with `value` wei attached.
+fn send_value(url: &str, from: Address, to: Address, data: Vec<u8>, value: U256) {
     let hash = rpc(
         url,
         "eth_sendTransaction",
-        json!([{ "from": from, "to": to, "data": format!("0x{}", hex::encode(data)) }]),
+        json!([{ "from": from, "to": to, "data": format!("0x{}", hex::encode(data)), "value": format!("{value:#x}") }]),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let receipt = loop {
@@ -104,8 +109,8 @@ fn call(url: &str, to: Address, data: Vec<u8>) -> Vec<u8> {
     hex_bytes(&rpc(url, "eth_call", json!([{ "to": to, "data": format!("0x{}", hex::encode(data)) }, "latest"])))
 }
 
-/// Deploys with `contracts/script/Deploy.s.sol` and returns (token, registry).
-fn deploy(url: &str) -> (Address, Address) {
+/// Deploys with `contracts/script/Deploy.s.sol` and returns the printed JSON.
+fn deploy_json(url: &str) -> Value {
     let root = repo_root();
     let out = Command::new(root.join("node_modules/.bin/forge"))
         .current_dir(&root)
@@ -124,8 +129,46 @@ fn deploy(url: &str) -> (Address, Address) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "forge script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let line = stdout.lines().find_map(|l| l.trim().strip_prefix("NOX_DEPLOYMENT=")).expect("deployment line");
-    let v: Value = serde_json::from_str(line).expect("deployment JSON");
+    serde_json::from_str(line).expect("deployment JSON")
+}
+
+/// Deploys and returns (token, registry).
+fn deploy(url: &str) -> (Address, Address) {
+    let v = deploy_json(url);
     (v["token"].as_str().unwrap().parse().unwrap(), v["registry"].as_str().unwrap().parse().unwrap())
+}
+
+fn selector(signature: &str) -> Vec<u8> {
+    keccak256(signature.as_bytes())[..4].to_vec()
+}
+
+/// The deploy script's NoxPool on a real chain (its Poseidon libraries deployed
+/// and linked by forge): deposits move its root exactly as the Rust tree moves.
+#[test]
+fn pool_on_anvil_tracks_the_rust_tree() {
+    use ark_bn254::Fr;
+    use nox_circuits::note::commitment_from_secret;
+    use nox_circuits::poseidon::fr_to_hex;
+    use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
+
+    let anvil = start_anvil();
+    let url = anvil.url.as_str();
+    let v = deploy_json(url);
+    let pool: Address = v["pool"].as_str().unwrap().parse().unwrap();
+    let from: Address = rpc(url, "eth_accounts", json!([])).as_array().unwrap()[1].as_str().unwrap().parse().unwrap();
+    let root = || format!("0x{}", hex::encode(call(url, pool, selector("currentRoot()"))));
+
+    let mut tree = MerkleTree::new(TREE_DEPTH);
+    assert_eq!(root(), fr_to_hex(&tree.root()), "empty root");
+    for (value, secret) in [(1_000_000_000_000_000_000u64, 7u64), (5, 8), (123_456_789, 9)] {
+        let mut data = selector("deposit(uint256)");
+        data.extend_from_slice(&U256::from(secret).to_be_bytes::<32>());
+        send_value(url, from, pool, data, U256::from(value));
+        tree.insert(commitment_from_secret(Fr::from(0u64), Fr::from(value), Fr::from(secret))).unwrap();
+        assert_eq!(root(), fr_to_hex(&tree.root()), "root after depositing {value} wei");
+    }
+    let executor = call(url, pool, selector("executor()"));
+    assert_eq!(&executor[12..], v["executor"].as_str().unwrap().parse::<Address>().unwrap().as_slice());
 }
 
 #[test]
