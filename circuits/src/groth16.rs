@@ -154,6 +154,65 @@ fn satisfies(m: &ConstraintMatrices<Fr>, z: &[Fr]) -> bool {
     m.a.iter().zip(&m.b).zip(&m.c).all(|((a, b), c)| row(a) * row(b) == row(c))
 }
 
+/// Length of an encoded proof: eight 32-byte big-endian words, in the order
+/// `NoxPool` takes them (`[A.x, A.y, B.x.c1, B.x.c0, B.y.c1, B.y.c0, C.x, C.y]`).
+pub const PROOF_LEN: usize = 256;
+
+/// A proof as the 256 bytes a wallet sends to an exit node and the pool takes.
+pub fn encode_proof(proof: &Proof<Bn254>) -> [u8; PROOF_LEN] {
+    use ark_ff::{BigInteger, PrimeField};
+    let words = [proof.a.x, proof.a.y, proof.b.x.c1, proof.b.x.c0, proof.b.y.c1, proof.b.y.c0, proof.c.x, proof.c.y];
+    let mut out = [0u8; PROOF_LEN];
+    for (chunk, w) in out.chunks_exact_mut(32).zip(words) {
+        chunk.copy_from_slice(&w.into_bigint().to_bytes_be());
+    }
+    out
+}
+
+/// Decodes [`encode_proof`]'s bytes, refusing anything that is not a proof's
+/// shape: a wrong length, a coordinate not below the base field modulus, a
+/// point off its curve or outside the prime-order subgroup, or a point at
+/// infinity. An exit node runs this (and [`verify`]) before paying gas for a
+/// relay.
+pub fn decode_proof(bytes: &[u8]) -> Result<Proof<Bn254>, ProofError> {
+    use ark_bn254::{Fq, Fq2, G1Affine, G2Affine};
+    use ark_ff::{BigInteger256, PrimeField};
+    let bad = |reason: &str| ProofError::Decode { what: "proof".into(), reason: reason.into() };
+    if bytes.len() != PROOF_LEN {
+        return Err(bad(&format!("{} bytes, not {PROOF_LEN}", bytes.len())));
+    }
+    let mut w = [Fq::zero(); 8];
+    for (i, chunk) in bytes.chunks_exact(32).enumerate() {
+        let mut limbs = [0u64; 4];
+        for (j, limb) in limbs.iter_mut().enumerate() {
+            let start = 32 - 8 * (j + 1);
+            *limb = u64::from_be_bytes(chunk[start..start + 8].try_into().map_err(|_| bad("short word"))?);
+        }
+        w[i] = Fq::from_bigint(BigInteger256::new(limbs))
+            .ok_or_else(|| bad(&format!("word {i} is not below the base field modulus")))?;
+    }
+    let g1 = |x: Fq, y: Fq, name: &str| {
+        let p = G1Affine::new_unchecked(x, y);
+        if x.is_zero() && y.is_zero() {
+            return Err(bad(&format!("{name} is the point at infinity")));
+        }
+        if !p.is_on_curve() || !p.is_in_correct_subgroup_assuming_on_curve() {
+            return Err(bad(&format!("{name} is not a point of G1")));
+        }
+        Ok(p)
+    };
+    let a = g1(w[0], w[1], "A")?;
+    let b = G2Affine::new_unchecked(Fq2::new(w[3], w[2]), Fq2::new(w[5], w[4]));
+    if b.x.is_zero() && b.y.is_zero() {
+        return Err(bad("B is the point at infinity"));
+    }
+    if !b.is_on_curve() || !b.is_in_correct_subgroup_assuming_on_curve() {
+        return Err(bad("B is not a point of G2"));
+    }
+    let c = g1(w[6], w[7], "C")?;
+    Ok(Proof { a, b, c })
+}
+
 /// Prepares a verifying key for repeated verification.
 pub fn prepare(vk: &VerifyingKey<Bn254>) -> PreparedVerifyingKey<Bn254> {
     ark_groth16::prepare_verifying_key(vk)
@@ -276,6 +335,47 @@ mod tests {
             let mut p = public;
             tamper(&mut p);
             assert!(!verify(&pvk, &p, &proof));
+        }
+    }
+
+    #[test]
+    fn proofs_round_trip_as_bytes_and_hostile_bytes_are_typed_errors() {
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let keys = dev_setup(DEPTH).unwrap();
+        let pvk = prepare(&keys.vk);
+        let (public, circuit) = spend(&mut rng);
+        let proof = prove(&keys, circuit, &mut rng).unwrap();
+        let bytes = encode_proof(&proof);
+        let decoded = decode_proof(&bytes).unwrap();
+        assert_eq!(decoded, proof);
+        assert!(verify(&pvk, &public, &decoded));
+
+        let decode_err = |b: &[u8]| match decode_proof(b) {
+            Err(ProofError::Decode { reason, .. }) => reason,
+            other => panic!("expected a decode error, got {other:?}"),
+        };
+        assert!(decode_err(&bytes[..255]).contains("255 bytes"));
+        assert!(decode_err(&[0u8; 256]).contains("infinity"));
+        let mut b = bytes;
+        b[..32].copy_from_slice(&[0xff; 32]);
+        assert!(decode_err(&b).contains("word 0"));
+        let mut b = bytes;
+        b[63] ^= 1; // A.y changed: off the curve
+        assert!(decode_err(&b).contains("A is not"));
+        let mut b = bytes;
+        b[127] ^= 1; // B.x.c0 changed
+        assert!(decode_err(&b).contains("B is not"));
+        let mut b = bytes;
+        b[255] ^= 1;
+        assert!(decode_err(&b).contains("C is not"));
+        // Random bytes never decode into something that panics, and never verify.
+        let mut rng = ChaCha20Rng::seed_from_u64(14);
+        for _ in 0..200 {
+            let mut junk = [0u8; 256];
+            rand::RngCore::fill_bytes(&mut rng, &mut junk);
+            if let Ok(p) = decode_proof(&junk) {
+                assert!(!verify(&pvk, &public, &p));
+            }
         }
     }
 

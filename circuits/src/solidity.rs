@@ -52,10 +52,8 @@ fn g2(p: &G2Affine) -> [String; 4] {
 /// A proof as the verifier takes it: `[A.x, A.y, B.x.c1, B.x.c0, B.y.c1,
 /// B.y.c0, C.x, C.y]`, each `0x` and 64 hex digits.
 pub fn proof_words(proof: &Proof<Bn254>) -> [String; 8] {
-    let [ax, ay] = g1(&proof.a);
-    let [bx1, bx0, by1, by0] = g2(&proof.b);
-    let [cx, cy] = g1(&proof.c);
-    [ax, ay, bx1, bx0, by1, by0, cx, cy]
+    let bytes = crate::groth16::encode_proof(proof);
+    std::array::from_fn(|i| format!("0x{}", ::hex::encode(&bytes[32 * i..32 * (i + 1)])))
 }
 
 /// The verifier library for `vk`.
