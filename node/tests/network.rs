@@ -356,3 +356,34 @@ async fn connections_over_the_subnet_cap_are_refused_and_counted() {
     assert!(n >= refused, "{line}");
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn packets_to_next_hops_outside_the_topology_are_dropped() {
+    use nox_protocol::NodeId;
+    use nox_protocol::crypto::x25519::MixSecretKey;
+    use nox_protocol::sphinx::{Hop, PacketBuilder};
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
+    let gw = net.layer(0)[0];
+    let client = net.client(gw).await.unwrap();
+    const FORGED: u64 = 12;
+    for _ in 0..FORGED {
+        // A valid Ed25519 key that no topology knows, as the packet's next hop.
+        let id = NodeId(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key().to_bytes());
+        let key = MixSecretKey::generate(&mut rand::rngs::OsRng).public_key();
+        let (epoch, first) = net.hop(0, gw, 0).unwrap();
+        let (_, packet) = PacketBuilder::new(epoch)
+            .forward(&[first, Hop { id, key, delay_us: 0 }], b"nowhere", &mut rand::rngs::OsRng)
+            .unwrap();
+        client.submit(peer(&net, gw), &packet, POW_BITS).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped(&net, gw, "egress", "bad_next_hop") < FORGED && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dropped(&net, gw, "egress", "bad_next_hop"), FORGED);
+    assert_eq!(dropped(&net, gw, "egress", "link_failed"), 0, "no link was even tried");
+    client.shutdown().await;
+    net.shutdown().await;
+}

@@ -175,22 +175,34 @@ fn send_to(
         },
         None => packet,
     };
+    // The sender of a packet chooses its next hop: only a node of the topology
+    // gets a link (and a task), so forged ids cannot make egress grow.
     let (peer, node) = match target {
         Target::Client(peer) => (peer, None),
         Target::Node(id) => match p2p::peer_id_of(&id) {
-            Ok(peer) => (peer, Some(id)),
-            Err(_) => {
+            Ok(peer) if ctx.topology.contains(&id) => (peer, Some(id)),
+            _ => {
                 m.bad_next_hop.inc();
                 return;
             }
         },
     };
+    // Links whose task has ended are forgotten here, so the map holds at most
+    // the topology's nodes and the clients with a live link.
+    links.retain(|_, tx| !tx.is_closed());
     let (tx, rx) = mpsc::channel(cfg.peer_queue.max(1));
     tokio::spawn(run_link(cfg.clone(), ctx.clone(), m.clone(), peer, node, rx));
     if tx.try_send(packet).is_err() {
         m.peer_queue_full.inc();
     }
     links.insert(target, tx);
+}
+
+/// Drops everything queued on a link that cannot send, counting each packet.
+fn shed(rx: &mut mpsc::Receiver<Packet>, m: &EgressMetrics) {
+    while rx.try_recv().is_ok() {
+        m.link_failed.inc();
+    }
 }
 
 /// Reaches `peer`: for a node, dial it at its topology addresses and wait for
@@ -223,7 +235,8 @@ async fn connect(
 /// cannot be reached, drop the packet in hand and everything queued behind it
 /// (counted as `link_failed`), back off, and try again with the next packet.
 /// A link gives up after three failures in a row (egress starts a new one on
-/// the next packet), a client link after one.
+/// the next packet); a client link ends as soon as it cannot connect or its
+/// stream breaks.
 async fn run_link(
     cfg: EgressConfig,
     ctx: EgressContext,
@@ -265,13 +278,17 @@ async fn run_link(
                         Err(mpsc::error::TryRecvError::Disconnected) => return,
                     };
                 }
+                // A client's connection is gone with its stream: the link ends
+                // (and egress forgets it) rather than wait for a client that left.
+                if node.is_none() {
+                    shed(&mut rx, &m);
+                    return;
+                }
             }
             None => {
                 failures += 1;
                 m.link_failed.inc();
-                while rx.try_recv().is_ok() {
-                    m.link_failed.inc();
-                }
+                shed(&mut rx, &m);
                 if failures >= 3 || node.is_none() {
                     return;
                 }
