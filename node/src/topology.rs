@@ -1,16 +1,19 @@
 //! The node's view of the network: who exists, in which layer, on which
 //! addresses, and with which mix key in which epoch.
 //!
-//! Two sources feed it. `[[topology.nodes]]` in the configuration names nodes
-//! (id, layer, addresses) before anything else is known; signed descriptors
-//! received over GossipSub or on request add each node's epoch keys (and may
-//! announce a node the configuration did not list). The chain watcher replaces
-//! the static list with NoxRegistry's records; everything downstream — egress
-//! dialling a next hop, cover traffic picking a route, `/topology` — reads only
-//! this type, so that change stays local.
+//! Two sources feed it. `[[topology.nodes]]` in the configuration names the
+//! nodes (id, layer, addresses); signed descriptors received over GossipSub or
+//! on request add each named node's epoch keys. A descriptor cannot add a node:
+//! one from an identity not on record is refused (`unknown_node`), so nobody
+//! joins the routes, the admitted tier or `/topology` by signing its own
+//! descriptor. The chain watcher replaces the static list with NoxRegistry's
+//! records; everything downstream — egress dialling a next hop, cover traffic
+//! picking a route, `/topology` — reads only this type, so that change stays
+//! local.
 //!
-//! Invariant: every descriptor held here verified under its node id, and is for
-//! the current or the next epoch (older ones are pruned at each rotation).
+//! Invariant: every descriptor held here verified under its node id, names a
+//! node on record, and is for the current or the next epoch (older ones are
+//! pruned at each rotation).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -45,6 +48,9 @@ pub enum DescriptorRejection {
         /// Our current epoch.
         current: u64,
     },
+    /// The identity it names is not on record (configuration, later the chain).
+    #[error("descriptor from a node that is not on record")]
+    UnknownNode,
     /// A known node announced a different layer than the one on record.
     #[error("descriptor layer {claimed} disagrees with recorded layer {recorded}")]
     LayerMismatch {
@@ -67,20 +73,11 @@ impl DescriptorRejection {
             DescriptorRejection::BadSignature => "bad_signature",
             DescriptorRejection::Stale { .. } => "stale",
             DescriptorRejection::Future { .. } => "future",
+            DescriptorRejection::UnknownNode => "unknown_node",
             DescriptorRejection::LayerMismatch { .. } => "layer_mismatch",
             DescriptorRejection::Conflict => "conflict",
         }
     }
-}
-
-/// Where a node's record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// The configuration file.
-    Static,
-    /// Only a signed descriptor.
-    Descriptor,
 }
 
 /// What the node knows about one other node.
@@ -90,8 +87,6 @@ pub struct NodeRecord {
     pub layer: u8,
     /// Addresses to dial.
     pub addresses: Vec<Multiaddr>,
-    /// Where the record came from.
-    pub source: Source,
     /// Verified descriptors by epoch.
     pub descriptors: BTreeMap<u64, MixDescriptor>,
 }
@@ -114,12 +109,10 @@ impl Topology {
         let rec = nodes.entry(id).or_insert_with(|| NodeRecord {
             layer,
             addresses: Vec::new(),
-            source: Source::Static,
             descriptors: BTreeMap::new(),
         });
         rec.layer = layer;
         rec.addresses = addresses;
-        rec.source = Source::Static;
     }
 
     /// Verifies and records an encoded descriptor. Returns `true` when it was
@@ -129,7 +122,8 @@ impl Topology {
         self.accept_descriptor(d, current_epoch)
     }
 
-    /// Verifies and records a descriptor.
+    /// Verifies and records a descriptor. The cheap checks (epoch, identity on
+    /// record, layer, an exact repeat) come before the signature.
     pub fn accept_descriptor(&self, d: MixDescriptor, current_epoch: u64) -> Result<bool, DescriptorRejection> {
         if d.epoch < current_epoch {
             return Err(DescriptorRejection::Stale { epoch: d.epoch, current: current_epoch });
@@ -137,26 +131,28 @@ impl Topology {
         if d.epoch > current_epoch.saturating_add(1) {
             return Err(DescriptorRejection::Future { epoch: d.epoch, current: current_epoch });
         }
+        {
+            let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+            let rec = nodes.get(&d.node_id).ok_or(DescriptorRejection::UnknownNode)?;
+            if rec.layer != d.layer {
+                return Err(DescriptorRejection::LayerMismatch { claimed: d.layer, recorded: rec.layer });
+            }
+            if rec.descriptors.get(&d.epoch) == Some(&d) {
+                return Ok(false);
+            }
+        }
         d.verify().map_err(|_| DescriptorRejection::BadSignature)?;
-        let addresses: Vec<Multiaddr> = d.addresses.iter().filter_map(|a| a.parse().ok()).collect();
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
-        let rec = nodes.entry(d.node_id).or_insert_with(|| NodeRecord {
-            layer: d.layer,
-            addresses: addresses.clone(),
-            source: Source::Descriptor,
-            descriptors: BTreeMap::new(),
-        });
-        if rec.layer != d.layer {
-            return Err(DescriptorRejection::LayerMismatch { claimed: d.layer, recorded: rec.layer });
+        // Looked up again: the record may have changed while the signature was checked.
+        let rec = nodes.get_mut(&d.node_id).ok_or(DescriptorRejection::UnknownNode)?;
+        match rec.descriptors.get(&d.epoch) {
+            Some(existing) if existing.mix_key == d.mix_key => Ok(false),
+            Some(_) => Err(DescriptorRejection::Conflict),
+            None => {
+                rec.descriptors.insert(d.epoch, d);
+                Ok(true)
+            }
         }
-        if let Some(existing) = rec.descriptors.get(&d.epoch) {
-            return if existing.mix_key == d.mix_key { Ok(false) } else { Err(DescriptorRejection::Conflict) };
-        }
-        if rec.source == Source::Descriptor && !addresses.is_empty() {
-            rec.addresses = addresses;
-        }
-        rec.descriptors.insert(d.epoch, d);
-        Ok(true)
     }
 
     /// Drops descriptors for epochs before `current_epoch`.
@@ -165,7 +161,6 @@ impl Topology {
         for rec in nodes.values_mut() {
             rec.descriptors.retain(|e, _| *e >= current_epoch);
         }
-        nodes.retain(|_, r| r.source == Source::Static || !r.descriptors.is_empty());
     }
 
     /// Whether the node is known at all.
@@ -225,7 +220,6 @@ impl Topology {
                 serde_json::json!({
                     "node_id": format!("0x{}", hex::encode(id.0)),
                     "layer": r.layer,
-                    "source": r.source,
                     "addresses": r.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "descriptors": r.descriptors.values().map(|d| serde_json::json!({
                         "epoch": d.epoch,

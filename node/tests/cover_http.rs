@@ -285,7 +285,7 @@ fn signed(epoch: u64, layer: u8) -> MixDescriptor {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn forged_stale_and_future_descriptors_are_rejected_and_counted() {
+async fn forged_stale_future_and_unknown_descriptors_are_rejected_and_counted() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
@@ -300,22 +300,26 @@ async fn forged_stale_and_future_descriptors_are_rejected_and_counted() {
     forged[1..33].copy_from_slice(&victim.0);
     let stale = signed(epoch - 1, 1).encode();
     let future = signed(epoch + 2, 1).encode();
+    // Well formed and validly signed, for the current epoch, by an identity no
+    // topology lists: it must not make its signer a node.
+    let unknown = signed(epoch, 1).encode();
 
     // Directly against the topology view.
     let t = &g.topology;
     assert!(matches!(t.accept_descriptor_bytes(&forged, epoch), Err(DescriptorRejection::BadSignature)));
     assert!(matches!(t.accept_descriptor_bytes(&stale, epoch), Err(DescriptorRejection::Stale { .. })));
     assert!(matches!(t.accept_descriptor_bytes(&future, epoch), Err(DescriptorRejection::Future { .. })));
+    assert!(matches!(t.accept_descriptor_bytes(&unknown, epoch), Err(DescriptorRejection::UnknownNode)));
 
     // End to end: a connected peer gossips them to the entry node.
     let peer = net.client(gw).await.unwrap();
-    let outcomes = ["bad_signature", "stale", "future"];
+    let outcomes = ["bad_signature", "stale", "future", "unknown_node"];
     let counted = |outcome: &'static str| g.metrics.event("descriptor", outcome).get();
     let deadline = Instant::now() + Duration::from_secs(15);
     while outcomes.iter().any(|o| counted(o) == 0) && Instant::now() < deadline {
         // Publishing fails until the subscriptions are exchanged; a repeat of
         // a message that went out is a GossipSub duplicate and is not sent.
-        for data in [&forged, &stale, &future] {
+        for data in [&forged, &stale, &future, &unknown] {
             peer.p2p.command(Command::Publish { topic: DESCRIPTOR_TOPIC, data: data.clone() }).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
