@@ -6,6 +6,7 @@
 //! [`RunningNode`] whose [`RunningNode::shutdown`] stops all of it and releases
 //! the database (so a test can start the same node again on the same data).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,7 @@ use nox_protocol::descriptor::EpochClock;
 use nox_protocol::fragment::ReassemblyLimits;
 use nox_protocol::pow::POW_NONCE_LEN;
 use nox_protocol::sphinx::PACKET_LEN;
+use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, StaticAdmission};
@@ -268,10 +270,27 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
             .map_err(|e| NodeError::Config(format!("stream protocol registered twice: {e}")))?;
         let ingest = ingest.clone();
         let peers = peers.clone();
-        let metrics = metrics.clone();
+        let not_admitted = metrics.dropped("ingest", "stream_not_admitted");
+        let too_many = metrics.dropped("ingest", "too_many_streams");
+        let truncated = metrics.dropped("ingest", "truncated_frame");
+        let open: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
         tasks.push(tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
-                tokio::spawn(read_stream(peer, stream, submit, ingest.clone(), peers.clone(), metrics.clone()));
+                // Only an admitted peer gets a reader (and its frame buffer),
+                // and only a few at a time.
+                if peers.admitted(&peer).is_none() {
+                    not_admitted.inc();
+                    continue;
+                }
+                let Some(slot) = StreamSlot::take(&open, peer) else {
+                    too_many.inc();
+                    continue;
+                };
+                let (ingest, peers, truncated) = (ingest.clone(), peers.clone(), truncated.clone());
+                tokio::spawn(async move {
+                    read_stream(peer, stream, submit, &ingest, &peers, &truncated).await;
+                    drop(slot);
+                });
             }
         }));
     }
@@ -352,18 +371,51 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     })
 }
 
+/// Most inbound streams of one protocol one peer may have open at once (a
+/// sender needs one; a second covers a reconnection).
+pub const MAX_STREAMS_PER_PEER: usize = 2;
+
+/// One of a peer's [`MAX_STREAMS_PER_PEER`] stream slots, given back on drop.
+struct StreamSlot {
+    open: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl StreamSlot {
+    fn take(open: &Arc<std::sync::Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut map = open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(peer).or_insert(0);
+        if *n >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { open: open.clone(), peer })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let std::collections::hash_map::Entry::Occupied(mut n) = map.entry(self.peer) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+}
+
 /// Reads fixed-size frames from one inbound stream into ingest until the
 /// stream ends, breaks, or the peer turns out not to be admitted.
 async fn read_stream(
     peer: PeerId,
     mut stream: Stream,
     submit: bool,
-    ingest: Arc<IngestStage>,
-    peers: Arc<PeerTable>,
-    metrics: Metrics,
+    ingest: &IngestStage,
+    peers: &PeerTable,
+    truncated: &Counter,
 ) {
     let frame_len = if submit { PACKET_LEN + POW_NONCE_LEN } else { PACKET_LEN };
-    let truncated = metrics.dropped("ingest", "truncated_frame");
     loop {
         let mut frame = vec![0u8; frame_len];
         let mut filled = 0;

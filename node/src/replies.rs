@@ -8,8 +8,10 @@
 //! could tell anyway by watching its own link to the client — but not from
 //! where, and not what: the body is encrypted to the client's SURB keys.
 //!
-//! Bounds: at most `capacity` stored replies and `capacity` claims; both age
-//! out after `ttl`.
+//! Bounds: at most `capacity` stored replies and `capacity` claims, of which
+//! one client holds at most [`MAX_CLAIMS_PER_CLIENT`]; both age out after
+//! `ttl`, and a client's claims go when it disconnects. Claiming an id that is
+//! already claimed changes nothing, so repeating a claim cannot grow anything.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -17,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use nox_protocol::sphinx::Packet;
+
+/// Most claims one client holds at once (one claim request carries at most
+/// this many too), so that no client can take the whole mailbox.
+pub const MAX_CLAIMS_PER_CLIENT: usize = crate::p2p::MAX_REPLY_CLAIMS;
 
 /// What to do with a reply.
 pub enum Delivery {
@@ -31,6 +37,9 @@ pub enum Delivery {
     Stored,
     /// The mailbox is full; the reply is dropped.
     Full,
+    /// A reply for this SURB id is already waiting (a SURB is single-use);
+    /// this one is dropped.
+    Duplicate,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -39,6 +48,7 @@ impl std::fmt::Debug for Delivery {
             Delivery::Push { .. } => "Delivery::Push",
             Delivery::Stored => "Delivery::Stored",
             Delivery::Full => "Delivery::Full",
+            Delivery::Duplicate => "Delivery::Duplicate",
         })
     }
 }
@@ -49,6 +59,21 @@ struct Inner {
     stored_order: VecDeque<([u8; 32], Instant)>,
     claims: HashMap<[u8; 32], (PeerId, Instant)>,
     claim_order: VecDeque<([u8; 32], Instant)>,
+    claims_per_client: HashMap<PeerId, usize>,
+}
+
+impl Inner {
+    /// Removes the claim on `id`, keeping the per-client count.
+    fn remove_claim(&mut self, id: &[u8; 32]) -> Option<PeerId> {
+        let (client, _) = self.claims.remove(id)?;
+        if let std::collections::hash_map::Entry::Occupied(mut n) = self.claims_per_client.entry(client) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+        Some(client)
+    }
 }
 
 /// The mailbox. Shared behind an `Arc`.
@@ -86,7 +111,7 @@ impl ReplyMailbox {
             }
             inner.claim_order.pop_front();
             if inner.claims.get(&id).is_some_and(|(_, t)| *t == at) {
-                inner.claims.remove(&id);
+                inner.remove_claim(&id);
             }
         }
     }
@@ -97,10 +122,13 @@ impl ReplyMailbox {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         self.expire(&mut inner, now);
         // A SURB is single-use: the claim is consumed by its reply.
-        if let Some((client, _)) = inner.claims.remove(&surb_id) {
+        if let Some(client) = inner.remove_claim(&surb_id) {
             return Delivery::Push { client, packet };
         }
-        if inner.stored.len() >= self.capacity || inner.stored.contains_key(&surb_id) {
+        if inner.stored.contains_key(&surb_id) {
+            return Delivery::Duplicate;
+        }
+        if inner.stored.len() >= self.capacity {
             return Delivery::Full;
         }
         inner.stored.insert(surb_id, (now, packet));
@@ -117,10 +145,15 @@ impl ReplyMailbox {
         for id in ids {
             if let Some((_, p)) = inner.stored.remove(id) {
                 ready.push(p);
-            } else if inner.claims.len() < self.capacity {
-                inner.claims.insert(*id, (client, now));
-                inner.claim_order.push_back((*id, now));
+                continue;
             }
+            let held = inner.claims_per_client.get(&client).copied().unwrap_or(0);
+            if inner.claims.contains_key(id) || inner.claims.len() >= self.capacity || held >= MAX_CLAIMS_PER_CLIENT {
+                continue;
+            }
+            inner.claims.insert(*id, (client, now));
+            inner.claim_order.push_back((*id, now));
+            *inner.claims_per_client.entry(client).or_insert(0) += 1;
         }
         ready
     }
@@ -128,7 +161,12 @@ impl ReplyMailbox {
     /// Forgets every claim of a client that disconnected.
     pub fn forget_client(&self, client: &PeerId) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.claims_per_client.remove(client).is_none() {
+            return;
+        }
         inner.claims.retain(|_, (c, _)| c != client);
+        let Inner { claims, claim_order, .. } = &mut *inner;
+        claim_order.retain(|(id, _)| claims.contains_key(id));
     }
 
     /// Stored replies and claims: (stored, claims).
@@ -155,6 +193,36 @@ mod tests {
         assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Push { client, .. } if client == c));
         // Single use: a second reply for the same id is stored, not pushed.
         assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Stored));
+        // A third, while the second waits, is a duplicate.
+        assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Duplicate));
+    }
+
+    #[test]
+    fn repeated_claims_grow_nothing_and_one_client_cannot_take_every_slot() {
+        let mb = ReplyMailbox::new(MAX_CLAIMS_PER_CLIENT * 2, Duration::from_secs(60));
+        let (greedy, other) = (PeerId::random(), PeerId::random());
+        for _ in 0..50 {
+            mb.claim(greedy, &[[7; 32]; 100]);
+        }
+        {
+            let inner = mb.inner.lock().unwrap();
+            assert_eq!((inner.claims.len(), inner.claim_order.len()), (1, 1));
+        }
+        let ids: Vec<[u8; 32]> = (0..MAX_CLAIMS_PER_CLIENT as u32 * 2)
+            .map(|n| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                id[31] = 1;
+                id
+            })
+            .collect();
+        mb.claim(greedy, &ids);
+        assert_eq!(mb.sizes().1, MAX_CLAIMS_PER_CLIENT, "one client holds at most its share");
+        mb.claim(other, &[[8; 32]]);
+        assert_eq!(mb.sizes().1, MAX_CLAIMS_PER_CLIENT + 1, "another client still gets a slot");
+        mb.forget_client(&greedy);
+        let inner = mb.inner.lock().unwrap();
+        assert_eq!((inner.claims.len(), inner.claim_order.len(), inner.claims_per_client.len()), (1, 1, 1));
     }
 
     #[test]

@@ -387,3 +387,56 @@ async fn packets_to_next_hops_outside_the_topology_are_dropped() {
     client.shutdown().await;
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_need_admission_and_each_peer_gets_only_a_few() {
+    use nox_node::node::MAX_STREAMS_PER_PEER;
+    use nox_node::p2p::{self, Command, SUBMIT_PROTOCOL};
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
+    let gw = net.layer(0)[0];
+    let gwp = peer(&net, gw);
+    let addrs = net.nodes[gw].running.as_ref().unwrap().listen_addrs.clone();
+
+    // A peer that never says Hello gets no reader.
+    let (handle, _events, task) =
+        p2p::spawn(libp2p::identity::Keypair::generate_ed25519(), p2p::P2pConfig::default()).unwrap();
+    handle.command(Command::Dial { peer: gwp, addrs }).await.unwrap();
+    let mut control = handle.streams.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _unadmitted = loop {
+        match control.open_stream(gwp, SUBMIT_PROTOCOL).await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("no stream: {e}"),
+        }
+    };
+    // An admitted client: its streams beyond the allowance are refused.
+    let client = net.client(gw).await.unwrap();
+    let mut control = client.p2p.streams.clone();
+    let mut held = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_PEER + 2 {
+        held.push(control.open_stream(gwp, SUBMIT_PROTOCOL).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = |net: &LocalNet| {
+        dropped(net, gw, "ingest", "stream_not_admitted") == 1 && dropped(net, gw, "ingest", "too_many_streams") == 2
+    };
+    while !done(&net) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(done(&net), "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+    // Closing streams frees the slots: the client is served again.
+    drop(held);
+    let (_, fwd) = net.route(&[gw, net.layer(1)[0], net.layer(2)[0]], 0).unwrap();
+    let (epoch, back) = net.route(&[net.layer(1)[0], gw], 0).unwrap();
+    let req = echo_request(epoch, &fwd, &back, 1, b"slots".to_vec()).unwrap();
+    assert_eq!(
+        req.round_trip(&client, gwp, POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
+        Some(&b"slots"[..])
+    );
+    task.abort();
+    client.shutdown().await;
+    net.shutdown().await;
+}

@@ -76,6 +76,7 @@ struct EgressMetrics {
     bad_next_hop: Counter,
     exit_full: Counter,
     mailbox_full: Counter,
+    reply_duplicate: Counter,
     local_full: Counter,
     link_failed: Counter,
 }
@@ -100,6 +101,7 @@ impl EgressStage {
             bad_next_hop: ctx.metrics.dropped("egress", "bad_next_hop"),
             exit_full: ctx.metrics.dropped("egress", "exit_queue_full"),
             mailbox_full: ctx.metrics.dropped("egress", "reply_mailbox_full"),
+            reply_duplicate: ctx.metrics.dropped("egress", "reply_duplicate"),
             local_full: ctx.metrics.dropped("egress", "local_queue_full"),
             link_failed: ctx.metrics.dropped("egress", "link_failed"),
         });
@@ -138,6 +140,9 @@ impl EgressStage {
                     }
                     Delivery::Full => {
                         m.mailbox_full.inc();
+                    }
+                    Delivery::Duplicate => {
+                        m.reply_duplicate.inc();
                     }
                 },
             }
