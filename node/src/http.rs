@@ -51,16 +51,28 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    let (nodes, clients) = s.peers.counts();
+fn health_body(s: &ApiState) -> serde_json::Value {
     let epoch = s.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
-    Json(serde_json::json!({
+    serde_json::json!({
         "status": "ok",
         "node_id": format!("0x{}", hex::encode(s.node_id.0)),
         "layer": s.layer,
         "epoch": epoch,
-        "peers": { "node": nodes, "client": clients },
-    }))
+    })
+}
+
+/// Admin `/health`: also the peer counts by tier.
+async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let (nodes, clients) = s.peers.counts();
+    let mut body = health_body(&s);
+    body["peers"] = serde_json::json!({ "node": nodes, "client": clients });
+    Json(body)
+}
+
+/// Public `/health`: no peer counts. Polled from outside, the number of
+/// connected clients would show when each client comes and goes.
+async fn public_health(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(health_body(&s))
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
@@ -91,7 +103,7 @@ pub fn admin_router(state: ApiState) -> Router {
 
 /// The public router.
 pub fn public_router(state: ApiState) -> Router {
-    Router::new().route("/health", get(health)).route("/topology", get(topology)).with_state(state)
+    Router::new().route("/health", get(public_health)).route("/topology", get(topology)).with_state(state)
 }
 
 /// Binds `addr` and serves `router`; returns the bound address and the task.

@@ -252,6 +252,7 @@ async fn http_endpoints_report_state_but_nothing_about_users() {
     let public = format!("http://{}", running(&net, gw).public_http_addr.expect("public listener"));
     let health = get_json(format!("{public}/health")).await;
     assert_eq!(health["status"], "ok");
+    assert!(health.get("peers").is_none(), "public /health shows no peer counts: {health}");
     let topology = get_json(format!("{public}/topology")).await;
     assert_eq!(topology["nodes"].as_array().unwrap().len(), 3);
     let (status, _) = get(format!("{public}/metrics")).await;
