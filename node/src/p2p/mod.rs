@@ -26,6 +26,7 @@
 
 pub mod limits;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -435,19 +436,62 @@ pub fn spawn(
     Ok((P2pHandle { peer_id, commands: cmd_tx, streams, listen: listen_rx }, ev_rx, task))
 }
 
+/// Where the swarm task puts its events. The queue to the owner is bounded;
+/// when it is full, gossip is dropped (a peer flooding the topics must not
+/// crowd out anything else), while every other event — connections, dial
+/// failures, requests, responses — waits in a local backlog, in order, so that
+/// the peer table, the handshake and the reply claims never miss one. The
+/// backlog only holds events of connections and requests, which the connection
+/// caps and the request-response limits bound.
+struct EventOut {
+    tx: mpsc::Sender<Event>,
+    backlog: VecDeque<Event>,
+}
+
+impl EventOut {
+    fn emit(&mut self, e: Event) {
+        let droppable = matches!(e, Event::Gossip { .. });
+        if self.backlog.is_empty() {
+            match self.tx.try_send(e) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(e)) if !droppable => self.backlog.push_back(e),
+                Err(mpsc::error::TrySendError::Full(_)) => tracing::debug!("p2p event queue full; gossip dropped"),
+            }
+        } else if droppable {
+            tracing::debug!("p2p event queue full; gossip dropped");
+        } else {
+            self.backlog.push_back(e);
+        }
+    }
+
+    /// Moves backlogged events into the queue as far as it has room.
+    fn drain(&mut self) {
+        while let Some(e) = self.backlog.pop_front() {
+            if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
+                self.backlog.push_front(e);
+                return;
+            }
+        }
+    }
+}
+
 async fn run(
     mut swarm: libp2p::Swarm<NoxBehaviour>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     listen: watch::Sender<Vec<Multiaddr>>,
 ) {
-    let emit = |e: Event| {
-        if events.try_send(e).is_err() {
-            tracing::debug!("p2p event queue full; event dropped");
-        }
-    };
+    let mut out = EventOut { tx: events.clone(), backlog: VecDeque::new() };
     loop {
         tokio::select! {
+            // Room in the queue again: the backlog goes first, in order.
+            permit = events.reserve(), if !out.backlog.is_empty() => {
+                let Ok(permit) = permit else { break };
+                if let Some(e) = out.backlog.pop_front() {
+                    permit.send(e);
+                }
+                out.drain();
+            }
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 execute(&mut swarm, cmd);
@@ -460,24 +504,24 @@ async fn run(
                     listen.send_modify(|v| v.retain(|a| a != &address));
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
-                    emit(Event::Connected { peer: peer_id });
+                    out.emit(Event::Connected { peer: peer_id });
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                    emit(Event::Disconnected { peer: peer_id });
+                    out.emit(Event::Disconnected { peer: peer_id });
                 }
                 SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                    emit(Event::DialFailed { peer, reason: error.to_string() });
+                    out.emit(Event::DialFailed { peer, reason: error.to_string() });
                 }
                 SwarmEvent::Behaviour(NoxBehaviourEvent::Control(e)) => match e {
                     request_response::Event::Message { peer, message, .. } => match message {
                         request_response::Message::Request { request, channel, .. } => {
-                            emit(Event::Request { peer, request, channel });
+                            out.emit(Event::Request { peer, request, channel });
                         }
                         request_response::Message::Response { response, .. } => {
-                            emit(Event::Response { peer, response });
+                            out.emit(Event::Response { peer, response });
                         }
                     },
-                    request_response::Event::OutboundFailure { peer, .. } => emit(Event::RequestFailed { peer }),
+                    request_response::Event::OutboundFailure { peer, .. } => out.emit(Event::RequestFailed { peer }),
                     request_response::Event::InboundFailure { .. } | request_response::Event::ResponseSent { .. } => {}
                 },
                 SwarmEvent::Behaviour(NoxBehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -485,7 +529,7 @@ async fn run(
                     message_id,
                     message,
                 })) => {
-                    emit(Event::Gossip {
+                    out.emit(Event::Gossip {
                         source: propagation_source,
                         message_id,
                         topic: message.topic.into_string(),
@@ -539,6 +583,36 @@ fn execute(swarm: &mut libp2p::Swarm<NoxBehaviour>, cmd: Command) {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_full_event_queue_drops_gossip_but_keeps_every_other_event_in_order() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut out = EventOut { tx, backlog: VecDeque::new() };
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let gossip = |source| Event::Gossip {
+            source,
+            message_id: MessageId::from(vec![1]),
+            topic: DESCRIPTOR_TOPIC.into(),
+            data: vec![],
+        };
+        out.emit(Event::Connected { peer: a }); // fills the queue
+        out.emit(gossip(a)); // dropped
+        out.emit(Event::Disconnected { peer: a }); // backlogged
+        out.emit(gossip(b)); // dropped: the backlog is not empty
+        out.emit(Event::Connected { peer: b }); // backlogged after it
+        assert_eq!(out.backlog.len(), 2);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(match rx.recv().await.unwrap() {
+                Event::Connected { peer } => ("connected", peer),
+                Event::Disconnected { peer } => ("disconnected", peer),
+                other => panic!("unexpected {other:?}"),
+            });
+            out.drain();
+        }
+        assert_eq!(seen, vec![("connected", a), ("disconnected", a), ("connected", b)]);
+        assert!(out.backlog.is_empty() && rx.try_recv().is_err());
+    }
+
     use super::*;
 
     #[test]
