@@ -36,7 +36,7 @@ fn main() {
     let t = Instant::now();
     let keys = dev_setup(TREE_DEPTH).unwrap();
     eprintln!("setup: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-    let pvk = prepare(&keys.vk);
+    let pvk = prepare(keys.vk());
 
     let sk = SpendingKey::random(&mut rng);
     let asset = Fr::from(0u64);

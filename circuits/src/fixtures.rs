@@ -7,19 +7,19 @@
 //! the deposits listed here, checks each root against the one computed here,
 //! then submits the proofs.
 
-use alloy_primitives::{Address, keccak256};
+use alloy_primitives::{Address, U256, keccak256};
 use ark_bn254::Fr;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::{Value, json};
 
+use crate::field::to_hex;
 use crate::groth16::{Keys, ProofError, prove};
 use crate::note::{Note, SpendingKey, address_to_fr};
-use crate::pool::execution_hash;
-use crate::poseidon::fr_to_hex;
+use crate::pool::{execution_hash, withdrawal_hash};
 use crate::solidity::proof_words;
-use crate::spend::{Spend, SpendCircuit};
-use crate::tree::{MerkleTree, TREE_DEPTH};
+use crate::spend::{Spend, SpendCircuit, SpendError};
+use crate::tree::{MerkleTree, TREE_DEPTH, TreeError};
 
 /// Chain id of forge tests.
 pub const CHAIN_ID: u64 = 31337;
@@ -43,45 +43,65 @@ const fn addr(n: u16) -> [u8; 20] {
     a
 }
 
-/// The address of the contract `deployer` creates with `nonce` (below 128):
-/// keccak256(rlp([deployer, nonce]))[12..].
-pub fn create_address(deployer: &Address, nonce: u8) -> Address {
-    assert!(nonce < 0x80, "single-byte nonces only");
-    let mut rlp = vec![0xd6, 0x94];
-    rlp.extend_from_slice(deployer.as_slice());
-    rlp.push(if nonce == 0 { 0x80 } else { nonce });
-    Address::from_slice(&keccak256(&rlp)[12..])
-}
+/// Gas the relayed ping must be given (it writes three storage words).
+pub const PING_GAS: u64 = 100_000;
+/// Gas the relayed no-op must be given (the reentrancy test puts a contract that
+/// tries four calls at its address).
+pub const NOOP_GAS: u64 = 200_000;
 
 const ETHER: u128 = 1_000_000_000_000_000_000;
 
 fn word(f: &Fr) -> Value {
-    Value::String(fr_to_hex(f))
+    Value::String(to_hex(f))
 }
 
 fn uint(v: u128) -> Value {
     Value::String(format!("0x{v:x}"))
 }
 
-fn spend_json(keys: &Keys, spend: &Spend, rng: &mut ChaCha20Rng, data: &[u8]) -> Result<Value, ProofError> {
-    let (public, witness) = spend.inputs(TREE_DEPTH).map_err(|e| ProofError::Snark(format!("fixture spend: {e}")))?;
+/// Why the fixtures could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// Proving failed.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A spend of the scenario is not valid.
+    #[error("fixture spend: {0}")]
+    Spend(#[from] SpendError),
+    /// The scenario's tree refused a leaf or a path.
+    #[error("fixture tree: {0}")]
+    Tree(#[from] TreeError),
+    /// The JSON could not be written.
+    #[error("fixture JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn spend_json(
+    keys: &Keys,
+    spend: &Spend,
+    rng: &mut ChaCha20Rng,
+    data: &[u8],
+    call_gas: u64,
+) -> Result<Value, FixtureError> {
+    let (public, witness) = spend.inputs(TREE_DEPTH)?;
     let proof = prove(keys, SpendCircuit::new(TREE_DEPTH, public, witness), rng)?;
     Ok(json!({
         "proof": proof_words(&proof).to_vec(),
         "inputs": public.to_vec().iter().map(word).collect::<Vec<_>>(),
         "data": format!("0x{}", hex::encode(data)),
+        "callGas": call_gas,
         "changeCommitment": word(&public.change_commitment),
     }))
 }
 
 /// The fixtures as JSON, proved with `keys` (the development keys for the
 /// committed file).
-pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
+pub fn generate(keys: &Keys) -> Result<Value, FixtureError> {
     let mut rng = ChaCha20Rng::seed_from_u64(0x6e6f78);
-    let pool = create_address(&POOL_DEPLOYER, 0);
-    let token = create_address(&TOKEN_DEPLOYER, 0);
-    let target = create_address(&TARGET_DEPLOYER, 0);
-    let noop = create_address(&NOOP_DEPLOYER, 0);
+    let pool = POOL_DEPLOYER.create(0);
+    let token = TOKEN_DEPLOYER.create(0);
+    let target = TARGET_DEPLOYER.create(0);
+    let noop = NOOP_DEPLOYER.create(0);
     let (eth, tok) = (Fr::from(0u64), address_to_fr(&token.0.0));
 
     let alice = SpendingKey::random(&mut rng);
@@ -95,7 +115,7 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
     let mut tree = MerkleTree::new(TREE_DEPTH);
     let mut deposits = Vec::new();
     for note in &notes {
-        tree.insert(note.commitment()).map_err(|e| ProofError::Snark(e.to_string()))?;
+        tree.insert(note.commitment())?;
         deposits.push(json!({
             "asset": word(&note.asset),
             "value": uint(note.value),
@@ -104,56 +124,33 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
             "rootAfter": word(&tree.root()),
         }));
     }
-    let path = |i: u64| tree.path(i).map_err(|e| ProofError::Snark(e.to_string()));
-
-    // ping(uint256) with 42: what the relayed calls do.
-    let mut data = keccak256(b"ping(uint256)")[..4].to_vec();
-    let mut arg = [0u8; 32];
-    arg[31] = 42;
-    data.extend_from_slice(&arg);
-
-    let relay_eth = Spend {
-        sk: alice.clone(),
-        note: notes[0],
-        index: 0,
-        path: path(0)?,
-        public_value: ETHER / 100,
-        change: Note::new(eth, ETHER - ETHER / 100, alice.owner(), &mut rng),
-        recipient: address_to_fr(&RELAYER.0.0),
-        execution_hash: execution_hash(CHAIN_ID, &pool.0.0, &target.0.0, &data),
+    // Spends the note at leaf `index`: `public_value` to `payee`, bound to
+    // `call`, the change (the rest) back to the note's owner.
+    let mut spend = |sk: &SpendingKey, index: u64, public_value: u128, payee: Address, call: Fr| {
+        let note = notes[index as usize];
+        Ok::<_, FixtureError>(Spend {
+            sk: sk.clone(),
+            note,
+            index,
+            path: tree.path(index)?,
+            public_value,
+            change: Note::new(note.asset, note.value - public_value, note.owner, &mut rng),
+            recipient: address_to_fr(&payee.0.0),
+            execution_hash: call,
+        })
     };
-    let relay_token = Spend {
-        sk: bob.clone(),
-        note: notes[1],
-        index: 1,
-        path: path(1)?,
-        public_value: 5 * ETHER,
-        change: Note::new(tok, 995 * ETHER, bob.owner(), &mut rng),
-        recipient: address_to_fr(&RELAYER.0.0),
-        execution_hash: execution_hash(CHAIN_ID, &pool.0.0, &target.0.0, &data),
-    };
-    // noop(): a call that does nothing, so that the relay's own gas shows.
+    let relay_hash =
+        |to: &Address, call_gas: u64, data: &[u8]| execution_hash(CHAIN_ID, &pool.0.0, &to.0.0, call_gas, data);
+    // ping(uint256) with 42: what the relayed calls do; noop(): a call that
+    // does nothing, so that the relay's own gas shows.
+    let mut ping = keccak256(b"ping(uint256)")[..4].to_vec();
+    ping.extend_from_slice(&U256::from(42).to_be_bytes::<32>());
     let noop_data = keccak256(b"noop()")[..4].to_vec();
-    let relay_noop = Spend {
-        sk: alice.clone(),
-        note: notes[3],
-        index: 3,
-        path: path(3)?,
-        public_value: ETHER / 100,
-        change: Note::new(eth, ETHER - ETHER / 100, alice.owner(), &mut rng),
-        recipient: address_to_fr(&RELAYER.0.0),
-        execution_hash: execution_hash(CHAIN_ID, &pool.0.0, &noop.0.0, &noop_data),
-    };
-    let withdraw = Spend {
-        sk: bob.clone(),
-        note: notes[2],
-        index: 2,
-        path: path(2)?,
-        public_value: ETHER / 2,
-        change: Note::new(eth, 2 * ETHER - ETHER / 2, bob.owner(), &mut rng),
-        recipient: address_to_fr(&RECIPIENT.0.0),
-        execution_hash: execution_hash(CHAIN_ID, &pool.0.0, &[0u8; 20], &[]),
-    };
+
+    let relay_eth = spend(&alice, 0, ETHER / 100, RELAYER, relay_hash(&target, PING_GAS, &ping))?;
+    let relay_token = spend(&bob, 1, 5 * ETHER, RELAYER, relay_hash(&target, PING_GAS, &ping))?;
+    let relay_noop = spend(&alice, 3, ETHER / 100, RELAYER, relay_hash(&noop, NOOP_GAS, &noop_data))?;
+    let withdraw = spend(&bob, 2, ETHER / 2, RECIPIENT, withdrawal_hash(CHAIN_ID, &pool.0.0))?;
     Ok(json!({
         "comment": "Generated by `cargo run -p nox-circuits --bin nox-zk -- fixtures`. Do not edit.",
         "chainId": CHAIN_ID,
@@ -164,34 +161,14 @@ pub fn generate(keys: &Keys) -> Result<Value, ProofError> {
         "relayer": RELAYER.to_string(),
         "recipient": RECIPIENT.to_string(),
         "deposits": deposits,
-        "relayEth": spend_json(keys, &relay_eth, &mut rng, &data)?,
-        "relayToken": spend_json(keys, &relay_token, &mut rng, &data)?,
-        "withdraw": spend_json(keys, &withdraw, &mut rng, &[])?,
-        "relayNoop": spend_json(keys, &relay_noop, &mut rng, &noop_data)?,
+        "relayEth": spend_json(keys, &relay_eth, &mut rng, &ping, PING_GAS)?,
+        "relayToken": spend_json(keys, &relay_token, &mut rng, &ping, PING_GAS)?,
+        "withdraw": spend_json(keys, &withdraw, &mut rng, &[], 0)?,
+        "relayNoop": spend_json(keys, &relay_noop, &mut rng, &noop_data, NOOP_GAS)?,
     }))
 }
 
 /// The fixtures as the committed file's text (pretty JSON and a newline).
-pub fn generate_text(keys: &Keys) -> Result<String, ProofError> {
-    let v = generate(keys)?;
-    Ok(format!("{}\n", serde_json::to_string_pretty(&v).map_err(|e| ProofError::Snark(e.to_string()))?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn create_addresses_follow_the_rlp_rule() {
-        // A widely published example: the first contract of 0x6ac7…5ae0.
-        let deployer: Address = "0x6ac7ea33f8831ea9dcc53393aaa88b25a785dbf0".parse().unwrap();
-        assert_eq!(
-            create_address(&deployer, 0),
-            "0xcd234a471b72ba2f1ccf0a70fcaba648a5eecd8d".parse::<Address>().unwrap()
-        );
-        assert_eq!(
-            create_address(&deployer, 1),
-            "0x343c43a37d37dff08ae8c4a11544c718abb4fcf8".parse::<Address>().unwrap()
-        );
-    }
+pub fn generate_text(keys: &Keys) -> Result<String, FixtureError> {
+    Ok(format!("{}\n", serde_json::to_string_pretty(&generate(keys)?)?))
 }

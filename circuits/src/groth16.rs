@@ -50,6 +50,14 @@ pub enum ProofError {
         /// The error.
         source: std::io::Error,
     },
+    /// The keys are for another circuit, or the spend circuit at another
+    /// tree depth than `depth` (0: a verifying key with the wrong number of
+    /// public inputs).
+    #[error("the keys are not for the spend circuit at tree depth {depth}")]
+    WrongCircuit {
+        /// The depth asked for.
+        depth: usize,
+    },
     /// A key or proof did not decode.
     #[error("{what} does not decode: {reason}")]
     Decode {
@@ -68,24 +76,22 @@ fn snark<E: std::fmt::Display>(e: E) -> ProofError {
 /// once from the circuit, so that each proof only computes its witness).
 #[derive(Clone)]
 pub struct Keys {
-    /// Proving key (includes the verifying key).
+    /// Proving key (its `vk` is the verifying key).
     pub pk: ProvingKey<Bn254>,
-    /// Verifying key.
-    pub vk: VerifyingKey<Bn254>,
     depth: usize,
     matrices: Arc<ConstraintMatrices<Fr>>,
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keys").field("public_inputs", &(self.vk.gamma_abc_g1.len() - 1)).finish_non_exhaustive()
+        f.debug_struct("Keys").field("depth", &self.depth).finish_non_exhaustive()
     }
 }
 
 /// Circuit-specific setup for trees of `depth` with randomness from `rng`.
 pub fn setup<R: RngCore + CryptoRng>(depth: usize, rng: &mut R) -> Result<Keys, ProofError> {
-    let (pk, vk) = Groth16::<Bn254>::circuit_specific_setup(SpendCircuit::blank(depth), rng).map_err(snark)?;
-    Ok(Keys { pk, vk, depth, matrices: Arc::new(matrices(depth)?) })
+    let (pk, _) = Groth16::<Bn254>::circuit_specific_setup(SpendCircuit::blank(depth), rng).map_err(snark)?;
+    Ok(Keys { pk, depth, matrices: Arc::new(matrices(depth)?) })
 }
 
 /// The spend circuit's R1CS matrices, synthesised as the setup does.
@@ -176,19 +182,15 @@ pub fn encode_proof(proof: &Proof<Bn254>) -> [u8; PROOF_LEN] {
 /// relay.
 pub fn decode_proof(bytes: &[u8]) -> Result<Proof<Bn254>, ProofError> {
     use ark_bn254::{Fq, Fq2, G1Affine, G2Affine};
-    use ark_ff::{BigInteger256, PrimeField};
     let bad = |reason: &str| ProofError::Decode { what: "proof".into(), reason: reason.into() };
     if bytes.len() != PROOF_LEN {
         return Err(bad(&format!("{} bytes, not {PROOF_LEN}", bytes.len())));
     }
     let mut w = [Fq::zero(); 8];
     for (i, chunk) in bytes.chunks_exact(32).enumerate() {
-        let mut limbs = [0u64; 4];
-        for (j, limb) in limbs.iter_mut().enumerate() {
-            let start = 32 - 8 * (j + 1);
-            *limb = u64::from_be_bytes(chunk[start..start + 8].try_into().map_err(|_| bad("short word"))?);
-        }
-        w[i] = Fq::from_bigint(BigInteger256::new(limbs))
+        let mut word = [0u8; 32];
+        word.copy_from_slice(chunk);
+        w[i] = crate::field::from_be32(&word)
             .ok_or_else(|| bad(&format!("word {i} is not below the base field modulus")))?;
     }
     let g1 = |x: Fq, y: Fq, name: &str| {
@@ -229,59 +231,101 @@ fn write(path: &Path, value: &impl CanonicalSerialize) -> Result<(), ProofError>
     std::fs::write(path, bytes).map_err(|source| ProofError::Io { path: path.display().to_string(), source })
 }
 
-fn read<T: CanonicalDeserialize>(path: &Path) -> Result<T, ProofError> {
+/// One field of a key's uncompressed encoding, for [`check_layout`].
+#[derive(Clone, Copy)]
+enum Part {
+    /// That many bytes.
+    Fixed(usize),
+    /// A little-endian `u64` count, then that many elements of this size.
+    List(usize),
+}
+
+const G1: usize = 64;
+const G2: usize = 128;
+/// `VerifyingKey`: alpha (G1), beta, gamma, delta (G2), gamma_abc (G1 list).
+const VK_LAYOUT: [Part; 2] = [Part::Fixed(G1 + 3 * G2), Part::List(G1)];
+/// `ProvingKey`: the verifying key, beta and delta (G1), then the a, b (G1),
+/// b (G2), h and l queries.
+const PK_LAYOUT: [Part; 8] = [
+    Part::Fixed(G1 + 3 * G2),
+    Part::List(G1),
+    Part::Fixed(2 * G1),
+    Part::List(G1),
+    Part::List(G1),
+    Part::List(G2),
+    Part::List(G1),
+    Part::List(G1),
+];
+
+/// Checks every count in `bytes` against the bytes that follow it, so that a
+/// corrupt or hostile file is a decode error rather than an allocation of
+/// whatever size its counts claim (the deserialiser trusts them).
+fn check_layout(bytes: &[u8], layout: &[Part]) -> Result<(), String> {
+    let mut at = 0usize;
+    for part in layout {
+        let size = match *part {
+            Part::Fixed(n) => n,
+            Part::List(elem) => {
+                let count: [u8; 8] = bytes.get(at..at + 8).and_then(|c| c.try_into().ok()).ok_or("truncated")?;
+                at += 8;
+                let count = usize::try_from(u64::from_le_bytes(count)).map_err(|_| "count too large")?;
+                count.checked_mul(elem).ok_or("count too large")?
+            }
+        };
+        at = at.checked_add(size).filter(|end| *end <= bytes.len()).ok_or("truncated or count too large")?;
+    }
+    if at != bytes.len() { Err(format!("{} bytes after the key", bytes.len() - at)) } else { Ok(()) }
+}
+
+fn read<T: CanonicalDeserialize>(path: &Path, layout: &[Part]) -> Result<T, ProofError> {
+    let decode = |reason: String| ProofError::Decode { what: path.display().to_string(), reason };
     let bytes = std::fs::read(path).map_err(|source| ProofError::Io { path: path.display().to_string(), source })?;
-    T::deserialize_uncompressed(bytes.as_slice())
-        .map_err(|e| ProofError::Decode { what: path.display().to_string(), reason: e.to_string() })
+    check_layout(&bytes, layout).map_err(decode)?;
+    T::deserialize_uncompressed(bytes.as_slice()).map_err(|e| decode(e.to_string()))
 }
 
 impl Keys {
+    /// The verifying key.
+    pub fn vk(&self) -> &VerifyingKey<Bn254> {
+        &self.pk.vk
+    }
+
     /// Writes `spend.pk` and `spend.vk` into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> Result<(), ProofError> {
         std::fs::create_dir_all(dir).map_err(|source| ProofError::Io { path: dir.display().to_string(), source })?;
         write(&dir.join(PROVING_KEY_FILE), &self.pk)?;
-        write(&dir.join(VERIFYING_KEY_FILE), &self.vk)
+        write(&dir.join(VERIFYING_KEY_FILE), self.vk())
     }
 
-    /// Reads the keys `Keys::write` wrote (points are checked to be on the
-    /// curve and in the right subgroup).
-    pub fn read(dir: &Path) -> Result<Self, ProofError> {
-        let pk: ProvingKey<Bn254> = read(&dir.join(PROVING_KEY_FILE))?;
-        let vk: VerifyingKey<Bn254> = read(&dir.join(VERIFYING_KEY_FILE))?;
+    /// Reads the keys `Keys::write` wrote for trees of `depth`. Points are
+    /// checked to be on their curves and in the right subgroups; keys of
+    /// another depth or another circuit are [`ProofError::WrongCircuit`].
+    pub fn read(dir: &Path, depth: usize) -> Result<Self, ProofError> {
+        let pk: ProvingKey<Bn254> = read(&dir.join(PROVING_KEY_FILE), &PK_LAYOUT)?;
+        let vk = read_verifying_key(&dir.join(VERIFYING_KEY_FILE))?;
         if pk.vk != vk {
             return Err(ProofError::Decode {
                 what: dir.display().to_string(),
                 reason: "the proving key and the verifying key are from different setups".into(),
             });
         }
-        // The depth is not stored: the circuit's variable count grows by the
-        // same amount per level, so the key's query length tells it.
-        let vars = |d: usize| matrices(d).map(|m| m.num_instance_variables + m.num_witness_variables);
-        let (one, two) = (vars(1)?, vars(2)?);
-        let depth = pk
-            .a_query
-            .len()
-            .checked_sub(one)
-            .filter(|extra| extra % (two - one) == 0)
-            .map(|extra| 1 + extra / (two - one))
-            .ok_or_else(|| ProofError::Decode {
-                what: dir.display().to_string(),
-                reason: "the keys are not for the spend circuit at any tree depth".into(),
-            })?;
         let matrices = matrices(depth)?;
-        if matrices.num_instance_variables + matrices.num_witness_variables != pk.a_query.len() {
-            return Err(ProofError::Decode {
-                what: dir.display().to_string(),
-                reason: "the keys are not for the spend circuit".into(),
-            });
+        let variables = matrices.num_instance_variables + matrices.num_witness_variables;
+        if pk.a_query.len() != variables || pk.l_query.len() != matrices.num_witness_variables {
+            return Err(ProofError::WrongCircuit { depth });
         }
-        Ok(Keys { pk, vk, depth, matrices: Arc::new(matrices) })
+        Ok(Keys { pk, depth, matrices: Arc::new(matrices) })
     }
 }
 
-/// Reads only a verifying key.
+/// Reads only a verifying key (what a verifier, such as an exit node, needs);
+/// one for another number of public inputs is [`ProofError::WrongCircuit`].
 pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey<Bn254>, ProofError> {
-    read(path)
+    let vk: VerifyingKey<Bn254> = read(path, &VK_LAYOUT)?;
+    if vk.gamma_abc_g1.len() != crate::spend::NUM_PUBLIC_INPUTS + 1 {
+        return Err(ProofError::WrongCircuit { depth: 0 });
+    }
+    Ok(vk)
 }
 
 #[cfg(test)]
@@ -319,7 +363,7 @@ mod tests {
     fn proofs_verify_only_with_their_public_inputs() {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let keys = dev_setup(DEPTH).unwrap();
-        let pvk = prepare(&keys.vk);
+        let pvk = prepare(keys.vk());
         let (public, circuit) = spend(&mut rng);
         let proof = prove(&keys, circuit, &mut rng).unwrap();
         assert!(verify(&pvk, &public, &proof));
@@ -342,7 +386,7 @@ mod tests {
     fn proofs_round_trip_as_bytes_and_hostile_bytes_are_typed_errors() {
         let mut rng = ChaCha20Rng::seed_from_u64(13);
         let keys = dev_setup(DEPTH).unwrap();
-        let pvk = prepare(&keys.vk);
+        let pvk = prepare(keys.vk());
         let (public, circuit) = spend(&mut rng);
         let proof = prove(&keys, circuit, &mut rng).unwrap();
         let bytes = encode_proof(&proof);
@@ -394,21 +438,39 @@ mod tests {
     fn the_dev_setup_is_deterministic_and_keys_round_trip_through_files() {
         let a = dev_setup(DEPTH).unwrap();
         let b = dev_setup(DEPTH).unwrap();
-        assert_eq!(a.vk, b.vk);
+        assert_eq!(a.vk(), b.vk());
         let dir = tempfile::tempdir().unwrap();
         a.write(dir.path()).unwrap();
-        let read = Keys::read(dir.path()).unwrap();
-        assert_eq!(read.vk, a.vk);
+        let read = Keys::read(dir.path(), DEPTH).unwrap();
+        assert_eq!(read.vk(), a.vk());
         assert_eq!(read.depth, DEPTH);
-        assert_eq!(read_verifying_key(&dir.path().join(VERIFYING_KEY_FILE)).unwrap(), a.vk);
+        assert_eq!(read_verifying_key(&dir.path().join(VERIFYING_KEY_FILE)).unwrap(), *a.vk());
+        // Keys of another depth are told apart when they are read.
+        assert!(
+            matches!(Keys::read(dir.path(), DEPTH + 1), Err(ProofError::WrongCircuit { depth }) if depth == DEPTH + 1)
+        );
+        let pk_path = dir.path().join(PROVING_KEY_FILE);
+        let pk = std::fs::read(&pk_path).unwrap();
         // A truncated key file is a decode error, not a panic.
-        let pk = std::fs::read(dir.path().join(PROVING_KEY_FILE)).unwrap();
-        std::fs::write(dir.path().join(PROVING_KEY_FILE), &pk[..pk.len() / 2]).unwrap();
-        assert!(matches!(Keys::read(dir.path()), Err(ProofError::Decode { .. })));
+        std::fs::write(&pk_path, &pk[..pk.len() / 2]).unwrap();
+        assert!(matches!(Keys::read(dir.path(), DEPTH), Err(ProofError::Decode { .. })));
+        // A count claiming 2^40 elements is refused before anything is allocated
+        // (the deserialiser would try to reserve room for them all).
+        let mut hostile = pk.clone();
+        let gamma_abc_count = G1 + 3 * G2;
+        hostile[gamma_abc_count..gamma_abc_count + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        std::fs::write(&pk_path, &hostile).unwrap();
+        assert!(matches!(Keys::read(dir.path(), DEPTH), Err(ProofError::Decode { .. })));
+        let vk_path = dir.path().join(VERIFYING_KEY_FILE);
+        let mut vk = std::fs::read(&vk_path).unwrap();
+        vk[gamma_abc_count..gamma_abc_count + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&vk_path, &vk).unwrap();
+        assert!(matches!(read_verifying_key(&vk_path), Err(ProofError::Decode { .. })));
         // Keys of another setup do not pair up.
+        a.write(dir.path()).unwrap();
         let other = setup(DEPTH, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
-        write(&dir.path().join(PROVING_KEY_FILE), &other.pk).unwrap();
-        assert!(matches!(Keys::read(dir.path()), Err(ProofError::Decode { .. })));
-        assert!(matches!(Keys::read(&dir.path().join("missing")), Err(ProofError::Io { .. })));
+        write(&pk_path, &other.pk).unwrap();
+        assert!(matches!(Keys::read(dir.path(), DEPTH), Err(ProofError::Decode { .. })));
+        assert!(matches!(Keys::read(&dir.path().join("missing"), DEPTH), Err(ProofError::Io { .. })));
     }
 }

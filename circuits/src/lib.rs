@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod field;
 pub mod fixtures;
 pub mod gadgets;
 pub mod groth16;

@@ -223,27 +223,6 @@ fn all_distinct(v: &[Fr]) -> bool {
     v.iter().enumerate().all(|(i, a)| v[i + 1..].iter().all(|b| a != b))
 }
 
-/// A field element from its big-endian hex (with or without `0x`), if below
-/// the modulus.
-pub fn fr_from_hex(s: &str) -> Option<Fr> {
-    let bytes = hex::decode(format!("{:0>64}", s.trim_start_matches("0x"))).ok()?;
-    if bytes.len() != 32 {
-        return None;
-    }
-    let mut le = bytes;
-    le.reverse();
-    let mut limbs = [0u64; 4];
-    for (i, chunk) in le.chunks_exact(8).enumerate() {
-        limbs[i] = u64::from_le_bytes(chunk.try_into().ok()?);
-    }
-    Fr::from_bigint(BigInteger256::new(limbs))
-}
-
-/// The big-endian hex of a field element, `0x` and 64 digits.
-pub fn fr_to_hex(f: &Fr) -> String {
-    format!("0x{}", hex::encode(f.into_bigint().to_bytes_be()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +246,7 @@ mod tests {
     fn matches_circomlib_for_widths_2_to_7() {
         for (inputs, expected) in VECTORS {
             let inputs: Vec<Fr> = inputs.iter().map(|&n| fr(n)).collect();
-            assert_eq!(fr_to_hex(&hash(&inputs).unwrap()), expected, "Poseidon({inputs:?})");
+            assert_eq!(crate::field::to_hex(&hash(&inputs).unwrap()), expected, "Poseidon({inputs:?})");
         }
     }
 
@@ -276,7 +255,7 @@ mod tests {
         let p = params(3).unwrap();
         let mut state = vec![fr(0), fr(1), fr(2)];
         permute(p, &mut state);
-        let hexes: Vec<String> = state.iter().map(fr_to_hex).collect();
+        let hexes: Vec<String> = state.iter().map(crate::field::to_hex).collect();
         assert_eq!(
             hexes,
             [
@@ -309,15 +288,5 @@ mod tests {
             assert_eq!(p.mds.len(), t);
             assert!(p.mds.iter().all(|row| row.len() == t && row.iter().all(|m| !m.is_zero())));
         }
-    }
-
-    #[test]
-    fn hex_round_trips_and_rejects_out_of_field() {
-        let f = hash2(fr(3), fr(4));
-        assert_eq!(fr_from_hex(&fr_to_hex(&f)), Some(f));
-        assert_eq!(fr_from_hex("0x01"), Some(fr(1)));
-        // The modulus itself is not a field element.
-        assert_eq!(fr_from_hex("0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001"), None);
-        assert_eq!(fr_from_hex("zz"), None);
     }
 }

@@ -10,8 +10,10 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 /// @notice Deploys NoxRegistry (and, unless STAKE_TOKEN is set, a NoxTestToken) and
 ///         NoxPool (forge deploys and links its Poseidon libraries first), and prints
 ///         the addresses as one JSON line prefixed with `NOX_DEPLOYMENT=`.
-///         The pool's verifier is built from the development keys: not for real funds
-///         (docs/protocol.md §11.6).
+///         The pool's verifier is built from the development keys, which anyone can
+///         recompute and forge proofs with (docs/protocol.md §11.6): the script
+///         refuses any chain but a local one (chain id 31337) unless
+///         ALLOW_DEVELOPMENT_VERIFIER=1.
 /// @dev Parameters come from the environment, with devnet defaults:
 ///      STAKE_TOKEN (address, default: deploy a test token minting TEST_SUPPLY to the deployer),
 ///      REGISTRY_ADMIN (default: the broadcaster), MIN_STAKE (1000e18),
@@ -27,6 +29,10 @@ contract Deploy is NoxTest {
 
         require(delay <= type(uint64).max, "UNSTAKE_DELAY does not fit in 64 bits");
         require(burnBps <= type(uint16).max, "SLASH_BURN_BPS does not fit in 16 bits");
+        require(
+            block.chainid == 31337 || vm.envOr("ALLOW_DEVELOPMENT_VERIFIER", uint256(0)) == 1,
+            "NoxPool's verifier has development keys (forgeable proofs): set ALLOW_DEVELOPMENT_VERIFIER=1 to deploy off a local chain"
+        );
 
         vm.startBroadcast();
         address admin = vm.envOr("REGISTRY_ADMIN", msg.sender);

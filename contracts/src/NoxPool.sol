@@ -6,7 +6,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {PoseidonT3} from "./generated/PoseidonT3.sol";
 import {PoseidonT4} from "./generated/PoseidonT4.sol";
-import {NoxTree} from "./generated/NoxTree.sol";
+import {NoxTree, NOX_TREE_DEPTH} from "./generated/NoxTree.sol";
 import {SpendVerifier} from "./generated/SpendVerifier.sol";
 
 /// @title NoxExecutor
@@ -20,20 +20,29 @@ contract NoxExecutor {
     address public immutable pool;
 
     error OnlyPool();
+    /// The transaction did not carry enough gas to give the call `callGas`.
+    error InsufficientCallGas();
 
     constructor() {
         pool = msg.sender;
     }
 
-    /// @notice Calls `target` with `data`, no value and all remaining gas; returns
+    /// @notice Calls `target` with `data`, no value and `callGas` gas; returns
     ///         whether the call succeeded. Its return data is not copied.
-    function execute(address target, bytes calldata data) external returns (bool ok) {
+    ///         Reverts if the call may have had less than `callGas`: a relayer
+    ///         must not be able to make the user's call fail by sending too little
+    ///         gas and still keep the fee.
+    function execute(address target, uint256 callGas, bytes calldata data) external returns (bool ok) {
         if (msg.sender != pool) revert OnlyPool();
         assembly ("memory-safe") {
             let m := mload(0x40)
             calldatacopy(m, data.offset, data.length)
-            ok := call(gas(), target, 0, m, data.length, 0, 0)
+            ok := call(callGas, target, 0, m, data.length, 0, 0)
         }
+        // A call is given at most 63/64 of what is left (EIP-150). If it had less
+        // than callGas, at most callGas / 63 can remain now; with more left, it
+        // had all of callGas.
+        if (gasleft() < callGas / 63) revert InsufficientCallGas();
     }
 }
 
@@ -45,7 +54,7 @@ contract NoxExecutor {
 ///         user's call.
 /// @dev Formulas (docs/protocol.md §11):
 ///      * commitment = PoseidonT4(asset, value, secret), secret = Poseidon(owner, blinding);
-///      * execution hash = keccak256(abi.encode(chainid, pool, target, keccak256(data))) mod r;
+///      * execution hash = keccak256(abi.encode(chainid, pool, target, callGas, keccak256(data))) mod r;
 ///      * tree: depth 20, empty leaf 0, nodes PoseidonT3(left, right).
 ///      Deposits insert their commitment at once. A spend writes one storage word:
 ///      `nullifiers[n]` becomes the change commitment, which marks the note spent and
@@ -85,7 +94,7 @@ contract NoxPool is ReentrancyGuardTransient {
     ///         this is the change commitment waiting for `flush`.
     mapping(uint256 nullifier => uint256) public nullifiers;
     /// @dev Left siblings on the path of the next leaf, by height.
-    uint256[20] internal filledSubtrees;
+    uint256[NOX_TREE_DEPTH] internal filledSubtrees;
 
     event Deposited(uint256 indexed commitment, uint256 asset, uint256 value, uint256 leafIndex);
     event Inserted(uint256 indexed commitment, uint256 leafIndex, uint256 root);
@@ -115,7 +124,7 @@ contract NoxPool is ReentrancyGuardTransient {
     error WrongExecution();
     error ZeroTarget();
     error PaymentFailed();
-    error NothingPending(uint256 nullifier);
+    error NothingPending();
 
     constructor() {
         executor = new NoxExecutor();
@@ -154,7 +163,7 @@ contract NoxPool is ReentrancyGuardTransient {
     /// @notice Withdraws `inputs.publicValue` of `inputs.asset` to `inputs.recipient`.
     ///         Anyone may submit it: the proof fixes the recipient.
     function withdraw(uint256[8] calldata proof, SpendInputs calldata inputs) external nonReentrant {
-        if (inputs.executionHash != executionHash(address(0), "")) revert WrongExecution();
+        if (inputs.executionHash != executionHash(address(0), 0, "")) revert WrongExecution();
         if (inputs.recipient >> 160 != 0) revert WrongRecipient();
         address recipient = address(uint160(inputs.recipient));
         _spend(proof, inputs);
@@ -163,30 +172,36 @@ contract NoxPool is ReentrancyGuardTransient {
     }
 
     /// @notice Pays `inputs.publicValue` to the caller, the exit node relaying a
-    ///         user's call, then performs the call: `target` is called with `data`
-    ///         and no value by the executor (the target sees the executor as
-    ///         `msg.sender`). The proof must name the caller as recipient and bind
-    ///         exactly this target and data. A failing call does not undo the
-    ///         payment: the relayer has paid for the gas either way.
-    function relay(uint256[8] calldata proof, SpendInputs calldata inputs, address target, bytes calldata data)
-        external
-        nonReentrant
-        returns (bool success)
-    {
+    ///         user's call, then performs the call: `target` is called with `data`,
+    ///         no value and exactly `callGas` gas by the executor (the target sees
+    ///         the executor as `msg.sender`). The proof must name the caller as
+    ///         recipient and bind exactly this target, gas and data. A call that
+    ///         fails with its full gas does not undo the payment (the relayer paid
+    ///         for the gas either way); a transaction too short of gas to give the
+    ///         call its `callGas` reverts as a whole.
+    function relay(
+        uint256[8] calldata proof,
+        SpendInputs calldata inputs,
+        address target,
+        uint256 callGas,
+        bytes calldata data
+    ) external nonReentrant returns (bool success) {
         if (target == address(0)) revert ZeroTarget();
         if (inputs.recipient != uint256(uint160(msg.sender))) revert WrongRelayer();
-        if (inputs.executionHash != executionHash(target, data)) revert WrongExecution();
+        if (inputs.executionHash != executionHash(target, callGas, data)) revert WrongExecution();
         _spend(proof, inputs);
         _pay(inputs.asset, msg.sender, inputs.publicValue);
-        success = executor.execute(target, data);
+        success = executor.execute(target, callGas, data);
         emit Relayed(
             inputs.nullifier, msg.sender, inputs.asset, inputs.publicValue, inputs.changeCommitment, target, success
         );
     }
 
-    /// @notice keccak256(abi.encode(chainid, this pool, target, keccak256(data))) mod r.
-    function executionHash(address target, bytes memory data) public view returns (uint256) {
-        return uint256(keccak256(abi.encode(block.chainid, address(this), target, keccak256(data)))) % SCALAR_MODULUS;
+    /// @notice keccak256(abi.encode(chainid, this pool, target, callGas, keccak256(data))) mod r.
+    function executionHash(address target, uint256 callGas, bytes memory data) public view returns (uint256) {
+        return
+            uint256(keccak256(abi.encode(block.chainid, address(this), target, callGas, keccak256(data))))
+                % SCALAR_MODULUS;
     }
 
     /// @notice Whether the note with this nullifier has been spent.
@@ -231,13 +246,19 @@ contract NoxPool is ReentrancyGuardTransient {
 
     /// @notice Inserts the change notes of these spends (their nullifiers, from the
     ///         Withdrawn and Relayed events), in this order. Anyone may call it.
+    ///         Entries with nothing pending (already flushed by someone else, or
+    ///         never spent) are skipped, so one stale entry cannot sink a batch;
+    ///         a call that inserts nothing reverts.
     function flush(uint256[] calldata spent) external nonReentrant {
+        bool inserted;
         for (uint256 i; i < spent.length; ++i) {
             uint256 change = nullifiers[spent[i]];
-            if (change <= INSERTED) revert NothingPending(spent[i]);
+            if (change <= INSERTED) continue;
             nullifiers[spent[i]] = INSERTED;
             _insert(change);
+            inserted = true;
         }
+        if (!inserted) revert NothingPending();
     }
 
     // -------------------------------------------------------------------- tree
@@ -245,7 +266,7 @@ contract NoxPool is ReentrancyGuardTransient {
     function _insert(uint256 leaf) internal returns (uint256 index) {
         index = nextIndex;
         if (index >= MAX_LEAVES) revert TreeFull();
-        uint256[21] memory zeros = NoxTree.zeros();
+        uint256[NOX_TREE_DEPTH + 1] memory zeros = NoxTree.zeros();
         uint256 node = leaf;
         for (uint256 h; h < NoxTree.DEPTH; ++h) {
             uint256 left;

@@ -48,7 +48,7 @@ contract ReentrantNoop {
         catch (bytes memory reason) {
             refusedByTheGuard(reason);
         }
-        try pool.relay(proof, inputs, address(this), "") {}
+        try pool.relay(proof, inputs, address(this), 0, "") {}
         catch (bytes memory reason) {
             refusedByTheGuard(reason);
         }
@@ -145,9 +145,41 @@ contract NoxPoolTest is NoxTest {
         return vm.parseJsonBytes(json, string.concat(".", which, ".data"));
     }
 
-    function _relay(string memory which) internal returns (bool ok) {
-        vm.prank(relayer);
-        ok = pool.relay(_proof(which), _inputs(which), address(target), _data(which));
+    function _callGas(string memory which) internal view returns (uint256) {
+        return vm.parseJsonUint(json, string.concat(".", which, ".callGas"));
+    }
+
+    /// @dev The call a fixture's proof was made for.
+    function _to(string memory which) internal view returns (address) {
+        return keccak256(bytes(which)) == keccak256("relayNoop") ? address(noop) : address(target);
+    }
+
+    /// @dev `from` relays fixture `which` with these inputs, target and data (its
+    ///      proof and call gas as made), expecting `revertData` unless it is empty.
+    function _relayWith(
+        string memory which,
+        NoxPool.SpendInputs memory s,
+        address from,
+        address to,
+        bytes memory data,
+        bytes memory revertData
+    ) internal returns (bool ok) {
+        uint256[8] memory p = _proof(which);
+        uint256 callGas = _callGas(which);
+        vm.prank(from);
+        if (revertData.length != 0) vm.expectRevert(revertData);
+        ok = pool.relay(p, s, to, callGas, data);
+    }
+
+    /// @dev The relayer relays fixture `which` as made.
+    function _relay(string memory which) internal returns (bool) {
+        return _relayWith(which, _inputs(which), relayer, _to(which), _data(which), "");
+    }
+
+    function _relayReverts(string memory which, NoxPool.SpendInputs memory s, address to, bytes memory data, bytes4 err)
+        internal
+    {
+        _relayWith(which, s, relayer, to, data, abi.encodeWithSelector(err));
     }
 
     // ------------------------------------------------------------------ happy paths
@@ -187,13 +219,16 @@ contract NoxPoolTest is NoxTest {
         // Nothing is pending for these any more, nor for an unspent nullifier.
         uint256[] memory again = new uint256[](1);
         again[0] = spent[0];
-        vm.expectRevert(abi.encodeWithSelector(NoxPool.NothingPending.selector, spent[0]));
+        vm.expectRevert(NoxPool.NothingPending.selector);
         pool.flush(again);
         again[0] = 12345;
-        vm.expectRevert(abi.encodeWithSelector(NoxPool.NothingPending.selector, 12345));
+        vm.expectRevert(NoxPool.NothingPending.selector);
         pool.flush(again);
-        again[0] = _inputs("relayToken").nullifier;
-        pool.flush(again);
+        // A batch with stale entries still inserts what is pending.
+        uint256[] memory mixed = new uint256[](3);
+        (mixed[0], mixed[1], mixed[2]) = (spent[0], _inputs("relayToken").nullifier, 12345);
+        pool.flush(mixed);
+        again[0] = mixed[1];
         vm.assertEq(pool.nextIndex(), 7, "four deposits and three change notes");
         vm.assertEq(pool.nullifiers(again[0]), 1, "marked inserted");
         vm.assertTrue(pool.nullifierSpent(again[0]), "still spent");
@@ -217,9 +252,10 @@ contract NoxPoolTest is NoxTest {
         NoxPool.SpendInputs memory s = _inputs("relayNoop");
         uint256[8] memory p = _proof("relayNoop");
         bytes memory data = _data("relayNoop");
+        uint256 callGas = _callGas("relayNoop");
         vm.prank(relayer);
         uint256 g = gasleft();
-        bool ok = pool.relay(p, s, address(noop), data);
+        bool ok = pool.relay(p, s, address(noop), callGas, data);
         uint256 used = g - gasleft();
         vm.assertTrue(ok, "noop call succeeded");
         log(string.concat("relay gas (steady state, no-op call): ", vm.toString(used)));
@@ -229,10 +265,7 @@ contract NoxPoolTest is NoxTest {
     /// @notice A relayed call cannot re-enter the pool.
     function test_relayed_call_cannot_reenter() public {
         vm.etch(address(noop), type(ReentrantNoop).runtimeCode);
-        NoxPool.SpendInputs memory s = _inputs("relayNoop");
-        vm.prank(relayer);
-        bool ok = pool.relay(_proof("relayNoop"), s, address(noop), _data("relayNoop"));
-        vm.assertTrue(ok, "the call ran");
+        vm.assertTrue(_relay("relayNoop"), "the call ran");
         vm.assertEq(ReentrantNoop(address(noop)).refused(), 4, "all four re-entries refused by the guard");
     }
 
@@ -240,9 +273,7 @@ contract NoxPoolTest is NoxTest {
     function test_a_failing_call_keeps_the_payment_and_the_spend() public {
         vm.etch(address(noop), type(FailingNoop).runtimeCode);
         NoxPool.SpendInputs memory s = _inputs("relayNoop");
-        vm.prank(relayer);
-        bool ok = pool.relay(_proof("relayNoop"), s, address(noop), _data("relayNoop"));
-        vm.assertFalse(ok, "the call failed");
+        vm.assertFalse(_relay("relayNoop"), "the call failed");
         vm.assertEq(relayer.balance, 0.01 ether, "relayer paid anyway");
         vm.assertEq(pool.nullifiers(s.nullifier), s.changeCommitment, "spent, change pending");
     }
@@ -251,32 +282,52 @@ contract NoxPoolTest is NoxTest {
 
     function test_revert_spent_nullifier() public {
         _relay("relayEth");
-        vm.prank(relayer);
-        vm.expectRevert(NoxPool.NullifierSpent.selector);
-        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(target), _data("relayEth"));
+        _relayReverts(
+            "relayEth", _inputs("relayEth"), address(target), _data("relayEth"), NoxPool.NullifierSpent.selector
+        );
     }
 
     function test_revert_wrong_relayer() public {
-        vm.prank(address(0xBAD));
-        vm.expectRevert(NoxPool.WrongRelayer.selector);
-        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(target), _data("relayEth"));
+        bytes memory err = abi.encodeWithSelector(NoxPool.WrongRelayer.selector);
+        _relayWith("relayEth", _inputs("relayEth"), address(0xBAD), address(target), _data("relayEth"), err);
     }
 
     function test_revert_altered_calldata() public {
         bytes memory data = _data("relayEth");
         data[data.length - 1] = 0x2b; // 43 instead of 42
-        vm.prank(relayer);
-        vm.expectRevert(NoxPool.WrongExecution.selector);
-        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(target), data);
+        _relayReverts("relayEth", _inputs("relayEth"), address(target), data, NoxPool.WrongExecution.selector);
     }
 
     function test_revert_altered_target() public {
+        _relayReverts(
+            "relayEth", _inputs("relayEth"), address(token), _data("relayEth"), NoxPool.WrongExecution.selector
+        );
+        _relayReverts("relayEth", _inputs("relayEth"), address(0), _data("relayEth"), NoxPool.ZeroTarget.selector);
+    }
+
+    /// @notice The call gas is bound too: a relayer cannot promise less.
+    function test_revert_altered_call_gas() public {
+        uint256[8] memory p = _proof("relayEth");
+        NoxPool.SpendInputs memory s = _inputs("relayEth");
+        bytes memory data = _data("relayEth");
         vm.prank(relayer);
         vm.expectRevert(NoxPool.WrongExecution.selector);
-        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(token), _data("relayEth"));
+        pool.relay(p, s, address(target), 30_000, data);
+    }
+
+    /// @notice A relayer that sends too little gas for the bound call gas cannot make
+    ///         the call fail and keep the fee: the whole relay reverts.
+    function test_revert_a_relayer_cannot_starve_the_call() public {
+        uint256[8] memory p = _proof("relayEth");
+        NoxPool.SpendInputs memory s = _inputs("relayEth");
+        bytes memory data = _data("relayEth");
+        uint256 callGas = _callGas("relayEth");
         vm.prank(relayer);
-        vm.expectRevert(NoxPool.ZeroTarget.selector);
-        pool.relay(_proof("relayEth"), _inputs("relayEth"), address(0), _data("relayEth"));
+        vm.expectRevert(NoxExecutor.InsufficientCallGas.selector);
+        pool.relay{gas: 330_000}(p, s, address(target), callGas, data);
+        vm.assertFalse(pool.nullifierSpent(s.nullifier), "nothing spent");
+        vm.assertEq(relayer.balance, 0, "nothing paid");
+        vm.assertTrue(_relay("relayEth"), "with enough gas the same relay goes through");
     }
 
     function test_revert_a_relay_proof_cannot_withdraw() public {
@@ -287,9 +338,7 @@ contract NoxPoolTest is NoxTest {
     function test_revert_unknown_root() public {
         NoxPool.SpendInputs memory s = _inputs("relayEth");
         s.root = 12345;
-        vm.prank(relayer);
-        vm.expectRevert(NoxPool.UnknownRoot.selector);
-        pool.relay(_proof("relayEth"), s, address(target), _data("relayEth"));
+        _relayReverts("relayEth", s, address(target), _data("relayEth"), NoxPool.UnknownRoot.selector);
     }
 
     function test_revert_out_of_field_input() public {
@@ -346,7 +395,7 @@ contract NoxPoolTest is NoxTest {
     function test_executor_obeys_only_the_pool() public {
         NoxExecutor executor = pool.executor();
         vm.expectRevert(NoxExecutor.OnlyPool.selector);
-        executor.execute(address(target), _data("relayEth"));
+        executor.execute(address(target), 100_000, _data("relayEth"));
     }
 
     // ------------------------------------------------------------------------ fuzz

@@ -147,8 +147,8 @@ fn selector(signature: &str) -> Vec<u8> {
 #[test]
 fn pool_on_anvil_tracks_the_rust_tree() {
     use ark_bn254::Fr;
+    use nox_circuits::field::to_hex as fr_to_hex;
     use nox_circuits::note::commitment_from_secret;
-    use nox_circuits::poseidon::fr_to_hex;
     use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
     let anvil = start_anvil();

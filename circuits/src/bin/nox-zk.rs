@@ -19,123 +19,138 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ark_bn254::Fr;
+use nox_circuits::field::{from_hex, to_hex};
 use nox_circuits::groth16::dev_setup;
-use nox_circuits::poseidon::{fr_from_hex, fr_to_hex};
 use nox_circuits::solidity::{poseidon_library, tree_constants, verifier};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] | fixtures [--check] [--out FILE]"
-    );
-    ExitCode::from(2)
+const USAGE: &str = "usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] \
+                     | fixtures [--check] [--out FILE]";
+
+/// What went wrong, and the exit code it gets.
+enum Failure {
+    /// Bad arguments or input (2).
+    Usage(String),
+    /// `--check` found a difference (1).
+    Stale(String),
+    /// I/O or proving (3).
+    Failed(String),
 }
 
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+/// The flags of a subcommand: `--check` and one path option, nothing else.
+struct Flags {
+    check: bool,
+    path: Option<PathBuf>,
+}
+
+fn parse_flags(args: &[String], path_flag: &str, check_allowed: bool) -> Result<Flags, Failure> {
+    let mut flags = Flags { check: false, path: None };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--check" if check_allowed => flags.check = true,
+            f if f == path_flag => match it.next() {
+                Some(v) if !v.starts_with("--") => flags.path = Some(PathBuf::from(v)),
+                _ => return Err(Failure::Usage(format!("{path_flag} needs a path"))),
+            },
+            other => return Err(Failure::Usage(format!("unexpected argument {other:?}"))),
+        }
+    }
+    Ok(flags)
 }
 
 /// The generated files: name and contents.
-fn generated() -> Result<Vec<(&'static str, String)>, String> {
-    let keys = dev_setup(TREE_DEPTH).map_err(|e| e.to_string())?;
+fn generated() -> Result<Vec<(&'static str, String)>, Failure> {
+    let keys = dev_setup(TREE_DEPTH).map_err(|e| Failure::Failed(e.to_string()))?;
     Ok(vec![
-        ("SpendVerifier.sol", verifier(&keys.vk)),
+        ("SpendVerifier.sol", verifier(keys.vk())),
         ("PoseidonT3.sol", poseidon_library(3)),
         ("PoseidonT4.sol", poseidon_library(4)),
         ("NoxTree.sol", tree_constants()),
     ])
 }
 
-fn generate(dir: &Path, check: bool) -> ExitCode {
-    let files = match generated() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("nox-zk: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    let mut stale = false;
-    for (name, text) in files {
-        let path = dir.join(name);
-        if check {
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-                eprintln!("{} differs from what the current keys and constants give", path.display());
-                stale = true;
-            }
-        } else if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, text)) {
-            eprintln!("nox-zk: {}: {e}", path.display());
-            return ExitCode::from(3);
-        }
+/// Writes `text` to `path`, or with `check` compares it.
+fn write_or_check(path: &Path, text: &str, check: bool) -> Result<(), Failure> {
+    if check {
+        return if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+            Ok(())
+        } else {
+            Err(Failure::Stale(format!("{} differs from what the current keys and constants give", path.display())))
+        };
     }
-    if stale {
-        eprintln!("run `cargo run -p nox-circuits --bin nox-zk -- generate` and commit the result");
-        return ExitCode::from(1);
-    }
-    ExitCode::SUCCESS
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, text))
+        .map_err(|e| Failure::Failed(format!("{}: {e}", path.display())))
 }
 
-fn tree_root(leaves: &[String]) -> ExitCode {
+fn generate(dir: &Path, check: bool) -> Result<(), Failure> {
+    let mut stale = Vec::new();
+    for (name, text) in generated()? {
+        match write_or_check(&dir.join(name), &text, check) {
+            Err(Failure::Stale(msg)) => stale.push(msg),
+            other => other?,
+        }
+    }
+    if stale.is_empty() { Ok(()) } else { Err(Failure::Stale(stale.join("\n"))) }
+}
+
+fn tree_root(leaves: &[String]) -> Result<(), Failure> {
     let mut tree = MerkleTree::new(TREE_DEPTH);
     for l in leaves {
-        let Some(leaf) = fr_from_hex(l) else {
-            eprintln!("nox-zk: {l:?} is not a field element in hex");
-            return ExitCode::from(2);
-        };
-        if let Err(e) = tree.insert(leaf) {
-            eprintln!("nox-zk: {e}");
-            return ExitCode::from(2);
-        }
+        let leaf = from_hex::<Fr>(l).ok_or_else(|| Failure::Usage(format!("{l:?} is not a field element in hex")))?;
+        tree.insert(leaf).map_err(|e| Failure::Usage(e.to_string()))?;
     }
-    println!("{}", fr_to_hex(&tree.root()));
-    ExitCode::SUCCESS
+    println!("{}", to_hex(&tree.root()));
+    Ok(())
 }
 
-fn fixtures(out: &Path, check: bool) -> ExitCode {
-    let text = match dev_setup(TREE_DEPTH).and_then(|k| nox_circuits::fixtures::generate_text(&k)) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("nox-zk: {e}");
-            return ExitCode::from(3);
+fn fixtures(out: &Path, check: bool) -> Result<(), Failure> {
+    let keys = dev_setup(TREE_DEPTH).map_err(|e| Failure::Failed(e.to_string()))?;
+    let text = nox_circuits::fixtures::generate_text(&keys).map_err(|e| Failure::Failed(e.to_string()))?;
+    write_or_check(out, &text, check)
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let Some((command, rest)) = args.split_first() else { return Err(Failure::Usage("no command".into())) };
+    match command.as_str() {
+        "generate" => {
+            let f = parse_flags(rest, "--dir", true)?;
+            generate(&f.path.unwrap_or_else(|| PathBuf::from("contracts/src/generated")), f.check)
         }
-    };
-    if check {
-        if std::fs::read_to_string(out).ok().as_deref() == Some(text.as_str()) {
-            return ExitCode::SUCCESS;
+        "keys" => {
+            let dir =
+                parse_flags(rest, "--dir", false)?.path.ok_or_else(|| Failure::Usage("keys needs --dir".into()))?;
+            dev_setup(TREE_DEPTH).and_then(|k| k.write(&dir)).map_err(|e| Failure::Failed(e.to_string()))
         }
-        eprintln!("{} differs from what the current keys give; run `nox-zk fixtures`", out.display());
-        return ExitCode::from(1);
+        "tree-root" => tree_root(rest),
+        "fixtures" => {
+            let f = parse_flags(rest, "--out", true)?;
+            fixtures(&f.path.unwrap_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json")), f.check)
+        }
+        other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     }
-    let written = out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(out, text));
-    if let Err(e) = written {
-        eprintln!("nox-zk: {}: {e}", out.display());
-        return ExitCode::from(3);
-    }
-    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("generate") => {
-            let dir = flag(&args, "--dir").map_or_else(|| PathBuf::from("contracts/src/generated"), PathBuf::from);
-            generate(&dir, args.iter().any(|a| a == "--check"))
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("nox-zk: {msg}\n{USAGE}");
+            ExitCode::from(2)
         }
-        Some("keys") => {
-            let Some(dir) = flag(&args, "--dir") else { return usage() };
-            match dev_setup(TREE_DEPTH).and_then(|k| k.write(Path::new(&dir))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("nox-zk: {e}");
-                    ExitCode::from(3)
-                }
-            }
+        Err(Failure::Stale(msg)) => {
+            eprintln!(
+                "{msg}\nrun `cargo run -p nox-circuits --bin nox-zk -- generate` (or `fixtures`) and commit the result"
+            );
+            ExitCode::from(1)
         }
-        Some("tree-root") => tree_root(&args[1..]),
-        Some("fixtures") => {
-            let out =
-                flag(&args, "--out").map_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json"), PathBuf::from);
-            fixtures(&out, args.iter().any(|a| a == "--check"))
+        Err(Failure::Failed(msg)) => {
+            eprintln!("nox-zk: {msg}");
+            ExitCode::from(3)
         }
-        _ => usage(),
     }
 }
