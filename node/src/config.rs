@@ -108,7 +108,7 @@ pub struct NetworkSection {
 
 impl Default for NetworkSection {
     fn default() -> Self {
-        NetworkSection { epoch_secs: 3 * 3600, grace_secs: 600 }
+        NetworkSection { epoch_secs: nox_protocol::descriptor::DEFAULT_EPOCH_SECS, grace_secs: 600 }
     }
 }
 
@@ -363,12 +363,6 @@ pub fn load_with_env<K: AsRef<OsStr>, V: AsRef<OsStr>>(
     let text = std::fs::read_to_string(path)
         .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error: error.to_string() })?;
     from_toml_str(&text, env)
-}
-
-/// Parses `text` as `nox.toml`, applies the process's `NOX_*` environment
-/// overrides and validates the result.
-pub fn from_toml_str_with_process_env(text: &str) -> Result<NodeConfig, ConfigError> {
-    from_toml_str(text, std::env::vars_os())
 }
 
 /// Parses `text` as `nox.toml`, applies the `NOX_*` overrides found in `env`
@@ -789,7 +783,7 @@ impl NodeConfig {
         let mut c = Checks::default();
 
         let node = &self.node;
-        if node.layer > 2 {
+        if node.layer > nox_protocol::descriptor::MAX_LAYER {
             c.fail("node.layer", format!("must be 0 (entry), 1 (mix) or 2 (exit), got {}", node.layer));
         } else if node.role == Role::Exit && node.layer != 2 {
             c.fail("node.role", format!("an exit must be in layer 2, but node.layer is {}", node.layer));
@@ -849,7 +843,7 @@ impl NodeConfig {
                     }
                 }
             }
-            if n.layer > 2 {
+            if n.layer > nox_protocol::descriptor::MAX_LAYER {
                 c.fail(format!("{key}.layer"), format!("must be 0, 1 or 2, got {}", n.layer));
             }
             if n.addresses.is_empty() {
@@ -866,7 +860,7 @@ impl NodeConfig {
         c.at_least("ingest.node_burst", ingest.node_burst, 1);
         c.positive_rate("ingest.client_rate", ingest.client_rate);
         c.at_least("ingest.client_burst", ingest.client_burst, 1);
-        c.at_most("ingest.pow_bits", ingest.pow_bits, 32, "");
+        c.at_most("ingest.pow_bits", ingest.pow_bits, nox_protocol::pow::MAX_POW_BITS, "");
 
         c.at_least("workers.queue", self.workers.queue, 1);
 

@@ -14,7 +14,7 @@
 //! * reply claims from clients (`SubscribeReplies`).
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use libp2p::PeerId;
@@ -22,7 +22,7 @@ use nox_protocol::NodeId;
 use tokio::sync::mpsc;
 
 use crate::admission::Admission;
-use crate::epoch::EpochKeyRing;
+use crate::epoch::{EpochKeyRing, unix_now};
 use crate::metrics::Metrics;
 use crate::p2p::{
     self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, DESCRIPTOR_TOPIC, Event, MAX_REPLY_CLAIMS,
@@ -47,7 +47,7 @@ pub struct ControlContext {
     /// 0 relay, 1 exit.
     pub role: u8,
     /// Addresses to publish.
-    pub addresses: Arc<RwLock<Vec<String>>>,
+    pub addresses: Arc<[String]>,
     /// Transport.
     pub p2p: P2pHandle,
     /// Peer table.
@@ -80,10 +80,6 @@ impl std::fmt::Debug for ControlContext {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Runs the control plane until the transport's event stream ends.
 pub async fn run(ctx: ControlContext, mut events: mpsc::Receiver<Event>) {
     publish_descriptors(&ctx).await;
@@ -107,10 +103,9 @@ pub async fn run(ctx: ControlContext, mut events: mpsc::Receiver<Event>) {
 /// Signs this node's current and next descriptors, records them in its own
 /// topology and publishes them.
 pub async fn publish_descriptors(ctx: &ControlContext) {
-    let addresses = ctx.addresses.read().unwrap_or_else(|e| e.into_inner()).clone();
     let (descriptors, current) = {
         let ring = ctx.keys.read().unwrap_or_else(|e| e.into_inner());
-        (ring.descriptors(&ctx.identity, ctx.layer, ctx.role, &addresses), ring.current_epoch())
+        (ring.descriptors(&ctx.identity, ctx.layer, ctx.role, &ctx.addresses), ring.current_epoch())
     };
     let descriptors = match descriptors {
         Ok(d) => d,
@@ -147,30 +142,40 @@ async fn maintain_connections(ctx: &ControlContext) {
 
 async fn on_tick(ctx: &ControlContext) {
     let now = unix_now();
-    let rotation = {
-        let mut ring = ctx.keys.write().unwrap_or_else(|e| e.into_inner());
-        let r = ring.rotate(now, &mut rand::rngs::OsRng);
-        (r, ring.current_epoch(), ring.next_epoch())
-    };
-    match rotation {
-        (Ok(r), current, next) if !r.is_empty() => {
-            ctx.replay.add_epoch(current);
-            ctx.replay.add_epoch(next);
-            for e in &r.retired {
-                if let Err(err) = ctx.replay.drop_epoch(*e) {
-                    tracing::warn!(error = %err, epoch = e, "dropping a replay cache failed");
+    // Workers read the ring for every packet: the write lock is taken only
+    // when a rotation is due, and the rotation's commit (an fsync) runs off
+    // the async runtime.
+    if ctx.keys.read().unwrap_or_else(|e| e.into_inner()).rotation_due(now) {
+        let keys = ctx.keys.clone();
+        let rotated = tokio::task::spawn_blocking(move || {
+            keys.write().unwrap_or_else(|e| e.into_inner()).rotate(now, &mut rand::rngs::OsRng)
+        })
+        .await;
+        match rotated {
+            Ok(Ok(r)) if !r.is_empty() => {
+                for e in r.new_current.iter().chain(&r.new_next) {
+                    ctx.replay.add_epoch(*e);
                 }
+                for e in &r.retired {
+                    if let Err(err) = ctx.replay.drop_epoch(*e) {
+                        tracing::warn!(error = %err, epoch = e, "dropping a replay cache failed");
+                    }
+                }
+                let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+                ctx.topology.prune(current);
+                ctx.metrics.event("epoch", "rotated").inc();
+                publish_descriptors(ctx).await;
             }
-            ctx.topology.prune(current);
-            ctx.metrics.event("epoch", "rotated").inc();
-            tracing::info!(current, next, retired = ?r.retired, "epoch rotated");
-            publish_descriptors(ctx).await;
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                ctx.metrics.event("epoch", "rotation_failed").inc();
+                tracing::error!(error = %e, "epoch rotation failed");
+            }
+            Err(e) => {
+                ctx.metrics.event("epoch", "rotation_failed").inc();
+                tracing::error!(error = %e, "epoch rotation task failed");
+            }
         }
-        (Err(e), ..) => {
-            ctx.metrics.event("epoch", "rotation_failed").inc();
-            tracing::error!(error = %e, "epoch rotation failed");
-        }
-        _ => {}
     }
     let current = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
     ctx.metrics.epoch().set(current as i64);

@@ -45,6 +45,12 @@ use nox_protocol::sphinx::Parity;
 use rand_core::{CryptoRng, RngCore};
 use redb::{ReadableTable, TableDefinition};
 
+/// Seconds since the Unix epoch by the wall clock (0 if the clock is before
+/// 1970): what every epoch decision in the node is taken against.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Table of epoch secret keys: epoch number → 32 secret bytes.
 const EPOCH_KEYS: TableDefinition<'static, u64, [u8; 32]> = TableDefinition::new("epoch_keys");
 
@@ -231,10 +237,10 @@ impl EpochKeyRing {
             tracing::warn!(now_epoch, current = self.current.epoch, "clock is behind the current epoch; keys kept");
             return Ok(Rotation::default());
         }
-        let keep_previous = self.clock.secs_into_epoch(now_unix) < self.grace_secs;
-        if now_epoch == self.current.epoch && (keep_previous || self.previous.is_none()) {
+        if !self.rotation_due(now_unix) {
             return Ok(Rotation::default());
         }
+        let keep_previous = self.clock.secs_into_epoch(now_unix) < self.grace_secs;
         let (old_current, old_next) = (self.current.epoch, self.next.epoch);
         // The database transaction decides everything; only a committed result
         // replaces the held keys.
@@ -256,6 +262,15 @@ impl EpochKeyRing {
             "epoch keys rotated"
         );
         Ok(rotation)
+    }
+
+    /// Whether [`EpochKeyRing::rotate`] would change anything at `now_unix`: a
+    /// new epoch has begun, or the previous key's grace period is over. Cheap,
+    /// so callers can ask under a read lock and take the write lock only then.
+    pub fn rotation_due(&self, now_unix: u64) -> bool {
+        let now_epoch = self.clock.epoch_at(now_unix);
+        let keep_previous = self.clock.secs_into_epoch(now_unix) < self.grace_secs;
+        now_epoch > self.current.epoch || (!keep_previous && self.previous.is_some())
     }
 
     /// Signed descriptors for the current and the next epoch, in that order.

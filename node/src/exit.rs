@@ -103,6 +103,7 @@ struct ExitMetrics {
     failed: Counter,
     reply_packets: Counter,
     short_of_surbs: Counter,
+    reply_unbuildable: Counter,
     busy: Counter,
 }
 
@@ -125,6 +126,7 @@ impl ExitStage {
             failed: mm.packets("exit", "service_failed"),
             reply_packets: mm.packets("exit", "reply_packets"),
             short_of_surbs: mm.dropped("exit", "short_of_surbs"),
+            reply_unbuildable: mm.dropped("exit", "reply_unbuildable"),
             busy: mm.dropped("exit", "busy"),
         });
         let mut reassembler = Reassembler::new(cfg.limits);
@@ -197,11 +199,16 @@ async fn serve(envelope: Envelope, ctx: &ExitContext, m: &ExitMetrics) {
         return;
     }
     let reply = Envelope { request_id, surbs: Vec::new(), request: Request::Reply { status, data } };
-    let Ok(encoded) = reply.encode() else { return };
+    // A reply the envelope or the fragmenter refuses (too large, say), or a
+    // SURB that cannot carry its fragment, is `reply_unbuildable`.
+    let Ok(encoded) = reply.encode() else {
+        m.reply_unbuildable.inc();
+        return;
+    };
     let mut id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
     let Ok(fragments) = Fragmenter::default().split(&encoded, id) else {
-        m.short_of_surbs.inc();
+        m.reply_unbuildable.inc();
         return;
     };
     if fragments.len() > surbs.len() {
@@ -218,7 +225,7 @@ async fn serve(envelope: Envelope, ctx: &ExitContext, m: &ExitMetrics) {
                 }
             }
             Err(_) => {
-                m.short_of_surbs.inc();
+                m.reply_unbuildable.inc();
             }
         }
     }

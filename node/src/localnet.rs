@@ -64,6 +64,16 @@ fn keys_from_seed(seed: u64) -> NodeKeys {
 }
 
 /// The default configuration of a local-network node: loopback, ephemeral
+/// Logs of in-process nodes in tests, filtered by `NOX_TEST_LOG` (for
+/// example `NOX_TEST_LOG=nox_node=debug`); silent by default. Safe to call
+/// more than once.
+pub fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NOX_TEST_LOG"))
+        .with_test_writer()
+        .try_init();
+}
+
 /// ports, no cover traffic, light PoW, short handshake timeout.
 pub fn base_config(dir: &Path, layer: u8) -> NodeConfig {
     let mut c = NodeConfig::default();
@@ -113,6 +123,22 @@ impl LocalNet {
             net.launch(idx, Vec::new()).await?;
         }
         net.introduce().await;
+        Ok(net)
+    }
+
+    /// [`LocalNet::start`] with default options, after [`init_test_logging`],
+    /// waiting until every node holds every other node's current descriptor.
+    pub async fn start_ready(
+        dir: &Path,
+        per_layer: [usize; 3],
+        seed: u64,
+        tweak: impl Fn(usize, &mut NodeConfig),
+    ) -> Result<LocalNet, NodeError> {
+        init_test_logging();
+        let net = LocalNet::start(dir, per_layer, seed, NodeOptions::default(), tweak).await?;
+        if !net.wait_ready(Duration::from_secs(20)).await {
+            return Err(NodeError::Config("descriptors did not propagate within 20 s".into()));
+        }
         Ok(net)
     }
 

@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::{AsyncReadExt, StreamExt};
 use libp2p::{Multiaddr, PeerId, Stream};
 use nox_protocol::NodeId;
 use nox_protocol::descriptor::EpochClock;
 use nox_protocol::fragment::ReassemblyLimits;
-use nox_protocol::pow::POW_NONCE_LEN;
+use nox_protocol::pow::SUBMISSION_LEN;
 use nox_protocol::sphinx::PACKET_LEN;
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
@@ -26,7 +26,7 @@ use crate::admission::{Admission, StaticAdmission};
 use crate::config::{NodeConfig, Role};
 use crate::control::{self, ControlContext};
 use crate::cover::{self, CoverConfig, CoverContext, CoverState};
-use crate::epoch::EpochKeyRing;
+use crate::epoch::{EpochKeyRing, unix_now};
 use crate::exit::{ExitConfig, ExitContext, ExitService, ExitStage};
 use crate::http::{self, ApiState};
 use crate::keys::NodeKeys;
@@ -130,10 +130,6 @@ impl std::fmt::Debug for RunningNode {
             .field("layer", &self.layer)
             .finish_non_exhaustive()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn available_cores() -> usize {
@@ -301,8 +297,11 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         self_id,
         identity: keys.identity.clone(),
         layer,
-        role: u8::from(cfg.node.role == Role::Exit),
-        addresses: Arc::new(RwLock::new(published)),
+        role: match cfg.node.role {
+            Role::Exit => nox_protocol::descriptor::ROLE_EXIT,
+            Role::Relay => nox_protocol::descriptor::ROLE_RELAY,
+        },
+        addresses: published.into(),
         p2p: p2p_handle.clone(),
         peers: peers.clone(),
         topology: topology.clone(),
@@ -415,7 +414,7 @@ async fn read_stream(
     peers: &PeerTable,
     truncated: &Counter,
 ) {
-    let frame_len = if submit { PACKET_LEN + POW_NONCE_LEN } else { PACKET_LEN };
+    let frame_len = if submit { SUBMISSION_LEN } else { PACKET_LEN };
     loop {
         let mut frame = vec![0u8; frame_len];
         let mut filled = 0;
@@ -462,16 +461,18 @@ impl RunningNode {
         for t in self.tasks {
             let _ = t.await;
         }
-        let threads = self.threads;
+        // Joining the threads and the replay cache's last commit (an fsync)
+        // block: off the async runtime, so a second signal is still heard.
+        let (threads, replay) = (self.threads, self.replay);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
+            if let Err(e) = replay.shutdown() {
+                tracing::warn!(error = %e, "replay cache shutdown");
+            }
         })
         .await;
-        if let Err(e) = self.replay.shutdown() {
-            tracing::warn!(error = %e, "replay cache shutdown");
-        }
     }
 
     /// Adds a node to this node's topology at run time (tests, and the chain

@@ -112,7 +112,7 @@ impl std::fmt::Debug for RawPeer {
 impl RawPeer {
     /// Starts a peer with `keypair`, listening on `listen` (may be empty), that
     /// introduces itself as `kind`. Received packets are kept in a queue of
-    /// `keep` (older ones are counted and dropped when it is full).
+    /// `keep` (while it is full, newly received ones are counted and dropped).
     pub async fn start(
         keypair: Keypair,
         listen: Vec<Multiaddr>,
@@ -248,13 +248,15 @@ impl RawPeer {
                         }
                         count.fetch_add(1, Ordering::Relaxed);
                         match out.as_mut() {
+                            // Forwarding reuses the buffer; keeping hands it over whole.
                             Some(out) => {
                                 if out.write_all(&buf).await.is_err() {
                                     return;
                                 }
                             }
                             None => {
-                                if let Ok(p) = Packet::from_bytes(&buf) {
+                                let full = std::mem::replace(&mut buf, vec![0u8; PACKET_LEN]);
+                                if let Ok(p) = Packet::from_vec(full) {
                                     let _ = tx.try_send(p);
                                 }
                             }
@@ -361,18 +363,12 @@ impl RawPeer {
                 .await
                 .map_err(|e| RawPeerError::Stream { peer, reason: e.to_string() })?
         };
-        let mut frame = Vec::with_capacity(PACKET_LEN + pow::POW_NONCE_LEN);
-        frame.extend_from_slice(packet.as_bytes());
-        frame.extend_from_slice(&nonce.to_be_bytes());
-        self.write(peer, true, &frame).await
+        self.submit_with_nonce(peer, packet, nonce).await
     }
 
     /// Submits a packet with a nonce found beforehand (see [`pow::solve`]).
     pub async fn submit_with_nonce(&self, peer: PeerId, packet: &Packet, nonce: u64) -> Result<(), RawPeerError> {
-        let mut frame = Vec::with_capacity(PACKET_LEN + pow::POW_NONCE_LEN);
-        frame.extend_from_slice(packet.as_bytes());
-        frame.extend_from_slice(&nonce.to_be_bytes());
-        self.write(peer, true, &frame).await
+        self.write(peer, true, &pow::encode_submission(packet, nonce)).await
     }
 
     /// Closes the packet/submission streams to `peer` (flushing them).

@@ -168,11 +168,6 @@ impl Topology {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
-    /// The node's layer, if known.
-    pub fn layer(&self, id: &NodeId) -> Option<u8> {
-        self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|r| r.layer)
-    }
-
     /// Addresses to dial the node on.
     pub fn addresses(&self, id: &NodeId) -> Vec<Multiaddr> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|r| r.addresses.clone()).unwrap_or_default()

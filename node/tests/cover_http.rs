@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nox_node::config::NodeConfig;
 use nox_node::localnet::{LocalNet, echo_request};
-use nox_node::node::{NodeOptions, RunningNode};
+use nox_node::node::RunningNode;
 use nox_node::p2p::{Command, DESCRIPTOR_TOPIC};
 use nox_node::topology::DescriptorRejection;
 use nox_protocol::crypto::x25519::MixSecretKey;
@@ -16,13 +16,7 @@ use nox_protocol::descriptor::MixDescriptor;
 const POW_BITS: u8 = 4;
 
 async fn net(dir: &std::path::Path, per_layer: [usize; 3], tweak: impl Fn(usize, &mut NodeConfig)) -> LocalNet {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NOX_TEST_LOG"))
-        .with_test_writer()
-        .try_init();
-    let net = LocalNet::start(dir, per_layer, 23, NodeOptions::default(), tweak).await.unwrap();
-    assert!(net.wait_ready(Duration::from_secs(20)).await, "descriptors did not propagate");
-    net
+    LocalNet::start_ready(dir, per_layer, 23, tweak).await.unwrap()
 }
 
 fn running(net: &LocalNet, idx: usize) -> &RunningNode {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use nox_node::localnet::{LocalNet, echo_request};
-use nox_node::node::NodeOptions;
 use nox_protocol::sphinx::{PACKET_LEN, Packet};
 
 const POW_BITS: u8 = 4;
@@ -17,13 +16,7 @@ async fn net(
     per_layer: [usize; 3],
     tweak: impl Fn(usize, &mut nox_node::config::NodeConfig),
 ) -> LocalNet {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NOX_TEST_LOG"))
-        .with_test_writer()
-        .try_init();
-    let net = LocalNet::start(dir, per_layer, 7, NodeOptions::default(), tweak).await.unwrap();
-    assert!(net.wait_ready(Duration::from_secs(20)).await, "descriptors did not propagate");
-    net
+    LocalNet::start_ready(dir, per_layer, 7, tweak).await.unwrap()
 }
 
 fn peer(net: &LocalNet, idx: usize) -> PeerId {

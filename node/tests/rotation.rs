@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
 use nox_node::localnet::{EchoRequest, LocalNet, echo_request};
-use nox_node::node::NodeOptions;
 use nox_node::p2p::PeerKind;
 use nox_node::raw_peer::RawPeer;
 use nox_protocol::descriptor::EpochClock;
@@ -102,18 +101,13 @@ async fn collect(client: &RawPeer, outstanding: &Mutex<Outstanding>, deadline: I
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_rotation_in_the_middle_of_traffic_loses_nothing_within_the_grace_period() {
     let started = Instant::now();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NOX_TEST_LOG"))
-        .with_test_writer()
-        .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let net = LocalNet::start(dir.path(), [1, 1, 1], 11, NodeOptions::default(), |_, c| {
+    let net = LocalNet::start_ready(dir.path(), [1, 1, 1], 11, |_, c| {
         c.network.epoch_secs = EPOCH_SECS;
         c.network.grace_secs = GRACE_SECS;
     })
     .await
     .unwrap();
-    assert!(net.wait_ready(Duration::from_secs(20)).await, "descriptors did not propagate");
     let (gw, mx, ex) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
     let gwp = net.nodes[gw].running.as_ref().unwrap().peer_id;
     let client = Arc::new(

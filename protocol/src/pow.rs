@@ -16,7 +16,7 @@
 //! A submission frame on `/nox/submit/1` is `packet (32,768) ‖ nonce (8, big
 //! endian)`.
 
-use crate::sphinx::{ALPHA_OFFSET, GAMMA_OFFSET, MAC_LEN, Packet};
+use crate::sphinx::{ALPHA_OFFSET, GAMMA_OFFSET, MAC_LEN, PACKET_LEN, Packet, SphinxError};
 
 /// BLAKE3 context for submission proofs.
 pub const POW_CONTEXT: &str = "NOX submission pow v1";
@@ -24,6 +24,32 @@ pub const POW_CONTEXT: &str = "NOX submission pow v1";
 pub const POW_NONCE_LEN: usize = 8;
 /// Most zero bits a verifier may ask for.
 pub const MAX_POW_BITS: u8 = 32;
+/// Length of a submission frame: the packet, then the nonce.
+pub const SUBMISSION_LEN: usize = PACKET_LEN + POW_NONCE_LEN;
+
+/// A submission frame: `packet ‖ nonce` (big endian).
+pub fn encode_submission(packet: &Packet, nonce: u64) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(SUBMISSION_LEN);
+    frame.extend_from_slice(packet.as_bytes());
+    frame.extend_from_slice(&nonce.to_be_bytes());
+    frame
+}
+
+/// Splits a submission frame into its packet (the frame's buffer, not a copy)
+/// and its nonce. Any length but [`SUBMISSION_LEN`] is refused.
+pub fn decode_submission(mut frame: Vec<u8>) -> Result<(Packet, u64), SphinxError> {
+    let len = frame.len();
+    if len < SUBMISSION_LEN {
+        return Err(SphinxError::Truncated { len });
+    }
+    if len > SUBMISSION_LEN {
+        return Err(SphinxError::Oversized { len });
+    }
+    let mut nonce = [0u8; POW_NONCE_LEN];
+    nonce.copy_from_slice(&frame[PACKET_LEN..]);
+    frame.truncate(PACKET_LEN);
+    Ok((Packet::from_vec(frame)?, u64::from_be_bytes(nonce)))
+}
 
 fn digest(packet: &Packet, nonce: u64) -> [u8; 32] {
     let bytes = packet.as_bytes();
@@ -60,6 +86,24 @@ pub fn solve(packet: &Packet, bits: u8, start: u64) -> u64 {
         nonce = nonce.wrapping_add(1);
     }
     nonce
+}
+
+#[cfg(test)]
+mod submission_tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_other_lengths_are_refused() {
+        let packet = Packet::from_vec(vec![7; PACKET_LEN]).unwrap();
+        let frame = encode_submission(&packet, 0x0102_0304_0506_0708);
+        assert_eq!(frame.len(), SUBMISSION_LEN);
+        let (p, nonce) = decode_submission(frame.clone()).unwrap();
+        assert_eq!((p.as_bytes(), nonce), (packet.as_bytes(), 0x0102_0304_0506_0708));
+        assert!(matches!(decode_submission(frame[..SUBMISSION_LEN - 1].to_vec()), Err(SphinxError::Truncated { .. })));
+        let mut long = frame;
+        long.push(0);
+        assert!(matches!(decode_submission(long), Err(SphinxError::Oversized { .. })));
+    }
 }
 
 #[cfg(test)]

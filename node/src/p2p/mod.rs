@@ -65,16 +65,6 @@ pub enum PeerKind {
     Client,
 }
 
-impl PeerKind {
-    /// Label for metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            PeerKind::Node => "node",
-            PeerKind::Client => "client",
-        }
-    }
-}
-
 /// A control request.
 #[derive(Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -321,16 +311,6 @@ impl P2pHandle {
     /// Sends a command, waiting if the command queue is full.
     pub async fn command(&self, c: Command) -> Result<(), P2pError> {
         self.commands.send(c).await.map_err(|_| P2pError::Stopped)
-    }
-
-    /// Sends a command unless the queue is full (returns `false` then).
-    pub fn try_command(&self, c: Command) -> bool {
-        self.commands.try_send(c).is_ok()
-    }
-
-    /// The addresses the swarm listens on (empty until bound).
-    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.listen.borrow().clone()
     }
 
     /// Waits until at least one listen address is bound.

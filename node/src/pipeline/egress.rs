@@ -270,6 +270,7 @@ async fn run_link(
                         Ok(p) => p,
                         Err(mpsc::error::TryRecvError::Empty) => {
                             if stream.flush().await.is_err() {
+                                m.link_failed.inc();
                                 break;
                             }
                             match rx.recv().await {

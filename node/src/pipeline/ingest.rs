@@ -56,21 +56,6 @@ pub enum IngestError {
     Closed,
 }
 
-impl IngestError {
-    /// A short label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            IngestError::WrongSize { .. } => "wrong_size",
-            IngestError::NotAdmitted => "not_admitted",
-            IngestError::RateLimited => "rate_limited",
-            IngestError::BadProofOfWork { .. } => "bad_pow",
-            IngestError::NotAClient => "not_a_client",
-            IngestError::NotANode => "not_a_node",
-            IngestError::Closed => "closed",
-        }
-    }
-}
-
 /// A token bucket: `rate` tokens per second up to `burst`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -192,10 +177,10 @@ impl IngestStage {
         &self,
         peer: &PeerId,
         tier: Option<PeerKind>,
-        mut frame: Vec<u8>,
+        frame: Vec<u8>,
     ) -> Result<Inbound, IngestError> {
         let r = (|| {
-            if frame.len() != PACKET_LEN + pow::POW_NONCE_LEN {
+            if frame.len() != pow::SUBMISSION_LEN {
                 return Err(IngestError::WrongSize { len: frame.len() });
             }
             match tier {
@@ -204,11 +189,9 @@ impl IngestStage {
                 Some(PeerKind::Client) => {}
             }
             self.admit(peer, tier)?;
-            let mut nonce = [0u8; pow::POW_NONCE_LEN];
-            nonce.copy_from_slice(&frame[PACKET_LEN..]);
-            frame.truncate(PACKET_LEN);
-            let packet = Packet::from_vec(frame).map_err(|_| IngestError::WrongSize { len: PACKET_LEN })?;
-            if !pow::verify(&packet, u64::from_be_bytes(nonce), self.cfg.pow_bits) {
+            let len = frame.len();
+            let (packet, nonce) = pow::decode_submission(frame).map_err(|_| IngestError::WrongSize { len })?;
+            if !pow::verify(&packet, nonce, self.cfg.pow_bits) {
                 return Err(IngestError::BadProofOfWork { bits: self.cfg.pow_bits });
             }
             Ok(Inbound { packet })

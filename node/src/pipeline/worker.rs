@@ -14,13 +14,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nox_protocol::sphinx::{Processed, SphinxError};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{Action, Inbound, Scheduled};
-use crate::epoch::EpochKeyRing;
+use crate::epoch::{EpochKeyRing, unix_now};
 use crate::metrics::Metrics;
 use crate::replay::{ReplayCache, ReplayError};
 
@@ -112,10 +112,6 @@ impl WorkerStage {
         }
         Ok((handles, rx))
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn run(cfg: &WorkerConfig, input: &flume::Receiver<Inbound>, out: &flume::Sender<Scheduled>, ctx: &WorkerContext) {
