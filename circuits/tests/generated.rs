@@ -68,6 +68,7 @@ fn bad_arguments_are_refused_with_exit_code_2_and_write_nothing() {
         vec!["tree-root", ""],
         vec!["tree-root", "0x0x05"],
         vec!["tree-root", "0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001"],
+        vec!["commitment", "0x1", "0x2"],
         vec!["frobnicate"],
         vec![],
     ] {

@@ -66,6 +66,43 @@ contract FailingNoop {
     }
 }
 
+/// @notice A token that keeps 1 % of every transfer.
+contract FeeToken {
+    mapping(address => uint256) public balanceOf;
+    mapping(address => mapping(address => uint256)) public allowance;
+
+    function mint(address to, uint256 amount) external {
+        balanceOf[to] += amount;
+    }
+
+    function approve(address spender, uint256 amount) external returns (bool) {
+        allowance[msg.sender][spender] = amount;
+        return true;
+    }
+
+    function transfer(address to, uint256 amount) external returns (bool) {
+        return _move(msg.sender, to, amount);
+    }
+
+    function transferFrom(address from, address to, uint256 amount) external returns (bool) {
+        allowance[from][msg.sender] -= amount;
+        return _move(from, to, amount);
+    }
+
+    function _move(address from, address to, uint256 amount) internal returns (bool) {
+        balanceOf[from] -= amount;
+        balanceOf[to] += amount - amount / 100;
+        return true;
+    }
+}
+
+/// @notice Refuses ETH: a withdrawal to it cannot be paid.
+contract RefusesEth {
+    receive() external payable {
+        revert("no");
+    }
+}
+
 /// @notice Exposes the tree insertion for the root comparison with Rust.
 contract NoxPoolHarness is NoxPool {
     function insertLeaf(uint256 leaf) external returns (uint256) {
@@ -82,8 +119,8 @@ contract NoxPoolTest is NoxTest {
     address constant TARGET_DEPLOYER = address(0x7A59);
     address constant NOOP_DEPLOYER = address(0x0009);
     address constant DEPOSITOR = address(0xD3);
-    uint256 constant R = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
-    uint256 constant Q = 0x30644e72e131a029b85045b68181585d97816a916871ca8d3c208c16d87cfd47;
+    uint256 constant R = SpendVerifier.SCALAR_MODULUS;
+    uint256 constant Q = SpendVerifier.BASE_MODULUS;
 
     string json;
     NoxPool pool;
@@ -381,6 +418,63 @@ contract NoxPoolTest is NoxTest {
         vm.prank(DEPOSITOR);
         vm.expectRevert(NoxPool.ValueOverflow.selector);
         pool.deposit{value: huge}(1);
+    }
+
+    function test_revert_recipient_or_asset_beyond_160_bits() public {
+        NoxPool.SpendInputs memory s = _inputs("withdraw");
+        s.recipient |= 1 << 160;
+        vm.expectRevert(NoxPool.WrongRecipient.selector);
+        pool.withdraw(_proof("withdraw"), s);
+        s = _inputs("withdraw");
+        s.asset = 1 << 160;
+        vm.expectRevert(NoxPool.BadAsset.selector);
+        pool.withdraw(_proof("withdraw"), s);
+    }
+
+    function test_revert_a_recipient_that_refuses_payment() public {
+        vm.etch(recipient, type(RefusesEth).runtimeCode);
+        NoxPool.SpendInputs memory s = _inputs("withdraw");
+        vm.expectRevert(NoxPool.PaymentFailed.selector);
+        pool.withdraw(_proof("withdraw"), s);
+        vm.assertFalse(pool.nullifierSpent(s.nullifier), "nothing spent");
+    }
+
+    function test_a_nullifier_listed_twice_is_flushed_once() public {
+        pool.withdraw(_proof("withdraw"), _inputs("withdraw"));
+        uint256[] memory twice = new uint256[](2);
+        (twice[0], twice[1]) = (_inputs("withdraw").nullifier, _inputs("withdraw").nullifier);
+        uint256 before = pool.nextIndex();
+        pool.flush(twice);
+        vm.assertEq(pool.nextIndex(), before + 1, "inserted once");
+    }
+
+    function test_fee_on_transfer_tokens_are_credited_what_arrived() public {
+        FeeToken fee = new FeeToken();
+        fee.mint(DEPOSITOR, 1000);
+        vm.startPrank(DEPOSITOR);
+        fee.approve(address(pool), 1000);
+        uint256 index = pool.depositERC20(IERC20(address(fee)), 1000, 7);
+        vm.stopPrank();
+        vm.assertEq(fee.balanceOf(address(pool)), 990, "the token kept 1 %");
+        string[] memory leaves = new string[](index + 1);
+        for (uint256 i; i < index; ++i) {
+            leaves[i] = vm.toString(
+                bytes32(vm.parseJsonUint(json, string.concat(".deposits[", vm.toString(i), "].commitment")))
+            );
+        }
+        // The note is for the 990 that arrived: its commitment, computed in Rust,
+        // gives the pool's root.
+        string[] memory cmd = new string[](5);
+        (cmd[0], cmd[1], cmd[2], cmd[3], cmd[4]) =
+        (
+            "target/debug/nox-zk",
+            "commitment",
+            vm.toString(bytes32(uint256(uint160(address(fee))))),
+            vm.toString(bytes32(uint256(990))),
+            vm.toString(bytes32(uint256(7)))
+        );
+        leaves[index] = vm.toString(bytes32(vm.ffi(cmd)));
+        vm.assertEq(pool.currentRoot(), _rustRoot(leaves), "note of the received amount");
     }
 
     function test_revert_bad_deposits() public {

@@ -9,6 +9,9 @@
 //!     write the development proving and verifying keys (spend.pk, spend.vk)
 //! nox-zk tree-root [LEAF ...]
 //!     the depth-20 tree root after inserting the leaves (hex), in order
+//! nox-zk commitment ASSET VALUE SECRET
+//!     Poseidon(asset, value, secret), the commitment a deposit makes (hex in,
+//!     hex out)
 //! nox-zk fixtures [--check] [--out contracts/test/fixtures/spend.json]
 //!     write (or compare) the deposits, roots and proofs of the forge tests
 //! ```
@@ -26,7 +29,7 @@ use nox_circuits::solidity::{poseidon_library, tree_constants, verifier};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
 const USAGE: &str = "usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] \
-                     | fixtures [--check] [--out FILE]";
+                     | commitment ASSET VALUE SECRET | fixtures [--check] [--out FILE]";
 
 /// What went wrong, and the exit code it gets.
 enum Failure {
@@ -97,11 +100,14 @@ fn generate(dir: &Path, check: bool) -> Result<(), Failure> {
     if stale.is_empty() { Ok(()) } else { Err(Failure::Stale(stale.join("\n"))) }
 }
 
+fn field(s: &str) -> Result<Fr, Failure> {
+    from_hex::<Fr>(s).ok_or_else(|| Failure::Usage(format!("{s:?} is not a field element in hex")))
+}
+
 fn tree_root(leaves: &[String]) -> Result<(), Failure> {
     let mut tree = MerkleTree::new(TREE_DEPTH);
     for l in leaves {
-        let leaf = from_hex::<Fr>(l).ok_or_else(|| Failure::Usage(format!("{l:?} is not a field element in hex")))?;
-        tree.insert(leaf).map_err(|e| Failure::Usage(e.to_string()))?;
+        tree.insert(field(l)?).map_err(|e| Failure::Usage(e.to_string()))?;
     }
     println!("{}", to_hex(&tree.root()));
     Ok(())
@@ -126,6 +132,14 @@ fn run(args: &[String]) -> Result<(), Failure> {
             dev_setup(TREE_DEPTH).and_then(|k| k.write(&dir)).map_err(|e| Failure::Failed(e.to_string()))
         }
         "tree-root" => tree_root(rest),
+        "commitment" => match rest {
+            [asset, value, secret] => {
+                let c = nox_circuits::note::commitment_from_secret(field(asset)?, field(value)?, field(secret)?);
+                println!("{}", to_hex(&c));
+                Ok(())
+            }
+            _ => Err(Failure::Usage("commitment takes ASSET VALUE SECRET".into())),
+        },
         "fixtures" => {
             let f = parse_flags(rest, "--out", true)?;
             fixtures(&f.path.unwrap_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json")), f.check)
