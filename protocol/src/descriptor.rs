@@ -38,6 +38,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::crypto::x25519::MixPublicKey;
 use crate::sphinx::NodeId;
+use crate::wire::{Reader, Truncated};
 
 /// Default epoch length: three hours.
 pub const DEFAULT_EPOCH_SECS: u64 = 3 * 3600;
@@ -237,7 +238,7 @@ impl MixDescriptor {
     /// Parses the wire encoding. Does **not** check the signature; call
     /// [`MixDescriptor::verify`] before trusting the result.
     pub fn decode(bytes: &[u8]) -> Result<Self, DescriptorError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != DESCRIPTOR_VERSION {
             return Err(DescriptorError::UnknownVersion(version));
@@ -323,33 +324,9 @@ fn check_fields(layer: u8, role: u8, addresses: &[String]) -> Result<(), Descrip
     Ok(())
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DescriptorError> {
-        let out = self
-            .bytes
-            .get(self.pos..self.pos.saturating_add(n))
-            .ok_or(DescriptorError::Truncated { at: self.pos, len: self.bytes.len() })?;
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DescriptorError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, DescriptorError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
+impl From<Truncated> for DescriptorError {
+    fn from(t: Truncated) -> Self {
+        DescriptorError::Truncated { at: t.at, len: t.len }
     }
 }
 

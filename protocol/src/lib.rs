@@ -35,6 +35,7 @@ pub mod fragment;
 pub mod payload;
 pub mod pow;
 pub mod sphinx;
+mod wire;
 
 pub use sphinx::{
     BODY_LEN, HEADER_LEN, MAX_HOPS, NodeId, PACKET_LEN, PAYLOAD_CAPACITY, Packet, PacketBuilder, PeeledHeader,

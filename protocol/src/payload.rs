@@ -31,6 +31,7 @@
 //! bytes.
 
 use crate::sphinx::surb::{SURB_LEN, Surb};
+use crate::wire::{Reader, Truncated};
 
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -250,7 +251,7 @@ impl Envelope {
 
     /// Decodes an envelope.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(version));
@@ -319,44 +320,28 @@ fn put_count(w: &mut Vec<u8>, n: usize) -> Result<(), EnvelopeError> {
     Ok(())
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+impl From<Truncated> for EnvelopeError {
+    fn from(t: Truncated) -> Self {
+        EnvelopeError::Truncated(t.at)
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
+/// The envelope's own fields on top of the shared reader: counts (`u16`),
+/// length-prefixed bytes (`u32`) and UTF-8 strings.
+trait EnvelopeRead<'a> {
+    fn count(&mut self) -> Result<usize, EnvelopeError>;
+    fn bytes(&mut self) -> Result<&'a [u8], EnvelopeError>;
+    fn string(&mut self) -> Result<String, EnvelopeError>;
+}
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
-        if n > self.remaining() {
-            return Err(EnvelopeError::Truncated(self.pos));
-        }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, EnvelopeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u64(&mut self) -> Result<u64, EnvelopeError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
-
+impl<'a> EnvelopeRead<'a> for Reader<'a> {
     fn count(&mut self) -> Result<usize, EnvelopeError> {
-        let b = self.take(2)?;
-        Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
+        Ok(usize::from(self.u16()?))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], EnvelopeError> {
-        let b = self.take(4)?;
-        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        self.take(len)
+        let len = self.u32()? as usize;
+        Ok(self.take(len)?)
     }
 
     fn string(&mut self) -> Result<String, EnvelopeError> {
