@@ -1,12 +1,86 @@
 //! # nox-devnet
 //!
-//! One-command local network: anvil, contracts, nodes and oracle.
+//! A whole NOX network on one machine: anvil from `node_modules/.bin`, the
+//! contracts deployed by the forge deploy script, N staked and registered
+//! nodes that learn the topology only from NoxRegistry, run in-process or as
+//! `nox run` processes. Used by `scripts/devnet` and by the end-to-end tests
+//! in `devnet/tests/`.
 //!
-//! **Not implemented yet.** The harness (start anvil, deploy, fund and register
-//! nodes, start them, wait for the topology, tear down) arrives with the devnet
-//! issue; until then this crate exports nothing. Its `tests/registry_anvil.rs`
-//! already exercises the pieces the harness will reuse: anvil from
-//! `node_modules/.bin` in its own process group, and the forge deploy script
-//! `contracts/script/Deploy.s.sol`.
+//! Everything started here is stopped when its handle is dropped, also when a
+//! test panics: processes run in their own process groups and are killed
+//! with them.
 
 #![warn(missing_docs)]
+
+pub mod anvil;
+pub mod deploy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What can go wrong while bringing a devnet up.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A tool from `node_modules/.bin` or the `nox` binary is missing.
+    #[error("missing tool: {0}")]
+    MissingTool(String),
+    /// A process or listener could not be started.
+    #[error("starting {what}: {source}")]
+    Spawn {
+        /// What was being started.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The deploy script failed.
+    #[error("deploying the contracts: {0}")]
+    Deploy(String),
+    /// A chain request failed.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// A node failed to start or to configure.
+    #[error("node {index}: {reason}")]
+    Node {
+        /// Index of the node in the devnet.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Something did not happen in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+/// The repository root (the workspace this crate was built in).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `nox` binary of the build this code belongs to: next to the running
+/// executable (`cargo test --workspace` builds it there), or else built now
+/// with cargo.
+pub fn nox_binary() -> Result<PathBuf, DevnetError> {
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/deps/<test> or target/<profile>/<binary>
+        for dir in exe.ancestors().skip(1).take(2) {
+            let bin = dir.join("nox");
+            if bin.is_file() {
+                return Ok(bin);
+            }
+        }
+    }
+    let root = repo_root();
+    let release = cfg!(not(debug_assertions));
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(&root).args(["build", "--quiet", "-p", "nox-node", "--bin", "nox"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().map_err(|e| DevnetError::Spawn { what: "cargo build -p nox-node", source: e })?;
+    if !status.success() {
+        return Err(DevnetError::MissingTool("`cargo build -p nox-node --bin nox` failed".into()));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join(if release { "release" } else { "debug" }).join("nox");
+    if bin.is_file() { Ok(bin) } else { Err(DevnetError::MissingTool(format!("{} after building it", bin.display()))) }
+}

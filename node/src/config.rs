@@ -38,7 +38,9 @@ pub struct NodeConfig {
     pub network: NetworkSection,
     /// libp2p transport.
     pub p2p: P2pSection,
-    /// Nodes known before any descriptor arrives (until the chain watcher).
+    /// NoxRegistry, the source of the topology and of admission.
+    pub chain: ChainSection,
+    /// Nodes known without a chain (a development mode; see [`TopologySection`]).
     pub topology: TopologySection,
     /// Ingest stage.
     pub ingest: IngestSection,
@@ -141,6 +143,58 @@ impl Default for P2pSection {
             idle_timeout_secs: 120,
             handshake_timeout_secs: 10,
         }
+    }
+}
+
+/// `[chain]`: where NoxRegistry lives. With `rpc_url` set the registry is the
+/// only source of the topology and of admission (a peer must be registered with
+/// at least the minimum stake); with it empty the node runs on
+/// `[[topology.nodes]]`, a development mode that checks no stake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainSection {
+    /// Ethereum JSON-RPC endpoint (`http://` or `https://`); empty: no chain.
+    pub rpc_url: String,
+    /// Chain id the endpoint must report; checked at start and on every reconnect.
+    pub chain_id: u64,
+    /// NoxRegistry's address.
+    pub registry: String,
+    /// First block to read registry events from (the registry's deployment block).
+    pub start_block: u64,
+    /// Blocks a change must be buried under before the node acts on it.
+    pub confirmations: u64,
+    /// Milliseconds between polls of the endpoint.
+    pub poll_interval_ms: u64,
+    /// Most blocks asked for in one `eth_getLogs`.
+    pub max_log_range: u64,
+    /// Milliseconds one RPC request may take.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for ChainSection {
+    fn default() -> Self {
+        ChainSection {
+            rpc_url: String::new(),
+            chain_id: 1,
+            registry: String::new(),
+            start_block: 0,
+            confirmations: 2,
+            poll_interval_ms: 2_000,
+            max_log_range: 2_000,
+            rpc_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ChainSection {
+    /// Whether a chain is configured.
+    pub fn enabled(&self) -> bool {
+        !self.rpc_url.is_empty()
+    }
+
+    /// The registry address, once validated.
+    pub fn registry_address(&self) -> Option<alloy_primitives::Address> {
+        self.registry.parse().ok().filter(|a: &alloy_primitives::Address| !a.is_zero())
     }
 }
 
@@ -828,6 +882,28 @@ impl NodeConfig {
         }
         c.at_least("p2p.idle_timeout_secs", p2p.idle_timeout_secs, 1);
         c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
+
+        let chain = &self.chain;
+        if chain.enabled() {
+            match chain.rpc_url.parse::<alloy::transports::http::reqwest::Url>() {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(_) => c.fail("chain.rpc_url", format!("`{}` is not an http:// or https:// URL", chain.rpc_url)),
+                Err(e) => c.fail("chain.rpc_url", format!("`{}` is not a URL: {e}", chain.rpc_url)),
+            }
+            c.at_least("chain.chain_id", chain.chain_id, 1);
+            if chain.registry_address().is_none() {
+                c.fail("chain.registry", format!("`{}` is not a non-zero 0x address", chain.registry));
+            }
+            c.at_least("chain.poll_interval_ms", chain.poll_interval_ms, 100);
+            c.at_least("chain.max_log_range", chain.max_log_range, 1);
+            c.at_least("chain.rpc_timeout_ms", chain.rpc_timeout_ms, 100);
+            if !self.topology.nodes.is_empty() {
+                c.fail(
+                    "topology.nodes",
+                    "must be empty when chain.rpc_url is set: the registry is the only source of the topology",
+                );
+            }
+        }
 
         let mut ids: BTreeMap<[u8; 32], usize> = BTreeMap::new();
         for (i, n) in self.topology.nodes.iter().enumerate() {

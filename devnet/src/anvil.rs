@@ -1,0 +1,107 @@
+//! A local chain: anvil from `node_modules/.bin`, on a free loopback port, in
+//! its own process group, killed with its whole group when dropped (also when
+//! the owner panics).
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::DevnetError;
+
+/// anvil's first default account (the deployer and registry admin), from its
+/// well-known development mnemonic. Never holds anything outside a devnet.
+pub const DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// Chain id anvil reports by default.
+pub const CHAIN_ID: u64 = 31337;
+
+/// A running anvil.
+#[derive(Debug)]
+pub struct Anvil {
+    child: Child,
+    port: u16,
+}
+
+impl Anvil {
+    /// Starts anvil from `<root>/node_modules/.bin/anvil`. Without
+    /// `block_time` it mines a block per transaction (automine); with it, a
+    /// block every `block_time` as well.
+    pub fn start(root: &Path, block_time: Option<Duration>) -> Result<Anvil, DevnetError> {
+        let bin = root.join("node_modules/.bin/anvil");
+        if !bin.exists() {
+            return Err(DevnetError::MissingTool(format!("{} (run `npm ci`)", bin.display())));
+        }
+        let port = free_port()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent", "--chain-id", &CHAIN_ID.to_string()]);
+        if let Some(t) = block_time {
+            cmd.args(["--block-time", &format!("{}", t.as_secs_f64())]);
+        }
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| DevnetError::Spawn { what: "anvil", source: e })?;
+        let anvil = Anvil { child, port };
+        anvil.wait_ready(Duration::from_secs(30))?;
+        Ok(anvil)
+    }
+
+    /// The JSON-RPC URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Result<(), DevnetError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DevnetError::Timeout("anvil to listen"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the whole process group now.
+    pub fn kill(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGKILLs `child`'s process group (it was started as a group leader), then
+/// reaps the child.
+pub(crate) fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16, DevnetError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| DevnetError::Spawn { what: "port probe", source: e })?;
+    l.local_addr().map(|a| a.port()).map_err(|e| DevnetError::Spawn { what: "port probe", source: e })
+}
