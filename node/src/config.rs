@@ -153,12 +153,12 @@ impl Default for P2pSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChainSection {
-    /// Ethereum JSON-RPC endpoint (`http://` or `https://`); empty: no chain.
-    pub rpc_url: String,
+    /// Ethereum JSON-RPC endpoint (`http://` or `https://`); unset: no chain.
+    pub rpc_url: Option<String>,
     /// Chain id the endpoint must report; checked at start and on every reconnect.
     pub chain_id: u64,
     /// NoxRegistry's address.
-    pub registry: String,
+    pub registry: Option<String>,
     /// First block to read registry events from (the registry's deployment block).
     pub start_block: u64,
     /// Blocks a change must be buried under before the node acts on it.
@@ -174,9 +174,9 @@ pub struct ChainSection {
 impl Default for ChainSection {
     fn default() -> Self {
         ChainSection {
-            rpc_url: String::new(),
+            rpc_url: None,
             chain_id: 1,
-            registry: String::new(),
+            registry: None,
             start_block: 0,
             confirmations: 2,
             poll_interval_ms: 2_000,
@@ -189,12 +189,17 @@ impl Default for ChainSection {
 impl ChainSection {
     /// Whether a chain is configured.
     pub fn enabled(&self) -> bool {
-        !self.rpc_url.is_empty()
+        self.rpc_url.is_some()
     }
 
-    /// The registry address, once validated.
+    /// The registry address, if set and valid (0x + 40 hex digits, not zero).
     pub fn registry_address(&self) -> Option<alloy_primitives::Address> {
-        self.registry.parse().ok().filter(|a: &alloy_primitives::Address| !a.is_zero())
+        let text = self.registry.as_deref()?;
+        let digits = text.strip_prefix("0x")?;
+        if digits.len() != 40 {
+            return None;
+        }
+        text.parse().ok().filter(|a: &alloy_primitives::Address| !a.is_zero())
     }
 }
 
@@ -395,7 +400,7 @@ pub const ENV_PREFIX: &str = "NOX_";
 
 /// Optional keys: absent from the serialized defaults (they are `None`), so an
 /// environment override cannot learn their type there. Every one is a string.
-const OPTIONAL_KEYS: &[(&str, &str)] = &[("http", "public_listen")];
+const OPTIONAL_KEYS: &[(&str, &str)] = &[("http", "public_listen"), ("chain", "rpc_url"), ("chain", "registry")];
 
 /// Keys only the file can set (arrays of tables).
 const FILE_ONLY_KEYS: &[(&str, &str)] = &[("topology", "nodes")];
@@ -884,15 +889,19 @@ impl NodeConfig {
         c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
 
         let chain = &self.chain;
-        if chain.enabled() {
-            match chain.rpc_url.parse::<alloy::transports::http::reqwest::Url>() {
+        if let Some(url) = &chain.rpc_url {
+            match url.parse::<alloy::transports::http::reqwest::Url>() {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                Ok(_) => c.fail("chain.rpc_url", format!("`{}` is not an http:// or https:// URL", chain.rpc_url)),
-                Err(e) => c.fail("chain.rpc_url", format!("`{}` is not a URL: {e}", chain.rpc_url)),
+                Ok(_) => c.fail("chain.rpc_url", format!("`{url}` is not an http:// or https:// URL")),
+                Err(e) => c.fail("chain.rpc_url", format!("`{url}` is not a URL: {e}")),
             }
             c.at_least("chain.chain_id", chain.chain_id, 1);
-            if chain.registry_address().is_none() {
-                c.fail("chain.registry", format!("`{}` is not a non-zero 0x address", chain.registry));
+            match &chain.registry {
+                None => c.fail("chain.registry", "required when chain.rpc_url is set"),
+                Some(r) if chain.registry_address().is_none() => {
+                    c.fail("chain.registry", format!("`{r}` is not an address (0x + 40 hex digits, not zero)"))
+                }
+                Some(_) => {}
             }
             c.at_least("chain.poll_interval_ms", chain.poll_interval_ms, 100);
             c.at_least("chain.max_log_range", chain.max_log_range, 1);
@@ -1506,5 +1515,61 @@ mod tests {
             let node = StaticNode { node_id: bad.to_string(), layer: 0, addresses: vec![] };
             assert_eq!(node.id_bytes(), Err(NodeIdError(bad.to_string())), "{bad}");
         }
+    }
+
+    #[test]
+    fn chain_section_is_validated() {
+        let good = "[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nchain_id = 31337\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n";
+        let c = parse(good).unwrap();
+        assert!(c.chain.enabled());
+        assert_eq!(c.chain.registry_address().unwrap().to_string(), "0x5FbDB2315678afecb367f032d93F642f64180aa3");
+        assert!(!NodeConfig::default().chain.enabled());
+
+        let cases = [
+            (
+                "[chain]\nrpc_url = \"ws://127.0.0.1:8545\"\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n",
+                "chain.rpc_url",
+            ),
+            (
+                "[chain]\nrpc_url = \"not a url\"\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n",
+                "chain.rpc_url",
+            ),
+            ("[chain]\nrpc_url = \"http://127.0.0.1:8545\"\n", "chain.registry"),
+            ("[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nregistry = \"0x1234\"\n", "chain.registry"),
+            (
+                "[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nregistry = \"0x0000000000000000000000000000000000000000\"\n",
+                "chain.registry",
+            ),
+            (
+                "[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nregistry = \"5FbDB2315678afecb367f032d93F642f64180aa3ab\"\n",
+                "chain.registry",
+            ),
+            (&*format!("{good}chain_id = 0\n").replace("chain_id = 31337\n", ""), "chain.chain_id"),
+            (&*format!("{good}poll_interval_ms = 5\n"), "chain.poll_interval_ms"),
+            (&*format!("{good}max_log_range = 0\n"), "chain.max_log_range"),
+            (&*format!("{good}rpc_timeout_ms = 1\n"), "chain.rpc_timeout_ms"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(problem_keys(&problems(parse(text))), [key], "{text}");
+        }
+
+        // The chain is the only source of the topology.
+        let both = format!(
+            "{good}\n[[topology.nodes]]\nnode_id = \"{}\"\nlayer = 0\naddresses = [\"/ip4/127.0.0.1/tcp/1\"]\n",
+            node_id(1)
+        );
+        assert_eq!(problem_keys(&problems(parse(&both))), ["topology.nodes"]);
+
+        // From the environment: set, then unset again with an empty value.
+        let env = [
+            ("NOX_CHAIN__RPC_URL", "http://127.0.0.1:8545"),
+            ("NOX_CHAIN__REGISTRY", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+            ("NOX_CHAIN__CONFIRMATIONS", "0"),
+        ];
+        let c = with_env("", &env).unwrap();
+        assert!(c.chain.enabled());
+        assert_eq!(c.chain.confirmations, 0);
+        let c = with_env(good, &[("NOX_CHAIN__RPC_URL", "")]).unwrap();
+        assert!(!c.chain.enabled());
     }
 }

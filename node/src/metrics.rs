@@ -34,6 +34,7 @@ pub struct Metrics {
     events: Family<Labels2, Counter>,
     epoch: Gauge,
     pending_durable: Gauge,
+    chain: Family<Labels1, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,8 +81,15 @@ impl Metrics {
             "Packets held because their replay tag is not yet on disk",
             pending_durable.clone(),
         );
+        let chain = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "chain",
+            "Chain watcher: synced_block, head_block, active_nodes, rpc_up (0/1), fingerprint_mismatch (1 while the registry's topology fingerprint differs from this node's view)",
+            chain.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            chain,
             packets,
             dropped,
             queue_depth,
@@ -121,6 +129,11 @@ impl Metrics {
     /// The loop-reliability gauge of `layer` ("0", "1", "2").
     pub fn loop_reliability(&self, layer: &'static str) -> Gauge<f64, AtomicU64> {
         self.loop_reliability.get_or_create(&[("layer", layer)]).clone()
+    }
+
+    /// The chain-watcher gauge `what`.
+    pub fn chain(&self, what: &'static str) -> Gauge {
+        self.chain.get_or_create(&[("value", what)]).clone()
     }
 
     /// The current-epoch gauge.

@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, StaticAdmission};
+use crate::chain::{ChainError, ChainWatcher, TopologyChange, WatcherConfig};
 use crate::config::{NodeConfig, Role};
 use crate::control::{self, ControlContext};
 use crate::cover::{self, CoverConfig, CoverContext, CoverState};
@@ -60,6 +61,9 @@ pub enum NodeError {
     /// The transport could not start.
     #[error(transparent)]
     P2p(#[from] p2p::P2pError),
+    /// The chain watcher could not start (its stored progress is unreadable).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     /// A thread or listener could not start.
     #[error("{what}: {source}")]
     Io {
@@ -147,7 +151,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
     let ring = EpochKeyRing::open(db.clone(), clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
     let replay = Arc::new(ReplayCache::open(
-        db,
+        db.clone(),
         cfg.replay.max_tags_per_epoch,
         Duration::from_millis(cfg.replay.commit_interval_ms),
         &ring.live_epochs(),
@@ -156,6 +160,26 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let keys_ring = Arc::new(RwLock::new(ring));
 
     let topology = Arc::new(Topology::new());
+    // With a chain, the registry is the topology: the stored view is applied
+    // now, the endpoint is polled once the transport runs.
+    let watcher = match WatcherConfig::from_section(&cfg.chain) {
+        Some(wcfg) => {
+            let expected = if cfg.node.role == Role::Exit {
+                nox_protocol::contracts::EXIT_LAYER
+            } else {
+                nox_protocol::contracts::relay_layer(keys.wallet_address())
+            };
+            if layer != expected {
+                return Err(NodeError::Config(format!(
+                    "node.layer is {layer}, but NoxRegistry puts this node in layer {expected} \
+                     (an exit is in layer 2; a relay in SHA-256(wallet address) mod 2): set node.layer = {expected}"
+                )));
+            }
+            let (w, _) = ChainWatcher::new(wcfg, db.clone(), topology.clone(), metrics.clone(), self_id)?;
+            Some(w)
+        }
+        None => None,
+    };
     for n in &cfg.topology.nodes {
         let id = n.id_bytes().map_err(|e| NodeError::Config(format!("topology.nodes: {e}")))?;
         let addrs = n.addresses.iter().filter_map(|a| a.parse().ok()).collect();
@@ -328,6 +352,18 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         }
     }
 
+    if let Some(w) = watcher {
+        let (changes_tx, changes_rx) = tokio::sync::mpsc::channel(16);
+        tasks.push(tokio::spawn(w.run(changes_tx)));
+        tasks.push(tokio::spawn(apply_topology_changes(
+            changes_rx,
+            self_id,
+            p2p_handle.clone(),
+            peers.clone(),
+            topology.clone(),
+        )));
+    }
+
     let api = ApiState {
         node_id: self_id,
         layer,
@@ -368,6 +404,33 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         threads,
         stop,
     })
+}
+
+/// Acts on the chain watcher's changes: a node that left is cut off at once
+/// (no longer admitted, every connection closed), a node that joined is
+/// dialled.
+async fn apply_topology_changes(
+    mut changes: tokio::sync::mpsc::Receiver<TopologyChange>,
+    self_id: NodeId,
+    p2p: P2pHandle,
+    peers: Arc<PeerTable>,
+    topology: Arc<Topology>,
+) {
+    while let Some(change) = changes.recv().await {
+        for id in change.removed.iter().filter(|id| **id != self_id) {
+            if let Ok(peer) = p2p::peer_id_of(id) {
+                peers.disconnected(&peer);
+                let _ = p2p.command(Command::Disconnect { peer }).await;
+            }
+        }
+        for id in change.added.iter().filter(|id| **id != self_id) {
+            if let Ok(peer) = p2p::peer_id_of(id) {
+                let addrs = topology.addresses(id);
+                let _ = p2p.command(Command::Dial { peer, addrs }).await;
+            }
+        }
+        tracing::info!(joined = change.added.len(), left = change.removed.len(), "topology changed on chain");
+    }
 }
 
 /// Most inbound streams of one protocol one peer may have open at once (a

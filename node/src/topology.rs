@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
+use alloy_primitives::{Address, U256};
 use libp2p::Multiaddr;
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixPublicKey;
@@ -89,6 +90,36 @@ pub struct NodeRecord {
     pub addresses: Vec<Multiaddr>,
     /// Verified descriptors by epoch.
     pub descriptors: BTreeMap<u64, MixDescriptor>,
+    /// Its registry record, when the topology comes from the chain.
+    pub chain: Option<ChainInfo>,
+}
+
+/// A node's NoxRegistry record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// The operator's address.
+    pub operator: Address,
+    /// Active stake, in token base units.
+    pub stake: U256,
+    /// Registered as an exit.
+    pub exit: bool,
+}
+
+/// A node of the registry's active set, as the chain watcher hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainMember {
+    /// Node id (the registered identity key).
+    pub id: NodeId,
+    /// Layer.
+    pub layer: u8,
+    /// Its registered multiaddr, if it parses.
+    pub addresses: Vec<Multiaddr>,
+    /// The operator's address.
+    pub operator: Address,
+    /// Active stake.
+    pub stake: U256,
+    /// Registered as an exit.
+    pub exit: bool,
 }
 
 /// The node's topology view. Shared behind an `Arc`; every method takes `&self`.
@@ -110,9 +141,56 @@ impl Topology {
             layer,
             addresses: Vec::new(),
             descriptors: BTreeMap::new(),
+            chain: None,
         });
         rec.layer = layer;
         rec.addresses = addresses;
+    }
+
+    /// Makes the registry's active set the topology: members that are new
+    /// are added, records not among `members` are dropped with their
+    /// descriptors (except `keep`, this node itself), and a member whose
+    /// layer changed starts over without descriptors. Returns who joined and
+    /// who left.
+    pub fn replace_members(&self, members: Vec<ChainMember>, keep: Option<NodeId>) -> crate::chain::TopologyChange {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        let mut change = crate::chain::TopologyChange::default();
+        let incoming: HashMap<NodeId, ChainMember> = members.into_iter().map(|m| (m.id, m)).collect();
+        nodes.retain(|id, _| {
+            let stays = incoming.contains_key(id) || Some(*id) == keep;
+            if !stays {
+                change.removed.push(*id);
+            }
+            stays
+        });
+        for (id, m) in incoming {
+            let info = ChainInfo { operator: m.operator, stake: m.stake, exit: m.exit };
+            match nodes.get_mut(&id) {
+                Some(rec) => {
+                    if rec.layer != m.layer {
+                        rec.descriptors.clear();
+                        rec.layer = m.layer;
+                    }
+                    rec.addresses = m.addresses;
+                    rec.chain = Some(info);
+                }
+                None => {
+                    change.added.push(id);
+                    nodes.insert(
+                        id,
+                        NodeRecord {
+                            layer: m.layer,
+                            addresses: m.addresses,
+                            descriptors: BTreeMap::new(),
+                            chain: Some(info),
+                        },
+                    );
+                }
+            }
+        }
+        change.added.sort_by_key(|id| id.0);
+        change.removed.sort_by_key(|id| id.0);
+        change
     }
 
     /// Verifies and records an encoded descriptor. Returns `true` when it was
@@ -216,6 +294,9 @@ impl Topology {
                     "node_id": format!("0x{}", hex::encode(id.0)),
                     "layer": r.layer,
                     "addresses": r.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "operator": r.chain.as_ref().map(|c| c.operator.to_string()),
+                    "stake": r.chain.as_ref().map(|c| c.stake.to_string()),
+                    "exit": r.chain.as_ref().map(|c| c.exit),
                     "descriptors": r.descriptors.values().map(|d| serde_json::json!({
                         "epoch": d.epoch,
                         "mix_key": format!("0x{}", hex::encode(d.mix_key.0)),
@@ -226,5 +307,50 @@ impl Topology {
             .collect();
         list.sort_by(|a, b| a["node_id"].as_str().cmp(&b["node_id"].as_str()));
         serde_json::Value::Array(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(seed: u8, layer: u8) -> ChainMember {
+        ChainMember {
+            id: NodeId([seed; 32]),
+            layer,
+            addresses: vec!["/ip4/127.0.0.1/tcp/9000".parse().unwrap()],
+            operator: Address::repeat_byte(seed),
+            stake: U256::from(seed),
+            exit: layer == 2,
+        }
+    }
+
+    #[test]
+    fn replace_members_reports_joins_and_leaves_and_keeps_self() {
+        let topo = Topology::new();
+        let me = NodeId([0xee; 32]);
+        topo.add_static(me, 0, Vec::new());
+        let change = topo.replace_members(vec![member(1, 0), member(2, 1), member(3, 2)], Some(me));
+        assert_eq!(change.added, vec![NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32])]);
+        assert!(change.removed.is_empty());
+        assert!(topo.contains(&me));
+
+        // Node 2 slashed out, node 4 joins, node 1 moved (cannot in practice, but
+        // a changed layer must not keep the old layer's descriptors).
+        let change = topo.replace_members(vec![member(1, 1), member(3, 2), member(4, 0)], Some(me));
+        assert_eq!(change.added, vec![NodeId([4; 32])]);
+        assert_eq!(change.removed, vec![NodeId([2; 32])]);
+        assert!(!topo.contains(&NodeId([2; 32])));
+        assert!(topo.contains(&me), "this node stays in its own view");
+        let json = topo.to_json();
+        let three = json.as_array().unwrap().iter().find(|n| n["layer"] == 2).unwrap();
+        assert_eq!(three["stake"], "3");
+        assert_eq!(three["exit"], true);
+        assert_eq!(three["operator"], Address::repeat_byte(3).to_string());
+
+        // An empty registry leaves only this node.
+        let change = topo.replace_members(Vec::new(), Some(me));
+        assert_eq!(change.removed.len(), 3);
+        assert_eq!(topo.node_ids(), vec![(me, 0)]);
     }
 }
