@@ -29,6 +29,7 @@ pub mod keys;
 pub mod localnet;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod p2p;
 pub mod peers;
 pub mod pipeline;

@@ -3,7 +3,12 @@
 //! * `nox keygen` writes the node's identity and wallet keys;
 //! * `nox check-config FILE` explains what is wrong with a configuration;
 //! * `nox run --config FILE` runs the node until SIGINT or SIGTERM, then stops
-//!   it cleanly (the replay caches are flushed to disk before the process exits).
+//!   it cleanly (the replay caches are flushed to disk before the process exits);
+//! * `nox register`, `nox status`, `nox unstake` and `nox withdraw-stake`
+//!   (`--config FILE`) stake and register the node in NoxRegistry, show its
+//!   record, and take the stake back; the work is done by
+//!   [`nox_node::operator`], this file maps its results to JSON on stdout and
+//!   its errors to `error: …` on stderr with exit code 1.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +17,7 @@ use clap::{Parser, Subcommand};
 use nox_node::config::{self, ConfigError, LogFormat, NodeConfig};
 use nox_node::keys::{IDENTITY_FILE, KeyError, NodeKeys, WALLET_FILE};
 use nox_node::node::{self, NodeOptions};
+use nox_node::operator::{self, ChainTarget, TokenAmount};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -54,6 +60,54 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Stake and register this node in NoxRegistry ([chain] of the config).
+    ///
+    /// Checks first what the registry would refuse (already registered,
+    /// pending unstake, node id taken, stake below the minimum, too few tokens
+    /// or no ETH, node.layer not the layer the registry assigns), then
+    /// approves the stake token if needed and registers. Prints the result as
+    /// JSON.
+    Register {
+        /// The configuration file (`nox.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Stake in whole tokens, up to 18 decimals (`1000`, `1000.5`);
+        /// default: the registry's minimum stake.
+        #[arg(long, value_name = "TOKENS")]
+        stake: Option<TokenAmount>,
+        /// The multiaddr other nodes dial; default: the first of
+        /// p2p.external_addresses, else the first specific p2p.listen address.
+        #[arg(long, value_name = "ADDR")]
+        multiaddr: Option<String>,
+    },
+    /// Show this node's registry record, the wallet's funds and the epoch keys
+    /// the running node has published, as JSON.
+    Status {
+        /// The configuration file (`nox.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Leave the network: the node leaves the topology at once and its stake
+    /// can be withdrawn after the registry's unstake delay.
+    Unstake {
+        /// The configuration file (`nox.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Withdraw the stake once the unstake delay is over.
+    WithdrawStake {
+        /// The configuration file (`nox.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// The registry commands, once their configuration file is known.
+enum OperatorCommand {
+    Register { stake: Option<TokenAmount>, multiaddr: Option<String> },
+    Status,
+    Unstake,
+    WithdrawStake,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,12 +136,102 @@ fn main() -> anyhow::Result<()> {
             };
             run(config)?;
         }
+        Command::Register { config, stake, multiaddr } => {
+            operator_main(&config, OperatorCommand::Register { stake, multiaddr })
+        }
+        Command::Status { config } => operator_main(&config, OperatorCommand::Status),
+        Command::Unstake { config } => operator_main(&config, OperatorCommand::Unstake),
+        Command::WithdrawStake { config } => operator_main(&config, OperatorCommand::WithdrawStake),
     }
     Ok(())
 }
 
-/// Exit code of `nox check-config` and `nox run` for a configuration that does
-/// not load.
+/// Runs a registry command and exits: 0 with its JSON result on stdout, 1
+/// with `error: …` on stderr, 2 if the configuration does not load.
+fn operator_main(file: &Path, command: OperatorCommand) -> ! {
+    let Some(config) = load_config(file) else {
+        std::process::exit(INVALID_CONFIG);
+    };
+    match run_operator(&config, command) {
+        Ok(json) => {
+            println!("{json}");
+            std::process::exit(0)
+        }
+        Err(error) => {
+            eprintln!("error: {}", error_text(&error));
+            std::process::exit(1)
+        }
+    }
+}
+
+/// `error` and its causes joined with `: `, leaving out a cause whose text the
+/// line already holds (an I/O error's message is often repeated by its source).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// The registry command's result as one line of JSON.
+fn run_operator(config: &NodeConfig, command: OperatorCommand) -> anyhow::Result<String> {
+    let target = ChainTarget::from_config(&config.chain)?;
+    let keys = load_keys(&config.node.keys_dir)?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let json = match command {
+            OperatorCommand::Register { stake, multiaddr } => {
+                let role = config.node.role;
+                operator::check_layer(role, config.node.layer, keys.wallet_address())?;
+                let multiaddr = match multiaddr {
+                    Some(m) => m,
+                    None => operator::default_multiaddr(&config.p2p)?,
+                };
+                let stake = match stake {
+                    Some(tokens) => {
+                        let decimals = operator::stake_token_decimals(&target, &keys).await?;
+                        Some(tokens.to_base_units(decimals).map_err(operator::OperatorError::from)?)
+                    }
+                    None => None,
+                };
+                serde_json::to_string(&operator::register(&target, &keys, role, &multiaddr, stake).await?)
+            }
+            OperatorCommand::Status => {
+                serde_json::to_string(&operator::status(&target, &keys, Some(config.http.listen)).await?)
+            }
+            OperatorCommand::Unstake => serde_json::to_string(&operator::request_unstake(&target, &keys).await?),
+            OperatorCommand::WithdrawStake => serde_json::to_string(&operator::withdraw_stake(&target, &keys).await?),
+        };
+        json.context("encoding the result as JSON")
+    })
+}
+
+/// Loads the node keys from `node.keys_dir`, saying how to create them if
+/// they are missing.
+fn load_keys(keys_dir: &Path) -> anyhow::Result<NodeKeys> {
+    NodeKeys::load(keys_dir).map_err(|error| {
+        let missing = matches!(&error, KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let dir = keys_dir.display();
+        let context = if missing {
+            format!("no node keys in {dir} (node.keys_dir); generate them with `nox keygen --dir {dir}`")
+        } else {
+            format!("loading the node keys from {dir} (node.keys_dir)")
+        };
+        anyhow::Error::new(error).context(context)
+    })
+}
+
+/// Exit code of `nox check-config`, `nox run` and the registry commands for a
+/// configuration that does not load.
 const INVALID_CONFIG: i32 = 2;
 
 /// Loads `file` with its environment overrides; on failure prints every
@@ -111,17 +255,7 @@ fn load_config(file: &Path) -> Option<NodeConfig> {
 
 /// `nox run`: starts the node and stops it on SIGINT or SIGTERM.
 fn run(config: NodeConfig) -> anyhow::Result<()> {
-    let keys_dir = config.node.keys_dir.clone();
-    let keys = NodeKeys::load(&keys_dir).map_err(|error| {
-        let missing = matches!(&error, KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
-        let dir = keys_dir.display();
-        let context = if missing {
-            format!("no node keys in {dir} (node.keys_dir); generate them with `nox keygen --dir {dir}`")
-        } else {
-            format!("loading the node keys from {dir} (node.keys_dir)")
-        };
-        anyhow::Error::new(error).context(context)
-    })?;
+    let keys = load_keys(&config.node.keys_dir)?;
     init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
