@@ -12,6 +12,7 @@
 //! * [`cover`] — loop and drop cover traffic and loop reliability;
 //! * [`epoch`], [`replay`], [`store`] — epoch keys and per-key replay caches,
 //!   persisted in one redb database;
+//! * [`chain`] — the chain watcher: NoxRegistry's events become the topology;
 //! * [`topology`], [`peers`], [`replies`] — shared state;
 //! * [`http`], [`metrics`] — `/health`, `/metrics`, `/topology`;
 //! * [`config`], [`keys`], [`node`] — configuration, key files, assembly.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod chain;
 pub mod config;
 pub mod control;
 pub mod cover;
