@@ -1,0 +1,602 @@
+//! The chain watcher against a real chain: anvil from `node_modules/.bin`, the
+//! contracts deployed by the devnet's forge script, nodes registered with
+//! `nox_node::operator` from funded wallets, and a [`ChainWatcher`] polled by
+//! hand (never its loop) so that every step is deterministic. The tests check
+//! what a node operator would see: who is in the topology, the `nox_chain`
+//! gauges and `nox_events_total{kind="chain"}` counters, and the stored
+//! progress a restarted node resumes from — through confirmations, a reorg,
+//! 1-block log ranges, an endpoint that goes away, a wrong chain, a restart,
+//! a slash and an unstake.
+//!
+//! Needs `npm ci` to have run (scripts/test does it first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use nox_devnet::anvil::{Anvil, DEPLOYER_KEY};
+use nox_devnet::deploy::{DeployParams, Deployment};
+use nox_node::chain::{ChainError, ChainWatcher, RegisteredNode, RegistryView, TopologyChange, WatcherConfig};
+use nox_node::config::Role;
+use nox_node::keys::NodeKeys;
+use nox_node::metrics::Metrics;
+use nox_node::operator::{self, ChainTarget};
+use nox_node::topology::Topology;
+use nox_protocol::NodeId;
+use nox_protocol::contracts::{NoxRegistry, NoxTestToken};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+const CHAIN_ID: u64 = 31337;
+
+// ---------------------------------------------------------------------------
+// The chain
+// ---------------------------------------------------------------------------
+
+/// A fresh anvil with the contracts deployed, and the deployer's provider.
+struct Chain {
+    anvil: Anvil,
+    deployment: Deployment,
+    /// Signs with the deployer (registry admin, token minter) key.
+    deployer: DynProvider,
+}
+
+impl Chain {
+    async fn start() -> Chain {
+        let (anvil, deployment) = tokio::task::spawn_blocking(|| {
+            let root = nox_devnet::repo_root();
+            let anvil = Anvil::start(&root, None).expect("start anvil (run `npm ci`)");
+            let deployment = nox_devnet::deploy::deploy(&root, &anvil.url(), DEPLOYER_KEY, &DeployParams::default())
+                .expect("deploy the contracts");
+            (anvil, deployment)
+        })
+        .await
+        .unwrap();
+        let signer: PrivateKeySigner = DEPLOYER_KEY.parse().unwrap();
+        // Nonces are read from the chain for every transaction: a cached
+        // nonce would be wrong after `evm_revert`.
+        let deployer = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(anvil.url().parse().unwrap())
+            .erased();
+        Chain { anvil, deployment, deployer }
+    }
+
+    fn url(&self) -> String {
+        self.anvil.url()
+    }
+
+    fn target(&self) -> ChainTarget {
+        ChainTarget { rpc_url: self.url(), chain_id: CHAIN_ID, registry: self.deployment.registry }
+    }
+
+    /// A watcher configuration for this chain's registry, reached at `rpc_url`.
+    fn config(&self, rpc_url: String, confirmations: u64, max_log_range: u64) -> WatcherConfig {
+        WatcherConfig {
+            rpc_url,
+            chain_id: CHAIN_ID,
+            registry: self.deployment.registry,
+            start_block: 0,
+            confirmations,
+            poll_interval: Duration::from_millis(100),
+            max_log_range,
+            rpc_timeout: Duration::from_secs(1),
+        }
+    }
+
+    async fn head(&self) -> u64 {
+        self.deployer.get_block_number().await.unwrap()
+    }
+
+    /// Mines `n` empty blocks.
+    async fn mine(&self, n: u64) {
+        for _ in 0..n {
+            self.deployer.raw_request::<_, String>("evm_mine".into(), ()).await.unwrap();
+        }
+    }
+
+    async fn snapshot(&self) -> U256 {
+        self.deployer.raw_request::<_, U256>("evm_snapshot".into(), ()).await.unwrap()
+    }
+
+    async fn revert_to(&self, id: U256) {
+        assert!(self.deployer.raw_request::<_, bool>("evm_revert".into(), (id,)).await.unwrap(), "evm_revert {id}");
+    }
+
+    /// Sends a deployer transaction and requires it to succeed.
+    async fn send(&self, to: Address, data: Vec<u8>) {
+        let tx = TransactionRequest::default().to(to).input(Bytes::from(data).into());
+        let hash = *self.deployer.send_transaction(tx).await.unwrap().tx_hash();
+        // Automine: the receipt is there at once, or after a few milliseconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let receipt = loop {
+            if let Some(r) = self.deployer.get_transaction_receipt(hash).await.unwrap() {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no receipt for {hash}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(receipt.status(), "deployer transaction to {to} reverted");
+    }
+
+    async fn registry_call<C: SolCall>(&self, call: C) -> C::Return {
+        let tx =
+            TransactionRequest::default().to(self.deployment.registry).input(Bytes::from(call.abi_encode()).into());
+        C::abi_decode_returns(&self.deployer.call(tx).await.unwrap()).unwrap()
+    }
+
+    /// The registry's own state, independent of any event: what the
+    /// watcher's view must equal.
+    async fn registry_state(&self) -> RegistryView {
+        let min_stake = self.registry_call(NoxRegistry::minStakeCall {}).await;
+        let page =
+            self.registry_call(NoxRegistry::nodesPageCall { start: U256::ZERO, count: U256::from(1000u64) }).await;
+        let nodes = page
+            .operators
+            .into_iter()
+            .zip(page.nodes)
+            .map(|(operator, n)| {
+                assert!(n.registered);
+                let node = RegisteredNode {
+                    identity: n.identityKey,
+                    role: n.role,
+                    layer: n.layer,
+                    stake: n.stake,
+                    multiaddr: n.multiaddr,
+                };
+                (operator, node)
+            })
+            .collect();
+        RegistryView { min_stake, nodes }
+    }
+
+    async fn fingerprint(&self) -> B256 {
+        self.registry_call(NoxRegistry::topologyFingerprintCall {}).await
+    }
+
+    /// A new node: fresh keys, 100 ETH and the minimum stake in tokens for its
+    /// wallet, registered as `role` with the minimum stake.
+    async fn register(&self, role: Role, port: u16) -> Node {
+        let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
+        let operator = keys.wallet_address();
+        let wei = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64));
+        self.deployer.raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (operator, wei)).await.unwrap();
+        let stake = DeployParams::default().min_stake;
+        self.send(self.deployment.token, NoxTestToken::mintCall { to: operator, amount: stake }.abi_encode()).await;
+        let multiaddr = format!("/ip4/127.0.0.1/tcp/{port}");
+        let registered =
+            operator::register(&self.target(), &keys, role, &multiaddr, None).await.expect("register the node");
+        assert_eq!(registered.stake, stake);
+        Node { id: NodeId(keys.node_id()), operator, keys, stake }
+    }
+
+    /// Slashes `amount` from `operator`; the deployer grants itself the
+    /// slasher role first.
+    async fn slash(&self, operator: Address, amount: U256) {
+        let registry = self.deployment.registry;
+        let role = keccak256("NOX_SLASHER");
+        let admin = self.deployment.admin;
+        self.send(registry, NoxRegistry::grantRoleCall { role, account: admin }.abi_encode()).await;
+        let reporter = Address::repeat_byte(0x42);
+        self.send(registry, NoxRegistry::slashCall { operator, amount, reporter }.abi_encode()).await;
+    }
+}
+
+/// A registered node.
+struct Node {
+    id: NodeId,
+    operator: Address,
+    keys: NodeKeys,
+    stake: U256,
+}
+
+// ---------------------------------------------------------------------------
+// The watcher
+// ---------------------------------------------------------------------------
+
+/// A watcher with the topology and metrics it feeds, and what `new` applied.
+struct Watched {
+    watcher: ChainWatcher,
+    topology: Arc<Topology>,
+    metrics: Metrics,
+    initial: TopologyChange,
+}
+
+/// A node's own id, distinct from every registered one.
+fn self_id() -> NodeId {
+    NodeId([0xee; 32])
+}
+
+fn database_path(dir: &Path) -> PathBuf {
+    dir.join("node.redb")
+}
+
+/// A watcher with a fresh topology and metrics, on the database in `dir`
+/// (opened now, closed when the watcher is dropped).
+fn watch(cfg: WatcherConfig, dir: &Path) -> Watched {
+    let db = nox_node::store::open_database(&database_path(dir)).unwrap();
+    let topology = Arc::new(Topology::new());
+    let metrics = Metrics::new();
+    let (watcher, initial) = ChainWatcher::new(cfg, db, topology.clone(), metrics.clone(), self_id()).unwrap();
+    Watched { watcher, topology, metrics, initial }
+}
+
+impl Watched {
+    async fn poll(&mut self) -> TopologyChange {
+        self.watcher.poll().await.unwrap_or_else(|e| panic!("poll: {e}"))
+    }
+
+    /// `nox_chain{value="<what>"}`.
+    fn gauge(&self, what: &str) -> i64 {
+        sample(&self.metrics.render(), &format!("nox_chain{{value=\"{what}\"}}"))
+    }
+
+    /// `nox_events_total{kind="chain",outcome="<outcome>"}` (0 when never counted).
+    fn events(&self, outcome: &str) -> i64 {
+        sample(&self.metrics.render(), &format!("nox_events_total{{kind=\"chain\",outcome=\"{outcome}\"}}"))
+    }
+
+    /// The topology's record of `node`, from `to_json()`.
+    fn record(&self, node: &Node) -> serde_json::Value {
+        let id = format!("0x{}", hex::encode(node.id.0));
+        let json = self.topology.to_json();
+        json.as_array().unwrap().iter().find(|r| r["node_id"] == id.as_str()).cloned().unwrap_or_else(|| {
+            panic!("{id} is not in the topology: {json:#}");
+        })
+    }
+}
+
+/// The value of one series in a Prometheus text exposition (0 if absent).
+fn sample(text: &str, series: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse::<f64>().unwrap() as i64)
+        .unwrap_or(0)
+}
+
+fn sorted(mut ids: Vec<NodeId>) -> Vec<NodeId> {
+    ids.sort_by_key(|id| id.0);
+    ids
+}
+
+// ---------------------------------------------------------------------------
+// A TCP proxy that can be switched off and on
+// ---------------------------------------------------------------------------
+
+/// Forwards a fixed loopback port to `upstream`. Switched off, its listener
+/// is closed and every live connection dropped; switched on again, it listens
+/// on the same port.
+struct Proxy {
+    port: u16,
+    upstream: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(forward(listener, upstream));
+        Proxy { port, upstream, task: Some(task) }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn off(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            // Once the task is gone, so are its listener and connections.
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+    }
+
+    async fn on(&mut self) {
+        assert!(self.task.is_none(), "the proxy is on already");
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], self.port))).unwrap();
+        let listener = socket.listen(64).unwrap();
+        self.task = Some(tokio::spawn(forward(listener, self.upstream)));
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts connections and pipes each to `upstream`; the connections live in
+/// a [`JoinSet`] owned by this task, so aborting the task drops them all.
+async fn forward(listener: TcpListener, upstream: SocketAddr) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((mut inbound, _)) = accepted else { continue };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// A registration enters the topology only once it is `confirmations` deep.
+#[tokio::test]
+async fn test_node_joins_once_confirmed() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = watch(chain.config(chain.url(), 2, 1000), dir.path());
+
+    let node = chain.register(Role::Relay, 9001).await;
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange::default());
+    assert!(!w.topology.contains(&node.id), "registered in the last block: not yet confirmed");
+    assert_eq!(w.gauge("active_nodes"), 0);
+    let head = chain.head().await;
+    assert_eq!(w.gauge("head_block"), head as i64);
+    assert_eq!(w.gauge("synced_block"), (head - 2) as i64);
+    assert_eq!(w.watcher.next_block(), head - 1);
+
+    chain.mine(2).await;
+    let change = w.poll().await;
+    assert_eq!(change.added, vec![node.id]);
+    assert!(change.removed.is_empty());
+    assert!(w.topology.contains(&node.id));
+    assert_eq!(w.gauge("active_nodes"), 1);
+    assert_eq!(w.gauge("fingerprint_mismatch"), 0);
+    assert_eq!(w.gauge("rpc_up"), 1);
+    assert_eq!(w.gauge("synced_block"), head as i64);
+    assert_eq!(w.events("node_added"), 1);
+    assert_eq!(w.events("fingerprint_mismatch"), 0);
+    let record = w.record(&node);
+    assert_eq!(record["operator"], node.operator.to_string());
+    assert_eq!(record["stake"], node.stake.to_string());
+    assert_eq!(record["exit"], false);
+    assert_eq!(record["addresses"], serde_json::json!(["/ip4/127.0.0.1/tcp/9001"]));
+    assert_eq!(record["layer"], nox_protocol::contracts::relay_layer(node.operator));
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+}
+
+/// A registration undone by a reorg (the chain reverted and regrown with
+/// other blocks) leaves the topology at the next poll.
+#[tokio::test]
+async fn test_reorg_drops_an_orphaned_registration() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = watch(chain.config(chain.url(), 0, 1000), dir.path());
+
+    let stays = chain.register(Role::Exit, 9001).await;
+    w.poll().await;
+    let snapshot = chain.snapshot().await;
+    let head_before = chain.head().await;
+    let orphan = chain.register(Role::Relay, 9002).await;
+    let change = w.poll().await;
+    assert_eq!(change.added, vec![orphan.id]);
+    assert!(w.topology.contains(&orphan.id) && w.topology.contains(&stays.id));
+    let synced = chain.head().await;
+
+    chain.revert_to(snapshot).await;
+    assert_eq!(chain.head().await, head_before);
+    // As long as before, with other blocks: the watcher's last block is still
+    // there by number, not by hash.
+    chain.mine(synced - head_before).await;
+    assert_eq!(chain.head().await, synced);
+
+    let change = w.poll().await;
+    assert_eq!(w.events("reorg"), 1);
+    // Caught as a reorg, not left for the fingerprint check to repair.
+    assert_eq!(w.events("fingerprint_mismatch"), 0);
+    assert_eq!(change, TopologyChange { added: vec![], removed: vec![orphan.id] });
+    assert!(!w.topology.contains(&orphan.id));
+    assert!(w.topology.contains(&stays.id));
+    assert_eq!(w.gauge("active_nodes"), 1);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+    assert_eq!(w.watcher.view().fingerprint(), chain.fingerprint().await);
+    assert_eq!(w.gauge("fingerprint_mismatch"), 0);
+    assert_eq!(w.watcher.next_block(), synced + 1);
+
+    // The rebuilt view goes on from there: nothing more to undo.
+    chain.mine(1).await;
+    assert_eq!(w.poll().await, TopologyChange::default());
+    assert_eq!(w.events("reorg"), 1);
+
+    // A chain that comes back shorter than what was processed is a reorg too.
+    let snapshot = chain.snapshot().await;
+    let short_head = chain.head().await;
+    let orphan = chain.register(Role::Relay, 9003).await;
+    assert_eq!(w.poll().await.added, vec![orphan.id]);
+    chain.revert_to(snapshot).await;
+    let change = w.poll().await;
+    assert_eq!(w.events("reorg"), 2);
+    assert_eq!(change.removed, vec![orphan.id]);
+    assert!(w.topology.contains(&stays.id));
+    assert_eq!(w.watcher.next_block(), short_head + 1);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+}
+
+/// With one block per log request, one poll still catches up over a long
+/// stretch of chain, and the events alone give the registry's fingerprint.
+#[tokio::test]
+async fn test_one_block_ranges_catch_up_in_one_poll() {
+    let chain = Chain::start().await;
+    let mut nodes = Vec::new();
+    for (i, role) in [Role::Relay, Role::Exit, Role::Relay, Role::Relay].into_iter().enumerate() {
+        nodes.push(chain.register(role, 9001 + i as u16).await);
+        chain.mine(5).await;
+    }
+    let head = chain.head().await;
+    assert!(head > 30, "a long stretch of blocks: {head}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = watch(chain.config(chain.url(), 0, 1), dir.path());
+    let change = w.poll().await;
+    assert_eq!(change.added, sorted(nodes.iter().map(|n| n.id).collect()));
+    assert_eq!(w.watcher.next_block(), head + 1);
+    assert_eq!(w.gauge("synced_block"), head as i64);
+    assert_eq!(w.watcher.view().fingerprint(), chain.fingerprint().await);
+    // Folded from events, not repaired from the registry's state.
+    assert_eq!(w.events("fingerprint_mismatch"), 0);
+    assert_eq!(w.events("reorg"), 0);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+    assert_eq!(w.gauge("active_nodes"), 4);
+}
+
+/// An endpoint that goes away leaves the last view in place; when it comes
+/// back the watcher catches up with what happened meanwhile.
+#[tokio::test]
+async fn test_endpoint_outage_keeps_the_view_and_recovers() {
+    let chain = Chain::start().await;
+    let upstream = SocketAddr::from(([127, 0, 0, 1], chain.anvil.port()));
+    let mut proxy = Proxy::start(upstream).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = watch(chain.config(proxy.url(), 0, 1000), dir.path());
+
+    let first = chain.register(Role::Relay, 9001).await;
+    assert_eq!(w.poll().await.added, vec![first.id]);
+    let synced = w.watcher.next_block();
+
+    proxy.off().await;
+    let started = Instant::now();
+    match w.watcher.poll().await {
+        Err(ChainError::Rpc(_)) => {}
+        other => panic!("poll with the endpoint gone: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "failed within the timeout: {:?}", started.elapsed());
+    assert!(w.topology.contains(&first.id), "the last view stays");
+    assert_eq!(w.gauge("active_nodes"), 1);
+    assert_eq!(w.watcher.next_block(), synced);
+
+    let second = chain.register(Role::Exit, 9002).await;
+    match w.watcher.poll().await {
+        Err(ChainError::Rpc(_)) => {}
+        other => panic!("poll with the endpoint still gone: {other:?}"),
+    }
+    assert!(!w.topology.contains(&second.id));
+
+    proxy.on().await;
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange { added: vec![second.id], removed: vec![] });
+    assert!(w.topology.contains(&first.id) && w.topology.contains(&second.id));
+    assert_eq!(w.gauge("active_nodes"), 2);
+    assert_eq!(w.gauge("rpc_up"), 1);
+    assert_eq!(w.watcher.next_block(), chain.head().await + 1);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+}
+
+/// An endpoint serving another chain is refused before anything is read.
+#[tokio::test]
+async fn test_wrong_chain_is_refused() {
+    let chain = Chain::start().await;
+    chain.register(Role::Relay, 9001).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = chain.config(chain.url(), 0, 1000);
+    cfg.chain_id = 1;
+    let mut w = watch(cfg, dir.path());
+
+    for _ in 0..2 {
+        match w.watcher.poll().await {
+            Err(ChainError::WrongChain { expected: 1, actual: CHAIN_ID }) => {}
+            other => panic!("poll on the wrong chain: {other:?}"),
+        }
+    }
+    assert!(w.topology.node_ids().is_empty());
+    assert_eq!(w.watcher.view(), &RegistryView::default());
+    assert_eq!(w.watcher.next_block(), 0);
+    assert_eq!(w.gauge("active_nodes"), 0);
+    assert_eq!(w.gauge("synced_block"), 0);
+    drop(w);
+    let db = nox_node::store::open_database(&database_path(dir.path())).unwrap();
+    assert_eq!(nox_node::chain::load_progress(&db, 1, chain.deployment.registry).unwrap(), None);
+    assert_eq!(nox_node::chain::load_progress(&db, CHAIN_ID, chain.deployment.registry).unwrap(), None);
+}
+
+/// A restarted node knows the network from its stored progress before its
+/// endpoint answers, and carries on from where it stopped.
+#[tokio::test]
+async fn test_restart_resumes_from_stored_progress() {
+    let chain = Chain::start().await;
+    let kept = chain.register(Role::Relay, 9001).await;
+    let slashed = chain.register(Role::Exit, 9002).await;
+    let all = sorted(vec![kept.id, slashed.id]);
+    let dir = tempfile::tempdir().unwrap();
+
+    let (stopped_at, view) = {
+        let mut w = watch(chain.config(chain.url(), 0, 1000), dir.path());
+        assert_eq!(w.poll().await.added, all);
+        (w.watcher.next_block(), w.watcher.view().clone())
+    };
+    assert_eq!(stopped_at, chain.head().await + 1);
+
+    // Restart with a dead endpoint: the stored view is the topology at once.
+    let dead = format!("http://127.0.0.1:{}", nox_devnet::anvil::free_port().unwrap());
+    let mut w = watch(chain.config(dead, 0, 1000), dir.path());
+    assert_eq!(w.initial, TopologyChange { added: all.clone(), removed: vec![] });
+    assert!(w.topology.contains(&kept.id) && w.topology.contains(&slashed.id));
+    assert_eq!(w.watcher.next_block(), stopped_at);
+    assert_eq!(w.watcher.view(), &view);
+    assert_eq!(w.gauge("active_nodes"), 2);
+    assert!(matches!(w.watcher.poll().await, Err(ChainError::Rpc(_))));
+    assert!(w.topology.contains(&kept.id) && w.topology.contains(&slashed.id));
+    drop(w);
+
+    // Meanwhile one node is slashed below the minimum stake.
+    chain.slash(slashed.operator, slashed.stake / U256::from(2u8)).await;
+    let mut w = watch(chain.config(chain.url(), 0, 1000), dir.path());
+    assert_eq!(w.initial.added, all);
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange { added: vec![], removed: vec![slashed.id] });
+    assert!(w.topology.contains(&kept.id));
+    assert!(!w.topology.contains(&slashed.id));
+    assert_eq!(w.gauge("active_nodes"), 1);
+    assert_eq!(w.events("node_removed"), 1);
+    assert_eq!(w.events("fingerprint_mismatch"), 0);
+    assert_eq!(w.events("reorg"), 0);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+}
+
+/// A node whose operator asks to unstake leaves the topology at the next poll.
+#[tokio::test]
+async fn test_unstake_request_leaves_the_topology() {
+    let chain = Chain::start().await;
+    let leaving = chain.register(Role::Relay, 9001).await;
+    let staying = chain.register(Role::Relay, 9002).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = watch(chain.config(chain.url(), 0, 1000), dir.path());
+    assert_eq!(w.poll().await.added, sorted(vec![leaving.id, staying.id]));
+
+    let unstake = operator::request_unstake(&chain.target(), &leaving.keys).await.expect("requestUnstake");
+    assert_eq!(unstake.amount, leaving.stake);
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange { added: vec![], removed: vec![leaving.id] });
+    assert!(!w.topology.contains(&leaving.id));
+    assert!(w.topology.contains(&staying.id));
+    assert_eq!(w.gauge("active_nodes"), 1);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+    assert_eq!(w.watcher.view().fingerprint(), chain.fingerprint().await);
+}
