@@ -34,13 +34,21 @@ pub struct DeployParams {
 
 impl Default for DeployParams {
     fn default() -> Self {
-        DeployParams { min_stake: U256::from(1_000u64) * U256::from(10u64).pow(U256::from(18u64)), unstake_delay_secs: 60 }
+        DeployParams {
+            min_stake: U256::from(1_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+            unstake_delay_secs: 60,
+        }
     }
 }
 
 /// Runs the deploy script against `rpc_url` with `deployer_key` and returns
 /// the deployment.
-pub fn deploy(root: &Path, rpc_url: &str, deployer_key: &str, params: &DeployParams) -> Result<Deployment, DevnetError> {
+pub fn deploy(
+    root: &Path,
+    rpc_url: &str,
+    deployer_key: &str,
+    params: &DeployParams,
+) -> Result<Deployment, DevnetError> {
     let forge = root.join("node_modules/.bin/forge");
     if !forge.exists() {
         return Err(DevnetError::MissingTool(format!("{} (run `npm ci`)", forge.display())));
@@ -55,7 +63,10 @@ pub fn deploy(root: &Path, rpc_url: &str, deployer_key: &str, params: &DeployPar
         .map_err(|e| DevnetError::Spawn { what: "forge script", source: e })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(DevnetError::Deploy(format!("forge script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))));
+        return Err(DevnetError::Deploy(format!(
+            "forge script failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     let line = stdout
         .lines()

@@ -14,6 +14,9 @@
 
 pub mod anvil;
 pub mod deploy;
+pub mod network;
+
+pub use network::{Devnet, DevnetNode, DevnetOptions, Launch};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,619 @@
+//! A staked network on anvil: operators funded, registered through
+//! `nox_node::operator` (the code behind `nox register`), nodes started with a
+//! `[chain]` section and no `[[topology.nodes]]`, so that they find each other
+//! only through NoxRegistry.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use libp2p::PeerId;
+use nox_node::config::{NodeConfig, Role};
+use nox_node::keys::NodeKeys;
+use nox_node::localnet::{EchoRequest, base_config, echo_request};
+use nox_node::node::{NodeOptions, RunningNode};
+use nox_node::operator::{self, ChainTarget};
+use nox_node::p2p::PeerKind;
+use nox_node::raw_peer::RawPeer;
+use nox_protocol::NodeId;
+use nox_protocol::contracts::{NoxRegistry, NoxTestToken, relay_layer};
+use nox_protocol::crypto::x25519::MixPublicKey;
+use nox_protocol::descriptor::EpochClock;
+use nox_protocol::sphinx::Hop;
+
+use crate::DevnetError;
+use crate::anvil::{Anvil, CHAIN_ID, DEPLOYER_KEY, free_port, kill_group};
+use crate::deploy::{DeployParams, Deployment, deploy};
+
+/// How the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// In this process, on the caller's tokio runtime.
+    InProcess,
+    /// As `nox run --config FILE` processes, each in its own process group.
+    Processes,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Nodes per layer: entry, mix, exit.
+    pub per_layer: [usize; 3],
+    /// How nodes run.
+    pub launch: Launch,
+    /// `chain.poll_interval_ms` of every node.
+    pub poll_interval_ms: u64,
+    /// `chain.confirmations` of every node (anvil mines a block per transaction).
+    pub confirmations: u64,
+    /// `network.epoch_secs`.
+    pub epoch_secs: u64,
+    /// Loop and drop cover rates of every node (packets per second).
+    pub cover_rate: f64,
+    /// `log.level` of process nodes.
+    pub log_level: String,
+    /// Where node directories go; a fresh temporary directory if `None`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        DevnetOptions {
+            per_layer: [3, 3, 3],
+            launch: Launch::InProcess,
+            poll_interval_ms: 250,
+            confirmations: 0,
+            epoch_secs: 3 * 3600,
+            cover_rate: 0.0,
+            log_level: "info".into(),
+            dir: None,
+        }
+    }
+}
+
+enum Runner {
+    Stopped,
+    InProcess(Box<RunningNode>),
+    Process(Child),
+}
+
+/// One node of the devnet.
+pub struct DevnetNode {
+    /// Position in [`Devnet::nodes`].
+    pub index: usize,
+    /// Its keys (identity = node id, wallet = operator).
+    pub keys: NodeKeys,
+    /// Its configuration (also written to `config_path`).
+    pub config: NodeConfig,
+    /// `nox.toml` of the node.
+    pub config_path: PathBuf,
+    /// The multiaddr it registered.
+    pub multiaddr: String,
+    /// Its libp2p peer id.
+    pub peer_id: PeerId,
+    /// Whether it is registered (nodes prepared for a test may not be).
+    pub registered: bool,
+    runner: Runner,
+}
+
+impl std::fmt::Debug for DevnetNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevnetNode")
+            .field("index", &self.index)
+            .field("layer", &self.config.node.layer)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevnetNode {
+    /// The node id.
+    pub fn id(&self) -> NodeId {
+        NodeId(self.keys.node_id())
+    }
+
+    /// Layer.
+    pub fn layer(&self) -> u8 {
+        self.config.node.layer
+    }
+
+    /// The operator's address.
+    pub fn operator(&self) -> Address {
+        self.keys.wallet_address()
+    }
+
+    /// Admin HTTP address (`/health`, `/metrics`, `/topology`).
+    pub fn http(&self) -> SocketAddr {
+        self.config.http.listen
+    }
+
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.runner, Runner::Stopped)
+    }
+
+    /// The in-process node, if it runs in this process.
+    pub fn running(&self) -> Option<&RunningNode> {
+        match &self.runner {
+            Runner::InProcess(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The process id, if it runs as a process.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.runner {
+            Runner::Process(c) => Some(c.id()),
+            _ => None,
+        }
+    }
+}
+
+/// A running devnet. Dropping it kills every process it started (anvil and
+/// process nodes) with its process group; [`Devnet::shutdown`] stops the
+/// nodes cleanly first.
+#[derive(Debug)]
+pub struct Devnet {
+    /// The chain.
+    pub anvil: Anvil,
+    /// The contracts.
+    pub deployment: Deployment,
+    /// The nodes, in registration order.
+    pub nodes: Vec<DevnetNode>,
+    opts: DevnetOptions,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    http: alloy::transports::http::reqwest::Client,
+    slasher_ready: bool,
+}
+
+impl Devnet {
+    /// Starts anvil, deploys, funds and registers `per_layer` nodes (keys are
+    /// drawn until each relay's address puts it in the wanted layer), starts
+    /// them and waits until every node sees every other with its current
+    /// epoch key.
+    pub async fn start(opts: DevnetOptions) -> Result<Devnet, DevnetError> {
+        let root = crate::repo_root();
+        let (dir, tmp) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| DevnetError::Spawn { what: "devnet directory", source: e })?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("nox-devnet-")
+                    .tempdir()
+                    .map_err(|e| DevnetError::Spawn { what: "devnet directory", source: e })?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let anvil = Anvil::start(&root, None)?;
+        let url = anvil.url();
+        let deployment = {
+            let (root, url) = (root.clone(), url.clone());
+            tokio::task::spawn_blocking(move || deploy(&root, &url, DEPLOYER_KEY, &DeployParams::default()))
+                .await
+                .map_err(|e| DevnetError::Deploy(e.to_string()))??
+        };
+        let http = alloy::transports::http::reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| DevnetError::Chain(e.to_string()))?;
+        let mut net = Devnet { anvil, deployment, nodes: Vec::new(), opts, dir, _tmp: tmp, http, slasher_ready: false };
+        let layers: Vec<u8> =
+            net.opts.per_layer.iter().enumerate().flat_map(|(l, n)| std::iter::repeat_n(l as u8, *n)).collect();
+        for layer in layers {
+            let idx = net.prepare_node(layer)?;
+            net.register(idx).await?;
+        }
+        for idx in 0..net.nodes.len() {
+            net.start_node(idx).await?;
+        }
+        net.wait_converged(Duration::from_secs(60)).await?;
+        Ok(net)
+    }
+
+    /// The JSON-RPC URL of the chain.
+    pub fn rpc_url(&self) -> String {
+        self.anvil.url()
+    }
+
+    /// The chain target nodes are configured with.
+    pub fn target(&self) -> ChainTarget {
+        ChainTarget { rpc_url: self.rpc_url(), chain_id: CHAIN_ID, registry: self.deployment.registry }
+    }
+
+    /// Where node directories live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates keys, directory and configuration for a new node of `layer`,
+    /// and funds its wallet (ETH and stake tokens); does not register or
+    /// start it. Returns its index.
+    pub fn prepare_node(&mut self, layer: u8) -> Result<usize, DevnetError> {
+        let index = self.nodes.len();
+        let keys = loop {
+            let k = NodeKeys::generate(&mut rand::rngs::OsRng);
+            if layer == 2 || relay_layer(k.wallet_address()) == layer {
+                break k;
+            }
+        };
+        let ndir = self.dir.join(format!("node{index}"));
+        let mut config = base_config(&ndir, layer);
+        let p2p_port = free_port()?;
+        let http_port = free_port()?;
+        let multiaddr = format!("/ip4/127.0.0.1/tcp/{p2p_port}");
+        config.p2p.listen = vec![multiaddr.clone()];
+        config.http.listen = SocketAddr::from(([127, 0, 0, 1], http_port));
+        config.network.epoch_secs = self.opts.epoch_secs;
+        config.network.grace_secs = (self.opts.epoch_secs / 4).min(config.network.grace_secs);
+        config.cover.loop_rate = self.opts.cover_rate;
+        config.cover.drop_rate = self.opts.cover_rate;
+        config.chain.rpc_url = Some(self.rpc_url());
+        config.chain.chain_id = CHAIN_ID;
+        config.chain.registry = Some(self.deployment.registry.to_string());
+        config.chain.confirmations = self.opts.confirmations;
+        config.chain.poll_interval_ms = self.opts.poll_interval_ms;
+        config.chain.rpc_timeout_ms = 2_000;
+        config.log.level = self.opts.log_level.clone();
+        keys.write(&config.node.keys_dir, true).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
+        let config_path = ndir.join("nox.toml");
+        let text = toml::to_string(&config).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
+        std::fs::write(&config_path, text).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
+        let peer_id = nox_node::p2p::peer_id_of(&NodeId(keys.node_id()))
+            .map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
+        self.nodes.push(DevnetNode {
+            index,
+            keys,
+            config,
+            config_path,
+            multiaddr,
+            peer_id,
+            registered: false,
+            runner: Runner::Stopped,
+        });
+        Ok(index)
+    }
+
+    /// A provider that signs with the deployer (registry admin) key.
+    fn deployer(&self) -> Result<impl Provider + use<>, DevnetError> {
+        let signer: PrivateKeySigner = DEPLOYER_KEY.parse().map_err(|e| DevnetError::Chain(format!("{e}")))?;
+        let url = self.rpc_url().parse().map_err(|e| DevnetError::Chain(format!("{e}")))?;
+        Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url))
+    }
+
+    async fn deployer_send(&self, to: Address, data: Vec<u8>) -> Result<(), DevnetError> {
+        let p = self.deployer()?;
+        let tx = TransactionRequest::default().to(to).input(data.into());
+        let receipt = p
+            .send_transaction(tx)
+            .await
+            .map_err(|e| DevnetError::Chain(e.to_string()))?
+            .get_receipt()
+            .await
+            .map_err(|e| DevnetError::Chain(e.to_string()))?;
+        if receipt.status() { Ok(()) } else { Err(DevnetError::Chain(format!("transaction to {to} reverted"))) }
+    }
+
+    /// Gives `who` 100 ETH and `tokens` stake-token base units.
+    pub async fn fund(&self, who: Address, tokens: U256) -> Result<(), DevnetError> {
+        let p = self.deployer()?;
+        let wei = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64));
+        p.raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (who, wei))
+            .await
+            .map_err(|e| DevnetError::Chain(e.to_string()))?;
+        self.deployer_send(self.deployment.token, NoxTestToken::mintCall { to: who, amount: tokens }.abi_encode()).await
+    }
+
+    /// Funds and registers node `idx` with the minimum stake.
+    pub async fn register(&mut self, idx: usize) -> Result<(), DevnetError> {
+        let min = DeployParams::default().min_stake;
+        self.fund(self.nodes[idx].operator(), min).await?;
+        let n = &self.nodes[idx];
+        let target = self.target();
+        operator::register(&target, &n.keys, n.config.node.role, &n.multiaddr, Some(min))
+            .await
+            .map_err(|e| DevnetError::Node { index: idx, reason: format!("register: {e}") })?;
+        self.nodes[idx].registered = true;
+        Ok(())
+    }
+
+    /// Slashes node `idx`'s whole stake (the deployer grants itself the
+    /// slasher role first), which removes it from the registry.
+    pub async fn slash(&mut self, idx: usize) -> Result<(), DevnetError> {
+        let registry = self.deployment.registry;
+        let deployer = self.deployment.admin;
+        if !self.slasher_ready {
+            let role = alloy::primitives::keccak256("NOX_SLASHER");
+            self.deployer_send(registry, NoxRegistry::grantRoleCall { role, account: deployer }.abi_encode()).await?;
+            self.slasher_ready = true;
+        }
+        let operator = self.nodes[idx].operator();
+        let reporter = Address::repeat_byte(0x42);
+        let amount = DeployParams::default().min_stake;
+        self.deployer_send(registry, NoxRegistry::slashCall { operator, amount, reporter }.abi_encode()).await
+    }
+
+    /// Starts (or restarts) node `idx` as [`DevnetOptions::launch`] says.
+    pub async fn start_node(&mut self, idx: usize) -> Result<(), DevnetError> {
+        let launch = self.opts.launch;
+        self.start_node_as(idx, launch).await
+    }
+
+    /// Starts (or restarts) node `idx` in-process or as a process.
+    pub async fn start_node_as(&mut self, idx: usize, launch: Launch) -> Result<(), DevnetError> {
+        if self.nodes[idx].is_running() {
+            return Ok(());
+        }
+        let n = &mut self.nodes[idx];
+        n.runner = match launch {
+            Launch::InProcess => {
+                let running = nox_node::node::start(n.config.clone(), n.keys.clone(), NodeOptions::default())
+                    .await
+                    .map_err(|e| DevnetError::Node { index: idx, reason: e.to_string() })?;
+                Runner::InProcess(Box::new(running))
+            }
+            Launch::Processes => {
+                let bin = crate::nox_binary()?;
+                let log_path = n.config_path.with_file_name("nox.log");
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .map_err(|e| DevnetError::Spawn { what: "node log file", source: e })?;
+                let err = log.try_clone().map_err(|e| DevnetError::Spawn { what: "node log file", source: e })?;
+                let child = Command::new(bin)
+                    .arg("run")
+                    .arg("--config")
+                    .arg(&n.config_path)
+                    .process_group(0)
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(err)
+                    .spawn()
+                    .map_err(|e| DevnetError::Spawn { what: "nox run", source: e })?;
+                Runner::Process(child)
+            }
+        };
+        self.wait_health(idx, Duration::from_secs(30)).await
+    }
+
+    async fn wait_health(&mut self, idx: usize, limit: Duration) -> Result<(), DevnetError> {
+        let deadline = Instant::now() + limit;
+        let url = format!("http://{}/health", self.nodes[idx].http());
+        loop {
+            if let Runner::Process(child) = &mut self.nodes[idx].runner
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.nodes[idx].runner = Runner::Stopped;
+                let log = self.nodes[idx].config_path.with_file_name("nox.log");
+                return Err(DevnetError::Node {
+                    index: idx,
+                    reason: format!("nox run exited with {status}; see {}", log.display()),
+                });
+            }
+            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DevnetError::Timeout("a node's /health"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops node `idx`: an in-process node shuts down, a process gets
+    /// SIGTERM (and SIGKILL if it has not exited within 10 s).
+    pub async fn stop_node(&mut self, idx: usize) {
+        match std::mem::replace(&mut self.nodes[idx].runner, Runner::Stopped) {
+            Runner::Stopped => {}
+            Runner::InProcess(r) => r.shutdown().await,
+            Runner::Process(mut child) => {
+                let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                kill_group(&mut child);
+            }
+        }
+    }
+
+    /// Stops every node cleanly, then anvil.
+    pub async fn shutdown(mut self) {
+        for idx in 0..self.nodes.len() {
+            self.stop_node(idx).await;
+        }
+        self.anvil.kill();
+    }
+
+    /// `GET /topology` of node `idx`.
+    pub async fn topology_of(&self, idx: usize) -> Result<serde_json::Value, DevnetError> {
+        self.get_json(idx, "/topology").await
+    }
+
+    /// `GET /metrics` of node `idx`.
+    pub async fn metrics_of(&self, idx: usize) -> Result<String, DevnetError> {
+        self.get_text(idx, "/metrics").await
+    }
+
+    async fn get_text(&self, idx: usize, path: &str) -> Result<String, DevnetError> {
+        let url = format!("http://{}{path}", self.nodes[idx].http());
+        let resp =
+            self.http.get(&url).send().await.map_err(|e| DevnetError::Node { index: idx, reason: e.to_string() })?;
+        resp.text().await.map_err(|e| DevnetError::Node { index: idx, reason: e.to_string() })
+    }
+
+    async fn get_json(&self, idx: usize, path: &str) -> Result<serde_json::Value, DevnetError> {
+        let text = self.get_text(idx, path).await?;
+        serde_json::from_str(&text).map_err(|e| DevnetError::Node { index: idx, reason: format!("{path}: {e}") })
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        let clock = EpochClock::new(self.opts.epoch_secs.max(1)).ok();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        clock.map(|c| c.epoch_at(now)).unwrap_or(0)
+    }
+
+    /// The node ids in node `viewer`'s topology with their current-epoch
+    /// mix key (`None` while no descriptor is held).
+    pub async fn view_of(&self, viewer: usize) -> Result<Vec<(NodeId, Option<MixPublicKey>)>, DevnetError> {
+        let json = self.topology_of(viewer).await?;
+        // The node's own current epoch (it rotates on its own clock).
+        let epoch = json["epoch"]["current"].as_u64().unwrap_or_else(|| self.epoch());
+        let mut out = Vec::new();
+        for n in json["nodes"].as_array().into_iter().flatten() {
+            let Some(id) = n["node_id"].as_str().and_then(parse_hex32) else { continue };
+            let key = n["descriptors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["epoch"].as_u64() == Some(epoch))
+                .and_then(|d| d["mix_key"].as_str().and_then(parse_hex32))
+                .map(MixPublicKey);
+            out.push((NodeId(id), key));
+        }
+        Ok(out)
+    }
+
+    /// Waits until every running node holds exactly the registered nodes
+    /// that run, each with its current epoch key.
+    pub async fn wait_converged(&self, limit: Duration) -> Result<(), DevnetError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.converged().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DevnetError::Timeout("every node to see the whole registered topology"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn converged(&self) -> bool {
+        let mut want: Vec<NodeId> =
+            self.nodes.iter().filter(|n| n.registered && n.is_running()).map(DevnetNode::id).collect();
+        want.sort_by_key(|id| id.0);
+        for n in self.nodes.iter().filter(|n| n.registered && n.is_running()) {
+            let Ok(view) = self.view_of(n.index).await else { return false };
+            let mut have: Vec<NodeId> = view.iter().filter(|(_, k)| k.is_some()).map(|(id, _)| *id).collect();
+            have.sort_by_key(|id| id.0);
+            if have != want {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits until `pred` holds for node `viewer`'s view.
+    pub async fn wait_view(
+        &self,
+        viewer: usize,
+        limit: Duration,
+        pred: impl Fn(&[(NodeId, Option<MixPublicKey>)]) -> bool,
+    ) -> Result<(), DevnetError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(v) = self.view_of(viewer).await
+                && pred(&v)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DevnetError::Timeout("a node's view of the topology"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Hops over the nodes `via`, with the keys node `viewer` holds for the
+    /// current epoch.
+    pub async fn route(&self, viewer: usize, via: &[usize], delay_us: u32) -> Result<(u64, Vec<Hop>), DevnetError> {
+        let view = self.view_of(viewer).await?;
+        let mut hops = Vec::new();
+        for idx in via {
+            let id = self.nodes[*idx].id();
+            let key = view.iter().find(|(n, _)| *n == id).and_then(|(_, k)| *k).ok_or_else(|| DevnetError::Node {
+                index: *idx,
+                reason: "no current key in the viewer's topology".into(),
+            })?;
+            hops.push(Hop { id, key, delay_us });
+        }
+        Ok((self.epoch(), hops))
+    }
+
+    /// An echo request from a client at gateway `via[0]` through `via`, with
+    /// `surbs` SURBs back through `back` (which must end at the gateway).
+    pub async fn echo(&self, via: &[usize], back: &[usize], data: Vec<u8>) -> Result<EchoRequest, DevnetError> {
+        let (epoch, route) = self.route(via[0], via, 1_000).await?;
+        let (_, surb_route) = self.route(via[0], back, 1_000).await?;
+        echo_request(epoch, &route, &surb_route, 2, data)
+            .map_err(|e| DevnetError::Node { index: via[0], reason: e.to_string() })
+    }
+
+    /// A client connected to (and welcomed by) node `gateway`.
+    pub async fn client(&self, gateway: usize) -> Result<RawPeer, DevnetError> {
+        let err = |e: nox_node::raw_peer::RawPeerError| DevnetError::Node { index: gateway, reason: e.to_string() };
+        let client = RawPeer::start(libp2p::identity::Keypair::generate_ed25519(), Vec::new(), PeerKind::Client, 1024)
+            .await
+            .map_err(err)?;
+        let n = &self.nodes[gateway];
+        let addr = n
+            .multiaddr
+            .parse()
+            .map_err(|e: libp2p::multiaddr::Error| DevnetError::Node { index: gateway, reason: e.to_string() })?;
+        client.connect(n.peer_id, vec![addr], Duration::from_secs(10)).await.map_err(err)?;
+        Ok(client)
+    }
+
+    /// Indices of the registered nodes of `layer`.
+    pub fn layer(&self, layer: u8) -> Vec<usize> {
+        self.nodes.iter().filter(|n| n.registered && n.layer() == layer).map(|n| n.index).collect()
+    }
+
+    /// The registry's topology fingerprint.
+    pub async fn registry_fingerprint(&self) -> Result<B256, DevnetError> {
+        let p = self.deployer()?;
+        let tx = TransactionRequest::default()
+            .to(self.deployment.registry)
+            .input(NoxRegistry::topologyFingerprintCall {}.abi_encode().into());
+        let out = p.call(tx).await.map_err(|e| DevnetError::Chain(e.to_string()))?;
+        NoxRegistry::topologyFingerprintCall::abi_decode_returns(&out).map_err(|e| DevnetError::Chain(e.to_string()))
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Runner::Process(child) = &mut n.runner {
+                kill_group(child);
+            }
+            n.runner = Runner::Stopped;
+        }
+        self.anvil.kill();
+    }
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.strip_prefix("0x")?, &mut out).ok()?;
+    Some(out)
+}
+
+/// A node's role from its layer.
+pub fn role_of(layer: u8) -> Role {
+    if layer == 2 { Role::Exit } else { Role::Relay }
+}
