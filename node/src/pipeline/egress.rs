@@ -168,6 +168,15 @@ fn send_to(
     target: Target,
     packet: Packet,
 ) {
+    // A node that left the topology (unregistered, slashed, unstaked) gets
+    // nothing more, also over a link opened while it was a member.
+    if let Target::Node(id) = target
+        && !ctx.topology.contains(&id)
+    {
+        links.remove(&target);
+        m.bad_next_hop.inc();
+        return;
+    }
     let packet = match links.get(&target) {
         Some(link) => match link.try_send(packet) {
             Ok(()) => return,
@@ -185,7 +194,7 @@ fn send_to(
     let (peer, node) = match target {
         Target::Client(peer) => (peer, None),
         Target::Node(id) => match p2p::peer_id_of(&id) {
-            Ok(peer) if ctx.topology.contains(&id) => (peer, Some(id)),
+            Ok(peer) => (peer, Some(id)),
             _ => {
                 m.bad_next_hop.inc();
                 return;
