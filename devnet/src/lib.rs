@@ -56,7 +56,8 @@ pub enum DevnetError {
 
 /// The repository root (the workspace this crate was built in).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// The `nox` binary of the build this code belongs to: next to the running

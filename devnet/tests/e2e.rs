@@ -263,3 +263,23 @@ async fn a_restarted_node_resumes_from_stored_progress_and_replay_caches() {
     assert!(r.topology.contains(&net.nodes[joiner].id()));
     net.shutdown().await;
 }
+
+/// A test that panics while its devnet runs leaves nothing behind: the
+/// devnet's drop kills anvil and every node process with its process group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_test_leaves_no_process_behind() {
+    let _g = serial();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let net = Devnet::start(DevnetOptions { launch: Launch::Processes, ..opts([1, 1, 1]) }).await.unwrap();
+        let pids: Vec<u32> = net.nodes.iter().filter_map(|n| n.pid()).chain([net.anvil.pid()]).collect();
+        tx.send(pids).unwrap();
+        panic!("a failing assertion while the devnet runs");
+    });
+    let pids = rx.await.unwrap();
+    assert_eq!(pids.len(), 4);
+    assert!(task.await.unwrap_err().is_panic());
+    for pid in pids {
+        assert!(!process_alive(pid), "process {pid} outlived a panicking test");
+    }
+}
