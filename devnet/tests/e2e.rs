@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nox_devnet::{Devnet, DevnetOptions, Launch};
@@ -17,11 +16,8 @@ use nox_node::raw_peer::RawPeer;
 use nox_protocol::NodeId;
 use nox_protocol::contracts::topology_fingerprint;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Held by each test for its whole run (tokio's mutex: each test has its own runtime).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The value of one exact series (`name{labels}`) in Prometheus text, 0 if absent.
 fn series(text: &str, name: &str) -> f64 {
@@ -57,7 +53,7 @@ fn process_alive(pid: u32) -> bool {
 /// entry → mix → exit, and leave no process behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_find_each_other_only_through_the_chain() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let net = Devnet::start(DevnetOptions { launch: Launch::Processes, ..opts([3, 3, 3]) }).await.unwrap();
     assert_eq!(net.nodes.len(), 9);
     for n in &net.nodes {
@@ -102,7 +98,7 @@ async fn nodes_find_each_other_only_through_the_chain() {
 /// carries traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_registered_while_running_receives_traffic() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let mut net = Devnet::start(opts([1, 1, 1])).await.unwrap();
     let new = net.prepare_node(1).unwrap();
     net.register(new).await.unwrap();
@@ -123,7 +119,7 @@ async fn a_node_registered_while_running_receives_traffic() {
 /// before, and it processes nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slashed_node_stops_receiving_traffic() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let mut net = Devnet::start(opts([1, 2, 1])).await.unwrap();
     let (e, x) = (net.layer(0)[0], net.layer(2)[0]);
     let (bad, good) = (net.layer(1)[0], net.layer(1)[1]);
@@ -169,7 +165,7 @@ async fn a_slashed_node_stops_receiving_traffic() {
 /// let in either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unregistered_peer_cannot_get_a_packet_through() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let mut net = Devnet::start(opts([1, 1, 1])).await.unwrap();
     let (e, m, x) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
     let request = net.echo(&[e, m, x], &[x, m, e], b"sneak".to_vec()).await.unwrap();
@@ -212,7 +208,7 @@ async fn an_unregistered_peer_cannot_get_a_packet_through() {
 /// happened on chain while it was away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_resumes_from_stored_progress_and_replay_caches() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let mut net = Devnet::start(opts([1, 1, 1])).await.unwrap();
     let (e, m, x) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
     let request = net.echo(&[e, m, x], &[x, m, e], b"once".to_vec()).await.unwrap();
@@ -268,7 +264,7 @@ async fn a_restarted_node_resumes_from_stored_progress_and_replay_caches() {
 /// devnet's drop kills anvil and every node process with its process group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_test_leaves_no_process_behind() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let net = Devnet::start(DevnetOptions { launch: Launch::Processes, ..opts([1, 1, 1]) }).await.unwrap();
