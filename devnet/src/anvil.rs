@@ -33,22 +33,30 @@ impl Anvil {
         if !bin.exists() {
             return Err(DevnetError::MissingTool(format!("{} (run `npm ci`)", bin.display())));
         }
-        let port = free_port()?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent", "--chain-id", &CHAIN_ID.to_string()]);
-        if let Some(t) = block_time {
-            cmd.args(["--block-time", &format!("{}", t.as_secs_f64())]);
+        // A port probed free can be taken before anvil binds it (tests start
+        // chains side by side): anvil then exits, and another port is tried.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"]);
+            cmd.args(["--chain-id", &CHAIN_ID.to_string()]);
+            if let Some(t) = block_time {
+                cmd.args(["--block-time", &format!("{}", t.as_secs_f64())]);
+            }
+            let child = cmd
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| DevnetError::Spawn { what: "anvil", source: e })?;
+            let mut anvil = Anvil { child, port };
+            if anvil.wait_ready(Duration::from_secs(30))? {
+                return Ok(anvil);
+            }
+            anvil.kill();
         }
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| DevnetError::Spawn { what: "anvil", source: e })?;
-        let anvil = Anvil { child, port };
-        anvil.wait_ready(Duration::from_secs(30))?;
-        Ok(anvil)
+        Err(DevnetError::Timeout("anvil to bind a free port (five tries)"))
     }
 
     /// The JSON-RPC URL.
@@ -66,14 +74,21 @@ impl Anvil {
         self.child.id()
     }
 
-    fn wait_ready(&self, limit: Duration) -> Result<(), DevnetError> {
+    /// Waits until this anvil answers `eth_chainId` with [`CHAIN_ID`]:
+    /// `Ok(true)` when it does, `Ok(false)` when the process exited first
+    /// (its port was taken).
+    fn wait_ready(&mut self, limit: Duration) -> Result<bool, DevnetError> {
         let deadline = Instant::now() + limit;
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return Ok(false);
+            }
+            if chain_id_answer(self.port).is_some_and(|id| id == CHAIN_ID) {
+                // Still ours: a process that lost the port race has exited by now.
+                return Ok(!matches!(self.child.try_wait(), Ok(Some(_))));
             }
             if Instant::now() > deadline {
-                return Err(DevnetError::Timeout("anvil to listen"));
+                return Err(DevnetError::Timeout("anvil to answer eth_chainId"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -104,4 +119,22 @@ pub(crate) fn kill_group(child: &mut Child) {
 pub fn free_port() -> Result<u16, DevnetError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| DevnetError::Spawn { what: "port probe", source: e })?;
     l.local_addr().map(|a| a.port()).map_err(|e| DevnetError::Spawn { what: "port probe", source: e })
+}
+
+/// `eth_chainId` over a bare HTTP/1.1 request to 127.0.0.1:`port` (no client
+/// library needed before the chain is up).
+fn chain_id_answer(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let hex = resp.split("\"result\":\"0x").nth(1)?.split('"').next()?;
+    u64::from_str_radix(hex, 16).ok()
 }

@@ -446,12 +446,11 @@ fn test_register_refusals() {
         dry.nox(command, &config, &[]).refused(&["reports chain id 31337, but chain.chain_id is 1"]);
     }
 
-    // The registry paused: the pre-checks pass, the registry's revert is
-    // decoded.
+    // The registry paused: refused before any transaction (no approval is spent).
     chain.send_as_deployer(chain.deployment.registry, NoxRegistry::pauseCall {}.abi_encode());
     let late = Operator::funded(&chain, eth, tokens(1000));
     let config = late.write_config(&late.settings(&chain));
-    late.nox("register", &config, &[]).refused(&["NoxRegistry.register reverted: EnforcedPause()"]);
+    late.nox("register", &config, &[]).refused(&["is paused: it takes no registrations"]);
     assert!(!chain.node(late.wallet()).registered);
     assert_eq!(chain.token_balance(late.wallet()), tokens(1000));
 }

@@ -8,10 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256, keccak256};
@@ -26,41 +24,10 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// An anvil process, killed when dropped (also when the test panics).
-/// anvil runs in its own process group and the whole group is killed, so nothing
-/// is left behind even if `node_modules/.bin/anvil` is a launcher with children.
-struct Anvil {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_anvil() -> Anvil {
-    let bin = repo_root().join("node_modules/.bin/anvil");
-    assert!(bin.exists(), "{} is missing: run `npm ci` (scripts/test does)", bin.display());
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn anvil");
-    let anvil = Anvil { child, url: format!("http://127.0.0.1:{port}") };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rpc_raw(&anvil.url, "eth_chainId", json!([])).is_err() {
-        assert!(Instant::now() < deadline, "anvil did not answer within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anvil
+/// anvil from `node_modules/.bin` in its own process group, killed with its
+/// group when dropped (also when the test panics).
+fn start_anvil() -> nox_devnet::anvil::Anvil {
+    nox_devnet::anvil::Anvil::start(&repo_root(), None).expect("start anvil")
 }
 
 fn rpc_raw(url: &str, method: &str, params: Value) -> Result<Value, String> {
@@ -152,7 +119,7 @@ fn pool_on_anvil_tracks_the_rust_tree() {
     use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
     let anvil = start_anvil();
-    let url = anvil.url.as_str();
+    let url = &anvil.url();
     let v = deploy_json(url);
     let pool: Address = v["pool"].as_str().unwrap().parse().unwrap();
     let from: Address = rpc(url, "eth_accounts", json!([])).as_array().unwrap()[1].as_str().unwrap().parse().unwrap();
@@ -174,7 +141,7 @@ fn pool_on_anvil_tracks_the_rust_tree() {
 #[test]
 fn registry_on_anvil_matches_the_rust_view() {
     let anvil = start_anvil();
-    let url = anvil.url.as_str();
+    let url = &anvil.url();
     let (token, registry) = deploy(url);
     let accounts: Vec<Address> = rpc(url, "eth_accounts", json!([]))
         .as_array()

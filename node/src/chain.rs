@@ -435,17 +435,25 @@ impl ChainWatcher {
             let from = self.progress.next_block;
             let to = safe.min(from.saturating_add(range - 1));
             let filter = Filter::new().address(self.cfg.registry).from_block(from).to_block(to);
+            let missing = || ChainError::Rpc(format!("block {to} is missing"));
+            let hash = self.block_hash(to).await?.ok_or_else(missing)?;
             let logs = match self.provider.get_logs(&filter).await {
                 Ok(logs) => logs,
-                // Endpoints cap ranges or result sizes: halve and retry.
-                Err(e) if range > 1 => {
+                // Endpoints cap ranges or result sizes with an error answer:
+                // halve and retry. A transport failure is not the range's fault.
+                Err(e) if range > 1 && e.as_error_resp().is_some() => {
                     tracing::debug!(error = %e, range, "eth_getLogs refused a range; halving it");
                     range = (range / 2).max(1);
                     continue;
                 }
                 Err(e) => return Err(ChainError::rpc(e)),
             };
-            let hash = self.block_hash(to).await?.ok_or_else(|| ChainError::Rpc(format!("block {to} is missing")))?;
+            // The logs and the hash come from separate requests: if `to`
+            // changed in between, the logs may be another branch's. Try again
+            // at the next poll.
+            if self.block_hash(to).await?.ok_or_else(missing)? != hash {
+                return Err(ChainError::Rpc(format!("block {to} changed while its logs were read")));
+            }
             let mut view = self.progress.view.clone();
             for log in ordered(logs) {
                 view.apply(&log.inner)?;

@@ -200,6 +200,12 @@ pub enum OperatorError {
         /// Its ETH balance in wei.
         balance: U256,
     },
+    /// `register`: the registry is paused (registrations and stake additions stop).
+    #[error("NoxRegistry at {registry} is paused: it takes no registrations until its admin unpauses it")]
+    RegistryPaused {
+        /// The registry.
+        registry: Address,
+    },
     /// `unstake`: the wallet is not registered.
     #[error("wallet {operator} is not registered{}", pending_note(*pending, *available_at, *decimals))]
     NotRegistered {
@@ -694,6 +700,9 @@ pub async fn register(
         return Err(OperatorError::InsufficientBalance { operator, token, have: balance, need: stake, decimals });
     }
     let eth = chain.eth_balance().await?;
+    if chain.registry_view(NoxRegistry::pausedCall {}).await? {
+        return Err(OperatorError::RegistryPaused { registry: t.registry });
+    }
     if eth.is_zero() {
         return Err(OperatorError::NoGasFunds { operator, balance: eth });
     }
