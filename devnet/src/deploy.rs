@@ -53,6 +53,11 @@ pub fn deploy(
     if !forge.exists() {
         return Err(DevnetError::MissingTool(format!("{} (run `npm ci`)", forge.display())));
     }
+    // One forge at a time in this process: on a fresh checkout the first
+    // run compiles the contracts into `out/` and `cache/`, and parallel tests
+    // would compile into them side by side.
+    static FORGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FORGE.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(&forge)
         .current_dir(root)
         .args(["script", "contracts/script/Deploy.s.sol", "--rpc-url", rpc_url, "--broadcast", "--private-key"])

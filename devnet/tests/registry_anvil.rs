@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{SolCall, SolEvent};
+use nox_devnet::anvil::DEPLOYER_KEY;
 use nox_protocol::contracts::{EXIT_LAYER, NoxRegistry, NoxTestToken, relay_layer, topology_fingerprint};
 use serde_json::{Value, json};
-
-/// anvil's first default account and its well-known development key.
-const DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -76,33 +74,16 @@ fn call(url: &str, to: Address, data: Vec<u8>) -> Vec<u8> {
     hex_bytes(&rpc(url, "eth_call", json!([{ "to": to, "data": format!("0x{}", hex::encode(data)) }, "latest"])))
 }
 
-/// Deploys with `contracts/script/Deploy.s.sol` and returns the printed JSON.
-fn deploy_json(url: &str) -> Value {
-    let root = repo_root();
-    let out = Command::new(root.join("node_modules/.bin/forge"))
-        .current_dir(&root)
-        .args([
-            "script",
-            "contracts/script/Deploy.s.sol",
-            "--rpc-url",
-            url,
-            "--broadcast",
-            "--private-key",
-            DEPLOYER_KEY,
-        ])
-        .env("MIN_STAKE", "1000000000000000000000")
-        .output()
-        .expect("run forge script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "forge script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find_map(|l| l.trim().strip_prefix("NOX_DEPLOYMENT=")).expect("deployment line");
-    serde_json::from_str(line).expect("deployment JSON")
+/// Deploys with `contracts/script/Deploy.s.sol` (through the devnet's
+/// deploy, which runs one forge at a time).
+fn deploy_all(url: &str) -> nox_devnet::deploy::Deployment {
+    nox_devnet::deploy::deploy(&repo_root(), url, DEPLOYER_KEY, &Default::default()).expect("deploy")
 }
 
 /// Deploys and returns (token, registry).
 fn deploy(url: &str) -> (Address, Address) {
-    let v = deploy_json(url);
-    (v["token"].as_str().unwrap().parse().unwrap(), v["registry"].as_str().unwrap().parse().unwrap())
+    let d = deploy_all(url);
+    (d.token, d.registry)
 }
 
 fn selector(signature: &str) -> Vec<u8> {
@@ -120,8 +101,8 @@ fn pool_on_anvil_tracks_the_rust_tree() {
 
     let anvil = start_anvil();
     let url = &anvil.url();
-    let v = deploy_json(url);
-    let pool: Address = v["pool"].as_str().unwrap().parse().unwrap();
+    let d = deploy_all(url);
+    let pool = d.pool;
     let from: Address = rpc(url, "eth_accounts", json!([])).as_array().unwrap()[1].as_str().unwrap().parse().unwrap();
     let root = || format!("0x{}", hex::encode(call(url, pool, selector("currentRoot()"))));
 
@@ -135,7 +116,7 @@ fn pool_on_anvil_tracks_the_rust_tree() {
         assert_eq!(root(), fr_to_hex(&tree.root()), "root after depositing {value} wei");
     }
     let executor = call(url, pool, selector("executor()"));
-    assert_eq!(&executor[12..], v["executor"].as_str().unwrap().parse::<Address>().unwrap().as_slice());
+    assert_eq!(&executor[12..], d.executor.as_slice());
 }
 
 #[test]
