@@ -328,5 +328,11 @@ fn print_summary(config: &NodeConfig) {
         Some(public) => println!("http listen: {} (public: {public})", config.http.listen),
         None => println!("http listen: {}", config.http.listen),
     }
-    println!("static nodes: {}", config.topology.nodes.len());
+    match (&config.chain.rpc_url, &config.chain.registry) {
+        (Some(url), Some(registry)) => println!(
+            "topology: NoxRegistry {registry} on chain {} at {url} (confirmations {}, poll every {} ms)",
+            config.chain.chain_id, config.chain.confirmations, config.chain.poll_interval_ms
+        ),
+        _ => println!("topology: {} static nodes (no chain: stake is not checked)", config.topology.nodes.len()),
+    }
 }

@@ -54,6 +54,23 @@ fn a_good_file_is_ok_and_summarised() {
     assert!(text.contains("role: exit, layer 2"), "{text}");
     assert!(text.contains("/ip4/0.0.0.0/tcp/9000, /ip4/0.0.0.0/tcp/9001"), "{text}");
     assert!(text.contains("http listen: 127.0.0.1:9200"), "{text}");
+    assert!(text.contains("topology: 0 static nodes (no chain: stake is not checked)"), "{text}");
+
+    // With a chain, the summary names the registry and its endpoint.
+    let env = [
+        ("NOX_CHAIN__RPC_URL", "http://127.0.0.1:8545"),
+        ("NOX_CHAIN__CHAIN_ID", "31337"),
+        ("NOX_CHAIN__REGISTRY", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+    ];
+    let out = check_config(&path, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "topology: NoxRegistry 0x5FbDB2315678afecb367f032d93F642f64180aa3 on chain 31337 at http://127.0.0.1:8545"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
