@@ -69,7 +69,7 @@ pub fn nox_binary() -> Result<PathBuf, DevnetError> {
         for dir in exe.ancestors().skip(1).take(2) {
             let bin = dir.join("nox");
             if bin.is_file() {
-                return Ok(bin);
+                return fresh(bin);
             }
         }
     }
@@ -87,4 +87,31 @@ pub fn nox_binary() -> Result<PathBuf, DevnetError> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let bin = target.join(if release { "release" } else { "debug" }).join("nox");
     if bin.is_file() { Ok(bin) } else { Err(DevnetError::MissingTool(format!("{} after building it", bin.display()))) }
+}
+
+/// `bin` if it is newer than every source it is built from; a binary older
+/// than an edited source would run code the tests do not mean to test.
+fn fresh(bin: PathBuf) -> Result<PathBuf, DevnetError> {
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let root = repo_root();
+    let newest = ["node/src", "protocol/src", "node/Cargo.toml", "protocol/Cargo.toml", "Cargo.lock"]
+        .iter()
+        .filter_map(|p| newest_mtime(&root.join(p)))
+        .max();
+    match (built, newest) {
+        (Some(b), Some(n)) if n > b => Err(DevnetError::MissingTool(format!(
+            "{} is older than the node's sources: run `cargo build -p nox-node --bin nox` (cargo test --workspace builds it)",
+            bin.display()
+        ))),
+        _ => Ok(bin),
+    }
+}
+
+/// The latest modification time of `path` or of any file below it.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path).ok()?.filter_map(|e| e.ok()).filter_map(|e| newest_mtime(&e.path())).max()
 }
