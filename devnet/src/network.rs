@@ -26,7 +26,6 @@ use nox_node::raw_peer::RawPeer;
 use nox_protocol::NodeId;
 use nox_protocol::contracts::{NoxRegistry, NoxTestToken, relay_layer};
 use nox_protocol::crypto::x25519::MixPublicKey;
-use nox_protocol::descriptor::EpochClock;
 use nox_protocol::sphinx::Hop;
 
 use crate::DevnetError;
@@ -460,19 +459,18 @@ impl Devnet {
         serde_json::from_str(&text).map_err(|e| DevnetError::Node { index: idx, reason: format!("{path}: {e}") })
     }
 
-    /// The current epoch.
-    pub fn epoch(&self) -> u64 {
-        let clock = EpochClock::new(self.opts.epoch_secs.max(1)).ok();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        clock.map(|c| c.epoch_at(now)).unwrap_or(0)
-    }
-
     /// The node ids in node `viewer`'s topology with their current-epoch
     /// mix key (`None` while no descriptor is held).
     pub async fn view_of(&self, viewer: usize) -> Result<Vec<(NodeId, Option<MixPublicKey>)>, DevnetError> {
+        Ok(self.epoch_view_of(viewer).await?.1)
+    }
+
+    /// [`Devnet::view_of`] with the epoch the viewer is in (its own clock).
+    async fn epoch_view_of(&self, viewer: usize) -> Result<(u64, Vec<(NodeId, Option<MixPublicKey>)>), DevnetError> {
         let json = self.topology_of(viewer).await?;
-        // The node's own current epoch (it rotates on its own clock).
-        let epoch = json["epoch"]["current"].as_u64().unwrap_or_else(|| self.epoch());
+        let epoch = json["epoch"]["current"]
+            .as_u64()
+            .ok_or_else(|| DevnetError::Node { index: viewer, reason: "/topology has no epoch.current".into() })?;
         let mut out = Vec::new();
         for n in json["nodes"].as_array().into_iter().flatten() {
             let Some(id) = n["node_id"].as_str().and_then(parse_hex32) else { continue };
@@ -485,7 +483,7 @@ impl Devnet {
                 .map(MixPublicKey);
             out.push((NodeId(id), key));
         }
-        Ok(out)
+        Ok((epoch, out))
     }
 
     /// Waits until every running node holds exactly the registered nodes
@@ -542,7 +540,7 @@ impl Devnet {
     /// Hops over the nodes `via`, with the keys node `viewer` holds for the
     /// current epoch.
     pub async fn route(&self, viewer: usize, via: &[usize], delay_us: u32) -> Result<(u64, Vec<Hop>), DevnetError> {
-        let view = self.view_of(viewer).await?;
+        let (epoch, view) = self.epoch_view_of(viewer).await?;
         let mut hops = Vec::new();
         for idx in via {
             let id = self.nodes[*idx].id();
@@ -552,7 +550,7 @@ impl Devnet {
             })?;
             hops.push(Hop { id, key, delay_us });
         }
-        Ok((self.epoch(), hops))
+        Ok((epoch, hops))
     }
 
     /// An echo request from a client at gateway `via[0]` through `via`, with

@@ -6,9 +6,10 @@
 //! use the node, and at which tier. Rate limits and proof-of-work depend on the
 //! tier: nodes relay at high rates, clients submit at low rates and pay a PoW.
 //!
-//! [`Admission`] is the seam the chain watcher plugs into: its policy admits a
-//! node only when NoxRegistry records its identity as registered and staked.
-//! Until then [`StaticAdmission`] admits the nodes the topology knows.
+//! [`StaticAdmission`] admits as nodes the identities the topology holds. With
+//! a chain, the chain watcher keeps the topology equal to NoxRegistry's active
+//! set (registered, stake ≥ `minStake`), so a node is admitted only when it
+//! holds a registered, staked identity key.
 
 use std::sync::Arc;
 

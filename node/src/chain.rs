@@ -517,13 +517,25 @@ impl ChainWatcher {
             &self.call_at(NoxRegistry::minStakeCall {}.abi_encode(), n).await?,
         )
         .map_err(decode)?;
+        let count = NoxRegistry::nodeCountCall::abi_decode_returns(
+            &self.call_at(NoxRegistry::nodeCountCall {}.abi_encode(), n).await?,
+        )
+        .map_err(decode)?;
+        // The pages are read up to the count the registry states, so an
+        // endpoint that keeps answering full pages cannot keep the loop going.
+        let count = u64::try_from(count).map_err(|_| ChainError::Decode(format!("nodeCount {count}")))?;
         let mut view = RegistryView { min_stake, nodes: BTreeMap::new() };
         let mut start = 0u64;
-        loop {
+        while start < count {
             let call = NoxRegistry::nodesPageCall { start: U256::from(start), count: U256::from(SNAPSHOT_PAGE) };
             let page = NoxRegistry::nodesPageCall::abi_decode_returns(&self.call_at(call.abi_encode(), n).await?)
                 .map_err(decode)?;
             let got = page.operators.len() as u64;
+            if got > SNAPSHOT_PAGE || page.nodes.len() as u64 != got {
+                return Err(ChainError::Decode(format!(
+                    "nodesPage answered {got} operators for a page of {SNAPSHOT_PAGE}"
+                )));
+            }
             for (operator, node) in page.operators.into_iter().zip(page.nodes) {
                 if node.registered {
                     view.nodes.insert(
@@ -538,7 +550,7 @@ impl ChainWatcher {
                     );
                 }
             }
-            if got < SNAPSHOT_PAGE {
+            if got == 0 {
                 break;
             }
             start += got;

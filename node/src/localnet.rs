@@ -4,9 +4,8 @@
 //! SURBs.
 //!
 //! Used by the node's integration tests, `scripts/bench-e2e` and examples.
-//! The chain-backed devnet (NoxRegistry on anvil) replaces the static topology
-//! with on-chain admission; this harness exists so that the relay can be
-//! exercised without a chain.
+//! The chain-backed network (NoxRegistry on anvil, on-chain admission) is
+//! `nox-devnet`; this harness exercises the relay without a chain.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -164,17 +164,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     // now, the endpoint is polled once the transport runs.
     let watcher = match WatcherConfig::from_section(&cfg.chain) {
         Some(wcfg) => {
-            let expected = if cfg.node.role == Role::Exit {
-                nox_protocol::contracts::EXIT_LAYER
-            } else {
-                nox_protocol::contracts::relay_layer(keys.wallet_address())
-            };
-            if layer != expected {
-                return Err(NodeError::Config(format!(
-                    "node.layer is {layer}, but NoxRegistry puts this node in layer {expected} \
-                     (an exit is in layer 2; a relay in SHA-256(wallet address) mod 2): set node.layer = {expected}"
-                )));
-            }
+            crate::operator::check_layer(cfg.node.role, layer, keys.wallet_address())
+                .map_err(|e| NodeError::Config(e.to_string()))?;
             let (w, _) = ChainWatcher::new(wcfg, db.clone(), topology.clone(), metrics.clone(), self_id)?;
             Some(w)
         }
@@ -538,12 +529,31 @@ impl RunningNode {
         .await;
     }
 
-    /// Adds a node to this node's topology at run time (tests, and the chain
-    /// watcher later) and connects to it.
+    /// Adds a node to a chainless node's topology at run time (`LocalNet`)
+    /// and connects to it.
     pub async fn add_node(&self, id: NodeId, layer: u8, addrs: Vec<Multiaddr>) {
         self.topology.add_static(id, layer, addrs.clone());
         if let Ok(peer) = p2p::peer_id_of(&id) {
             let _ = self.p2p.command(Command::Dial { peer, addrs }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a chain, a node whose `node.layer` is not the registry's layer for
+    /// its wallet refuses to start, before it opens anything on the network.
+    #[tokio::test]
+    async fn a_layer_the_registry_would_not_give_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
+        let assigned = nox_protocol::contracts::relay_layer(keys.wallet_address());
+        let mut cfg = crate::localnet::base_config(dir.path(), 1 - assigned);
+        cfg.chain.rpc_url = Some("http://127.0.0.1:9".into());
+        cfg.chain.registry = Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into());
+        let err = start(cfg, keys, NodeOptions::default()).await.unwrap_err();
+        assert!(matches!(&err, NodeError::Config(m) if m.contains(&format!("set node.layer = {assigned}"))), "{err}");
     }
 }

@@ -1,15 +1,15 @@
 //! The node's view of the network: who exists, in which layer, on which
 //! addresses, and with which mix key in which epoch.
 //!
-//! Two sources feed it. `[[topology.nodes]]` in the configuration names the
-//! nodes (id, layer, addresses); signed descriptors received over GossipSub or
-//! on request add each named node's epoch keys. A descriptor cannot add a node:
-//! one from an identity not on record is refused (`unknown_node`), so nobody
-//! joins the routes, the admitted tier or `/topology` by signing its own
-//! descriptor. The chain watcher replaces the static list with NoxRegistry's
-//! records; everything downstream — egress dialling a next hop, cover traffic
-//! picking a route, `/topology` — reads only this type, so that change stays
-//! local.
+//! Two sources feed it. The nodes (id, layer, addresses) come from
+//! NoxRegistry's active set through the chain watcher
+//! ([`Topology::replace_members`]) or, without a chain, from
+//! `[[topology.nodes]]` ([`Topology::add_static`]); signed descriptors received
+//! over GossipSub or on request add each node's epoch keys. A descriptor cannot
+//! add a node: one from an identity not on record is refused (`unknown_node`),
+//! so nobody joins the routes, the admitted tier or `/topology` by signing its
+//! own descriptor. Everything downstream — admission, egress dialling a next
+//! hop, cover traffic picking a route, `/topology` — reads only this type.
 //!
 //! Invariant: every descriptor held here verified under its node id, names a
 //! node on record, and is for the current or the next epoch (older ones are
@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use alloy_primitives::{Address, U256};
 use libp2p::Multiaddr;
@@ -126,6 +127,9 @@ pub struct ChainMember {
 #[derive(Debug, Default)]
 pub struct Topology {
     nodes: RwLock<HashMap<NodeId, NodeRecord>>,
+    /// Bumped whenever a node leaves, so that holders of per-node state
+    /// (egress links) notice without a lookup per packet.
+    removals: AtomicU64,
 }
 
 impl Topology {
@@ -190,7 +194,15 @@ impl Topology {
         }
         change.added.sort_by_key(|id| id.0);
         change.removed.sort_by_key(|id| id.0);
+        if !change.removed.is_empty() {
+            self.removals.fetch_add(1, Ordering::Release);
+        }
         change
+    }
+
+    /// How many times nodes have left; changes whenever one does.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
     }
 
     /// Verifies and records an encoded descriptor. Returns `true` when it was
@@ -340,6 +352,7 @@ mod tests {
         let change = topo.replace_members(vec![member(1, 1), member(3, 2), member(4, 0)], Some(me));
         assert_eq!(change.added, vec![NodeId([4; 32])]);
         assert_eq!(change.removed, vec![NodeId([2; 32])]);
+        assert_eq!(topo.removals(), 1, "a removal is announced");
         assert!(!topo.contains(&NodeId([2; 32])));
         assert!(topo.contains(&me), "this node stays in its own view");
         let json = topo.to_json();

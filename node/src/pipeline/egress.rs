@@ -106,7 +106,20 @@ impl EgressStage {
             link_failed: ctx.metrics.dropped("egress", "link_failed"),
         });
         let mut links: HashMap<Target, LinkSender> = HashMap::new();
+        let mut removals_seen = ctx.topology.removals();
         while let Ok(action) = input.recv_async().await {
+            // A node that left the topology (unregistered, slashed, unstaked)
+            // loses its link, so its next packet meets the membership check
+            // of a new link (`bad_next_hop`). One atomic load per packet; the
+            // links are walked only after a removal.
+            let removals = ctx.topology.removals();
+            if removals != removals_seen {
+                removals_seen = removals;
+                links.retain(|t, _| match t {
+                    Target::Node(id) => ctx.topology.contains(id),
+                    Target::Client(_) => true,
+                });
+            }
             match action {
                 Action::Forward { next, packet } => {
                     if next == ctx.self_id {
@@ -168,15 +181,6 @@ fn send_to(
     target: Target,
     packet: Packet,
 ) {
-    // A node that left the topology (unregistered, slashed, unstaked) gets
-    // nothing more, also over a link opened while it was a member.
-    if let Target::Node(id) = target
-        && !ctx.topology.contains(&id)
-    {
-        links.remove(&target);
-        m.bad_next_hop.inc();
-        return;
-    }
     let packet = match links.get(&target) {
         Some(link) => match link.try_send(packet) {
             Ok(()) => return,
@@ -194,7 +198,7 @@ fn send_to(
     let (peer, node) = match target {
         Target::Client(peer) => (peer, None),
         Target::Node(id) => match p2p::peer_id_of(&id) {
-            Ok(peer) => (peer, Some(id)),
+            Ok(peer) if ctx.topology.contains(&id) => (peer, Some(id)),
             _ => {
                 m.bad_next_hop.inc();
                 return;
