@@ -1,5 +1,5 @@
 //! A staked network on anvil: operators funded, registered through
-//! `nox_node::operator` (the code behind `nox register`), nodes started with a
+//! `nox_eth::registry::operator` (the code behind `nox register`), nodes started with a
 //! `[chain]` section and no `[[topology.nodes]]`, so that they find each other
 //! only through NoxRegistry.
 
@@ -16,13 +16,15 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy_sol_types::SolCall;
 use libp2p::PeerId;
+use nox_client::{PreparedRequest, echo_request};
+use nox_eth::registry::operator::{self, RegistryTarget};
+use nox_net::p2p::PeerKind;
+use nox_net::raw_peer::RawPeer;
+use nox_net::topology_doc::TopologyDocument;
 use nox_node::config::{NodeConfig, Role};
 use nox_node::keys::NodeKeys;
-use nox_node::localnet::{EchoRequest, base_config, echo_request};
+use nox_node::localnet::base_config;
 use nox_node::node::{NodeOptions, RunningNode};
-use nox_node::operator::{self, ChainTarget};
-use nox_node::p2p::PeerKind;
-use nox_node::raw_peer::RawPeer;
 use nox_protocol::NodeId;
 use nox_protocol::contracts::{NoxRegistry, NoxTestToken, relay_layer};
 use nox_protocol::crypto::x25519::MixPublicKey;
@@ -225,8 +227,8 @@ impl Devnet {
     }
 
     /// The chain target nodes are configured with.
-    pub fn target(&self) -> ChainTarget {
-        ChainTarget { rpc_url: self.rpc_url(), chain_id: CHAIN_ID, registry: self.deployment.registry }
+    pub fn target(&self) -> RegistryTarget {
+        RegistryTarget { rpc_url: self.rpc_url(), chain_id: CHAIN_ID, registry: self.deployment.registry }
     }
 
     /// Where node directories live.
@@ -267,7 +269,7 @@ impl Devnet {
         let config_path = ndir.join("nox.toml");
         let text = toml::to_string(&config).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
         std::fs::write(&config_path, text).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
-        let peer_id = nox_node::p2p::peer_id_of(&NodeId(keys.node_id()))
+        let peer_id = nox_net::p2p::peer_id_of(&NodeId(keys.node_id()))
             .map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
         self.nodes.push(DevnetNode {
             index,
@@ -318,7 +320,7 @@ impl Devnet {
         self.fund(self.nodes[idx].operator(), min).await?;
         let n = &self.nodes[idx];
         let target = self.target();
-        operator::register(&target, &n.keys, n.config.node.role, &n.multiaddr, Some(min))
+        operator::register(&target, &n.keys.operator(), n.config.node.role, &n.multiaddr, Some(min))
             .await
             .map_err(|e| DevnetError::Node { index: idx, reason: format!("register: {e}") })?;
         self.nodes[idx].registered = true;
@@ -438,8 +440,10 @@ impl Devnet {
     }
 
     /// `GET /topology` of node `idx`.
-    pub async fn topology_of(&self, idx: usize) -> Result<serde_json::Value, DevnetError> {
-        self.get_json(idx, "/topology").await
+    pub async fn topology_of(&self, idx: usize) -> Result<TopologyDocument, DevnetError> {
+        let text = self.get_text(idx, "/topology").await?;
+        TopologyDocument::from_json(&text)
+            .map_err(|e| DevnetError::Node { index: idx, reason: format!("/topology: {e}") })
     }
 
     /// `GET /metrics` of node `idx`.
@@ -454,11 +458,6 @@ impl Devnet {
         resp.text().await.map_err(|e| DevnetError::Node { index: idx, reason: e.to_string() })
     }
 
-    async fn get_json(&self, idx: usize, path: &str) -> Result<serde_json::Value, DevnetError> {
-        let text = self.get_text(idx, path).await?;
-        serde_json::from_str(&text).map_err(|e| DevnetError::Node { index: idx, reason: format!("{path}: {e}") })
-    }
-
     /// The node ids in node `viewer`'s topology with their current-epoch
     /// mix key (`None` while no descriptor is held).
     pub async fn view_of(&self, viewer: usize) -> Result<Vec<(NodeId, Option<MixPublicKey>)>, DevnetError> {
@@ -467,23 +466,9 @@ impl Devnet {
 
     /// [`Devnet::view_of`] with the epoch the viewer is in (its own clock).
     async fn epoch_view_of(&self, viewer: usize) -> Result<(u64, Vec<(NodeId, Option<MixPublicKey>)>), DevnetError> {
-        let json = self.topology_of(viewer).await?;
-        let epoch = json["epoch"]["current"]
-            .as_u64()
-            .ok_or_else(|| DevnetError::Node { index: viewer, reason: "/topology has no epoch.current".into() })?;
-        let mut out = Vec::new();
-        for n in json["nodes"].as_array().into_iter().flatten() {
-            let Some(id) = n["node_id"].as_str().and_then(parse_hex32) else { continue };
-            let key = n["descriptors"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|d| d["epoch"].as_u64() == Some(epoch))
-                .and_then(|d| d["mix_key"].as_str().and_then(parse_hex32))
-                .map(MixPublicKey);
-            out.push((NodeId(id), key));
-        }
-        Ok((epoch, out))
+        let doc = self.topology_of(viewer).await?;
+        let epoch = doc.epoch.current;
+        Ok((epoch, doc.nodes.iter().map(|n| (n.id(), n.mix_key(epoch))).collect()))
     }
 
     /// Waits until every running node holds exactly the registered nodes
@@ -555,7 +540,7 @@ impl Devnet {
 
     /// An echo request from a client at gateway `via[0]` through `via`, with
     /// `surbs` SURBs back through `back` (which must end at the gateway).
-    pub async fn echo(&self, via: &[usize], back: &[usize], data: Vec<u8>) -> Result<EchoRequest, DevnetError> {
+    pub async fn echo(&self, via: &[usize], back: &[usize], data: Vec<u8>) -> Result<PreparedRequest, DevnetError> {
         let (epoch, route) = self.route(via[0], via, 1_000).await?;
         let (_, surb_route) = self.route(via[0], back, 1_000).await?;
         echo_request(epoch, &route, &surb_route, 2, data)
@@ -564,7 +549,7 @@ impl Devnet {
 
     /// A client connected to (and welcomed by) node `gateway`.
     pub async fn client(&self, gateway: usize) -> Result<RawPeer, DevnetError> {
-        let err = |e: nox_node::raw_peer::RawPeerError| DevnetError::Node { index: gateway, reason: e.to_string() };
+        let err = |e: nox_net::raw_peer::RawPeerError| DevnetError::Node { index: gateway, reason: e.to_string() };
         let client = RawPeer::start(libp2p::identity::Keypair::generate_ed25519(), Vec::new(), PeerKind::Client, 1024)
             .await
             .map_err(err)?;
@@ -603,12 +588,6 @@ impl Drop for Devnet {
         }
         self.anvil.kill();
     }
-}
-
-fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s.strip_prefix("0x")?, &mut out).ok()?;
-    Some(out)
 }
 
 /// A node's role from its layer.

@@ -1,6 +1,6 @@
 //! The chain watcher against a real chain: anvil from `node_modules/.bin`, the
 //! contracts deployed by the devnet's forge script, nodes registered with
-//! `nox_node::operator` from funded wallets, and a [`ChainWatcher`] polled by
+//! `nox_eth::registry::operator` from funded wallets, and a [`ChainWatcher`] polled by
 //! hand (never its loop) so that every step is deterministic. The tests check
 //! what a node operator would see: who is in the topology, the `nox_chain`
 //! gauges and `nox_events_total{kind="chain"}` counters, and the stored
@@ -25,12 +25,14 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_sol_types::SolCall;
 use nox_devnet::anvil::{Anvil, DEPLOYER_KEY};
 use nox_devnet::deploy::{DeployParams, Deployment};
-use nox_node::chain::{ChainError, ChainWatcher, RegisteredNode, RegistryView, TopologyChange, WatcherConfig};
+use nox_eth::registry::operator::{self, RegistryTarget};
+use nox_net::topology_doc::NodeEntry;
+use nox_node::chain::{ChainError, ChainWatcher, RegisteredNode, RegistryView, WatcherConfig};
 use nox_node::config::Role;
 use nox_node::keys::NodeKeys;
 use nox_node::metrics::Metrics;
-use nox_node::operator::{self, ChainTarget};
 use nox_node::topology::Topology;
+use nox_node::topology::TopologyChange;
 use nox_protocol::NodeId;
 use nox_protocol::contracts::{NoxRegistry, NoxTestToken};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -79,8 +81,8 @@ impl Chain {
         self.anvil.url()
     }
 
-    fn target(&self) -> ChainTarget {
-        ChainTarget { rpc_url: self.url(), chain_id: CHAIN_ID, registry: self.deployment.registry }
+    fn target(&self) -> RegistryTarget {
+        RegistryTarget { rpc_url: self.url(), chain_id: CHAIN_ID, registry: self.deployment.registry }
     }
 
     /// A watcher configuration for this chain's registry, reached at `rpc_url`.
@@ -177,8 +179,9 @@ impl Chain {
         let stake = DeployParams::default().min_stake;
         self.send(self.deployment.token, NoxTestToken::mintCall { to: operator, amount: stake }.abi_encode()).await;
         let multiaddr = format!("/ip4/127.0.0.1/tcp/{port}");
-        let registered =
-            operator::register(&self.target(), &keys, role, &multiaddr, None).await.expect("register the node");
+        let registered = operator::register(&self.target(), &keys.operator(), role, &multiaddr, None)
+            .await
+            .expect("register the node");
         assert_eq!(registered.stake, stake);
         Node { id: NodeId(keys.node_id()), operator, keys, stake }
     }
@@ -249,12 +252,11 @@ impl Watched {
         sample(&self.metrics.render(), &format!("nox_events_total{{kind=\"chain\",outcome=\"{outcome}\"}}"))
     }
 
-    /// The topology's record of `node`, from `to_json()`.
-    fn record(&self, node: &Node) -> serde_json::Value {
-        let id = format!("0x{}", hex::encode(node.id.0));
-        let json = self.topology.to_json();
-        json.as_array().unwrap().iter().find(|r| r["node_id"] == id.as_str()).cloned().unwrap_or_else(|| {
-            panic!("{id} is not in the topology: {json:#}");
+    /// The topology's record of `node`, as `/topology` lists it.
+    fn record(&self, node: &Node) -> NodeEntry {
+        let entries = self.topology.entries();
+        entries.into_iter().find(|r| r.node_id == node.id.0).unwrap_or_else(|| {
+            panic!("{} is not in the topology", hex::encode(node.id.0));
         })
     }
 }
@@ -375,11 +377,11 @@ async fn test_node_joins_once_confirmed() {
     assert_eq!(w.events("node_added"), 1);
     assert_eq!(w.events("fingerprint_mismatch"), 0);
     let record = w.record(&node);
-    assert_eq!(record["operator"], node.operator.to_string());
-    assert_eq!(record["stake"], node.stake.to_string());
-    assert_eq!(record["exit"], false);
-    assert_eq!(record["addresses"], serde_json::json!(["/ip4/127.0.0.1/tcp/9001"]));
-    assert_eq!(record["layer"], nox_protocol::contracts::relay_layer(node.operator));
+    assert_eq!(record.operator, Some(node.operator));
+    assert_eq!(record.stake, Some(node.stake));
+    assert_eq!(record.exit, Some(false));
+    assert_eq!(record.addresses, vec!["/ip4/127.0.0.1/tcp/9001".to_string()]);
+    assert_eq!(record.layer, nox_protocol::contracts::relay_layer(node.operator));
     assert_eq!(w.watcher.view(), &chain.registry_state().await);
 }
 
@@ -590,7 +592,7 @@ async fn test_unstake_request_leaves_the_topology() {
     let mut w = watch(chain.config(chain.url(), 0, 1000), dir.path());
     assert_eq!(w.poll().await.added, sorted(vec![leaving.id, staying.id]));
 
-    let unstake = operator::request_unstake(&chain.target(), &leaving.keys).await.expect("requestUnstake");
+    let unstake = operator::request_unstake(&chain.target(), &leaving.keys.operator()).await.expect("requestUnstake");
     assert_eq!(unstake.amount, leaving.stake);
     let change = w.poll().await;
     assert_eq!(change, TopologyChange { added: vec![], removed: vec![leaving.id] });

@@ -9,10 +9,11 @@
 
 use std::time::{Duration, Instant};
 
+use alloy_primitives::U256;
+use nox_client::ReplyError;
 use nox_devnet::{Devnet, DevnetOptions, Launch};
-use nox_node::localnet::ReplyError;
-use nox_node::p2p::PeerKind;
-use nox_node::raw_peer::RawPeer;
+use nox_net::p2p::PeerKind;
+use nox_net::raw_peer::RawPeer;
 use nox_protocol::NodeId;
 use nox_protocol::contracts::topology_fingerprint;
 
@@ -66,15 +67,13 @@ async fn nodes_find_each_other_only_through_the_chain() {
     assert_eq!(net.registry_fingerprint().await.unwrap(), topology_fingerprint(&operators));
     for n in &net.nodes {
         let topo = net.topology_of(n.index).await.unwrap();
-        let listed = topo["nodes"].as_array().unwrap();
-        assert_eq!(listed.len(), 9, "node {} sees {} nodes", n.index, listed.len());
+        assert_eq!(topo.nodes.len(), 9, "node {} sees {} nodes", n.index, topo.nodes.len());
         for m in &net.nodes {
-            let id = format!("0x{}", hex::encode(m.id().0));
-            let rec = listed.iter().find(|r| r["node_id"] == id).unwrap();
-            assert_eq!(rec["operator"], m.operator().to_string());
-            assert_eq!(rec["stake"], "1000000000000000000000");
-            assert_eq!(rec["layer"], m.layer());
-            assert_eq!(rec["addresses"][0], m.multiaddr);
+            let rec = topo.node(&m.id()).unwrap();
+            assert_eq!(rec.operator, Some(m.operator()));
+            assert_eq!(rec.stake, Some(U256::from(10u64).pow(U256::from(21u64))));
+            assert_eq!(rec.layer, m.layer());
+            assert_eq!(rec.addresses[0], m.multiaddr);
         }
         let metrics = net.metrics_of(n.index).await.unwrap();
         assert_eq!(series(&metrics, "nox_chain{value=\"fingerprint_mismatch\"}"), 0.0);

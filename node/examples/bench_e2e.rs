@@ -26,18 +26,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use nox_node::exit::{ExitError, ExitService};
-use nox_node::localnet::{LocalNet, echo_request};
+use nox_client::echo_request;
+use nox_net::p2p::PeerKind;
+use nox_net::raw_peer::RawPeer;
+use nox_node::exit::{ExitService, RequestContext, ServiceError, ServiceRouter};
+use nox_node::localnet::LocalNet;
 use nox_node::node::NodeOptions;
-use nox_node::p2p::PeerKind;
-use nox_node::raw_peer::RawPeer;
-use nox_protocol::payload::Request;
+use nox_protocol::payload::{Request, RequestKind};
 use rand::Rng;
 
 struct Stamp(flume::Sender<(u64, Instant)>);
 
 impl ExitService for Stamp {
-    fn handle(&self, request: Request) -> BoxFuture<'static, Result<Vec<u8>, ExitError>> {
+    fn name(&self) -> &'static str {
+        "stamp"
+    }
+
+    fn serve(&self, _ctx: RequestContext, request: Request) -> BoxFuture<'static, Result<Vec<u8>, ServiceError>> {
         let now = Instant::now();
         if let Request::Echo { data } = &request
             && data.len() >= 8
@@ -67,7 +72,8 @@ async fn main() {
     let durable: bool = arg("--durable", "true").parse().unwrap();
     let dir = tempfile::tempdir_in(".").unwrap();
     let (tx, rx) = flume::unbounded();
-    let opts = NodeOptions { exit_service: Arc::new(Stamp(tx)), admission: None };
+    let services = ServiceRouter::new().with(RequestKind::Echo, Arc::new(Stamp(tx)));
+    let opts = NodeOptions { exit_services: Some(services), admission: None };
     let net = LocalNet::start(dir.path(), [1, 1, 1], 42, opts, |_, c| {
         c.replay.durable_before_forward = durable;
     })

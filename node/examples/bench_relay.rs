@@ -46,11 +46,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
+use nox_net::p2p::{self, PeerKind};
+use nox_net::raw_peer::{OnReceive, RawPeer};
 use nox_node::config::{NodeConfig, Role, StaticNode};
 use nox_node::keys::NodeKeys;
 use nox_node::metrics::sum_family;
-use nox_node::p2p::{self, PeerKind};
-use nox_node::raw_peer::{OnReceive, RawPeer};
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::sphinx::{Hop, Packet, PacketBuilder};

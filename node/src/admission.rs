@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use nox_protocol::NodeId;
 
-use crate::p2p::{CONTROL_VERSION, PeerKind};
 use crate::topology::Topology;
+use nox_net::p2p::{CONTROL_VERSION, PeerKind};
 
 /// Why a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,8 +4,9 @@
 //! The structs here are the single source of the keys and their defaults;
 //! `node/nox.example.toml` and the documentation are tested against them.
 //!
-//! [`load`] goes through three steps, each with its own error, so that an
-//! operator learns what is wrong and where:
+//! Loading is the shared engine of `nox-config`: [`load`] goes through three
+//! steps, each with its own error, so that an operator learns what is wrong
+//! and where:
 //!
 //! 1. The file is parsed and deserialized. A syntax error carries its line and
 //!    column; an unknown key or a value of the wrong type carries its dotted
@@ -21,12 +22,12 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use nox_config::{Checks, ConfigFile};
+pub use nox_config::{ConfigError, Location, Problem};
 use serde::{Deserialize, Serialize};
-use toml::{Table, Value};
 
 /// The whole node configuration (`nox run --config FILE`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -54,22 +55,17 @@ pub struct NodeConfig {
     pub replay: ReplaySection,
     /// Cover traffic.
     pub cover: CoverSection,
+    /// Exit stage (read on exits only).
+    pub exit: ExitSection,
     /// HTTP endpoints.
     pub http: HttpSection,
     /// Logging.
     pub log: LogSection,
 }
 
-/// A node's role in the topology.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A mixing relay (layer 0 or 1).
-    #[default]
-    Relay,
-    /// An exit (layer 2): executes requests.
-    Exit,
-}
+/// A node's role in the topology (`relay` or `exit`): one definition for
+/// the configuration, the descriptors and the registry.
+pub use nox_protocol::Role;
 
 /// `[node]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,6 +344,66 @@ impl Default for CoverSection {
     }
 }
 
+/// `[exit]`: the exit stage's bounds (read on exits only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExitSection {
+    /// Whether the exit answers `Echo` requests.
+    pub echo: bool,
+    /// Capacity of the queue of client fragments into the exit stage, in packets.
+    pub queue: usize,
+    /// Requests served at once; beyond it a request is answered `Busy`.
+    pub concurrency: usize,
+    /// Milliseconds from a complete request to its answer; beyond it the answer is `Timeout`.
+    pub request_timeout_ms: u64,
+    /// Shard bytes the reassembler holds across incomplete messages.
+    pub reassembly_max_bytes: usize,
+    /// Incomplete messages the reassembler holds at once.
+    pub reassembly_max_messages: usize,
+    /// Data plus parity fragments one message may declare.
+    pub reassembly_max_fragments: u16,
+    /// Longest request message, in bytes.
+    pub reassembly_max_message_bytes: u32,
+    /// Seconds after its first fragment an incomplete message is dropped.
+    pub reassembly_stale_secs: u64,
+}
+
+impl Default for ExitSection {
+    fn default() -> Self {
+        let r = nox_protocol::fragment::ReassemblyLimits::default();
+        ExitSection {
+            echo: true,
+            queue: 4096,
+            concurrency: 256,
+            request_timeout_ms: 30_000,
+            reassembly_max_bytes: r.max_bytes,
+            reassembly_max_messages: r.max_messages,
+            reassembly_max_fragments: r.max_fragments_per_message,
+            reassembly_max_message_bytes: r.max_message_len,
+            reassembly_stale_secs: r.stale_after.as_secs(),
+        }
+    }
+}
+
+impl ExitSection {
+    /// The exit stage's settings.
+    pub fn stage_config(&self) -> crate::exit::ExitConfig {
+        let defaults = nox_protocol::fragment::ReassemblyLimits::default();
+        crate::exit::ExitConfig {
+            limits: nox_protocol::fragment::ReassemblyLimits {
+                max_bytes: self.reassembly_max_bytes,
+                max_messages: self.reassembly_max_messages,
+                max_fragments_per_message: self.reassembly_max_fragments,
+                max_message_len: self.reassembly_max_message_bytes,
+                stale_after: std::time::Duration::from_secs(self.reassembly_stale_secs),
+                completed_memory: defaults.completed_memory,
+            },
+            concurrency: self.concurrency,
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+}
+
 /// `[http]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -411,7 +467,7 @@ pub const MAX_DELAY_MS_LIMIT: u64 = u32::MAX as u64 / 1000;
 /// Reads `path`, applies the process's `NOX_*` environment overrides and
 /// validates the result.
 pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-    load_with_env(path, std::env::vars_os())
+    nox_config::load(path)
 }
 
 /// [`load`] with the environment given as `(name, value)` pairs.
@@ -419,9 +475,7 @@ pub fn load_with_env<K: AsRef<OsStr>, V: AsRef<OsStr>>(
     path: &Path,
     env: impl IntoIterator<Item = (K, V)>,
 ) -> Result<NodeConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error: error.to_string() })?;
-    from_toml_str(&text, env)
+    nox_config::load_with_env(path, env)
 }
 
 /// Parses `text` as `nox.toml`, applies the `NOX_*` overrides found in `env`
@@ -431,342 +485,16 @@ pub fn from_toml_str<K: AsRef<OsStr>, V: AsRef<OsStr>>(
     text: &str,
     env: impl IntoIterator<Item = (K, V)>,
 ) -> Result<NodeConfig, ConfigError> {
-    let document = toml::de::Deserializer::parse(text).map_err(|e| syntax_error(&e, text))?;
-    let from_file: NodeConfig = serde_path_to_error::deserialize(document).map_err(|e| {
-        let at = e.inner().span().map(|span| Location::of(text, span.start));
-        shape_error(e.path().to_string(), e.inner(), at)
-    })?;
-
-    let overrides = env_overrides(env)?;
-    let config = if overrides.is_empty() {
-        from_file
-    } else {
-        let mut table: Table = text.parse().map_err(|e| syntax_error(&e, text))?;
-        for o in &overrides {
-            let section = table.entry(o.section.clone()).or_insert_with(|| Value::Table(Table::new()));
-            if let Value::Table(section) = section {
-                match &o.value {
-                    Some(value) => section.insert(o.key.clone(), value.clone()),
-                    None => section.remove(&o.key),
-                };
-            }
-        }
-        serde_path_to_error::deserialize(table).map_err(|e| {
-            let path = e.path().to_string();
-            let error = shape_error(path.clone(), e.inner(), None);
-            match overrides.iter().find(|o| o.covers(&path)) {
-                Some(o) => ConfigError::Env { var: o.var.clone(), reason: error.to_string() },
-                None => error,
-            }
-        })?
-    };
-    config.validate().map_err(ConfigError::Invalid)?;
-    Ok(config)
+    nox_config::from_toml_str(text, env)
 }
 
-/// What is wrong with a configuration, and where.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {}: {error}", .path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's reason.
-        error: String,
-    },
-    /// The file is not valid TOML.
-    #[error("TOML syntax error at {at}: {message}")]
-    Syntax {
-        /// Where the parser stopped.
-        at: Location,
-        /// The parser's message.
-        message: String,
-    },
-    /// A key that the configuration does not have (a typo, or a key of
-    /// another section).
-    #[error("{key}: unknown key{}{}", in_file(.at), hint(.expected))]
-    UnknownKey {
-        /// Dotted path, e.g. `mix.max_dely_ms`.
-        key: String,
-        /// The keys that would have been accepted there.
-        expected: String,
-        /// Its place in the file.
-        at: Option<Location>,
-    },
-    /// A value of the wrong type.
-    #[error("{key}: expected {expected}, found {found}{}", in_file(.at))]
-    WrongType {
-        /// Dotted path, e.g. `mix.max_delay_ms`.
-        key: String,
-        /// The type the key takes.
-        expected: String,
-        /// The value given.
-        found: String,
-        /// Its place in the file.
-        at: Option<Location>,
-    },
-    /// A value of the right type that the key cannot take (out of range,
-    /// not an address, not one of the allowed words, a missing key).
-    #[error("{key}: {message}{}", in_file(.at))]
-    BadValue {
-        /// Dotted path, e.g. `http.listen`.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-        /// Its place in the file.
-        at: Option<Location>,
-    },
-    /// An environment override that cannot be applied.
-    #[error("environment variable {var}: {reason}")]
-    Env {
-        /// The variable's name.
-        var: String,
-        /// Why it cannot be applied.
-        reason: String,
-    },
-    /// Values that parse but do not make a working node; every problem found.
-    #[error("{}", problem_list(.0))]
-    Invalid(Vec<Problem>),
-}
+impl ConfigFile for NodeConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const OPTIONAL_KEYS: &'static [(&'static str, &'static str)] = OPTIONAL_KEYS;
+    const FILE_ONLY_KEYS: &'static [(&'static str, &'static str)] = FILE_ONLY_KEYS;
 
-/// A line and column (both from 1) in the configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    /// Line, from 1.
-    pub line: usize,
-    /// Column in characters, from 1.
-    pub column: usize,
-}
-
-impl Location {
-    fn of(text: &str, offset: usize) -> Location {
-        let before = text.get(..offset).unwrap_or(text);
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
-        Location { line: before.matches('\n').count() + 1, column }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {}", self.line, self.column)
-    }
-}
-
-/// One thing [`NodeConfig::validate`] found wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the key, e.g. `p2p.listen[1]`.
-    pub key: String,
-    /// What is wrong, with the offending value.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-fn in_file(at: &Option<Location>) -> String {
-    at.map(|at| format!(" ({at})")).unwrap_or_default()
-}
-
-fn hint(expected: &str) -> String {
-    if expected.is_empty() { String::new() } else { format!("; {expected}") }
-}
-
-fn problem_list(problems: &[Problem]) -> String {
-    let mut out = format!("{} invalid value(s):", problems.len());
-    for p in problems {
-        out.push_str(&format!("\n  {p}"));
-    }
-    out
-}
-
-fn syntax_error(e: &toml::de::Error, text: &str) -> ConfigError {
-    let at = Location::of(text, e.span().map_or(0, |s| s.start));
-    ConfigError::Syntax { at, message: e.message().trim().to_string() }
-}
-
-/// Turns a deserialization error at `key` into the variant that says what is
-/// wrong in an operator's terms.
-fn shape_error(key: String, e: &toml::de::Error, at: Option<Location>) -> ConfigError {
-    let key = if key == "." { "(top level)".to_string() } else { key };
-    let message = e.message().trim();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let expected = rest.split_once("`, ").map_or("", |(_, expected)| expected).to_string();
-        return ConfigError::UnknownKey { key, expected, at };
-    }
-    if let Some((found, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.rsplit_once(", expected ")) {
-        let found = match found {
-            "map" => "a table".to_string(),
-            "sequence" => "an array".to_string(),
-            other => other.to_string(),
-        };
-        return ConfigError::WrongType { key, expected: describe_expected(expected), found, at };
-    }
-    if message == "wanted string or table" {
-        return ConfigError::WrongType { key, expected: "a string".into(), found: "another type".into(), at };
-    }
-    if let Some((found, expected)) = message.strip_prefix("invalid value: ").and_then(|m| m.rsplit_once(", expected "))
-    {
-        let message = format!("{found} is out of range; expected {}", describe_expected(expected));
-        return ConfigError::BadValue { key, message, at };
-    }
-    let message = match message.strip_prefix("missing field ") {
-        Some(field) => format!("missing key {field}"),
-        None => message.to_string(),
-    };
-    ConfigError::BadValue { key, message, at }
-}
-
-/// serde's name of an expected type, in the configuration's terms.
-fn describe_expected(serde_name: &str) -> String {
-    match serde_name {
-        "u8" => "an integer from 0 to 255",
-        "u16" => "an integer from 0 to 65535",
-        "u32" => "an integer from 0 to 4294967295",
-        "u64" | "usize" => "a non-negative integer",
-        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
-        "f32" | "f64" => "a number",
-        "a boolean" => "a boolean (true or false)",
-        "a string" | "string only" | "path string" => "a string",
-        "a sequence" => "an array",
-        "socket address" => "a socket address string such as \"127.0.0.1:9100\"",
-        s if s.starts_with("struct ") || s == "a map" => "a table",
-        s => s,
-    }
-    .to_string()
-}
-
-/// One `NOX_<SECTION>__<KEY>` variable, typed.
-#[derive(Debug)]
-struct EnvOverride {
-    var: String,
-    section: String,
-    key: String,
-    /// `None`: unset the (optional) key.
-    value: Option<Value>,
-}
-
-impl EnvOverride {
-    /// Whether a deserialization error at `path` concerns this override.
-    fn covers(&self, path: &str) -> bool {
-        let own = format!("{}.{}", self.section, self.key);
-        path == own || path.strip_prefix(&own).is_some_and(|rest| rest.starts_with(['.', '[']))
-    }
-}
-
-/// Finds and types the `NOX_*` overrides in `env`.
-fn env_overrides<K: AsRef<OsStr>, V: AsRef<OsStr>>(
-    env: impl IntoIterator<Item = (K, V)>,
-) -> Result<Vec<EnvOverride>, ConfigError> {
-    let defaults = Table::try_from(NodeConfig::default()).map_err(|e| ConfigError::BadValue {
-        key: "(defaults)".into(),
-        message: e.to_string(),
-        at: None,
-    })?;
-    let mut found: BTreeMap<(String, String), EnvOverride> = BTreeMap::new();
-    let mut vars: Vec<(String, Option<String>)> = Vec::new();
-    for (name, value) in env {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        let Some(name) = name.to_str() else {
-            if name.to_string_lossy().starts_with(ENV_PREFIX) {
-                let var = name.to_string_lossy().into_owned();
-                return Err(ConfigError::Env { var, reason: "the name is not valid UTF-8".into() });
-            }
-            continue;
-        };
-        if name.starts_with(ENV_PREFIX) {
-            vars.push((name.to_string(), value.to_str().map(str::to_string)));
-        }
-    }
-    vars.sort();
-    for (var, value) in vars {
-        let env_error = |reason: String| ConfigError::Env { var: var.clone(), reason };
-        let rest = var.get(ENV_PREFIX.len()..).unwrap_or_default();
-        let Some((section, key)) = rest.split_once("__") else {
-            // Not of the override form (e.g. `NOX_DEPLOYMENT`), unless it starts
-            // with a section name: then it is a misspelt override.
-            let lower = rest.to_ascii_lowercase();
-            if let Some(section) = defaults.keys().find(|s| lower == **s || lower.starts_with(&format!("{s}_"))) {
-                let upper = section.to_ascii_uppercase();
-                return Err(env_error(format!(
-                    "looks like an override of [{section}], but section and key must be separated by two \
-                     underscores: {ENV_PREFIX}{upper}__<KEY>"
-                )));
-            }
-            continue;
-        };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let Some(value) = value else {
-            return Err(env_error("the value is not valid UTF-8".into()));
-        };
-        let Some(Value::Table(section_defaults)) = defaults.get(&section) else {
-            let sections: Vec<&str> = defaults.keys().map(String::as_str).collect();
-            return Err(env_error(format!("no section [{section}]; sections: {}", sections.join(", "))));
-        };
-        if FILE_ONLY_KEYS.contains(&(section.as_str(), key.as_str())) {
-            return Err(env_error(format!(
-                "{section}.{key} cannot be set from the environment; list it as [[{section}.{key}]] in the file"
-            )));
-        }
-        let default = section_defaults.get(&key);
-        let optional = OPTIONAL_KEYS.contains(&(section.as_str(), key.as_str()));
-        if default.is_none() && !optional {
-            let mut keys: Vec<&str> = section_defaults.keys().map(String::as_str).collect();
-            keys.extend(OPTIONAL_KEYS.iter().filter(|(s, _)| *s == section).map(|(_, k)| *k));
-            keys.sort_unstable();
-            return Err(env_error(format!("no key `{key}` in [{section}]; keys: {}", keys.join(", "))));
-        }
-        let value = env_value(default, &value).map_err(|reason| env_error(format!("{section}.{key}: {reason}")))?;
-        let slot = (section.clone(), key.clone());
-        if let Some(earlier) = found.get(&slot) {
-            return Err(env_error(format!("sets {section}.{key}, which {} already sets", earlier.var)));
-        }
-        found.insert(slot, EnvOverride { var, section, key, value });
-    }
-    Ok(found.into_values().collect())
-}
-
-/// Reads `raw` as the type of `default` (`None`: an optional string key).
-fn env_value(default: Option<&Value>, raw: &str) -> Result<Option<Value>, String> {
-    match default {
-        None if raw.is_empty() => Ok(None),
-        None => Ok(Some(Value::String(raw.to_string()))),
-        Some(Value::Array(items)) => {
-            let element = items.first().unwrap_or(&Value::String(String::new())).clone();
-            let parsed: Result<Vec<Value>, String> = raw
-                .split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(|item| scalar(&element, item))
-                .collect();
-            Ok(Some(Value::Array(parsed?)))
-        }
-        Some(_) if raw.is_empty() => Err("empty value; only optional keys can be unset".into()),
-        Some(kind) => scalar(kind, raw).map(Some),
-    }
-}
-
-fn scalar(kind: &Value, raw: &str) -> Result<Value, String> {
-    let trimmed = raw.trim();
-    match kind {
-        Value::Integer(_) => {
-            trimmed.parse().map(Value::Integer).map_err(|_| format!("expected an integer, got `{raw}`"))
-        }
-        Value::Float(_) => trimmed.parse().map(Value::Float).map_err(|_| format!("expected a number, got `{raw}`")),
-        Value::Boolean(_) => match trimmed.to_ascii_lowercase().as_str() {
-            "true" => Ok(Value::Boolean(true)),
-            "false" => Ok(Value::Boolean(false)),
-            _ => Err(format!("expected true or false, got `{raw}`")),
-        },
-        Value::String(_) => Ok(Value::String(raw.to_string())),
-        Value::Datetime(_) | Value::Array(_) | Value::Table(_) => {
-            Err("this key is a table or nested array; it can only be set in the file".into())
-        }
+    fn validate(&self) -> Result<(), Vec<Problem>> {
+        NodeConfig::validate(self)
     }
 }
 
@@ -793,45 +521,12 @@ impl StaticNode {
     }
 }
 
-/// Collects problems while [`NodeConfig::validate`] walks the sections.
-#[derive(Debug, Default)]
-struct Checks(Vec<Problem>);
-
-impl Checks {
-    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { key: key.into(), message: message.into() });
-    }
-
-    fn at_least<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, min: T) {
-        if value < min {
-            self.fail(key, format!("must be at least {min}, got {value}"));
-        }
-    }
-
-    fn at_most<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, max: T, why: &str) {
-        if value > max {
-            self.fail(key, format!("must be at most {max}{why}, got {value}"));
-        }
-    }
-
-    fn positive_rate(&mut self, key: &str, value: f64) {
-        if !(value.is_finite() && value > 0.0) {
-            self.fail(key, format!("must be a finite number greater than 0, got {value}"));
-        }
-    }
-
-    fn non_negative_rate(&mut self, key: &str, value: f64) {
-        if !(value.is_finite() && value >= 0.0) {
-            self.fail(key, format!("must be a finite number, 0 or more, got {value}"));
-        }
-    }
-
-    fn multiaddr(&mut self, key: String, addr: &str) {
-        match addr.parse::<libp2p::Multiaddr>() {
-            Ok(parsed) if parsed.is_empty() => self.fail(key, "empty multiaddr; expected e.g. /ip4/1.2.3.4/tcp/9000"),
-            Ok(_) => {}
-            Err(e) => self.fail(key, format!("`{addr}` is not a multiaddr: {e}")),
-        }
+/// A multiaddr that parses and is not empty.
+fn check_multiaddr(c: &mut Checks, key: String, addr: &str) {
+    match addr.parse::<libp2p::Multiaddr>() {
+        Ok(parsed) if parsed.is_empty() => c.fail(key, "empty multiaddr; expected e.g. /ip4/1.2.3.4/tcp/9000"),
+        Ok(_) => {}
+        Err(e) => c.fail(key, format!("`{addr}` is not a multiaddr: {e}")),
     }
 }
 
@@ -870,10 +565,10 @@ impl NodeConfig {
             c.fail("p2p.listen", "at least one listen address is needed");
         }
         for (i, addr) in p2p.listen.iter().enumerate() {
-            c.multiaddr(format!("p2p.listen[{i}]"), addr);
+            check_multiaddr(&mut c, format!("p2p.listen[{i}]"), addr);
         }
         for (i, addr) in p2p.external_addresses.iter().enumerate() {
-            c.multiaddr(format!("p2p.external_addresses[{i}]"), addr);
+            check_multiaddr(&mut c, format!("p2p.external_addresses[{i}]"), addr);
         }
         c.at_least("p2p.max_connections", p2p.max_connections, 1);
         c.at_least("p2p.max_connections_per_subnet", p2p.max_connections_per_subnet, 1);
@@ -935,7 +630,7 @@ impl NodeConfig {
                 c.fail(format!("{key}.addresses"), "at least one address is needed");
             }
             for (j, addr) in n.addresses.iter().enumerate() {
-                c.multiaddr(format!("{key}.addresses[{j}]"), addr);
+                check_multiaddr(&mut c, format!("{key}.addresses[{j}]"), addr);
             }
         }
 
@@ -973,17 +668,28 @@ impl NodeConfig {
         c.positive_rate("cover.mean_delay_ms", cover.mean_delay_ms);
         c.at_least("cover.loop_timeout_secs", cover.loop_timeout_secs, 1);
 
+        let exit = &self.exit;
+        c.at_least("exit.queue", exit.queue, 1);
+        c.at_least("exit.concurrency", exit.concurrency, 1);
+        c.at_least("exit.request_timeout_ms", exit.request_timeout_ms, 100);
+        c.at_least("exit.reassembly_max_bytes", exit.reassembly_max_bytes, nox_protocol::sphinx::PAYLOAD_CAPACITY);
+        c.at_least("exit.reassembly_max_messages", exit.reassembly_max_messages, 1);
+        c.at_least("exit.reassembly_max_fragments", exit.reassembly_max_fragments, 1);
+        c.at_least("exit.reassembly_max_message_bytes", exit.reassembly_max_message_bytes, 1);
+        c.at_least("exit.reassembly_stale_secs", exit.reassembly_stale_secs, 1);
+
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.fail("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level));
         }
 
-        if c.0.is_empty() { Ok(()) } else { Err(c.0) }
+        c.finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use toml::{Table, Value};
 
     const EXAMPLE: &str = include_str!("../nox.example.toml");
     const DOCS: &str = include_str!("../../docs/configuration.md");
@@ -1337,7 +1043,8 @@ mod tests {
                 env.push((format!("NOX_{}__{}", section.to_uppercase(), key.to_uppercase()), text, value.clone()));
             }
         }
-        let overrides = env_overrides(env.iter().map(|(var, text, _)| (var, text))).unwrap();
+        let overrides =
+            nox_config::env_overrides::<NodeConfig, _, _>(env.iter().map(|(var, text, _)| (var, text))).unwrap();
         assert_eq!(overrides.len(), env.len());
         for o in overrides {
             let (_, _, want) = env.iter().find(|(var, _, _)| *var == o.var).unwrap();

@@ -24,16 +24,16 @@ use tokio::sync::mpsc;
 use crate::admission::Admission;
 use crate::epoch::{EpochKeyRing, unix_now};
 use crate::metrics::Metrics;
-use crate::p2p::{
-    self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, DESCRIPTOR_TOPIC, Event, MAX_REPLY_CLAIMS,
-    P2pHandle, PeerKind,
-};
 use crate::peers::PeerTable;
 use crate::pipeline::Action;
 use crate::pipeline::ingest::IngestStage;
 use crate::replay::ReplayCache;
 use crate::replies::ReplyMailbox;
 use crate::topology::Topology;
+use nox_net::p2p::{
+    self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, DESCRIPTOR_TOPIC, Event, MAX_REPLY_CLAIMS,
+    P2pHandle, PeerKind,
+};
 
 /// What the control task works with.
 #[derive(Clone)]

@@ -10,21 +10,22 @@
 //! * **drops** (`cover.drop_rate`): routed through all three layers to a random
 //!   exit, which discards them.
 //!
-//! Cover payloads start with [`COVER_KIND`] (a value no fragment starts with)
-//! and are otherwise random; inside the mixnet they are packets like any other.
-//! Per-hop delays are exponential with mean `cover.mean_delay_ms`, like a
-//! client's.
+//! Cover payloads are `nox_protocol::cover`'s format (clients send the same);
+//! routes are chosen by `nox_protocol::route` from the topology's keys for the
+//! current epoch; per-hop delays are exponential with mean
+//! `cover.mean_delay_ms`, sampled here like a client samples its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use nox_protocol::NodeId;
-use nox_protocol::sphinx::{Hop, PacketBuilder};
+use nox_protocol::cover::{COVER_ID_LEN, cover_id, drop_payload, loop_payload};
+use nox_protocol::route::{RouteError, sample_delays};
+use nox_protocol::sphinx::PacketBuilder;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
 
 use crate::epoch::EpochKeyRing;
@@ -32,10 +33,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::Action;
 use crate::topology::Topology;
 
-/// First payload byte of every cover packet (fragments start with version 1).
-pub const COVER_KIND: u8 = 0x00;
 /// Length of a loop id.
-const LOOP_ID_LEN: usize = 16;
+const LOOP_ID_LEN: usize = COVER_ID_LEN;
 /// Loops remembered for the reliability window.
 const WINDOW: usize = 256;
 /// Most loops in flight.
@@ -113,9 +112,7 @@ impl CoverState {
     /// A cover payload arrived at this node as the final hop; `true` if it is
     /// one of this node's loops.
     pub fn loop_returned(&self, payload: &[u8]) -> bool {
-        let Some(id) = payload.get(1..1 + LOOP_ID_LEN) else { return false };
-        let mut key = [0u8; LOOP_ID_LEN];
-        key.copy_from_slice(id);
+        let Some(key) = cover_id(payload) else { return false };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match inner.outstanding.remove(&key) {
             Some(o) => {
@@ -182,27 +179,15 @@ impl std::fmt::Debug for CoverContext {
 /// Why a cover packet could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoverError {
-    /// A layer has no node with a known key for this epoch.
-    #[error("no node with a key for this epoch in layer {0}")]
-    EmptyLayer(u8),
+    /// No route: a layer has no node with a known key for this epoch.
+    #[error(transparent)]
+    Route(#[from] RouteError),
     /// This node's own descriptor is not in the topology yet.
     #[error("own key for this epoch not known yet")]
     NoOwnKey,
     /// Packet construction failed.
     #[error("building the packet failed")]
     Build,
-}
-
-fn exp_delay(rng: &mut impl Rng, mean: Duration) -> u32 {
-    let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-    let us = -u.ln() * mean.as_secs_f64() * 1e6;
-    us.min(f64::from(u32::MAX)) as u32
-}
-
-fn pick(topology: &Topology, layer: u8, epoch: u64, not: &NodeId, rng: &mut impl Rng) -> Result<Hop, CoverError> {
-    let members: Vec<_> = topology.layer_members(layer, epoch).into_iter().filter(|(id, _)| id != not).collect();
-    let (id, key) = members.choose(rng).copied().ok_or(CoverError::EmptyLayer(layer))?;
-    Ok(Hop { id, key, delay_us: 0 })
 }
 
 /// Builds one loop packet: through the other two layers and back to this node.
@@ -213,37 +198,23 @@ pub fn build_loop(
 ) -> Result<(Action, [u8; LOOP_ID_LEN], Vec<u8>), CoverError> {
     let epoch = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
     let own = ctx.topology.mix_key(&ctx.self_id, epoch).ok_or(CoverError::NoOwnKey)?;
-    let layers: Vec<u8> = vec![(ctx.self_layer + 1) % 3, (ctx.self_layer + 2) % 3];
-    let mut route = Vec::with_capacity(3);
-    for l in &layers {
-        route.push(pick(&ctx.topology, *l, epoch, &ctx.self_id, rng)?);
-    }
-    route.push(Hop { id: ctx.self_id, key: own, delay_us: 0 });
-    for h in &mut route {
-        h.delay_us = exp_delay(rng, mean);
-    }
+    let (mut route, layers) = ctx.topology.route_set(epoch).cover_loop(ctx.self_id, ctx.self_layer, own, rng)?;
+    sample_delays(&mut route, mean, rng);
     let mut id = [0u8; LOOP_ID_LEN];
     rng.fill(&mut id);
-    let mut payload = vec![COVER_KIND];
-    payload.extend_from_slice(&id);
-    let (next, packet) = PacketBuilder::new(epoch).forward(&route, &payload, rng).map_err(|_| CoverError::Build)?;
+    let (next, packet) =
+        PacketBuilder::new(epoch).forward(&route, &loop_payload(id), rng).map_err(|_| CoverError::Build)?;
     Ok((Action::Forward { next, packet }, id, layers))
 }
 
-/// Builds one drop packet: through all three layers to a random exit.
+/// Builds one drop packet: through all three layers (never this node) to a
+/// random exit.
 pub fn build_drop(ctx: &CoverContext, mean: Duration, rng: &mut ChaCha20Rng) -> Result<Action, CoverError> {
     let epoch = ctx.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
-    let mut route = Vec::with_capacity(3);
-    for l in 0..3u8 {
-        let mut hop = pick(&ctx.topology, l, epoch, &ctx.self_id, rng)?;
-        hop.delay_us = exp_delay(rng, mean);
-        route.push(hop);
-    }
-    let mut payload = vec![COVER_KIND];
-    let mut junk = [0u8; LOOP_ID_LEN];
-    rng.fill(&mut junk);
-    payload.extend_from_slice(&junk);
-    let (next, packet) = PacketBuilder::new(epoch).forward(&route, &payload, rng).map_err(|_| CoverError::Build)?;
+    let mut route = ctx.topology.route_set(epoch).stratified(None, &[ctx.self_id], rng)?;
+    sample_delays(&mut route, mean, rng);
+    let (next, packet) =
+        PacketBuilder::new(epoch).forward(&route, &drop_payload(rng), rng).map_err(|_| CoverError::Build)?;
     Ok(Action::Forward { next, packet })
 }
 
@@ -306,22 +277,12 @@ mod tests {
         let s = CoverState::new(m.clone());
         s.sent([1; 16], vec![1, 2]);
         s.sent([2; 16], vec![1, 2]);
-        let mut payload = vec![COVER_KIND];
-        payload.extend_from_slice(&[1; 16]);
+        let payload = loop_payload([1; 16]);
         assert!(s.loop_returned(&payload));
         assert!(!s.loop_returned(&payload), "a loop counts once");
         assert_eq!(s.expire(Duration::ZERO), 1);
         assert_eq!(m.loop_reliability("1").get(), 0.5);
         assert_eq!(m.loop_reliability("2").get(), 0.5);
         assert_eq!(s.outstanding(), 0);
-    }
-
-    #[test]
-    fn exponential_delays_have_the_right_mean() {
-        let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let n = 20_000;
-        let mean: f64 =
-            (0..n).map(|_| f64::from(exp_delay(&mut rng, Duration::from_millis(10)))).sum::<f64>() / n as f64;
-        assert!((mean - 10_000.0).abs() < 400.0, "{mean}");
     }
 }

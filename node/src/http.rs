@@ -4,7 +4,7 @@
 //! |--------------|-----------------|-----------------------------------------------------------|
 //! | `/health`    | admin, public   | `{"status":"ok","node_id":…,"epoch":…,"peers":{…}}`        |
 //! | `/metrics`   | admin           | Prometheus text format                                    |
-//! | `/topology`  | admin, public   | this node's descriptors and every node it knows, as JSON  |
+//! | `/topology`  | admin, public   | a `nox_net::topology_doc::TopologyDocument`: every node this node knows, with its descriptors |
 //!
 //! The admin listener binds to `http.listen` (loopback by default); the
 //! optional public listener serves only `/health` and `/topology`. Nothing
@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use nox_net::topology_doc::{EpochWindow, TopologyDocument};
 use nox_protocol::NodeId;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -79,17 +80,17 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
 }
 
-async fn topology(State(s): State<ApiState>) -> Json<serde_json::Value> {
+async fn topology(State(s): State<ApiState>) -> Json<TopologyDocument> {
     let (current, next) = {
         let ring = s.keys.read().unwrap_or_else(|e| e.into_inner());
         (ring.current_epoch(), ring.next_epoch())
     };
-    Json(serde_json::json!({
-        "node_id": format!("0x{}", hex::encode(s.node_id.0)),
-        "layer": s.layer,
-        "epoch": { "current": current, "next": next },
-        "nodes": s.topology.to_json(),
-    }))
+    Json(TopologyDocument {
+        node_id: s.node_id.0,
+        layer: s.layer,
+        epoch: EpochWindow { current, next },
+        nodes: s.topology.entries(),
+    })
 }
 
 /// The admin router.

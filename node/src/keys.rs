@@ -89,6 +89,15 @@ impl NodeKeys {
         wallet_address(&self.wallet)
     }
 
+    /// The operator these keys make in NoxRegistry: the wallet signs and
+    /// holds the stake, the identity's public key is the registered node id.
+    pub fn operator(&self) -> nox_eth::registry::operator::Operator {
+        nox_eth::registry::operator::Operator {
+            wallet: alloy::signers::local::PrivateKeySigner::from_signing_key(self.wallet.clone()),
+            node_id: alloy_primitives::B256::from(self.node_id()),
+        }
+    }
+
     /// Writes both keys into `dir` (created with mode 0700 if missing), each file
     /// with mode 0600. Refuses to replace existing files unless `force`.
     pub fn write(&self, dir: &Path, force: bool) -> Result<(), KeyError> {

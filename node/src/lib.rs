@@ -3,12 +3,13 @@
 //! The relay node operators run (binary `nox`). `docs/architecture.md` describes
 //! the stages and what crosses each boundary; in short:
 //!
-//! * [`p2p`] — the libp2p swarm (TCP + Noise + Yamux, packet streams, control
-//!   requests, GossipSub, identify, ping) and connection caps;
 //! * [`control`] — the handshake through [`admission`], descriptors, epoch
 //!   rotation, reply claims;
 //! * [`pipeline`] — ingest → workers → mix → egress, bounded queues throughout;
-//! * [`exit`] — final payloads: reassembly, the [`exit::ExitService`], replies;
+//! * [`delivery`] — final payloads on every node: cover accounting, client
+//!   fragments on to the exit stage;
+//! * [`exit`] — an exit's client messages: reassembly, the
+//!   [`exit::ServiceRouter`] of [`exit::ExitService`]s, replies through SURBs;
 //! * [`cover`] — loop and drop cover traffic and loop reliability;
 //! * [`epoch`], [`replay`], [`store`] — epoch keys and per-key replay caches,
 //!   persisted in one redb database;
@@ -24,18 +25,17 @@ pub mod chain;
 pub mod config;
 pub mod control;
 pub mod cover;
+pub mod delivery;
 pub mod epoch;
 pub mod exit;
 pub mod http;
 pub mod keys;
+#[cfg(any(test, feature = "test-harness"))]
 pub mod localnet;
 pub mod metrics;
 pub mod node;
-pub mod operator;
-pub mod p2p;
 pub mod peers;
 pub mod pipeline;
-pub mod raw_peer;
 pub mod replay;
 pub mod replies;
 pub mod store;

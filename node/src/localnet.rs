@@ -1,9 +1,10 @@
 //! A whole mix network in one process, on loopback: N real nodes (real
 //! libp2p connections, real databases in a directory, real HTTP listeners)
-//! with a static topology, and a client helper that builds echo requests with
-//! SURBs.
+//! with a static topology. Requests are built and answered with `nox-client`.
 //!
-//! Used by the node's integration tests, `scripts/bench-e2e` and examples.
+//! A test harness, compiled only with the `test-harness` feature (the node's
+//! own tests, `scripts/bench-e2e`, `scripts/bench-relay` and `nox-devnet`
+//! enable it); it is not part of the relay's library.
 //! The chain-backed network (NoxRegistry on anvil, on-chain admission) is
 //! `nox-devnet`; this harness exercises the relay without a chain.
 
@@ -11,19 +12,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
-use libp2p::PeerId;
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixPublicKey;
-use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Request};
-use nox_protocol::sphinx::{Hop, Packet, PacketBuilder, SurbKeys};
-use rand::RngCore;
+use nox_protocol::sphinx::Hop;
 
 use crate::config::{NodeConfig, Role, StaticNode};
 use crate::keys::NodeKeys;
 use crate::node::{self, NodeError, NodeOptions, RunningNode};
-use crate::p2p::PeerKind;
-use crate::raw_peer::{RawPeer, RawPeerError};
+use nox_net::p2p::PeerKind;
+use nox_net::raw_peer::{RawPeer, RawPeerError};
 
 /// One member of the network.
 pub struct LocalNode {
@@ -253,14 +250,10 @@ impl LocalNet {
     /// A route through the nodes `via` with `delay_us` at every hop, under the
     /// keys of the current epoch as node 0 sees them; `None` while a key is unknown.
     pub fn route(&self, via: &[usize], delay_us: u32) -> Option<(u64, Vec<Hop>)> {
-        let mut epoch = 0;
-        let mut hops = Vec::with_capacity(via.len());
-        for idx in via {
-            let (e, hop) = self.hop(0, *idx, delay_us)?;
-            epoch = e;
-            hops.push(hop);
-        }
-        Some((epoch, hops))
+        let r = self.nodes[0].running.as_ref()?;
+        let epoch = r.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+        let ids: Vec<NodeId> = via.iter().map(|i| self.nodes[*i].id()).collect();
+        r.topology.route_set(epoch).explicit(&ids, delay_us).ok().map(|hops| (epoch, hops))
     }
 
     /// A client connected to (and welcomed by) node `gateway`.
@@ -281,130 +274,4 @@ impl LocalNet {
         let key: MixPublicKey = r.topology.mix_key(&id, epoch)?;
         Some((epoch, Hop { id, key, delay_us }))
     }
-}
-
-/// An echo request built for a route, with the keys to open its replies.
-pub struct EchoRequest {
-    /// The request id.
-    pub request_id: [u8; 16],
-    /// First hop and packet, one per fragment.
-    pub packets: Vec<(NodeId, Packet)>,
-    /// SURB keys by SURB id.
-    pub surb_keys: Vec<SurbKeys>,
-}
-
-impl std::fmt::Debug for EchoRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EchoRequest").field("packets", &self.packets.len()).finish_non_exhaustive()
-    }
-}
-
-/// Why a round trip produced no echo.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplyError {
-    /// Claiming the SURBs or submitting a packet failed.
-    #[error(transparent)]
-    Transport(#[from] RawPeerError),
-    /// No complete reply before the deadline.
-    #[error("no reply within the timeout")]
-    Timeout,
-    /// The reassembled reply is not an envelope.
-    #[error(transparent)]
-    Envelope(#[from] nox_protocol::payload::EnvelopeError),
-    /// The reply answers another request.
-    #[error("reply for another request")]
-    WrongRequest,
-    /// The envelope is not a reply.
-    #[error("answer is not a reply envelope")]
-    NotAReply,
-    /// The exit answered with an error status.
-    #[error("exit answered status {status}")]
-    Status {
-        /// The status byte.
-        status: u8,
-        /// The error data.
-        data: Vec<u8>,
-    },
-}
-
-impl EchoRequest {
-    /// Claims the request's SURB ids at `gateway`, submits its packets with
-    /// proofs of `pow_bits`, and waits up to `timeout` for the echoed data.
-    pub async fn round_trip(
-        &self,
-        client: &RawPeer,
-        gateway: PeerId,
-        pow_bits: u8,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, ReplyError> {
-        client.claim_replies(gateway, self.surb_keys.iter().map(SurbKeys::surb_id).collect()).await?;
-        for (_, packet) in &self.packets {
-            client.submit(gateway, packet, pow_bits).await?;
-        }
-        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let Some(packet) = client.next_packet(Duration::from_millis(200)).await else { continue };
-            let Some(fragment) = self.surb_keys.iter().find_map(|k| k.open(packet.body()).ok()) else { continue };
-            if let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) {
-                let envelope = Envelope::decode(&msg)?;
-                if envelope.request_id != self.request_id {
-                    return Err(ReplyError::WrongRequest);
-                }
-                return match envelope.request {
-                    Request::Reply { status: 0, data } => Ok(data),
-                    Request::Reply { status, data } => Err(ReplyError::Status { status, data }),
-                    _ => Err(ReplyError::NotAReply),
-                };
-            }
-        }
-        Err(ReplyError::Timeout)
-    }
-}
-
-/// Errors building a request.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    /// Packet or SURB construction failed.
-    #[error(transparent)]
-    Sphinx(#[from] nox_protocol::SphinxError),
-    /// Fragmenting failed.
-    #[error(transparent)]
-    Fragment(#[from] nox_protocol::fragment::FragmentError),
-    /// Encoding failed.
-    #[error(transparent)]
-    Envelope(#[from] nox_protocol::payload::EnvelopeError),
-}
-
-/// Builds an echo request over `route` (its last hop is the exit), carrying
-/// `surbs` SURBs over `surb_route` (its last hop is the gateway that delivers
-/// the replies).
-pub fn echo_request(
-    epoch: u64,
-    route: &[Hop],
-    surb_route: &[Hop],
-    surbs: usize,
-    data: Vec<u8>,
-) -> Result<EchoRequest, RequestError> {
-    let mut rng = rand::rngs::OsRng;
-    let builder = PacketBuilder::new(epoch);
-    let mut keys = Vec::new();
-    let mut list = Vec::new();
-    for _ in 0..surbs {
-        let mut id = [0u8; 32];
-        rng.fill_bytes(&mut id);
-        let (s, k) = builder.surb(surb_route, id, &mut rng)?;
-        list.push(s);
-        keys.push(k);
-    }
-    let mut request_id = [0u8; 16];
-    rng.fill_bytes(&mut request_id);
-    let msg = Envelope { request_id, surbs: list, request: Request::Echo { data } }.encode()?;
-    let mut message_id = [0u8; 16];
-    rng.fill_bytes(&mut message_id);
-    let mut packets = Vec::new();
-    for f in Fragmenter::default().split(&msg, message_id)? {
-        packets.push(builder.forward(route, &f, &mut rng)?);
-    }
-    Ok(EchoRequest { request_id, packets, surb_keys: keys })
 }

@@ -16,23 +16,22 @@ use futures::{AsyncReadExt, StreamExt};
 use libp2p::{Multiaddr, PeerId, Stream};
 use nox_protocol::NodeId;
 use nox_protocol::descriptor::EpochClock;
-use nox_protocol::fragment::ReassemblyLimits;
 use nox_protocol::pow::SUBMISSION_LEN;
 use nox_protocol::sphinx::PACKET_LEN;
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, StaticAdmission};
-use crate::chain::{ChainError, ChainWatcher, TopologyChange, WatcherConfig};
+use crate::chain::{ChainError, ChainWatcher, WatcherConfig};
 use crate::config::{NodeConfig, Role};
 use crate::control::{self, ControlContext};
 use crate::cover::{self, CoverConfig, CoverContext, CoverState};
+use crate::delivery::{DeliveryStage, Fragments};
 use crate::epoch::{EpochKeyRing, unix_now};
-use crate::exit::{ExitConfig, ExitContext, ExitService, ExitStage};
+use crate::exit::{ExitContext, ExitStage, ServiceRouter};
 use crate::http::{self, ApiState};
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
-use crate::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, SUBMIT_PROTOCOL};
 use crate::peers::PeerTable;
 use crate::pipeline::egress::{EgressConfig, EgressContext, EgressStage};
 use crate::pipeline::ingest::{IngestError, IngestStage};
@@ -41,7 +40,8 @@ use crate::pipeline::worker::{WorkerConfig, WorkerContext, WorkerStage};
 use crate::replay::ReplayCache;
 use crate::replies::ReplyMailbox;
 use crate::store;
-use crate::topology::Topology;
+use crate::topology::{Topology, TopologyChange};
+use nox_net::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, SUBMIT_PROTOCOL};
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +77,9 @@ pub enum NodeError {
 /// Pieces a caller may replace.
 #[derive(Clone)]
 pub struct NodeOptions {
-    /// The exit service (used when the node is an exit).
-    pub exit_service: Arc<dyn ExitService>,
+    /// The services an exit offers, by request kind (used when the node is an
+    /// exit); `None` = what `[exit]` enables (echo).
+    pub exit_services: Option<ServiceRouter>,
     /// The admission policy; `None` = [`StaticAdmission`] over the topology,
     /// accepting clients on layer 0.
     pub admission: Option<Arc<dyn Admission>>,
@@ -86,7 +87,7 @@ pub struct NodeOptions {
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { exit_service: Arc::new(crate::exit::EchoService), admission: None }
+        NodeOptions { exit_services: None, admission: None }
     }
 }
 
@@ -164,7 +165,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     // now, the endpoint is polled once the transport runs.
     let watcher = match WatcherConfig::from_section(&cfg.chain) {
         Some(wcfg) => {
-            crate::operator::check_layer(cfg.node.role, layer, keys.wallet_address())
+            nox_protocol::topology::check_layer(cfg.node.role, layer, keys.wallet_address())
                 .map_err(|e| NodeError::Config(e.to_string()))?;
             let (w, _) = ChainWatcher::new(wcfg, db.clone(), topology.clone(), metrics.clone(), self_id)?;
             Some(w)
@@ -228,14 +229,14 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     threads.push(mix_thread);
 
     let replies = Arc::new(ReplyMailbox::new(cfg.egress.reply_mailbox, Duration::from_secs(cfg.egress.reply_ttl_secs)));
-    let (exit_tx, exit_rx) = flume::bounded(cfg.egress.queue.max(1));
+    let (final_tx, final_rx) = flume::bounded(cfg.egress.queue.max(1));
     let ectx = EgressContext {
         self_id,
         p2p: p2p_handle.clone(),
         peers: peers.clone(),
         topology: topology.clone(),
         ingest: ingest.clone(),
-        exit: exit_tx,
+        exit: final_tx,
         replies: replies.clone(),
         metrics: metrics.clone(),
     };
@@ -246,15 +247,24 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
 
     let cover_state = Arc::new(CoverState::new(metrics.clone()));
-    let exit_cfg =
-        ExitConfig { is_exit: cfg.node.role == Role::Exit, limits: ReassemblyLimits::default(), concurrency: 256 };
-    let xctx = ExitContext {
-        service: opts.exit_service.clone(),
-        egress: egress_tx.clone(),
-        cover: cover_state.clone(),
-        metrics: metrics.clone(),
+    // Final payloads: cover on every node, client fragments on to the exit
+    // stage of an exit.
+    let fragments = if cfg.node.role == Role::Exit {
+        let (tx, rx) = flume::bounded(cfg.exit.queue.max(1));
+        let services = opts
+            .exit_services
+            .clone()
+            .unwrap_or_else(|| if cfg.exit.echo { ServiceRouter::echo_only() } else { ServiceRouter::new() });
+        let xctx = ExitContext { services, egress: egress_tx.clone(), metrics: metrics.clone() };
+        tasks.push(tokio::spawn(ExitStage::run(cfg.exit.stage_config(), rx, xctx)));
+        Fragments::Exit(tx)
+    } else {
+        Fragments::Relay
     };
-    tasks.push(tokio::spawn(ExitStage::run(exit_cfg, exit_rx, xctx)));
+    {
+        let (cover_state, metrics) = (cover_state.clone(), metrics.clone());
+        tasks.push(tokio::spawn(async move { DeliveryStage::run(final_rx, fragments, cover_state, &metrics).await }));
+    }
 
     let cover_cfg = CoverConfig {
         loop_rate: cfg.cover.loop_rate,
@@ -312,10 +322,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         self_id,
         identity: keys.identity.clone(),
         layer,
-        role: match cfg.node.role {
-            Role::Exit => nox_protocol::descriptor::ROLE_EXIT,
-            Role::Relay => nox_protocol::descriptor::ROLE_RELAY,
-        },
+        role: cfg.node.role.code(),
         addresses: published.into(),
         p2p: p2p_handle.clone(),
         peers: peers.clone(),

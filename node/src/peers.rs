@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use tokio::sync::watch;
 
-use crate::p2p::PeerKind;
+use nox_net::p2p::PeerKind;
 
 #[derive(Debug, Clone, Default)]
 struct PeerState {

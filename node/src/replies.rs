@@ -22,7 +22,7 @@ use nox_protocol::sphinx::Packet;
 
 /// Most claims one client holds at once (one claim request carries at most
 /// this many too), so that no client can take the whole mailbox.
-pub const MAX_CLAIMS_PER_CLIENT: usize = crate::p2p::MAX_REPLY_CLAIMS;
+pub const MAX_CLAIMS_PER_CLIENT: usize = nox_net::p2p::MAX_REPLY_CLAIMS;
 
 /// What to do with a reply.
 pub enum Delivery {

@@ -21,9 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use alloy_primitives::{Address, U256};
 use libp2p::Multiaddr;
+use nox_net::topology_doc::{DescriptorEntry, NodeEntry};
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixPublicKey;
 use nox_protocol::descriptor::{DescriptorError, MixDescriptor};
+use nox_protocol::route::RouteSet;
 
 /// Why a descriptor was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +52,7 @@ pub enum DescriptorRejection {
         /// Our current epoch.
         current: u64,
     },
-    /// The identity it names is not on record (configuration, later the chain).
+    /// The identity it names is not on record (the registry, or `[[topology.nodes]]`).
     #[error("descriptor from a node that is not on record")]
     UnknownNode,
     /// A known node announced a different layer than the one on record.
@@ -123,6 +125,16 @@ pub struct ChainMember {
     pub exit: bool,
 }
 
+/// Who joined and who left when the topology was replaced
+/// ([`Topology::replace_members`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologyChange {
+    /// Nodes that joined.
+    pub added: Vec<NodeId>,
+    /// Nodes that left (unregistered, unstaked, slashed below the minimum).
+    pub removed: Vec<NodeId>,
+}
+
 /// The node's topology view. Shared behind an `Arc`; every method takes `&self`.
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -138,7 +150,7 @@ impl Topology {
         Topology::default()
     }
 
-    /// Adds or updates a node known from configuration (or, later, the chain).
+    /// Adds or updates a node known without the registry (`[[topology.nodes]]`, `LocalNet`).
     pub fn add_static(&self, id: NodeId, layer: u8, addresses: Vec<Multiaddr>) {
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
         let rec = nodes.entry(id).or_insert_with(|| NodeRecord {
@@ -156,9 +168,9 @@ impl Topology {
     /// descriptors (except `keep`, this node itself), and a member whose
     /// layer changed starts over without descriptors. Returns who joined and
     /// who left.
-    pub fn replace_members(&self, members: Vec<ChainMember>, keep: Option<NodeId>) -> crate::chain::TopologyChange {
+    pub fn replace_members(&self, members: Vec<ChainMember>, keep: Option<NodeId>) -> TopologyChange {
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
-        let mut change = crate::chain::TopologyChange::default();
+        let mut change = TopologyChange::default();
         let incoming: HashMap<NodeId, ChainMember> = members.into_iter().map(|m| (m.id, m)).collect();
         nodes.retain(|id, _| {
             let stays = incoming.contains_key(id) || Some(*id) == keep;
@@ -285,6 +297,21 @@ impl Topology {
         out
     }
 
+    /// The nodes whose key for `epoch` is known, by layer, with that key:
+    /// what routes for a packet of `epoch` are chosen from.
+    pub fn route_set(&self, epoch: u64) -> RouteSet {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        let mut set = RouteSet::new();
+        for (id, r) in nodes.iter() {
+            if let Some(d) = r.descriptors.get(&epoch) {
+                // A layer beyond the last cannot be recorded (the registry and
+                // the configuration refuse it); such a record is skipped.
+                let _ = set.insert(r.layer, *id, d.mix_key);
+            }
+        }
+        set
+    }
+
     /// Every node id known, with its layer.
     pub fn node_ids(&self) -> Vec<(NodeId, u8)> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(id, r)| (*id, r.layer)).collect()
@@ -296,29 +323,27 @@ impl Topology {
         nodes.values().flat_map(|r| r.descriptors.values().map(MixDescriptor::encode)).collect()
     }
 
-    /// A JSON description for `GET /topology`.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// Every node, as the `/topology` document lists it (sorted by node id).
+    pub fn entries(&self) -> Vec<NodeEntry> {
         let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
-        let mut list: Vec<serde_json::Value> = nodes
+        let mut list: Vec<NodeEntry> = nodes
             .iter()
-            .map(|(id, r)| {
-                serde_json::json!({
-                    "node_id": format!("0x{}", hex::encode(id.0)),
-                    "layer": r.layer,
-                    "addresses": r.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                    "operator": r.chain.as_ref().map(|c| c.operator.to_string()),
-                    "stake": r.chain.as_ref().map(|c| c.stake.to_string()),
-                    "exit": r.chain.as_ref().map(|c| c.exit),
-                    "descriptors": r.descriptors.values().map(|d| serde_json::json!({
-                        "epoch": d.epoch,
-                        "mix_key": format!("0x{}", hex::encode(d.mix_key.0)),
-                        "encoded": format!("0x{}", hex::encode(d.encode())),
-                    })).collect::<Vec<_>>(),
-                })
+            .map(|(id, r)| NodeEntry {
+                node_id: id.0,
+                layer: r.layer,
+                addresses: r.addresses.iter().map(|a| a.to_string()).collect(),
+                operator: r.chain.as_ref().map(|c| c.operator),
+                stake: r.chain.as_ref().map(|c| c.stake),
+                exit: r.chain.as_ref().map(|c| c.exit),
+                descriptors: r
+                    .descriptors
+                    .values()
+                    .map(|d| DescriptorEntry { epoch: d.epoch, mix_key: d.mix_key.0, encoded: d.encode() })
+                    .collect(),
             })
             .collect();
-        list.sort_by(|a, b| a["node_id"].as_str().cmp(&b["node_id"].as_str()));
-        serde_json::Value::Array(list)
+        list.sort_by_key(|n| n.node_id);
+        list
     }
 }
 
@@ -355,11 +380,11 @@ mod tests {
         assert_eq!(topo.removals(), 1, "a removal is announced");
         assert!(!topo.contains(&NodeId([2; 32])));
         assert!(topo.contains(&me), "this node stays in its own view");
-        let json = topo.to_json();
-        let three = json.as_array().unwrap().iter().find(|n| n["layer"] == 2).unwrap();
-        assert_eq!(three["stake"], "3");
-        assert_eq!(three["exit"], true);
-        assert_eq!(three["operator"], Address::repeat_byte(3).to_string());
+        let entries = topo.entries();
+        let three = entries.iter().find(|n| n.layer == 2).unwrap();
+        assert_eq!(three.stake, Some(U256::from(3u8)));
+        assert_eq!(three.exit, Some(true));
+        assert_eq!(three.operator, Some(Address::repeat_byte(3)));
 
         // An empty registry leaves only this node.
         let change = topo.replace_members(Vec::new(), Some(me));

@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nox_client::echo_request;
+use nox_net::p2p::{Command, DESCRIPTOR_TOPIC};
 use nox_node::config::NodeConfig;
-use nox_node::localnet::{LocalNet, echo_request};
+use nox_node::localnet::LocalNet;
 use nox_node::node::RunningNode;
-use nox_node::p2p::{Command, DESCRIPTOR_TOPIC};
 use nox_node::topology::DescriptorRejection;
 use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::descriptor::MixDescriptor;

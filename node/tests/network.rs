@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use nox_node::localnet::{LocalNet, echo_request};
+use nox_client::echo_request;
+use nox_node::localnet::LocalNet;
 use nox_protocol::sphinx::{PACKET_LEN, Packet};
 
 const POW_BITS: u8 = 4;
@@ -262,12 +263,12 @@ async fn malformed_frames_are_counted_and_the_node_keeps_serving() {
 /// Sends `request` to `to` and returns its answer, skipping other events (the
 /// node's own `Hello`, gossip).
 async fn ask(
-    handle: &nox_node::p2p::P2pHandle,
-    events: &mut tokio::sync::mpsc::Receiver<nox_node::p2p::Event>,
+    handle: &nox_net::p2p::P2pHandle,
+    events: &mut tokio::sync::mpsc::Receiver<nox_net::p2p::Event>,
     to: PeerId,
-    request: nox_node::p2p::ControlRequest,
-) -> nox_node::p2p::ControlResponse {
-    use nox_node::p2p::{Command, Event};
+    request: nox_net::p2p::ControlRequest,
+) -> nox_net::p2p::ControlResponse {
+    use nox_net::p2p::{Command, Event};
     handle.command(Command::Request { peer: to, request }).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -281,7 +282,7 @@ async fn ask(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn control_requests_out_of_order_or_oversized_get_typed_errors() {
-    use nox_node::p2p::{self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, MAX_REPLY_CLAIMS, PeerKind};
+    use nox_net::p2p::{self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, MAX_REPLY_CLAIMS, PeerKind};
     let dir = tempfile::tempdir().unwrap();
     let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;
     let gw = net.layer(0)[0];
@@ -383,8 +384,8 @@ async fn packets_to_next_hops_outside_the_topology_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streams_need_admission_and_each_peer_gets_only_a_few() {
+    use nox_net::p2p::{self, Command, SUBMIT_PROTOCOL};
     use nox_node::node::MAX_STREAMS_PER_PEER;
-    use nox_node::p2p::{self, Command, SUBMIT_PROTOCOL};
 
     let dir = tempfile::tempdir().unwrap();
     let net = net(dir.path(), [1, 1, 1], |_, _| {}).await;

@@ -11,9 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
-use nox_node::localnet::echo_request;
-use nox_node::p2p::{PeerKind, peer_id_of};
-use nox_node::raw_peer::RawPeer;
+use nox_client::echo_request;
+use nox_net::p2p::{PeerKind, peer_id_of};
+use nox_net::raw_peer::RawPeer;
 use nox_protocol::NodeId;
 use nox_protocol::descriptor::MixDescriptor;
 use nox_protocol::sphinx::Hop;

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
-use nox_node::localnet::{EchoRequest, LocalNet, echo_request};
-use nox_node::p2p::PeerKind;
-use nox_node::raw_peer::RawPeer;
+use nox_client::{PreparedRequest as EchoRequest, echo_request};
+use nox_net::p2p::PeerKind;
+use nox_net::raw_peer::RawPeer;
+use nox_node::localnet::LocalNet;
 use nox_protocol::descriptor::EpochClock;
 use nox_protocol::fragment::{Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Request};
+use nox_protocol::payload::{Reply, ReplyStatus};
 use nox_protocol::sphinx::Hop;
 
 const POW_BITS: u8 = 4;
@@ -86,12 +87,10 @@ async fn collect(client: &RawPeer, outstanding: &Mutex<Outstanding>, deadline: I
             continue;
         };
         if let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) {
-            let env = Envelope::decode(&msg).unwrap();
-            let (name, _) = out.requests.iter().find(|(_, r)| r.request_id == env.request_id).expect("known request");
-            match env.request {
-                Request::Reply { status: 0, data } => assert_eq!(data, name.as_bytes(), "reply to {name}"),
-                other => panic!("unexpected reply to {name}: {other:?}"),
-            }
+            let reply = Reply::decode(&msg).unwrap();
+            let (name, _) = out.requests.iter().find(|(_, r)| r.request_id == reply.request_id).expect("known request");
+            assert_eq!(reply.status, ReplyStatus::Ok, "reply to {name}: {reply:?}");
+            assert_eq!(reply.data, name.as_bytes(), "reply to {name}");
             answered.insert(name.clone());
         }
     }

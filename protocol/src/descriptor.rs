@@ -38,6 +38,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::crypto::x25519::MixPublicKey;
 use crate::sphinx::NodeId;
+use crate::topology::Role;
 use crate::wire::{Reader, Truncated};
 
 /// Default epoch length: three hours.
@@ -52,12 +53,11 @@ pub const SIGNING_DOMAIN: &[u8] = b"NOX mix descriptor v1\0";
 pub const MAX_ADDRESSES: usize = 8;
 /// Longest address, in bytes of UTF-8.
 pub const MAX_ADDRESS_LEN: usize = 256;
-/// Highest layer (0 = entry, 1 = mix, 2 = exit).
-pub const MAX_LAYER: u8 = 2;
-/// Role of a relay node.
-pub const ROLE_RELAY: u8 = 0;
-/// Role of an exit node.
-pub const ROLE_EXIT: u8 = 1;
+pub use crate::topology::MAX_LAYER;
+/// Role of a relay node ([`Role::Relay`]'s code).
+pub const ROLE_RELAY: u8 = Role::Relay.code();
+/// Role of an exit node ([`Role::Exit`]'s code).
+pub const ROLE_EXIT: u8 = Role::Exit.code();
 /// Bytes of the signature at the end of a descriptor.
 pub const SIGNATURE_LEN: usize = 64;
 /// Bytes of a descriptor without addresses: version, node id, epoch, mix key,

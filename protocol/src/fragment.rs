@@ -196,6 +196,19 @@ impl Fragmenter {
         usize::from(self.buckets.max()) * MAX_SHARD_LEN
     }
 
+    /// The longest message that becomes at most `fragments` packets (parity
+    /// included): what a reply carried by `fragments` SURBs may hold. 0 when
+    /// not even the smallest bucket fits.
+    pub fn max_message_len_for(&self, fragments: usize) -> usize {
+        self.buckets
+            .as_slice()
+            .iter()
+            .filter(|b| usize::from(**b) + usize::from(parity_for(**b, self.parity_ratio)) <= fragments)
+            .map(|b| usize::from(*b) * MAX_SHARD_LEN)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// How many packets a message of `len` bytes becomes.
     pub fn fragment_count(&self, len: usize) -> Result<usize, FragmentError> {
         let (data, parity, _) = self.shape(len)?;

@@ -17,11 +17,17 @@
 //! * [`fragment`] — messages larger than one packet: fragmentation, Reed–Solomon
 //!   parity, size buckets and a bounded reassembler.
 //! * [`payload`] — the versioned envelope that says what a message asks for
-//!   (echo, an Ethereum request, an RPC call, mail, …).
+//!   (echo, an Ethereum request, an RPC call, mail, …) and the reply that
+//!   answers it; [`payment`] — the gas payment an Ethereum request carries.
+//! * [`route`] — route choice (stratified, free, cover loops) and the
+//!   sender-sampled delays; [`cover`] — the cover payload format.
+//! * [`topology`] — roles, layers and the layer rule every party applies.
 //! * [`descriptor`] — epoch numbers and the signed descriptors in which nodes
 //!   publish each epoch's mix key one epoch ahead.
 //! * [`pow`] — the proof of work a client attaches to each packet it submits
-//!   to an entry node.
+//!   to an entry node, and the submission frame that carries both.
+//! * [`contracts`] — the contracts' ABIs and the formulas nodes and clients
+//!   must compute exactly as the contracts do.
 //!
 //! `docs/protocol.md` in the repository gives every byte layout and key
 //! derivation label; the vectors under `protocol/tests/vectors/` pin them.
@@ -29,13 +35,19 @@
 #![warn(missing_docs)]
 
 pub mod contracts;
+pub mod cover;
 pub mod crypto;
 pub mod descriptor;
 pub mod fragment;
 pub mod payload;
+pub mod payment;
 pub mod pow;
+pub mod route;
 pub mod sphinx;
+pub mod topology;
 mod wire;
+
+pub use topology::Role;
 
 pub use sphinx::{
     BODY_LEN, HEADER_LEN, MAX_HOPS, NodeId, PACKET_LEN, PAYLOAD_CAPACITY, Packet, PacketBuilder, PeeledHeader,

@@ -1,11 +1,16 @@
-//! The payload envelope: what a reassembled message asks the exit to do, and
-//! what comes back.
+//! The payload envelope: what a reassembled message asks the exit to do
+//! ([`Envelope`]), and what comes back ([`Reply`]).
 //!
 //! ## Layout
 //!
 //! ```text
-//! version (1) = 1 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
+//! request: version (1) = 2 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
+//! reply:   version (1) = 2 ‖ kind (1) = 0x10 ‖ request id (16) ‖ status (1) ‖ data
 //! ```
+//!
+//! A request and a reply share their first two fields, so a reader tells them
+//! apart by the kind byte; each decoder refuses the other's kind
+//! ([`EnvelopeError::WrongDirection`]).
 //!
 //! The body's layout depends on the kind; every variable-length field is a
 //! big-endian `u32` length followed by that many bytes, strings are UTF-8, and
@@ -19,22 +24,26 @@
 //! | kind | name           | body                                                            |
 //! |------|----------------|-----------------------------------------------------------------|
 //! | 0x01 | Echo           | data                                                            |
-//! | 0x02 | EthRequest     | chain id u64 ‖ target (20) ‖ calldata ‖ payment                 |
+//! | 0x02 | EthRequest     | chain id u64 ‖ target (20) ‖ call gas u64 ‖ calldata ‖ payment (480) |
 //! | 0x03 | RawBroadcast   | chain id u64 ‖ signed raw transaction                           |
 //! | 0x04 | RpcCall        | chain id u64 ‖ JSON-RPC request (string)                        |
 //! | 0x05 | Http           | method ‖ url ‖ headers (list of name, value) ‖ body              |
 //! | 0x06 | Mail           | transport u8 (1 SMTP, 2 NNTP) ‖ recipients (list) ‖ message     |
-//! | 0x10 | Reply          | status u8 ‖ data                                                |
+//! | 0x10 | Reply          | status u8 ‖ data (see [`ReplyStatus`])                          |
 //!
-//! `payment` in an Ethereum request is the encoded gas-payment proof; its inner
-//! format belongs to the shielded-pool circuits and is carried here as opaque
-//! bytes.
+//! `payment` in an Ethereum request is a [`GasPayment`]: the spend proof and
+//! its public inputs, fixed-size and range-checked on decoding
+//! ([`crate::payment`]). `call gas` is the gas the call must be given; the
+//! pool's execution hash binds it.
 
+use crate::payment::{GasPayment, PaymentError};
 use crate::sphinx::surb::{SURB_LEN, Surb};
 use crate::wire::{Reader, Truncated};
 
 /// Envelope format version.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
+/// Kind byte of a [`Reply`].
+pub const REPLY_KIND: u8 = 0x10;
 /// Length of a request identifier.
 pub const REQUEST_ID_LEN: usize = 16;
 /// Most SURBs one envelope carries.
@@ -70,6 +79,15 @@ pub enum EnvelopeError {
     /// A field longer than its length prefix can say.
     #[error("field of {0} bytes is too long to encode")]
     FieldTooLong(usize),
+    /// A reply where a request was expected, or the other way round.
+    #[error("kind {0:#04x} travels the other way (a reply is not a request, nor a request a reply)")]
+    WrongDirection(u8),
+    /// A reply status this implementation does not know.
+    #[error("unknown reply status {0}")]
+    UnknownStatus(u8),
+    /// The gas payment of an Ethereum request is malformed.
+    #[error("gas payment: {0}")]
+    Payment(#[from] PaymentError),
 }
 
 /// How mail leaves the exit.
@@ -90,16 +108,19 @@ pub enum Request {
         /// Bytes to echo.
         data: Vec<u8>,
     },
-    /// Execute `calldata` on `target`, paying gas with a shielded-note proof.
+    /// Execute `calldata` on `target` with `call_gas` gas, paying the exit
+    /// with a shielded-note proof (`NoxPool.relay`).
     EthRequest {
         /// Chain the call is for.
         chain_id: u64,
         /// Contract called.
         target: [u8; 20],
+        /// Gas the call must be given (bound by the payment's execution hash).
+        call_gas: u64,
         /// Call data.
         calldata: Vec<u8>,
-        /// Encoded gas-payment proof.
-        payment: Vec<u8>,
+        /// The gas payment.
+        payment: Box<GasPayment>,
     },
     /// Broadcast a transaction the user signed.
     RawBroadcast {
@@ -135,13 +156,6 @@ pub enum Request {
         /// The RFC 5322 message.
         message: Vec<u8>,
     },
-    /// An answer travelling back through SURBs.
-    Reply {
-        /// 0 for success; otherwise an error class defined by the service.
-        status: u8,
-        /// The answer.
-        data: Vec<u8>,
-    },
 }
 
 impl std::fmt::Debug for Request {
@@ -153,22 +167,76 @@ impl std::fmt::Debug for Request {
             Request::RpcCall { .. } => "RpcCall",
             Request::Http { .. } => "Http",
             Request::Mail { .. } => "Mail",
-            Request::Reply { .. } => "Reply",
         };
         write!(f, "Request::{name}(<redacted>)")
     }
 }
 
 impl Request {
-    fn kind(&self) -> u8 {
+    /// The request's kind.
+    pub fn kind(&self) -> RequestKind {
         match self {
-            Request::Echo { .. } => 0x01,
-            Request::EthRequest { .. } => 0x02,
-            Request::RawBroadcast { .. } => 0x03,
-            Request::RpcCall { .. } => 0x04,
-            Request::Http { .. } => 0x05,
-            Request::Mail { .. } => 0x06,
-            Request::Reply { .. } => 0x10,
+            Request::Echo { .. } => RequestKind::Echo,
+            Request::EthRequest { .. } => RequestKind::EthRequest,
+            Request::RawBroadcast { .. } => RequestKind::RawBroadcast,
+            Request::RpcCall { .. } => RequestKind::RpcCall,
+            Request::Http { .. } => RequestKind::Http,
+            Request::Mail { .. } => RequestKind::Mail,
+        }
+    }
+}
+
+/// What a request asks for, without its content: what an exit routes on and
+/// what its metrics and fee policy name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    /// [`Request::Echo`].
+    Echo,
+    /// [`Request::EthRequest`].
+    EthRequest,
+    /// [`Request::RawBroadcast`].
+    RawBroadcast,
+    /// [`Request::RpcCall`].
+    RpcCall,
+    /// [`Request::Http`].
+    Http,
+    /// [`Request::Mail`].
+    Mail,
+}
+
+impl RequestKind {
+    /// Every kind.
+    pub const ALL: [RequestKind; 6] = [
+        RequestKind::Echo,
+        RequestKind::EthRequest,
+        RequestKind::RawBroadcast,
+        RequestKind::RpcCall,
+        RequestKind::Http,
+        RequestKind::Mail,
+    ];
+
+    /// The kind byte on the wire.
+    pub const fn byte(self) -> u8 {
+        match self {
+            RequestKind::Echo => 0x01,
+            RequestKind::EthRequest => 0x02,
+            RequestKind::RawBroadcast => 0x03,
+            RequestKind::RpcCall => 0x04,
+            RequestKind::Http => 0x05,
+            RequestKind::Mail => 0x06,
+        }
+    }
+
+    /// The kind's name (`echo`, `eth_request`, …), for metrics, logs and
+    /// configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RequestKind::Echo => "echo",
+            RequestKind::EthRequest => "eth_request",
+            RequestKind::RawBroadcast => "raw_broadcast",
+            RequestKind::RpcCall => "rpc_call",
+            RequestKind::Http => "http",
+            RequestKind::Mail => "mail",
         }
     }
 }
@@ -201,7 +269,7 @@ impl Envelope {
         }
         let mut w = Vec::with_capacity(19 + self.surbs.len() * SURB_LEN + 64);
         w.push(ENVELOPE_VERSION);
-        w.push(self.request.kind());
+        w.push(self.request.kind().byte());
         w.extend_from_slice(&self.request_id);
         w.push(self.surbs.len() as u8);
         for s in &self.surbs {
@@ -209,11 +277,13 @@ impl Envelope {
         }
         match &self.request {
             Request::Echo { data } => put_bytes(&mut w, data)?,
-            Request::EthRequest { chain_id, target, calldata, payment } => {
+            Request::EthRequest { chain_id, target, call_gas, calldata, payment } => {
+                payment.check()?;
                 w.extend_from_slice(&chain_id.to_be_bytes());
                 w.extend_from_slice(target);
+                w.extend_from_slice(&call_gas.to_be_bytes());
                 put_bytes(&mut w, calldata)?;
-                put_bytes(&mut w, payment)?;
+                w.extend_from_slice(&payment.encode());
             }
             Request::RawBroadcast { chain_id, raw_tx } => {
                 w.extend_from_slice(&chain_id.to_be_bytes());
@@ -241,10 +311,6 @@ impl Envelope {
                 }
                 put_bytes(&mut w, message)?;
             }
-            Request::Reply { status, data } => {
-                w.push(*status);
-                put_bytes(&mut w, data)?;
-            }
         }
         Ok(w)
     }
@@ -270,7 +336,10 @@ impl Envelope {
                 let chain_id = r.u64()?;
                 let mut target = [0u8; 20];
                 target.copy_from_slice(r.take(20)?);
-                Request::EthRequest { chain_id, target, calldata: r.bytes()?.to_vec(), payment: r.bytes()?.to_vec() }
+                let call_gas = r.u64()?;
+                let calldata = r.bytes()?.to_vec();
+                let payment = Box::new(GasPayment::read(&mut r)?);
+                Request::EthRequest { chain_id, target, call_gas, calldata, payment }
             }
             0x03 => Request::RawBroadcast { chain_id: r.u64()?, raw_tx: r.bytes()?.to_vec() },
             0x04 => Request::RpcCall { chain_id: r.u64()?, json: r.string()? },
@@ -297,13 +366,125 @@ impl Envelope {
                 }
                 Request::Mail { transport, recipients, message: r.bytes()?.to_vec() }
             }
-            0x10 => Request::Reply { status: r.u8()?, data: r.bytes()?.to_vec() },
+            REPLY_KIND => return Err(EnvelopeError::WrongDirection(REPLY_KIND)),
             k => return Err(EnvelopeError::UnknownKind(k)),
         };
         if r.remaining() != 0 {
             return Err(EnvelopeError::TrailingBytes(r.remaining()));
         }
         Ok(Envelope { request_id, surbs, request })
+    }
+}
+
+/// How an exit's answer turned out. Every status but [`ReplyStatus::Ok`]
+/// carries a UTF-8 explanation as its data; `Ok` carries the service's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyStatus {
+    /// Served; the data is the answer.
+    Ok = 0,
+    /// This exit does not offer the requested kind.
+    Unsupported = 1,
+    /// The request is malformed for its service (a bad URL, a chain this exit
+    /// does not serve, calldata a simulation refuses).
+    BadRequest = 2,
+    /// The exit declines: the payment is too small, invalid or spent, a
+    /// policy forbids the target.
+    Refused = 3,
+    /// The service tried and failed (an upstream error).
+    Failed = 4,
+    /// The service did not answer before the request's deadline.
+    Timeout = 5,
+    /// The exit is at its limit for this service; try another exit or later.
+    Busy = 6,
+}
+
+impl ReplyStatus {
+    /// The status of a wire byte.
+    pub fn from_byte(b: u8) -> Result<Self, EnvelopeError> {
+        Ok(match b {
+            0 => ReplyStatus::Ok,
+            1 => ReplyStatus::Unsupported,
+            2 => ReplyStatus::BadRequest,
+            3 => ReplyStatus::Refused,
+            4 => ReplyStatus::Failed,
+            5 => ReplyStatus::Timeout,
+            6 => ReplyStatus::Busy,
+            other => return Err(EnvelopeError::UnknownStatus(other)),
+        })
+    }
+
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplyStatus::Ok => "ok",
+            ReplyStatus::Unsupported => "unsupported",
+            ReplyStatus::BadRequest => "bad_request",
+            ReplyStatus::Refused => "refused",
+            ReplyStatus::Failed => "failed",
+            ReplyStatus::Timeout => "timeout",
+            ReplyStatus::Busy => "busy",
+        }
+    }
+}
+
+/// An exit's answer, travelling back through SURBs. `Debug` shows the status
+/// and the data's length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The request it answers.
+    pub request_id: [u8; REQUEST_ID_LEN],
+    /// How it turned out.
+    pub status: ReplyStatus,
+    /// The answer, or the explanation of a failure.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("data_len", &self.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reply {
+    /// Encodes the reply.
+    pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
+        let mut w = Vec::with_capacity(2 + REQUEST_ID_LEN + 1 + 4 + self.data.len());
+        w.push(ENVELOPE_VERSION);
+        w.push(REPLY_KIND);
+        w.extend_from_slice(&self.request_id);
+        w.push(self.status as u8);
+        put_bytes(&mut w, &self.data)?;
+        Ok(w)
+    }
+
+    /// Decodes a reply; a request is [`EnvelopeError::WrongDirection`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != ENVELOPE_VERSION {
+            return Err(EnvelopeError::UnsupportedVersion(version));
+        }
+        match r.u8()? {
+            REPLY_KIND => {}
+            k @ 0x01..=0x06 => return Err(EnvelopeError::WrongDirection(k)),
+            k => return Err(EnvelopeError::UnknownKind(k)),
+        }
+        let mut request_id = [0u8; REQUEST_ID_LEN];
+        request_id.copy_from_slice(r.take(REQUEST_ID_LEN)?);
+        let status = ReplyStatus::from_byte(r.u8()?)?;
+        let data = r.bytes()?.to_vec();
+        if r.remaining() != 0 {
+            return Err(EnvelopeError::TrailingBytes(r.remaining()));
+        }
+        Ok(Reply { request_id, status, data })
+    }
+
+    /// The largest `data` whose encoded reply fits in `bytes`.
+    pub fn max_data_for(bytes: usize) -> usize {
+        bytes.saturating_sub(2 + REQUEST_ID_LEN + 1 + 4)
     }
 }
 

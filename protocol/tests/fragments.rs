@@ -229,3 +229,20 @@ fn recovery_from_parity_after_losing_data_shards() {
     let out = feed(&mut r, &frags, Instant::now());
     assert!(out == Some(msg), "message not rebuilt from parity");
 }
+
+#[test]
+fn the_reply_budget_of_n_surbs_is_the_longest_message_that_fits_them() {
+    let f = Fragmenter::default();
+    assert_eq!(f.max_message_len_for(0), 0);
+    assert_eq!(f.max_message_len_for(1), MAX_SHARD_LEN, "one SURB carries one unprotected shard");
+    for n in [1usize, 2, 3, 5, 11, 15, 40, 333] {
+        let budget = f.max_message_len_for(n);
+        if budget > 0 {
+            assert!(f.fragment_count(budget).unwrap() <= n, "{n} SURBs: {budget} bytes need more");
+        }
+        // One byte more needs a larger bucket, which no longer fits (or the budget is the largest message).
+        if budget < f.max_message_len() {
+            assert!(f.fragment_count(budget + 1).unwrap() > n, "{n} SURBs could carry more than {budget}");
+        }
+    }
+}

@@ -23,7 +23,8 @@ use nox_protocol::crypto::kdf::HopKeys;
 use nox_protocol::crypto::padding::pad_into;
 use nox_protocol::crypto::x25519::{MixSecretKey, x25519};
 use nox_protocol::fragment::{Fragmenter, MAX_SHARD_LEN, Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Request};
+use nox_protocol::payload::{Envelope, Reply, ReplyStatus, Request};
+use nox_protocol::payment::{GasPayment, PROOF_LEN, SpendInputs};
 use nox_protocol::sphinx::surb::Surb;
 use nox_protocol::sphinx::{Hop, NodeId, Packet, PacketBuilder, Processed};
 use rand::SeedableRng;
@@ -130,11 +131,33 @@ fn generate() -> Vectors {
         request: Request::EthRequest {
             chain_id: 31337,
             target: [0xee; 20],
+            call_gas: 100_000,
             calldata: vec![0xde, 0xad],
-            payment: vec![1, 2, 3],
+            payment: Box::new(GasPayment {
+                proof: [0x01; PROOF_LEN],
+                inputs: SpendInputs {
+                    root: [0x02; 32],
+                    nullifier: [0x03; 32],
+                    change_commitment: [0x04; 32],
+                    asset: [0; 32],
+                    public_value: {
+                        let mut w = [0u8; 32];
+                        w[24..].copy_from_slice(&1_000_000u64.to_be_bytes());
+                        w
+                    },
+                    recipient: {
+                        let mut w = [0u8; 32];
+                        w[12..].copy_from_slice(&[0xaa; 20]);
+                        w
+                    },
+                    execution_hash: [0x05; 32],
+                },
+            }),
         },
     };
     put("envelope.hex", "eth_request", env.encode().expect("encode"));
+    let reply = Reply { request_id: [0x0e; 16], status: ReplyStatus::Refused, data: b"fee too low".to_vec() };
+    put("envelope.hex", "reply_refused", reply.encode().expect("encode"));
     let echo = Envelope { request_id: [0x0f; 16], surbs: vec![], request: Request::Echo { data: b"ping".to_vec() } };
     put("envelope.hex", "echo", echo.encode().expect("encode"));
     v
@@ -223,8 +246,10 @@ fn stored_primitives_check_out() {
     assert!(matches!(Envelope::decode(&e["echo"]).expect("echo").request, Request::Echo { .. }));
     assert!(matches!(
         Envelope::decode(&e["eth_request"]).expect("eth").request,
-        Request::EthRequest { chain_id: 31337, .. }
+        Request::EthRequest { chain_id: 31337, call_gas: 100_000, .. }
     ));
+    let reply = Reply::decode(&e["reply_refused"]).expect("reply");
+    assert_eq!((reply.status, reply.data.as_slice()), (ReplyStatus::Refused, b"fee too low".as_slice()));
 
     let f = load("fragments.hex");
     let msg: Vec<u8> = (0..MAX_SHARD_LEN + 10).map(|i| (i % 253) as u8).collect();

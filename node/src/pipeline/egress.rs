@@ -25,10 +25,10 @@ use super::Action;
 use super::Inbound;
 use super::ingest::IngestStage;
 use crate::metrics::Metrics;
-use crate::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL};
 use crate::peers::PeerTable;
 use crate::replies::{Delivery, ReplyMailbox};
 use crate::topology::Topology;
+use nox_net::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL};
 
 /// Egress settings.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::Inbound;
 use crate::metrics::Metrics;
-use crate::p2p::PeerKind;
+use nox_net::p2p::PeerKind;
 
 /// Ingest settings: the `[ingest]` section of the configuration.
 pub type IngestConfig = crate::config::IngestSection;

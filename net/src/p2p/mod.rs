@@ -20,9 +20,11 @@
 //! `libp2p_stream::Control` in [`P2pHandle`], so packet bytes go straight from a
 //! Yamux substream into the ingest stage without crossing this task.
 //!
-//! Admission is the owner's business: the node answers `Hello` through its
-//! [`crate::admission::Admission`] policy. Nothing is accepted from a peer on
-//! the packet protocols until that answer was "welcome".
+//! Admission is the owner's business: a node answers `Hello` through its
+//! admission policy, a client or a [`crate::raw_peer::RawPeer`] through its
+//! own rule. Nothing is accepted from a peer on the packet protocols until
+//! that answer was "welcome". The messages themselves are in
+//! [`crate::control`]; this module only carries them.
 
 pub mod limits;
 
@@ -34,93 +36,15 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, identify, noise, ping, tcp, yamux};
 use nox_protocol::NodeId;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use self::limits::{ConnectionCaps, DeniedCounters};
-
-/// Raw packets between nodes, and replies from an entry node to its clients.
-pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/packet/1");
-/// Client submissions with proof of work.
-pub const SUBMIT_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/submit/1");
-/// Control requests.
-pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/control/1");
-/// GossipSub topic for mix descriptors.
-pub const DESCRIPTOR_TOPIC: &str = "nox/descriptors/1";
-/// GossipSub topic for oracle prices.
-pub const PRICE_TOPIC: &str = "nox/prices/1";
-/// Version of the control protocol spoken in `Hello`.
-pub const CONTROL_VERSION: u16 = 1;
-/// Most SURB ids one `SubscribeReplies` may claim.
-pub const MAX_REPLY_CLAIMS: usize = 1024;
-
-/// What a peer says it is, and the tier it is admitted at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PeerKind {
-    /// A relay or exit node.
-    Node,
-    /// A client submitting its own packets.
-    Client,
-}
-
-/// A control request.
-#[derive(Clone, Serialize, Deserialize)]
-pub enum ControlRequest {
-    /// The handshake: sent by both ends when a connection is first established.
-    Hello {
-        /// Control protocol version.
-        version: u16,
-        /// What the sender is.
-        kind: PeerKind,
-    },
-    /// Ask for every verified descriptor the peer holds.
-    GetDescriptors,
-    /// A client claims replies addressed to these SURB ids (entry nodes only).
-    SubscribeReplies {
-        /// The SURB ids.
-        surb_ids: Vec<[u8; 32]>,
-    },
-}
-
-impl std::fmt::Debug for ControlRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ControlRequest::Hello { version, kind } => write!(f, "Hello {{ version: {version}, kind: {kind:?} }}"),
-            ControlRequest::GetDescriptors => f.write_str("GetDescriptors"),
-            // SURB ids link a client to its replies: never print them.
-            ControlRequest::SubscribeReplies { surb_ids } => write!(f, "SubscribeReplies({} ids)", surb_ids.len()),
-        }
-    }
-}
-
-/// A control response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ControlResponse {
-    /// Admitted at this tier.
-    Welcome {
-        /// The tier.
-        kind: PeerKind,
-    },
-    /// Not admitted; the connection is closed after this answer.
-    Refused {
-        /// Why.
-        reason: String,
-    },
-    /// Encoded descriptors.
-    Descriptors {
-        /// Each a `MixDescriptor` encoding.
-        encoded: Vec<Vec<u8>>,
-    },
-    /// Done.
-    Ack,
-    /// The request could not be served.
-    Error {
-        /// Why.
-        reason: String,
-    },
-}
+pub use crate::control::{
+    CONTROL_PROTOCOL, CONTROL_VERSION, ControlRequest, ControlResponse, DESCRIPTOR_TOPIC, MAX_REPLY_CLAIMS,
+    PACKET_PROTOCOL, PRICE_TOPIC, PeerKind, SUBMIT_PROTOCOL,
+};
 
 /// The combined behaviour.
 #[derive(NetworkBehaviour)]

@@ -6,18 +6,21 @@
 //!   it cleanly (the replay caches are flushed to disk before the process exits);
 //! * `nox register`, `nox status`, `nox unstake` and `nox withdraw-stake`
 //!   (`--config FILE`) stake and register the node in NoxRegistry, show its
-//!   record, and take the stake back; the work is done by
-//!   [`nox_node::operator`], this file maps its results to JSON on stdout and
-//!   its errors to `error: …` on stderr with exit code 1.
+//!   record, and take the stake back; the transactions are
+//!   `nox_eth::registry::operator`'s, the command-line side is [`registry`];
+//!   this file maps their results to JSON on stdout and their errors to
+//!   `error: …` on stderr with exit code 1.
+
+mod registry;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use nox_eth::amount::TokenAmount;
 use nox_node::config::{self, ConfigError, LogFormat, NodeConfig};
 use nox_node::keys::{IDENTITY_FILE, KeyError, NodeKeys, WALLET_FILE};
 use nox_node::node::{self, NodeOptions};
-use nox_node::operator::{self, ChainTarget, TokenAmount};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -183,33 +186,17 @@ fn error_text(error: &anyhow::Error) -> String {
 
 /// The registry command's result as one line of JSON.
 fn run_operator(config: &NodeConfig, command: OperatorCommand) -> anyhow::Result<String> {
-    let target = ChainTarget::from_config(&config.chain)?;
     let keys = load_keys(&config.node.keys_dir)?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async {
         let json = match command {
             OperatorCommand::Register { stake, multiaddr } => {
-                let role = config.node.role;
-                operator::check_layer(role, config.node.layer, keys.wallet_address())?;
-                let multiaddr = match multiaddr {
-                    Some(m) => m,
-                    None => operator::default_multiaddr(&config.p2p)?,
-                };
-                let stake = match stake {
-                    Some(tokens) => {
-                        let decimals = operator::stake_token_decimals(&target, &keys).await?;
-                        Some(tokens.to_base_units(decimals).map_err(operator::OperatorError::from)?)
-                    }
-                    None => None,
-                };
-                serde_json::to_string(&operator::register(&target, &keys, role, &multiaddr, stake).await?)
+                serde_json::to_string(&registry::register(config, &keys, stake, multiaddr).await?)
             }
-            OperatorCommand::Status => {
-                serde_json::to_string(&operator::status(&target, &keys, Some(config.http.listen)).await?)
-            }
-            OperatorCommand::Unstake => serde_json::to_string(&operator::request_unstake(&target, &keys).await?),
-            OperatorCommand::WithdrawStake => serde_json::to_string(&operator::withdraw_stake(&target, &keys).await?),
+            OperatorCommand::Status => serde_json::to_string(&registry::status(config, &keys).await?),
+            OperatorCommand::Unstake => serde_json::to_string(&registry::unstake(config, &keys).await?),
+            OperatorCommand::WithdrawStake => serde_json::to_string(&registry::withdraw_stake(config, &keys).await?),
         };
         json.context("encoding the result as JSON")
     })

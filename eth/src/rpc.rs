@@ -1,0 +1,417 @@
+//! [`EthClient`]: the one Ethereum JSON-RPC client of NOX.
+//!
+//! One HTTP(S) endpoint with a per-request timeout, optionally a local wallet
+//! that signs transactions. Every failure is an [`EthError`] that names the
+//! endpoint and the request, and tells a transport failure (the endpoint did
+//! not answer: [`EthError::Unreachable`]) from an error answer
+//! ([`EthError::Failed`]) — a caller that retries with a smaller request (a
+//! log range, say) needs the difference. A reverted transaction, at the gas
+//! estimate or on chain, is [`EthError::Reverted`] with the revert decoded by
+//! the caller's decoder ([`crate::revert::describe_revert`] by default).
+
+use std::time::Duration;
+
+use alloy::eips::BlockId;
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{BlockNumberOrTag, Filter, Log, TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::http::reqwest;
+use alloy::transports::{RpcError, TransportErrorKind};
+use alloy_sol_types::SolCall;
+
+use crate::revert::describe_revert;
+
+/// How long a sent transaction may take to be mined by default.
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(180);
+const RECEIPT_POLL: Duration = Duration::from_millis(200);
+
+/// What went wrong talking to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EthError {
+    /// The endpoint URL does not parse, or is not http(s).
+    #[error("chain.rpc_url `{url}` is not a URL: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The endpoint did not answer (refused, unreachable, timed out, not an
+    /// RPC endpoint).
+    #[error("cannot reach the RPC endpoint at {url}: {reason}")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The endpoint answered with an error, or with something that does not decode.
+    #[error("the RPC endpoint at {url} failed {request}: {reason}")]
+    Failed {
+        /// The endpoint.
+        url: String,
+        /// The request, e.g. `eth_call NoxRegistry.getNode(address)`.
+        request: String,
+        /// The error.
+        reason: String,
+    },
+    /// The endpoint answered a call with bytes that do not decode as its return type.
+    #[error("the RPC endpoint at {url} answered {request} with data that does not decode: {reason}")]
+    Undecodable {
+        /// The endpoint.
+        url: String,
+        /// The request.
+        request: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The endpoint serves another chain.
+    #[error(
+        "the RPC endpoint reports chain id {actual}, but chain.chain_id is {expected}; \
+         check that chain.rpc_url points at the intended network"
+    )]
+    WrongChain {
+        /// The configured chain id.
+        expected: u64,
+        /// What `eth_chainId` returned.
+        actual: u64,
+    },
+    /// A transaction (or its gas estimate) reverted.
+    #[error("{call} reverted: {reason}")]
+    Reverted {
+        /// The contract call, e.g. `NoxRegistry.register`.
+        call: &'static str,
+        /// The decoded error with its fields, or the raw revert data.
+        reason: String,
+    },
+    /// A sent transaction was not mined in time.
+    #[error("{call} transaction {tx_hash} was not mined within {secs} s; it may still be")]
+    ReceiptTimeout {
+        /// The contract call.
+        call: &'static str,
+        /// The transaction.
+        tx_hash: B256,
+        /// The wait.
+        secs: u64,
+    },
+    /// The wallet cannot pay for gas.
+    #[error("wallet {sender} has {balance} wei, not enough ETH to pay for gas; send ETH to it")]
+    NoGasFunds {
+        /// The wallet.
+        sender: Address,
+        /// Its balance in wei.
+        balance: U256,
+    },
+    /// A transaction was asked of a client without a wallet.
+    #[error("this RPC client has no wallet to sign {call}")]
+    NoWallet {
+        /// The contract call.
+        call: &'static str,
+    },
+}
+
+impl EthError {
+    /// Whether the endpoint answered (with an error) rather than not at all.
+    pub fn is_error_answer(&self) -> bool {
+        matches!(self, EthError::Failed { .. })
+    }
+}
+
+/// An Ethereum JSON-RPC endpoint, optionally with a wallet.
+#[derive(Clone)]
+pub struct EthClient {
+    provider: DynProvider,
+    url: String,
+    timeout: Duration,
+    sender: Option<Address>,
+    receipt_timeout: Duration,
+}
+
+impl std::fmt::Debug for EthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthClient").field("url", &self.url).field("sender", &self.sender).finish_non_exhaustive()
+    }
+}
+
+impl EthClient {
+    /// A client of `url` whose requests time out after `timeout`; `wallet`,
+    /// if given, signs transactions. Sends nothing.
+    pub fn new(url: &str, timeout: Duration, wallet: Option<PrivateKeySigner>) -> Result<Self, EthError> {
+        let invalid = |reason: String| EthError::InvalidUrl { url: url.to_string(), reason };
+        let parsed = url.parse::<reqwest::Url>().map_err(|e| invalid(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("not an http:// or https:// URL".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| EthError::Unreachable { url: url.to_string(), reason: error_chain(&e) })?;
+        let sender = wallet.as_ref().map(|w| w.address());
+        let provider = match wallet {
+            Some(w) => ProviderBuilder::new().wallet(EthereumWallet::from(w)).connect_reqwest(http, parsed).erased(),
+            None => ProviderBuilder::new().disable_recommended_fillers().connect_reqwest(http, parsed).erased(),
+        };
+        Ok(EthClient { provider, url: url.to_string(), timeout, sender, receipt_timeout: RECEIPT_TIMEOUT })
+    }
+
+    /// [`EthClient::new`], then a check that the endpoint serves `chain_id`.
+    pub async fn connect(
+        url: &str,
+        chain_id: u64,
+        timeout: Duration,
+        wallet: Option<PrivateKeySigner>,
+    ) -> Result<Self, EthError> {
+        let client = EthClient::new(url, timeout, wallet)?;
+        client.check_chain(chain_id).await?;
+        Ok(client)
+    }
+
+    /// How long [`EthClient::transact`] waits for a receipt.
+    pub fn with_receipt_timeout(mut self, timeout: Duration) -> Self {
+        self.receipt_timeout = timeout;
+        self
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The wallet's address, if the client has one.
+    pub fn sender(&self) -> Option<Address> {
+        self.sender
+    }
+
+    /// The underlying alloy provider, for requests this type does not wrap.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// An [`EthError::Failed`] about `request`.
+    pub fn failed(&self, request: impl Into<String>, reason: impl Into<String>) -> EthError {
+        EthError::Failed { url: self.url.clone(), request: request.into(), reason: reason.into() }
+    }
+
+    /// A transport failure is [`EthError::Unreachable`]; an error answer is
+    /// [`EthError::Failed`].
+    pub fn rpc_error(&self, request: &str, e: RpcError<TransportErrorKind>) -> EthError {
+        match e {
+            RpcError::Transport(kind) => {
+                EthError::Unreachable { url: self.url.clone(), reason: self.transport_reason(&kind) }
+            }
+            RpcError::ErrorResp(p) => self.failed(request, format!("{} (code {})", p.message, p.code)),
+            RpcError::NullResp => self.failed(request, "null answer"),
+            other => self.failed(request, error_chain(&other)),
+        }
+    }
+
+    fn transport_reason(&self, kind: &TransportErrorKind) -> String {
+        if let TransportErrorKind::Custom(inner) = kind {
+            if let Some(e) = inner.downcast_ref::<reqwest::Error>()
+                && e.is_timeout()
+            {
+                return format!("no answer within {} s", self.timeout.as_secs_f64());
+            }
+            return error_chain(inner.as_ref());
+        }
+        error_chain(kind)
+    }
+
+    /// `eth_chainId`.
+    pub async fn chain_id(&self) -> Result<u64, EthError> {
+        self.provider.get_chain_id().await.map_err(|e| self.rpc_error("eth_chainId", e))
+    }
+
+    /// Requires the endpoint to serve `expected`.
+    pub async fn check_chain(&self, expected: u64) -> Result<(), EthError> {
+        let actual = self.chain_id().await?;
+        if actual == expected { Ok(()) } else { Err(EthError::WrongChain { expected, actual }) }
+    }
+
+    /// `eth_blockNumber`.
+    pub async fn block_number(&self) -> Result<u64, EthError> {
+        self.provider.get_block_number().await.map_err(|e| self.rpc_error("eth_blockNumber", e))
+    }
+
+    /// The hash of block `n`; `None` if the endpoint has no such block.
+    pub async fn block_hash(&self, n: u64) -> Result<Option<B256>, EthError> {
+        let block =
+            self.provider.get_block_by_number(n.into()).await.map_err(|e| self.rpc_error("eth_getBlockByNumber", e))?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    /// The latest block's timestamp.
+    pub async fn latest_timestamp(&self) -> Result<u64, EthError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.rpc_error("eth_getBlockByNumber", e))?
+            .ok_or_else(|| self.failed("eth_getBlockByNumber", "no latest block"))?;
+        Ok(block.header.timestamp)
+    }
+
+    /// The code at `address`.
+    pub async fn code_at(&self, address: Address) -> Result<Bytes, EthError> {
+        self.provider.get_code_at(address).await.map_err(|e| self.rpc_error("eth_getCode", e))
+    }
+
+    /// The ETH balance of `address`, in wei.
+    pub async fn balance(&self, address: Address) -> Result<U256, EthError> {
+        self.provider.get_balance(address).await.map_err(|e| self.rpc_error("eth_getBalance", e))
+    }
+
+    /// `eth_getLogs`.
+    pub async fn logs(&self, filter: &Filter) -> Result<Vec<Log>, EthError> {
+        self.provider.get_logs(filter).await.map_err(|e| self.rpc_error("eth_getLogs", e))
+    }
+
+    /// `eth_call` of a view on `contract` at the latest block (`name` labels
+    /// the contract in errors).
+    pub async fn view<C: SolCall>(&self, name: &str, contract: Address, call: C) -> Result<C::Return, EthError> {
+        self.view_at_block(name, contract, call, BlockId::latest()).await
+    }
+
+    /// `eth_call` of a view on `contract` at block `n`.
+    pub async fn view_at<C: SolCall>(
+        &self,
+        name: &str,
+        contract: Address,
+        call: C,
+        n: u64,
+    ) -> Result<C::Return, EthError> {
+        self.view_at_block(name, contract, call, BlockId::number(n)).await
+    }
+
+    async fn view_at_block<C: SolCall>(
+        &self,
+        name: &str,
+        contract: Address,
+        call: C,
+        block: BlockId,
+    ) -> Result<C::Return, EthError> {
+        let request = format!("eth_call {name}.{}", C::SIGNATURE);
+        let tx = TransactionRequest::default().with_to(contract).with_input(call.abi_encode());
+        let out = self.provider.call(tx).block(block).await.map_err(|e| self.rpc_error(&request, e))?;
+        C::abi_decode_returns(&out).map_err(|e| EthError::Undecodable {
+            url: self.url.clone(),
+            request,
+            reason: format!("{} bytes: {e}", out.len()),
+        })
+    }
+
+    /// Requires the wallet to hold some ETH.
+    pub async fn require_gas(&self) -> Result<(), EthError> {
+        let sender = self.sender.ok_or(EthError::NoWallet { call: "a transaction" })?;
+        let balance = self.balance(sender).await?;
+        if balance.is_zero() {
+            return Err(EthError::NoGasFunds { sender, balance });
+        }
+        Ok(())
+    }
+
+    /// Sends `data` to `to` from the wallet, waits for the receipt and
+    /// requires success. A revert, at the gas estimate or on chain, becomes
+    /// [`EthError::Reverted`] with the revert data put in words by
+    /// [`describe_revert`].
+    pub async fn transact(
+        &self,
+        call: &'static str,
+        to: Address,
+        data: Vec<u8>,
+    ) -> Result<TransactionReceipt, EthError> {
+        let sender = self.sender.ok_or(EthError::NoWallet { call })?;
+        let tx = TransactionRequest::default().with_from(sender).with_to(to).with_input(data);
+        let pending = match self.provider.send_transaction(tx.clone()).await {
+            Ok(pending) => pending,
+            Err(RpcError::ErrorResp(p)) => {
+                if let Some(data) = p.as_revert_data() {
+                    return Err(EthError::Reverted { call, reason: describe_revert(&data) });
+                }
+                if p.message.contains("revert") {
+                    return Err(EthError::Reverted { call, reason: format!("{} (no revert data)", p.message) });
+                }
+                if p.message.contains("insufficient funds") {
+                    let balance = self.balance(sender).await?;
+                    return Err(EthError::NoGasFunds { sender, balance });
+                }
+                return Err(self.failed(format!("sending {call}"), format!("{} (code {})", p.message, p.code)));
+            }
+            Err(e) => return Err(self.rpc_error(&format!("sending {call}"), e)),
+        };
+        let tx_hash = *pending.tx_hash();
+        let receipt = self.wait_receipt(call, tx_hash).await?;
+        if receipt.status() {
+            return Ok(receipt);
+        }
+        // Mined but reverted: replay it to learn why.
+        let reason = match self.provider.call(tx).await {
+            Err(RpcError::ErrorResp(p)) => match p.as_revert_data() {
+                Some(data) => describe_revert(&data),
+                None => p.message.to_string(),
+            },
+            Err(e) => format!("and replaying it failed: {}", error_chain(&e)),
+            Ok(_) => "on chain, but a replay on the latest state succeeds; the state changed in between".to_string(),
+        };
+        Err(EthError::Reverted { call, reason: format!("{reason} (transaction {tx_hash})") })
+    }
+
+    /// Polls for the receipt of `tx_hash` until the receipt timeout.
+    pub async fn wait_receipt(&self, call: &'static str, tx_hash: B256) -> Result<TransactionReceipt, EthError> {
+        let deadline = tokio::time::Instant::now() + self.receipt_timeout;
+        loop {
+            let receipt = self
+                .provider
+                .get_transaction_receipt(tx_hash)
+                .await
+                .map_err(|e| self.rpc_error("eth_getTransactionReceipt", e))?;
+            if let Some(receipt) = receipt {
+                return Ok(receipt);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EthError::ReceiptTimeout { call, tx_hash, secs: self.receipt_timeout.as_secs() });
+            }
+            tokio::time::sleep(RECEIPT_POLL).await;
+        }
+    }
+}
+
+/// `e` and its sources, joined with `: `, without repeats.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_before_anything_is_sent() {
+        let t = Duration::from_secs(1);
+        assert!(matches!(EthClient::new("not a url", t, None), Err(EthError::InvalidUrl { .. })));
+        assert!(matches!(EthClient::new("ftp://127.0.0.1/", t, None), Err(EthError::InvalidUrl { .. })));
+        assert!(EthClient::new("http://127.0.0.1:8545", t, None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_is_unreachable_and_a_transaction_needs_a_wallet() {
+        let c = EthClient::new("http://127.0.0.1:9", Duration::from_secs(2), None).unwrap();
+        let e = c.chain_id().await.unwrap_err();
+        assert!(matches!(&e, EthError::Unreachable { url, .. } if url == "http://127.0.0.1:9"), "{e}");
+        assert!(!e.is_error_answer());
+        let e = c.transact("X.y", Address::ZERO, vec![]).await.unwrap_err();
+        assert_eq!(e, EthError::NoWallet { call: "X.y" });
+    }
+}

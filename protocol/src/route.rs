@@ -1,0 +1,286 @@
+//! Route choice: which nodes a packet crosses and how long each holds it.
+//!
+//! Every party that builds packets — a client, a node's cover traffic, the
+//! test harnesses — chooses routes here, from a [`RouteSet`]: the nodes of
+//! each layer whose mix key for the packet's epoch is known, with that key.
+//! The caller builds the set from its own view (a node from its topology, a
+//! client from the registry and its entry's descriptors); the choice itself is
+//! pure and takes its randomness from the caller.
+//!
+//! * [`RouteSet::stratified`]: one node of each layer, entry → mix → exit
+//!   (Loopix), optionally with a given exit;
+//! * [`RouteSet::free`]: 3–6 hops (Fog): an entry first, an exit last, any
+//!   nodes between, never the same node twice in a row;
+//! * [`RouteSet::cover_loop`]: a node's loop: one node of each other layer,
+//!   then back to the node itself.
+//!
+//! Delays are the sender's (Loopix): [`exponential_delay_us`] samples one hop's
+//! delay with a given mean; nodes cap what they honour.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::crypto::x25519::MixPublicKey;
+use crate::sphinx::{Hop, MAX_HOPS, NodeId};
+use crate::topology::{ENTRY_LAYER, EXIT_LAYER, MAX_LAYER};
+
+/// Fewest hops of a free route.
+pub const MIN_FREE_HOPS: usize = 3;
+/// Most hops of a free route (the header's capacity).
+pub const MAX_FREE_HOPS: usize = MAX_HOPS;
+
+/// Why no route could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// A layer has no eligible node with a key for the epoch.
+    #[error("no node with a key for this epoch in layer {0}")]
+    EmptyLayer(u8),
+    /// The requested exit is not an exit with a key for the epoch.
+    #[error("the requested exit has no key for this epoch")]
+    UnknownExit,
+    /// A free route's length outside [`MIN_FREE_HOPS`]..=[`MAX_FREE_HOPS`].
+    #[error("a free route has {MIN_FREE_HOPS} to {MAX_FREE_HOPS} hops, not {0}")]
+    BadLength(usize),
+    /// A layer number above [`MAX_LAYER`].
+    #[error("layer {0} does not exist")]
+    NoSuchLayer(u8),
+    /// A node asked for by id has no key for the epoch.
+    #[error("hop {0} of the route has no key for this epoch")]
+    UnknownHop(usize),
+}
+
+/// The nodes a route may be drawn from, by layer, each with its mix key for
+/// one epoch. Kept sorted by node id, so that the same view gives the same
+/// set whatever order it was read in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSet {
+    layers: [Vec<(NodeId, MixPublicKey)>; 3],
+}
+
+impl RouteSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        RouteSet::default()
+    }
+
+    /// Adds (or replaces) a node of `layer`.
+    pub fn insert(&mut self, layer: u8, id: NodeId, key: MixPublicKey) -> Result<(), RouteError> {
+        let members = self.layers.get_mut(usize::from(layer)).ok_or(RouteError::NoSuchLayer(layer))?;
+        match members.binary_search_by_key(&id.0, |(n, _)| n.0) {
+            Ok(i) => members[i].1 = key,
+            Err(i) => members.insert(i, (id, key)),
+        }
+        Ok(())
+    }
+
+    /// The nodes of `layer` (empty for a layer that does not exist).
+    pub fn layer(&self, layer: u8) -> &[(NodeId, MixPublicKey)] {
+        self.layers.get(usize::from(layer)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The key of `id`, whatever its layer.
+    pub fn key_of(&self, id: &NodeId) -> Option<MixPublicKey> {
+        self.layers.iter().flatten().find(|(n, _)| n == id).map(|(_, k)| *k)
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.key_of(id).is_some()
+    }
+
+    /// The route through exactly the nodes `ids`, each holding the packet
+    /// `delay_us` (test harnesses and diagnostics name their hops).
+    pub fn explicit(&self, ids: &[NodeId], delay_us: u32) -> Result<Vec<Hop>, RouteError> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| self.key_of(id).map(|key| Hop { id: *id, key, delay_us }).ok_or(RouteError::UnknownHop(i)))
+            .collect()
+    }
+
+    /// One node of `layer` at random, other than those in `exclude`, with no delay set.
+    pub fn pick(&self, layer: u8, exclude: &[NodeId], rng: &mut impl Rng) -> Result<Hop, RouteError> {
+        if layer > MAX_LAYER {
+            return Err(RouteError::NoSuchLayer(layer));
+        }
+        let eligible: Vec<&(NodeId, MixPublicKey)> =
+            self.layer(layer).iter().filter(|(id, _)| !exclude.contains(id)).collect();
+        let (id, key) = eligible.choose(rng).copied().ok_or(RouteError::EmptyLayer(layer))?;
+        Ok(Hop { id: *id, key: *key, delay_us: 0 })
+    }
+
+    /// Entry → mix → exit, one node of each layer at random; `exit` fixes the
+    /// last hop (a client picks the exit first when its request names it).
+    /// Nodes in `exclude` are not chosen (a node leaves itself out of its
+    /// cover). Delays are left at 0.
+    pub fn stratified(
+        &self,
+        exit: Option<NodeId>,
+        exclude: &[NodeId],
+        rng: &mut impl Rng,
+    ) -> Result<Vec<Hop>, RouteError> {
+        let entry = self.pick(ENTRY_LAYER, exclude, rng)?;
+        let mix = self.pick(1, exclude, rng)?;
+        let exit = match exit {
+            Some(id) => {
+                let key = self.layer(EXIT_LAYER).iter().find(|(n, _)| *n == id).ok_or(RouteError::UnknownExit)?.1;
+                Hop { id, key, delay_us: 0 }
+            }
+            None => self.pick(EXIT_LAYER, exclude, rng)?,
+        };
+        Ok(vec![entry, mix, exit])
+    }
+
+    /// A free route of `hops` hops: an entry first (the only layer that
+    /// admits clients), an exit last, nodes of any layer between, never the
+    /// same node twice in a row.
+    pub fn free(&self, hops: usize, rng: &mut impl Rng) -> Result<Vec<Hop>, RouteError> {
+        if !(MIN_FREE_HOPS..=MAX_FREE_HOPS).contains(&hops) {
+            return Err(RouteError::BadLength(hops));
+        }
+        let mut route = vec![self.pick(ENTRY_LAYER, &[], rng)?];
+        let anyone: Vec<&(NodeId, MixPublicKey)> = self.layers.iter().flatten().collect();
+        for _ in 1..hops - 1 {
+            let prev = route.last().map(|h| h.id);
+            let eligible: Vec<&(NodeId, MixPublicKey)> =
+                anyone.iter().copied().filter(|(id, _)| Some(*id) != prev).collect();
+            let (id, key) = eligible.choose(rng).copied().ok_or(RouteError::EmptyLayer(1))?;
+            route.push(Hop { id: *id, key: *key, delay_us: 0 });
+        }
+        let prev: Vec<NodeId> = route.last().map(|h| h.id).into_iter().collect();
+        route.push(self.pick(EXIT_LAYER, &prev, rng)?);
+        Ok(route)
+    }
+
+    /// A loop for the node `own` (of `own_layer`, with `own_key`): one node of
+    /// each other layer, in layer order after the node's own, then the node
+    /// itself as the final hop. Returns the route and the layers crossed.
+    pub fn cover_loop(
+        &self,
+        own: NodeId,
+        own_layer: u8,
+        own_key: MixPublicKey,
+        rng: &mut impl Rng,
+    ) -> Result<(Vec<Hop>, Vec<u8>), RouteError> {
+        if own_layer > MAX_LAYER {
+            return Err(RouteError::NoSuchLayer(own_layer));
+        }
+        let layers = vec![(own_layer + 1) % 3, (own_layer + 2) % 3];
+        let mut route = Vec::with_capacity(3);
+        for l in &layers {
+            route.push(self.pick(*l, &[own], rng)?);
+        }
+        route.push(Hop { id: own, key: own_key, delay_us: 0 });
+        Ok((route, layers))
+    }
+}
+
+/// One hop's delay in microseconds, exponential with mean `mean` (saturating
+/// at `u32::MAX`).
+pub fn exponential_delay_us(rng: &mut impl Rng, mean: Duration) -> u32 {
+    let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+    let us = -u.ln() * mean.as_secs_f64() * 1e6;
+    us.min(f64::from(u32::MAX)) as u32
+}
+
+/// Sets every hop's delay to a fresh [`exponential_delay_us`] sample.
+pub fn sample_delays(route: &mut [Hop], mean: Duration, rng: &mut impl Rng) {
+    for hop in route {
+        hop.delay_us = exponential_delay_us(rng, mean);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn set(per_layer: usize) -> RouteSet {
+        let mut s = RouteSet::new();
+        for layer in 0..3u8 {
+            for i in 0..per_layer {
+                let b = layer * 16 + i as u8 + 1;
+                s.insert(layer, NodeId([b; 32]), MixPublicKey([b; 32])).unwrap();
+            }
+        }
+        s
+    }
+
+    fn layer_of(s: &RouteSet, id: &NodeId) -> u8 {
+        (0..3u8).find(|l| s.layer(*l).iter().any(|(n, _)| n == id)).unwrap()
+    }
+
+    #[test]
+    fn stratified_routes_cross_each_layer_once_in_order() {
+        let s = set(3);
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        for _ in 0..100 {
+            let r = s.stratified(None, &[], &mut rng).unwrap();
+            let layers: Vec<u8> = r.iter().map(|h| layer_of(&s, &h.id)).collect();
+            assert_eq!(layers, vec![0, 1, 2]);
+            assert!(r.iter().all(|h| s.key_of(&h.id) == Some(h.key)));
+        }
+        let exit = s.layer(2)[1].0;
+        assert_eq!(s.stratified(Some(exit), &[], &mut rng).unwrap()[2].id, exit);
+        let entry = s.layer(0)[0].0;
+        assert_eq!(s.stratified(Some(entry), &[], &mut rng), Err(RouteError::UnknownExit));
+        let named = s.explicit(&[entry, exit], 7).unwrap();
+        assert_eq!((named[0].id, named[1].id, named[1].delay_us), (entry, exit, 7));
+        assert_eq!(s.explicit(&[entry, NodeId([0xff; 32])], 7), Err(RouteError::UnknownHop(1)));
+    }
+
+    #[test]
+    fn an_empty_or_excluded_layer_is_an_error() {
+        let mut s = set(1);
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let mix = s.layer(1)[0].0;
+        assert_eq!(s.stratified(None, &[mix], &mut rng), Err(RouteError::EmptyLayer(1)));
+        s.layers[2].clear();
+        assert_eq!(s.stratified(None, &[], &mut rng), Err(RouteError::EmptyLayer(2)));
+        assert_eq!(s.insert(3, mix, MixPublicKey([0; 32])), Err(RouteError::NoSuchLayer(3)));
+    }
+
+    #[test]
+    fn free_routes_start_at_an_entry_end_at_an_exit_and_never_repeat_a_hop() {
+        let s = set(2);
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        for hops in MIN_FREE_HOPS..=MAX_FREE_HOPS {
+            for _ in 0..50 {
+                let r = s.free(hops, &mut rng).unwrap();
+                assert_eq!(r.len(), hops);
+                assert_eq!(layer_of(&s, &r[0].id), 0);
+                assert_eq!(layer_of(&s, &r[hops - 1].id), 2);
+                assert!(r.windows(2).all(|w| w[0].id != w[1].id));
+            }
+        }
+        assert_eq!(s.free(2, &mut rng), Err(RouteError::BadLength(2)));
+        assert_eq!(s.free(7, &mut rng), Err(RouteError::BadLength(7)));
+    }
+
+    #[test]
+    fn a_loop_crosses_the_other_layers_and_comes_home() {
+        let s = set(2);
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let (own, key) = s.layer(1)[0];
+        let (route, layers) = s.cover_loop(own, 1, key, &mut rng).unwrap();
+        assert_eq!(layers, vec![2, 0]);
+        assert_eq!(route.len(), 3);
+        assert_eq!(route[2].id, own);
+        assert!(route[..2].iter().all(|h| h.id != own));
+    }
+
+    #[test]
+    fn exponential_delays_have_the_right_mean() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let n = 20_000;
+        let mean: f64 =
+            (0..n).map(|_| f64::from(exponential_delay_us(&mut rng, Duration::from_millis(10)))).sum::<f64>()
+                / n as f64;
+        assert!((mean - 10_000.0).abs() < 400.0, "{mean}");
+        let mut route = set(1).stratified(None, &[], &mut rng).unwrap();
+        sample_delays(&mut route, Duration::from_millis(1), &mut rng);
+        assert!(route.iter().any(|h| h.delay_us > 0));
+    }
+}
