@@ -471,3 +471,85 @@ fn scalar(kind: &Value, raw: &str) -> Result<Value, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Demo {
+        server: Server,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Server {
+        port: u16,
+        rate: f64,
+        hosts: Vec<String>,
+        token: Option<String>,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server { port: 80, rate: 1.5, hosts: vec!["a".into()], token: None }
+        }
+    }
+
+    impl ConfigFile for Demo {
+        const ENV_PREFIX: &'static str = "DEMO_";
+        const OPTIONAL_KEYS: &'static [(&'static str, &'static str)] = &[("server", "token")];
+        const FILE_ONLY_KEYS: &'static [(&'static str, &'static str)] = &[];
+
+        fn validate(&self) -> Result<(), Vec<Problem>> {
+            let mut c = Checks::default();
+            c.at_least("server.port", self.server.port, 1);
+            c.positive_rate("server.rate", self.server.rate);
+            c.finish()
+        }
+    }
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Demo, ConfigError> {
+        from_toml_str(text, env.iter().copied())
+    }
+
+    #[test]
+    fn a_schema_loads_with_its_own_prefix_and_keys() {
+        let d = parse("[server]\nport = 8080\n", &[("DEMO_SERVER__HOSTS", "x, y"), ("NOX_SERVER__PORT", "1")]).unwrap();
+        assert_eq!(d.server.port, 8080, "another binary's prefix is not ours");
+        assert_eq!(d.server.hosts, vec!["x".to_string(), "y".to_string()]);
+        let d = parse("", &[("DEMO_SERVER__TOKEN", "secret"), ("DEMO_SERVER__RATE", "2")]).unwrap();
+        assert_eq!((d.server.token.as_deref(), d.server.rate), (Some("secret"), 2.0));
+        assert_eq!(all_keys::<Demo>().len(), 4);
+    }
+
+    #[test]
+    fn each_failure_says_where() {
+        assert!(matches!(parse("[server\n", &[]), Err(ConfigError::Syntax { at: Location { line: 1, .. }, .. })));
+        match parse("[server]\nprot = 1\n", &[]) {
+            Err(ConfigError::UnknownKey { key, expected, at: Some(Location { line: 2, .. }) }) => {
+                assert_eq!(key, "server.prot");
+                assert!(expected.contains("port"), "{expected}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse("[server]\nport = \"x\"\n", &[]), Err(ConfigError::WrongType { .. })));
+        match parse("", &[("DEMO_SERVER__PORT", "eighty")]) {
+            Err(ConfigError::Env { var, .. }) => assert_eq!(var, "DEMO_SERVER__PORT"),
+            other => panic!("{other:?}"),
+        }
+        match parse("", &[("DEMO_SERVR__PORT", "1")]) {
+            Err(ConfigError::Env { reason, .. }) => assert!(reason.contains("no section [servr]"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        match parse("[server]\nport = 0\nrate = -1.0\n", &[]) {
+            Err(ConfigError::Invalid(problems)) => {
+                let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+                assert_eq!(keys, vec!["server.port", "server.rate"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

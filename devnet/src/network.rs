@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::{Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
+use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy_sol_types::SolCall;
 use libp2p::PeerId;
 use nox_client::{PreparedRequest, echo_request};
+use nox_eth::EthClient;
 use nox_eth::registry::operator::{self, RegistryTarget};
 use nox_net::p2p::PeerKind;
 use nox_net::raw_peer::RawPeer;
@@ -284,31 +283,27 @@ impl Devnet {
         Ok(index)
     }
 
-    /// A provider that signs with the deployer (registry admin) key.
-    fn deployer(&self) -> Result<impl Provider + use<>, DevnetError> {
+    /// An RPC client that signs with the deployer (registry admin) key.
+    fn deployer(&self) -> Result<EthClient, DevnetError> {
         let signer: PrivateKeySigner = DEPLOYER_KEY.parse().map_err(|e| DevnetError::Chain(format!("{e}")))?;
-        let url = self.rpc_url().parse().map_err(|e| DevnetError::Chain(format!("{e}")))?;
-        Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url))
+        EthClient::new(&self.rpc_url(), Duration::from_secs(10), Some(signer))
+            .map_err(|e| DevnetError::Chain(e.to_string()))
     }
 
     async fn deployer_send(&self, to: Address, data: Vec<u8>) -> Result<(), DevnetError> {
-        let p = self.deployer()?;
-        let tx = TransactionRequest::default().to(to).input(data.into());
-        let receipt = p
-            .send_transaction(tx)
+        self.deployer()?
+            .transact("devnet deployer transaction", to, data)
             .await
-            .map_err(|e| DevnetError::Chain(e.to_string()))?
-            .get_receipt()
-            .await
-            .map_err(|e| DevnetError::Chain(e.to_string()))?;
-        if receipt.status() { Ok(()) } else { Err(DevnetError::Chain(format!("transaction to {to} reverted"))) }
+            .map(|_| ())
+            .map_err(|e| DevnetError::Chain(e.to_string()))
     }
 
     /// Gives `who` 100 ETH and `tokens` stake-token base units.
     pub async fn fund(&self, who: Address, tokens: U256) -> Result<(), DevnetError> {
         let p = self.deployer()?;
         let wei = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64));
-        p.raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (who, wei))
+        p.provider()
+            .raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (who, wei))
             .await
             .map_err(|e| DevnetError::Chain(e.to_string()))?;
         self.deployer_send(self.deployment.token, NoxTestToken::mintCall { to: who, amount: tokens }.abi_encode()).await
@@ -523,18 +518,18 @@ impl Devnet {
     }
 
     /// Hops over the nodes `via`, with the keys node `viewer` holds for the
-    /// current epoch.
+    /// current epoch (verified descriptors from its `/topology`).
     pub async fn route(&self, viewer: usize, via: &[usize], delay_us: u32) -> Result<(u64, Vec<Hop>), DevnetError> {
-        let (epoch, view) = self.epoch_view_of(viewer).await?;
-        let mut hops = Vec::new();
-        for idx in via {
-            let id = self.nodes[*idx].id();
-            let key = view.iter().find(|(n, _)| *n == id).and_then(|(_, k)| *k).ok_or_else(|| DevnetError::Node {
-                index: *idx,
-                reason: "no current key in the viewer's topology".into(),
-            })?;
-            hops.push(Hop { id, key, delay_us });
-        }
+        let doc = self.topology_of(viewer).await?;
+        let epoch = doc.epoch.current;
+        let ids: Vec<NodeId> = via.iter().map(|i| self.nodes[*i].id()).collect();
+        let hops = doc.route_set(epoch).explicit(&ids, delay_us).map_err(|e| {
+            let index = match e {
+                nox_protocol::route::RouteError::UnknownHop(i) => via.get(i).copied().unwrap_or(viewer),
+                _ => viewer,
+            };
+            DevnetError::Node { index, reason: format!("no current key in the viewer's topology: {e}") }
+        })?;
         Ok((epoch, hops))
     }
 
@@ -569,12 +564,10 @@ impl Devnet {
 
     /// The registry's topology fingerprint.
     pub async fn registry_fingerprint(&self) -> Result<B256, DevnetError> {
-        let p = self.deployer()?;
-        let tx = TransactionRequest::default()
-            .to(self.deployment.registry)
-            .input(NoxRegistry::topologyFingerprintCall {}.abi_encode().into());
-        let out = p.call(tx).await.map_err(|e| DevnetError::Chain(e.to_string()))?;
-        NoxRegistry::topologyFingerprintCall::abi_decode_returns(&out).map_err(|e| DevnetError::Chain(e.to_string()))
+        self.deployer()?
+            .view("NoxRegistry", self.deployment.registry, NoxRegistry::topologyFingerprintCall {})
+            .await
+            .map_err(|e| DevnetError::Chain(e.to_string()))
     }
 }
 

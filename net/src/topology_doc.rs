@@ -25,6 +25,7 @@ use alloy_primitives::{Address, U256};
 use nox_protocol::NodeId;
 use nox_protocol::crypto::x25519::MixPublicKey;
 use nox_protocol::descriptor::MixDescriptor;
+use nox_protocol::route::RouteSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The whole document.
@@ -125,6 +126,27 @@ impl TopologyDocument {
     pub fn node(&self, id: &NodeId) -> Option<&NodeEntry> {
         self.nodes.iter().find(|n| n.node_id == id.0)
     }
+
+    /// What routes for packets of `epoch` can be drawn from: every node with
+    /// a descriptor for `epoch` that verifies under its node id and names the
+    /// node's layer. (A client that does not trust the serving node also checks
+    /// the node ids against the registry.)
+    pub fn route_set(&self, epoch: u64) -> RouteSet {
+        let mut set = RouteSet::new();
+        for n in &self.nodes {
+            let verified = n
+                .descriptors
+                .iter()
+                .filter(|d| d.epoch == epoch)
+                .filter_map(DescriptorEntry::verified)
+                .find(|d| d.node_id.0 == n.node_id && d.layer == n.layer);
+            if let Some(d) = verified {
+                // A layer that does not exist cannot be routed through.
+                let _ = set.insert(n.layer, d.node_id, d.mix_key);
+            }
+        }
+        set
+    }
 }
 
 /// `0x` + 64 hex digits.
@@ -212,6 +234,12 @@ mod tests {
         let mut forged = entry.descriptors[0].clone();
         forged.mix_key = [8; 32];
         assert!(forged.verified().is_none(), "a key that is not the signed one is refused");
+        let set = back.route_set(7);
+        assert_eq!(set.key_of(&entry.id()), Some(MixPublicKey([9; 32])));
+        assert!(back.route_set(8).layer(1).is_empty(), "no descriptor for epoch 8");
+        let mut lying = back.clone();
+        lying.nodes[0].layer = 0;
+        assert!(lying.route_set(7).layer(0).is_empty(), "a layer the descriptor does not sign is not routed");
     }
 
     #[test]

@@ -385,25 +385,6 @@ impl Default for ExitSection {
     }
 }
 
-impl ExitSection {
-    /// The exit stage's settings.
-    pub fn stage_config(&self) -> crate::exit::ExitConfig {
-        let defaults = nox_protocol::fragment::ReassemblyLimits::default();
-        crate::exit::ExitConfig {
-            limits: nox_protocol::fragment::ReassemblyLimits {
-                max_bytes: self.reassembly_max_bytes,
-                max_messages: self.reassembly_max_messages,
-                max_fragments_per_message: self.reassembly_max_fragments,
-                max_message_len: self.reassembly_max_message_bytes,
-                stale_after: std::time::Duration::from_secs(self.reassembly_stale_secs),
-                completed_memory: defaults.completed_memory,
-            },
-            concurrency: self.concurrency,
-            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
-        }
-    }
-}
-
 /// `[http]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

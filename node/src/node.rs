@@ -75,7 +75,7 @@ pub enum NodeError {
 }
 
 /// Pieces a caller may replace.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct NodeOptions {
     /// The services an exit offers, by request kind (used when the node is an
     /// exit); `None` = what `[exit]` enables (echo).
@@ -83,12 +83,6 @@ pub struct NodeOptions {
     /// The admission policy; `None` = [`StaticAdmission`] over the topology,
     /// accepting clients on layer 0.
     pub admission: Option<Arc<dyn Admission>>,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        NodeOptions { exit_services: None, admission: None }
-    }
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -256,7 +250,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
             .clone()
             .unwrap_or_else(|| if cfg.exit.echo { ServiceRouter::echo_only() } else { ServiceRouter::new() });
         let xctx = ExitContext { services, egress: egress_tx.clone(), metrics: metrics.clone() };
-        tasks.push(tokio::spawn(ExitStage::run(cfg.exit.stage_config(), rx, xctx)));
+        tasks.push(tokio::spawn(ExitStage::run((&cfg.exit).into(), rx, xctx)));
         Fragments::Exit(tx)
     } else {
         Fragments::Relay

@@ -3,9 +3,9 @@
 //!
 //! ## What flows in and out
 //!
-//! The mix stage peels a header, gets the packet's 16-byte replay tag and the
-//! epoch of the key it used, and calls [`ReplayCache::check_and_insert`] before
-//! the expensive half of the hop. The answer is either a replay (drop the
+//! A worker thread (the worker stage) peels a header, gets the packet's
+//! 16-byte replay tag and the epoch of the key it used, and calls
+//! [`ReplayCache::check_and_insert`] before the expensive half of the hop. The answer is either a replay (drop the
 //! packet), a refusal (the epoch is unknown, the cache is full, persistence is
 //! behind or broken — drop it too: the cache *fails closed*), or a sequence
 //! number. The tag is in memory at that point, so a second copy arriving a

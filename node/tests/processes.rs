@@ -14,6 +14,7 @@ use libp2p::{Multiaddr, PeerId};
 use nox_client::echo_request;
 use nox_net::p2p::{PeerKind, peer_id_of};
 use nox_net::raw_peer::RawPeer;
+use nox_net::topology_doc::TopologyDocument;
 use nox_protocol::NodeId;
 use nox_protocol::descriptor::MixDescriptor;
 use nox_protocol::sphinx::Hop;
@@ -210,7 +211,7 @@ impl ProcessNet {
         for i in 0..self.nodes.len() {
             loop {
                 self.assert_running(i);
-                let topology = get_json(self.nodes[i].url("/topology")).await;
+                let topology = get_topology(self.nodes[i].url("/topology")).await;
                 if topology.as_ref().is_some_and(|t| knows_current_descriptors(t, &ids)) {
                     break;
                 }
@@ -255,14 +256,10 @@ impl ProcessNet {
 
 /// Whether a `/topology` answer holds, for every id in `ids`, a descriptor of
 /// the current epoch.
-fn knows_current_descriptors(topology: &serde_json::Value, ids: &[String]) -> bool {
-    let Some(current) = topology["epoch"]["current"].as_u64() else { return false };
-    let Some(nodes) = topology["nodes"].as_array() else { return false };
+fn knows_current_descriptors(topology: &TopologyDocument, ids: &[String]) -> bool {
+    let current = topology.epoch.current;
     ids.iter().all(|id| {
-        nodes.iter().any(|n| {
-            n["node_id"].as_str() == Some(id.as_str())
-                && n["descriptors"].as_array().is_some_and(|ds| ds.iter().any(|d| d["epoch"].as_u64() == Some(current)))
-        })
+        topology.nodes.iter().any(|n| format!("0x{}", hex::encode(n.node_id)) == *id && n.mix_key(current).is_some())
     })
 }
 
@@ -278,6 +275,11 @@ async fn get_text(url: String) -> Option<String> {
 
 async fn get_json(url: String) -> Option<serde_json::Value> {
     serde_json::from_str(&get_text(url).await?).ok()
+}
+
+/// GET a `/topology` document, `None` on any failure.
+async fn get_topology(url: String) -> Option<TopologyDocument> {
+    TopologyDocument::from_json(&get_text(url).await?).ok()
 }
 
 /// The hop through `id` for `epoch`, from the verified descriptors.
@@ -320,7 +322,7 @@ async fn four_processes_relay_echo_requests_survive_a_killed_mix_node_and_stop_o
     let gateway = net.nodes[gw].peer_id();
     client.connect(gateway, vec![net.nodes[gw].multiaddr()], Duration::from_secs(10)).await.unwrap();
     let descriptors = client.descriptors(gateway, Duration::from_secs(5)).await.unwrap();
-    let epoch = get_json(net.nodes[gw].url("/topology")).await.unwrap()["epoch"]["current"].as_u64().unwrap();
+    let epoch = get_topology(net.nodes[gw].url("/topology")).await.unwrap().epoch.current;
     let ids: Vec<NodeId> = net.nodes.iter().map(|n| n.id).collect();
     let route = |via: &[usize]| -> Vec<Hop> { via.iter().map(|i| hop(&descriptors, ids[*i], epoch, 500)).collect() };
 

@@ -12,6 +12,7 @@ use libp2p::PeerId;
 use nox_client::{PreparedRequest as EchoRequest, echo_request};
 use nox_net::p2p::PeerKind;
 use nox_net::raw_peer::RawPeer;
+use nox_net::topology_doc::TopologyDocument;
 use nox_node::localnet::LocalNet;
 use nox_protocol::descriptor::EpochClock;
 use nox_protocol::fragment::{Reassembled, Reassembler, ReassemblyLimits};
@@ -235,22 +236,15 @@ async fn a_key_rotation_in_the_middle_of_traffic_loses_nothing_within_the_grace_
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let url = url.clone();
-            let body: serde_json::Value =
-                tokio::task::spawn_blocking(move || ureq::get(&url).call().unwrap().into_json().unwrap())
-                    .await
-                    .unwrap();
-            assert_eq!(body["epoch"]["current"], e + 1, "node {i}: {body}");
-            assert_eq!(body["epoch"]["next"], e + 2, "node {i}: {body}");
+            let text = tokio::task::spawn_blocking(move || ureq::get(&url).call().unwrap().into_string().unwrap())
+                .await
+                .unwrap();
+            let body = TopologyDocument::from_json(&text).unwrap();
+            assert_eq!(body.epoch.current, e + 1, "node {i}: {text}");
+            assert_eq!(body.epoch.next, e + 2, "node {i}: {text}");
             let complete = expected.iter().all(|id| {
-                body["nodes"].as_array().unwrap().iter().any(|node| {
-                    node["node_id"] == *id
-                        && node["descriptors"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|d| d["epoch"].as_u64())
-                            .collect::<Vec<_>>()
-                            == vec![Some(e + 1), Some(e + 2)]
+                body.nodes.iter().any(|node| {
+                    format!("0x{}", hex::encode(node.node_id)) == *id && node.epochs() == vec![e + 1, e + 2]
                 })
             });
             if complete {
@@ -258,7 +252,7 @@ async fn a_key_rotation_in_the_middle_of_traffic_loses_nothing_within_the_grace_
             }
             assert!(
                 Instant::now() < deadline,
-                "node {i}: /topology lacks descriptors for {} and {}: {body}",
+                "node {i}: /topology lacks descriptors for {} and {}: {text}",
                 e + 1,
                 e + 2
             );

@@ -36,7 +36,7 @@
 //! ([`crate::payment`]). `call gas` is the gas the call must be given; the
 //! pool's execution hash binds it.
 
-use crate::payment::{GasPayment, PaymentError};
+use crate::payment::{GasPayment, PAYMENT_LEN, PaymentError};
 use crate::sphinx::surb::{SURB_LEN, Surb};
 use crate::wire::{Reader, Truncated};
 
@@ -338,7 +338,9 @@ impl Envelope {
                 target.copy_from_slice(r.take(20)?);
                 let call_gas = r.u64()?;
                 let calldata = r.bytes()?.to_vec();
-                let payment = Box::new(GasPayment::read(&mut r)?);
+                let mut bytes = [0u8; PAYMENT_LEN];
+                bytes.copy_from_slice(r.take(PAYMENT_LEN)?);
+                let payment = Box::new(GasPayment::decode(&bytes)?);
                 Request::EthRequest { chain_id, target, call_gas, calldata, payment }
             }
             0x03 => Request::RawBroadcast { chain_id: r.u64()?, raw_tx: r.bytes()?.to_vec() },

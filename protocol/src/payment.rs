@@ -13,8 +13,6 @@
 //! points lie on the curve, and whether it verifies, is the exit's check
 //! (`nox-circuits`), not the envelope's.
 
-use crate::wire::Reader;
-
 /// Bytes of an encoded proof (the pool's `uint256[8]`).
 pub const PROOF_LEN: usize = 256;
 /// Public inputs of a spend.
@@ -187,12 +185,13 @@ impl GasPayment {
         out
     }
 
-    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, crate::payload::EnvelopeError> {
+    /// Decodes the [`PAYMENT_LEN`] bytes of a payment and checks its ranges.
+    pub fn decode(bytes: &[u8; PAYMENT_LEN]) -> Result<Self, PaymentError> {
         let mut proof = [0u8; PROOF_LEN];
-        proof.copy_from_slice(r.take(PROOF_LEN)?);
+        proof.copy_from_slice(&bytes[..PROOF_LEN]);
         let mut words = [[0u8; 32]; SPEND_INPUTS];
-        for w in &mut words {
-            w.copy_from_slice(r.take(32)?);
+        for (i, w) in words.iter_mut().enumerate() {
+            w.copy_from_slice(&bytes[PROOF_LEN + 32 * i..PROOF_LEN + 32 * (i + 1)]);
         }
         let payment = GasPayment { proof, inputs: SpendInputs::from_words(words) };
         payment.check()?;
@@ -236,6 +235,15 @@ mod tests {
         let mut p = valid();
         p.inputs.public_value[15] = 1;
         assert_eq!(p.check(), Err(PaymentError::ValueTooLarge));
+    }
+
+    #[test]
+    fn a_payment_round_trips_through_its_bytes() {
+        let p = valid();
+        assert_eq!(GasPayment::decode(&p.encode()), Ok(p));
+        let mut bytes = valid().encode();
+        bytes[PROOF_LEN..PROOF_LEN + 32].copy_from_slice(&SCALAR_MODULUS);
+        assert_eq!(GasPayment::decode(&bytes), Err(PaymentError::InputOutOfField(0)));
     }
 
     #[test]

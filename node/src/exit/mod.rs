@@ -43,6 +43,7 @@ pub use self::router::ServiceRouter;
 pub use self::service::{ExitService, RequestContext, ServiceError};
 
 use self::reply::{ReplyError, reply_budget, reply_packets};
+use crate::config::ExitSection;
 use crate::metrics::Metrics;
 use crate::pipeline::Action;
 
@@ -60,6 +61,23 @@ pub struct ExitConfig {
 impl Default for ExitConfig {
     fn default() -> Self {
         ExitConfig { limits: ReassemblyLimits::default(), concurrency: 256, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+impl From<&ExitSection> for ExitConfig {
+    fn from(c: &ExitSection) -> Self {
+        ExitConfig {
+            limits: ReassemblyLimits {
+                max_bytes: c.reassembly_max_bytes,
+                max_messages: c.reassembly_max_messages,
+                max_fragments_per_message: c.reassembly_max_fragments,
+                max_message_len: c.reassembly_max_message_bytes,
+                stale_after: Duration::from_secs(c.reassembly_stale_secs),
+                completed_memory: ReassemblyLimits::default().completed_memory,
+            },
+            concurrency: c.concurrency,
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+        }
     }
 }
 
