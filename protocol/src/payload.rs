@@ -323,6 +323,11 @@ impl Envelope {
             return Err(EnvelopeError::UnsupportedVersion(version));
         }
         let kind = r.u8()?;
+        match kind {
+            0x01..=0x06 => {}
+            REPLY_KIND => return Err(EnvelopeError::WrongDirection(REPLY_KIND)),
+            k => return Err(EnvelopeError::UnknownKind(k)),
+        }
         let mut request_id = [0u8; REQUEST_ID_LEN];
         request_id.copy_from_slice(r.take(REQUEST_ID_LEN)?);
         let count = usize::from(r.u8()?);
@@ -368,7 +373,6 @@ impl Envelope {
                 }
                 Request::Mail { transport, recipients, message: r.bytes()?.to_vec() }
             }
-            REPLY_KIND => return Err(EnvelopeError::WrongDirection(REPLY_KIND)),
             k => return Err(EnvelopeError::UnknownKind(k)),
         };
         if r.remaining() != 0 {

@@ -133,10 +133,11 @@ fn malformed_payments_are_refused_by_the_decoder_and_the_encoder() {
     let good = eth(payment([5; 8])).encode().unwrap();
     let payment_at = good.len() - (PROOF_LEN + 7 * 32);
     // Each word out of range, written into a valid encoding.
-    let cases: [(usize, [u8; 32], EnvelopeError); 4] = [
+    let cases: [(usize, [u8; 32], EnvelopeError); 5] = [
         (0, BASE_MODULUS, EnvelopeError::Payment(PaymentError::ProofWordOutOfField(0))),
         (PROOF_LEN + 32, SCALAR_MODULUS, EnvelopeError::Payment(PaymentError::InputOutOfField(1))),
-        (PROOF_LEN + 5 * 32, [1; 32], EnvelopeError::Payment(PaymentError::InputOutOfField(5))),
+        (PROOF_LEN + 5 * 32, [1; 32], EnvelopeError::Payment(PaymentError::NotAnAddress(5))),
+        (PROOF_LEN + 6 * 32, [0xff; 32], EnvelopeError::Payment(PaymentError::InputOutOfField(6))),
         (
             PROOF_LEN + 4 * 32,
             {
