@@ -285,18 +285,6 @@ impl Topology {
             .map(|d| d.mix_key)
     }
 
-    /// Nodes of `layer` whose key for `epoch` is known, with that key.
-    pub fn layer_members(&self, layer: u8, epoch: u64) -> Vec<(NodeId, MixPublicKey)> {
-        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<(NodeId, MixPublicKey)> = nodes
-            .iter()
-            .filter(|(_, r)| r.layer == layer)
-            .filter_map(|(id, r)| r.descriptors.get(&epoch).map(|d| (*id, d.mix_key)))
-            .collect();
-        out.sort_by_key(|a| a.0.0);
-        out
-    }
-
     /// The nodes whose key for `epoch` is known, by layer, with that key:
     /// what routes for a packet of `epoch` are chosen from.
     pub fn route_set(&self, epoch: u64) -> RouteSet {
