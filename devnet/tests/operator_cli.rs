@@ -329,11 +329,16 @@ fn test_register_status_unstake_withdraw() {
     assert_eq!(chain.token_balance(op.wallet()), U256::ZERO, "the stake left the wallet");
 
     // Status, with a node API that knows two epoch keys of this node.
+    let descriptor = |epoch| json!({ "epoch": epoch, "mix_key": format!("0x{}", "22".repeat(32)), "encoded": "0x" });
     let api = fake_node_api(json!({
         "node_id": op.node_id(),
+        "layer": node.layer,
+        "epoch": { "current": 41, "next": 42 },
         "nodes": [
-            { "node_id": op.node_id(), "layer": node.layer, "addresses": [], "descriptors": [{ "epoch": 41 }, { "epoch": 42 }] },
-            { "node_id": format!("0x{}", "11".repeat(32)), "layer": 1, "addresses": [], "descriptors": [{ "epoch": 43 }] },
+            { "node_id": op.node_id(), "layer": node.layer, "addresses": [], "operator": null, "stake": null,
+              "exit": null, "descriptors": [descriptor(41), descriptor(42)] },
+            { "node_id": format!("0x{}", "11".repeat(32)), "layer": 1, "addresses": [], "operator": null,
+              "stake": null, "exit": null, "descriptors": [descriptor(43)] },
         ],
     }));
     let with_api = op.write_config(&Settings { http: api, ..settings.clone() });

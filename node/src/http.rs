@@ -107,14 +107,44 @@ pub fn public_router(state: ApiState) -> Router {
     Router::new().route("/health", get(public_health)).route("/topology", get(topology)).with_state(state)
 }
 
-/// Binds `addr` and serves `router`; returns the bound address and the task.
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+/// A running listener.
+#[derive(Debug)]
+pub struct HttpServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How long [`HttpServer::stop`] lets open connections finish.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl HttpServer {
+    /// Stops accepting, closes idle keep-alive connections, lets requests in
+    /// progress finish (up to 2 s), and returns once no connection holds the
+    /// API's state — so the node's database is released with it.
+    pub async fn stop(self) {
+        let HttpServer { mut task, stop, .. } = self;
+        let _ = stop.send(());
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds `addr` and serves `router` until [`HttpServer::stop`].
+pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<HttpServer> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    Ok((local, task))
+    Ok(HttpServer { addr: local, task, stop })
 }

@@ -117,6 +117,7 @@ pub struct RunningNode {
     pub replay: Arc<ReplayCache>,
     /// Loop bookkeeping.
     pub cover: Arc<CoverState>,
+    http_servers: Vec<http::HttpServer>,
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -364,16 +365,18 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         peers,
         keys: keys_ring.clone(),
     };
-    let (http_addr, t) = http::serve(cfg.http.listen, http::admin_router(api.clone()))
+    let admin = http::serve(cfg.http.listen, http::admin_router(api.clone()))
         .await
         .map_err(|source| NodeError::Io { what: "binding http.listen", source })?;
-    tasks.push(t);
+    let http_addr = admin.addr;
+    let mut http_servers = vec![admin];
     let public_http_addr = match cfg.http.public_listen {
         Some(a) => {
-            let (addr, t) = http::serve(a, http::public_router(api))
+            let public = http::serve(a, http::public_router(api))
                 .await
                 .map_err(|source| NodeError::Io { what: "binding http.public_listen", source })?;
-            tasks.push(t);
+            let addr = public.addr;
+            http_servers.push(public);
             Some(addr)
         }
         None => None,
@@ -392,6 +395,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         keys: keys_ring,
         replay,
         cover: cover_state,
+        http_servers,
         tasks,
         threads,
         stop,
@@ -509,6 +513,11 @@ async fn read_stream(
 impl RunningNode {
     /// Stops every task and thread and releases the database.
     pub async fn shutdown(self) {
+        // The HTTP listeners first: a keep-alive connection would otherwise
+        // keep the API's state, and with it the database, alive.
+        for server in self.http_servers {
+            server.stop().await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
@@ -556,5 +565,27 @@ mod tests {
         cfg.chain.registry = Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into());
         let err = start(cfg, keys, NodeOptions::default()).await.unwrap_err();
         assert!(matches!(&err, NodeError::Config(m) if m.contains(&format!("set node.layer = {assigned}"))), "{err}");
+    }
+
+    /// A client that keeps its HTTP connection open (keep-alive) does not
+    /// keep the database open past shutdown: the node starts again at once.
+    #[tokio::test]
+    async fn an_open_http_connection_does_not_outlive_shutdown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
+        let cfg = crate::localnet::base_config(dir.path(), 0);
+        let node = start(cfg.clone(), keys.clone(), NodeOptions::default()).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(node.http_addr).await.unwrap();
+        conn.write_all(b"GET /health HTTP/1.1\r\nHost: nox\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        node.shutdown().await;
+        // The server closed the connection before shutdown returned.
+        conn.readable().await.unwrap();
+        assert!(matches!(conn.try_read(&mut buf), Ok(0)), "the keep-alive connection is still open");
+        let again = start(cfg, keys, NodeOptions::default()).await.expect("the database was released");
+        again.shutdown().await;
     }
 }

@@ -186,6 +186,8 @@ fn error_text(error: &anyhow::Error) -> String {
 
 /// The registry command's result as one line of JSON.
 fn run_operator(config: &NodeConfig, command: OperatorCommand) -> anyhow::Result<String> {
+    // A missing chain is the first thing to say, before the keys are looked for.
+    registry::target(&config.chain)?;
     let keys = load_keys(&config.node.keys_dir)?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
