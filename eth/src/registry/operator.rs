@@ -214,7 +214,7 @@ fn pending_note(pending: U256, available_at: u64, decimals: u8) -> String {
 
 /// What the registry itself refuses of a multiaddr: empty or longer than
 /// [`MAX_MULTIADDR_LEN`]. (Whether peers can dial it is the caller's check.)
-fn check_multiaddr_length(multiaddr: &str) -> Result<(), OperatorError> {
+pub fn check_multiaddr_length(multiaddr: &str) -> Result<(), OperatorError> {
     let invalid = |reason: String| OperatorError::InvalidMultiaddr { multiaddr: multiaddr.to_string(), reason };
     if multiaddr.is_empty() {
         return Err(invalid("empty".to_string()));
