@@ -118,6 +118,8 @@ pub struct RunningNode {
     /// Loop bookkeeping.
     pub cover: Arc<CoverState>,
     http_servers: Vec<http::HttpServer>,
+    /// The database, to wait for its release at shutdown.
+    db: std::sync::Weak<redb::Database>,
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -396,6 +398,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         replay,
         cover: cover_state,
         http_servers,
+        db: Arc::downgrade(&db),
         tasks,
         threads,
         stop,
@@ -428,6 +431,9 @@ async fn apply_topology_changes(
         tracing::info!(joined = change.added.len(), left = change.removed.len(), "topology changed on chain");
     }
 }
+
+/// How long shutdown waits for the last holder of the database to let it go.
+const DATABASE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Most inbound streams of one protocol one peer may have open at once (a
 /// sender needs one; a second covers a reconnection).
@@ -513,21 +519,22 @@ async fn read_stream(
 impl RunningNode {
     /// Stops every task and thread and releases the database.
     pub async fn shutdown(self) {
+        let RunningNode { http_servers, db, tasks, threads, stop, replay, keys, .. } = self;
         // The HTTP listeners first: a keep-alive connection would otherwise
         // keep the API's state, and with it the database, alive.
-        for server in self.http_servers {
+        for server in http_servers {
             server.stop().await;
         }
-        self.stop.store(true, Ordering::Relaxed);
-        for t in &self.tasks {
+        stop.store(true, Ordering::Relaxed);
+        for t in &tasks {
             t.abort();
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
         }
+        drop(keys);
         // Joining the threads and the replay cache's last commit (an fsync)
         // block: off the async runtime, so a second signal is still heard.
-        let (threads, replay) = (self.threads, self.replay);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -537,6 +544,17 @@ impl RunningNode {
             }
         })
         .await;
+        // A task aborted above may have left a blocking write running (the
+        // chain watcher's progress save): return once the last holder has
+        // let the database go, so the same node can start again at once.
+        let deadline = tokio::time::Instant::now() + DATABASE_RELEASE_WAIT;
+        while db.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("the database is still held {DATABASE_RELEASE_WAIT:?} after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Adds a node to a chainless node's topology at run time (`LocalNet`)
