@@ -25,6 +25,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_sol_types::SolCall;
 use nox_devnet::anvil::{Anvil, DEPLOYER_KEY};
 use nox_devnet::deploy::{DeployParams, Deployment};
+use nox_eth::registry::FollowerConfig;
 use nox_eth::registry::operator::{self, RegistryTarget};
 use nox_net::topology_doc::NodeEntry;
 use nox_node::chain::{ChainError, ChainWatcher, RegisteredNode, RegistryView, WatcherConfig};
@@ -88,14 +89,16 @@ impl Chain {
     /// A watcher configuration for this chain's registry, reached at `rpc_url`.
     fn config(&self, rpc_url: String, confirmations: u64, max_log_range: u64) -> WatcherConfig {
         WatcherConfig {
-            rpc_url,
-            chain_id: CHAIN_ID,
-            registry: self.deployment.registry,
-            start_block: 0,
-            confirmations,
+            follower: FollowerConfig {
+                rpc_url,
+                chain_id: CHAIN_ID,
+                registry: self.deployment.registry,
+                start_block: 0,
+                confirmations,
+                max_log_range,
+                rpc_timeout: Duration::from_secs(1),
+            },
             poll_interval: Duration::from_millis(100),
-            max_log_range,
-            rpc_timeout: Duration::from_secs(1),
         }
     }
 
@@ -518,7 +521,7 @@ async fn test_wrong_chain_is_refused() {
     chain.register(Role::Relay, 9001).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = chain.config(chain.url(), 0, 1000);
-    cfg.chain_id = 1;
+    cfg.follower.chain_id = 1;
     let mut w = watch(cfg, dir.path());
 
     for _ in 0..2 {

@@ -83,52 +83,31 @@ impl ProgressStore for RedbProgress {
     }
 }
 
-/// The watcher's settings, from `[chain]`.
+/// The watcher's settings, from `[chain]`: what the follower needs, and how
+/// often to poll.
 #[derive(Debug, Clone)]
 pub struct WatcherConfig {
-    /// Endpoint.
-    pub rpc_url: String,
-    /// Expected chain id.
-    pub chain_id: u64,
-    /// NoxRegistry.
-    pub registry: Address,
-    /// First block of interest.
-    pub start_block: u64,
-    /// Confirmation depth.
-    pub confirmations: u64,
+    /// Endpoint, chain, registry, start block, confirmations, log range, timeout.
+    pub follower: FollowerConfig,
     /// Pause between polls.
     pub poll_interval: Duration,
-    /// Most blocks per log request.
-    pub max_log_range: u64,
-    /// Timeout of one request.
-    pub rpc_timeout: Duration,
 }
 
 impl WatcherConfig {
     /// From a validated `[chain]` section; `None` when no chain is configured.
     pub fn from_section(c: &ChainSection) -> Option<Self> {
         Some(WatcherConfig {
-            rpc_url: c.rpc_url.clone()?,
-            chain_id: c.chain_id,
-            registry: c.registry_address()?,
-            start_block: c.start_block,
-            confirmations: c.confirmations,
+            follower: FollowerConfig {
+                rpc_url: c.rpc_url.clone()?,
+                chain_id: c.chain_id,
+                registry: c.registry_address()?,
+                start_block: c.start_block,
+                confirmations: c.confirmations,
+                max_log_range: c.max_log_range.max(1),
+                rpc_timeout: Duration::from_millis(c.rpc_timeout_ms),
+            },
             poll_interval: Duration::from_millis(c.poll_interval_ms),
-            max_log_range: c.max_log_range.max(1),
-            rpc_timeout: Duration::from_millis(c.rpc_timeout_ms),
         })
-    }
-
-    fn follower(&self) -> FollowerConfig {
-        FollowerConfig {
-            rpc_url: self.rpc_url.clone(),
-            chain_id: self.chain_id,
-            registry: self.registry,
-            start_block: self.start_block,
-            confirmations: self.confirmations,
-            max_log_range: self.max_log_range,
-            rpc_timeout: self.rpc_timeout,
-        }
     }
 }
 
@@ -167,7 +146,7 @@ pub struct ChainWatcher {
 
 impl std::fmt::Debug for ChainWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChainWatcher").field("registry", &self.cfg.registry).finish_non_exhaustive()
+        f.debug_struct("ChainWatcher").field("registry", &self.cfg.follower.registry).finish_non_exhaustive()
     }
 }
 
@@ -182,7 +161,7 @@ impl ChainWatcher {
         metrics: Metrics,
         self_id: NodeId,
     ) -> Result<(Self, TopologyChange), ChainError> {
-        let (follower, resumed) = RegistryFollower::new(cfg.follower(), Arc::new(RedbProgress(db)))?;
+        let (follower, resumed) = RegistryFollower::new(cfg.follower.clone(), Arc::new(RedbProgress(db)))?;
         let gauges = ChainGauges::new(&metrics);
         let w = ChainWatcher { cfg, follower, topology, metrics, gauges, self_id };
         let change = if resumed { w.publish() } else { TopologyChange::default() };

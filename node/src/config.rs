@@ -713,14 +713,7 @@ mod tests {
 
     /// Every (section, key) a file can set, optional keys included.
     fn all_keys() -> Vec<(String, String)> {
-        let mut keys = Vec::new();
-        for (section, table) in default_table() {
-            for key in table.as_table().unwrap().keys() {
-                keys.push((section.clone(), key.clone()));
-            }
-        }
-        keys.extend(OPTIONAL_KEYS.iter().map(|(s, k)| (s.to_string(), k.to_string())));
-        keys
+        nox_config::all_keys::<NodeConfig>()
     }
 
     #[test]
@@ -1142,6 +1135,14 @@ mod tests {
             ("[cover]\ndrop_rate = inf\n", "cover.drop_rate"),
             ("[cover]\nmean_delay_ms = 0.0\n", "cover.mean_delay_ms"),
             ("[cover]\nloop_timeout_secs = 0\n", "cover.loop_timeout_secs"),
+            ("[exit]\nqueue = 0\n", "exit.queue"),
+            ("[exit]\nconcurrency = 0\n", "exit.concurrency"),
+            ("[exit]\nrequest_timeout_ms = 99\n", "exit.request_timeout_ms"),
+            ("[exit]\nreassembly_max_bytes = 1000\n", "exit.reassembly_max_bytes"),
+            ("[exit]\nreassembly_max_messages = 0\n", "exit.reassembly_max_messages"),
+            ("[exit]\nreassembly_max_fragments = 0\n", "exit.reassembly_max_fragments"),
+            ("[exit]\nreassembly_max_message_bytes = 0\n", "exit.reassembly_max_message_bytes"),
+            ("[exit]\nreassembly_stale_secs = 0\n", "exit.reassembly_stale_secs"),
             ("[log]\nlevel = \"nox_node=loud\"\n", "log.level"),
         ];
         for (text, key) in cases {

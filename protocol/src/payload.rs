@@ -227,6 +227,11 @@ impl RequestKind {
         }
     }
 
+    /// The kind of a wire byte; `None` for a byte no request kind has.
+    pub fn from_byte(b: u8) -> Option<RequestKind> {
+        RequestKind::ALL.into_iter().find(|k| k.byte() == b)
+    }
+
     /// The kind's name (`echo`, `eth_request`, …), for metrics, logs and
     /// configuration.
     pub const fn name(self) -> &'static str {
@@ -322,12 +327,10 @@ impl Envelope {
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(version));
         }
-        let kind = r.u8()?;
-        match kind {
-            0x01..=0x06 => {}
+        let kind = match r.u8()? {
             REPLY_KIND => return Err(EnvelopeError::WrongDirection(REPLY_KIND)),
-            k => return Err(EnvelopeError::UnknownKind(k)),
-        }
+            k => RequestKind::from_byte(k).ok_or(EnvelopeError::UnknownKind(k))?,
+        };
         let mut request_id = [0u8; REQUEST_ID_LEN];
         request_id.copy_from_slice(r.take(REQUEST_ID_LEN)?);
         let count = usize::from(r.u8()?);
@@ -336,8 +339,8 @@ impl Envelope {
             surbs.push(Surb::decode(r.take(SURB_LEN)?).map_err(|_| EnvelopeError::MalformedSurb)?);
         }
         let request = match kind {
-            0x01 => Request::Echo { data: r.bytes()?.to_vec() },
-            0x02 => {
+            RequestKind::Echo => Request::Echo { data: r.bytes()?.to_vec() },
+            RequestKind::EthRequest => {
                 let chain_id = r.u64()?;
                 let mut target = [0u8; 20];
                 target.copy_from_slice(r.take(20)?);
@@ -348,9 +351,9 @@ impl Envelope {
                 let payment = Box::new(GasPayment::decode(&bytes)?);
                 Request::EthRequest { chain_id, target, call_gas, calldata, payment }
             }
-            0x03 => Request::RawBroadcast { chain_id: r.u64()?, raw_tx: r.bytes()?.to_vec() },
-            0x04 => Request::RpcCall { chain_id: r.u64()?, json: r.string()? },
-            0x05 => {
+            RequestKind::RawBroadcast => Request::RawBroadcast { chain_id: r.u64()?, raw_tx: r.bytes()?.to_vec() },
+            RequestKind::RpcCall => Request::RpcCall { chain_id: r.u64()?, json: r.string()? },
+            RequestKind::Http => {
                 let method = r.string()?;
                 let url = r.string()?;
                 let n = r.count()?;
@@ -360,7 +363,7 @@ impl Envelope {
                 }
                 Request::Http { method, url, headers, body: r.bytes()?.to_vec() }
             }
-            0x06 => {
+            RequestKind::Mail => {
                 let transport = match r.u8()? {
                     1 => MailTransport::Smtp,
                     2 => MailTransport::Nntp,
@@ -373,7 +376,6 @@ impl Envelope {
                 }
                 Request::Mail { transport, recipients, message: r.bytes()?.to_vec() }
             }
-            k => return Err(EnvelopeError::UnknownKind(k)),
         };
         if r.remaining() != 0 {
             return Err(EnvelopeError::TrailingBytes(r.remaining()));
@@ -475,7 +477,7 @@ impl Reply {
         }
         match r.u8()? {
             REPLY_KIND => {}
-            k @ 0x01..=0x06 => return Err(EnvelopeError::WrongDirection(k)),
+            k if RequestKind::from_byte(k).is_some() => return Err(EnvelopeError::WrongDirection(k)),
             k => return Err(EnvelopeError::UnknownKind(k)),
         }
         let mut request_id = [0u8; REQUEST_ID_LEN];

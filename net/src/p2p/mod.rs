@@ -2,16 +2,8 @@
 //!
 //! Wire stack: TCP (nodelay) + Noise XX + Yamux, with the node's Ed25519
 //! identity as the libp2p key, so the peer id *is* the 32-byte node id that
-//! routing blocks name ([`peer_id_of`], [`node_id_of`]). Protocols:
-//!
-//! | protocol / topic        | carries                                                       |
-//! |-------------------------|---------------------------------------------------------------|
-//! | `/nox/packet/1`         | a long-lived stream of raw 32,768-byte packets, no framing     |
-//! | `/nox/submit/1`         | client → entry: `packet ‖ 8-byte PoW nonce` frames             |
-//! | `/nox/control/1`        | request-response (CBOR): handshake, descriptors, reply claims |
-//! | `nox/descriptors/1`     | GossipSub: signed mix descriptors                              |
-//! | `nox/prices/1`          | GossipSub: oracle prices (relayed, not interpreted here)       |
-//! | identify, ping          | liveness and protocol discovery                                |
+//! routing blocks name ([`peer_id_of`], [`node_id_of`]). The protocols and
+//! topics it speaks, and their framing, are listed in [`crate::control`].
 //!
 //! The swarm task owns the `Swarm` and never waits on anyone: it forwards
 //! [`Event`]s with `try_send` (an owner that falls behind loses events — logged

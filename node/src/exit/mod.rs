@@ -19,7 +19,10 @@
 //! message, message length and stale timeout; `exit.concurrency` requests
 //! served at once (beyond it a request is answered `Busy` and counted
 //! `exit/busy`); `exit.request_timeout_ms` from the message's completion to
-//! the answer (beyond it the answer is `Timeout`). Every request gets an
+//! the answer (beyond it the answer is `Timeout`); an answer longer than the
+//! request's SURBs carry is replaced by a `BadRequest` that says so, whatever
+//! the service (a service that knows its answer's size early refuses before
+//! doing the work). Every request gets an
 //! answer if it carried SURBs: an unknown kind is `Unsupported`, a malformed
 //! envelope gets none (it has no readable SURBs) and is counted
 //! `exit/bad_envelope`.
@@ -99,6 +102,8 @@ impl std::fmt::Debug for ExitContext {
 }
 
 struct ExitMetrics {
+    served: Counter,
+    service_failed: Counter,
     fragment: Counter,
     bad_fragment: Counter,
     bad_envelope: Counter,
@@ -111,8 +116,7 @@ struct ExitMetrics {
 
 impl ExitMetrics {
     fn answered(&self, status: ReplyStatus) {
-        let outcome = if status == ReplyStatus::Ok { "served" } else { "service_failed" };
-        self.metrics.packets("exit", outcome).inc();
+        if status == ReplyStatus::Ok { &self.served } else { &self.service_failed }.inc();
         self.metrics.event("exit_reply", status.label()).inc();
     }
 }
@@ -126,6 +130,8 @@ impl ExitStage {
     pub async fn run(cfg: ExitConfig, input: flume::Receiver<Payload>, ctx: ExitContext) {
         let mm = &ctx.metrics;
         let m = Arc::new(ExitMetrics {
+            served: mm.packets("exit", "served"),
+            service_failed: mm.packets("exit", "service_failed"),
             fragment: mm.packets("exit", "fragment"),
             bad_fragment: mm.dropped("exit", "bad_fragment"),
             bad_envelope: mm.dropped("exit", "bad_envelope"),
@@ -179,7 +185,8 @@ impl ExitStage {
 async fn serve(envelope: Envelope, deadline: Instant, ctx: &ExitContext, m: &ExitMetrics) {
     let Envelope { request_id, surbs, request } = envelope;
     let kind = request.kind();
-    let rctx = RequestContext { request_id, kind, reply_budget: reply_budget(surbs.len()), deadline };
+    let budget = reply_budget(surbs.len());
+    let rctx = RequestContext { request_id, kind, reply_budget: budget, deadline };
     let outcome = match ctx.services.route(kind) {
         None => Err(ServiceError::Unsupported(kind.name())),
         Some(service) => {
@@ -190,6 +197,11 @@ async fn serve(envelope: Envelope, deadline: Instant, ctx: &ExitContext, m: &Exi
             }
         }
     };
+    // An answer the SURBs cannot carry would be lost on the way back: say so instead.
+    let outcome = outcome.and_then(|data| match data.len() {
+        needed if needed > budget => Err(ServiceError::ReplyTooLarge { needed, budget }),
+        _ => Ok(data),
+    });
     let reply = match outcome {
         Ok(data) => Reply { request_id, status: ReplyStatus::Ok, data },
         Err(e) => Reply { request_id, status: e.status(), data: e.to_string().into_bytes() },

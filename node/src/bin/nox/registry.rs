@@ -15,7 +15,7 @@ use std::time::Duration;
 use alloy::transports::http::reqwest;
 use alloy_primitives::B256;
 use nox_eth::amount::{AmountError, TokenAmount};
-use nox_eth::registry::operator::{self, Operator, OperatorError, RegistryStatus, RegistryTarget};
+use nox_eth::registry::operator::{self, OperatorError, RegistryStatus, RegistryTarget};
 use nox_net::topology_doc::TopologyDocument;
 use nox_node::config::{ChainSection, NodeConfig, P2pSection};
 use nox_node::keys::NodeKeys;
@@ -96,10 +96,6 @@ pub(crate) fn target(c: &ChainSection) -> Result<RegistryTarget, RegistryCommand
     Ok(RegistryTarget { rpc_url, chain_id: c.chain_id, registry })
 }
 
-fn operator_of(keys: &NodeKeys) -> Operator {
-    keys.operator()
-}
-
 /// `nox register`.
 pub(crate) async fn register(
     config: &NodeConfig,
@@ -108,7 +104,7 @@ pub(crate) async fn register(
     multiaddr: Option<String>,
 ) -> Result<operator::Registered, RegistryCommandError> {
     let t = target(&config.chain)?;
-    let op = operator_of(keys);
+    let op = keys.operator();
     let role = config.node.role;
     check_layer(role, config.node.layer, keys.wallet_address())?;
     let multiaddr = match multiaddr {
@@ -131,7 +127,7 @@ pub(crate) async fn register(
 /// unreachable node API is reported in the result, not as an error.
 pub(crate) async fn status(config: &NodeConfig, keys: &NodeKeys) -> Result<NodeStatus, RegistryCommandError> {
     let t = target(&config.chain)?;
-    let op = operator_of(keys);
+    let op = keys.operator();
     let registry = operator::status(&t, &op).await?;
     let (node_api, epoch_keys_published) = match published_epochs(config.http.listen, &op.node_id).await {
         Some(epochs) => (NodeApi::Reachable, Some(epochs)),
@@ -145,7 +141,7 @@ pub(crate) async fn unstake(
     config: &NodeConfig,
     keys: &NodeKeys,
 ) -> Result<operator::UnstakeRequested, RegistryCommandError> {
-    Ok(operator::request_unstake(&target(&config.chain)?, &operator_of(keys)).await?)
+    Ok(operator::request_unstake(&target(&config.chain)?, &keys.operator()).await?)
 }
 
 /// `nox withdraw-stake`.
@@ -153,7 +149,7 @@ pub(crate) async fn withdraw_stake(
     config: &NodeConfig,
     keys: &NodeKeys,
 ) -> Result<operator::Withdrawn, RegistryCommandError> {
-    Ok(operator::withdraw_stake(&target(&config.chain)?, &operator_of(keys)).await?)
+    Ok(operator::withdraw_stake(&target(&config.chain)?, &keys.operator()).await?)
 }
 
 /// The multiaddr to register when none is given: the first of
