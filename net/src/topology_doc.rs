@@ -142,7 +142,9 @@ impl TopologyDocument {
                 .find(|d| d.node_id.0 == n.node_id && d.layer == n.layer);
             if let Some(d) = verified {
                 // A layer that does not exist cannot be routed through.
-                let _ = set.insert(n.layer, d.node_id, d.mix_key);
+                if set.insert(n.layer, d.node_id, d.mix_key).is_ok() && d.services != 0 {
+                    set.set_services(d.node_id, d.services);
+                }
             }
         }
         set

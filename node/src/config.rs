@@ -366,6 +366,17 @@ pub struct ExitSection {
     pub reassembly_max_message_bytes: u32,
     /// Seconds after its first fragment an incomplete message is dropped.
     pub reassembly_stale_secs: u64,
+    /// Answers kept by request id, so that a retried request is answered
+    /// again instead of performed twice.
+    pub reply_cache_entries: usize,
+    /// Bytes of answers the reply cache and held answers take at most.
+    pub reply_cache_bytes: usize,
+    /// Seconds an answer stays in the cache, and a held answer waits for the
+    /// SURBs it asked for.
+    pub reply_cache_secs: u64,
+    /// Longest answer an exit sends back (asking for more SURBs when the
+    /// request carried too few); at most what 256 fragments carry.
+    pub reply_max_bytes: usize,
 }
 
 impl Default for ExitSection {
@@ -381,6 +392,10 @@ impl Default for ExitSection {
             reassembly_max_fragments: r.max_fragments_per_message,
             reassembly_max_message_bytes: r.max_message_len,
             reassembly_stale_secs: r.stale_after.as_secs(),
+            reply_cache_entries: 4096,
+            reply_cache_bytes: 64 << 20,
+            reply_cache_secs: 300,
+            reply_max_bytes: 4 << 20,
         }
     }
 }
@@ -658,6 +673,14 @@ impl NodeConfig {
         c.at_least("exit.reassembly_max_fragments", exit.reassembly_max_fragments, 1);
         c.at_least("exit.reassembly_max_message_bytes", exit.reassembly_max_message_bytes, 1);
         c.at_least("exit.reassembly_stale_secs", exit.reassembly_stale_secs, 1);
+        c.at_least("exit.reply_cache_secs", exit.reply_cache_secs, 1);
+        c.at_least("exit.reply_max_bytes", exit.reply_max_bytes, 1);
+        c.at_most(
+            "exit.reply_max_bytes",
+            exit.reply_max_bytes,
+            crate::exit::max_reply_bytes(),
+            " (what 256 reply fragments carry)",
+        );
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.fail("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level));

@@ -46,6 +46,8 @@ pub struct ControlContext {
     pub layer: u8,
     /// 0 relay, 1 exit.
     pub role: u8,
+    /// The request kinds this node serves, as its descriptors list them (0 for a relay).
+    pub services: u16,
     /// Addresses to publish.
     pub addresses: Arc<[String]>,
     /// Transport.
@@ -105,7 +107,7 @@ pub async fn run(ctx: ControlContext, mut events: mpsc::Receiver<Event>) {
 pub async fn publish_descriptors(ctx: &ControlContext) {
     let (descriptors, current) = {
         let ring = ctx.keys.read().unwrap_or_else(|e| e.into_inner());
-        (ring.descriptors(&ctx.identity, ctx.layer, ctx.role, &ctx.addresses), ring.current_epoch())
+        (ring.descriptors(&ctx.identity, ctx.layer, ctx.role, ctx.services, &ctx.addresses), ring.current_epoch())
     };
     let descriptors = match descriptors {
         Ok(d) => d,

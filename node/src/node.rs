@@ -246,12 +246,15 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let cover_state = Arc::new(CoverState::new(metrics.clone()));
     // Final payloads: cover on every node, client fragments on to the exit
     // stage of an exit.
+    // What this node's descriptors list as its services (an exit's router's kinds).
+    let mut offered = 0u16;
     let fragments = if cfg.node.role == Role::Exit {
         let (tx, rx) = flume::bounded(cfg.exit.queue.max(1));
         let services = opts
             .exit_services
             .clone()
             .unwrap_or_else(|| if cfg.exit.echo { ServiceRouter::echo_only() } else { ServiceRouter::new() });
+        offered = nox_protocol::payload::RequestKind::mask_of(&services.kinds());
         let xctx = ExitContext { services, egress: egress_tx.clone(), metrics: metrics.clone() };
         tasks.push(tokio::spawn(ExitStage::run((&cfg.exit).into(), rx, xctx)));
         Fragments::Exit(tx)
@@ -320,6 +323,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         identity: keys.identity.clone(),
         layer,
         role: cfg.node.role.code(),
+        services: offered,
         addresses: published.into(),
         p2p: p2p_handle.clone(),
         peers: peers.clone(),

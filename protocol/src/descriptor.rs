@@ -22,9 +22,14 @@
 //! ## Layout
 //!
 //! ```text
-//! version u8 = 1 ‖ node_id (32) ‖ epoch u64 ‖ mix_key (32) ‖ layer u8 ‖ role u8
-//!   ‖ address count u8 ‖ count × (length u16 ‖ UTF-8 bytes) ‖ signature (64)
+//! version u8 = 2 ‖ node_id (32) ‖ epoch u64 ‖ mix_key (32) ‖ layer u8 ‖ role u8
+//!   ‖ services u16 ‖ address count u8 ‖ count × (length u16 ‖ UTF-8 bytes) ‖ signature (64)
 //! ```
+//!
+//! `services` is the set of request kinds an exit serves, one bit per kind
+//! (`1 << kind byte`, `nox_protocol::payload::RequestKind::bit`); a relay's is
+//! 0. Clients pick an exit among those whose descriptor offers the request's
+//! kind, so an exit cannot claim a service it was not signed for.
 //!
 //! Integers are big-endian. The signature is Ed25519 (RFC 8032, checked with
 //! `verify_strict`) under `node_id`, over [`SIGNING_DOMAIN`] followed by every
@@ -45,10 +50,10 @@ use crate::wire::{Reader, Truncated};
 pub const DEFAULT_EPOCH_SECS: u64 = 3 * 3600;
 
 /// Descriptor format version.
-pub const DESCRIPTOR_VERSION: u8 = 1;
+pub const DESCRIPTOR_VERSION: u8 = 2;
 /// Prefix of every signed descriptor message, so a descriptor signature can never
 /// be taken for a signature over anything else the identity key signs.
-pub const SIGNING_DOMAIN: &[u8] = b"NOX mix descriptor v1\0";
+pub const SIGNING_DOMAIN: &[u8] = b"NOX mix descriptor v2\0";
 /// Most addresses one descriptor lists.
 pub const MAX_ADDRESSES: usize = 8;
 /// Longest address, in bytes of UTF-8.
@@ -61,8 +66,8 @@ pub const ROLE_EXIT: u8 = Role::Exit.code();
 /// Bytes of the signature at the end of a descriptor.
 pub const SIGNATURE_LEN: usize = 64;
 /// Bytes of a descriptor without addresses: version, node id, epoch, mix key,
-/// layer, role, address count and signature.
-pub const MIN_DESCRIPTOR_LEN: usize = 1 + 32 + 8 + 32 + 1 + 1 + 1 + SIGNATURE_LEN;
+/// layer, role, services, address count and signature.
+pub const MIN_DESCRIPTOR_LEN: usize = 1 + 32 + 8 + 32 + 1 + 1 + 2 + 1 + SIGNATURE_LEN;
 
 /// The epoch length is zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +157,9 @@ pub enum DescriptorError {
     /// usable Ed25519 public key: the descriptor is forged or was altered.
     #[error("descriptor signature does not verify under its node id")]
     BadSignature,
+    /// A relay's descriptor lists services (only exits serve requests).
+    #[error("a relay's descriptor lists services {0:#06x}")]
+    RelayWithServices(u16),
 }
 
 /// A node's signed announcement of the mix key it uses in one epoch.
@@ -170,6 +178,8 @@ pub struct MixDescriptor {
     pub layer: u8,
     /// [`ROLE_RELAY`] or [`ROLE_EXIT`].
     pub role: u8,
+    /// The request kinds an exit serves, one bit per kind (0 for a relay).
+    pub services: u16,
     /// Where the node listens (e.g. libp2p multiaddrs), at most [`MAX_ADDRESSES`].
     pub addresses: Vec<String>,
     signature: [u8; SIGNATURE_LEN],
@@ -188,7 +198,8 @@ impl std::fmt::Debug for MixDescriptor {
 }
 
 impl MixDescriptor {
-    /// Builds and signs a descriptor; `node_id` is the public half of `identity`.
+    /// Builds and signs a descriptor offering no services; `node_id` is the
+    /// public half of `identity`.
     pub fn sign(
         identity: &SigningKey,
         epoch: u64,
@@ -197,18 +208,38 @@ impl MixDescriptor {
         role: u8,
         addresses: Vec<String>,
     ) -> Result<Self, DescriptorError> {
-        check_fields(layer, role, &addresses)?;
+        MixDescriptor::sign_with_services(identity, epoch, mix_key, layer, role, 0, addresses)
+    }
+
+    /// Builds and signs a descriptor; an exit lists its `services`
+    /// (`RequestKind::mask_of`), a relay passes 0.
+    pub fn sign_with_services(
+        identity: &SigningKey,
+        epoch: u64,
+        mix_key: MixPublicKey,
+        layer: u8,
+        role: u8,
+        services: u16,
+        addresses: Vec<String>,
+    ) -> Result<Self, DescriptorError> {
+        check_fields(layer, role, services, &addresses)?;
         let mut descriptor = MixDescriptor {
             node_id: NodeId(identity.verifying_key().to_bytes()),
             epoch,
             mix_key,
             layer,
             role,
+            services,
             addresses,
             signature: [0; SIGNATURE_LEN],
         };
         descriptor.signature = identity.sign(&descriptor.signing_message()).to_bytes();
         Ok(descriptor)
+    }
+
+    /// Whether the node serves `kind` (an exit whose descriptor lists it).
+    pub fn offers(&self, kind: crate::payload::RequestKind) -> bool {
+        self.role == ROLE_EXIT && self.services & kind.bit() != 0
     }
 
     /// The Ed25519 signature.
@@ -218,7 +249,7 @@ impl MixDescriptor {
 
     /// Checks the field limits and the signature under `node_id`.
     pub fn verify(&self) -> Result<(), DescriptorError> {
-        check_fields(self.layer, self.role, &self.addresses)?;
+        check_fields(self.layer, self.role, self.services, &self.addresses)?;
         let key = VerifyingKey::from_bytes(&self.node_id.0).map_err(|_| DescriptorError::BadSignature)?;
         let signature = Signature::from_bytes(&self.signature);
         key.verify_strict(&self.signing_message(), &signature).map_err(|_| DescriptorError::BadSignature)
@@ -254,6 +285,10 @@ impl MixDescriptor {
         if role > ROLE_EXIT {
             return Err(DescriptorError::UnknownRole(role));
         }
+        let services = u16::from_be_bytes(r.array()?);
+        if role != ROLE_EXIT && services != 0 {
+            return Err(DescriptorError::RelayWithServices(services));
+        }
         let count = usize::from(r.u8()?);
         if count > MAX_ADDRESSES {
             return Err(DescriptorError::TooManyAddresses(count));
@@ -272,7 +307,7 @@ impl MixDescriptor {
         if r.remaining() != 0 {
             return Err(DescriptorError::TrailingBytes(r.remaining()));
         }
-        Ok(MixDescriptor { node_id, epoch, mix_key, layer, role, addresses, signature })
+        Ok(MixDescriptor { node_id, epoch, mix_key, layer, role, services, addresses, signature })
     }
 
     /// The exact bytes the signature covers: [`SIGNING_DOMAIN`] followed by the
@@ -295,6 +330,7 @@ impl MixDescriptor {
         out.extend_from_slice(&self.mix_key.0);
         out.push(self.layer);
         out.push(self.role);
+        out.extend_from_slice(&self.services.to_be_bytes());
         // Saturating lengths: out-of-limit fields (only possible by editing a
         // signed descriptor) produce bytes that decode refuses, never bytes that
         // decode to a different descriptor.
@@ -306,12 +342,15 @@ impl MixDescriptor {
     }
 }
 
-fn check_fields(layer: u8, role: u8, addresses: &[String]) -> Result<(), DescriptorError> {
+fn check_fields(layer: u8, role: u8, services: u16, addresses: &[String]) -> Result<(), DescriptorError> {
     if layer > MAX_LAYER {
         return Err(DescriptorError::LayerOutOfRange(layer));
     }
     if role > ROLE_EXIT {
         return Err(DescriptorError::UnknownRole(role));
+    }
+    if role != ROLE_EXIT && services != 0 {
+        return Err(DescriptorError::RelayWithServices(services));
     }
     if addresses.len() > MAX_ADDRESSES {
         return Err(DescriptorError::TooManyAddresses(addresses.len()));
@@ -339,6 +378,7 @@ mod tests {
 
     use super::*;
     use crate::crypto::x25519::MixSecretKey;
+    use crate::payload::RequestKind;
 
     fn identity(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
@@ -452,20 +492,20 @@ mod tests {
         b[layer_at + 1] = 7;
         assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::UnknownRole(7)));
         let mut b = good.clone();
-        b[layer_at + 2] = 9;
+        b[layer_at + 4] = 9;
         assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::TooManyAddresses(9)));
         let mut b = good.clone();
-        b[layer_at + 3..layer_at + 5].copy_from_slice(&0u16.to_be_bytes());
+        b[layer_at + 5..layer_at + 7].copy_from_slice(&0u16.to_be_bytes());
         assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::AddressLength { index: 0, len: 0 }));
         let mut b = good.clone();
-        b[layer_at + 3..layer_at + 5].copy_from_slice(&257u16.to_be_bytes());
+        b[layer_at + 5..layer_at + 7].copy_from_slice(&257u16.to_be_bytes());
         assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::AddressLength { index: 0, len: 257 }));
         let mut b = good.clone();
-        b[layer_at + 5] = 0xff;
+        b[layer_at + 7] = 0xff;
         assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::AddressNotUtf8 { index: 0 }));
         let mut b = good.clone();
-        b[0] = 2;
-        assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::UnknownVersion(2)));
+        b[0] = 1;
+        assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::UnknownVersion(1)));
         let mut b = good.clone();
         b.push(0);
         assert_eq!(MixDescriptor::decode(&b), Err(DescriptorError::TrailingBytes(1)));
@@ -520,6 +560,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn services_are_signed_and_only_exits_offer_them() {
+        let id = identity(0x21);
+        let key = MixPublicKey([3; 32]);
+        let rpc = RequestKind::mask_of(&[RequestKind::RpcCall, RequestKind::RawBroadcast]);
+        let exit = MixDescriptor::sign_with_services(&id, 1, key, 2, ROLE_EXIT, rpc, vec![]).unwrap();
+        assert!(exit.offers(RequestKind::RpcCall) && exit.offers(RequestKind::RawBroadcast));
+        assert!(!exit.offers(RequestKind::Http));
+        let back = MixDescriptor::decode(&exit.encode()).unwrap();
+        assert_eq!(back.services, rpc);
+        back.verify().unwrap();
+        // Claiming one more service after signing breaks the signature.
+        let mut widened = back.clone();
+        widened.services |= RequestKind::Http.bit();
+        assert_eq!(widened.verify(), Err(DescriptorError::BadSignature));
+        // A relay never lists services, signed or decoded.
+        assert_eq!(
+            MixDescriptor::sign_with_services(&id, 1, key, 1, ROLE_RELAY, rpc, vec![]).unwrap_err(),
+            DescriptorError::RelayWithServices(rpc)
+        );
+        let mut bytes = MixDescriptor::sign(&id, 1, key, 1, ROLE_RELAY, vec![]).unwrap().encode();
+        bytes[1 + 32 + 8 + 32 + 2 + 1] = 0x08;
+        assert_eq!(MixDescriptor::decode(&bytes).unwrap_err(), DescriptorError::RelayWithServices(8));
+    }
+
     // --- Test vector: protocol/tests/vectors/descriptor.hex ---------------------
     //
     // Same pattern as `tests/vectors.rs`: the file is regenerated from fixed seeds
@@ -533,12 +598,13 @@ mod tests {
     fn generate_vector() -> String {
         let seed = [0x5eu8; 32];
         let mix = MixSecretKey::from_bytes([0x6d; 32]);
-        let d = MixDescriptor::sign(
+        let d = MixDescriptor::sign_with_services(
             &SigningKey::from_bytes(&seed),
             163_840,
             mix.public_key(),
             2,
             ROLE_EXIT,
+            RequestKind::mask_of(&[RequestKind::Echo, RequestKind::RpcCall]),
             vec!["/ip4/198.51.100.1/tcp/7000".to_owned(), "/ip6/2001:db8::1/tcp/7000".to_owned()],
         )
         .unwrap();

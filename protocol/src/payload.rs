@@ -29,7 +29,13 @@
 //! | 0x04 | RpcCall        | chain id u64 ‖ JSON-RPC request (string)                        |
 //! | 0x05 | Http           | method ‖ url ‖ headers (list of name, value) ‖ body              |
 //! | 0x06 | Mail           | transport u8 (1 SMTP, 2 NNTP) ‖ recipients (list) ‖ message     |
+//! | 0x07 | SurbTopUp      | (empty: the envelope's SURBs are the point)                     |
 //! | 0x10 | Reply          | status u8 ‖ data (see [`ReplyStatus`])                          |
+//!
+//! A `SurbTopUp` carries more SURBs for an answer the exit holds: its request
+//! id is the id of the request being answered, and the exit adds its SURBs to
+//! those the request carried (see [`ReplyStatus::MoreSurbs`]). It gets no
+//! answer of its own.
 //!
 //! `payment` in an Ethereum request is a [`GasPayment`]: the spend proof and
 //! its public inputs, fixed-size and range-checked on decoding
@@ -156,6 +162,8 @@ pub enum Request {
         /// The RFC 5322 message.
         message: Vec<u8>,
     },
+    /// More SURBs for the held answer to the envelope's request id.
+    SurbTopUp,
 }
 
 impl std::fmt::Debug for Request {
@@ -167,6 +175,7 @@ impl std::fmt::Debug for Request {
             Request::RpcCall { .. } => "RpcCall",
             Request::Http { .. } => "Http",
             Request::Mail { .. } => "Mail",
+            Request::SurbTopUp => "SurbTopUp",
         };
         write!(f, "Request::{name}(<redacted>)")
     }
@@ -182,6 +191,7 @@ impl Request {
             Request::RpcCall { .. } => RequestKind::RpcCall,
             Request::Http { .. } => RequestKind::Http,
             Request::Mail { .. } => RequestKind::Mail,
+            Request::SurbTopUp => RequestKind::SurbTopUp,
         }
     }
 }
@@ -202,11 +212,25 @@ pub enum RequestKind {
     Http,
     /// [`Request::Mail`].
     Mail,
+    /// [`Request::SurbTopUp`]: handled by the exit stage itself, never by a
+    /// service.
+    SurbTopUp,
 }
 
 impl RequestKind {
     /// Every kind.
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 7] = [
+        RequestKind::Echo,
+        RequestKind::EthRequest,
+        RequestKind::RawBroadcast,
+        RequestKind::RpcCall,
+        RequestKind::Http,
+        RequestKind::Mail,
+        RequestKind::SurbTopUp,
+    ];
+
+    /// The kinds a service answers (every kind but [`RequestKind::SurbTopUp`]).
+    pub const SERVICES: [RequestKind; 6] = [
         RequestKind::Echo,
         RequestKind::EthRequest,
         RequestKind::RawBroadcast,
@@ -224,7 +248,24 @@ impl RequestKind {
             RequestKind::RpcCall => 0x04,
             RequestKind::Http => 0x05,
             RequestKind::Mail => 0x06,
+            RequestKind::SurbTopUp => 0x07,
         }
+    }
+
+    /// The kind's bit in a service set (`1 << byte`): what an exit's
+    /// descriptor lists as the services it offers.
+    pub const fn bit(self) -> u16 {
+        1 << self.byte()
+    }
+
+    /// The service set (a `u16` of [`RequestKind::bit`]s) of `kinds`.
+    pub fn mask_of(kinds: &[RequestKind]) -> u16 {
+        kinds.iter().fold(0, |m, k| m | k.bit())
+    }
+
+    /// The kinds in the service set `mask`.
+    pub fn in_mask(mask: u16) -> Vec<RequestKind> {
+        RequestKind::SERVICES.into_iter().filter(|k| mask & k.bit() != 0).collect()
     }
 
     /// The kind of a wire byte; `None` for a byte no request kind has.
@@ -242,6 +283,7 @@ impl RequestKind {
             RequestKind::RpcCall => "rpc_call",
             RequestKind::Http => "http",
             RequestKind::Mail => "mail",
+            RequestKind::SurbTopUp => "surb_top_up",
         }
     }
 }
@@ -316,6 +358,7 @@ impl Envelope {
                 }
                 put_bytes(&mut w, message)?;
             }
+            Request::SurbTopUp => {}
         }
         Ok(w)
     }
@@ -376,6 +419,7 @@ impl Envelope {
                 }
                 Request::Mail { transport, recipients, message: r.bytes()?.to_vec() }
             }
+            RequestKind::SurbTopUp => Request::SurbTopUp,
         };
         if r.remaining() != 0 {
             return Err(EnvelopeError::TrailingBytes(r.remaining()));
@@ -384,8 +428,9 @@ impl Envelope {
     }
 }
 
-/// How an exit's answer turned out. Every status but [`ReplyStatus::Ok`]
-/// carries a UTF-8 explanation as its data; `Ok` carries the service's answer.
+/// How an exit's answer turned out. `Ok` carries the service's answer,
+/// `MoreSurbs` the count of SURBs it needs, and every other status a UTF-8
+/// explanation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReplyStatus {
     /// Served; the data is the answer.
@@ -404,6 +449,11 @@ pub enum ReplyStatus {
     Timeout = 5,
     /// The exit is at its limit for this service; try another exit or later.
     Busy = 6,
+    /// The answer is ready but needs more SURBs than the request carried: the
+    /// data is the number of further SURBs needed (`u16`, big-endian). The exit
+    /// holds the answer for a bounded time; a [`Request::SurbTopUp`] with the
+    /// same request id and at least that many SURBs releases it.
+    MoreSurbs = 7,
 }
 
 impl ReplyStatus {
@@ -417,6 +467,7 @@ impl ReplyStatus {
             4 => ReplyStatus::Failed,
             5 => ReplyStatus::Timeout,
             6 => ReplyStatus::Busy,
+            7 => ReplyStatus::MoreSurbs,
             other => return Err(EnvelopeError::UnknownStatus(other)),
         })
     }
@@ -431,6 +482,7 @@ impl ReplyStatus {
             ReplyStatus::Failed => "failed",
             ReplyStatus::Timeout => "timeout",
             ReplyStatus::Busy => "busy",
+            ReplyStatus::MoreSurbs => "more_surbs",
         }
     }
 }
@@ -488,6 +540,20 @@ impl Reply {
             return Err(EnvelopeError::TrailingBytes(r.remaining()));
         }
         Ok(Reply { request_id, status, data })
+    }
+
+    /// A `MoreSurbs` reply asking for `needed` further SURBs.
+    pub fn more_surbs(request_id: [u8; REQUEST_ID_LEN], needed: u16) -> Self {
+        Reply { request_id, status: ReplyStatus::MoreSurbs, data: needed.to_be_bytes().to_vec() }
+    }
+
+    /// The SURB count a `MoreSurbs` reply asks for; `None` for any other
+    /// reply or a malformed count.
+    pub fn surbs_needed(&self) -> Option<u16> {
+        match (self.status, self.data.as_slice()) {
+            (ReplyStatus::MoreSurbs, [hi, lo]) => Some(u16::from_be_bytes([*hi, *lo])),
+            _ => None,
+        }
     }
 
     /// The largest `data` whose encoded reply fits in `bytes`.

@@ -23,6 +23,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::crypto::x25519::MixPublicKey;
+use crate::payload::RequestKind;
 use crate::sphinx::{Hop, MAX_HOPS, NodeId};
 use crate::topology::{ENTRY_LAYER, EXIT_LAYER, MAX_LAYER};
 
@@ -57,6 +58,8 @@ pub enum RouteError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteSet {
     layers: [Vec<(NodeId, MixPublicKey)>; 3],
+    /// Exit → the request kinds its descriptor offers (`RequestKind::bit`s).
+    services: std::collections::BTreeMap<NodeId, u16>,
 }
 
 impl RouteSet {
@@ -73,6 +76,20 @@ impl RouteSet {
             Err(i) => members.insert(i, (id, key)),
         }
         Ok(())
+    }
+
+    /// Records the services an exit's descriptor offers.
+    pub fn set_services(&mut self, id: NodeId, services: u16) {
+        self.services.insert(id, services);
+    }
+
+    /// The exits (with a key for the epoch) that offer `kind`.
+    pub fn exits_offering(&self, kind: RequestKind) -> Vec<NodeId> {
+        self.layer(EXIT_LAYER)
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| self.services.get(id).is_some_and(|m| m & kind.bit() != 0))
+            .collect()
     }
 
     /// The nodes of `layer` (empty for a layer that does not exist).
@@ -136,6 +153,11 @@ impl RouteSet {
     /// admits clients), an exit last, nodes of any layer between, never the
     /// same node twice in a row.
     pub fn free(&self, hops: usize, rng: &mut impl Rng) -> Result<Vec<Hop>, RouteError> {
+        self.free_to(hops, None, rng)
+    }
+
+    /// [`RouteSet::free`] ending at `exit` when given.
+    pub fn free_to(&self, hops: usize, exit: Option<NodeId>, rng: &mut impl Rng) -> Result<Vec<Hop>, RouteError> {
         if !(MIN_FREE_HOPS..=MAX_FREE_HOPS).contains(&hops) {
             return Err(RouteError::BadLength(hops));
         }
@@ -149,7 +171,23 @@ impl RouteSet {
             route.push(Hop { id: *id, key: *key, delay_us: 0 });
         }
         let prev: Vec<NodeId> = route.last().map(|h| h.id).into_iter().collect();
-        route.push(self.pick(EXIT_LAYER, &prev, rng)?);
+        let last = match exit {
+            Some(id) => {
+                let key = self.layer(EXIT_LAYER).iter().find(|(n, _)| *n == id).ok_or(RouteError::UnknownExit)?.1;
+                if prev.contains(&id) {
+                    // The node before the exit is the exit: draw that hop again among the others.
+                    route.pop();
+                    let before: Vec<NodeId> = route.last().map(|h| h.id).into_iter().chain([id]).collect();
+                    let eligible: Vec<&(NodeId, MixPublicKey)> =
+                        anyone.iter().copied().filter(|(n, _)| !before.contains(n)).collect();
+                    let (n, k) = eligible.choose(rng).copied().ok_or(RouteError::EmptyLayer(1))?;
+                    route.push(Hop { id: *n, key: *k, delay_us: 0 });
+                }
+                Hop { id, key, delay_us: 0 }
+            }
+            None => self.pick(EXIT_LAYER, &prev, rng)?,
+        };
+        route.push(last);
         Ok(route)
     }
 
@@ -229,6 +267,26 @@ mod tests {
         let named = s.explicit(&[entry, exit], 7).unwrap();
         assert_eq!((named[0].id, named[1].id, named[1].delay_us), (entry, exit, 7));
         assert_eq!(s.explicit(&[entry, NodeId([0xff; 32])], 7), Err(RouteError::UnknownHop(1)));
+    }
+
+    #[test]
+    fn exits_are_chosen_among_those_offering_the_service() {
+        let mut s = set(3);
+        let exits: Vec<NodeId> = s.layer(2).iter().map(|(n, _)| *n).collect();
+        assert!(s.exits_offering(RequestKind::RpcCall).is_empty(), "no descriptor, no service");
+        s.set_services(exits[0], RequestKind::mask_of(&[RequestKind::Echo]));
+        s.set_services(exits[2], RequestKind::mask_of(&[RequestKind::Echo, RequestKind::RpcCall]));
+        assert_eq!(s.exits_offering(RequestKind::RpcCall), vec![exits[2]]);
+        assert_eq!(s.exits_offering(RequestKind::Echo), vec![exits[0], exits[2]]);
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        for hops in MIN_FREE_HOPS..=MAX_FREE_HOPS {
+            for _ in 0..50 {
+                let r = s.free_to(hops, Some(exits[2]), &mut rng).unwrap();
+                assert_eq!((r.len(), r[hops - 1].id), (hops, exits[2]));
+                assert!(r.windows(2).all(|w| w[0].id != w[1].id));
+            }
+        }
+        assert_eq!(s.free_to(3, Some(s.layer(0)[0].0), &mut rng), Err(RouteError::UnknownExit));
     }
 
     #[test]

@@ -48,6 +48,7 @@ fn statuses() -> impl Strategy<Value = ReplyStatus> {
         Just(ReplyStatus::Failed),
         Just(ReplyStatus::Timeout),
         Just(ReplyStatus::Busy),
+        Just(ReplyStatus::MoreSurbs),
     ]
 }
 
@@ -71,6 +72,7 @@ fn any_request() -> impl Strategy<Value = Request> {
                 message,
             }
         }),
+        Just(Request::SurbTopUp),
     ]
 }
 
@@ -113,8 +115,19 @@ fn a_request_is_not_a_reply_and_unknown_statuses_are_refused() {
     let env = Envelope { request_id: [0; 16], surbs: vec![], request: Request::Echo { data: vec![1] } };
     assert_eq!(Reply::decode(&env.encode().unwrap()), Err(EnvelopeError::WrongDirection(0x01)));
     let mut b = Reply { request_id: [0; 16], status: ReplyStatus::Ok, data: vec![] }.encode().unwrap();
-    b[18] = 7;
-    assert_eq!(Reply::decode(&b), Err(EnvelopeError::UnknownStatus(7)));
+    b[18] = 8;
+    assert_eq!(Reply::decode(&b), Err(EnvelopeError::UnknownStatus(8)));
+}
+
+#[test]
+fn a_more_surbs_reply_names_its_count_and_nothing_else_does() {
+    let more = Reply::more_surbs([3; 16], 300);
+    let back = Reply::decode(&more.encode().unwrap()).unwrap();
+    assert_eq!((back.status, back.surbs_needed()), (ReplyStatus::MoreSurbs, Some(300)));
+    let ok = Reply { request_id: [3; 16], status: ReplyStatus::Ok, data: vec![1, 44] };
+    assert_eq!(ok.surbs_needed(), None);
+    let odd = Reply { request_id: [3; 16], status: ReplyStatus::MoreSurbs, data: vec![1] };
+    assert_eq!(odd.surbs_needed(), None);
 }
 
 #[test]

@@ -13,34 +13,59 @@
 //!   [`ServiceError`] out;
 //! * [`router`] — [`ServiceRouter`]: request kind → service;
 //! * [`echo`] — [`EchoService`];
-//! * [`reply`] — replies as SURB packets.
+//! * [`reply`] — replies as SURB packets;
+//! * [`book`] — [`ReplyBook`]: requests by id (a retry is answered, not
+//!   performed again) and answers held for more SURBs.
 //!
 //! Bounds (`[exit]`): the reassembler's bytes, messages, fragments per
 //! message, message length and stale timeout; `exit.concurrency` requests
 //! served at once (beyond it a request is answered `Busy` and counted
 //! `exit/busy`); `exit.request_timeout_ms` from the message's completion to
-//! the answer (beyond it the answer is `Timeout`); an answer longer than the
-//! request's SURBs carry is replaced by a `BadRequest` that says so, whatever
+//! the answer (beyond it the answer is `Timeout`); an answer longer than
+//! `exit.reply_max_bytes` is replaced by a `BadRequest` that says so, whatever
 //! the service (a service that knows its answer's size early refuses before
-//! doing the work). Every request gets an
+//! doing the work).
+//!
+//! ## Large answers: SURB replenishment
+//!
+//! A client attaches SURBs for the answer it expects. When the answer needs
+//! more fragments than the request carried SURBs, the exit holds it (in the
+//! [`ReplyBook`], for `exit.reply_cache_secs`) and spends one SURB on a
+//! [`ReplyStatus::MoreSurbs`] reply naming how many more it needs; the
+//! client sends them in a `SurbTopUp` envelope with the same request id, and
+//! the answer leaves whole once the exit holds a SURB per fragment.
+//!
+//! ## Retries
+//!
+//! A client that gets no answer in time sends the same request again (same
+//! request id, fresh route, fresh SURBs). The book answers a repeat from what
+//! it holds: a request still being served answers over the repeat's SURBs, an
+//! answered one is answered again, a held one takes the repeat's SURBs. A
+//! request is performed at most once per exit while its id is in the book.
+//! `Busy` answers are not remembered, so a retry after `Busy` is served.
+//!
+//! Every request gets an
 //! answer if it carried SURBs: an unknown kind is `Unsupported`, a malformed
 //! envelope gets none (it has no readable SURBs) and is counted
 //! `exit/bad_envelope`.
 
+pub mod book;
 pub mod echo;
 pub mod reply;
 pub mod router;
 pub mod service;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nox_protocol::fragment::{Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Reply, ReplyStatus};
+use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLimits};
+use nox_protocol::payload::{Envelope, Reply, ReplyStatus, Request};
 use nox_protocol::sphinx::Payload;
+use nox_protocol::sphinx::surb::Surb;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
+pub use self::book::{Arrival, BookLimits, ReplyBook};
 pub use self::echo::EchoService;
 pub use self::router::ServiceRouter;
 pub use self::service::{ExitService, RequestContext, ServiceError};
@@ -49,6 +74,14 @@ use self::reply::{ReplyError, reply_budget, reply_packets};
 use crate::config::ExitSection;
 use crate::metrics::Metrics;
 use crate::pipeline::Action;
+
+/// Most SURBs one answer can use: the fragmenter's largest size bucket.
+pub const MAX_REPLY_FRAGMENTS: usize = 256;
+
+/// The longest answer any exit can send: what [`MAX_REPLY_FRAGMENTS`] SURBs carry.
+pub fn max_reply_bytes() -> usize {
+    reply_budget(MAX_REPLY_FRAGMENTS)
+}
 
 /// Exit-stage settings (`[exit]`).
 #[derive(Debug, Clone)]
@@ -59,11 +92,15 @@ pub struct ExitConfig {
     pub concurrency: usize,
     /// From a complete message to its answer.
     pub request_timeout: Duration,
+    /// The reply book's bounds.
+    pub book: BookLimits,
+    /// Longest answer sent back (at most [`max_reply_bytes`]).
+    pub reply_max_bytes: usize,
 }
 
 impl Default for ExitConfig {
     fn default() -> Self {
-        ExitConfig { limits: ReassemblyLimits::default(), concurrency: 256, request_timeout: Duration::from_secs(30) }
+        (&ExitSection::default()).into()
     }
 }
 
@@ -80,6 +117,12 @@ impl From<&ExitSection> for ExitConfig {
             },
             concurrency: c.concurrency,
             request_timeout: Duration::from_millis(c.request_timeout_ms),
+            book: BookLimits {
+                entries: c.reply_cache_entries,
+                bytes: c.reply_cache_bytes,
+                ttl: Duration::from_secs(c.reply_cache_secs),
+            },
+            reply_max_bytes: c.reply_max_bytes.min(max_reply_bytes()),
         }
     }
 }
@@ -111,6 +154,11 @@ struct ExitMetrics {
     reply_packets: Counter,
     short_of_surbs: Counter,
     reply_unbuildable: Counter,
+    repeat: Counter,
+    held: Counter,
+    top_up: Counter,
+    top_up_unknown: Counter,
+    book_evicted: Counter,
     metrics: Metrics,
 }
 
@@ -121,6 +169,20 @@ impl ExitMetrics {
     }
 }
 
+/// Everything a request's task shares with the stage.
+struct Shared {
+    ctx: ExitContext,
+    m: ExitMetrics,
+    book: Mutex<ReplyBook>,
+    reply_max_bytes: usize,
+}
+
+impl Shared {
+    fn book(&self) -> std::sync::MutexGuard<'_, ReplyBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The exit stage.
 #[derive(Debug)]
 pub struct ExitStage;
@@ -128,18 +190,28 @@ pub struct ExitStage;
 impl ExitStage {
     /// Runs until `input` closes.
     pub async fn run(cfg: ExitConfig, input: flume::Receiver<Payload>, ctx: ExitContext) {
-        let mm = &ctx.metrics;
-        let m = Arc::new(ExitMetrics {
-            served: mm.packets("exit", "served"),
-            service_failed: mm.packets("exit", "service_failed"),
-            fragment: mm.packets("exit", "fragment"),
-            bad_fragment: mm.dropped("exit", "bad_fragment"),
-            bad_envelope: mm.dropped("exit", "bad_envelope"),
-            busy: mm.dropped("exit", "busy"),
-            reply_packets: mm.packets("exit", "reply_packets"),
-            short_of_surbs: mm.dropped("exit", "short_of_surbs"),
-            reply_unbuildable: mm.dropped("exit", "reply_unbuildable"),
-            metrics: mm.clone(),
+        let mm = ctx.metrics.clone();
+        let shared = Arc::new(Shared {
+            m: ExitMetrics {
+                served: mm.packets("exit", "served"),
+                service_failed: mm.packets("exit", "service_failed"),
+                fragment: mm.packets("exit", "fragment"),
+                bad_fragment: mm.dropped("exit", "bad_fragment"),
+                bad_envelope: mm.dropped("exit", "bad_envelope"),
+                busy: mm.dropped("exit", "busy"),
+                reply_packets: mm.packets("exit", "reply_packets"),
+                short_of_surbs: mm.dropped("exit", "short_of_surbs"),
+                reply_unbuildable: mm.dropped("exit", "reply_unbuildable"),
+                repeat: mm.packets("exit", "repeat"),
+                held: mm.packets("exit", "held_for_surbs"),
+                top_up: mm.packets("exit", "surb_top_up"),
+                top_up_unknown: mm.dropped("exit", "top_up_unknown"),
+                book_evicted: mm.dropped("exit", "book_evicted"),
+                metrics: mm,
+            },
+            ctx,
+            book: Mutex::new(ReplyBook::new(cfg.book)),
+            reply_max_bytes: cfg.reply_max_bytes,
         });
         let mut reassembler = Reassembler::new(cfg.limits);
         let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
@@ -149,45 +221,74 @@ impl ExitStage {
             let message = match reassembler.insert(payload.as_bytes(), now) {
                 Ok(Reassembled::Complete(msg)) => msg,
                 Ok(_) => {
-                    m.fragment.inc();
+                    shared.m.fragment.inc();
                     continue;
                 }
                 Err(_) => {
-                    m.bad_fragment.inc();
+                    shared.m.bad_fragment.inc();
                     continue;
                 }
             };
-            let envelope = match Envelope::decode(&message) {
-                Ok(e) => e,
-                Err(_) => {
-                    m.bad_envelope.inc();
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                m.busy.inc();
-                // Say so, so the client can try another exit at once.
-                let Envelope { request_id, surbs, .. } = envelope;
-                let reply = Reply { request_id, status: ReplyStatus::Busy, data: b"exit at capacity".to_vec() };
-                send_reply(&reply, surbs, &ctx, &m).await;
+            let Ok(Envelope { request_id, surbs, request }) = Envelope::decode(&message) else {
+                shared.m.bad_envelope.inc();
                 continue;
             };
-            let (ctx, m) = (ctx.clone(), m.clone());
+            if request == Request::SurbTopUp {
+                shared.m.top_up.inc();
+                let arrival = shared.book().top_up(request_id, surbs, now);
+                settle(arrival, &shared).await;
+                continue;
+            }
+            let arrival = shared.book().arrive(request_id, surbs, now);
+            if !matches!(arrival, Arrival::Serve) {
+                shared.m.repeat.inc();
+                settle(arrival, &shared).await;
+                continue;
+            }
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                shared.m.busy.inc();
+                // Say so, so the client can try another exit at once; a
+                // retry here later is served afresh.
+                let surbs = {
+                    let mut book = shared.book();
+                    let surbs = book.take_surbs(&request_id);
+                    book.forget(&request_id);
+                    surbs
+                };
+                let reply = Reply { request_id, status: ReplyStatus::Busy, data: b"exit at capacity".to_vec() };
+                send_reply(&reply, surbs, &shared).await;
+                continue;
+            };
+            let shared = shared.clone();
             let deadline = now + cfg.request_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
-                serve(envelope, deadline, &ctx, &m).await;
+                serve(request_id, request, deadline, &shared).await;
             });
         }
     }
 }
 
-async fn serve(envelope: Envelope, deadline: Instant, ctx: &ExitContext, m: &ExitMetrics) {
-    let Envelope { request_id, surbs, request } = envelope;
+/// Acts on what the book said of a repeat or a top-up.
+async fn settle(arrival: Arrival, shared: &Shared) {
+    match arrival {
+        Arrival::Serve | Arrival::InFlight | Arrival::StillShort { .. } => {}
+        Arrival::Unknown => {
+            shared.m.top_up_unknown.inc();
+        }
+        Arrival::Answered(reply, surbs) => deliver(reply, surbs, shared).await,
+        Arrival::Release(reply, surbs) => {
+            let packets = reply_packets(&reply, surbs);
+            send_packets(packets, shared).await;
+        }
+    }
+}
+
+async fn serve(request_id: [u8; 16], request: Request, deadline: Instant, shared: &Shared) {
     let kind = request.kind();
-    let budget = reply_budget(surbs.len());
+    let budget = shared.reply_max_bytes;
     let rctx = RequestContext { request_id, kind, reply_budget: budget, deadline };
-    let outcome = match ctx.services.route(kind) {
+    let outcome = match shared.ctx.services.route(kind) {
         None => Err(ServiceError::Unsupported(kind.name())),
         Some(service) => {
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -197,7 +298,7 @@ async fn serve(envelope: Envelope, deadline: Instant, ctx: &ExitContext, m: &Exi
             }
         }
     };
-    // An answer the SURBs cannot carry would be lost on the way back: say so instead.
+    // An answer no SURBs could carry would be lost on the way back: say so instead.
     let outcome = outcome.and_then(|data| match data.len() {
         needed if needed > budget => Err(ServiceError::ReplyTooLarge { needed, budget }),
         _ => Ok(data),
@@ -206,15 +307,61 @@ async fn serve(envelope: Envelope, deadline: Instant, ctx: &ExitContext, m: &Exi
         Ok(data) => Reply { request_id, status: ReplyStatus::Ok, data },
         Err(e) => Reply { request_id, status: e.status(), data: e.to_string().into_bytes() },
     };
-    m.answered(reply.status);
-    send_reply(&reply, surbs, ctx, m).await;
+    shared.m.answered(reply.status);
+    let surbs = shared.book().take_surbs(&request_id);
+    deliver(reply, surbs, shared).await;
 }
 
-async fn send_reply(reply: &Reply, surbs: Vec<nox_protocol::sphinx::surb::Surb>, ctx: &ExitContext, m: &ExitMetrics) {
-    match reply_packets(reply, surbs) {
+/// Sends `reply` over `surbs` if they are enough; otherwise holds it in the
+/// book and asks for the rest with one of them.
+async fn deliver(reply: Reply, mut surbs: Vec<Surb>, shared: &Shared) {
+    let now = Instant::now();
+    let id = reply.request_id;
+    let fragments = match reply.encode().map(|e| Fragmenter::default().fragment_count(e.len())) {
+        Ok(Ok(n)) => n,
+        _ => {
+            shared.m.reply_unbuildable.inc();
+            return;
+        }
+    };
+    if surbs.is_empty() || fragments <= surbs.len() {
+        shared.book().answered(id, reply.clone(), now);
+        send_reply(&reply, surbs, shared).await;
+        return;
+    }
+    // One SURB carries the request for more; the rest wait with the answer.
+    let Some(ask) = surbs.pop() else { return };
+    let more = fragments - surbs.len();
+    let held = {
+        let mut book = shared.book();
+        let held = book.hold(id, reply, surbs, fragments, now);
+        shared.m.book_evicted.inc_by(book.take_evicted());
+        held
+    };
+    if held {
+        shared.m.held.inc();
+        let more = u16::try_from(more).unwrap_or(u16::MAX);
+        send_reply(&Reply::more_surbs(id, more), vec![ask], shared).await;
+    } else {
+        let refusal = Reply {
+            request_id: id,
+            status: ReplyStatus::BadRequest,
+            data: b"the answer is larger than this exit can hold for more SURBs".to_vec(),
+        };
+        send_reply(&refusal, vec![ask], shared).await;
+    }
+}
+
+async fn send_reply(reply: &Reply, surbs: Vec<Surb>, shared: &Shared) {
+    send_packets(reply_packets(reply, surbs), shared).await;
+}
+
+async fn send_packets(packets: Result<Vec<Action>, ReplyError>, shared: &Shared) {
+    let m = &shared.m;
+    match packets {
         Ok(packets) => {
             for action in packets {
-                if ctx.egress.send_async(action).await.is_ok() {
+                if shared.ctx.egress.send_async(action).await.is_ok() {
                     m.reply_packets.inc();
                 }
             }
