@@ -2,22 +2,30 @@
 //!
 //! The client side of NOX: what a dApp links to send requests through the
 //! mixnet and read the answers. It depends on the shared crates only
-//! (`nox-protocol`, `nox-net`), never on the relay.
+//! (`nox-protocol`, `nox-net`, `nox-eth`), never on the relay.
 //!
-//! Today it holds the request path every client needs and every harness
-//! uses: [`request`] wraps a [`nox_protocol::payload::Request`] in an
-//! envelope with SURBs for its answer, fragments it into Sphinx packets over
-//! the caller's route, submits them to an entry node with proof of work
-//! through a [`nox_net::raw_peer::RawPeer`], and reassembles and authenticates
-//! the [`nox_protocol::payload::Reply`].
+//! * [`directory`] — who is in the network: members from NoxRegistry (or a
+//!   static list) and the signed descriptors the entry hands over, each
+//!   checked before it can be routed through;
+//! * [`client`] — [`Client`]: connects to an entry, draws routes and delays,
+//!   attaches SURBs by the [`budget`], submits with proof of work, retries
+//!   with the same request id, tops SURBs up for large answers, and
+//!   authenticates and reassembles the answer;
+//! * [`budget`] — SURBs per request kind;
+//! * [`request`] — one request over a caller-chosen route (test harnesses and
+//!   diagnostics name their hops).
 //!
-//! **Not implemented yet** (they arrive with the client issue): learning the
-//! topology from NoxRegistry, choosing routes and delays itself, client
-//! cover traffic, the SURB budget per request kind, the shielded wallet, the
-//! private-call API and the local JSON-RPC and SMTP gateways.
+//! **Not implemented yet**: client cover traffic (Loopix λP/λL/λD), the
+//! shielded wallet and private-call API, and the local SMTP gateway.
 
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod client;
+pub mod directory;
 pub mod request;
 
+pub use budget::SurbBudget;
+pub use client::{Client, ClientConfig, ClientError, Progress, RouteShape, TopologySource};
+pub use directory::{DescriptorRejected, Directory, Member, StaticMember};
 pub use request::{PreparedRequest, ReplyError, RequestError, build_request, echo_request};

@@ -59,7 +59,6 @@ fn keys_from_seed(seed: u64) -> NodeKeys {
     NodeKeys::generate(&mut rng)
 }
 
-/// The default configuration of a local-network node: loopback, ephemeral
 /// Logs of in-process nodes in tests, filtered by `NOX_TEST_LOG` (for
 /// example `NOX_TEST_LOG=nox_node=debug`); silent by default. Safe to call
 /// more than once.
@@ -70,6 +69,7 @@ pub fn init_test_logging() {
         .try_init();
 }
 
+/// The default configuration of a local-network node: loopback, ephemeral
 /// ports, no cover traffic, light PoW, short handshake timeout.
 pub fn base_config(dir: &Path, layer: u8) -> NodeConfig {
     let mut c = NodeConfig::default();

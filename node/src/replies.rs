@@ -116,8 +116,11 @@ impl ReplyMailbox {
         }
     }
 
-    /// A reply for `surb_id` arrived.
-    pub fn deliver(&self, surb_id: [u8; 32], packet: Packet) -> Delivery {
+    /// A reply for `surb_id` arrived. It is marked with its SURB id
+    /// (`nox_protocol::sphinx::surb::mark_delivered`) so that its client
+    /// finds the keys that open it at once.
+    pub fn deliver(&self, surb_id: [u8; 32], mut packet: Packet) -> Delivery {
+        nox_protocol::sphinx::surb::mark_delivered(&mut packet, surb_id);
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         self.expire(&mut inner, now);

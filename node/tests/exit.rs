@@ -86,19 +86,29 @@ async fn every_request_gets_a_typed_answer() {
     assert_eq!(status, ReplyStatus::Unsupported);
     assert!(message.contains("raw_broadcast"), "{message}");
 
-    // A refusal carries its reason; the service saw the budget of one SURB.
+    // A refusal carries its reason; the service saw the exit's answer limit
+    // (exit.reply_max_bytes: SURBs beyond the request's are asked for).
     let http = Request::Http { method: "GET".into(), url: "http://127.0.0.1/".into(), headers: vec![], body: vec![] };
     let req = build_request(epoch, &fwd, &back, 1, http).unwrap();
     let (status, message) = status_of(req.round_trip(&client, gateway, POW_BITS, timeout).await);
     assert_eq!(status, ReplyStatus::Refused);
-    let budget: usize = message.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(budget > 20_000 && budget < nox_protocol::PAYLOAD_CAPACITY, "one SURB carries one packet: {budget}");
+    let limit: usize = message.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(limit, nox_node::config::ExitSection::default().reply_max_bytes);
+    let budget = nox_node::exit::reply::reply_budget(1);
 
-    // An echo longer than its one SURB can carry back is refused, not lost.
-    let req = echo_request(epoch, &fwd, &back, 1, vec![7; budget + 1]).unwrap();
-    let (status, message) = status_of(req.round_trip(&client, gateway, POW_BITS, timeout).await);
-    assert_eq!(status, ReplyStatus::BadRequest);
-    assert!(message.contains(&budget.to_string()), "{message}");
+    // An echo longer than its one SURB can carry back is held, and the exit
+    // asks for the SURBs it lacks (nox_client::Client sends them).
+    let req = echo_request(epoch, &fwd, &back, 1, vec![7; 3 * budget]).unwrap();
+    let reply = {
+        client.claim_replies(gateway, req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.unwrap();
+        for (_, p) in &req.packets {
+            client.submit(gateway, p, POW_BITS).await.unwrap();
+        }
+        req.await_reply(&client, timeout).await.unwrap()
+    };
+    assert_eq!(reply.status, ReplyStatus::MoreSurbs);
+    let needed = reply.surbs_needed().unwrap();
+    assert!((4..=8).contains(&needed), "three packets of data, the envelope's bytes and their parity: {needed}");
 
     // The one service slot is taken by a slow request: the next is Busy at
     // once, and the slow one is answered Timeout at the deadline.
@@ -121,7 +131,9 @@ async fn every_request_gets_a_typed_answer() {
 
     let m = &net.nodes[ex].running.as_ref().unwrap().metrics;
     assert_eq!(m.dropped_value("exit", "busy"), 1);
-    assert_eq!(m.packets_value("exit", "served"), 2);
+    // hello, the held long echo and third.
+    assert_eq!(m.packets_value("exit", "served"), 3);
+    assert_eq!(m.packets_value("exit", "held_for_surbs"), 1);
     client.shutdown().await;
     net.shutdown().await;
 }

@@ -1,0 +1,548 @@
+//! [`Client`]: a connection to the mixnet through one entry node, and the
+//! request/answer loop every NOX application uses.
+//!
+//! ```text
+//!  Client::request ──► choose exit (offers the kind) ──► route entry → mix → exit, delays ~ Exp(mean)
+//!        │                                                  SURBs over mix → entry, budget by kind
+//!        │            claim SURB ids at the entry, submit packets with PoW
+//!        ▼
+//!  dispatcher task ◄── reply packets from the entry (marked with their SURB id)
+//!        │ open with that SURB's keys (authenticates the exit's answer)
+//!        ▼
+//!  reassemble ──► Reply ──► MoreSurbs(n)? send a SurbTopUp with n SURBs, keep waiting
+//!                        ──► otherwise: the answer
+//! ```
+//!
+//! **Retries.** An attempt with no answer by `attempt_timeout` is sent again
+//! with the same request id over a fresh route and fresh SURBs. The second
+//! attempt goes to the same exit (whose reply book answers a repeat without
+//! performing it again), later ones to another exit offering the kind (the
+//! first may be gone). The keys of every attempt stay live, so an answer
+//! through an earlier attempt's SURBs still counts.
+//!
+//! **What the entry learns.** It sees the client's packets and the replies it
+//! pushes back, never a route beyond the next hop nor any content.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::{Multiaddr, PeerId};
+use nox_net::p2p::{PeerKind, peer_id_of};
+use nox_net::raw_peer::{RawPeer, RawPeerError};
+use nox_protocol::NodeId;
+use nox_protocol::descriptor::EpochClock;
+use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLimits};
+use nox_protocol::payload::{Envelope, MAX_SURBS, Reply, ReplyStatus, Request, RequestKind};
+use nox_protocol::route::{RouteError, RouteSet, sample_delays};
+use nox_protocol::sphinx::surb::delivered_surb_id;
+use nox_protocol::sphinx::{Hop, PacketBuilder, SurbKeys};
+use nox_protocol::topology::{ENTRY_LAYER, EXIT_LAYER};
+use rand::RngCore;
+use rand::seq::SliceRandom;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::budget::SurbBudget;
+use crate::directory::{BadStaticMember, Directory, StaticMember};
+
+/// Where the client learns the network's members.
+#[derive(Debug, Clone)]
+pub enum TopologySource {
+    /// A fixed list (development networks without a chain).
+    Static(Vec<StaticMember>),
+    /// NoxRegistry, followed with confirmations and reorg handling.
+    Registry(nox_eth::registry::follower::FollowerConfig),
+}
+
+/// How routes are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteShape {
+    /// Entry → mix → exit (Loopix's stratified topology).
+    Stratified,
+    /// This many hops (3–6): the entry, any nodes, the exit.
+    Free(usize),
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Where members come from.
+    pub topology: TopologySource,
+    /// The network's epoch length in seconds.
+    pub epoch_secs: u64,
+    /// The entry node to use; a random registered entry when `None`.
+    pub entry: Option<NodeId>,
+    /// Mean of the exponential per-hop delay the client samples.
+    pub mean_delay: Duration,
+    /// Route shape.
+    pub route: RouteShape,
+    /// Proof-of-work difficulty the entry requires.
+    pub pow_bits: u8,
+    /// How long one attempt waits for its answer.
+    pub attempt_timeout: Duration,
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// SURBs per request kind.
+    pub surbs: SurbBudget,
+    /// Longest answer the client reassembles.
+    pub max_reply_bytes: usize,
+    /// Dialling and control-request timeout.
+    pub connect_timeout: Duration,
+    /// How often members and descriptors are refreshed.
+    pub refresh_every: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults around `topology`.
+    pub fn new(topology: TopologySource) -> Self {
+        ClientConfig {
+            topology,
+            epoch_secs: nox_protocol::descriptor::DEFAULT_EPOCH_SECS,
+            entry: None,
+            mean_delay: Duration::from_millis(50),
+            route: RouteShape::Stratified,
+            pow_bits: 12,
+            attempt_timeout: Duration::from_secs(20),
+            attempts: 3,
+            surbs: SurbBudget::default(),
+            max_reply_bytes: 8 << 20,
+            connect_timeout: Duration::from_secs(10),
+            refresh_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a request got no answer, or the client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The topology source failed (registry unreachable, wrong chain).
+    #[error("topology: {0}")]
+    Topology(String),
+    /// A static member does not parse.
+    #[error(transparent)]
+    StaticMember(#[from] BadStaticMember),
+    /// No entry node is known, or the configured one is not a member.
+    #[error("no usable entry node: {0}")]
+    NoEntry(String),
+    /// The entry node could not be reached or refused the client.
+    #[error("entry node: {0}")]
+    Entry(#[from] RawPeerError),
+    /// No route can be drawn for the epoch.
+    #[error("no route: {0}")]
+    NoRoute(#[from] RouteError),
+    /// No exit with a valid descriptor offers the request's kind.
+    #[error("no exit offers {0}")]
+    NoExit(&'static str),
+    /// No valid descriptor for the current epoch.
+    #[error("no valid descriptors for epoch {0} (the entry sent none that verify for registered nodes)")]
+    NoDescriptors(u64),
+    /// Building the packets failed.
+    #[error("building the request: {0}")]
+    Build(String),
+    /// The request is larger than a message can be.
+    #[error("the request of {len} bytes exceeds the largest message ({max} bytes)")]
+    RequestTooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No answer after every attempt.
+    #[error("no answer after {attempts} attempts of {per_attempt:?} each")]
+    Timeout {
+        /// Attempts made.
+        attempts: u32,
+        /// Wait per attempt.
+        per_attempt: Duration,
+    },
+    /// The exit needs more SURBs than a client may send for one answer.
+    #[error("the answer needs {needed} more SURBs, beyond the client's limit for one answer")]
+    ReplyTooLarge {
+        /// SURBs asked for.
+        needed: usize,
+    },
+    /// The answer does not decode.
+    #[error("undecodable answer: {0}")]
+    BadReply(String),
+    /// The exit answered with an error status.
+    #[error("the exit answered {}: {message}", status.label())]
+    Status {
+        /// The status.
+        status: ReplyStatus,
+        /// The exit's explanation.
+        message: String,
+    },
+    /// The client has shut down.
+    #[error("the client has shut down")]
+    Closed,
+}
+
+/// Progress of one request, for a caller that shows long waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Attempt `n` (from 1) sent.
+    Sent {
+        /// Attempt number.
+        attempt: u32,
+        /// Packets submitted.
+        packets: usize,
+    },
+    /// The exit asked for more SURBs; they were sent.
+    ToppedUp {
+        /// SURBs sent.
+        surbs: usize,
+    },
+    /// A fragment of the answer arrived.
+    Fragment {
+        /// Fragments so far.
+        received: usize,
+    },
+}
+
+type Waiters = Arc<Mutex<HashMap<[u8; 32], (SurbKeys, mpsc::UnboundedSender<Vec<u8>>)>>>;
+
+/// A client connected to an entry node.
+pub struct Client {
+    cfg: ClientConfig,
+    clock: EpochClock,
+    peer: Arc<RawPeer>,
+    entry: (NodeId, PeerId),
+    directory: Arc<RwLock<Directory>>,
+    follower: Option<tokio::sync::Mutex<nox_eth::registry::follower::RegistryFollower>>,
+    waiters: Waiters,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("entry", &self.entry.0).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Learns the members, connects to an entry, fetches its descriptors.
+    pub async fn connect(cfg: ClientConfig) -> Result<Self, ClientError> {
+        let clock = EpochClock::new(cfg.epoch_secs).map_err(|e| ClientError::Topology(e.to_string()))?;
+        let (directory, follower) = match &cfg.topology {
+            TopologySource::Static(list) => (Directory::from_static(list)?, None),
+            TopologySource::Registry(fc) => {
+                let store = Arc::new(nox_eth::registry::follower::MemoryProgress::default());
+                let (mut f, _) = nox_eth::registry::follower::RegistryFollower::new(fc.clone(), store)
+                    .map_err(|e| ClientError::Topology(e.to_string()))?;
+                f.poll().await.map_err(|e| ClientError::Topology(e.to_string()))?;
+                let mut d = Directory::new();
+                d.set_members_from_registry(f.view());
+                (d, Some(tokio::sync::Mutex::new(f)))
+            }
+        };
+        let entries = directory.layer(ENTRY_LAYER);
+        let (entry_id, entry) = match cfg.entry {
+            Some(id) => entries
+                .iter()
+                .find(|(n, _)| *n == id)
+                .cloned()
+                .ok_or_else(|| ClientError::NoEntry("the configured entry is not a member of layer 0".into()))?,
+            None => entries
+                .choose(&mut rand::thread_rng())
+                .cloned()
+                .ok_or_else(|| ClientError::NoEntry("no member in layer 0".into()))?,
+        };
+        let entry_peer = peer_id_of(&entry_id).map_err(|e| ClientError::NoEntry(e.to_string()))?;
+        let addr: Multiaddr =
+            entry.address.parse().map_err(|e| ClientError::NoEntry(format!("address {}: {e}", entry.address)))?;
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let peer = Arc::new(RawPeer::start(keypair, Vec::new(), PeerKind::Client, 4096).await?);
+        peer.connect(entry_peer, vec![addr], cfg.connect_timeout).await?;
+        let waiters: Waiters = Arc::default();
+        let mut client = Client {
+            clock,
+            peer: peer.clone(),
+            entry: (entry_id, entry_peer),
+            directory: Arc::new(RwLock::new(directory)),
+            follower,
+            waiters: waiters.clone(),
+            tasks: Vec::new(),
+            cfg,
+        };
+        client.refresh_descriptors().await?;
+        client.tasks.push(tokio::spawn(dispatch(peer, waiters)));
+        Ok(client)
+    }
+
+    /// The entry node's id.
+    pub fn entry(&self) -> NodeId {
+        self.entry.0
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// The current epoch by this machine's clock.
+    pub fn epoch(&self) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.clock.epoch_at(now)
+    }
+
+    /// The routes of the current epoch.
+    pub fn route_set(&self) -> RouteSet {
+        self.directory.read().unwrap_or_else(|e| e.into_inner()).route_set(self.epoch())
+    }
+
+    /// Polls the registry (when it is the source) and takes the entry's
+    /// descriptors again. Returns how many descriptors were accepted.
+    pub async fn refresh(&self) -> Result<usize, ClientError> {
+        if let Some(f) = &self.follower {
+            let mut f = f.lock().await;
+            f.poll().await.map_err(|e| ClientError::Topology(e.to_string()))?;
+            self.directory.write().unwrap_or_else(|e| e.into_inner()).set_members_from_registry(f.view());
+        }
+        self.refresh_descriptors().await
+    }
+
+    async fn refresh_descriptors(&self) -> Result<usize, ClientError> {
+        let descriptors = self.peer.descriptors(self.entry.1, self.cfg.connect_timeout).await?;
+        let current = self.epoch();
+        let mut dir = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        let accepted = descriptors.into_iter().filter(|d| dir.accept(d.clone(), current).is_ok()).count();
+        if dir.route_set(current).layer(ENTRY_LAYER).is_empty() {
+            return Err(ClientError::NoDescriptors(current));
+        }
+        Ok(accepted)
+    }
+
+    /// Sends `request` and waits for the answer's data (`ReplyStatus::Ok`);
+    /// any other status is [`ClientError::Status`].
+    pub async fn call(&self, request: Request) -> Result<Vec<u8>, ClientError> {
+        self.call_with_progress(request, |_| {}).await
+    }
+
+    /// [`Client::call`], reporting progress.
+    pub async fn call_with_progress(
+        &self,
+        request: Request,
+        progress: impl FnMut(Progress),
+    ) -> Result<Vec<u8>, ClientError> {
+        let reply = self.request(request, progress).await?;
+        match reply.status {
+            ReplyStatus::Ok => Ok(reply.data),
+            status => Err(ClientError::Status { status, message: String::from_utf8_lossy(&reply.data).into_owned() }),
+        }
+    }
+
+    /// Sends `request` through the mixnet and returns the exit's reply,
+    /// retrying and topping up SURBs as the module describes.
+    pub async fn request(&self, request: Request, mut progress: impl FnMut(Progress)) -> Result<Reply, ClientError> {
+        let kind = request.kind();
+        let mut request_id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut request_id);
+        let surbs = self.cfg.surbs.for_request(&request);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ids: Vec<[u8; 32]> = Vec::new();
+        let result = async {
+            let mut tried: Vec<NodeId> = Vec::new();
+            let mut exit = None;
+            let limits = ReassemblyLimits {
+                max_message_len: u32::try_from(self.cfg.max_reply_bytes + 64).unwrap_or(u32::MAX),
+                ..ReassemblyLimits::default()
+            };
+            let mut reassembler = Reassembler::new(limits);
+            let mut received = 0usize;
+            let mut topped_up = 0usize;
+            for attempt in 1..=self.cfg.attempts.max(1) {
+                let set = self.route_set();
+                let exits = set.exits_offering(kind);
+                if exits.is_empty() {
+                    return Err(ClientError::NoExit(kind.name()));
+                }
+                // Attempts 1 and 2 use one exit; later ones another if there is one.
+                let chosen = match exit {
+                    Some(e) if attempt <= 2 && exits.contains(&e) => e,
+                    _ => {
+                        let fresh: Vec<NodeId> = exits.iter().copied().filter(|e| !tried.contains(e)).collect();
+                        *fresh
+                            .choose(&mut rand::thread_rng())
+                            .or_else(|| exits.choose(&mut rand::thread_rng()))
+                            .ok_or(ClientError::NoExit(kind.name()))?
+                    }
+                };
+                exit = Some(chosen);
+                tried.push(chosen);
+                let envelope = Envelope { request_id, surbs: Vec::new(), request: request.clone() };
+                let packets = self.send(&set, chosen, envelope, surbs, &tx, &mut ids).await?;
+                progress(Progress::Sent { attempt, packets });
+                let deadline = tokio::time::Instant::now() + self.cfg.attempt_timeout;
+                loop {
+                    let Ok(Some(fragment)) = tokio::time::timeout_at(deadline, rx.recv()).await else { break };
+                    let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) else {
+                        received += 1;
+                        progress(Progress::Fragment { received });
+                        continue;
+                    };
+                    let reply = Reply::decode(&msg).map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    if reply.request_id != request_id {
+                        return Err(ClientError::BadReply("the answer names another request".into()));
+                    }
+                    if let Some(needed) = reply.surbs_needed() {
+                        let needed = usize::from(needed);
+                        topped_up += needed;
+                        if topped_up > nox_protocol::fragment::DEFAULT_BUCKETS[8] as usize {
+                            return Err(ClientError::ReplyTooLarge { needed });
+                        }
+                        self.top_up(&set, chosen, request_id, needed, &tx, &mut ids).await?;
+                        progress(Progress::ToppedUp { surbs: needed });
+                        continue;
+                    }
+                    return Ok(reply);
+                }
+            }
+            Err(ClientError::Timeout { attempts: self.cfg.attempts.max(1), per_attempt: self.cfg.attempt_timeout })
+        }
+        .await;
+        // Whatever happened, this request's SURB keys are done with.
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            w.remove(id);
+        }
+        result
+    }
+
+    /// Builds `envelope` with `surbs` fresh SURBs over a fresh route to
+    /// `exit`, registers the keys, claims the ids and submits the packets.
+    async fn send(
+        &self,
+        set: &RouteSet,
+        exit: NodeId,
+        mut envelope: Envelope,
+        surbs: usize,
+        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        ids: &mut Vec<[u8; 32]>,
+    ) -> Result<usize, ClientError> {
+        let epoch = self.epoch();
+        let mut rng = rand::rngs::OsRng;
+        let route = self.forward_route(set, exit)?;
+        let builder = PacketBuilder::new(epoch);
+        let mut claims = Vec::with_capacity(surbs);
+        for _ in 0..surbs.min(MAX_SURBS) {
+            let back = self.surb_route(set)?;
+            let mut id = [0u8; 32];
+            rng.fill_bytes(&mut id);
+            let (surb, keys) = builder.surb(&back, id, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
+            envelope.surbs.push(surb);
+            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (keys, tx.clone()));
+            ids.push(id);
+            claims.push(id);
+        }
+        let message = envelope.encode().map_err(|e| ClientError::Build(e.to_string()))?;
+        let fragmenter = Fragmenter::default();
+        if message.len() > fragmenter.max_message_len() {
+            return Err(ClientError::RequestTooLarge { len: message.len(), max: fragmenter.max_message_len() });
+        }
+        let mut message_id = [0u8; 16];
+        rng.fill_bytes(&mut message_id);
+        let fragments = fragmenter.split(&message, message_id).map_err(|e| ClientError::Build(e.to_string()))?;
+        for chunk in claims.chunks(nox_net::control::MAX_REPLY_CLAIMS) {
+            self.peer.claim_replies(self.entry.1, chunk.to_vec()).await?;
+        }
+        let count = fragments.len();
+        for f in fragments {
+            // Every fragment takes its own route to the same exit.
+            let route = if count == 1 { route.clone() } else { self.forward_route(set, exit)? };
+            let (_, packet) = builder.forward(&route, &f, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
+            self.peer.submit(self.entry.1, &packet, self.cfg.pow_bits).await?;
+        }
+        Ok(count)
+    }
+
+    /// Sends `needed` more SURBs for the held answer to `request_id`.
+    async fn top_up(
+        &self,
+        set: &RouteSet,
+        exit: NodeId,
+        request_id: [u8; 16],
+        needed: usize,
+        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        ids: &mut Vec<[u8; 32]>,
+    ) -> Result<(), ClientError> {
+        let mut left = needed;
+        while left > 0 {
+            let n = left.min(MAX_SURBS);
+            let envelope = Envelope { request_id, surbs: Vec::new(), request: Request::SurbTopUp };
+            self.send(set, exit, envelope, n, tx, ids).await?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// The client's entry, then the route's middle, then `exit`; delays sampled.
+    fn forward_route(&self, set: &RouteSet, exit: NodeId) -> Result<Vec<Hop>, ClientError> {
+        let mut rng = rand::thread_rng();
+        let entry = self.entry_hop(set)?;
+        let exit_key = set.layer(EXIT_LAYER).iter().find(|(n, _)| *n == exit).map(|(_, k)| *k);
+        let exit_hop = Hop { id: exit, key: exit_key.ok_or(RouteError::UnknownExit)?, delay_us: 0 };
+        let mut route = match self.cfg.route {
+            RouteShape::Stratified => vec![entry, set.pick(1, &[], &mut rng)?, exit_hop],
+            RouteShape::Free(hops) => {
+                let mut r = set.free_to(hops, Some(exit), &mut rng)?;
+                r[0] = entry;
+                if r.len() > 1 && r[1].id == entry.id {
+                    r[1] = set.pick(1, &[entry.id], &mut rng)?;
+                }
+                r
+            }
+        };
+        sample_delays(&mut route, self.cfg.mean_delay, &mut rng);
+        Ok(route)
+    }
+
+    /// A SURB route: a mix, then the client's entry, which delivers to it.
+    fn surb_route(&self, set: &RouteSet) -> Result<Vec<Hop>, ClientError> {
+        let mut rng = rand::thread_rng();
+        let mut route = vec![set.pick(1, &[], &mut rng)?, self.entry_hop(set)?];
+        sample_delays(&mut route, self.cfg.mean_delay, &mut rng);
+        Ok(route)
+    }
+
+    fn entry_hop(&self, set: &RouteSet) -> Result<Hop, ClientError> {
+        let key = set.key_of(&self.entry.0).ok_or(ClientError::NoDescriptors(self.epoch()))?;
+        Ok(Hop { id: self.entry.0, key, delay_us: 0 })
+    }
+
+    /// Echoes `data` through an exit that offers echo.
+    pub async fn echo(&self, data: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        self.call(Request::Echo { data }).await
+    }
+
+    /// Whether any exit offers `kind` in the current epoch.
+    pub fn offers(&self, kind: RequestKind) -> bool {
+        !self.route_set().exits_offering(kind).is_empty()
+    }
+
+    /// Stops the client's tasks and closes its connection.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Ok(peer) = Arc::try_unwrap(self.peer) {
+            peer.shutdown().await;
+        }
+    }
+}
+
+/// Hands each reply packet to the request whose SURB it came through.
+async fn dispatch(peer: Arc<RawPeer>, waiters: Waiters) {
+    loop {
+        let Some(packet) = peer.next_packet(Duration::from_secs(1)).await else { continue };
+        let id = delivered_surb_id(&packet);
+        let waiter = waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        // A SURB is single-use: its keys go with its reply.
+        if let Some((keys, tx)) = waiter
+            && let Ok(fragment) = keys.open(packet.body())
+        {
+            let _ = tx.send(fragment);
+        }
+    }
+}
