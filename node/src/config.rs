@@ -366,6 +366,33 @@ pub struct ExitSection {
     pub reassembly_max_message_bytes: u32,
     /// Seconds after its first fragment an incomplete message is dropped.
     pub reassembly_stale_secs: u64,
+    /// The Ethereum JSON-RPC endpoint behind `RawBroadcast` and `RpcCall`
+    /// (`http://` or `https://`); required when either is on.
+    pub rpc_url: Option<String>,
+    /// Whether the exit broadcasts user-signed transactions (`RawBroadcast`).
+    pub raw_broadcast: bool,
+    /// Whether the exit answers read-only JSON-RPC calls (`RpcCall`).
+    pub rpc_call: bool,
+    /// The JSON-RPC methods `RpcCall` offers, each from the built-in
+    /// read-only list (`exit::rpc_call::RPC_METHODS`, also the default).
+    pub rpc_methods: Vec<String>,
+    /// The longest block range of an `eth_getLogs` filter.
+    pub rpc_max_log_blocks: u64,
+    /// The longest upstream answer read, in bytes.
+    pub rpc_max_answer_bytes: usize,
+    /// Milliseconds one upstream request may take (never past the request's deadline).
+    pub upstream_timeout_ms: u64,
+    /// Whether the exit makes HTTP requests (`Http`).
+    pub http: bool,
+    /// The longest HTTP answer body read, in bytes.
+    pub http_max_bytes: usize,
+    /// Milliseconds one HTTP request may take, redirects included.
+    pub http_timeout_ms: u64,
+    /// Redirects an HTTP request follows, each checked like the first URL.
+    pub http_max_redirects: u32,
+    /// Let HTTP requests reach loopback addresses (only loopback). For tests
+    /// against local servers; never on a public exit.
+    pub http_allow_loopback: bool,
     /// Answers kept by request id, so that a retried request is answered
     /// again instead of performed twice.
     pub reply_cache_entries: usize,
@@ -392,6 +419,18 @@ impl Default for ExitSection {
             reassembly_max_fragments: r.max_fragments_per_message,
             reassembly_max_message_bytes: r.max_message_len,
             reassembly_stale_secs: r.stale_after.as_secs(),
+            rpc_url: None,
+            raw_broadcast: false,
+            rpc_call: false,
+            rpc_methods: crate::exit::rpc_call::RPC_METHODS.iter().map(|m| m.to_string()).collect(),
+            rpc_max_log_blocks: 10_000,
+            rpc_max_answer_bytes: 8 << 20,
+            upstream_timeout_ms: 10_000,
+            http: false,
+            http_max_bytes: 1 << 20,
+            http_timeout_ms: 10_000,
+            http_max_redirects: 5,
+            http_allow_loopback: false,
             reply_cache_entries: 4096,
             reply_cache_bytes: 64 << 20,
             reply_cache_secs: 300,
@@ -452,10 +491,14 @@ pub const ENV_PREFIX: &str = "NOX_";
 
 /// Optional keys: absent from the serialized defaults (they are `None`), so an
 /// environment override cannot learn their type there. Every one is a string.
-const OPTIONAL_KEYS: &[(&str, &str)] = &[("http", "public_listen"), ("chain", "rpc_url"), ("chain", "registry")];
+const OPTIONAL_KEYS: &[(&str, &str)] =
+    &[("http", "public_listen"), ("chain", "rpc_url"), ("chain", "registry"), ("exit", "rpc_url")];
 
 /// Keys only the file can set (arrays of tables).
 const FILE_ONLY_KEYS: &[(&str, &str)] = &[("topology", "nodes")];
+
+/// Most redirects `exit.http_max_redirects` may allow.
+pub const MAX_HTTP_REDIRECTS: u32 = 20;
 
 /// Largest `mix.max_delay_ms`: delays travel as microseconds in a `u32`.
 pub const MAX_DELAY_MS_LIMIT: u64 = u32::MAX as u64 / 1000;
@@ -514,6 +557,15 @@ impl StaticNode {
         let mut id = [0u8; 32];
         hex::decode_to_slice(digits, &mut id).map_err(|_| invalid())?;
         Ok(id)
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn check_http_url(c: &mut Checks, key: &str, url: &str) {
+    match url.parse::<alloy::transports::http::reqwest::Url>() {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => c.fail(key, format!("`{url}` is not an http:// or https:// URL")),
+        Err(e) => c.fail(key, format!("`{url}` is not a URL: {e}")),
     }
 }
 
@@ -581,11 +633,7 @@ impl NodeConfig {
 
         let chain = &self.chain;
         if let Some(url) = &chain.rpc_url {
-            match url.parse::<alloy::transports::http::reqwest::Url>() {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                Ok(_) => c.fail("chain.rpc_url", format!("`{url}` is not an http:// or https:// URL")),
-                Err(e) => c.fail("chain.rpc_url", format!("`{url}` is not a URL: {e}")),
-            }
+            check_http_url(&mut c, "chain.rpc_url", url);
             c.at_least("chain.chain_id", chain.chain_id, 1);
             match &chain.registry {
                 None => c.fail("chain.registry", "required when chain.rpc_url is set"),
@@ -673,6 +721,25 @@ impl NodeConfig {
         c.at_least("exit.reassembly_max_fragments", exit.reassembly_max_fragments, 1);
         c.at_least("exit.reassembly_max_message_bytes", exit.reassembly_max_message_bytes, 1);
         c.at_least("exit.reassembly_stale_secs", exit.reassembly_stale_secs, 1);
+        match &exit.rpc_url {
+            Some(url) => check_http_url(&mut c, "exit.rpc_url", url),
+            None if exit.raw_broadcast || exit.rpc_call => c.fail(
+                "exit.rpc_url",
+                "required when exit.raw_broadcast or exit.rpc_call is on: the Ethereum JSON-RPC endpoint they use",
+            ),
+            None => {}
+        }
+        for (i, method) in exit.rpc_methods.iter().enumerate() {
+            if let Err(e) = crate::exit::rpc_call::builtin_method(method) {
+                c.fail(format!("exit.rpc_methods[{i}]"), e.to_string());
+            }
+        }
+        c.at_least("exit.rpc_max_log_blocks", exit.rpc_max_log_blocks, 1);
+        c.at_least("exit.rpc_max_answer_bytes", exit.rpc_max_answer_bytes, 1024);
+        c.at_least("exit.upstream_timeout_ms", exit.upstream_timeout_ms, 100);
+        c.at_least("exit.http_max_bytes", exit.http_max_bytes, 1);
+        c.at_least("exit.http_timeout_ms", exit.http_timeout_ms, 100);
+        c.at_most("exit.http_max_redirects", exit.http_max_redirects, MAX_HTTP_REDIRECTS, "");
         c.at_least("exit.reply_cache_secs", exit.reply_cache_secs, 1);
         c.at_least("exit.reply_max_bytes", exit.reply_max_bytes, 1);
         c.at_most(
@@ -1166,6 +1233,16 @@ mod tests {
             ("[exit]\nreassembly_max_fragments = 0\n", "exit.reassembly_max_fragments"),
             ("[exit]\nreassembly_max_message_bytes = 0\n", "exit.reassembly_max_message_bytes"),
             ("[exit]\nreassembly_stale_secs = 0\n", "exit.reassembly_stale_secs"),
+            ("[exit]\nraw_broadcast = true\n", "exit.rpc_url"),
+            ("[exit]\nrpc_call = true\n", "exit.rpc_url"),
+            ("[exit]\nrpc_url = \"ws://127.0.0.1:8545\"\n", "exit.rpc_url"),
+            ("[exit]\nrpc_methods = [\"eth_call\", \"eth_sendTransaction\"]\n", "exit.rpc_methods[1]"),
+            ("[exit]\nrpc_max_log_blocks = 0\n", "exit.rpc_max_log_blocks"),
+            ("[exit]\nrpc_max_answer_bytes = 1023\n", "exit.rpc_max_answer_bytes"),
+            ("[exit]\nupstream_timeout_ms = 99\n", "exit.upstream_timeout_ms"),
+            ("[exit]\nhttp_max_bytes = 0\n", "exit.http_max_bytes"),
+            ("[exit]\nhttp_timeout_ms = 99\n", "exit.http_timeout_ms"),
+            ("[exit]\nhttp_max_redirects = 21\n", "exit.http_max_redirects"),
             ("[log]\nlevel = \"nox_node=loud\"\n", "log.level"),
         ];
         for (text, key) in cases {
@@ -1202,6 +1279,49 @@ mod tests {
         // Upper-case hex is the same id.
         let p = problems(parse(&(node(&a, 0, addr) + &node(&format!("0x{}", a[2..].to_uppercase()), 1, addr))));
         assert_eq!(problem_keys(&p), ["topology.nodes[1].node_id"]);
+    }
+
+    #[test]
+    fn exit_services_are_configured_and_validated() {
+        let c = NodeConfig::default();
+        assert!(!c.exit.raw_broadcast && !c.exit.rpc_call && !c.exit.http && !c.exit.http_allow_loopback);
+        assert_eq!(c.exit.rpc_url, None);
+        assert_eq!(c.exit.rpc_methods.len(), crate::exit::rpc_call::RPC_METHODS.len());
+        assert!(c.exit.rpc_methods.iter().any(|m| m == "eth_getLogs"));
+        assert!(!c.exit.rpc_methods.iter().any(|m| m == "eth_getStorageAt"));
+
+        let text = "[exit]\nrpc_url = \"http://127.0.0.1:8545\"\nraw_broadcast = true\nrpc_call = true\n\
+                    rpc_methods = [\"eth_call\", \"eth_chainId\"]\nhttp = true\nhttp_max_redirects = 0\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.exit.rpc_url.as_deref(), Some("http://127.0.0.1:8545"));
+        assert_eq!(c.exit.rpc_methods, ["eth_call", "eth_chainId"]);
+        assert_eq!(c.exit.http_max_redirects, 0);
+
+        // From the environment: a comma-separated list, an optional URL.
+        let env = [
+            ("NOX_EXIT__RPC_URL", "https://rpc.example.org/key"),
+            ("NOX_EXIT__RPC_CALL", "true"),
+            ("NOX_EXIT__RPC_METHODS", "eth_blockNumber, eth_getLogs"),
+            ("NOX_EXIT__HTTP_ALLOW_LOOPBACK", "true"),
+        ];
+        let c = with_env("", &env).unwrap();
+        assert_eq!(c.exit.rpc_methods, ["eth_blockNumber", "eth_getLogs"]);
+        assert!(c.exit.rpc_call && c.exit.http_allow_loopback);
+        assert!(
+            problem_keys(&problems(with_env("[exit]\nrpc_call = true\n", &[("NOX_EXIT__RPC_URL", "")])))
+                .contains(&"exit.rpc_url")
+        );
+
+        // A method that writes, signs or debugs is refused by name.
+        for method in
+            ["eth_sendTransaction", "eth_sendRawTransaction", "personal_sign", "debug_traceCall", "eth_getStorageAt"]
+        {
+            let p = problems(parse(&format!("[exit]\nrpc_methods = [\"{method}\"]\n")));
+            assert_eq!(problem_keys(&p), ["exit.rpc_methods[0]"], "{method}");
+            assert!(p[0].message.contains(method) && p[0].message.contains("not a read-only method"), "{}", p[0]);
+        }
+        let p = problems(parse("[exit]\nraw_broadcast = true\n"));
+        assert!(p[0].message.contains("required when exit.raw_broadcast or exit.rpc_call is on"), "{}", p[0]);
     }
 
     #[test]

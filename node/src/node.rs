@@ -64,6 +64,10 @@ pub enum NodeError {
     /// The chain watcher could not start (its stored progress is unreadable).
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The exit's services could not be built from `[exit]` (a wrong
+    /// upstream chain, a method outside the built-in list).
+    #[error(transparent)]
+    ExitServices(#[from] crate::exit::ExitSetupError),
     /// A thread or listener could not start.
     #[error("{what}: {source}")]
     Io {
@@ -78,7 +82,7 @@ pub enum NodeError {
 #[derive(Clone, Default)]
 pub struct NodeOptions {
     /// The services an exit offers, by request kind (used when the node is an
-    /// exit); `None` = what `[exit]` enables (echo).
+    /// exit); `None` = what `[exit]` enables ([`ServiceRouter::from_config`]).
     pub exit_services: Option<ServiceRouter>,
     /// The admission policy; `None` = [`StaticAdmission`] over the topology,
     /// accepting clients on layer 0.
@@ -144,6 +148,17 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let stop = Arc::new(AtomicBool::new(false));
     let self_id = NodeId(keys.node_id());
     let layer = cfg.node.layer;
+
+    // An exit's services first: a wrong upstream chain stops the start before
+    // anything runs.
+    let exit_services = match (cfg.node.role, &opts.exit_services) {
+        (Role::Exit, Some(services)) => Some(services.clone()),
+        (Role::Exit, None) => {
+            let chain_id = cfg.chain.enabled().then_some(cfg.chain.chain_id);
+            Some(ServiceRouter::from_config(&cfg.exit, chain_id, &metrics).await?)
+        }
+        (Role::Relay, _) => None,
+    };
 
     let db = store::open_database(&cfg.node.data_dir.join(store::DATABASE_FILE))?;
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
@@ -248,12 +263,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     // stage of an exit.
     // What this node's descriptors list as its services (an exit's router's kinds).
     let mut offered = 0u16;
-    let fragments = if cfg.node.role == Role::Exit {
+    let fragments = if let Some(services) = exit_services {
         let (tx, rx) = flume::bounded(cfg.exit.queue.max(1));
-        let services = opts
-            .exit_services
-            .clone()
-            .unwrap_or_else(|| if cfg.exit.echo { ServiceRouter::echo_only() } else { ServiceRouter::new() });
         offered = nox_protocol::payload::RequestKind::mask_of(&services.kinds());
         let xctx = ExitContext { services, egress: egress_tx.clone(), metrics: metrics.clone() };
         tasks.push(tokio::spawn(ExitStage::run((&cfg.exit).into(), rx, xctx)));

@@ -13,6 +13,16 @@
 //!   [`ServiceError`] out;
 //! * [`router`] — [`ServiceRouter`]: request kind → service;
 //! * [`echo`] — [`EchoService`];
+//! * [`raw_broadcast`] — [`RawBroadcastService`]: user-signed transactions,
+//!   checked, then `eth_sendRawTransaction`;
+//! * [`rpc_call`] — [`RpcCallService`]: read-only JSON-RPC calls (method
+//!   allowlist, bounded `eth_getLogs`);
+//! * [`upstream`] — [`EthUpstream`]: the Ethereum endpoint of both, the
+//!   exit's chain id, bounded JSON-RPC calls;
+//! * [`http`] — [`HttpService`]: HTTP GET/POST behind the [`ssrf`] guard, and
+//!   its [`HttpAnswer`];
+//! * [`outcomes`], [`capped_body`] — what the services share: outcome
+//!   counters, a body read with a byte cap;
 //! * [`reply`] — replies as SURB packets;
 //! * [`book`] — [`ReplyBook`]: requests by id (a retry is answered, not
 //!   performed again) and answers held for more SURBs.
@@ -50,10 +60,17 @@
 //! `exit/bad_envelope`.
 
 pub mod book;
+pub mod capped_body;
 pub mod echo;
+pub mod http;
+pub mod outcomes;
+pub mod raw_broadcast;
 pub mod reply;
 pub mod router;
+pub mod rpc_call;
 pub mod service;
+pub mod ssrf;
+pub mod upstream;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,7 +84,11 @@ use tokio::sync::Semaphore;
 
 pub use self::book::{Arrival, BookLimits, ReplyBook};
 pub use self::echo::EchoService;
-pub use self::router::ServiceRouter;
+pub use self::http::{HttpAnswer, HttpConfig, HttpService};
+pub use self::raw_broadcast::RawBroadcastService;
+pub use self::router::{ExitSetupError, ServiceRouter};
+pub use self::rpc_call::{RpcCallConfig, RpcCallService};
+pub use self::upstream::{EthUpstream, UpstreamConfig};
 pub use self::service::{ExitService, RequestContext, ServiceError};
 
 use self::reply::{ReplyError, reply_budget, reply_packets};
