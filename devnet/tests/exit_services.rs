@@ -25,10 +25,11 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use nox_devnet::anvil::{Anvil, CHAIN_ID, DEPLOYER_KEY};
 use nox_eth::EthClient;
+use nox_node::config::ExitSection;
 use nox_node::exit::http::HttpAnswer;
 use nox_node::exit::{
-    EthUpstream, ExitService, HttpConfig, HttpService, RawBroadcastService, RequestContext, RpcCallConfig,
-    RpcCallService, ServiceError, UpstreamConfig,
+    EthUpstream, ExitService, ExitSetupError, HttpConfig, HttpService, RawBroadcastService, RequestContext,
+    RpcCallConfig, RpcCallService, ServiceError, ServiceRouter, UpstreamConfig,
 };
 use nox_node::metrics::Metrics;
 use nox_protocol::payload::{Request, RequestKind};
@@ -112,6 +113,21 @@ async fn ethereum_services_against_anvil() {
     let rpc_call = RpcCallService::new(up.clone(), &RpcCallConfig::default(), &metrics).unwrap();
     let raw = RawBroadcastService::new(up.clone(), &metrics);
     let eth = EthClient::new(&url, Duration::from_secs(10), None).unwrap();
+
+    // The router from [exit]: the upstream's chain is checked at start.
+    let section = ExitSection {
+        rpc_url: Some(url.clone()),
+        rpc_call: true,
+        raw_broadcast: true,
+        http: true,
+        ..ExitSection::default()
+    };
+    let router = ServiceRouter::from_config(&section, Some(CHAIN_ID), &metrics).await.unwrap();
+    let kinds = [RequestKind::Echo, RequestKind::RawBroadcast, RequestKind::RpcCall, RequestKind::Http];
+    assert_eq!(router.kinds(), kinds);
+    let e = ServiceRouter::from_config(&section, Some(1), &metrics).await.unwrap_err();
+    assert!(matches!(e, ExitSetupError::WrongChain(_)), "{e}");
+    assert!(e.to_string().contains("serves chain 31337, but chain.chain_id is 1"), "{e}");
 
     // --- RpcCall: answers are JSON-RPC response objects with the caller's id.
     let a = rpc(&rpc_call, CHAIN_ID, call(json!(7), "eth_chainId", json!([]))).await.unwrap();

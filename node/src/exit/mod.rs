@@ -88,8 +88,8 @@ pub use self::http::{HttpAnswer, HttpConfig, HttpService};
 pub use self::raw_broadcast::RawBroadcastService;
 pub use self::router::{ExitSetupError, ServiceRouter};
 pub use self::rpc_call::{RpcCallConfig, RpcCallService};
-pub use self::upstream::{EthUpstream, UpstreamConfig};
 pub use self::service::{ExitService, RequestContext, ServiceError};
+pub use self::upstream::{EthUpstream, UpstreamConfig};
 
 use self::reply::{ReplyError, reply_budget, reply_packets};
 use crate::config::ExitSection;

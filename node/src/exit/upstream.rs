@@ -30,6 +30,12 @@
 //!
 //! Messages never name the endpoint (its URL may carry an API key) nor
 //! repeat the request.
+//!
+//! The chain id goes through `EthClient`, NOX's one RPC client; the calls
+//! themselves do not, because an exit relays answers rather than reading
+//! them: it must hand back the upstream's `result` or `error` as raw JSON,
+//! and stop reading a body at a byte cap, where `EthClient` (alloy) buffers
+//! whole answers and turns error answers into typed errors.
 
 use std::time::{Duration, Instant};
 
