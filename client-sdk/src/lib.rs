@@ -13,7 +13,14 @@
 //!   authenticates and reassembles the answer;
 //! * [`budget`] — SURBs per request kind;
 //! * [`request`] — one request over a caller-chosen route (test harnesses and
-//!   diagnostics name their hops).
+//!   diagnostics name their hops);
+//! * [`config`] — `nox-client.toml`, the binary's configuration, and the
+//!   [`ClientConfig`] it gives;
+//! * [`proxy`] — the local Ethereum JSON-RPC proxy: wallet requests in,
+//!   `RpcCall`/`RawBroadcast` through the mixnet behind a [`proxy::Backend`].
+//!
+//! The `nox-client` binary (`src/bin/nox-client/`) runs the proxy, one echo
+//! or one JSON-RPC call, and checks a configuration.
 //!
 //! **Not implemented yet**: client cover traffic (Loopix λP/λL/λD), the
 //! shielded wallet and private-call API, and the local SMTP gateway.
@@ -22,7 +29,9 @@
 
 pub mod budget;
 pub mod client;
+pub mod config;
 pub mod directory;
+pub mod proxy;
 pub mod request;
 
 pub use budget::SurbBudget;
