@@ -434,7 +434,7 @@ impl Default for ExitSection {
             reply_cache_entries: 4096,
             reply_cache_bytes: 64 << 20,
             reply_cache_secs: 300,
-            reply_max_bytes: 4 << 20,
+            reply_max_bytes: crate::exit::max_reply_bytes(),
         }
     }
 }
