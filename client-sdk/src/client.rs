@@ -24,6 +24,7 @@
 //! pushes back, never a route beyond the next hop nor any content.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +37,7 @@ use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLim
 use nox_protocol::payload::{Envelope, MAX_SURBS, Reply, ReplyStatus, Request, RequestKind};
 use nox_protocol::route::{RouteError, RouteSet, sample_delays};
 use nox_protocol::sphinx::surb::delivered_surb_id;
-use nox_protocol::sphinx::{Hop, PacketBuilder, SurbKeys};
+use nox_protocol::sphinx::{Hop, Packet, PacketBuilder, SurbKeys};
 use nox_protocol::topology::{ENTRY_LAYER, EXIT_LAYER};
 use rand::RngCore;
 use rand::seq::SliceRandom;
@@ -44,6 +45,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::budget::SurbBudget;
+use crate::cover::{CoverRates, LoopStats, next_gap};
 use crate::directory::{BadStaticMember, Directory, StaticMember};
 
 /// Where the client learns the network's members.
@@ -91,6 +93,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How often members and descriptors are refreshed.
     pub refresh_every: Duration,
+    /// Cover traffic (off unless asked for: long-running clients turn it on).
+    pub cover: CoverRates,
 }
 
 impl ClientConfig {
@@ -109,6 +113,7 @@ impl ClientConfig {
             max_reply_bytes: 8 << 20,
             connect_timeout: Duration::from_secs(10),
             refresh_every: Duration::from_secs(60),
+            cover: CoverRates::off(),
         }
     }
 }
@@ -176,6 +181,9 @@ pub enum ClientError {
     /// The client has shut down.
     #[error("the client has shut down")]
     Closed,
+    /// More real packets wait for a cover tick than the queue holds.
+    #[error("{0} packets already wait to be sent (cover.queue); try again later")]
+    QueueFull(usize),
 }
 
 /// Progress of one request, for a caller that shows long waits.
@@ -202,21 +210,34 @@ pub enum Progress {
 
 type Waiters = Arc<Mutex<HashMap<[u8; 32], (SurbKeys, mpsc::UnboundedSender<Vec<u8>>)>>>;
 
-/// A client connected to an entry node.
-pub struct Client {
-    cfg: ClientConfig,
-    clock: EpochClock,
+/// What the client and its cover tasks share: the link to the entry, the
+/// directory, the route settings and the SURB keys waiting for replies.
+#[derive(Clone)]
+struct Wire {
     peer: Arc<RawPeer>,
     entry: (NodeId, PeerId),
     directory: Arc<RwLock<Directory>>,
-    follower: Option<tokio::sync::Mutex<nox_eth::registry::follower::RegistryFollower>>,
     waiters: Waiters,
+    clock: EpochClock,
+    shape: RouteShape,
+    mean_delay: Duration,
+    pow_bits: u8,
+}
+
+/// A client connected to an entry node.
+pub struct Client {
+    cfg: ClientConfig,
+    wire: Wire,
+    follower: Option<tokio::sync::Mutex<nox_eth::registry::follower::RegistryFollower>>,
+    /// Real packets waiting for a payload tick (cover on), or `None` (sent at once).
+    outbound: Option<flume::Sender<Packet>>,
+    stats: Arc<LoopStats>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("entry", &self.entry.0).finish_non_exhaustive()
+        f.debug_struct("Client").field("entry", &self.wire.entry.0).finish_non_exhaustive()
     }
 }
 
@@ -255,24 +276,45 @@ impl Client {
         let peer = Arc::new(RawPeer::start(keypair, Vec::new(), PeerKind::Client, 4096).await?);
         peer.connect(entry_peer, vec![addr], cfg.connect_timeout).await?;
         let waiters: Waiters = Arc::default();
-        let mut client = Client {
-            clock,
+        let wire = Wire {
             peer: peer.clone(),
             entry: (entry_id, entry_peer),
             directory: Arc::new(RwLock::new(directory)),
-            follower,
             waiters: waiters.clone(),
-            tasks: Vec::new(),
-            cfg,
+            clock,
+            shape: cfg.route,
+            mean_delay: cfg.mean_delay,
+            pow_bits: cfg.pow_bits,
         };
+        let mut client = Client { wire, follower, outbound: None, stats: Arc::default(), tasks: Vec::new(), cfg };
         client.refresh_descriptors().await?;
         client.tasks.push(tokio::spawn(dispatch(peer, waiters)));
+        let rates = client.cfg.cover;
+        if rates.enabled {
+            let (tx, rx) = flume::bounded(rates.queue.max(1));
+            client.outbound = Some(tx);
+            let (w, st) = (client.wire.clone(), client.stats.clone());
+            client.tasks.push(tokio::spawn(payload_stream(w, rates, rx, st)));
+            if rates.loops > 0.0 {
+                let (w, st) = (client.wire.clone(), client.stats.clone());
+                client.tasks.push(tokio::spawn(loop_stream(w, rates, st)));
+            }
+            if rates.drops > 0.0 {
+                let (w, st) = (client.wire.clone(), client.stats.clone());
+                client.tasks.push(tokio::spawn(drop_stream(w, rates, st)));
+            }
+        }
         Ok(client)
     }
 
     /// The entry node's id.
     pub fn entry(&self) -> NodeId {
-        self.entry.0
+        self.wire.entry.0
+    }
+
+    /// Loops sent and returned, cover and real payload ticks (cover on).
+    pub fn cover_stats(&self) -> &LoopStats {
+        &self.stats
     }
 
     /// The configuration.
@@ -282,13 +324,12 @@ impl Client {
 
     /// The current epoch by this machine's clock.
     pub fn epoch(&self) -> u64 {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.clock.epoch_at(now)
+        self.wire.epoch()
     }
 
     /// The routes of the current epoch.
     pub fn route_set(&self) -> RouteSet {
-        self.directory.read().unwrap_or_else(|e| e.into_inner()).route_set(self.epoch())
+        self.wire.route_set()
     }
 
     /// Polls the registry (when it is the source) and takes the entry's
@@ -297,15 +338,15 @@ impl Client {
         if let Some(f) = &self.follower {
             let mut f = f.lock().await;
             f.poll().await.map_err(|e| ClientError::Topology(e.to_string()))?;
-            self.directory.write().unwrap_or_else(|e| e.into_inner()).set_members_from_registry(f.view());
+            self.wire.directory.write().unwrap_or_else(|e| e.into_inner()).set_members_from_registry(f.view());
         }
         self.refresh_descriptors().await
     }
 
     async fn refresh_descriptors(&self) -> Result<usize, ClientError> {
-        let descriptors = self.peer.descriptors(self.entry.1, self.cfg.connect_timeout).await?;
+        let descriptors = self.wire.peer.descriptors(self.wire.entry.1, self.cfg.connect_timeout).await?;
         let current = self.epoch();
-        let mut dir = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        let mut dir = self.wire.directory.write().unwrap_or_else(|e| e.into_inner());
         let accepted = descriptors.into_iter().filter(|d| dir.accept(d.clone(), current).is_ok()).count();
         if dir.route_set(current).layer(ENTRY_LAYER).is_empty() {
             return Err(ClientError::NoDescriptors(current));
@@ -402,7 +443,7 @@ impl Client {
         }
         .await;
         // Whatever happened, this request's SURB keys are done with.
-        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.wire.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for id in &ids {
             w.remove(id);
         }
@@ -410,48 +451,24 @@ impl Client {
     }
 
     /// Builds `envelope` with `surbs` fresh SURBs over a fresh route to
-    /// `exit`, registers the keys, claims the ids and submits the packets.
+    /// `exit`, registers the keys, claims the ids and sends the packets
+    /// (through the payload stream when cover is on).
     async fn send(
         &self,
         set: &RouteSet,
         exit: NodeId,
-        mut envelope: Envelope,
+        envelope: Envelope,
         surbs: usize,
         tx: &mpsc::UnboundedSender<Vec<u8>>,
         ids: &mut Vec<[u8; 32]>,
     ) -> Result<usize, ClientError> {
-        let epoch = self.epoch();
-        let mut rng = rand::rngs::OsRng;
-        let route = self.forward_route(set, exit)?;
-        let builder = PacketBuilder::new(epoch);
-        let mut claims = Vec::with_capacity(surbs);
-        for _ in 0..surbs.min(MAX_SURBS) {
-            let back = self.surb_route(set)?;
-            let mut id = [0u8; 32];
-            rng.fill_bytes(&mut id);
-            let (surb, keys) = builder.surb(&back, id, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
-            envelope.surbs.push(surb);
-            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (keys, tx.clone()));
-            ids.push(id);
-            claims.push(id);
-        }
-        let message = envelope.encode().map_err(|e| ClientError::Build(e.to_string()))?;
-        let fragmenter = Fragmenter::default();
-        if message.len() > fragmenter.max_message_len() {
-            return Err(ClientError::RequestTooLarge { len: message.len(), max: fragmenter.max_message_len() });
-        }
-        let mut message_id = [0u8; 16];
-        rng.fill_bytes(&mut message_id);
-        let fragments = fragmenter.split(&message, message_id).map_err(|e| ClientError::Build(e.to_string()))?;
-        for chunk in claims.chunks(nox_net::control::MAX_REPLY_CLAIMS) {
-            self.peer.claim_replies(self.entry.1, chunk.to_vec()).await?;
-        }
-        let count = fragments.len();
-        for f in fragments {
-            // Every fragment takes its own route to the same exit.
-            let route = if count == 1 { route.clone() } else { self.forward_route(set, exit)? };
-            let (_, packet) = builder.forward(&route, &f, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
-            self.peer.submit(self.entry.1, &packet, self.cfg.pow_bits).await?;
+        let packets = self.wire.prepare(set, exit, envelope, surbs, tx, ids).await?;
+        let count = packets.len();
+        for packet in packets {
+            match &self.outbound {
+                Some(queue) => queue.try_send(packet).map_err(|_| ClientError::QueueFull(queue.len()))?,
+                None => self.wire.peer.submit(self.wire.entry.1, &packet, self.wire.pow_bits).await?,
+            }
         }
         Ok(count)
     }
@@ -476,40 +493,6 @@ impl Client {
         Ok(())
     }
 
-    /// The client's entry, then the route's middle, then `exit`; delays sampled.
-    fn forward_route(&self, set: &RouteSet, exit: NodeId) -> Result<Vec<Hop>, ClientError> {
-        let mut rng = rand::thread_rng();
-        let entry = self.entry_hop(set)?;
-        let exit_key = set.layer(EXIT_LAYER).iter().find(|(n, _)| *n == exit).map(|(_, k)| *k);
-        let exit_hop = Hop { id: exit, key: exit_key.ok_or(RouteError::UnknownExit)?, delay_us: 0 };
-        let mut route = match self.cfg.route {
-            RouteShape::Stratified => vec![entry, set.pick(1, &[], &mut rng)?, exit_hop],
-            RouteShape::Free(hops) => {
-                let mut r = set.free_to(hops, Some(exit), &mut rng)?;
-                r[0] = entry;
-                if r.len() > 1 && r[1].id == entry.id {
-                    r[1] = set.pick(1, &[entry.id], &mut rng)?;
-                }
-                r
-            }
-        };
-        sample_delays(&mut route, self.cfg.mean_delay, &mut rng);
-        Ok(route)
-    }
-
-    /// A SURB route: a mix, then the client's entry, which delivers to it.
-    fn surb_route(&self, set: &RouteSet) -> Result<Vec<Hop>, ClientError> {
-        let mut rng = rand::thread_rng();
-        let mut route = vec![set.pick(1, &[], &mut rng)?, self.entry_hop(set)?];
-        sample_delays(&mut route, self.cfg.mean_delay, &mut rng);
-        Ok(route)
-    }
-
-    fn entry_hop(&self, set: &RouteSet) -> Result<Hop, ClientError> {
-        let key = set.key_of(&self.entry.0).ok_or(ClientError::NoDescriptors(self.epoch()))?;
-        Ok(Hop { id: self.entry.0, key, delay_us: 0 })
-    }
-
     /// Echoes `data` through an exit that offers echo.
     pub async fn echo(&self, data: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         self.call(Request::Echo { data }).await
@@ -522,11 +505,13 @@ impl Client {
 
     /// Stops the client's tasks and closes its connection.
     pub async fn shutdown(mut self) {
+        self.outbound = None;
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
         }
-        if let Ok(peer) = Arc::try_unwrap(self.peer) {
+        let Client { wire, .. } = self;
+        if let Ok(peer) = Arc::try_unwrap(wire.peer) {
             peer.shutdown().await;
         }
     }
@@ -544,5 +529,190 @@ async fn dispatch(peer: Arc<RawPeer>, waiters: Waiters) {
         {
             let _ = tx.send(fragment);
         }
+    }
+}
+
+impl Wire {
+    fn epoch(&self) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.clock.epoch_at(now)
+    }
+
+    fn route_set(&self) -> RouteSet {
+        self.directory.read().unwrap_or_else(|e| e.into_inner()).route_set(self.epoch())
+    }
+
+    /// Builds `envelope` with `surbs` fresh SURBs, registers their keys to
+    /// `tx`, claims their ids at the entry, and returns one packet per
+    /// fragment, each over its own fresh route to `exit`.
+    async fn prepare(
+        &self,
+        set: &RouteSet,
+        exit: NodeId,
+        mut envelope: Envelope,
+        surbs: usize,
+        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        ids: &mut Vec<[u8; 32]>,
+    ) -> Result<Vec<Packet>, ClientError> {
+        let builder = PacketBuilder::new(self.epoch());
+        let mut rng = rand::rngs::OsRng;
+        let mut claims = Vec::with_capacity(surbs);
+        for _ in 0..surbs.min(MAX_SURBS) {
+            let back = self.surb_route(set)?;
+            let mut id = [0u8; 32];
+            rng.fill_bytes(&mut id);
+            let (surb, keys) = builder.surb(&back, id, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
+            envelope.surbs.push(surb);
+            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (keys, tx.clone()));
+            ids.push(id);
+            claims.push(id);
+        }
+        let message = envelope.encode().map_err(|e| ClientError::Build(e.to_string()))?;
+        let fragmenter = Fragmenter::default();
+        if message.len() > fragmenter.max_message_len() {
+            return Err(ClientError::RequestTooLarge { len: message.len(), max: fragmenter.max_message_len() });
+        }
+        let mut message_id = [0u8; 16];
+        rng.fill_bytes(&mut message_id);
+        let fragments = fragmenter.split(&message, message_id).map_err(|e| ClientError::Build(e.to_string()))?;
+        for chunk in claims.chunks(nox_net::control::MAX_REPLY_CLAIMS) {
+            self.peer.claim_replies(self.entry.1, chunk.to_vec()).await?;
+        }
+        let mut packets = Vec::with_capacity(fragments.len());
+        for f in fragments {
+            // Every fragment takes its own route to the same exit.
+            let route = self.forward_route(set, exit)?;
+            let (_, packet) = builder.forward(&route, &f, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
+            packets.push(packet);
+        }
+        Ok(packets)
+    }
+
+    /// The client's entry, then the route's middle, then `exit`; delays sampled.
+    fn forward_route(&self, set: &RouteSet, exit: NodeId) -> Result<Vec<Hop>, ClientError> {
+        let mut rng = rand::thread_rng();
+        let entry = self.entry_hop(set)?;
+        let exit_key = set.layer(EXIT_LAYER).iter().find(|(n, _)| *n == exit).map(|(_, k)| *k);
+        let exit_hop = Hop { id: exit, key: exit_key.ok_or(RouteError::UnknownExit)?, delay_us: 0 };
+        let mut route = match self.shape {
+            RouteShape::Stratified => vec![entry, set.pick(1, &[], &mut rng)?, exit_hop],
+            RouteShape::Free(hops) => {
+                let mut r = set.free_to(hops, Some(exit), &mut rng)?;
+                r[0] = entry;
+                if r.len() > 1 && r[1].id == entry.id {
+                    r[1] = set.pick(1, &[entry.id], &mut rng)?;
+                }
+                r
+            }
+        };
+        sample_delays(&mut route, self.mean_delay, &mut rng);
+        Ok(route)
+    }
+
+    /// A SURB route: a mix, then the client's entry, which delivers to it.
+    fn surb_route(&self, set: &RouteSet) -> Result<Vec<Hop>, ClientError> {
+        let mut rng = rand::thread_rng();
+        let mut route = vec![set.pick(1, &[], &mut rng)?, self.entry_hop(set)?];
+        sample_delays(&mut route, self.mean_delay, &mut rng);
+        Ok(route)
+    }
+
+    fn entry_hop(&self, set: &RouteSet) -> Result<Hop, ClientError> {
+        let key = set.key_of(&self.entry.0).ok_or(ClientError::NoDescriptors(self.epoch()))?;
+        Ok(Hop { id: self.entry.0, key, delay_us: 0 })
+    }
+
+    /// A drop: a cover payload over a full route to a random exit.
+    fn drop_packet(&self) -> Result<Packet, ClientError> {
+        let set = self.route_set();
+        let mut rng = rand::thread_rng();
+        let exit = set.pick(EXIT_LAYER, &[], &mut rng)?.id;
+        let route = self.forward_route(&set, exit)?;
+        let payload = nox_protocol::cover::drop_payload(&mut rand::rngs::OsRng);
+        let (_, packet) = PacketBuilder::new(self.epoch())
+            .forward(&route, &payload, &mut rand::rngs::OsRng)
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(packet)
+    }
+
+    async fn submit(&self, packet: &Packet) -> Result<(), ClientError> {
+        Ok(self.peer.submit(self.entry.1, packet, self.pow_bits).await?)
+    }
+}
+
+/// λP: each tick sends the next real packet, or a drop when none waits.
+async fn payload_stream(wire: Wire, rates: CoverRates, queue: flume::Receiver<Packet>, stats: Arc<LoopStats>) {
+    loop {
+        let gap = next_gap(rates.payload, &mut rand::thread_rng());
+        tokio::time::sleep(gap).await;
+        let packet = match queue.try_recv() {
+            Ok(p) => {
+                stats.real.fetch_add(1, Ordering::Relaxed);
+                p
+            }
+            Err(flume::TryRecvError::Empty) => match wire.drop_packet() {
+                Ok(p) => {
+                    stats.dropped_cover.fetch_add(1, Ordering::Relaxed);
+                    p
+                }
+                Err(_) => continue,
+            },
+            Err(flume::TryRecvError::Disconnected) => return,
+        };
+        let _ = wire.submit(&packet).await;
+    }
+}
+
+/// λD: drops on their own Poisson clock.
+async fn drop_stream(wire: Wire, rates: CoverRates, stats: Arc<LoopStats>) {
+    loop {
+        let gap = next_gap(rates.drops, &mut rand::thread_rng());
+        tokio::time::sleep(gap).await;
+        if let Ok(p) = wire.drop_packet() {
+            stats.dropped_cover.fetch_add(1, Ordering::Relaxed);
+            let _ = wire.submit(&p).await;
+        }
+    }
+}
+
+/// λL: echo requests with one SURB through an exit and back to this client.
+async fn loop_stream(wire: Wire, rates: CoverRates, stats: Arc<LoopStats>) {
+    loop {
+        let gap = next_gap(rates.loops, &mut rand::thread_rng());
+        tokio::time::sleep(gap).await;
+        let set = wire.route_set();
+        let Some(exit) = set.exits_offering(RequestKind::Echo).choose(&mut rand::thread_rng()).copied() else {
+            continue;
+        };
+        let mut request_id = [0u8; 16];
+        let mut data = vec![0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut request_id);
+        rand::rngs::OsRng.fill_bytes(&mut data);
+        let envelope = Envelope { request_id, surbs: Vec::new(), request: Request::Echo { data: data.clone() } };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ids = Vec::new();
+        let Ok(packets) = wire.prepare(&set, exit, envelope, 1, &tx, &mut ids).await else { continue };
+        stats.sent.fetch_add(1, Ordering::Relaxed);
+        for p in &packets {
+            let _ = wire.submit(p).await;
+        }
+        let (waiters, stats) = (wire.waiters.clone(), stats.clone());
+        tokio::spawn(async move {
+            let came_back = async {
+                let fragment = rx.recv().await?;
+                let mut r = Reassembler::new(ReassemblyLimits::default());
+                let Ok(Reassembled::Complete(msg)) = r.insert(&fragment, Instant::now()) else { return None };
+                let reply = Reply::decode(&msg).ok()?;
+                (reply.request_id == request_id && reply.status == ReplyStatus::Ok && reply.data == data).then_some(())
+            };
+            match tokio::time::timeout(rates.loop_timeout, came_back).await {
+                Ok(Some(())) => stats.returned.fetch_add(1, Ordering::Relaxed),
+                _ => stats.lost.fetch_add(1, Ordering::Relaxed),
+            };
+            let mut w = waiters.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ids {
+                w.remove(id);
+            }
+        });
     }
 }

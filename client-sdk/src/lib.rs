@@ -12,6 +12,8 @@
 //!   with the same request id, tops SURBs up for large answers, and
 //!   authenticates and reassembles the answer;
 //! * [`budget`] — SURBs per request kind;
+//! * [`cover`] — Loopix client cover: payload (λP), loop (λL) and drop (λD)
+//!   streams, so the client's link looks the same busy or idle;
 //! * [`request`] — one request over a caller-chosen route (test harnesses and
 //!   diagnostics name their hops);
 //! * [`config`] — `nox-client.toml`, the binary's configuration, and the
@@ -22,19 +24,21 @@
 //! The `nox-client` binary (`src/bin/nox-client/`) runs the proxy, one echo
 //! or one JSON-RPC call, and checks a configuration.
 //!
-//! **Not implemented yet**: client cover traffic (Loopix λP/λL/λD), the
-//! shielded wallet and private-call API, and the local SMTP gateway.
+//! **Not implemented yet**: the shielded wallet and private-call API, and the
+//! local SMTP gateway.
 
 #![warn(missing_docs)]
 
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod cover;
 pub mod directory;
 pub mod proxy;
 pub mod request;
 
 pub use budget::SurbBudget;
 pub use client::{Client, ClientConfig, ClientError, Progress, RouteShape, TopologySource};
+pub use cover::{CoverRates, LoopStats};
 pub use directory::{DescriptorRejected, Directory, Member, StaticMember};
 pub use request::{PreparedRequest, ReplyError, RequestError, build_request, echo_request};

@@ -97,6 +97,7 @@ impl RpcError {
             | ClientError::Entry(_)
             | ClientError::NoRoute(_)
             | ClientError::NoDescriptors(_)
+            | ClientError::QueueFull(_)
             | ClientError::Closed => RpcError::new(NETWORK_UNAVAILABLE, format!("NOX network unavailable: {text}")),
             ClientError::RequestTooLarge { .. } | ClientError::ReplyTooLarge { .. } => RpcError::new(TOO_LARGE, text),
             ClientError::BadReply(_) => RpcError::new(BAD_ANSWER, text),
