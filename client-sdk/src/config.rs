@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::SurbBudget;
 use crate::client::{ClientConfig, RouteShape, TopologySource};
+use crate::cover::CoverRates;
 use crate::directory::StaticMember;
 use crate::proxy::ProxyConfig;
 
@@ -70,6 +71,9 @@ pub struct ClientFile {
     pub surbs: SurbBudget,
     /// The local JSON-RPC proxy (`nox-client proxy`).
     pub proxy: ProxySection,
+    /// Client cover traffic of the long-running proxy (one-shot commands
+    /// send none).
+    pub cover: CoverRates,
 }
 
 /// `[network]`
@@ -413,6 +417,15 @@ impl ClientFile {
         c.at_most("proxy.max_batch", proxy.max_batch, MAX_BATCH_LIMIT, "");
         c.at_least("proxy.max_body_bytes", proxy.max_body_bytes, 1024);
 
+        let cover = &self.cover;
+        if cover.enabled {
+            c.positive_rate("cover.payload", cover.payload);
+        }
+        c.non_negative_rate("cover.loops", cover.loops);
+        c.non_negative_rate("cover.drops", cover.drops);
+        c.at_least("cover.loop_timeout_secs", cover.loop_timeout.as_secs_f64(), 1.0);
+        c.at_least("cover.queue", cover.queue, 1);
+
         c.finish()
     }
 
@@ -512,6 +525,7 @@ impl ClientFile {
         };
         cfg.mean_delay = Duration::from_secs_f64(self.routes.mean_delay_ms / 1000.0);
         cfg.attempt_timeout = Duration::from_millis(self.requests.attempt_timeout_ms);
+        cfg.cover = self.cover;
         cfg.attempts = self.requests.attempts;
         cfg.max_reply_bytes = self.requests.max_reply_bytes;
         cfg.surbs = self.surbs.clone();

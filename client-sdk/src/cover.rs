@@ -42,7 +42,7 @@ pub struct CoverRates {
     /// λD: extra drops per second.
     pub drops: f64,
     /// When a loop that has not come back counts as lost.
-    #[serde(with = "secs")]
+    #[serde(with = "secs", rename = "loop_timeout_secs")]
     pub loop_timeout: Duration,
     /// Real packets waiting for a payload tick, at most.
     pub queue: usize,

@@ -346,7 +346,9 @@ async fn first_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'stati
     }
 }
 
-async fn echo_main(cfg: ClientFile, text: String) -> anyhow::Result<()> {
+async fn echo_main(mut cfg: ClientFile, text: String) -> anyhow::Result<()> {
+    // One request: no cover stream around it (see docs: the link shows it).
+    cfg.cover.enabled = false;
     let client = connect(&cfg, 1).await?;
     let started = Instant::now();
     let answer = {
@@ -366,7 +368,8 @@ fn param(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-async fn rpc_main(cfg: ClientFile, method: String, params: Vec<String>) -> anyhow::Result<()> {
+async fn rpc_main(mut cfg: ClientFile, method: String, params: Vec<String>) -> anyhow::Result<()> {
+    cfg.cover.enabled = false;
     let client = connect(&cfg, 1).await?;
     let outcome = async {
         let chain_id = chain_id(&cfg, &client).await?;
