@@ -178,8 +178,8 @@ async fn ethereum_services_against_anvil() {
 
     // Refused before the upstream: another chain, no chain, garbage.
     let m = bad_request(broadcast(&raw, CHAIN_ID, transfer(1, nonce + 1, to)).await);
-    assert!(m.contains("another chain"), "{m}");
-    let m = bad_request(broadcast(&raw, 1, transfer(CHAIN_ID, nonce + 1, to)).await);
+    assert!(m.contains("signed for another chain than 31337"), "{m}");
+    let m = bad_request(broadcast(&raw, 1, transfer(1, nonce + 1, to)).await);
     assert!(m.contains("this exit serves chain 31337"), "{m}");
     let legacy = TxLegacy {
         chain_id: None,
@@ -310,6 +310,11 @@ async fn a_dead_upstream_fails_and_is_asked_again_once_it_answers() {
     assert!(matches!(&r, Err(ServiceError::Failed(m)) if m.contains("unreachable")), "{r:?}");
     assert_eq!(rpc_call.outcomes().get("upstream_failed"), 1);
     assert_eq!(raw.outcomes().get("upstream_failed"), 1);
+    // What the exit refuses by itself needs no upstream.
+    let m = bad_request(broadcast(&raw, CHAIN_ID, vec![0xde, 0xad]).await);
+    assert!(m.contains("does not decode"), "{m}");
+    let m = bad_request(rpc(&rpc_call, CHAIN_ID, call(json!(1), "eth_sendTransaction", json!([]))).await);
+    assert!(m.contains("method not offered"), "{m}");
 
     // The upstream comes up: the chain id is looked up again, and the caller's id never reaches it.
     let ids = Arc::new(Mutex::new(Vec::new()));

@@ -7,10 +7,11 @@
 //!
 //! * it decodes as one EIP-2718 transaction (alloy's `TxEnvelope`: legacy,
 //!   EIP-2930, EIP-1559, EIP-4844 and EIP-7702), with no trailing bytes;
-//! * its chain id is the exit's (the upstream's `eth_chainId`), and so is the
-//!   request's; a legacy transaction without a chain id (pre-EIP-155) is
-//!   refused, since it could be replayed on any chain;
-//! * its signature recovers a sender, with a low `s` (EIP-2).
+//! * its chain id is the request's; a legacy transaction without a chain id
+//!   (pre-EIP-155) is refused, since it could be replayed on any chain;
+//! * its signature recovers a sender, with a low `s` (EIP-2);
+//! * and only then, the request's chain is the exit's (the upstream's
+//!   `eth_chainId`), so a bad transaction costs no upstream request.
 //!
 //! Each of those failures is a `BadRequest`. Then the raw bytes, unchanged,
 //! go upstream, and the answer is the upstream's JSON-RPC response object,
@@ -67,11 +68,11 @@ pub enum TxError {
         "a legacy transaction without a chain id (pre-EIP-155) could be replayed on any chain; sign it with EIP-155"
     )]
     NoChainId,
-    /// Signed for another chain.
-    #[error("the transaction is signed for another chain; this exit serves chain {exit}")]
+    /// Signed for another chain than the one asked for.
+    #[error("the transaction is signed for another chain than {expected}")]
     WrongChain {
-        /// The exit's chain.
-        exit: u64,
+        /// The chain it must be for.
+        expected: u64,
     },
     /// The signature does not recover a sender (or has a high `s`).
     #[error("the transaction's signature does not recover a sender")]
@@ -83,7 +84,7 @@ pub fn check_transaction(raw: &[u8], chain_id: u64) -> Result<B256, TxError> {
     let tx = TxEnvelope::decode_2718_exact(raw).map_err(|_| TxError::Malformed)?;
     match tx.chain_id() {
         None => return Err(TxError::NoChainId),
-        Some(id) if id != chain_id => return Err(TxError::WrongChain { exit: chain_id }),
+        Some(id) if id != chain_id => return Err(TxError::WrongChain { expected: chain_id }),
         Some(_) => {}
     }
     let signature = tx.signature();
@@ -136,15 +137,16 @@ impl Inner {
         raw_tx: &[u8],
         deadline: Instant,
     ) -> Result<Vec<u8>, (&'static str, ServiceError)> {
+        // The transaction first: a bad one costs no upstream request.
+        let hash = check_transaction(raw_tx, chain_id).map_err(|e| {
+            let outcome = if matches!(e, TxError::WrongChain { .. }) { "refused_chain_id" } else { "refused_bad_tx" };
+            (outcome, ServiceError::BadRequest(e.to_string()))
+        })?;
         let exit_chain = self.upstream.chain_id(deadline).await.map_err(upstream_failure)?;
         if chain_id != exit_chain {
             let msg = format!("this exit serves chain {exit_chain}");
             return Err(("refused_chain_id", ServiceError::BadRequest(msg)));
         }
-        let hash = check_transaction(raw_tx, exit_chain).map_err(|e| {
-            let outcome = if matches!(e, TxError::WrongChain { .. }) { "refused_chain_id" } else { "refused_bad_tx" };
-            (outcome, ServiceError::BadRequest(e.to_string()))
-        })?;
         let params = [format!("0x{}", hex::encode(raw_tx))];
         let answer =
             self.upstream.call("eth_sendRawTransaction", Some(&params), deadline).await.map_err(upstream_failure)?;
@@ -243,8 +245,8 @@ mod tests {
 
     #[test]
     fn another_chain_and_no_chain_are_refused() {
-        assert_eq!(check_transaction(&sign(eip1559(1)), CHAIN), Err(TxError::WrongChain { exit: CHAIN }));
-        assert_eq!(check_transaction(&sign(legacy(Some(1))), CHAIN), Err(TxError::WrongChain { exit: CHAIN }));
+        assert_eq!(check_transaction(&sign(eip1559(1)), CHAIN), Err(TxError::WrongChain { expected: CHAIN }));
+        assert_eq!(check_transaction(&sign(legacy(Some(1))), CHAIN), Err(TxError::WrongChain { expected: CHAIN }));
         assert_eq!(check_transaction(&sign(legacy(None)), CHAIN), Err(TxError::NoChainId));
     }
 
@@ -277,7 +279,7 @@ mod tests {
 
     #[test]
     fn messages_do_not_repeat_the_transaction() {
-        let msg = TxError::WrongChain { exit: CHAIN }.to_string();
+        let msg = TxError::WrongChain { expected: CHAIN }.to_string();
         assert!(msg.contains("31337") && !msg.contains("0x"), "{msg}");
     }
 }
