@@ -230,10 +230,10 @@ impl ReplyBook {
             }
             self.order.pop_front();
             // The id may have been re-inserted later: only its own slot goes.
-            if self.slots.get(&id).is_some_and(|s| s.since == at) {
-                if let Some(slot) = self.slots.remove(&id) {
-                    self.bytes = self.bytes.saturating_sub(slot.size());
-                }
+            if self.slots.get(&id).is_some_and(|s| s.since == at)
+                && let Some(slot) = self.slots.remove(&id)
+            {
+                self.bytes = self.bytes.saturating_sub(slot.size());
             }
         }
     }
