@@ -15,8 +15,10 @@
 pub mod anvil;
 pub mod deploy;
 pub mod network;
+pub mod wallet_side;
 
 pub use network::{Devnet, DevnetNode, DevnetOptions, Launch};
+pub use wallet_side::{ProxyHandle, cast, start_proxy};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +54,17 @@ pub enum DevnetError {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The mixnet client failed.
+    #[error("client: {0}")]
+    Client(String),
+    /// A tool (cast) ran and failed.
+    #[error("{tool} failed: {stderr}")]
+    Tool {
+        /// The command.
+        tool: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
 }
 
 /// The repository root (the workspace this crate was built in).

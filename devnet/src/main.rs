@@ -5,17 +5,21 @@
 //! are exits), starts them as `nox run` processes (or in this process), waits
 //! until every node has learnt the whole topology from NoxRegistry, and sends
 //! a request through entry → mix → exit with its answer coming back through
-//! SURBs. The exit serves echo requests; Ethereum requests and gas payment
-//! arrive with the exit services.
+//! SURBs. Then the user's side: a mixnet client that learns the network from
+//! NoxRegistry, the local JSON-RPC proxy in front of it, and `cast` sending a
+//! signed transfer through the proxy and reading it back (the exits' RPC
+//! services broadcast and read on anvil). Proof-paid private calls arrive
+//! with the shielded wallet.
 //!
 //! With `--keep-running` the network stays up until SIGINT or SIGTERM;
 //! everything started is stopped on the way out.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use nox_devnet::{Devnet, DevnetOptions, Launch};
+use nox_devnet::{Devnet, DevnetOptions, Launch, cast, start_proxy};
 
 #[derive(Parser)]
 #[command(name = "nox-devnet", version, about = "A whole local NOX network: anvil, contracts, staked nodes")]
@@ -33,6 +37,46 @@ struct Cli {
     /// (default: a temporary directory, removed on exit).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+}
+
+/// anvil's account #1: the user who sends the transfer (the deployer is #0).
+const USER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// Connects a mixnet client through a registered entry, serves the JSON-RPC
+/// proxy in front of it, and has `cast` send 1 ETH to a fresh address through
+/// it and read the balance and receipt back through it.
+async fn private_transfer(net: &Devnet) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    let client = Arc::new(net.mixnet_client(Duration::from_millis(5)).await.context("connecting the client")?);
+    let proxy = start_proxy(client.clone()).await?;
+    let url = proxy.url.clone();
+    let url = url.as_str();
+    let to = alloy::signers::local::PrivateKeySigner::random().address().to_string();
+    let block = cast(&["block-number", "--rpc-url", url]).await?;
+    let sent = Instant::now();
+    let receipt =
+        cast(&["send", "--json", "--rpc-url", url, "--private-key", USER_KEY, &to, "--value", "1ether"]).await?;
+    let send_ms = sent.elapsed().as_secs_f64() * 1e3;
+    let receipt: serde_json::Value = serde_json::from_str(&receipt).context("cast send's receipt")?;
+    let hash = receipt["transactionHash"].as_str().unwrap_or_default().to_owned();
+    let balance = cast(&["balance", "--rpc-url", url, &to]).await?;
+    let status = cast(&["receipt", "--rpc-url", url, &hash, "status"]).await?;
+    proxy.stop().await;
+    if let Ok(client) = Arc::try_unwrap(client) {
+        client.shutdown().await;
+    }
+    anyhow::ensure!(balance == "1000000000000000000", "the recipient holds {balance} wei, not 1 ETH");
+    Ok(serde_json::json!({
+        "proxy": url,
+        "block_number_before": block,
+        "to": to,
+        "tx_hash": hash,
+        "block": receipt["blockNumber"],
+        "status": status,
+        "recipient_balance_wei": balance,
+        "cast_send_ms": send_ms,
+        "total_ms": started.elapsed().as_secs_f64() * 1e3,
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +141,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         })
     );
+
+    // A wallet's view: cast, pointed at the local proxy, sends a signed
+    // transfer and reads it back; every call leaves through the mixnet.
+    let transfer = private_transfer(&net).await.context("cast through the NOX proxy")?;
+    println!("{}", serde_json::json!({ "cast_through_proxy": transfer }));
 
     if cli.keep_running {
         use tokio::signal::unix::{SignalKind, signal};

@@ -61,6 +61,10 @@ pub struct DevnetOptions {
     pub log_level: String,
     /// Where node directories go; a fresh temporary directory if `None`.
     pub dir: Option<PathBuf>,
+    /// The exits' upstream Ethereum RPC (`exit.rpc_url`); the devnet's anvil if `None`.
+    pub exit_upstream: Option<String>,
+    /// Whether exits offer `Http` fetches (`exit.http`; loopback stays refused).
+    pub exit_http: bool,
 }
 
 impl Default for DevnetOptions {
@@ -74,6 +78,8 @@ impl Default for DevnetOptions {
             cover_rate: 0.0,
             log_level: "info".into(),
             dir: None,
+            exit_upstream: None,
+            exit_http: false,
         }
     }
 }
@@ -263,6 +269,13 @@ impl Devnet {
         config.chain.confirmations = self.opts.confirmations;
         config.chain.poll_interval_ms = self.opts.poll_interval_ms;
         config.chain.rpc_timeout_ms = 2_000;
+        if layer == 2 {
+            // Exits serve the Ethereum RPC services against the devnet's anvil.
+            config.exit.rpc_url = Some(self.opts.exit_upstream.clone().unwrap_or_else(|| self.rpc_url()));
+            config.exit.rpc_call = true;
+            config.exit.raw_broadcast = true;
+            config.exit.http = self.opts.exit_http;
+        }
         config.log.level = self.opts.log_level.clone();
         keys.write(&config.node.keys_dir, true).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
         let config_path = ndir.join("nox.toml");

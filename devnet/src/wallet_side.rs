@@ -1,0 +1,112 @@
+//! The user's side of the devnet: a [`nox_client::Client`] that learns the
+//! network from NoxRegistry on the devnet's anvil, the local JSON-RPC proxy
+//! in front of it ([`ProxyHandle`]), and `cast` from `node_modules/.bin`
+//! pointed at that proxy — what a dApp user runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nox_client::proxy::{Backend, ProxyConfig};
+use nox_client::{Client, ClientConfig, TopologySource};
+use nox_eth::registry::follower::FollowerConfig;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::DevnetError;
+use crate::anvil::CHAIN_ID;
+use crate::network::Devnet;
+
+/// A proxy serving on loopback, stopped by [`ProxyHandle::stop`] (or when dropped).
+#[derive(Debug)]
+pub struct ProxyHandle {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl ProxyHandle {
+    /// Stops accepting, lets requests in flight finish, and returns.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl Devnet {
+    /// A client's configuration for this devnet: members from NoxRegistry,
+    /// the nodes' epoch length and proof of work, `mean_delay` per hop.
+    pub fn client_config(&self, mean_delay: Duration) -> ClientConfig {
+        let follower = FollowerConfig {
+            rpc_url: self.rpc_url(),
+            chain_id: CHAIN_ID,
+            registry: self.deployment.registry,
+            start_block: 0,
+            confirmations: 0,
+            max_log_range: 10_000,
+            rpc_timeout: Duration::from_secs(5),
+        };
+        let mut cfg = ClientConfig::new(TopologySource::Registry(follower));
+        if let Some(n) = self.nodes.first() {
+            cfg.epoch_secs = n.config.network.epoch_secs;
+            cfg.pow_bits = n.config.ingest.pow_bits;
+        }
+        cfg.mean_delay = mean_delay;
+        cfg
+    }
+
+    /// A client connected through a random registered entry.
+    pub async fn mixnet_client(&self, mean_delay: Duration) -> Result<Client, DevnetError> {
+        Client::connect(self.client_config(mean_delay)).await.map_err(|e| DevnetError::Client(e.to_string()))
+    }
+}
+
+/// Serves the JSON-RPC proxy for `backend` on a free loopback port.
+pub async fn start_proxy(backend: Arc<dyn Backend>) -> Result<ProxyHandle, DevnetError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| DevnetError::Spawn { what: "proxy listener", source: e })?;
+    let addr = listener.local_addr().map_err(|e| DevnetError::Spawn { what: "proxy listener", source: e })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(nox_client::proxy::serve(listener, backend, ProxyConfig::new(CHAIN_ID), async {
+        let _ = stopped.await;
+    }));
+    Ok(ProxyHandle { url: format!("http://{addr}"), stop: Some(stop), task: Some(task) })
+}
+
+/// `node_modules/.bin/cast`.
+pub fn cast_binary() -> Result<PathBuf, DevnetError> {
+    let p = crate::repo_root().join("node_modules/.bin/cast");
+    if p.exists() { Ok(p) } else { Err(DevnetError::MissingTool(format!("{} (run npm ci)", p.display()))) }
+}
+
+/// Runs `cast ARGS` and returns its trimmed stdout, or its stderr as the error.
+pub async fn cast(args: &[&str]) -> Result<String, DevnetError> {
+    let out = tokio::process::Command::new(cast_binary()?)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| DevnetError::Spawn { what: "cast", source: e })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(DevnetError::Tool {
+            tool: format!("cast {}", args.first().copied().unwrap_or_default()),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
