@@ -206,9 +206,23 @@ pub enum Progress {
         /// Fragments so far.
         received: usize,
     },
+    /// The answer is complete. The delays the client sampled on the way of
+    /// the last packet out and the last fragment back: what the mixing asked
+    /// for, as opposed to what the network added.
+    Answered {
+        /// Sampled delays of the slowest forward route of the last attempt, µs.
+        forward_delay_us: u64,
+        /// Sampled delays of the SURB route of the last fragment back, µs.
+        reply_delay_us: u64,
+    },
 }
 
-type Waiters = Arc<Mutex<HashMap<[u8; 32], (SurbKeys, mpsc::UnboundedSender<Vec<u8>>)>>>;
+/// A reply fragment and the delays sampled for the SURB route it came back
+/// over, in microseconds.
+type Arrived = (Vec<u8>, u64);
+
+/// SURB id → its keys, where its fragment goes, and its route's sampled delays.
+type Waiters = Arc<Mutex<HashMap<[u8; 32], (SurbKeys, mpsc::UnboundedSender<Arrived>, u64)>>>;
 
 /// What the client and its cover tasks share: the link to the entry, the
 /// directory, the route settings and the SURB keys waiting for replies.
@@ -392,6 +406,7 @@ impl Client {
             let mut reassembler = Reassembler::new(limits);
             let mut received = 0usize;
             let mut topped_up = 0usize;
+            let mut forward_delay_us;
             for attempt in 1..=self.cfg.attempts.max(1) {
                 let set = self.route_set();
                 let exits = set.exits_offering(kind);
@@ -412,11 +427,14 @@ impl Client {
                 exit = Some(chosen);
                 tried.push(chosen);
                 let envelope = Envelope { request_id, surbs: Vec::new(), request: request.clone() };
-                let packets = self.send(&set, chosen, envelope, surbs, &tx, &mut ids).await?;
+                let (packets, delay) = self.send(&set, chosen, envelope, surbs, &tx, &mut ids).await?;
+                forward_delay_us = delay;
                 progress(Progress::Sent { attempt, packets });
                 let deadline = tokio::time::Instant::now() + self.cfg.attempt_timeout;
                 loop {
-                    let Ok(Some(fragment)) = tokio::time::timeout_at(deadline, rx.recv()).await else { break };
+                    let Ok(Some((fragment, back))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                        break;
+                    };
                     let Ok(Reassembled::Complete(msg)) = reassembler.insert(&fragment, Instant::now()) else {
                         received += 1;
                         progress(Progress::Fragment { received });
@@ -436,6 +454,7 @@ impl Client {
                         progress(Progress::ToppedUp { surbs: needed });
                         continue;
                     }
+                    progress(Progress::Answered { forward_delay_us, reply_delay_us: back });
                     return Ok(reply);
                 }
             }
@@ -459,10 +478,10 @@ impl Client {
         exit: NodeId,
         envelope: Envelope,
         surbs: usize,
-        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        tx: &mpsc::UnboundedSender<Arrived>,
         ids: &mut Vec<[u8; 32]>,
-    ) -> Result<usize, ClientError> {
-        let packets = self.wire.prepare(set, exit, envelope, surbs, tx, ids).await?;
+    ) -> Result<(usize, u64), ClientError> {
+        let (packets, delay) = self.wire.prepare(set, exit, envelope, surbs, tx, ids).await?;
         let count = packets.len();
         for packet in packets {
             match &self.outbound {
@@ -470,7 +489,7 @@ impl Client {
                 None => self.wire.peer.submit(self.wire.entry.1, &packet, self.wire.pow_bits).await?,
             }
         }
-        Ok(count)
+        Ok((count, delay))
     }
 
     /// Sends `needed` more SURBs for the held answer to `request_id`.
@@ -480,7 +499,7 @@ impl Client {
         exit: NodeId,
         request_id: [u8; 16],
         needed: usize,
-        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        tx: &mpsc::UnboundedSender<Arrived>,
         ids: &mut Vec<[u8; 32]>,
     ) -> Result<(), ClientError> {
         let mut left = needed;
@@ -524,10 +543,10 @@ async fn dispatch(peer: Arc<RawPeer>, waiters: Waiters) {
         let id = delivered_surb_id(&packet);
         let waiter = waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         // A SURB is single-use: its keys go with its reply.
-        if let Some((keys, tx)) = waiter
+        if let Some((keys, tx, delay)) = waiter
             && let Ok(fragment) = keys.open(packet.body())
         {
-            let _ = tx.send(fragment);
+            let _ = tx.send((fragment, delay));
         }
     }
 }
@@ -544,16 +563,17 @@ impl Wire {
 
     /// Builds `envelope` with `surbs` fresh SURBs, registers their keys to
     /// `tx`, claims their ids at the entry, and returns one packet per
-    /// fragment, each over its own fresh route to `exit`.
+    /// fragment, each over its own fresh route to `exit`, with the largest
+    /// sum of sampled delays among those routes (µs).
     async fn prepare(
         &self,
         set: &RouteSet,
         exit: NodeId,
         mut envelope: Envelope,
         surbs: usize,
-        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        tx: &mpsc::UnboundedSender<Arrived>,
         ids: &mut Vec<[u8; 32]>,
-    ) -> Result<Vec<Packet>, ClientError> {
+    ) -> Result<(Vec<Packet>, u64), ClientError> {
         let builder = PacketBuilder::new(self.epoch());
         let mut rng = rand::rngs::OsRng;
         let mut claims = Vec::with_capacity(surbs);
@@ -563,7 +583,8 @@ impl Wire {
             rng.fill_bytes(&mut id);
             let (surb, keys) = builder.surb(&back, id, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
             envelope.surbs.push(surb);
-            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (keys, tx.clone()));
+            let delay = back.iter().map(|h| u64::from(h.delay_us)).sum();
+            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (keys, tx.clone(), delay));
             ids.push(id);
             claims.push(id);
         }
@@ -579,13 +600,15 @@ impl Wire {
             self.peer.claim_replies(self.entry.1, chunk.to_vec()).await?;
         }
         let mut packets = Vec::with_capacity(fragments.len());
+        let mut slowest = 0u64;
         for f in fragments {
             // Every fragment takes its own route to the same exit.
             let route = self.forward_route(set, exit)?;
+            slowest = slowest.max(route.iter().map(|h| u64::from(h.delay_us)).sum());
             let (_, packet) = builder.forward(&route, &f, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
             packets.push(packet);
         }
-        Ok(packets)
+        Ok((packets, slowest))
     }
 
     /// The client's entry, then the route's middle, then `exit`; delays sampled.
@@ -691,7 +714,7 @@ async fn loop_stream(wire: Wire, rates: CoverRates, stats: Arc<LoopStats>) {
         let envelope = Envelope { request_id, surbs: Vec::new(), request: Request::Echo { data: data.clone() } };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut ids = Vec::new();
-        let Ok(packets) = wire.prepare(&set, exit, envelope, 1, &tx, &mut ids).await else { continue };
+        let Ok((packets, _)) = wire.prepare(&set, exit, envelope, 1, &tx, &mut ids).await else { continue };
         stats.sent.fetch_add(1, Ordering::Relaxed);
         for p in &packets {
             let _ = wire.submit(p).await;
@@ -699,7 +722,7 @@ async fn loop_stream(wire: Wire, rates: CoverRates, stats: Arc<LoopStats>) {
         let (waiters, stats) = (wire.waiters.clone(), stats.clone());
         tokio::spawn(async move {
             let came_back = async {
-                let fragment = rx.recv().await?;
+                let (fragment, _) = rx.recv().await?;
                 let mut r = Reassembler::new(ReassemblyLimits::default());
                 let Ok(Reassembled::Complete(msg)) = r.insert(&fragment, Instant::now()) else { return None };
                 let reply = Reply::decode(&msg).ok()?;

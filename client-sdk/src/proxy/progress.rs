@@ -83,6 +83,7 @@ impl WaitReport {
                 Progress::Sent { attempt, .. } => s.attempt = attempt,
                 Progress::ToppedUp { surbs } => s.surbs_topped_up += surbs,
                 Progress::Fragment { received } => s.fragments = received,
+                Progress::Answered { .. } => {}
             }
         }
     }
