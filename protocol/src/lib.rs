@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod contracts;
 pub mod cover;
 pub mod crypto;

@@ -55,6 +55,31 @@ pub const REQUEST_ID_LEN: usize = 16;
 /// Most SURBs one envelope carries.
 pub const MAX_SURBS: usize = 255;
 
+/// The JSON-RPC methods an [`Request::RpcCall`] may carry: reads of chain
+/// state, fee estimates and simulations — nothing that signs, holds accounts
+/// or changes a node. An exit offers a subset (`exit.rpc_methods`) and refuses
+/// the rest; a client sends nothing else as `RpcCall`.
+pub const RPC_READ_METHODS: [&str; 18] = [
+    "eth_call",
+    "eth_chainId",
+    "eth_blockNumber",
+    "eth_getBalance",
+    "eth_getCode",
+    "eth_getTransactionCount",
+    "eth_getTransactionReceipt",
+    "eth_getTransactionByHash",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_getLogs",
+    "eth_estimateGas",
+    "eth_gasPrice",
+    "eth_feeHistory",
+    "eth_maxPriorityFeePerGas",
+    "eth_simulateV1",
+    "net_version",
+    "web3_clientVersion",
+];
+
 /// Envelope decoding errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {

@@ -19,27 +19,9 @@ use serde_json::Value;
 
 use super::jsonrpc::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError};
 
-/// The read-only methods sent to an exit as `RpcCall`.
-pub const READ_METHODS: [&str; 18] = [
-    "eth_call",
-    "eth_chainId",
-    "eth_blockNumber",
-    "eth_getBalance",
-    "eth_getCode",
-    "eth_getTransactionCount",
-    "eth_getTransactionReceipt",
-    "eth_getTransactionByHash",
-    "eth_getBlockByNumber",
-    "eth_getBlockByHash",
-    "eth_getLogs",
-    "eth_estimateGas",
-    "eth_gasPrice",
-    "eth_feeHistory",
-    "eth_maxPriorityFeePerGas",
-    "eth_simulateV1",
-    "net_version",
-    "web3_clientVersion",
-];
+/// The read-only methods sent to an exit as `RpcCall` (the protocol's list,
+/// the same an exit checks against).
+pub use nox_protocol::payload::RPC_READ_METHODS as READ_METHODS;
 
 /// Methods that need the user's key or accounts: a wallet's job.
 pub const WALLET_METHODS: [&str; 7] = [

@@ -54,14 +54,14 @@
 //! status u16 ‖ header count u16 ‖ count × (name u32-len ‖ name, value u32-len ‖ value) ‖ body u32-len ‖ body
 //! ```
 //!
-//! Header names are lower-case UTF-8; values are bytes. It lives here until
-//! the client decodes it; then its encoder and decoder move to
-//! `nox-protocol`, beside the request envelope, unchanged.
+//! Header names are lower-case UTF-8; values are bytes. The encoder and
+//! decoder live in `nox_protocol::answer`, which clients decode with.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+pub use nox_protocol::answer::{HttpAnswer, HttpAnswerError};
 use nox_protocol::payload::Request;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -78,117 +78,6 @@ pub const KIND: &str = "exit_http";
 // ---------------------------------------------------------------------------
 // The answer
 // ---------------------------------------------------------------------------
-
-/// An HTTP answer as the client receives it. `Debug` shows the status and
-/// the sizes only.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct HttpAnswer {
-    /// The status code.
-    pub status: u16,
-    /// The headers, in the server's order, names in lower case.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl std::fmt::Debug for HttpAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpAnswer")
-            .field("status", &self.status)
-            .field("headers", &self.headers.len())
-            .field("body_len", &self.body.len())
-            .finish()
-    }
-}
-
-/// Why an [`HttpAnswer`] does not encode or decode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HttpAnswerError {
-    /// The input ends inside a field.
-    #[error("HTTP answer truncated at byte {0}")]
-    Truncated(usize),
-    /// Bytes after the body.
-    #[error("{0} trailing bytes after the HTTP answer")]
-    TrailingBytes(usize),
-    /// A header name is not UTF-8.
-    #[error("a header name is not valid UTF-8")]
-    InvalidUtf8,
-    /// More headers than a `u16` counts.
-    #[error("{0} headers exceed the 65535 an answer can carry")]
-    TooManyHeaders(usize),
-    /// A field longer than a `u32` length says.
-    #[error("a field of {0} bytes is too long to encode")]
-    FieldTooLong(usize),
-}
-
-fn put_field(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), HttpAnswerError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| HttpAnswerError::FieldTooLong(bytes.len()))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
-    Ok(())
-}
-
-struct AnswerReader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> AnswerReader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], HttpAnswerError> {
-        let end =
-            self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(HttpAnswerError::Truncated(self.at))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    fn u16(&mut self) -> Result<u16, HttpAnswerError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn field(&mut self) -> Result<&'a [u8], HttpAnswerError> {
-        let b = self.take(4)?;
-        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        self.take(len)
-    }
-}
-
-impl HttpAnswer {
-    /// Encodes the answer.
-    pub fn encode(&self) -> Result<Vec<u8>, HttpAnswerError> {
-        let count =
-            u16::try_from(self.headers.len()).map_err(|_| HttpAnswerError::TooManyHeaders(self.headers.len()))?;
-        let header_bytes: usize = self.headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
-        let mut out = Vec::with_capacity(8 + header_bytes + self.body.len());
-        out.extend_from_slice(&self.status.to_be_bytes());
-        out.extend_from_slice(&count.to_be_bytes());
-        for (name, value) in &self.headers {
-            put_field(&mut out, name.as_bytes())?;
-            put_field(&mut out, value)?;
-        }
-        put_field(&mut out, &self.body)?;
-        Ok(out)
-    }
-
-    /// Decodes an answer; never allocates more than `bytes` holds, refuses
-    /// trailing bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, HttpAnswerError> {
-        let mut r = AnswerReader { bytes, at: 0 };
-        let status = r.u16()?;
-        let count = usize::from(r.u16()?);
-        let mut headers = Vec::with_capacity(count.min(bytes.len() / 8));
-        for _ in 0..count {
-            let name = std::str::from_utf8(r.field()?).map_err(|_| HttpAnswerError::InvalidUtf8)?.to_owned();
-            headers.push((name, r.field()?.to_vec()));
-        }
-        let body = r.field()?.to_vec();
-        match bytes.len() - r.at {
-            0 => Ok(HttpAnswer { status, headers, body }),
-            n => Err(HttpAnswerError::TrailingBytes(n)),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The service
@@ -537,7 +426,6 @@ impl ExitService for HttpService {
 mod tests {
     use super::*;
     use nox_protocol::payload::RequestKind;
-    use proptest::prelude::*;
 
     fn ctx() -> RequestContext {
         RequestContext {
@@ -550,43 +438,6 @@ mod tests {
 
     fn get(url: &str) -> Request {
         Request::Http { method: "GET".into(), url: url.into(), headers: vec![], body: vec![] }
-    }
-
-    proptest! {
-        #[test]
-        fn answers_round_trip(
-            status in any::<u16>(),
-            headers in proptest::collection::vec(("[a-z-]{0,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..8),
-            body in proptest::collection::vec(any::<u8>(), 0..600),
-        ) {
-            let a = HttpAnswer { status, headers, body };
-            let bytes = a.encode().unwrap();
-            prop_assert_eq!(HttpAnswer::decode(&bytes).unwrap(), a);
-            // Every strict prefix is truncated; an extra byte is trailing.
-            for cut in [0, 1, 3, bytes.len() / 2, bytes.len() - 1] {
-                prop_assert!(matches!(HttpAnswer::decode(&bytes[..cut]), Err(HttpAnswerError::Truncated(_))));
-            }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            prop_assert_eq!(HttpAnswer::decode(&longer), Err(HttpAnswerError::TrailingBytes(1)));
-        }
-
-        #[test]
-        fn decoding_anything_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = HttpAnswer::decode(&bytes);
-        }
-    }
-
-    #[test]
-    fn the_answer_layout_is_pinned() {
-        let a = HttpAnswer { status: 200, headers: vec![("a".into(), b"bc".to_vec())], body: b"xyz".to_vec() };
-        let want = "00c8".to_string() + "0001" + "00000001" + "61" + "00000002" + "6263" + "00000003" + "78797a";
-        assert_eq!(hex::encode(a.encode().unwrap()), want);
-        let huge = [0, 200, 0, 1, 0xff, 0xff, 0xff, 0xff];
-        assert_eq!(HttpAnswer::decode(&huge), Err(HttpAnswerError::Truncated(8)));
-        let bad_name = [0, 200, 0, 1, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(HttpAnswer::decode(&bad_name), Err(HttpAnswerError::InvalidUtf8));
-        assert_eq!(format!("{a:?}"), "HttpAnswer { status: 200, headers: 1, body_len: 3 }");
     }
 
     #[test]

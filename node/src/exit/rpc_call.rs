@@ -55,28 +55,9 @@ use super::service::{ExitService, RequestContext, ServiceError};
 use super::upstream::{EthUpstream, UpstreamError};
 use crate::metrics::Metrics;
 
-/// Every method an exit can offer: reads of chain state, fee estimates and
-/// simulations. The default of `exit.rpc_methods`.
-pub const RPC_METHODS: [&str; 18] = [
-    "eth_call",
-    "eth_chainId",
-    "eth_blockNumber",
-    "eth_getBalance",
-    "eth_getCode",
-    "eth_getTransactionCount",
-    "eth_getTransactionReceipt",
-    "eth_getTransactionByHash",
-    "eth_getBlockByNumber",
-    "eth_getBlockByHash",
-    "eth_getLogs",
-    "eth_estimateGas",
-    "eth_gasPrice",
-    "eth_feeHistory",
-    "eth_maxPriorityFeePerGas",
-    "eth_simulateV1",
-    "net_version",
-    "web3_clientVersion",
-];
+/// Every method an exit can offer (the protocol's list of `RpcCall`
+/// methods): the default of `exit.rpc_methods`.
+pub use nox_protocol::payload::RPC_READ_METHODS as RPC_METHODS;
 
 /// The metrics kind.
 pub const KIND: &str = "exit_rpc_call";
