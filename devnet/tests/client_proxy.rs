@@ -29,12 +29,15 @@ use serde_json::{Value, json};
 const USER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 /// `eth_getBalance` of this address is held back by the upstream.
 const SLOW_ADDRESS: &str = "0x00000000000000000000000000000000000051d0";
+/// `eth_getBalance` of this address is held back the first time only.
+const SLOW_ONCE_ADDRESS: &str = "0x00000000000000000000000000000000000051d1";
 
 /// What the forwarding upstream saw and does.
 #[derive(Default)]
 struct Upstream {
     calls: Mutex<HashMap<String, usize>>,
     slow_calls: Mutex<usize>,
+    slow_once_seen: AtomicBool,
     dead: AtomicBool,
 }
 
@@ -59,6 +62,12 @@ async fn forwarder(anvil: Arc<Mutex<String>>, upstream: Arc<Upstream>, slow: Dur
                 *upstream.calls.lock().unwrap().entry(method.clone()).or_default() += 1;
                 if method == "eth_getBalance" && v["params"][0].as_str() == Some(SLOW_ADDRESS) {
                     *upstream.slow_calls.lock().unwrap() += 1;
+                    tokio::time::sleep(slow).await;
+                }
+                if method == "eth_getBalance"
+                    && v["params"][0].as_str() == Some(SLOW_ONCE_ADDRESS)
+                    && !upstream.slow_once_seen.swap(true, Ordering::SeqCst)
+                {
                     tokio::time::sleep(slow).await;
                 }
                 let answer = http.post(&anvil).header("content-type", "application/json").body(body).send().await;
@@ -213,19 +222,46 @@ async fn wallets_and_cast_use_the_mixnet_through_the_proxy() {
     }
     assert!(refusals >= 5.0, "refusals and failures counted: {refusals}");
 
-    // --- an exit gone: a client retries over the other exit.
+    // --- an exit killed mid-request: the client's retries move to the other exit.
     let exits = net.layer(2);
-    let mut net = net;
-    net.stop_node(exits[0]).await;
+    let requests_at = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("nox_events_total{kind=\"exit_rpc_call\",outcome=\"request\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut before = Vec::new();
+    for e in &exits {
+        before.push(requests_at(&net.metrics_of(*e).await.unwrap()));
+    }
     let mut quick = net.client_config(Duration::from_millis(2));
     quick.attempt_timeout = Duration::from_millis(1_500);
-    let quick = Client::connect(quick).await.unwrap();
-    for i in 0..4 {
-        let call = json!({"jsonrpc":"2.0","id":i,"method":"eth_blockNumber","params":[]}).to_string();
-        let answer = quick.call(Request::RpcCall { chain_id: nox_devnet::anvil::CHAIN_ID, json: call }).await;
-        assert!(answer.is_ok(), "request {i} after an exit stopped: {answer:?}");
+    let quick = Arc::new(Client::connect(quick).await.unwrap());
+    let slow =
+        json!({"jsonrpc":"2.0","id":9,"method":"eth_getBalance","params":[SLOW_ONCE_ADDRESS, "latest"]}).to_string();
+    let pending = {
+        let quick = quick.clone();
+        tokio::spawn(
+            async move { quick.call(Request::RpcCall { chain_id: nox_devnet::anvil::CHAIN_ID, json: slow }).await },
+        )
+    };
+    // Find the exit serving it (its request counter moved) while the upstream holds the answer back.
+    let serving = 'found: loop {
+        for (i, e) in exits.iter().enumerate() {
+            if requests_at(&net.metrics_of(*e).await.unwrap()) > before[i] {
+                break 'found *e;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut net = net;
+    net.stop_node(serving).await;
+    let answer = pending.await.unwrap().expect("answered by the other exit after the retries");
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["result"], "0x0");
+    if let Ok(q) = Arc::try_unwrap(quick) {
+        q.shutdown().await;
     }
-    quick.shutdown().await;
 
     proxy.stop().await;
     retrying.shutdown().await;
