@@ -48,6 +48,22 @@ pub trait ConfigFile: Serialize + DeserializeOwned + Default {
     fn validate(&self) -> Result<(), Vec<Problem>>;
 }
 
+/// What a binary prints on stderr when `file` did not load: the error, or
+/// for an invalid configuration the count and every problem, one a line.
+pub fn report(file: &Path, error: &ConfigError) -> String {
+    match error {
+        ConfigError::Invalid(problems) => {
+            let mut text = format!("{}: {} invalid value(s)", file.display(), problems.len());
+            for problem in problems {
+                text.push('\n');
+                text.push_str(&problem.to_string());
+            }
+            text
+        }
+        other => format!("{}: {other}", file.display()),
+    }
+}
+
 /// Reads `path`, applies the process's overrides and validates the result.
 pub fn load<C: ConfigFile>(path: &Path) -> Result<C, ConfigError> {
     load_with_env(path, std::env::vars_os())

@@ -254,16 +254,6 @@ impl RequestKind {
         RequestKind::SurbTopUp,
     ];
 
-    /// The kinds a service answers (every kind but [`RequestKind::SurbTopUp`]).
-    pub const SERVICES: [RequestKind; 6] = [
-        RequestKind::Echo,
-        RequestKind::EthRequest,
-        RequestKind::RawBroadcast,
-        RequestKind::RpcCall,
-        RequestKind::Http,
-        RequestKind::Mail,
-    ];
-
     /// The kind byte on the wire.
     pub const fn byte(self) -> u8 {
         match self {
@@ -290,7 +280,7 @@ impl RequestKind {
 
     /// The kinds in the service set `mask`.
     pub fn in_mask(mask: u16) -> Vec<RequestKind> {
-        RequestKind::SERVICES.into_iter().filter(|k| mask & k.bit() != 0).collect()
+        RequestKind::ALL.into_iter().filter(|k| *k != RequestKind::SurbTopUp && mask & k.bit() != 0).collect()
     }
 
     /// The kind of a wire byte; `None` for a byte no request kind has.

@@ -276,16 +276,8 @@ impl Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nox_protocol::crypto::x25519::MixSecretKey;
+    use crate::exit::reply::test_surbs as surbs;
     use nox_protocol::payload::ReplyStatus;
-    use nox_protocol::sphinx::{Hop, NodeId, PacketBuilder};
-
-    fn surbs(n: usize) -> Vec<Surb> {
-        let mut rng = rand::rngs::OsRng;
-        let key = MixSecretKey::generate(&mut rng);
-        let hop = Hop { id: NodeId([1; 32]), key: key.public_key(), delay_us: 0 };
-        (0..n).map(|i| PacketBuilder::new(1).surb(&[hop], [i as u8; 32], &mut rng).unwrap().0).collect()
-    }
 
     fn reply(id: RequestId, len: usize) -> Reply {
         Reply { request_id: id, status: ReplyStatus::Ok, data: vec![1; len] }

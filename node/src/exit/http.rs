@@ -177,22 +177,7 @@ impl From<HttpRefusal> for ServiceError {
     }
 }
 
-/// Headers that describe one connection, not the request (RFC 9110 §7.6.1),
-/// plus `host` and `content-length`, which the client library sets.
-const DROPPED_REQUEST_HEADERS: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -203,6 +188,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "trailer",
     "transfer-encoding",
 ];
+
+/// Request headers dropped besides the hop-by-hop ones: `upgrade`, and `host`
+/// and `content-length`, which the client library sets.
+const DROPPED_REQUEST_HEADERS: [&str; 3] = ["upgrade", "host", "content-length"];
 
 /// The request's headers as they leave the exit: valid, without hop-by-hop
 /// headers, `Host` or `Content-Length`.
@@ -222,7 +211,10 @@ pub fn request_headers(headers: &[(String, String)]) -> Result<HeaderMap, HttpRe
         .collect();
     let mut map = HeaderMap::with_capacity(parsed.len());
     for (name, value) in parsed {
-        if DROPPED_REQUEST_HEADERS.contains(&name.as_str()) || named.iter().any(|n| n == name.as_str()) {
+        if HOP_BY_HOP.contains(&name.as_str())
+            || DROPPED_REQUEST_HEADERS.contains(&name.as_str())
+            || named.iter().any(|n| n == name.as_str())
+        {
             continue;
         }
         map.append(name, value);

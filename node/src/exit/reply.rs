@@ -59,19 +59,23 @@ pub fn reply_packets(reply: &Reply, surbs: Vec<Surb>) -> Result<Vec<Action>, Rep
         .collect()
 }
 
+/// `n` SURBs over a one-hop route to a throwaway key (the exit's tests).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_surbs(n: usize) -> Vec<Surb> {
+    use nox_protocol::crypto::x25519::MixSecretKey;
+    use nox_protocol::sphinx::{Hop, NodeId, PacketBuilder};
+    let mut rng = rand::rngs::OsRng;
+    let key = MixSecretKey::generate(&mut rng);
+    let hop = Hop { id: NodeId([1; 32]), key: key.public_key(), delay_us: 0 };
+    (0..n).map(|i| PacketBuilder::new(1).surb(&[hop], [i as u8; 32], &mut rng).unwrap().0).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_surbs as surbs;
     use super::*;
-    use nox_protocol::crypto::x25519::MixSecretKey;
     use nox_protocol::payload::ReplyStatus;
-    use nox_protocol::sphinx::{Hop, NodeId, PacketBuilder};
-
-    fn surbs(n: usize) -> Vec<Surb> {
-        let mut rng = rand::rngs::OsRng;
-        let key = MixSecretKey::generate(&mut rng);
-        let hop = Hop { id: NodeId([1; 32]), key: key.public_key(), delay_us: 0 };
-        (0..n).map(|i| PacketBuilder::new(1).surb(&[hop], [i as u8; 32], &mut rng).unwrap().0).collect()
-    }
 
     #[test]
     fn a_reply_within_the_budget_fits_its_surbs_and_one_beyond_does_not() {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nox_client::config::{self, ClientFile, ConfigError};
+use nox_client::config::{self, ClientFile};
 use nox_client::proxy::{self, Backend};
 use nox_client::{Client, ClientError};
 use serde_json::Value;
@@ -123,20 +123,7 @@ fn main() {
 /// Loads `file` with its overrides; on failure prints every problem on
 /// stderr and returns `None`.
 fn load_config(file: &Path) -> Option<ClientFile> {
-    match config::load(file) {
-        Ok(cfg) => Some(cfg),
-        Err(ConfigError::Invalid(problems)) => {
-            eprintln!("{}: {} invalid value(s)", file.display(), problems.len());
-            for problem in problems {
-                eprintln!("{problem}");
-            }
-            None
-        }
-        Err(error) => {
-            eprintln!("{}: {error}", file.display());
-            None
-        }
-    }
+    config::load(file).map_err(|error| eprintln!("{}", nox_config::report(file, &error))).ok()
 }
 
 fn check_config(file: &Path, cfg: &ClientFile) {

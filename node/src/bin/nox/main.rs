@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nox_eth::amount::TokenAmount;
-use nox_node::config::{self, ConfigError, LogFormat, NodeConfig};
+use nox_node::config::{self, LogFormat, NodeConfig};
 use nox_node::keys::{IDENTITY_FILE, KeyError, NodeKeys, WALLET_FILE};
 use nox_node::node::{self, NodeOptions};
 use tokio::signal::unix::{SignalKind, signal};
@@ -226,20 +226,7 @@ const INVALID_CONFIG: i32 = 2;
 /// Loads `file` with its environment overrides; on failure prints every
 /// problem on stderr and returns `None`.
 fn load_config(file: &Path) -> Option<NodeConfig> {
-    match config::load(file) {
-        Ok(config) => Some(config),
-        Err(ConfigError::Invalid(problems)) => {
-            eprintln!("{}: {} invalid value(s)", file.display(), problems.len());
-            for problem in problems {
-                eprintln!("{problem}");
-            }
-            None
-        }
-        Err(error) => {
-            eprintln!("{}: {error}", file.display());
-            None
-        }
-    }
+    config::load(file).map_err(|error| eprintln!("{}", nox_config::report(file, &error))).ok()
 }
 
 /// `nox run`: starts the node and stops it on SIGINT or SIGTERM.
