@@ -6,7 +6,7 @@
 //! | protocol / topic        | carries                                                       |
 //! |-------------------------|---------------------------------------------------------------|
 //! | `/nox/packet/1`         | a long-lived stream of raw 32,768-byte packets, no framing     |
-//! | `/nox/submit/1`         | client → entry: `packet ‖ 8-byte PoW nonce` frames (`nox_protocol::pow`) |
+//! | `/nox/submit/1`         | client (or a node's own cover) → entry: `packet ‖ 8-byte PoW nonce` frames (`nox_protocol::pow`) |
 //! | `/nox/control/1`        | request-response (CBOR): [`ControlRequest`] / [`ControlResponse`] |
 //! | `nox/descriptors/1`     | GossipSub: signed mix descriptors                              |
 //! | `nox/prices/1`          | GossipSub: oracle prices                                       |
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// Raw packets between nodes, and replies from an entry node to its clients.
 pub const PACKET_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/packet/1");
-/// Client submissions with proof of work.
+/// Submissions with proof of work: clients', and nodes' own cover.
 pub const SUBMIT_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/submit/1");
 /// Control requests.
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/nox/control/1");
@@ -50,7 +50,8 @@ pub enum ControlRequest {
     },
     /// Ask for every verified descriptor the peer holds.
     GetDescriptors,
-    /// A client claims replies addressed to these SURB ids (entry nodes only).
+    /// A client (or a node, for its loop cover) claims replies addressed to
+    /// these SURB ids (entry nodes only).
     SubscribeReplies {
         /// The SURB ids.
         surb_ids: Vec<[u8; 32]>,

@@ -73,7 +73,7 @@ async fn main() {
     let dir = tempfile::tempdir_in(".").unwrap();
     let (tx, rx) = flume::unbounded();
     let services = ServiceRouter::new().with(RequestKind::Echo, Arc::new(Stamp(tx)));
-    let opts = NodeOptions { exit_services: Some(services), admission: None };
+    let opts = NodeOptions { exit_services: Some(services), ..NodeOptions::default() };
     let net = LocalNet::start(dir.path(), [1, 1, 1], 42, opts, |_, c| {
         c.replay.durable_before_forward = durable;
     })

@@ -11,7 +11,9 @@
 //!   (forged, stale and future descriptors are rejected and counted);
 //! * epochs — rotates the key ring once a second when due, creates and drops
 //!   the matching replay caches, prunes old descriptors;
-//! * reply claims from clients (`SubscribeReplies`).
+//! * reply claims (`SubscribeReplies`) from clients, and from nodes claiming
+//!   the replies to their loop cover exactly as a client claims its own
+//!   (`crate::cover`).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -310,8 +312,11 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
             ControlResponse::Descriptors { encoded: ctx.topology.encoded_descriptors() }
         }
         ControlRequest::SubscribeReplies { surb_ids } => {
-            if ctx.peers.admitted(&peer) != Some(PeerKind::Client) {
-                return ControlResponse::Error { reason: "only clients claim replies".into() };
+            // A node's loops end at their entry like a client's requests, so
+            // a node claims their replies like a client; the mailbox holds
+            // every claimant to the same share.
+            if ctx.peers.admitted(&peer).is_none() {
+                return ControlResponse::Error { reason: "handshake first".into() };
             }
             if surb_ids.len() > MAX_REPLY_CLAIMS {
                 return ControlResponse::Error { reason: format!("at most {MAX_REPLY_CLAIMS} ids per claim") };

@@ -2,25 +2,23 @@
 //! node.
 //!
 //! A final payload is one of three things:
-//! * cover ([`nox_protocol::cover`]): a loop of this node's coming home
-//!   (`exit/loop_returned`, fed to [`CoverState`] for loop reliability), or
-//!   another node's drop (`exit/cover_received`) — counted, then discarded;
-//! * a fragment of a client message: handed to the exit stage
-//!   ([`crate::exit`]) on an exit node; a relay (layers 0 and 1) never
-//!   expects one and drops it (`exit/not_exit`);
+//! * drop cover ([`nox_protocol::cover`]) from a node or a client: counted
+//!   (`exit/cover_received`) and discarded. (A node's loops do not end here:
+//!   they are echo requests, served by the exit stage and answered through a
+//!   SURB, see [`crate::cover`].)
+//! * a fragment of a client message (or of a node's loop, which looks the
+//!   same): handed to the exit stage ([`crate::exit`]) on an exit node; a
+//!   relay (layers 0 and 1) never expects one and drops it (`exit/not_exit`);
 //! * nothing else: a payload is cover or a fragment by its first byte, and
 //!   the exit stage's reassembler refuses what is neither.
 //!
-//! The stage is cheap (one byte and, for cover, one map lookup) so it runs
-//! inline on the one task that reads the final-payload queue.
-
-use std::sync::Arc;
+//! The stage is cheap (one byte) so it runs inline on the one task that reads
+//! the final-payload queue.
 
 use nox_protocol::cover;
 use nox_protocol::sphinx::Payload;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::cover::CoverState;
 use crate::metrics::Metrics;
 
 /// Where the delivery stage sends a client fragment.
@@ -39,19 +37,13 @@ pub struct DeliveryStage;
 
 impl DeliveryStage {
     /// Runs until `input` closes.
-    pub async fn run(input: flume::Receiver<Payload>, fragments: Fragments, cover: Arc<CoverState>, m: &Metrics) {
-        let loop_returned: Counter = m.packets("exit", "loop_returned");
+    pub async fn run(input: flume::Receiver<Payload>, fragments: Fragments, m: &Metrics) {
         let cover_received: Counter = m.packets("exit", "cover_received");
         let not_exit: Counter = m.dropped("exit", "not_exit");
         let queue_full: Counter = m.dropped("exit", "exit_queue_full");
         while let Ok(payload) = input.recv_async().await {
-            let bytes = payload.as_bytes();
-            if cover::is_cover(bytes) {
-                if cover.loop_returned(bytes) {
-                    loop_returned.inc();
-                } else {
-                    cover_received.inc();
-                }
+            if cover::is_cover(payload.as_bytes()) {
+                cover_received.inc();
                 continue;
             }
             match &fragments {

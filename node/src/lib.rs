@@ -10,7 +10,8 @@
 //!   fragments on to the exit stage;
 //! * [`exit`] — an exit's client messages: reassembly, the
 //!   [`exit::ServiceRouter`] of [`exit::ExitService`]s, replies through SURBs;
-//! * [`cover`] — loop and drop cover traffic and loop reliability;
+//! * [`cover`] — loop and drop cover traffic, shaped like clients' requests,
+//!   and loop reliability;
 //! * [`epoch`], [`replay`], [`store`] — epoch keys and per-key replay caches,
 //!   persisted in one redb database;
 //! * [`chain`] — the chain watcher: NoxRegistry's events become the topology;
@@ -28,6 +29,8 @@ pub mod cover;
 pub mod delivery;
 pub mod epoch;
 pub mod exit;
+#[cfg(feature = "test-harness")]
+pub mod faults;
 pub mod http;
 pub mod keys;
 #[cfg(any(test, feature = "test-harness"))]

@@ -50,7 +50,8 @@ impl LocalNode {
 pub struct LocalNet {
     /// Members, layer 0 first.
     pub nodes: Vec<LocalNode>,
-    opts: NodeOptions,
+    /// Each member's options, by index.
+    opts: Vec<NodeOptions>,
 }
 
 fn keys_from_seed(seed: u64) -> NodeKeys {
@@ -98,6 +99,18 @@ impl LocalNet {
         opts: NodeOptions,
         tweak: impl Fn(usize, &mut NodeConfig),
     ) -> Result<LocalNet, NodeError> {
+        LocalNet::start_each(dir, per_layer, seed, |_| opts.clone(), tweak).await
+    }
+
+    /// [`LocalNet::start`] with options per node (index → options): a test
+    /// gives one node a fault (`NodeOptions::faults`) or another service.
+    pub async fn start_each(
+        dir: &Path,
+        per_layer: [usize; 3],
+        seed: u64,
+        opts: impl Fn(usize) -> NodeOptions,
+        tweak: impl Fn(usize, &mut NodeConfig),
+    ) -> Result<LocalNet, NodeError> {
         let mut nodes = Vec::new();
         let mut i = 0usize;
         for (layer, n) in per_layer.iter().enumerate() {
@@ -113,6 +126,7 @@ impl LocalNet {
                 i += 1;
             }
         }
+        let opts = (0..nodes.len()).map(opts).collect();
         let mut net = LocalNet { nodes, opts };
         for idx in 0..net.nodes.len() {
             // First start: nobody knows anybody yet; `introduce` connects them.
@@ -148,7 +162,8 @@ impl LocalNet {
         let n = &mut self.nodes[idx];
         let mut cfg = n.config.clone();
         cfg.topology.nodes = statics;
-        let running = node::start(cfg, n.keys.clone(), self.opts.clone()).await?;
+        let opts = self.opts.get(idx).cloned().unwrap_or_default();
+        let running = node::start(cfg, n.keys.clone(), opts).await?;
         // Keep the ports: a restart comes back where the others expect it.
         if let Some(a) = running.listen_addrs.first() {
             n.config.p2p.listen = vec![a.to_string()];

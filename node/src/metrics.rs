@@ -64,7 +64,7 @@ impl Metrics {
         let loop_reliability = Family::<Labels1, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "loop_reliability",
-            "Share of this node's loop cover packets that came back, by layer crossed (recent window)",
+            "Share of this node's recent loops that came back, by layer: the worst node of the layer with enough loops through it (else all loops)",
             loop_reliability.clone(),
         );
         let events = Family::<Labels2, Counter>::default();

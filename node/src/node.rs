@@ -87,6 +87,9 @@ pub struct NodeOptions {
     /// The admission policy; `None` = [`StaticAdmission`] over the topology,
     /// accepting clients on layer 0.
     pub admission: Option<Arc<dyn Admission>>,
+    /// Misbehaviour for tests (`test-harness` only): see [`crate::faults`].
+    #[cfg(feature = "test-harness")]
+    pub faults: crate::faults::Faults,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -214,6 +217,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
 
     let peers = Arc::new(PeerTable::new());
     let (ingest, ingest_rx) = IngestStage::new(cfg.ingest.clone(), &metrics);
+    #[cfg(feature = "test-harness")]
+    let ingest = ingest.with_faults(opts.faults);
     let ingest = Arc::new(ingest);
 
     let threads_n = if cfg.workers.threads == 0 { available_cores() } else { cfg.workers.threads };
@@ -242,6 +247,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
 
     let replies = Arc::new(ReplyMailbox::new(cfg.egress.reply_mailbox, Duration::from_secs(cfg.egress.reply_ttl_secs)));
     let (final_tx, final_rx) = flume::bounded(cfg.egress.queue.max(1));
+    let cover_state = Arc::new(CoverState::new(metrics.clone()));
     let ectx = EgressContext {
         self_id,
         p2p: p2p_handle.clone(),
@@ -250,7 +256,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         ingest: ingest.clone(),
         exit: final_tx,
         replies: replies.clone(),
+        cover: cover_state.clone(),
         metrics: metrics.clone(),
+        #[cfg(feature = "test-harness")]
+        faults: opts.faults,
     };
     let egress_cfg = EgressConfig {
         peer_queue: cfg.egress.peer_queue,
@@ -258,7 +267,6 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     };
     tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
 
-    let cover_state = Arc::new(CoverState::new(metrics.clone()));
     // Final payloads: cover on every node, client fragments on to the exit
     // stage of an exit.
     // What this node's descriptors list as its services (an exit's router's kinds).
@@ -273,8 +281,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         Fragments::Relay
     };
     {
-        let (cover_state, metrics) = (cover_state.clone(), metrics.clone());
-        tasks.push(tokio::spawn(async move { DeliveryStage::run(final_rx, fragments, cover_state, &metrics).await }));
+        let metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move { DeliveryStage::run(final_rx, fragments, &metrics).await }));
     }
 
     let cover_cfg = CoverConfig {
@@ -285,9 +293,11 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     };
     let cctx = CoverContext {
         self_id,
-        self_layer: layer,
         keys: keys_ring.clone(),
         topology: topology.clone(),
+        peers: peers.clone(),
+        p2p: p2p_handle.clone(),
+        ingest: ingest.clone(),
         egress: egress_tx.clone(),
         state: cover_state.clone(),
         metrics: metrics.clone(),
@@ -302,6 +312,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
             .map_err(|e| NodeError::Config(format!("stream protocol registered twice: {e}")))?;
         let ingest = ingest.clone();
         let peers = peers.clone();
+        let loops = cover_state.clone();
         let not_admitted = metrics.dropped("ingest", "stream_not_admitted");
         let too_many = metrics.dropped("ingest", "too_many_streams");
         let truncated = metrics.dropped("ingest", "truncated_frame");
@@ -318,9 +329,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
                     too_many.inc();
                     continue;
                 };
-                let (ingest, peers, truncated) = (ingest.clone(), peers.clone(), truncated.clone());
+                let (ingest, peers, loops, truncated) =
+                    (ingest.clone(), peers.clone(), loops.clone(), truncated.clone());
                 tokio::spawn(async move {
-                    read_stream(peer, stream, submit, &ingest, &peers, &truncated).await;
+                    read_stream(peer, stream, submit, &ingest, &peers, &loops, &truncated).await;
                     drop(slot);
                 });
             }
@@ -485,13 +497,17 @@ impl Drop for StreamSlot {
 }
 
 /// Reads fixed-size frames from one inbound stream into ingest until the
-/// stream ends, breaks, or the peer turns out not to be admitted.
+/// stream ends, breaks, or the peer turns out not to be admitted. On the
+/// packet path, a reply an entry delivers for one of this node's loops
+/// (marked with its SURB id, no longer a Sphinx packet) is taken by `loops`
+/// before the workers would try, and fail, to peel it.
 async fn read_stream(
     peer: PeerId,
     mut stream: Stream,
     submit: bool,
     ingest: &IngestStage,
     peers: &PeerTable,
+    loops: &CoverState,
     truncated: &Counter,
 ) {
     let frame_len = if submit { SUBMISSION_LEN } else { PACKET_LEN };
@@ -518,15 +534,16 @@ async fn read_stream(
         let tier = peers.admitted(&peer);
         let checked =
             if submit { ingest.check_submission(&peer, tier, frame) } else { ingest.check_packet(&peer, tier, frame) };
-        match checked {
-            Ok(inbound) => {
-                if ingest.push(inbound).await.is_err() {
-                    return;
-                }
-            }
+        let pushed = match checked {
+            Ok(inbound) if submit => ingest.push_submission(inbound).await,
+            Ok(inbound) if loops.take_reply(&inbound.packet) => Ok(()),
+            Ok(inbound) => ingest.push(inbound).await,
             // Nothing from this peer is accepted: stop reading its stream.
-            Err(IngestError::NotAdmitted | IngestError::NotAClient | IngestError::NotANode) => return,
-            Err(_) => {}
+            Err(IngestError::NotAdmitted | IngestError::NotANode) => return,
+            Err(_) => Ok(()),
+        };
+        if pushed.is_err() {
+            return;
         }
     }
 }

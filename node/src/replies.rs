@@ -4,7 +4,9 @@
 //! block names only the SURB id. The client claims its ids
 //! (`SubscribeReplies`), and a reply for a claimed id is pushed to that client
 //! at once; a reply that arrives first is kept until it is claimed or its TTL
-//! runs out. The node learns that *some* reply reached *this* client — which it
+//! runs out. A node claims the replies to its loop cover the same way
+//! (`crate::cover`): to the mailbox, a claimant is a peer id, and a node is
+//! held to the same share as a client. The node learns that *some* reply reached *this* client — which it
 //! could tell anyway by watching its own link to the client — but not from
 //! where, and not what: the body is encrypted to the client's SURB keys.
 //!

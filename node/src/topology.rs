@@ -293,8 +293,11 @@ impl Topology {
         for (id, r) in nodes.iter() {
             if let Some(d) = r.descriptors.get(&epoch) {
                 // A layer beyond the last cannot be recorded (the registry and
-                // the configuration refuse it); such a record is skipped.
-                let _ = set.insert(r.layer, *id, d.mix_key);
+                // the configuration refuse it); such a record is skipped. An
+                // exit's services come from its signed descriptor.
+                if set.insert(r.layer, *id, d.mix_key).is_ok() && d.services != 0 {
+                    set.set_services(*id, d.services);
+                }
             }
         }
         set
@@ -378,5 +381,33 @@ mod tests {
         let change = topo.replace_members(Vec::new(), Some(me));
         assert_eq!(change.removed.len(), 3);
         assert_eq!(topo.node_ids(), vec![(me, 0)]);
+    }
+
+    #[test]
+    fn the_route_set_carries_each_exits_signed_services() {
+        use nox_protocol::crypto::x25519::MixSecretKey;
+        use nox_protocol::descriptor::{ROLE_EXIT, ROLE_RELAY};
+        use nox_protocol::payload::RequestKind;
+        let topo = Topology::new();
+        let mut rng = rand::rngs::OsRng;
+        let mut ids = Vec::new();
+        for (layer, role, services) in [
+            (0, ROLE_RELAY, 0),
+            (1, ROLE_RELAY, 0),
+            (2, ROLE_EXIT, RequestKind::mask_of(&[RequestKind::Echo])),
+            (2, ROLE_EXIT, RequestKind::mask_of(&[RequestKind::RpcCall])),
+        ] {
+            let identity = ed25519_dalek::SigningKey::generate(&mut rng);
+            let id = NodeId(identity.verifying_key().to_bytes());
+            topo.add_static(id, layer, Vec::new());
+            let key = MixSecretKey::generate(&mut rng).public_key();
+            let d = MixDescriptor::sign_with_services(&identity, 7, key, layer, role, services, Vec::new()).unwrap();
+            assert!(matches!(topo.accept_descriptor(d, 7), Ok(true)));
+            ids.push(id);
+        }
+        let set = topo.route_set(7);
+        assert_eq!(set.exits_offering(RequestKind::Echo), vec![ids[2]]);
+        assert_eq!(set.exits_offering(RequestKind::RpcCall), vec![ids[3]]);
+        assert!(topo.route_set(8).exits_offering(RequestKind::Echo).is_empty(), "no descriptor for that epoch");
     }
 }

@@ -74,7 +74,7 @@ async fn the_client_routes_itself_tops_up_large_answers_and_retries_without_repe
     let services = ServiceRouter::new()
         .with(RequestKind::Echo, Arc::new(EchoService))
         .with(RequestKind::RpcCall, Arc::new(Sized { calls: calls.clone() }));
-    let opts = NodeOptions { exit_services: Some(services), admission: None };
+    let opts = NodeOptions { exit_services: Some(services), ..NodeOptions::default() };
     let net = LocalNet::start(dir.path(), [1, 2, 1], 31, opts, |_, _| {}).await.unwrap();
     assert!(net.wait_ready(Duration::from_secs(20)).await);
 

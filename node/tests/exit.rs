@@ -60,7 +60,7 @@ async fn every_request_gets_a_typed_answer() {
         .with(RequestKind::Echo, Arc::new(EchoService))
         .with(RequestKind::RpcCall, Arc::new(Slow))
         .with(RequestKind::Http, Arc::new(Refuser));
-    let opts = NodeOptions { exit_services: Some(services), admission: None };
+    let opts = NodeOptions { exit_services: Some(services), ..NodeOptions::default() };
     let net = LocalNet::start(dir.path(), [1, 1, 1], 11, opts, |_, c| {
         c.exit.concurrency = 1;
         c.exit.request_timeout_ms = 1_500;

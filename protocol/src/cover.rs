@@ -6,11 +6,13 @@
 //!
 //! The kind byte is one no fragment starts with (fragments start with their
 //! version, 1), so a final hop tells cover from a client message by its first
-//! byte. A loop's id is random and remembered by the node that sent it, which
-//! is how it recognises its own loop coming home; a drop's id is random and
-//! remembered by nobody. Inside the network both are packets like any other —
-//! the payload is visible only to the final hop. Nodes and clients (Loopix's
-//! λ_L and λ_D streams) use the same format.
+//! byte. A drop's id is random and remembered by nobody; the final hop (an
+//! exit) discards it. Inside the network it is a packet like any other — the
+//! payload is visible only to the final hop. Nodes and clients (Loopix's λ_D
+//! stream) send drops in this format. Loops (λ_L) no longer use it: nodes and
+//! clients both send their loops as echo requests with one SURB, so that an
+//! exit cannot tell a loop from a request (a payload with a remembered id,
+//! [`loop_payload`], is still what [`cover_id`] reads).
 
 use rand::RngCore;
 

@@ -1,7 +1,9 @@
 //! Proof of work on client submissions.
 //!
-//! An entry node asks a client (never another node) to attach a hashcash-style
-//! proof to every packet it submits: an 8-byte nonce such that
+//! An entry node asks whoever submits a packet — a client, or a node sending
+//! its own cover shaped like a client's request — to attach a hashcash-style
+//! proof to it (packets relayed between nodes carry none): an 8-byte nonce
+//! such that
 //!
 //! ```text
 //! BLAKE3-derive_key("NOX submission pow v1", alpha ‖ gamma ‖ nonce)

@@ -10,9 +10,11 @@
 //! * [`RouteSet::stratified`]: one node of each layer, entry → mix → exit
 //!   (Loopix), optionally with a given exit;
 //! * [`RouteSet::free`]: 3–6 hops (Fog): an entry first, an exit last, any
-//!   nodes between, never the same node twice in a row;
-//! * [`RouteSet::cover_loop`]: a node's loop: one node of each other layer,
-//!   then back to the node itself.
+//!   nodes between, never the same node twice in a row.
+//!
+//! A node's cover takes the client's shapes: its loops are stratified echo
+//! requests to an exit offering Echo ([`RouteSet::exits_offering`]) with a
+//! SURB over a mix back to the same entry, its drops stratified routes.
 //!
 //! Delays are the sender's (Loopix): [`exponential_delay_us`] samples one hop's
 //! delay with a given mean; nodes cap what they honour.
@@ -190,28 +192,6 @@ impl RouteSet {
         route.push(last);
         Ok(route)
     }
-
-    /// A loop for the node `own` (of `own_layer`, with `own_key`): one node of
-    /// each other layer, in layer order after the node's own, then the node
-    /// itself as the final hop. Returns the route and the layers crossed.
-    pub fn cover_loop(
-        &self,
-        own: NodeId,
-        own_layer: u8,
-        own_key: MixPublicKey,
-        rng: &mut impl Rng,
-    ) -> Result<(Vec<Hop>, Vec<u8>), RouteError> {
-        if own_layer > MAX_LAYER {
-            return Err(RouteError::NoSuchLayer(own_layer));
-        }
-        let layers = vec![(own_layer + 1) % 3, (own_layer + 2) % 3];
-        let mut route = Vec::with_capacity(3);
-        for l in &layers {
-            route.push(self.pick(*l, &[own], rng)?);
-        }
-        route.push(Hop { id: own, key: own_key, delay_us: 0 });
-        Ok((route, layers))
-    }
 }
 
 /// One hop's delay in microseconds, exponential with mean `mean` (saturating
@@ -315,18 +295,6 @@ mod tests {
         }
         assert_eq!(s.free(2, &mut rng), Err(RouteError::BadLength(2)));
         assert_eq!(s.free(7, &mut rng), Err(RouteError::BadLength(7)));
-    }
-
-    #[test]
-    fn a_loop_crosses_the_other_layers_and_comes_home() {
-        let s = set(2);
-        let mut rng = ChaCha20Rng::seed_from_u64(4);
-        let (own, key) = s.layer(1)[0];
-        let (route, layers) = s.cover_loop(own, 1, key, &mut rng).unwrap();
-        assert_eq!(layers, vec![2, 0]);
-        assert_eq!(route.len(), 3);
-        assert_eq!(route[2].id, own);
-        assert!(route[..2].iter().all(|h| h.id != own));
     }
 
     #[test]

@@ -6,9 +6,17 @@
 //!   packets back to back. A full link queue drops the packet
 //!   (`peer_queue_full`): one slow or dead next hop never stalls the others.
 //! * `Forward` to this node itself: straight back into ingest.
+//! * `Submit`: this node's own cover for an entry, on a link of its own that
+//!   opens a `/nox/submit/1` stream to the entry (the node's relay link to the
+//!   same node stays a `/nox/packet/1` stream) and writes submission frames,
+//!   exactly as a client's connection does.
 //! * `Final`: to the exit stage's queue.
-//! * `Reply`: to the reply mailbox, which pushes it to the client that claimed
-//!   the SURB id, or keeps it (bounded, with a TTL) until the client does.
+//! * `Reply`: a reply for one of this node's own loops (this node was the
+//!   loop's entry) goes to [`CoverState`] at once; any other to the reply
+//!   mailbox, which pushes it to the peer that claimed the SURB id, or keeps
+//!   it (bounded, with a TTL) until the peer does.
+//! * `Push`: a claimed reply to its claimant: a client over the connection it
+//!   holds, a node (claiming its loops' replies) over this node's link to it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,11 +32,13 @@ use tokio::sync::mpsc;
 use super::Action;
 use super::Inbound;
 use super::ingest::IngestStage;
+use crate::cover::CoverState;
 use crate::metrics::Metrics;
 use crate::peers::PeerTable;
 use crate::replies::{Delivery, ReplyMailbox};
 use crate::topology::Topology;
-use nox_net::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL};
+use libp2p::StreamProtocol;
+use nox_net::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL, PeerKind, SUBMIT_PROTOCOL};
 
 /// Egress settings.
 #[derive(Debug, Clone)]
@@ -56,8 +66,13 @@ pub struct EgressContext {
     pub exit: flume::Sender<Payload>,
     /// Replies for clients.
     pub replies: Arc<ReplyMailbox>,
+    /// This node's loops (a reply for one of them ends here).
+    pub cover: Arc<CoverState>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Test faults (`drop_finals` applies here).
+    #[cfg(feature = "test-harness")]
+    pub faults: crate::faults::Faults,
 }
 
 impl std::fmt::Debug for EgressContext {
@@ -85,8 +100,24 @@ struct EgressMetrics {
 #[derive(Debug)]
 pub struct EgressStage;
 
-/// A packet for a peer's link queue.
-pub type LinkSender = mpsc::Sender<Packet>;
+/// What a link writes: a packet (`/nox/packet/1`) or a submission frame
+/// (`/nox/submit/1`).
+enum Frame {
+    Packet(Packet),
+    Submission(Vec<u8>),
+}
+
+impl Frame {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Frame::Packet(p) => p.as_bytes(),
+            Frame::Submission(f) => f,
+        }
+    }
+}
+
+/// A frame for a peer's link queue.
+type LinkSender = mpsc::Sender<Frame>;
 
 impl EgressStage {
     /// Runs egress until `input` closes.
@@ -116,7 +147,7 @@ impl EgressStage {
             if removals != removals_seen {
                 removals_seen = removals;
                 links.retain(|t, _| match t {
-                    Target::Node(id) => ctx.topology.contains(id),
+                    Target::Node(id) | Target::Submit(id) => ctx.topology.contains(id),
                     Target::Client(_) => true,
                 });
             }
@@ -130,9 +161,21 @@ impl EgressStage {
                         }
                         continue;
                     }
-                    send_to(&cfg, &ctx, &m, &mut links, Target::Node(next), packet);
+                    send_to(&cfg, &ctx, &m, &mut links, Target::Node(next), Frame::Packet(packet));
+                }
+                Action::Submit { entry, frame } => {
+                    // The cover task submits to itself through ingest, never here.
+                    if entry == ctx.self_id {
+                        m.bad_next_hop.inc();
+                        continue;
+                    }
+                    send_to(&cfg, &ctx, &m, &mut links, Target::Submit(entry), Frame::Submission(frame));
                 }
                 Action::Final { payload } => {
+                    #[cfg(feature = "test-harness")]
+                    if ctx.faults.drop_finals {
+                        continue;
+                    }
                     if ctx.exit.try_send(payload).is_ok() {
                         m.to_exit.inc();
                     } else {
@@ -141,25 +184,44 @@ impl EgressStage {
                 }
                 Action::Push { client, packet } => {
                     m.reply_pushed.inc();
-                    send_to(&cfg, &ctx, &m, &mut links, Target::Client(client), packet);
+                    send_to(&cfg, &ctx, &m, &mut links, claimant(&ctx, client), Frame::Packet(packet));
                 }
-                Action::Reply { surb_id, packet } => match ctx.replies.deliver(surb_id, packet) {
-                    Delivery::Push { client, packet } => {
-                        m.reply_pushed.inc();
-                        send_to(&cfg, &ctx, &m, &mut links, Target::Client(client), packet);
+                Action::Reply { surb_id, mut packet } => {
+                    // This node was the entry of one of its own loops: the
+                    // reply ends here, as it would at the node that claimed it.
+                    nox_protocol::sphinx::surb::mark_delivered(&mut packet, surb_id);
+                    if ctx.cover.take_reply(&packet) {
+                        continue;
                     }
-                    Delivery::Stored => {
-                        m.reply_stored.inc();
+                    match ctx.replies.deliver(surb_id, packet) {
+                        Delivery::Push { client, packet } => {
+                            m.reply_pushed.inc();
+                            send_to(&cfg, &ctx, &m, &mut links, claimant(&ctx, client), Frame::Packet(packet));
+                        }
+                        Delivery::Stored => {
+                            m.reply_stored.inc();
+                        }
+                        Delivery::Full => {
+                            m.mailbox_full.inc();
+                        }
+                        Delivery::Duplicate => {
+                            m.reply_duplicate.inc();
+                        }
                     }
-                    Delivery::Full => {
-                        m.mailbox_full.inc();
-                    }
-                    Delivery::Duplicate => {
-                        m.reply_duplicate.inc();
-                    }
-                },
+                }
             }
         }
+    }
+}
+
+/// Where a claimed reply goes: a node that claimed it (for its loops) over
+/// the node link this node keeps to it anyway, a client over its own
+/// connection. One link per node keeps a node to one `/nox/packet/1` stream
+/// from here, as its ingest expects.
+fn claimant(ctx: &EgressContext, peer: PeerId) -> Target {
+    match (ctx.peers.admitted(&peer), p2p::node_id_of(&peer)) {
+        (Some(PeerKind::Node), Some(id)) => Target::Node(id),
+        _ => Target::Client(peer),
     }
 }
 
@@ -167,10 +229,21 @@ impl EgressStage {
 /// Ed25519 point decompression) is derived once per link, not per packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Target {
-    /// A node, dialled at its topology addresses.
+    /// A node, dialled at its topology addresses (`/nox/packet/1`).
     Node(NodeId),
+    /// An entry node this node submits its own cover to (`/nox/submit/1`).
+    Submit(NodeId),
     /// A connected client (replies only).
     Client(PeerId),
+}
+
+impl Target {
+    fn protocol(&self) -> StreamProtocol {
+        match self {
+            Target::Submit(_) => SUBMIT_PROTOCOL,
+            Target::Node(_) | Target::Client(_) => PACKET_PROTOCOL,
+        }
+    }
 }
 
 fn send_to(
@@ -179,25 +252,25 @@ fn send_to(
     m: &Arc<EgressMetrics>,
     links: &mut HashMap<Target, LinkSender>,
     target: Target,
-    packet: Packet,
+    frame: Frame,
 ) {
-    let packet = match links.get(&target) {
-        Some(link) => match link.try_send(packet) {
+    let frame = match links.get(&target) {
+        Some(link) => match link.try_send(frame) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 m.peer_queue_full.inc();
                 return;
             }
             // The link task ended (it gives up after repeated failures): start afresh.
-            Err(mpsc::error::TrySendError::Closed(p)) => p,
+            Err(mpsc::error::TrySendError::Closed(f)) => f,
         },
-        None => packet,
+        None => frame,
     };
     // The sender of a packet chooses its next hop: only a node of the topology
     // gets a link (and a task), so forged ids cannot make egress grow.
     let (peer, node) = match target {
         Target::Client(peer) => (peer, None),
-        Target::Node(id) => match p2p::peer_id_of(&id) {
+        Target::Node(id) | Target::Submit(id) => match p2p::peer_id_of(&id) {
             Ok(peer) if ctx.topology.contains(&id) => (peer, Some(id)),
             _ => {
                 m.bad_next_hop.inc();
@@ -209,29 +282,30 @@ fn send_to(
     // the topology's nodes and the clients with a live link.
     links.retain(|_, tx| !tx.is_closed());
     let (tx, rx) = mpsc::channel(cfg.peer_queue.max(1));
-    tokio::spawn(run_link(cfg.clone(), ctx.clone(), m.clone(), peer, node, rx));
-    if tx.try_send(packet).is_err() {
+    tokio::spawn(run_link(cfg.clone(), ctx.clone(), m.clone(), peer, node, target.protocol(), rx));
+    if tx.try_send(frame).is_err() {
         m.peer_queue_full.inc();
     }
     links.insert(target, tx);
 }
 
 /// Drops everything queued on a link that cannot send, counting each packet.
-fn shed(rx: &mut mpsc::Receiver<Packet>, m: &EgressMetrics) {
+fn shed(rx: &mut mpsc::Receiver<Frame>, m: &EgressMetrics) {
     while rx.try_recv().is_ok() {
         m.link_failed.inc();
     }
 }
 
 /// Reaches `peer`: for a node, dial it at its topology addresses and wait for
-/// its welcome; then open the packet stream. A client is reached over the
-/// connection it already holds.
+/// its welcome; then open the link's stream (`protocol`). A client is reached
+/// over the connection it already holds.
 async fn connect(
     cfg: &EgressConfig,
     ctx: &EgressContext,
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     node: Option<NodeId>,
+    protocol: StreamProtocol,
 ) -> Option<libp2p::Stream> {
     if let Some(id) = node {
         let addrs = ctx.topology.addresses(&id);
@@ -240,7 +314,7 @@ async fn connect(
             return None;
         }
     }
-    match control.open_stream(peer, PACKET_PROTOCOL).await {
+    match control.open_stream(peer, protocol).await {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(error = %e, "opening packet stream failed");
@@ -261,18 +335,19 @@ async fn run_link(
     m: Arc<EgressMetrics>,
     peer: PeerId,
     node: Option<NodeId>,
-    mut rx: mpsc::Receiver<Packet>,
+    protocol: StreamProtocol,
+    mut rx: mpsc::Receiver<Frame>,
 ) {
     let mut control = ctx.p2p.streams.clone();
     let mut failures = 0u32;
     // Wait for the first packet before dialling anything.
     let Some(mut pending) = rx.recv().await else { return };
     loop {
-        match connect(&cfg, &ctx, &mut control, peer, node).await {
+        match connect(&cfg, &ctx, &mut control, peer, node, protocol.clone()).await {
             Some(mut stream) => {
                 failures = 0;
                 loop {
-                    if let Err(e) = stream.write_all(pending.as_bytes()).await {
+                    if let Err(e) = stream.write_all(pending.bytes()).await {
                         tracing::debug!(error = %e, "packet stream write failed");
                         m.link_failed.inc();
                         break;

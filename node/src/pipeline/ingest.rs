@@ -2,11 +2,23 @@
 //! whether a packet may enter the node.
 //!
 //! Checks, cheapest first: the frame is exactly one packet (or one packet plus
-//! a PoW nonce on `/nox/submit/1`); the peer is admitted; its token bucket (per
-//! peer, sized by tier) has a token; a client's proof of work is valid. Then
-//! the packet waits for room in the queue to the workers — the wait is the
-//! backpressure: the stream reader stops reading, Yamux stops granting window,
-//! and the sender's own egress queue fills and sheds.
+//! a PoW nonce on `/nox/submit/1`); the peer is admitted; its token bucket has
+//! a token; a submission's proof of work is valid. Then the packet waits for
+//! room in the queue to the workers — the wait is the backpressure: the stream
+//! reader stops reading, Yamux stops granting window, and the sender's own
+//! egress queue fills and sheds.
+//!
+//! Two paths in, two kinds of bucket:
+//! * `/nox/packet/1` — packets relayed by nodes (a client may not use it), one
+//!   bucket per node at `ingest.node_rate`/`node_burst`;
+//! * `/nox/submit/1` — packets a sender submits into the network with a proof
+//!   of work: clients' requests and cover, and a node's own loop and drop
+//!   cover (`crate::cover`), which must look like a client's at the entry.
+//!   Both are checked alike: the same proof of work, and one submission
+//!   bucket per peer at `ingest.client_rate`/`client_burst`, apart from a
+//!   node's relay bucket. Accepted submissions are counted as
+//!   `ingest/submitted`; a node that is itself the entry of its cover puts it
+//!   on this path too ([`IngestStage::submit_local`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,9 +57,6 @@ pub enum IngestError {
         /// Required bits.
         bits: u8,
     },
-    /// Submissions are for clients; nodes use `/nox/packet/1`.
-    #[error("only clients submit on /nox/submit/1")]
-    NotAClient,
     /// `/nox/packet/1` is for nodes; clients submit with a proof of work.
     #[error("only nodes send on /nox/packet/1")]
     NotANode,
@@ -91,16 +100,27 @@ struct IngestMetrics {
     not_admitted: Counter,
     rate_limited: Counter,
     bad_pow: Counter,
-    not_a_client: Counter,
     not_a_node: Counter,
+    submitted: Counter,
+}
+
+/// Which bucket a frame takes a token from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Path {
+    /// `/nox/packet/1`: a node relaying.
+    Relay,
+    /// `/nox/submit/1`: a client or a node submitting.
+    Submit,
 }
 
 /// The ingest stage. Shared by every stream reader behind an `Arc`.
 pub struct IngestStage {
     cfg: IngestConfig,
-    buckets: Mutex<HashMap<PeerId, TokenBucket>>,
+    buckets: Mutex<HashMap<(PeerId, Path), TokenBucket>>,
     tx: flume::Sender<Inbound>,
     m: IngestMetrics,
+    #[cfg(feature = "test-harness")]
+    faults: crate::faults::Faults,
 }
 
 impl std::fmt::Debug for IngestStage {
@@ -119,10 +139,44 @@ impl IngestStage {
             not_admitted: metrics.dropped("ingest", "not_admitted"),
             rate_limited: metrics.dropped("ingest", "rate_limited"),
             bad_pow: metrics.dropped("ingest", "bad_pow"),
-            not_a_client: metrics.dropped("ingest", "not_a_client"),
             not_a_node: metrics.dropped("ingest", "not_a_node"),
+            submitted: metrics.packets("ingest", "submitted"),
         };
-        (IngestStage { cfg, buckets: Mutex::new(HashMap::new()), tx, m }, rx)
+        let stage = IngestStage {
+            cfg,
+            buckets: Mutex::new(HashMap::new()),
+            tx,
+            m,
+            #[cfg(feature = "test-harness")]
+            faults: crate::faults::Faults::default(),
+        };
+        (stage, rx)
+    }
+
+    /// Gives the stage a test fault (`drop_submissions` applies here).
+    #[cfg(feature = "test-harness")]
+    pub fn with_faults(mut self, faults: crate::faults::Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Whether accepted submissions are discarded (a test fault; never
+    /// outside the test harness).
+    fn discards_submissions(&self) -> bool {
+        #[cfg(feature = "test-harness")]
+        {
+            self.faults.drop_submissions
+        }
+        #[cfg(not(feature = "test-harness"))]
+        {
+            false
+        }
+    }
+
+    /// The proof-of-work difficulty this node asks of submissions (and, the
+    /// network sharing the parameter, what its own submissions carry).
+    pub fn pow_bits(&self) -> u8 {
+        self.cfg.pow_bits
     }
 
     /// Packets waiting for a worker.
@@ -136,21 +190,19 @@ impl IngestStage {
             IngestError::NotAdmitted => self.m.not_admitted.inc(),
             IngestError::RateLimited => self.m.rate_limited.inc(),
             IngestError::BadProofOfWork { .. } => self.m.bad_pow.inc(),
-            IngestError::NotAClient => self.m.not_a_client.inc(),
             IngestError::NotANode => self.m.not_a_node.inc(),
             IngestError::Closed => 0,
         };
     }
 
-    fn admit(&self, peer: &PeerId, tier: Option<PeerKind>) -> Result<PeerKind, IngestError> {
-        let tier = tier.ok_or(IngestError::NotAdmitted)?;
+    fn admit(&self, peer: &PeerId, path: Path) -> Result<(), IngestError> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(*peer).or_insert_with(|| match tier {
-            PeerKind::Node => TokenBucket::new(self.cfg.node_rate, self.cfg.node_burst, now),
-            PeerKind::Client => TokenBucket::new(self.cfg.client_rate, self.cfg.client_burst, now),
+        let bucket = buckets.entry((*peer, path)).or_insert_with(|| match path {
+            Path::Relay => TokenBucket::new(self.cfg.node_rate, self.cfg.node_burst, now),
+            Path::Submit => TokenBucket::new(self.cfg.client_rate, self.cfg.client_burst, now),
         });
-        if bucket.take(now) { Ok(tier) } else { Err(IngestError::RateLimited) }
+        if bucket.take(now) { Ok(()) } else { Err(IngestError::RateLimited) }
     }
 
     /// Checks a `/nox/packet/1` frame from `peer` (admitted at `tier`, if at all).
@@ -159,10 +211,12 @@ impl IngestStage {
             if frame.len() != PACKET_LEN {
                 return Err(IngestError::WrongSize { len: frame.len() });
             }
-            if tier == Some(PeerKind::Client) {
-                return Err(IngestError::NotANode);
+            match tier {
+                None => return Err(IngestError::NotAdmitted),
+                Some(PeerKind::Client) => return Err(IngestError::NotANode),
+                Some(PeerKind::Node) => {}
             }
-            self.admit(peer, tier)?;
+            self.admit(peer, Path::Relay)?;
             let packet = Packet::from_vec(frame).map_err(|_| IngestError::WrongSize { len: PACKET_LEN })?;
             Ok(Inbound { packet })
         })();
@@ -172,7 +226,8 @@ impl IngestStage {
         r
     }
 
-    /// Checks a `/nox/submit/1` frame (packet ‖ nonce) from a client.
+    /// Checks a `/nox/submit/1` frame (packet ‖ nonce) from a client or a
+    /// node: both are held to the same proof of work and submission rate.
     pub fn check_submission(
         &self,
         peer: &PeerId,
@@ -183,12 +238,10 @@ impl IngestStage {
             if frame.len() != pow::SUBMISSION_LEN {
                 return Err(IngestError::WrongSize { len: frame.len() });
             }
-            match tier {
-                None => return Err(IngestError::NotAdmitted),
-                Some(PeerKind::Node) => return Err(IngestError::NotAClient),
-                Some(PeerKind::Client) => {}
+            if tier.is_none() {
+                return Err(IngestError::NotAdmitted);
             }
-            self.admit(peer, tier)?;
+            self.admit(peer, Path::Submit)?;
             let len = frame.len();
             let (packet, nonce) = pow::decode_submission(frame).map_err(|_| IngestError::WrongSize { len })?;
             if !pow::verify(&packet, nonce, self.cfg.pow_bits) {
@@ -209,6 +262,28 @@ impl IngestStage {
         Ok(())
     }
 
+    /// Queues a checked submission for the workers, waiting for room;
+    /// counted as `ingest/submitted`.
+    pub async fn push_submission(&self, inbound: Inbound) -> Result<(), IngestError> {
+        self.m.submitted.inc();
+        if self.discards_submissions() {
+            return Ok(());
+        }
+        self.push(inbound).await
+    }
+
+    /// A packet this node submits to itself as the entry of its own cover:
+    /// on the submission path like any other (no proof of work: the node
+    /// would check its own), without waiting. `false` when the queue is full
+    /// or closed.
+    pub fn submit_local(&self, packet: Packet) -> bool {
+        self.m.submitted.inc();
+        if self.discards_submissions() {
+            return true;
+        }
+        self.try_push(Inbound { packet })
+    }
+
     /// Queues a packet without waiting (for packets the node makes itself);
     /// `false` when the queue is full or closed.
     pub fn try_push(&self, inbound: Inbound) -> bool {
@@ -219,9 +294,12 @@ impl IngestStage {
         ok
     }
 
-    /// Forgets a disconnected peer's bucket.
+    /// Forgets a disconnected peer's buckets.
     pub fn forget(&self, peer: &PeerId) {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        for path in [Path::Relay, Path::Submit] {
+            buckets.remove(&(*peer, path));
+        }
     }
 }
 
@@ -272,14 +350,14 @@ mod tests {
     }
 
     #[test]
-    fn submissions_need_a_client_and_a_valid_proof() {
+    fn submissions_need_an_admitted_peer_and_a_valid_proof_whoever_submits() {
         let (s, _rx, m) = stage(8);
         let p = PeerId::random();
         let packet = Packet::from_vec(vec![3; PACKET_LEN]).unwrap();
         let nonce = pow::solve(&packet, 8, 0);
         let mut good = packet.as_bytes().to_vec();
         good.extend_from_slice(&nonce.to_be_bytes());
-        assert_eq!(s.check_submission(&p, Some(PeerKind::Node), good.clone()).unwrap_err(), IngestError::NotAClient);
+        assert_eq!(s.check_submission(&p, None, good.clone()).unwrap_err(), IngestError::NotAdmitted);
         let mut bad = packet.as_bytes().to_vec();
         bad.extend_from_slice(&(nonce.wrapping_add(1)).to_be_bytes());
         let q = PeerId::random();
@@ -291,8 +369,53 @@ mod tests {
             IngestError::BadProofOfWork { bits: 8 }
         );
         let r = PeerId::random();
-        assert!(s.check_submission(&r, Some(PeerKind::Client), good).is_ok());
-        assert_eq!(m.dropped_value("ingest", "bad_pow"), 1);
+        assert!(s.check_submission(&r, Some(PeerKind::Client), good.clone()).is_ok());
+        // A node submits its cover like a client: the same proof is checked.
+        let node = PeerId::random();
+        assert!(s.check_submission(&node, Some(PeerKind::Node), good).is_ok());
+        let mut weak = packet.as_bytes().to_vec();
+        weak.extend_from_slice(&wrong.to_be_bytes());
+        assert_eq!(
+            s.check_submission(&PeerId::random(), Some(PeerKind::Node), weak).unwrap_err(),
+            IngestError::BadProofOfWork { bits: 8 }
+        );
+        assert_eq!(m.dropped_value("ingest", "bad_pow"), 2);
+    }
+
+    #[test]
+    fn a_nodes_submissions_take_the_client_rate_apart_from_its_relay_bucket() {
+        let (s, _rx, m) = stage(0);
+        let node = PeerId::random();
+        let frame = |n: u8| {
+            let mut f = vec![n; PACKET_LEN];
+            f.extend_from_slice(&0u64.to_be_bytes());
+            f
+        };
+        // client_burst is 1: the second submission is over the rate...
+        assert!(s.check_submission(&node, Some(PeerKind::Node), frame(1)).is_ok());
+        assert_eq!(s.check_submission(&node, Some(PeerKind::Node), frame(2)).unwrap_err(), IngestError::RateLimited);
+        // ...while relayed packets still have their own burst of 3.
+        for _ in 0..3 {
+            s.check_packet(&node, Some(PeerKind::Node), vec![0; PACKET_LEN]).unwrap();
+        }
+        // A client may not relay.
+        assert_eq!(
+            s.check_packet(&PeerId::random(), Some(PeerKind::Client), vec![0; PACKET_LEN]).unwrap_err(),
+            IngestError::NotANode
+        );
+        assert_eq!(m.dropped_value("ingest", "rate_limited"), 1);
+    }
+
+    #[tokio::test]
+    async fn submissions_are_counted_on_their_own_path() {
+        let (s, rx, m) = stage(0);
+        let packet = || Packet::from_vec(vec![0; PACKET_LEN]).unwrap();
+        s.push_submission(Inbound { packet: packet() }).await.unwrap();
+        assert!(s.submit_local(packet()));
+        s.push(Inbound { packet: packet() }).await.unwrap();
+        assert_eq!(m.packets_value("ingest", "submitted"), 2);
+        assert_eq!(m.packets_value("ingest", "accepted"), 3);
+        assert_eq!(rx.len(), 3);
     }
 
     #[tokio::test]

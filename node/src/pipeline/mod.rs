@@ -20,8 +20,8 @@
 //! * q1: [`Inbound`] — a packet of exactly 32,768 bytes from an admitted peer.
 //! * q2: [`Scheduled`] — a processed packet, its release time (the sender's delay,
 //!   capped) and the replay-cache sequence number that must be durable first.
-//! * q3: [`Action`] — forward to a node id, deliver a final payload, or hand a
-//!   reply to its SURB's client.
+//! * q3: [`Action`] — forward to a node id, submit this node's own cover to an
+//!   entry, deliver a final payload, or hand a reply to its SURB's client.
 
 pub mod egress;
 pub mod ingest;
@@ -55,14 +55,23 @@ pub enum Action {
         /// The packet.
         packet: Packet,
     },
+    /// This node's own cover, submitted to the entry `entry` on
+    /// `/nox/submit/1` exactly as a client submits (`crate::cover`).
+    Submit {
+        /// The entry node.
+        entry: NodeId,
+        /// The submission frame: packet ‖ proof-of-work nonce.
+        frame: Vec<u8>,
+    },
     /// This node is the last hop: the payload goes to the exit stage.
     Final {
         /// The payload.
         payload: Payload,
     },
-    /// A stored reply, now claimed: send it to the connected client `client`.
+    /// A stored reply, now claimed: send it to the connected peer `client`
+    /// that claimed it (a client, or a node claiming its loops' replies).
     Push {
-        /// The client's peer id.
+        /// The claimant's peer id.
         client: libp2p::PeerId,
         /// The packet.
         packet: Packet,
@@ -80,6 +89,7 @@ impl std::fmt::Debug for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Action::Forward { .. } => "Action::Forward(<redacted>)",
+            Action::Submit { .. } => "Action::Submit(<redacted>)",
             Action::Final { .. } => "Action::Final(<redacted>)",
             Action::Reply { .. } => "Action::Reply(<redacted>)",
             Action::Push { .. } => "Action::Push(<redacted>)",
