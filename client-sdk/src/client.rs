@@ -91,7 +91,10 @@ pub struct ClientConfig {
     pub max_reply_bytes: usize,
     /// Dialling and control-request timeout.
     pub connect_timeout: Duration,
-    /// How often members and descriptors are refreshed.
+    /// How often a long-running caller should call [`Client::refresh`]
+    /// (members, and the next epoch's descriptors before it starts). The
+    /// client does not refresh by itself; `nox-client proxy` does, on this
+    /// period.
     pub refresh_every: Duration,
     /// Cover traffic (off unless asked for: long-running clients turn it on).
     pub cover: CoverRates,

@@ -277,7 +277,7 @@ async fn proxy_main(cfg: ClientFile, allow_remote: bool, connect_tries: u32) -> 
             return Err(e);
         }
     };
-    let refresher = tokio::spawn(refresh(client.clone(), Duration::from_secs(cfg.topology.refresh_secs)));
+    let refresher = tokio::spawn(refresh(client.clone(), client.config().refresh_every));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let backend: Arc<dyn Backend> = client.clone();
     let mut server = tokio::spawn(proxy::serve(listener, backend, cfg.proxy_config(chain_id), async move {
