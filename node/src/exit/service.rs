@@ -1,8 +1,8 @@
 //! The boundary between the exit stage and what an exit offers.
 //!
 //! An [`ExitService`] gets one decoded request with its [`RequestContext`] —
-//! who it answers (the request id), how much the answer may hold (the reply
-//! budget the request's SURBs can carry), and when the answer is no longer
+//! who it answers (the request id), how much the answer may hold (the
+//! exit's answer limit), and when the answer is no longer
 //! wanted (the deadline) — and returns the answer's bytes or a typed
 //! [`ServiceError`], whose [`ReplyStatus`] the client receives with the
 //! explanation. The exit stage owns everything around it: reassembly,
@@ -22,9 +22,10 @@ pub struct RequestContext {
     pub request_id: [u8; 16],
     /// The request's kind.
     pub kind: RequestKind,
-    /// Bytes of answer the request's SURBs can carry back (after the reply
-    /// envelope and Reed–Solomon parity). An answer longer than this cannot
-    /// reach the client; a service should refuse or trim before doing the work.
+    /// The longest answer the exit sends back (`exit.reply_max_bytes`; the
+    /// exit asks the client for SURBs beyond those the request carried). A
+    /// longer answer is replaced by `BadRequest`; a service should refuse or
+    /// trim before doing the work.
     pub reply_budget: usize,
     /// When the exit stops waiting for the answer.
     pub deadline: Instant,
