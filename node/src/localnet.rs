@@ -70,6 +70,20 @@ pub fn init_test_logging() {
         .try_init();
 }
 
+/// Polls `cond` every 100 ms until it holds or `timeout` passes; whether it held.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The default configuration of a local-network node: loopback, ephemeral
 /// ports, no cover traffic, light PoW, short handshake timeout.
 pub fn base_config(dir: &Path, layer: u8) -> NodeConfig {

@@ -9,27 +9,13 @@
 use std::time::{Duration, Instant};
 
 use nox_node::faults::Faults;
-use nox_node::localnet::LocalNet;
+use nox_node::localnet::{LocalNet, eventually};
 use nox_node::node::{NodeOptions, RunningNode};
 
 const LAYERS: [&str; 3] = ["0", "1", "2"];
 
 fn running(net: &LocalNet, idx: usize) -> &RunningNode {
     net.nodes[idx].running.as_ref().unwrap()
-}
-
-/// Polls `cond` every 100 ms until it holds or `timeout` passes.
-async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nox_client::echo_request;
 use nox_net::p2p::{Command, DESCRIPTOR_TOPIC};
 use nox_node::config::NodeConfig;
-use nox_node::localnet::LocalNet;
+use nox_node::localnet::{LocalNet, eventually};
 use nox_node::node::RunningNode;
 use nox_node::topology::DescriptorRejection;
 use nox_protocol::crypto::x25519::MixSecretKey;
@@ -39,20 +39,6 @@ async fn get_json(url: String) -> serde_json::Value {
     let (status, body) = get(url.clone()).await;
     assert_eq!(status, 200, "GET {url}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
-}
-
-/// Polls `cond` every 100 ms until it holds or `timeout` passes.
-async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 const LAYERS: [&str; 3] = ["0", "1", "2"];
