@@ -617,20 +617,15 @@ impl Wire {
     /// The client's entry, then the route's middle, then `exit`; delays sampled.
     fn forward_route(&self, set: &RouteSet, exit: NodeId) -> Result<Vec<Hop>, ClientError> {
         let mut rng = rand::thread_rng();
-        let entry = self.entry_hop(set)?;
-        let exit_key = set.layer(EXIT_LAYER).iter().find(|(n, _)| *n == exit).map(|(_, k)| *k);
-        let exit_hop = Hop { id: exit, key: exit_key.ok_or(RouteError::UnknownExit)?, delay_us: 0 };
+        let (entry, exit) = (Some(self.entry.0), Some(exit));
         let mut route = match self.shape {
-            RouteShape::Stratified => vec![entry, set.pick(1, &[], &mut rng)?, exit_hop],
-            RouteShape::Free(hops) => {
-                let mut r = set.free_to(hops, Some(exit), &mut rng)?;
-                r[0] = entry;
-                if r.len() > 1 && r[1].id == entry.id {
-                    r[1] = set.pick(1, &[entry.id], &mut rng)?;
-                }
-                r
-            }
-        };
+            RouteShape::Stratified => set.stratified_between(entry, exit, &[], &mut rng),
+            RouteShape::Free(hops) => set.free_between(hops, entry, exit, &mut rng),
+        }
+        .map_err(|e| match e {
+            RouteError::UnknownEntry => ClientError::NoDescriptors(self.epoch()),
+            other => other.into(),
+        })?;
         sample_delays(&mut route, self.mean_delay, &mut rng);
         Ok(route)
     }

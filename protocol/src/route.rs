@@ -43,6 +43,9 @@ pub enum RouteError {
     /// The requested exit is not an exit with a key for the epoch.
     #[error("the requested exit has no key for this epoch")]
     UnknownExit,
+    /// The requested entry is not an entry with a key for the epoch.
+    #[error("the requested entry has no key for this epoch")]
+    UnknownEntry,
     /// A free route's length outside [`MIN_FREE_HOPS`]..=[`MAX_FREE_HOPS`].
     #[error("a free route has {MIN_FREE_HOPS} to {MAX_FREE_HOPS} hops, not {0}")]
     BadLength(usize),
@@ -139,57 +142,70 @@ impl RouteSet {
         exclude: &[NodeId],
         rng: &mut impl Rng,
     ) -> Result<Vec<Hop>, RouteError> {
-        let entry = self.pick(ENTRY_LAYER, exclude, rng)?;
+        self.stratified_between(None, exit, exclude, rng)
+    }
+
+    /// [`RouteSet::stratified`] from `entry` when given (a client's own
+    /// entry node) to `exit` when given.
+    pub fn stratified_between(
+        &self,
+        entry: Option<NodeId>,
+        exit: Option<NodeId>,
+        exclude: &[NodeId],
+        rng: &mut impl Rng,
+    ) -> Result<Vec<Hop>, RouteError> {
+        let entry = self.end(ENTRY_LAYER, entry, exclude, rng)?;
         let mix = self.pick(1, exclude, rng)?;
-        let exit = match exit {
-            Some(id) => {
-                let key = self.layer(EXIT_LAYER).iter().find(|(n, _)| *n == id).ok_or(RouteError::UnknownExit)?.1;
-                Hop { id, key, delay_us: 0 }
-            }
-            None => self.pick(EXIT_LAYER, exclude, rng)?,
-        };
+        let exit = self.end(EXIT_LAYER, exit, exclude, rng)?;
         Ok(vec![entry, mix, exit])
+    }
+
+    /// The node `fixed` of `layer` if given (an error if it has no key there),
+    /// otherwise one drawn at random outside `exclude`.
+    fn end(&self, layer: u8, fixed: Option<NodeId>, exclude: &[NodeId], rng: &mut impl Rng) -> Result<Hop, RouteError> {
+        match fixed {
+            Some(id) => {
+                let unknown = if layer == EXIT_LAYER { RouteError::UnknownExit } else { RouteError::UnknownEntry };
+                let key = self.layer(layer).iter().find(|(n, _)| *n == id).ok_or(unknown)?.1;
+                Ok(Hop { id, key, delay_us: 0 })
+            }
+            None => self.pick(layer, exclude, rng),
+        }
     }
 
     /// A free route of `hops` hops: an entry first (the only layer that
     /// admits clients), an exit last, nodes of any layer between, never the
     /// same node twice in a row.
     pub fn free(&self, hops: usize, rng: &mut impl Rng) -> Result<Vec<Hop>, RouteError> {
-        self.free_to(hops, None, rng)
+        self.free_between(hops, None, None, rng)
     }
 
-    /// [`RouteSet::free`] ending at `exit` when given.
-    pub fn free_to(&self, hops: usize, exit: Option<NodeId>, rng: &mut impl Rng) -> Result<Vec<Hop>, RouteError> {
+    /// [`RouteSet::free`] from `entry` and to `exit` when given.
+    pub fn free_between(
+        &self,
+        hops: usize,
+        entry: Option<NodeId>,
+        exit: Option<NodeId>,
+        rng: &mut impl Rng,
+    ) -> Result<Vec<Hop>, RouteError> {
         if !(MIN_FREE_HOPS..=MAX_FREE_HOPS).contains(&hops) {
             return Err(RouteError::BadLength(hops));
         }
-        let mut route = vec![self.pick(ENTRY_LAYER, &[], rng)?];
+        let mut route = vec![self.end(ENTRY_LAYER, entry, &[], rng)?];
         let anyone: Vec<&(NodeId, MixPublicKey)> = self.layers.iter().flatten().collect();
-        for _ in 1..hops - 1 {
-            let prev = route.last().map(|h| h.id);
+        for i in 1..hops - 1 {
+            // Never the node before; the hop before a fixed exit is not the exit either.
+            let mut avoid: Vec<NodeId> = route.last().map(|h| h.id).into_iter().collect();
+            if i == hops - 2 {
+                avoid.extend(exit);
+            }
             let eligible: Vec<&(NodeId, MixPublicKey)> =
-                anyone.iter().copied().filter(|(id, _)| Some(*id) != prev).collect();
+                anyone.iter().copied().filter(|(id, _)| !avoid.contains(id)).collect();
             let (id, key) = eligible.choose(rng).copied().ok_or(RouteError::EmptyLayer(1))?;
             route.push(Hop { id: *id, key: *key, delay_us: 0 });
         }
         let prev: Vec<NodeId> = route.last().map(|h| h.id).into_iter().collect();
-        let last = match exit {
-            Some(id) => {
-                let key = self.layer(EXIT_LAYER).iter().find(|(n, _)| *n == id).ok_or(RouteError::UnknownExit)?.1;
-                if prev.contains(&id) {
-                    // The node before the exit is the exit: draw that hop again among the others.
-                    route.pop();
-                    let before: Vec<NodeId> = route.last().map(|h| h.id).into_iter().chain([id]).collect();
-                    let eligible: Vec<&(NodeId, MixPublicKey)> =
-                        anyone.iter().copied().filter(|(n, _)| !before.contains(n)).collect();
-                    let (n, k) = eligible.choose(rng).copied().ok_or(RouteError::EmptyLayer(1))?;
-                    route.push(Hop { id: *n, key: *k, delay_us: 0 });
-                }
-                Hop { id, key, delay_us: 0 }
-            }
-            None => self.pick(EXIT_LAYER, &prev, rng)?,
-        };
-        route.push(last);
+        route.push(self.end(EXIT_LAYER, exit, &prev, rng)?);
         Ok(route)
     }
 }
@@ -261,12 +277,17 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         for hops in MIN_FREE_HOPS..=MAX_FREE_HOPS {
             for _ in 0..50 {
-                let r = s.free_to(hops, Some(exits[2]), &mut rng).unwrap();
+                let r = s.free_between(hops, None, Some(exits[2]), &mut rng).unwrap();
                 assert_eq!((r.len(), r[hops - 1].id), (hops, exits[2]));
                 assert!(r.windows(2).all(|w| w[0].id != w[1].id));
             }
         }
-        assert_eq!(s.free_to(3, Some(s.layer(0)[0].0), &mut rng), Err(RouteError::UnknownExit));
+        assert_eq!(s.free_between(3, None, Some(s.layer(0)[0].0), &mut rng), Err(RouteError::UnknownExit));
+        // A client fixes its own entry too, in both shapes.
+        let entry = s.layer(0)[1].0;
+        assert_eq!(s.stratified_between(Some(entry), Some(exits[2]), &[], &mut rng).unwrap()[0].id, entry);
+        assert_eq!(s.free_between(4, Some(entry), Some(exits[2]), &mut rng).unwrap()[0].id, entry);
+        assert_eq!(s.free_between(4, Some(exits[2]), None, &mut rng), Err(RouteError::UnknownEntry));
     }
 
     #[test]
