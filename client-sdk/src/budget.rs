@@ -7,7 +7,7 @@
 //! answers usually need. An echo carries what its own data needs.
 
 use nox_protocol::fragment::Fragmenter;
-use nox_protocol::payload::{Reply, Request, RequestKind};
+use nox_protocol::payload::{REPLY_HEADER_LEN, Request, RequestKind};
 
 /// SURBs per request kind.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,9 +33,8 @@ impl Default for SurbBudget {
 
 /// SURBs whose fragments carry an answer of `bytes`.
 pub fn surbs_for_answer(bytes: usize) -> usize {
-    let overhead = 64 - Reply::max_data_for(64);
     Fragmenter::default()
-        .fragment_count(bytes + overhead)
+        .fragment_count(bytes + REPLY_HEADER_LEN)
         .unwrap_or(usize::from(nox_protocol::fragment::DEFAULT_BUCKETS[8]))
 }
 

@@ -54,6 +54,9 @@ pub const REPLY_KIND: u8 = 0x10;
 pub const REQUEST_ID_LEN: usize = 16;
 /// Most SURBs one envelope carries.
 pub const MAX_SURBS: usize = 255;
+/// Bytes of a [`Reply`] before its data: version, kind, request id, status
+/// and the data's length.
+pub const REPLY_HEADER_LEN: usize = 2 + REQUEST_ID_LEN + 1 + 4;
 
 /// The JSON-RPC methods an [`Request::RpcCall`] may carry: reads of chain
 /// state, fee estimates and simulations — nothing that signs, holds accounts
@@ -526,7 +529,7 @@ impl std::fmt::Debug for Reply {
 impl Reply {
     /// Encodes the reply.
     pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
-        let mut w = Vec::with_capacity(2 + REQUEST_ID_LEN + 1 + 4 + self.data.len());
+        let mut w = Vec::with_capacity(self.encoded_len());
         w.push(ENVELOPE_VERSION);
         w.push(REPLY_KIND);
         w.extend_from_slice(&self.request_id);
@@ -571,9 +574,14 @@ impl Reply {
         }
     }
 
+    /// The length of [`Reply::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        REPLY_HEADER_LEN + self.data.len()
+    }
+
     /// The largest `data` whose encoded reply fits in `bytes`.
     pub fn max_data_for(bytes: usize) -> usize {
-        bytes.saturating_sub(2 + REQUEST_ID_LEN + 1 + 4)
+        bytes.saturating_sub(REPLY_HEADER_LEN)
     }
 }
 

@@ -102,6 +102,7 @@ proptest! {
     fn replies_round_trip(id in any::<[u8; 16]>(), status in statuses(), data in proptest::collection::vec(any::<u8>(), 0..300)) {
         let reply = Reply { request_id: id, status, data };
         let bytes = reply.encode().unwrap();
+        prop_assert_eq!(bytes.len(), reply.encoded_len());
         prop_assert_eq!(Reply::decode(&bytes).unwrap(), reply.clone());
         prop_assert_eq!(Envelope::decode(&bytes), Err(EnvelopeError::WrongDirection(0x10)));
         for cut in 0..bytes.len() {

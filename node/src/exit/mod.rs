@@ -338,9 +338,10 @@ async fn serve(request_id: [u8; 16], request: Request, deadline: Instant, shared
 async fn deliver(reply: Reply, mut surbs: Vec<Surb>, shared: &Shared) {
     let now = Instant::now();
     let id = reply.request_id;
-    let fragments = match reply.encode().map(|e| Fragmenter::default().fragment_count(e.len())) {
-        Ok(Ok(n)) => n,
-        _ => {
+    // Counted from the length: the reply is encoded once, when its packets are built.
+    let fragments = match Fragmenter::default().fragment_count(reply.encoded_len()) {
+        Ok(n) => n,
+        Err(_) => {
             shared.m.reply_unbuildable.inc();
             return;
         }
