@@ -5,10 +5,12 @@ import {NoxTest} from "../test/utils/NoxTest.sol";
 import {NoxRegistry} from "../src/NoxRegistry.sol";
 import {NoxTestToken} from "../src/NoxTestToken.sol";
 import {NoxPool} from "../src/NoxPool.sol";
+import {NoxCounter} from "../src/NoxCounter.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 /// @notice Deploys NoxRegistry (and, unless STAKE_TOKEN is set, a NoxTestToken) and
-///         NoxPool (forge deploys and links its Poseidon libraries first), and prints
+///         NoxPool (forge deploys and links its Poseidon libraries first), on a local
+///         chain a NoxCounter to make private calls to, and prints
 ///         the addresses as one JSON line prefixed with `NOX_DEPLOYMENT=`.
 ///         The pool's verifier is built from the development keys, which anyone can
 ///         recompute and forge proofs with (docs/protocol.md §11.6): the script
@@ -43,12 +45,15 @@ contract Deploy is NoxTest {
         // forge-lint: disable-next-line(unsafe-typecast)
         NoxRegistry registry = new NoxRegistry(IERC20(tokenAddr), admin, minStake, uint64(delay), uint16(burnBps));
         NoxPool pool = new NoxPool();
+        // A demonstration target for private calls, on local chains only.
+        address counter = block.chainid == 31337 ? address(new NoxCounter()) : address(0);
         vm.stopBroadcast();
 
         vm.serializeAddress("deployment", "token", tokenAddr);
         vm.serializeAddress("deployment", "admin", admin);
         vm.serializeAddress("deployment", "pool", address(pool));
         vm.serializeAddress("deployment", "executor", address(pool.executor()));
+        vm.serializeAddress("deployment", "counter", counter);
         json = vm.serializeAddress("deployment", "registry", address(registry));
         log(string.concat("NOX_DEPLOYMENT=", json));
     }

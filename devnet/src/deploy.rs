@@ -21,6 +21,8 @@ pub struct Deployment {
     pub executor: Address,
     /// The registry's admin (the deployer).
     pub admin: Address,
+    /// NoxCounter, the demonstration target of private calls (local chains only).
+    pub counter: Address,
 }
 
 /// Parameters of the deploy script.
@@ -90,5 +92,6 @@ pub fn deploy(
         pool: addr("pool")?,
         executor: addr("executor")?,
         admin: addr("admin")?,
+        counter: addr("counter")?,
     })
 }

@@ -201,7 +201,7 @@ fn registry_on_anvil_matches_the_rust_view() {
 #[test]
 fn committed_abis_match_the_contracts() {
     let root = repo_root();
-    for name in ["NoxRegistry", "NoxTestToken"] {
+    for name in ["NoxRegistry", "NoxTestToken", "NoxPool", "NoxCounter"] {
         let out = Command::new(root.join("node_modules/.bin/forge"))
             .current_dir(&root)
             .args(["inspect", name, "abi", "--json"])

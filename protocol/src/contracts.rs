@@ -23,9 +23,19 @@ mod bindings {
         NoxTestToken,
         "abi/NoxTestToken.json"
     );
+    alloy_sol_types::sol!(
+        #[derive(Debug, PartialEq, Eq)]
+        NoxPool,
+        "abi/NoxPool.json"
+    );
+    alloy_sol_types::sol!(
+        #[derive(Debug, PartialEq, Eq)]
+        NoxCounter,
+        "abi/NoxCounter.json"
+    );
 }
 
-pub use bindings::{NoxRegistry, NoxTestToken};
+pub use bindings::{NoxCounter, NoxPool, NoxRegistry, NoxTestToken};
 
 /// Layer of every exit node.
 pub const EXIT_LAYER: u8 = 2;

@@ -22,14 +22,25 @@
 //! ## Layout
 //!
 //! ```text
-//! version u8 = 2 ‖ node_id (32) ‖ epoch u64 ‖ mix_key (32) ‖ layer u8 ‖ role u8
-//!   ‖ services u16 ‖ address count u8 ‖ count × (length u16 ‖ UTF-8 bytes) ‖ signature (64)
+//! version u8 = 3 ‖ node_id (32) ‖ epoch u64 ‖ mix_key (32) ‖ layer u8 ‖ role u8
+//!   ‖ services u16 ‖ address count u8 ‖ count × (length u16 ‖ UTF-8 bytes)
+//!   ‖ fee policy flag u8 (0 none, 1 present) ‖ [fee policy] ‖ signature (64)
+//!
+//! fee policy = wallet (20) ‖ pool (20) ‖ chain id u64 ‖ margin bps u16
+//!   ‖ asset count u8 ‖ count × asset (20)
 //! ```
 //!
 //! `services` is the set of request kinds an exit serves, one bit per kind
 //! (`1 << kind byte`, `nox_protocol::payload::RequestKind::bit`); a relay's is
 //! 0. Clients pick an exit among those whose descriptor offers the request's
 //! kind, so an exit cannot claim a service it was not signed for.
+//!
+//! An exit that performs paid calls (`EthRequest`) publishes its [`FeePolicy`]:
+//! the wallet a spend proof must name as recipient (the `msg.sender` of its
+//! `NoxPool.relay` transactions), the pool and chain it relays for, the margin
+//! it requires over its gas cost, and the assets it accepts as payment (the
+//! zero address is ETH). A client proves its payment to that wallet, so the
+//! policy is signed with the rest; a relay has none.
 //!
 //! Integers are big-endian. The signature is Ed25519 (RFC 8032, checked with
 //! `verify_strict`) under `node_id`, over [`SIGNING_DOMAIN`] followed by every
@@ -50,10 +61,14 @@ use crate::wire::{Reader, Truncated};
 pub const DEFAULT_EPOCH_SECS: u64 = 3 * 3600;
 
 /// Descriptor format version.
-pub const DESCRIPTOR_VERSION: u8 = 2;
+pub const DESCRIPTOR_VERSION: u8 = 3;
 /// Prefix of every signed descriptor message, so a descriptor signature can never
 /// be taken for a signature over anything else the identity key signs.
-pub const SIGNING_DOMAIN: &[u8] = b"NOX mix descriptor v2\0";
+pub const SIGNING_DOMAIN: &[u8] = b"NOX mix descriptor v3\0";
+/// Most assets a fee policy lists.
+pub const MAX_FEE_ASSETS: usize = 16;
+/// Highest margin a fee policy may state, in basis points (100 %: twice the cost).
+pub const MAX_MARGIN_BPS: u16 = 10_000;
 /// Most addresses one descriptor lists.
 pub const MAX_ADDRESSES: usize = 8;
 /// Longest address, in bytes of UTF-8.
@@ -66,8 +81,97 @@ pub const ROLE_EXIT: u8 = Role::Exit.code();
 /// Bytes of the signature at the end of a descriptor.
 pub const SIGNATURE_LEN: usize = 64;
 /// Bytes of a descriptor without addresses: version, node id, epoch, mix key,
-/// layer, role, services, address count and signature.
-pub const MIN_DESCRIPTOR_LEN: usize = 1 + 32 + 8 + 32 + 1 + 1 + 2 + 1 + SIGNATURE_LEN;
+/// layer, role, services, address count, fee policy flag and signature.
+pub const MIN_DESCRIPTOR_LEN: usize = 1 + 32 + 8 + 32 + 1 + 1 + 2 + 1 + 1 + SIGNATURE_LEN;
+
+/// What an exit charges for a paid call (`EthRequest`), signed in its
+/// descriptor (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeePolicy {
+    /// The exit's wallet: the recipient a spend proof must name.
+    pub wallet: [u8; 20],
+    /// The NoxPool it relays for.
+    pub pool: [u8; 20],
+    /// The chain of that pool.
+    pub chain_id: u64,
+    /// Required margin over the gas cost, in basis points (1,000 = 10 %).
+    pub margin_bps: u16,
+    /// Accepted payment assets; `[0; 20]` is ETH.
+    pub assets: Vec<[u8; 20]>,
+}
+
+impl FeePolicy {
+    /// Whether the exit accepts payment in `asset` (`[0; 20]` for ETH).
+    pub fn accepts(&self, asset: &[u8; 20]) -> bool {
+        self.assets.contains(asset)
+    }
+
+    /// The lowest fee the exit accepts for a call whose gas costs `cost` (in
+    /// the asset's units): `cost × (10,000 + margin bps) / 10,000`, rounded up
+    /// (saturating at `u128::MAX`).
+    pub fn fee_for(&self, cost: u128) -> u128 {
+        let m = u128::from(self.margin_bps);
+        // cost × m / 10,000 without overflow: whole ten-thousandths, then the rest.
+        let extra = (cost / 10_000) * m + ((cost % 10_000) * m).div_ceil(10_000);
+        cost.saturating_add(extra)
+    }
+
+    fn encoded_len(&self) -> usize {
+        20 + 20 + 8 + 2 + 1 + 20 * self.assets.len()
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.wallet);
+        out.extend_from_slice(&self.pool);
+        out.extend_from_slice(&self.chain_id.to_be_bytes());
+        out.extend_from_slice(&self.margin_bps.to_be_bytes());
+        out.push(u8::try_from(self.assets.len()).unwrap_or(u8::MAX));
+        for a in &self.assets {
+            out.extend_from_slice(a);
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DescriptorError> {
+        let wallet = r.array()?;
+        let pool = r.array()?;
+        let chain_id = u64::from_be_bytes(r.array()?);
+        let margin_bps = u16::from_be_bytes(r.array()?);
+        let count = usize::from(r.u8()?);
+        if count > MAX_FEE_ASSETS {
+            return Err(DescriptorError::BadFeePolicy(format!("{count} assets, at most {MAX_FEE_ASSETS}")));
+        }
+        let mut assets = Vec::with_capacity(count);
+        for _ in 0..count {
+            assets.push(r.array()?);
+        }
+        let policy = FeePolicy { wallet, pool, chain_id, margin_bps, assets };
+        policy.check()?;
+        Ok(policy)
+    }
+
+    /// Checks the policy's limits.
+    pub fn check(&self) -> Result<(), DescriptorError> {
+        let bad = |why: String| Err(DescriptorError::BadFeePolicy(why));
+        if self.wallet == [0; 20] {
+            return bad("the wallet is the zero address".into());
+        }
+        if self.pool == [0; 20] {
+            return bad("the pool is the zero address".into());
+        }
+        if self.margin_bps > MAX_MARGIN_BPS {
+            return bad(format!("margin of {} bps, at most {MAX_MARGIN_BPS}", self.margin_bps));
+        }
+        if self.assets.is_empty() || self.assets.len() > MAX_FEE_ASSETS {
+            return bad(format!("{} assets, expected 1..={MAX_FEE_ASSETS}", self.assets.len()));
+        }
+        for (i, a) in self.assets.iter().enumerate() {
+            if self.assets[..i].contains(a) {
+                return bad(format!("asset {i} is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The epoch length is zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +264,15 @@ pub enum DescriptorError {
     /// A relay's descriptor lists services (only exits serve requests).
     #[error("a relay's descriptor lists services {0:#06x}")]
     RelayWithServices(u16),
+    /// A relay's descriptor carries a fee policy.
+    #[error("a relay's descriptor carries a fee policy")]
+    RelayWithFeePolicy,
+    /// The fee policy flag is neither 0 nor 1.
+    #[error("fee policy flag {0} (expected 0 or 1)")]
+    FeePolicyFlag(u8),
+    /// A fee policy outside its limits.
+    #[error("bad fee policy: {0}")]
+    BadFeePolicy(String),
 }
 
 /// A node's signed announcement of the mix key it uses in one epoch.
@@ -182,6 +295,8 @@ pub struct MixDescriptor {
     pub services: u16,
     /// Where the node listens (e.g. libp2p multiaddrs), at most [`MAX_ADDRESSES`].
     pub addresses: Vec<String>,
+    /// What an exit charges for paid calls, if it performs them.
+    pub fee_policy: Option<FeePolicy>,
     signature: [u8; SIGNATURE_LEN],
 }
 
@@ -222,7 +337,23 @@ impl MixDescriptor {
         services: u16,
         addresses: Vec<String>,
     ) -> Result<Self, DescriptorError> {
-        check_fields(layer, role, services, &addresses)?;
+        MixDescriptor::sign_exit(identity, epoch, mix_key, layer, role, services, addresses, None)
+    }
+
+    /// Builds and signs a descriptor with every field, an exit's fee policy
+    /// included.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_exit(
+        identity: &SigningKey,
+        epoch: u64,
+        mix_key: MixPublicKey,
+        layer: u8,
+        role: u8,
+        services: u16,
+        addresses: Vec<String>,
+        fee_policy: Option<FeePolicy>,
+    ) -> Result<Self, DescriptorError> {
+        check_fields(layer, role, services, &addresses, fee_policy.as_ref())?;
         let mut descriptor = MixDescriptor {
             node_id: NodeId(identity.verifying_key().to_bytes()),
             epoch,
@@ -231,6 +362,7 @@ impl MixDescriptor {
             role,
             services,
             addresses,
+            fee_policy,
             signature: [0; SIGNATURE_LEN],
         };
         descriptor.signature = identity.sign(&descriptor.signing_message()).to_bytes();
@@ -249,7 +381,7 @@ impl MixDescriptor {
 
     /// Checks the field limits and the signature under `node_id`.
     pub fn verify(&self) -> Result<(), DescriptorError> {
-        check_fields(self.layer, self.role, self.services, &self.addresses)?;
+        check_fields(self.layer, self.role, self.services, &self.addresses, self.fee_policy.as_ref())?;
         let key = VerifyingKey::from_bytes(&self.node_id.0).map_err(|_| DescriptorError::BadSignature)?;
         let signature = Signature::from_bytes(&self.signature);
         key.verify_strict(&self.signing_message(), &signature).map_err(|_| DescriptorError::BadSignature)
@@ -303,11 +435,17 @@ impl MixDescriptor {
             let text = std::str::from_utf8(raw).map_err(|_| DescriptorError::AddressNotUtf8 { index })?;
             addresses.push(text.to_owned());
         }
+        let fee_policy = match r.u8()? {
+            0 => None,
+            1 if role == ROLE_EXIT => Some(FeePolicy::read(&mut r)?),
+            1 => return Err(DescriptorError::RelayWithFeePolicy),
+            other => return Err(DescriptorError::FeePolicyFlag(other)),
+        };
         let signature = r.array()?;
         if r.remaining() != 0 {
             return Err(DescriptorError::TrailingBytes(r.remaining()));
         }
-        Ok(MixDescriptor { node_id, epoch, mix_key, layer, role, services, addresses, signature })
+        Ok(MixDescriptor { node_id, epoch, mix_key, layer, role, services, addresses, fee_policy, signature })
     }
 
     /// The exact bytes the signature covers: [`SIGNING_DOMAIN`] followed by the
@@ -320,7 +458,9 @@ impl MixDescriptor {
     }
 
     fn encoded_len(&self) -> usize {
-        MIN_DESCRIPTOR_LEN + self.addresses.iter().map(|a| 2 + a.len()).sum::<usize>()
+        MIN_DESCRIPTOR_LEN
+            + self.addresses.iter().map(|a| 2 + a.len()).sum::<usize>()
+            + self.fee_policy.as_ref().map_or(0, FeePolicy::encoded_len)
     }
 
     fn write_signed_fields(&self, out: &mut Vec<u8>) {
@@ -339,10 +479,23 @@ impl MixDescriptor {
             out.extend_from_slice(&u16::try_from(address.len()).unwrap_or(u16::MAX).to_be_bytes());
             out.extend_from_slice(address.as_bytes());
         }
+        match &self.fee_policy {
+            None => out.push(0),
+            Some(policy) => {
+                out.push(1);
+                policy.write(out);
+            }
+        }
     }
 }
 
-fn check_fields(layer: u8, role: u8, services: u16, addresses: &[String]) -> Result<(), DescriptorError> {
+fn check_fields(
+    layer: u8,
+    role: u8,
+    services: u16,
+    addresses: &[String],
+    fee_policy: Option<&FeePolicy>,
+) -> Result<(), DescriptorError> {
     if layer > MAX_LAYER {
         return Err(DescriptorError::LayerOutOfRange(layer));
     }
@@ -359,6 +512,12 @@ fn check_fields(layer: u8, role: u8, services: u16, addresses: &[String]) -> Res
         if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
             return Err(DescriptorError::AddressLength { index, len: address.len() });
         }
+    }
+    if let Some(policy) = fee_policy {
+        if role != ROLE_EXIT {
+            return Err(DescriptorError::RelayWithFeePolicy);
+        }
+        policy.check()?;
     }
     Ok(())
 }
@@ -585,6 +744,64 @@ mod tests {
         assert_eq!(MixDescriptor::decode(&bytes).unwrap_err(), DescriptorError::RelayWithServices(8));
     }
 
+    fn policy() -> FeePolicy {
+        FeePolicy { wallet: [0xe1; 20], pool: [0x9a; 20], chain_id: 31337, margin_bps: 500, assets: vec![[0; 20]] }
+    }
+
+    #[test]
+    fn a_fee_policy_is_signed_and_only_exits_carry_one() {
+        let id = identity(0x22);
+        let key = MixPublicKey([4; 32]);
+        let kinds = RequestKind::mask_of(&[RequestKind::EthRequest]);
+        let exit = MixDescriptor::sign_exit(&id, 1, key, 2, ROLE_EXIT, kinds, vec![], Some(policy())).unwrap();
+        let back = MixDescriptor::decode(&exit.encode()).unwrap();
+        back.verify().unwrap();
+        assert_eq!(back.fee_policy, Some(policy()));
+        // A cheaper margin or another wallet after signing breaks the signature.
+        let mut cheaper = back.clone();
+        cheaper.fee_policy.as_mut().unwrap().margin_bps = 0;
+        assert_eq!(cheaper.verify(), Err(DescriptorError::BadSignature));
+        let mut redirected = back.clone();
+        redirected.fee_policy.as_mut().unwrap().wallet = [0xee; 20];
+        assert_eq!(redirected.verify(), Err(DescriptorError::BadSignature));
+        // Relays carry none.
+        assert_eq!(
+            MixDescriptor::sign_exit(&id, 1, key, 1, ROLE_RELAY, 0, vec![], Some(policy())).unwrap_err(),
+            DescriptorError::RelayWithFeePolicy
+        );
+        let mut bytes = MixDescriptor::sign(&id, 1, key, 1, ROLE_RELAY, vec![]).unwrap().encode();
+        let flag = bytes.len() - SIGNATURE_LEN - 1;
+        bytes[flag] = 2;
+        assert_eq!(MixDescriptor::decode(&bytes).unwrap_err(), DescriptorError::FeePolicyFlag(2));
+        bytes[flag] = 1;
+        assert_eq!(MixDescriptor::decode(&bytes).unwrap_err(), DescriptorError::RelayWithFeePolicy);
+        // Limits.
+        for bad in [
+            FeePolicy { wallet: [0; 20], ..policy() },
+            FeePolicy { pool: [0; 20], ..policy() },
+            FeePolicy { margin_bps: MAX_MARGIN_BPS + 1, ..policy() },
+            FeePolicy { assets: vec![], ..policy() },
+            FeePolicy { assets: vec![[0; 20], [0; 20]], ..policy() },
+            FeePolicy { assets: vec![[7; 20]; MAX_FEE_ASSETS + 1], ..policy() },
+        ] {
+            assert!(matches!(
+                MixDescriptor::sign_exit(&id, 1, key, 2, ROLE_EXIT, kinds, vec![], Some(bad)),
+                Err(DescriptorError::BadFeePolicy(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn fees_include_the_margin_rounded_up() {
+        let p = FeePolicy { margin_bps: 1_000, ..policy() };
+        assert_eq!(p.fee_for(1_000), 1_100);
+        assert_eq!(p.fee_for(1), 2);
+        assert_eq!(p.fee_for(0), 0);
+        assert_eq!(FeePolicy { margin_bps: 0, ..policy() }.fee_for(12_345), 12_345);
+        assert_eq!(p.fee_for(u128::MAX), u128::MAX);
+        assert_eq!(p.fee_for(u128::MAX / 2), u128::MAX / 2 + (u128::MAX / 2).div_ceil(10));
+    }
+
     // --- Test vector: protocol/tests/vectors/descriptor.hex ---------------------
     //
     // Same pattern as `tests/vectors.rs`: the file is regenerated from fixed seeds
@@ -598,14 +815,21 @@ mod tests {
     fn generate_vector() -> String {
         let seed = [0x5eu8; 32];
         let mix = MixSecretKey::from_bytes([0x6d; 32]);
-        let d = MixDescriptor::sign_with_services(
+        let d = MixDescriptor::sign_exit(
             &SigningKey::from_bytes(&seed),
             163_840,
             mix.public_key(),
             2,
             ROLE_EXIT,
-            RequestKind::mask_of(&[RequestKind::Echo, RequestKind::RpcCall]),
+            RequestKind::mask_of(&[RequestKind::Echo, RequestKind::RpcCall, RequestKind::EthRequest]),
             vec!["/ip4/198.51.100.1/tcp/7000".to_owned(), "/ip6/2001:db8::1/tcp/7000".to_owned()],
+            Some(FeePolicy {
+                wallet: [0xe1; 20],
+                pool: [0x9a; 20],
+                chain_id: 31337,
+                margin_bps: 1_000,
+                assets: vec![[0; 20], [0x70; 20]],
+            }),
         )
         .unwrap();
         let entries: [(&str, Vec<u8>); 6] = [
@@ -649,6 +873,9 @@ mod tests {
         assert_eq!(d.mix_key, MixSecretKey::from_bytes(mix).public_key());
         assert_eq!(d.mix_key.0.to_vec(), v["mix_key"]);
         assert_eq!((d.epoch, d.layer, d.role), (163_840, 2, ROLE_EXIT));
+        let policy = d.fee_policy.as_ref().unwrap();
+        assert_eq!((policy.wallet, policy.chain_id, policy.margin_bps), ([0xe1; 20], 31337, 1_000));
+        assert!(policy.accepts(&[0; 20]) && !policy.accepts(&[1; 20]));
         // The signature covers exactly domain ‖ encoding-without-signature.
         let body = &v["descriptor"][..v["descriptor"].len() - SIGNATURE_LEN];
         assert_eq!(v["signing_message"], [SIGNING_DOMAIN, body].concat());

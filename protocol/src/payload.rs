@@ -4,8 +4,8 @@
 //! ## Layout
 //!
 //! ```text
-//! request: version (1) = 2 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
-//! reply:   version (1) = 2 ‖ kind (1) = 0x10 ‖ request id (16) ‖ status (1) ‖ data
+//! request: version (1) = 3 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
+//! reply:   version (1) = 3 ‖ kind (1) = 0x10 ‖ request id (16) ‖ status (1) ‖ data
 //! ```
 //!
 //! A request and a reply share their first two fields, so a reader tells them
@@ -24,7 +24,7 @@
 //! | kind | name           | body                                                            |
 //! |------|----------------|-----------------------------------------------------------------|
 //! | 0x01 | Echo           | data                                                            |
-//! | 0x02 | EthRequest     | chain id u64 ‖ target (20) ‖ call gas u64 ‖ calldata ‖ payment (480) |
+//! | 0x02 | EthRequest     | chain id u64 ‖ target (20) ‖ call gas u64 ‖ flags u8 ‖ calldata ‖ payment (480) |
 //! | 0x03 | RawBroadcast   | chain id u64 ‖ signed raw transaction                           |
 //! | 0x04 | RpcCall        | chain id u64 ‖ JSON-RPC request (string)                        |
 //! | 0x05 | Http           | method ‖ url ‖ headers (list of name, value) ‖ body              |
@@ -40,14 +40,19 @@
 //! `payment` in an Ethereum request is a [`GasPayment`]: the spend proof and
 //! its public inputs, fixed-size and range-checked on decoding
 //! ([`crate::payment`]). `call gas` is the gas the call must be given; the
-//! pool's execution hash binds it.
+//! pool's execution hash binds it. `flags` bit 0 ([`ETH_ALLOW_FAILURE`]) says
+//! the user accepts paying for a call that fails (the exit then relays a call
+//! its simulation sees fail); without it the exit relays only a call its
+//! simulation sees succeed. Other bits are reserved and must be zero.
 
 use crate::payment::{GasPayment, PAYMENT_LEN, PaymentError};
 use crate::sphinx::surb::{SURB_LEN, Surb};
 use crate::wire::{Reader, Truncated};
 
 /// Envelope format version.
-pub const ENVELOPE_VERSION: u8 = 2;
+pub const ENVELOPE_VERSION: u8 = 3;
+/// `EthRequest` flag: relay the call even if the exit's simulation sees it fail.
+pub const ETH_ALLOW_FAILURE: u8 = 0x01;
 /// Kind byte of a [`Reply`].
 pub const REPLY_KIND: u8 = 0x10;
 /// Length of a request identifier.
@@ -122,6 +127,9 @@ pub enum EnvelopeError {
     /// The gas payment of an Ethereum request is malformed.
     #[error("gas payment: {0}")]
     Payment(#[from] PaymentError),
+    /// An Ethereum request sets reserved flag bits.
+    #[error("unknown Ethereum request flags {0:#04x}")]
+    UnknownFlags(u8),
 }
 
 /// How mail leaves the exit.
@@ -151,6 +159,9 @@ pub enum Request {
         target: [u8; 20],
         /// Gas the call must be given (bound by the payment's execution hash).
         call_gas: u64,
+        /// Relay the call even if the exit's simulation sees it fail
+        /// ([`ETH_ALLOW_FAILURE`]); by default only a succeeding call is relayed.
+        allow_failure: bool,
         /// Call data.
         calldata: Vec<u8>,
         /// The gas payment.
@@ -342,11 +353,12 @@ impl Envelope {
         }
         match &self.request {
             Request::Echo { data } => put_bytes(&mut w, data)?,
-            Request::EthRequest { chain_id, target, call_gas, calldata, payment } => {
+            Request::EthRequest { chain_id, target, call_gas, allow_failure, calldata, payment } => {
                 payment.check()?;
                 w.extend_from_slice(&chain_id.to_be_bytes());
                 w.extend_from_slice(target);
                 w.extend_from_slice(&call_gas.to_be_bytes());
+                w.push(if *allow_failure { ETH_ALLOW_FAILURE } else { 0 });
                 put_bytes(&mut w, calldata)?;
                 w.extend_from_slice(&payment.encode());
             }
@@ -406,11 +418,16 @@ impl Envelope {
                 let mut target = [0u8; 20];
                 target.copy_from_slice(r.take(20)?);
                 let call_gas = r.u64()?;
+                let flags = r.u8()?;
+                if flags & !ETH_ALLOW_FAILURE != 0 {
+                    return Err(EnvelopeError::UnknownFlags(flags));
+                }
                 let calldata = r.bytes()?.to_vec();
                 let mut bytes = [0u8; PAYMENT_LEN];
                 bytes.copy_from_slice(r.take(PAYMENT_LEN)?);
                 let payment = Box::new(GasPayment::decode(&bytes)?);
-                Request::EthRequest { chain_id, target, call_gas, calldata, payment }
+                let allow_failure = flags & ETH_ALLOW_FAILURE != 0;
+                Request::EthRequest { chain_id, target, call_gas, allow_failure, calldata, payment }
             }
             RequestKind::RawBroadcast => Request::RawBroadcast { chain_id: r.u64()?, raw_tx: r.bytes()?.to_vec() },
             RequestKind::RpcCall => Request::RpcCall { chain_id: r.u64()?, json: r.string()? },

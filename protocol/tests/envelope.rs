@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nox_protocol::crypto::x25519::MixSecretKey;
-use nox_protocol::payload::{Envelope, EnvelopeError, MailTransport, Reply, ReplyStatus, Request};
+use nox_protocol::payload::{ETH_ALLOW_FAILURE, Envelope, EnvelopeError, MailTransport, Reply, ReplyStatus, Request};
 use nox_protocol::payment::{BASE_MODULUS, GasPayment, PROOF_LEN, PaymentError, SCALAR_MODULUS, SpendInputs};
 use nox_protocol::sphinx::surb::Surb;
 use nox_protocol::sphinx::{Hop, NodeId, PacketBuilder};
@@ -56,9 +56,14 @@ fn any_request() -> impl Strategy<Value = Request> {
     let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
     prop_oneof![
         bytes().prop_map(|data| Request::Echo { data }),
-        (any::<u64>(), any::<[u8; 20]>(), any::<u64>(), bytes(), any::<[u8; 8]>()).prop_map(
-            |(chain_id, target, call_gas, calldata, seed)| {
-                Request::EthRequest { chain_id, target, call_gas, calldata, payment: Box::new(payment(seed)) }
+        (any::<u64>(), any::<[u8; 20]>(), any::<u64>(), any::<bool>(), bytes(), any::<[u8; 8]>()).prop_map(
+            |(chain_id, target, call_gas, allow_failure, calldata, seed)| Request::EthRequest {
+                chain_id,
+                target,
+                call_gas,
+                allow_failure,
+                calldata,
+                payment: Box::new(payment(seed))
             }
         ),
         (any::<u64>(), bytes()).prop_map(|(chain_id, raw_tx)| Request::RawBroadcast { chain_id, raw_tx }),
@@ -140,11 +145,19 @@ fn malformed_payments_are_refused_by_the_decoder_and_the_encoder() {
             chain_id: 31337,
             target: [9; 20],
             call_gas: 100_000,
+            allow_failure: false,
             calldata: vec![1, 2, 3],
             payment: Box::new(payment),
         },
     };
     let good = eth(payment([5; 8])).encode().unwrap();
+    // Reserved flag bits are refused (the flags byte follows chain id, target and gas).
+    let flags_at = 2 + 16 + 1 + 8 + 20 + 8;
+    let mut flagged = good.clone();
+    flagged[flags_at] = 0x02;
+    assert_eq!(Envelope::decode(&flagged), Err(EnvelopeError::UnknownFlags(0x02)));
+    flagged[flags_at] = ETH_ALLOW_FAILURE;
+    assert!(matches!(Envelope::decode(&flagged).unwrap().request, Request::EthRequest { allow_failure: true, .. }));
     let payment_at = good.len() - (PROOF_LEN + 7 * 32);
     // Each word out of range, written into a valid encoding.
     let cases: [(usize, [u8; 32], EnvelopeError); 5] = [
@@ -183,7 +196,7 @@ fn specific_errors() {
     b.pop();
     b[0] = 9;
     assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnsupportedVersion(9)));
-    b[0] = 2;
+    b[0] = nox_protocol::payload::ENVELOPE_VERSION;
     b[1] = 0x7f;
     assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnknownKind(0x7f)));
     let rpc =

@@ -132,6 +132,7 @@ fn generate() -> Vectors {
             chain_id: 31337,
             target: [0xee; 20],
             call_gas: 100_000,
+            allow_failure: false,
             calldata: vec![0xde, 0xad],
             payment: Box::new(GasPayment {
                 proof: [0x01; PROOF_LEN],
