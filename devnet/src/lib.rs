@@ -16,9 +16,10 @@ pub mod anvil;
 pub mod deploy;
 pub mod network;
 pub mod wallet_side;
+pub mod zk;
 
 pub use network::{Devnet, DevnetNode, DevnetOptions, Launch};
-pub use wallet_side::{ProxyHandle, cast, start_proxy};
+pub use wallet_side::{ProxyHandle, ShieldedUser, cast, start_proxy};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +55,9 @@ pub enum DevnetError {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The development spend keys could not be made or written.
+    #[error("spend keys: {0}")]
+    Zk(String),
     /// The mixnet client failed.
     #[error("client: {0}")]
     Client(String),

@@ -21,6 +21,7 @@ use nox_net::p2p::PeerKind;
 use nox_net::raw_peer::RawPeer;
 use nox_net::topology_doc::TopologyDocument;
 use nox_node::config::{NodeConfig, Role};
+use nox_node::faults::Faults;
 use nox_node::keys::NodeKeys;
 use nox_node::localnet::base_config;
 use nox_node::node::{NodeOptions, RunningNode};
@@ -65,6 +66,8 @@ pub struct DevnetOptions {
     pub exit_upstream: Option<String>,
     /// Whether exits offer `Http` fetches (`exit.http`; loopback stays refused).
     pub exit_http: bool,
+    /// `exit.eth_flush_every_secs` of every exit (paid calls are always on).
+    pub exit_flush_every_secs: u64,
 }
 
 impl Default for DevnetOptions {
@@ -80,6 +83,7 @@ impl Default for DevnetOptions {
             dir: None,
             exit_upstream: None,
             exit_http: false,
+            exit_flush_every_secs: 5,
         }
     }
 }
@@ -106,6 +110,11 @@ pub struct DevnetNode {
     pub peer_id: PeerId,
     /// Whether it is registered (nodes prepared for a test may not be).
     pub registered: bool,
+    /// An exit's wallet for paid calls (`exit.eth_wallet_key_file`): one of
+    /// anvil's default accounts #9 down to #4, then fresh keys, funded.
+    pub exit_wallet: Option<PrivateKeySigner>,
+    /// Test faults the node starts with when it runs in-process.
+    pub faults: Faults,
     runner: Runner,
 }
 
@@ -133,6 +142,12 @@ impl DevnetNode {
     /// The operator's address.
     pub fn operator(&self) -> Address {
         self.keys.wallet_address()
+    }
+
+    /// The address of an exit's paid-call wallet (the recipient its spend
+    /// proofs must name).
+    pub fn exit_wallet_address(&self) -> Option<Address> {
+        self.exit_wallet.as_ref().map(PrivateKeySigner::address)
     }
 
     /// Admin HTTP address (`/health`, `/metrics`, `/topology`).
@@ -178,6 +193,7 @@ pub struct Devnet {
     _tmp: Option<tempfile::TempDir>,
     http: alloy::transports::http::reqwest::Client,
     slasher_ready: bool,
+    keys_dir: PathBuf,
 }
 
 impl Devnet {
@@ -212,7 +228,15 @@ impl Devnet {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| DevnetError::Chain(e.to_string()))?;
-        let mut net = Devnet { anvil, deployment, nodes: Vec::new(), opts, dir, _tmp: tmp, http, slasher_ready: false };
+        let keys_dir = dir.join("zk");
+        {
+            let keys_dir = keys_dir.clone();
+            tokio::task::spawn_blocking(move || crate::zk::write_dev_keys(&keys_dir))
+                .await
+                .map_err(|e| DevnetError::Zk(e.to_string()))??;
+        }
+        let mut net =
+            Devnet { anvil, deployment, nodes: Vec::new(), opts, dir, _tmp: tmp, http, slasher_ready: false, keys_dir };
         let layers: Vec<u8> =
             net.opts.per_layer.iter().enumerate().flat_map(|(l, n)| std::iter::repeat_n(l as u8, *n)).collect();
         for layer in layers {
@@ -241,6 +265,30 @@ impl Devnet {
         &self.dir
     }
 
+    /// The directory holding the development spend keys (`spend.pk`,
+    /// `spend.vk`; [`crate::zk`]): exits verify with its `spend.vk`, a
+    /// client proves with its `spend.pk`. The deployed SpendVerifier is made
+    /// from the same keys.
+    pub fn keys_dir(&self) -> &Path {
+        &self.keys_dir
+    }
+
+    /// The NoxPool exits relay for.
+    pub fn pool(&self) -> Address {
+        self.deployment.pool
+    }
+
+    /// The exits' paid-call wallets, by node index.
+    pub fn exit_wallets(&self) -> Vec<(usize, Address)> {
+        self.nodes.iter().filter_map(|n| n.exit_wallet_address().map(|a| (n.index, a))).collect()
+    }
+
+    /// Sets the test faults node `idx` starts with (in-process only); takes
+    /// effect at its next start.
+    pub fn set_faults(&mut self, idx: usize, faults: Faults) {
+        self.nodes[idx].faults = faults;
+    }
+
     /// Creates keys, directory and configuration for a new node of `layer`,
     /// and funds its wallet (ETH and stake tokens); does not register or
     /// start it. Returns its index.
@@ -254,6 +302,7 @@ impl Devnet {
         };
         let ndir = self.dir.join(format!("node{index}"));
         let mut config = base_config(&ndir, layer);
+        let mut exit_wallet = None;
         let p2p_port = free_port()?;
         let http_port = free_port()?;
         let multiaddr = format!("/ip4/127.0.0.1/tcp/{p2p_port}");
@@ -275,6 +324,23 @@ impl Devnet {
             config.exit.rpc_call = true;
             config.exit.raw_broadcast = true;
             config.exit.http = self.opts.exit_http;
+            // Paid calls: a funded wallet of its own, the deployed pool and the dev keys.
+            let exits_before = self.nodes.iter().filter(|n| n.exit_wallet.is_some()).count();
+            let signer = match EXIT_WALLET_KEYS.get(exits_before) {
+                Some(k) => k.parse().map_err(|e| DevnetError::Node { index, reason: format!("{e}") })?,
+                None => PrivateKeySigner::random(),
+            };
+            let key_file = ndir.join("exit-wallet.key");
+            write_private(&key_file, &format!("0x{}\n", hex::encode(signer.to_bytes())))
+                .map_err(|e| DevnetError::Node { index, reason: format!("exit wallet key: {e}") })?;
+            config.exit.eth_request = true;
+            config.exit.eth_wallet_key_file = Some(key_file.display().to_string());
+            config.exit.eth_pool = Some(self.deployment.pool.to_string());
+            config.exit.eth_verifying_key =
+                Some(self.keys_dir.join(nox_circuits::groth16::VERIFYING_KEY_FILE).display().to_string());
+            config.exit.eth_margin_bps = 1000;
+            config.exit.eth_flush_every_secs = self.opts.exit_flush_every_secs;
+            exit_wallet = Some(signer);
         }
         config.log.level = self.opts.log_level.clone();
         keys.write(&config.node.keys_dir, true).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
@@ -291,6 +357,8 @@ impl Devnet {
             multiaddr,
             peer_id,
             registered: false,
+            exit_wallet,
+            faults: Faults::default(),
             runner: Runner::Stopped,
         });
         Ok(index)
@@ -326,6 +394,9 @@ impl Devnet {
     pub async fn register(&mut self, idx: usize) -> Result<(), DevnetError> {
         let min = DeployParams::default().min_stake;
         self.fund(self.nodes[idx].operator(), min).await?;
+        if let Some(wallet) = self.nodes[idx].exit_wallet_address() {
+            self.fund(wallet, U256::ZERO).await?;
+        }
         let n = &self.nodes[idx];
         let target = self.target();
         operator::register(&target, &n.keys.operator(), n.config.node.role, &n.multiaddr, Some(min))
@@ -365,7 +436,8 @@ impl Devnet {
         let n = &mut self.nodes[idx];
         n.runner = match launch {
             Launch::InProcess => {
-                let running = nox_node::node::start(n.config.clone(), n.keys.clone(), NodeOptions::default())
+                let opts = NodeOptions { faults: n.faults, ..NodeOptions::default() };
+                let running = nox_node::node::start(n.config.clone(), n.keys.clone(), opts)
                     .await
                     .map_err(|e| DevnetError::Node { index: idx, reason: e.to_string() })?;
                 Runner::InProcess(Box::new(running))
@@ -594,6 +666,28 @@ impl Drop for Devnet {
         }
         self.anvil.kill();
     }
+}
+
+/// anvil's default accounts #9 down to #4: the exits' paid-call wallets, in
+/// order (the deployer is #0; #1 to #3 are left to tests and wallets).
+pub const EXIT_WALLET_KEYS: [&str; 6] = [
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+];
+
+/// Writes `text` to a new file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// A node's role from its layer.

@@ -404,6 +404,37 @@ pub struct ExitSection {
     /// Longest answer an exit sends back (asking for more SURBs when the
     /// request carried too few); at most what 256 fragments carry.
     pub reply_max_bytes: usize,
+    /// Whether the exit relays paid calls (`EthRequest`) through
+    /// `NoxPool.relay` from its own wallet; needs `exit.rpc_url`,
+    /// `exit.eth_wallet_key_file`, `exit.eth_pool` and `exit.eth_verifying_key`.
+    pub eth_request: bool,
+    /// A file holding the exit wallet's private key as hex (`0x` optional);
+    /// must not be readable by group or others.
+    pub eth_wallet_key_file: Option<String>,
+    /// The NoxPool address the exit relays for.
+    pub eth_pool: Option<String>,
+    /// The spend circuit's verifying key (`spend.vk`, written by `nox-zk keys`).
+    pub eth_verifying_key: Option<String>,
+    /// Margin over the gas cost a fee must carry, in basis points (1000 = 10 %).
+    pub eth_margin_bps: u16,
+    /// The most gas a relayed call may ask for.
+    pub eth_max_call_gas: u64,
+    /// The highest max fee per gas the exit pays, in gwei.
+    pub eth_max_fee_per_gas_gwei: u64,
+    /// Seconds an `EthRequest` may take from its arrival to its answer
+    /// (checks, simulation and inclusion); replaces `exit.request_timeout_ms`
+    /// for this kind.
+    pub eth_request_timeout_secs: u64,
+    /// Seconds the exit waits for a relay's receipt before answering `NoReceipt`.
+    pub eth_receipt_timeout_secs: u64,
+    /// Seconds after which a pending transaction is re-sent with higher fees.
+    pub eth_bump_after_secs: u64,
+    /// Seconds between flushes of the change notes the exit relayed.
+    pub eth_flush_every_secs: u64,
+    /// Change notes one flush inserts at most.
+    pub eth_flush_max_notes: usize,
+    /// Paid calls served at once; beyond it a request is refused `Busy`.
+    pub eth_max_in_flight: usize,
 }
 
 impl Default for ExitSection {
@@ -435,6 +466,19 @@ impl Default for ExitSection {
             reply_cache_bytes: 64 << 20,
             reply_cache_secs: 300,
             reply_max_bytes: crate::exit::max_reply_bytes(),
+            eth_request: false,
+            eth_wallet_key_file: None,
+            eth_pool: None,
+            eth_verifying_key: None,
+            eth_margin_bps: 1000,
+            eth_max_call_gas: 2_000_000,
+            eth_max_fee_per_gas_gwei: 500,
+            eth_request_timeout_secs: 120,
+            eth_receipt_timeout_secs: 60,
+            eth_bump_after_secs: 30,
+            eth_flush_every_secs: 30,
+            eth_flush_max_notes: 16,
+            eth_max_in_flight: 16,
         }
     }
 }
@@ -491,8 +535,15 @@ pub const ENV_PREFIX: &str = "NOX_";
 
 /// Optional keys: absent from the serialized defaults (they are `None`), so an
 /// environment override cannot learn their type there. Every one is a string.
-const OPTIONAL_KEYS: &[(&str, &str)] =
-    &[("http", "public_listen"), ("chain", "rpc_url"), ("chain", "registry"), ("exit", "rpc_url")];
+const OPTIONAL_KEYS: &[(&str, &str)] = &[
+    ("http", "public_listen"),
+    ("chain", "rpc_url"),
+    ("chain", "registry"),
+    ("exit", "rpc_url"),
+    ("exit", "eth_wallet_key_file"),
+    ("exit", "eth_pool"),
+    ("exit", "eth_verifying_key"),
+];
 
 /// Keys only the file can set (arrays of tables).
 const FILE_ONLY_KEYS: &[(&str, &str)] = &[("topology", "nodes")];
@@ -723,12 +774,53 @@ impl NodeConfig {
         c.at_least("exit.reassembly_stale_secs", exit.reassembly_stale_secs, 1);
         match &exit.rpc_url {
             Some(url) => check_http_url(&mut c, "exit.rpc_url", url),
-            None if exit.raw_broadcast || exit.rpc_call => c.fail(
+            None if exit.raw_broadcast || exit.rpc_call || exit.eth_request => c.fail(
                 "exit.rpc_url",
-                "required when exit.raw_broadcast or exit.rpc_call is on: the Ethereum JSON-RPC endpoint they use",
+                "required when exit.raw_broadcast, exit.rpc_call or exit.eth_request is on: \
+                 the Ethereum JSON-RPC endpoint they use",
             ),
             None => {}
         }
+        if exit.eth_request {
+            for (key, value, what) in [
+                ("exit.eth_wallet_key_file", &exit.eth_wallet_key_file, "the file of the wallet that sends relays"),
+                ("exit.eth_pool", &exit.eth_pool, "the NoxPool address the exit relays for"),
+                ("exit.eth_verifying_key", &exit.eth_verifying_key, "the spend circuit's verifying key (spend.vk)"),
+            ] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    c.fail(key, format!("required when exit.eth_request is on: {what}"));
+                }
+            }
+        }
+        if let Some(pool) = &exit.eth_pool
+            && pool.parse::<alloy_primitives::Address>().is_err()
+        {
+            c.fail("exit.eth_pool", format!("`{pool}` is not an address (0x followed by 40 hex digits)"));
+        }
+        c.at_most(
+            "exit.eth_margin_bps",
+            exit.eth_margin_bps,
+            nox_protocol::descriptor::MAX_MARGIN_BPS,
+            " (the most a descriptor may announce)",
+        );
+        c.at_least("exit.eth_max_call_gas", exit.eth_max_call_gas, 21_000);
+        c.at_most("exit.eth_max_call_gas", exit.eth_max_call_gas, 25_000_000, " (below a block's gas limit)");
+        c.at_least("exit.eth_max_fee_per_gas_gwei", exit.eth_max_fee_per_gas_gwei, 1);
+        c.at_least("exit.eth_receipt_timeout_secs", exit.eth_receipt_timeout_secs, 1);
+        if exit.eth_request_timeout_secs <= exit.eth_receipt_timeout_secs {
+            c.fail(
+                "exit.eth_request_timeout_secs",
+                format!(
+                    "must be longer than exit.eth_receipt_timeout_secs ({}): checks and simulation come first",
+                    exit.eth_receipt_timeout_secs
+                ),
+            );
+        }
+        c.at_least("exit.eth_bump_after_secs", exit.eth_bump_after_secs, 1);
+        c.at_least("exit.eth_flush_every_secs", exit.eth_flush_every_secs, 1);
+        c.at_least("exit.eth_flush_max_notes", exit.eth_flush_max_notes, 1);
+        c.at_most("exit.eth_flush_max_notes", exit.eth_flush_max_notes, 256, " (one flush stays well below a block)");
+        c.at_least("exit.eth_max_in_flight", exit.eth_max_in_flight, 1);
         for (i, method) in exit.rpc_methods.iter().enumerate() {
             if let Err(e) = crate::exit::rpc_call::builtin_method(method) {
                 c.fail(format!("exit.rpc_methods[{i}]"), e.to_string());
@@ -1321,7 +1413,27 @@ mod tests {
             assert!(p[0].message.contains(method) && p[0].message.contains("not a read-only method"), "{}", p[0]);
         }
         let p = problems(parse("[exit]\nraw_broadcast = true\n"));
-        assert!(p[0].message.contains("required when exit.raw_broadcast or exit.rpc_call is on"), "{}", p[0]);
+        assert!(p[0].message.contains("required when exit.raw_broadcast, exit.rpc_call"), "{}", p[0]);
+
+        // Paid calls need their wallet, pool and key, and sane bounds.
+        let p = problems(parse("[exit]\neth_request = true\n"));
+        assert_eq!(
+            problem_keys(&p),
+            ["exit.rpc_url", "exit.eth_wallet_key_file", "exit.eth_pool", "exit.eth_verifying_key"]
+        );
+        let on = "[exit]\neth_request = true\nrpc_url = \"http://127.0.0.1:8545\"\n\
+                  eth_wallet_key_file = \"/k\"\neth_verifying_key = \"/vk\"\n";
+        let c = parse(&format!("{on}eth_pool = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n")).unwrap();
+        assert!(c.exit.eth_request);
+        let c = with_env(on, &[("NOX_EXIT__ETH_POOL", "0x5FbDB2315678afecb367f032d93F642f64180aa3")]).unwrap();
+        assert_eq!(c.exit.eth_pool.as_deref(), Some("0x5FbDB2315678afecb367f032d93F642f64180aa3"));
+        let p = problems(parse(&format!(
+            "{on}eth_pool = \"0x12\"\neth_margin_bps = 10001\neth_receipt_timeout_secs = 200\neth_flush_max_notes = 0\n"
+        )));
+        assert_eq!(
+            problem_keys(&p),
+            ["exit.eth_pool", "exit.eth_margin_bps", "exit.eth_request_timeout_secs", "exit.eth_flush_max_notes"]
+        );
     }
 
     #[test]

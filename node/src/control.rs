@@ -52,6 +52,8 @@ pub struct ControlContext {
     pub services: u16,
     /// Addresses to publish.
     pub addresses: Arc<[String]>,
+    /// An exit's fee policy for paid calls, if it relays them.
+    pub fee_policy: Option<nox_protocol::descriptor::FeePolicy>,
     /// Transport.
     pub p2p: P2pHandle,
     /// Peer table.
@@ -109,7 +111,10 @@ pub async fn run(ctx: ControlContext, mut events: mpsc::Receiver<Event>) {
 pub async fn publish_descriptors(ctx: &ControlContext) {
     let (descriptors, current) = {
         let ring = ctx.keys.read().unwrap_or_else(|e| e.into_inner());
-        (ring.descriptors(&ctx.identity, ctx.layer, ctx.role, ctx.services, &ctx.addresses), ring.current_epoch())
+        (
+            ring.descriptors(&ctx.identity, ctx.layer, ctx.role, ctx.services, &ctx.addresses, ctx.fee_policy.as_ref()),
+            ring.current_epoch(),
+        )
     };
     let descriptors = match descriptors {
         Ok(d) => d,

@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use nox_protocol::crypto::x25519::MixSecretKey;
-use nox_protocol::descriptor::{DescriptorError, EpochClock, MixDescriptor};
+use nox_protocol::descriptor::{DescriptorError, EpochClock, FeePolicy, MixDescriptor};
 use nox_protocol::sphinx::Parity;
 use rand_core::{CryptoRng, RngCore};
 use redb::{ReadableTable, TableDefinition};
@@ -274,7 +274,8 @@ impl EpochKeyRing {
     }
 
     /// Signed descriptors for the current and the next epoch, in that order;
-    /// an exit lists its `services` (`RequestKind::mask_of`), a relay passes 0.
+    /// an exit lists its `services` (`RequestKind::mask_of`) and, if it
+    /// relays paid calls, its `fee_policy`; a relay passes 0 and `None`.
     pub fn descriptors(
         &self,
         identity: &SigningKey,
@@ -282,13 +283,23 @@ impl EpochKeyRing {
         role: u8,
         services: u16,
         addresses: &[String],
+        fee_policy: Option<&FeePolicy>,
     ) -> Result<Vec<MixDescriptor>, EpochError> {
         [&self.current, &self.next]
             .into_iter()
             .map(|k| {
                 let key = k.secret.public_key();
-                MixDescriptor::sign_with_services(identity, k.epoch, key, layer, role, services, addresses.to_vec())
-                    .map_err(EpochError::from)
+                MixDescriptor::sign_exit(
+                    identity,
+                    k.epoch,
+                    key,
+                    layer,
+                    role,
+                    services,
+                    addresses.to_vec(),
+                    fee_policy.cloned(),
+                )
+                .map_err(EpochError::from)
             })
             .collect()
     }
@@ -451,7 +462,7 @@ mod tests {
         assert_eq!((ring.previous_epoch(), ring.current_epoch(), ring.next_epoch()), (Some(10), 11, 12));
         assert_eq!(stored(&db), BTreeSet::from([10, 11, 12]));
         assert_eq!(public(&ring, Parity::of_epoch(11), 110), (11, k11), "next became current");
-        let k12 = ring.descriptors(&SigningKey::from_bytes(&[1; 32]), 0, 0, 0, &[]).unwrap()[1].mix_key;
+        let k12 = ring.descriptors(&SigningKey::from_bytes(&[1; 32]), 0, 0, 0, &[], None).unwrap()[1].mix_key;
 
         // Even parity (10 and 12): previous strictly inside the grace period,
         // next from its last second on.
@@ -580,13 +591,13 @@ mod tests {
         let ring = f.ring(&db, 105);
         let identity = SigningKey::from_bytes(&[9; 32]);
         let addrs = vec!["/ip4/127.0.0.1/tcp/9000".to_owned()];
-        let ds = ring.descriptors(&identity, 1, 0, 0, &addrs).unwrap();
+        let ds = ring.descriptors(&identity, 1, 0, 0, &addrs, None).unwrap();
         assert_eq!(ds.iter().map(|d| d.epoch).collect::<Vec<_>>(), vec![10, 11]);
         for d in &ds {
             d.verify().unwrap();
             assert_eq!(d.mix_key, public(&ring, Parity::of_epoch(d.epoch), 105).1);
             assert_eq!(d.addresses, addrs);
         }
-        assert!(matches!(ring.descriptors(&identity, 7, 0, 0, &addrs), Err(EpochError::Descriptor(_))));
+        assert!(matches!(ring.descriptors(&identity, 7, 0, 0, &addrs, None), Err(EpochError::Descriptor(_))));
     }
 }

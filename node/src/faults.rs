@@ -19,4 +19,9 @@ pub struct Faults {
     /// that relays but serves nothing), while still forwarding every packet
     /// and reply.
     pub drop_finals: bool,
+    /// An exit that stops right after it broadcasts a paid call's relay
+    /// transaction, as if its process died there: the transaction is in its
+    /// ledger and on the wire, nothing after it is recorded, the request gets
+    /// `Failed`, and no further transaction is sent until the node restarts.
+    pub exit_crash_after_broadcast: bool,
 }

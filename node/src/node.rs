@@ -28,7 +28,7 @@ use crate::control::{self, ControlContext};
 use crate::cover::{self, CoverConfig, CoverContext, CoverState};
 use crate::delivery::{DeliveryStage, Fragments};
 use crate::epoch::{EpochKeyRing, unix_now};
-use crate::exit::{ExitContext, ExitStage, ServiceRouter};
+use crate::exit::{EthRequestConfig, EthRequestService, EthSetupError, ExitContext, ExitStage, ServiceRouter};
 use crate::http::{self, ApiState};
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
@@ -68,6 +68,10 @@ pub enum NodeError {
     /// upstream chain, a method outside the built-in list).
     #[error(transparent)]
     ExitServices(#[from] crate::exit::ExitSetupError),
+    /// Paid calls (`exit.eth_request`) could not start: the wallet, the
+    /// verifying key, the upstream or the pool.
+    #[error(transparent)]
+    EthRequest(#[from] EthSetupError),
     /// A thread or listener could not start.
     #[error("{what}: {source}")]
     Io {
@@ -164,6 +168,28 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     };
 
     let db = store::open_database(&cfg.node.data_dir.join(store::DATABASE_FILE))?;
+    // Paid calls need the database (the wallet's nonce ledger).
+    let mut tasks = Vec::new();
+    let mut fee_policy = None;
+    let exit_services = match (exit_services, opts.exit_services.is_none()) {
+        (Some(router), true) => {
+            let chain_id = cfg.chain.enabled().then_some(cfg.chain.chain_id);
+            match EthRequestConfig::from_section(&cfg.exit, chain_id)? {
+                Some(ecfg) => {
+                    let (service, task) = EthRequestService::start(ecfg, db.clone(), &metrics, stop.clone()).await?;
+                    #[cfg(feature = "test-harness")]
+                    if opts.faults.exit_crash_after_broadcast {
+                        service.crash_after_broadcast();
+                    }
+                    tasks.push(task);
+                    fee_policy = Some(service.fee_policy());
+                    Some(router.with(nox_protocol::payload::RequestKind::EthRequest, Arc::new(service)))
+                }
+                None => Some(router),
+            }
+        }
+        (services, _) => services,
+    };
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
     let ring = EpochKeyRing::open(db.clone(), clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
     let replay = Arc::new(ReplayCache::open(
@@ -207,7 +233,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         },
     };
     let (mut p2p_handle, events, swarm_task) = p2p::spawn(p2p::keypair_from_identity(&keys.identity)?, p2p_cfg)?;
-    let mut tasks = vec![swarm_task];
+    tasks.push(swarm_task);
     let listen_addrs = if cfg.p2p.listen.is_empty() { Vec::new() } else { p2p_handle.wait_listening().await };
     let published: Vec<String> = if cfg.p2p.external_addresses.is_empty() {
         listen_addrs.iter().map(|a| a.to_string()).collect()
@@ -348,6 +374,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         role: cfg.node.role.code(),
         services: offered,
         addresses: published.into(),
+        fee_policy,
         p2p: p2p_handle.clone(),
         peers: peers.clone(),
         topology: topology.clone(),

@@ -26,7 +26,7 @@ async fn an_entry_dropping_submissions_and_an_exit_dropping_finals_show_in_their
     // Nodes 0, 1 are entries, 2, 3 mixes, 4, 5 exits: entry 1 and exit 5 misbehave.
     let (bad_entry, bad_exit) = (1usize, 5usize);
     let options = |i: usize| NodeOptions {
-        faults: Faults { drop_submissions: i == bad_entry, drop_finals: i == bad_exit },
+        faults: Faults { drop_submissions: i == bad_entry, drop_finals: i == bad_exit, ..Faults::default() },
         ..NodeOptions::default()
     };
     let net = LocalNet::start_each(dir.path(), [2, 2, 2], 31, options, |_, c| {

@@ -19,6 +19,11 @@
 //!   allowlist, bounded `eth_getLogs`);
 //! * [`upstream`] — [`EthUpstream`]: the Ethereum endpoint of both, the
 //!   exit's chain id, bounded JSON-RPC calls;
+//! * [`eth_request`] — [`EthRequestService`]: paid calls, checked, simulated,
+//!   priced and sent as `NoxPool.relay` from the exit's wallet, answered with
+//!   the receipt; and the flush of the change notes it relayed;
+//! * [`nonce`] — [`nonce::TxSender`]: the wallet's nonces and transactions,
+//!   recorded durably before they are broadcast, reconciled after a restart;
 //! * [`http`] — [`HttpService`]: HTTP GET/POST behind the [`ssrf`] guard, and
 //!   its [`HttpAnswer`];
 //! * [`outcomes`], [`capped_body`] — what the services share: outcome
@@ -62,7 +67,9 @@
 pub mod book;
 pub mod capped_body;
 pub mod echo;
+pub mod eth_request;
 pub mod http;
+pub mod nonce;
 pub mod outcomes;
 pub mod raw_broadcast;
 pub mod reply;
@@ -76,7 +83,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nox_protocol::fragment::{Fragmenter, Reassembled, Reassembler, ReassemblyLimits};
-use nox_protocol::payload::{Envelope, Reply, ReplyStatus, Request};
+use nox_protocol::payload::{Envelope, Reply, ReplyStatus, Request, RequestKind};
 use nox_protocol::sphinx::Payload;
 use nox_protocol::sphinx::surb::Surb;
 use prometheus_client::metrics::counter::Counter;
@@ -84,6 +91,7 @@ use tokio::sync::Semaphore;
 
 pub use self::book::{Arrival, BookLimits, ReplyBook};
 pub use self::echo::EchoService;
+pub use self::eth_request::{EthRequestConfig, EthRequestService, EthSetupError};
 pub use self::http::{HttpAnswer, HttpConfig, HttpService};
 pub use self::raw_broadcast::RawBroadcastService;
 pub use self::router::{ExitSetupError, ServiceRouter};
@@ -113,6 +121,8 @@ pub struct ExitConfig {
     pub concurrency: usize,
     /// From a complete message to its answer.
     pub request_timeout: Duration,
+    /// The same for an `EthRequest` (checks, simulation and inclusion).
+    pub eth_request_timeout: Duration,
     /// The reply book's bounds.
     pub book: BookLimits,
     /// Longest answer sent back (at most [`max_reply_bytes`]).
@@ -138,6 +148,7 @@ impl From<&ExitSection> for ExitConfig {
             },
             concurrency: c.concurrency,
             request_timeout: Duration::from_millis(c.request_timeout_ms),
+            eth_request_timeout: Duration::from_secs(c.eth_request_timeout_secs),
             book: BookLimits {
                 entries: c.reply_cache_entries,
                 bytes: c.reply_cache_bytes,
@@ -281,7 +292,12 @@ impl ExitStage {
                 continue;
             };
             let shared = shared.clone();
-            let deadline = now + cfg.request_timeout;
+            // A paid call waits for its inclusion: it has a deadline of its own.
+            let timeout = match request.kind() {
+                RequestKind::EthRequest => cfg.eth_request_timeout,
+                _ => cfg.request_timeout,
+            };
+            let deadline = now + timeout;
             tokio::spawn(async move {
                 let _permit = permit;
                 serve(request_id, request, deadline, &shared).await;
@@ -326,7 +342,7 @@ async fn serve(request_id: [u8; 16], request: Request, deadline: Instant, shared
     });
     let reply = match outcome {
         Ok(data) => Reply { request_id, status: ReplyStatus::Ok, data },
-        Err(e) => Reply { request_id, status: e.status(), data: e.to_string().into_bytes() },
+        Err(e) => Reply { request_id, status: e.status(), data: e.reply_data() },
     };
     shared.m.answered(reply.status);
     let surbs = shared.book().take_surbs(&request_id);

@@ -71,6 +71,15 @@ pub enum ServiceError {
         /// The reply budget.
         budget: usize,
     },
+    /// A service whose failures have a layout of their own (an `EthRequest`'s
+    /// `EthRefusal`): `data` is the reply's data as it is, with `status`.
+    #[error("answered {}", status.label())]
+    Typed {
+        /// The reply's status (not `Ok`).
+        status: ReplyStatus,
+        /// The reply's data.
+        data: Vec<u8>,
+    },
 }
 
 impl ServiceError {
@@ -83,6 +92,16 @@ impl ServiceError {
             ServiceError::Failed(_) => ReplyStatus::Failed,
             ServiceError::Timeout => ReplyStatus::Timeout,
             ServiceError::Busy(_) => ReplyStatus::Busy,
+            ServiceError::Typed { status, .. } => *status,
+        }
+    }
+
+    /// The reply's data: the explanation in words, or a typed service's
+    /// bytes as they are.
+    pub fn reply_data(&self) -> Vec<u8> {
+        match self {
+            ServiceError::Typed { data, .. } => data.clone(),
+            other => other.to_string().into_bytes(),
         }
     }
 }

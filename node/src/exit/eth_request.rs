@@ -1,0 +1,1133 @@
+//! `EthRequest`: a user's contract call, paid with a shielded note and sent
+//! by the exit as `NoxPool.relay` from its own wallet.
+//!
+//! The user never signs a transaction: the request carries the call (target,
+//! gas, calldata) and a Groth16 spend proof whose public inputs name this
+//! exit's wallet as recipient and bind the exact call (the execution hash).
+//! The exit pays the gas and is paid the spend's public value by the pool in
+//! the same transaction. Everything the exit pays for must therefore be
+//! checked *before* it sends: a relay that reverts costs the exit gas and
+//! pays it nothing.
+//!
+//! ## The checks, in order (docs/protocol.md, "Paid calls at the exit")
+//!
+//! Each failure is an [`EthRefusal`] — its code, words and detail — sent as
+//! the reply's data, and nothing is sent on chain:
+//!
+//! 1. the request's chain is the exit's (`WrongChain`); the payment's ranges
+//!    and the proof's points (`Malformed`);
+//! 2. the recipient is this exit's wallet (`WrongRecipient`); the execution
+//!    hash is this call's (`WrongExecution`); the call's gas is within
+//!    `exit.eth_max_call_gas` (`GasAboveCap`); the asset is ETH
+//!    (`AssetNotAccepted`: token fees wait for the price oracle);
+//! 3. a request with the nullifier of a transaction the exit already sent is
+//!    answered with that transaction (see "Deduplication");
+//! 4. the pool knows the root (`UnknownRoot`); the nullifier is unspent on
+//!    chain (`NullifierSpent`) and not being relayed by this exit for another
+//!    request (`NullifierPending`);
+//! 5. the proof verifies, natively, against the verifying key prepared at
+//!    start (`BadProof`);
+//! 6. `eth_simulateV1` of the exact relay transaction from the exit's wallet
+//!    at the latest block: it must not revert (`SimulationReverted`); the
+//!    `Relayed` event's `success` flag says whether the user's call
+//!    succeeded — a failing call is relayed only with `allow_failure`
+//!    (`CallFails`, with the call's revert data from an `eth_call` from the
+//!    pool's executor);
+//! 7. the fee covers the cost with the margin (`FeeTooLow`, detail: the
+//!    lowest fee accepted). Cost = simulated gas used × the max fee per gas
+//!    the exit signs, `min(2 × base fee of the latest block + priority fee,
+//!    exit.eth_max_fee_per_gas_gwei)` — the most the transaction can cost at
+//!    the simulated gas; the fee must be at least
+//!    `FeePolicy::fee_for(cost)` = cost × (1 + margin);
+//! 8. the transaction goes through the [`super::nonce::TxSender`] (recorded
+//!    durably before it is broadcast) and the answer is the
+//!    [`EthReceipt`] once it is mined, or `NoReceipt` with its hash after
+//!    `exit.eth_receipt_timeout_secs`.
+//!
+//! Upstream failures on the way are `Upstream`; more than
+//! `exit.eth_max_in_flight` paid calls at once, or a base fee above the
+//! exit's cap, are `Busy`. Statuses: `BadRequest` for `WrongChain` and
+//! `Malformed`, `Failed` for `Upstream` and `NoReceipt`, `Busy` for `Busy`,
+//! `Refused` for every other code.
+//!
+//! ## Deduplication
+//!
+//! A client that retries over another route sends the same payment under a
+//! new request id, which the [`super::ReplyBook`] does not recognise. The
+//! nullifier does: a request whose payment, call and flags are identical to
+//! one being served waits for that one's answer; one identical to a request
+//! whose transaction is in the ledger is answered with that transaction's
+//! receipt (waiting for it if it is still pending) — also after a restart.
+//! The same nullifier with another call is `NullifierPending` (or `Spent`).
+//!
+//! ## Flush
+//!
+//! A relay leaves its change note pending in the pool (`nullifiers[n]` holds
+//! the commitment) because inserting it costs twenty Poseidon hashes. The
+//! exit inserts the change notes of its mined relays with `NoxPool.flush`,
+//! every `exit.eth_flush_every_secs`, up to `exit.eth_flush_max_notes` per
+//! call, through the same nonce ledger, after dropping those someone else has
+//! already flushed. Counted as `nox_events_total{kind="exit_eth_flush"}`:
+//! `flushes`, `notes`, `gas_used`, `nothing_pending`, `failed`.
+//!
+//! Counted as `nox_events_total{kind="exit_eth_request",outcome}`: `request`,
+//! `ok`, `duplicate`, `gas_used` (summed), and one outcome per refusal code
+//! (`EthRefusalCode::label`). Nothing about a request (target, nullifier,
+//! hash) is logged.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::network::TransactionBuilder;
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::{RpcError, TransportErrorKind};
+use alloy_primitives::{Address, B256, Bytes, Log, U256, keccak256};
+use alloy_sol_types::{SolCall, SolError, SolEvent, SolInterface};
+use ark_bn254::{Bn254, Fr};
+use ark_groth16::PreparedVerifyingKey;
+use futures::future::BoxFuture;
+use nox_eth::EthClient;
+use nox_protocol::answer::{EthReceipt, EthRefusal, EthRefusalCode};
+use nox_protocol::contracts::NoxPool;
+use nox_protocol::descriptor::FeePolicy;
+use nox_protocol::payload::{ReplyStatus, Request};
+use nox_protocol::payment::GasPayment;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::nonce::{
+    ChainPort, LedgerError, MinedTx, RelayInfo, SendError, SenderConfig, SubmitError, Submitted, TxLedger, TxPurpose,
+    TxRecord, TxSender, TxState, Unsigned,
+};
+use super::outcomes::ServiceOutcomes;
+use super::service::{ExitService, RequestContext, ServiceError};
+use crate::config::ExitSection;
+use crate::metrics::Metrics;
+
+/// The metrics kind of requests.
+pub const KIND: &str = "exit_eth_request";
+/// The metrics kind of flushes.
+pub const FLUSH_KIND: &str = "exit_eth_flush";
+/// Gas the simulation gives the relay beyond the call's own gas (proof
+/// verification, the pool's bookkeeping, the payment).
+const SIMULATION_OVERHEAD_GAS: u64 = 2_000_000;
+/// How often the ledger's pending transactions are looked at.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Settings of the service (`[exit]`, `eth_*`).
+#[derive(Debug, Clone)]
+pub struct EthRequestConfig {
+    /// `exit.rpc_url`.
+    pub rpc_url: String,
+    /// `exit.upstream_timeout_ms`.
+    pub rpc_timeout: Duration,
+    /// `chain.chain_id` when `[chain]` is configured.
+    pub expected_chain_id: Option<u64>,
+    /// `exit.eth_pool`.
+    pub pool: Address,
+    /// `exit.eth_wallet_key_file`.
+    pub wallet_key_file: PathBuf,
+    /// `exit.eth_verifying_key`.
+    pub verifying_key: PathBuf,
+    /// `exit.eth_margin_bps`.
+    pub margin_bps: u16,
+    /// `exit.eth_max_call_gas`.
+    pub max_call_gas: u64,
+    /// `exit.eth_max_fee_per_gas_gwei`, in wei.
+    pub max_fee_per_gas: u128,
+    /// `exit.eth_receipt_timeout_secs`.
+    pub receipt_timeout: Duration,
+    /// `exit.eth_bump_after_secs`.
+    pub bump_after: Duration,
+    /// `exit.eth_flush_every_secs`.
+    pub flush_every: Duration,
+    /// `exit.eth_flush_max_notes`.
+    pub flush_max_notes: usize,
+    /// `exit.eth_max_in_flight`.
+    pub max_in_flight: usize,
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EthSetupError {
+    /// A required key is unset.
+    #[error("{0} is required when exit.eth_request is on")]
+    Missing(&'static str),
+    /// `exit.eth_pool` is not an address.
+    #[error("exit.eth_pool `{0}` is not an address")]
+    BadPool(String),
+    /// The wallet key file cannot be used.
+    #[error("exit.eth_wallet_key_file {path}: {reason}")]
+    WalletKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The verifying key does not load.
+    #[error("exit.eth_verifying_key {path}: {reason}")]
+    VerifyingKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The upstream failed at start.
+    #[error("exit.rpc_url: {0}")]
+    Upstream(String),
+    /// The upstream serves another chain.
+    #[error("the exit's upstream serves chain {actual}, but chain.chain_id is {expected}")]
+    WrongChain {
+        /// `chain.chain_id`.
+        expected: u64,
+        /// `eth_chainId`.
+        actual: u64,
+    },
+    /// Nothing is deployed at `exit.eth_pool`.
+    #[error("exit.eth_pool {0} has no code on the upstream's chain")]
+    NoPoolCode(Address),
+    /// The ledger does not open.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl EthRequestConfig {
+    /// The settings `[exit]` gives, if `exit.eth_request` is on.
+    pub fn from_section(exit: &ExitSection, chain_id: Option<u64>) -> Result<Option<Self>, EthSetupError> {
+        if !exit.eth_request {
+            return Ok(None);
+        }
+        let rpc_url = exit.rpc_url.clone().ok_or(EthSetupError::Missing("exit.rpc_url"))?;
+        let key = exit.eth_wallet_key_file.clone().ok_or(EthSetupError::Missing("exit.eth_wallet_key_file"))?;
+        let pool = exit.eth_pool.clone().ok_or(EthSetupError::Missing("exit.eth_pool"))?;
+        let vk = exit.eth_verifying_key.clone().ok_or(EthSetupError::Missing("exit.eth_verifying_key"))?;
+        Ok(Some(EthRequestConfig {
+            rpc_url,
+            rpc_timeout: Duration::from_millis(exit.upstream_timeout_ms),
+            expected_chain_id: chain_id,
+            pool: pool.parse().map_err(|_| EthSetupError::BadPool(pool.clone()))?,
+            wallet_key_file: key.into(),
+            verifying_key: vk.into(),
+            margin_bps: exit.eth_margin_bps,
+            max_call_gas: exit.eth_max_call_gas,
+            max_fee_per_gas: u128::from(exit.eth_max_fee_per_gas_gwei) * 1_000_000_000,
+            receipt_timeout: Duration::from_secs(exit.eth_receipt_timeout_secs),
+            bump_after: Duration::from_secs(exit.eth_bump_after_secs),
+            flush_every: Duration::from_secs(exit.eth_flush_every_secs),
+            flush_max_notes: exit.eth_flush_max_notes,
+            max_in_flight: exit.eth_max_in_flight,
+        }))
+    }
+}
+
+/// Reads a hex private key from `path`, refusing a file readable by group or others.
+pub fn read_wallet_key(path: &Path) -> Result<PrivateKeySigner, EthSetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |reason: String| EthSetupError::WalletKey { path: path.to_owned(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(bad(format!("mode {:o} lets others read the key; chmod 600 it", mode & 0o777)));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let hex = text.trim();
+    let hex = hex.strip_prefix("0x").unwrap_or(hex);
+    hex.parse::<PrivateKeySigner>().map_err(|_| bad("not a hex secp256k1 private key".into()))
+}
+
+/// The exit's upstream as the transaction sender sees it.
+struct RpcPort {
+    eth: EthClient,
+}
+
+impl ChainPort for RpcPort {
+    fn nonce(&self, wallet: Address, pending: bool) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            let q = self.eth.provider().get_transaction_count(wallet);
+            let q = if pending { q.pending() } else { q.latest() };
+            q.await.map_err(|e| self.eth.rpc_error("eth_getTransactionCount", e).to_string())
+        })
+    }
+
+    fn send_raw(&self, raw: Vec<u8>) -> BoxFuture<'_, Result<(), SendError>> {
+        Box::pin(async move {
+            match self.eth.provider().send_raw_transaction(&raw).await {
+                Ok(_) => Ok(()),
+                Err(RpcError::ErrorResp(p)) => {
+                    let m = p.message.to_lowercase();
+                    if m.contains("already known") || m.contains("known transaction") || m.contains("already imported")
+                    {
+                        Ok(())
+                    } else {
+                        Err(SendError::Refused(format!("{} (code {})", p.message, p.code)))
+                    }
+                }
+                Err(e) => Err(SendError::Unknown(self.eth.rpc_error("eth_sendRawTransaction", e).to_string())),
+            }
+        })
+    }
+
+    fn receipt(&self, hash: [u8; 32]) -> BoxFuture<'_, Result<Option<MinedTx>, String>> {
+        Box::pin(async move {
+            let r = self
+                .eth
+                .provider()
+                .get_transaction_receipt(B256::from(hash))
+                .await
+                .map_err(|e| self.eth.rpc_error("eth_getTransactionReceipt", e).to_string())?;
+            Ok(r.and_then(|r| {
+                // A receipt without a block is not mined yet.
+                Some(MinedTx {
+                    hash,
+                    block: r.block_number?,
+                    success: r.status(),
+                    gas_used: r.gas_used,
+                    effective_gas_price: r.effective_gas_price,
+                    logs: r.inner.logs().iter().map(|l| l.inner.clone()).collect(),
+                })
+            }))
+        })
+    }
+}
+
+/// What a served request waits on when a copy of it is already being served.
+type Answer = Result<Vec<u8>, ServiceError>;
+
+struct Serving {
+    digest: [u8; 32],
+    answer: watch::Receiver<Option<Answer>>,
+}
+
+struct FlushCounters {
+    flushes: Counter,
+    notes: Counter,
+    gas_used: Counter,
+    nothing_pending: Counter,
+    failed: Counter,
+}
+
+struct Inner {
+    cfg: EthRequestConfig,
+    eth: EthClient,
+    chain_id: u64,
+    executor: Address,
+    pvk: PreparedVerifyingKey<Bn254>,
+    sender: Arc<TxSender>,
+    policy: FeePolicy,
+    slots: Arc<Semaphore>,
+    serving: Mutex<HashMap<[u8; 32], Serving>>,
+    outcomes: ServiceOutcomes,
+    gas_used: Counter,
+    flush: FlushCounters,
+    crash_after_broadcast: AtomicBool,
+}
+
+/// Relays paid calls (see the module docs).
+#[derive(Clone)]
+pub struct EthRequestService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EthRequestService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthRequestService").field("wallet", &self.inner.sender.wallet()).finish_non_exhaustive()
+    }
+}
+
+fn refusal(code: EthRefusalCode, message: impl Into<String>) -> EthRefusal {
+    EthRefusal::new(code, message)
+}
+
+/// The reply status of a refusal code.
+pub fn status_of(code: EthRefusalCode) -> ReplyStatus {
+    match code {
+        EthRefusalCode::WrongChain | EthRefusalCode::Malformed => ReplyStatus::BadRequest,
+        EthRefusalCode::Upstream | EthRefusalCode::NoReceipt => ReplyStatus::Failed,
+        EthRefusalCode::Busy => ReplyStatus::Busy,
+        _ => ReplyStatus::Refused,
+    }
+}
+
+impl From<EthRefusal> for ServiceError {
+    fn from(r: EthRefusal) -> Self {
+        let status = status_of(r.code);
+        match r.encode() {
+            Ok(data) => ServiceError::Typed { status, data },
+            Err(e) => ServiceError::Failed(e.to_string()),
+        }
+    }
+}
+
+fn word(x: &[u8; 32]) -> U256 {
+    U256::from_be_bytes(*x)
+}
+
+fn upstream(e: impl std::fmt::Display) -> EthRefusal {
+    tracing::debug!(error = %e, "exit: eth_request upstream failure");
+    refusal(EthRefusalCode::Upstream, "the exit's Ethereum upstream failed; nothing was sent")
+}
+
+/// The simulated relay.
+struct Simulation {
+    gas_used: u64,
+    call_success: bool,
+    elapsed_us: u32,
+}
+
+/// The request's parts the service uses, taken out of [`Request::EthRequest`].
+struct Call {
+    chain_id: u64,
+    target: [u8; 20],
+    call_gas: u64,
+    allow_failure: bool,
+    calldata: Vec<u8>,
+    payment: GasPayment,
+}
+
+impl Call {
+    fn digest(&self) -> [u8; 32] {
+        let mut bytes = Vec::with_capacity(600 + self.calldata.len());
+        bytes.extend_from_slice(&self.payment.encode());
+        bytes.extend_from_slice(&self.chain_id.to_be_bytes());
+        bytes.extend_from_slice(&self.target);
+        bytes.extend_from_slice(&self.call_gas.to_be_bytes());
+        bytes.push(u8::from(self.allow_failure));
+        bytes.extend_from_slice(&self.calldata);
+        keccak256(bytes).0
+    }
+
+    fn relay_data(&self) -> Vec<u8> {
+        let i = &self.payment.inputs;
+        let mut proof = [U256::ZERO; 8];
+        for (p, chunk) in proof.iter_mut().zip(self.payment.proof.chunks_exact(32)) {
+            *p = U256::from_be_slice(chunk);
+        }
+        NoxPool::relayCall {
+            proof,
+            inputs: NoxPool::SpendInputs {
+                root: word(&i.root),
+                nullifier: word(&i.nullifier),
+                changeCommitment: word(&i.change_commitment),
+                asset: word(&i.asset),
+                publicValue: word(&i.public_value),
+                recipient: word(&i.recipient),
+                executionHash: word(&i.execution_hash),
+            },
+            target: Address::from(self.target),
+            callGas: U256::from(self.call_gas),
+            data: Bytes::from(self.calldata.clone()),
+        }
+        .abi_encode()
+    }
+}
+
+/// Removes a request's entry from the map of requests being served when it
+/// ends (also when its future is dropped at the deadline).
+struct ServingGuard<'a> {
+    inner: &'a Inner,
+    nullifier: [u8; 32],
+    tx: watch::Sender<Option<Answer>>,
+}
+
+impl Drop for ServingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.nullifier);
+    }
+}
+
+impl EthRequestService {
+    /// Loads the wallet and the verifying key, checks the upstream (chain id,
+    /// pool code, wallet funds), opens the ledger in `db`, and starts the
+    /// maintenance task (reconciliation, re-sending, flushes), which ends
+    /// when `stop` is set or its handle is aborted.
+    pub async fn start(
+        cfg: EthRequestConfig,
+        db: Arc<redb::Database>,
+        metrics: &Metrics,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(Self, JoinHandle<()>), EthSetupError> {
+        let signer = read_wallet_key(&cfg.wallet_key_file)?;
+        let wallet = signer.address();
+        let vk = {
+            let path = cfg.verifying_key.clone();
+            tokio::task::spawn_blocking(move || nox_circuits::groth16::read_verifying_key(&path))
+                .await
+                .map_err(|e| EthSetupError::VerifyingKey { path: cfg.verifying_key.clone(), reason: e.to_string() })?
+                .map_err(|e| EthSetupError::VerifyingKey { path: cfg.verifying_key.clone(), reason: e.to_string() })?
+        };
+        let pvk = nox_circuits::groth16::prepare(&vk);
+        let eth =
+            EthClient::new(&cfg.rpc_url, cfg.rpc_timeout, None).map_err(|e| EthSetupError::Upstream(e.to_string()))?;
+        let chain_id = eth.chain_id().await.map_err(|e| EthSetupError::Upstream(e.to_string()))?;
+        if let Some(expected) = cfg.expected_chain_id
+            && expected != chain_id
+        {
+            return Err(EthSetupError::WrongChain { expected, actual: chain_id });
+        }
+        let code = eth.code_at(cfg.pool).await.map_err(|e| EthSetupError::Upstream(e.to_string()))?;
+        if code.is_empty() {
+            return Err(EthSetupError::NoPoolCode(cfg.pool));
+        }
+        let executor = eth
+            .view("NoxPool", cfg.pool, NoxPool::executorCall {})
+            .await
+            .map_err(|e| EthSetupError::Upstream(e.to_string()))?;
+        match eth.balance(wallet).await {
+            Ok(b) if b.is_zero() => tracing::warn!(
+                %wallet,
+                "exit: the eth_request wallet holds no ETH; every relay will fail until it is funded"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "exit: cannot read the eth_request wallet's balance"),
+        }
+        let ledger = TxLedger::open(db, wallet)?;
+        let port: Arc<dyn ChainPort> = Arc::new(RpcPort { eth: eth.clone() });
+        let sender_cfg = SenderConfig { chain_id, bump_after: cfg.bump_after, max_fee_per_gas: cfg.max_fee_per_gas };
+        let sender = Arc::new(TxSender::new(ledger, port, signer, sender_cfg, stop.clone()));
+        let policy = FeePolicy {
+            wallet: wallet.0.0,
+            pool: cfg.pool.0.0,
+            chain_id,
+            margin_bps: cfg.margin_bps,
+            assets: vec![[0; 20]],
+        };
+        let mut outcomes: Vec<&'static str> = vec!["request", "ok", "duplicate"];
+        outcomes.extend(EthRefusalCode::ALL.iter().map(|c| c.label()));
+        let inner = Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            cfg,
+            eth,
+            chain_id,
+            executor,
+            pvk,
+            sender,
+            policy,
+            serving: Mutex::new(HashMap::new()),
+            outcomes: ServiceOutcomes::new(metrics, KIND, &outcomes),
+            gas_used: metrics.event(KIND, "gas_used"),
+            flush: FlushCounters {
+                flushes: metrics.event(FLUSH_KIND, "flushes"),
+                notes: metrics.event(FLUSH_KIND, "notes"),
+                gas_used: metrics.event(FLUSH_KIND, "gas_used"),
+                nothing_pending: metrics.event(FLUSH_KIND, "nothing_pending"),
+                failed: metrics.event(FLUSH_KIND, "failed"),
+            },
+            crash_after_broadcast: AtomicBool::new(false),
+        });
+        tracing::info!(%wallet, chain_id, "exit: paid calls (EthRequest) on");
+        let task = tokio::spawn(maintain(inner.clone(), stop));
+        Ok((EthRequestService { inner }, task))
+    }
+
+    /// The fee policy the exit's descriptors carry.
+    pub fn fee_policy(&self) -> FeePolicy {
+        self.inner.policy.clone()
+    }
+
+    /// The exit's wallet.
+    pub fn wallet(&self) -> Address {
+        self.inner.sender.wallet()
+    }
+
+    /// The transaction sender (tests and metrics).
+    pub fn sender(&self) -> &Arc<TxSender> {
+        &self.inner.sender
+    }
+
+    /// Test fault: stop after the next relay's broadcast (see
+    /// [`crate::faults::Faults::exit_crash_after_broadcast`]).
+    #[cfg(feature = "test-harness")]
+    pub fn crash_after_broadcast(&self) {
+        self.inner.crash_after_broadcast.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ExitService for EthRequestService {
+    fn name(&self) -> &'static str {
+        "eth_request"
+    }
+
+    fn serve(&self, ctx: RequestContext, request: Request) -> BoxFuture<'static, Result<Vec<u8>, ServiceError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Request::EthRequest { chain_id, target, call_gas, allow_failure, calldata, payment } = request else {
+                return Err(ServiceError::BadRequest("not an EthRequest".into()));
+            };
+            inner.outcomes.inc("request");
+            let call = Call { chain_id, target, call_gas, allow_failure, calldata, payment: *payment };
+            let result = inner.serve(call, ctx.deadline).await;
+            match &result {
+                Ok(_) => inner.outcomes.inc("ok"),
+                Err(r) => inner.outcomes.inc(r.code.label()),
+            }
+            result.map_err(ServiceError::from)
+        })
+    }
+}
+
+impl Inner {
+    async fn serve(&self, call: Call, deadline: Instant) -> Result<Vec<u8>, EthRefusal> {
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            return Err(refusal(EthRefusalCode::Busy, "the exit is at its limit of paid calls in flight"));
+        };
+        if !self.sender.is_reconciled() {
+            return Err(refusal(EthRefusalCode::Busy, "the exit's wallet is not reconciled with the chain yet"));
+        }
+        // 1. Chain, shape.
+        if call.chain_id != self.chain_id {
+            return Err(refusal(EthRefusalCode::WrongChain, format!("this exit serves chain {}", self.chain_id)));
+        }
+        call.payment.check().map_err(|e| refusal(EthRefusalCode::Malformed, e.to_string()))?;
+        let proof = nox_circuits::groth16::decode_proof(&call.payment.proof)
+            .map_err(|e| refusal(EthRefusalCode::Malformed, e.to_string()))?;
+        let public = public_inputs(&call.payment)
+            .ok_or_else(|| refusal(EthRefusalCode::Malformed, "a public input is not a BN254 scalar-field element"))?;
+        // 2. What only this exit and this call can be.
+        let inputs = &call.payment.inputs;
+        if inputs.recipient_address() != Some(self.policy.wallet) {
+            return Err(refusal(EthRefusalCode::WrongRecipient, "the payment names another recipient than this exit"));
+        }
+        let expected = nox_circuits::pool::execution_hash(
+            self.chain_id,
+            &self.policy.pool,
+            &call.target,
+            call.call_gas,
+            &call.calldata,
+        );
+        if public.execution_hash != expected {
+            return Err(refusal(
+                EthRefusalCode::WrongExecution,
+                "the execution hash is not this call's (chain, pool, target, gas, calldata)",
+            ));
+        }
+        if call.call_gas > self.cfg.max_call_gas {
+            return Err(refusal(
+                EthRefusalCode::GasAboveCap,
+                format!("call gas above this exit's cap of {}", self.cfg.max_call_gas),
+            ));
+        }
+        let asset = inputs.asset_address().unwrap_or_default();
+        if !self.policy.accepts(&asset) {
+            return Err(refusal(
+                EthRefusalCode::AssetNotAccepted,
+                "this exit takes fees in ETH only: token fees wait for the price oracle",
+            ));
+        }
+        // 3. The same payment again.
+        let nullifier = inputs.nullifier;
+        let digest = call.digest();
+        let guard = match self.claim(nullifier, digest) {
+            Claim::Wait(mut rx) => {
+                self.outcomes.inc("duplicate");
+                return wait_for_copy(&mut rx).await;
+            }
+            Claim::Pending => {
+                return Err(refusal(
+                    EthRefusalCode::NullifierPending,
+                    "this exit is relaying another request that spends the same note",
+                ));
+            }
+            Claim::Serve(guard) => guard,
+        };
+        let existing = self.sender.with_ledger(|l| l.relay_of(&nullifier).cloned());
+        let answer = match existing {
+            Some(rec) if rec.relay().is_some_and(|r| r.request_digest == digest) => {
+                self.outcomes.inc("duplicate");
+                self.answer_from_record(rec, deadline).await
+            }
+            Some(rec) if rec.state == TxState::Pending => Err(refusal(
+                EthRefusalCode::NullifierPending,
+                "this exit is relaying another request that spends the same note",
+            )),
+            _ => self.relay(&call, &public, &proof, digest, deadline).await,
+        };
+        let _ = guard.tx.send(Some(answer.clone().map_err(ServiceError::from)));
+        drop(guard);
+        answer
+    }
+
+    fn claim(&self, nullifier: [u8; 32], digest: [u8; 32]) -> Claim<'_> {
+        let mut serving = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+        match serving.get(&nullifier) {
+            Some(s) if s.digest == digest => Claim::Wait(s.answer.clone()),
+            Some(_) => Claim::Pending,
+            None => {
+                let (tx, rx) = watch::channel(None);
+                serving.insert(nullifier, Serving { digest, answer: rx });
+                Claim::Serve(ServingGuard { inner: self, nullifier, tx })
+            }
+        }
+    }
+
+    /// Steps 4 to 8 of the module docs.
+    async fn relay(
+        &self,
+        call: &Call,
+        public: &nox_circuits::spend::PublicInputs,
+        proof: &ark_groth16::Proof<Bn254>,
+        digest: [u8; 32],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, EthRefusal> {
+        let pool = self.cfg.pool;
+        let inputs = &call.payment.inputs;
+        // 4. Chain state.
+        let known = self
+            .eth
+            .view("NoxPool", pool, NoxPool::knownRootsCall { root: word(&inputs.root) })
+            .await
+            .map_err(upstream)?;
+        if !known {
+            return Err(refusal(EthRefusalCode::UnknownRoot, "the pool has never had this root"));
+        }
+        let spent = self
+            .eth
+            .view("NoxPool", pool, NoxPool::nullifiersCall { nullifier: word(&inputs.nullifier) })
+            .await
+            .map_err(upstream)?;
+        if !spent.is_zero() {
+            return Err(refusal(EthRefusalCode::NullifierSpent, "the note was already spent"));
+        }
+        // 5. The proof, off the async threads.
+        let ok = {
+            let (pvk, public, proof) = (self.pvk.clone(), *public, proof.clone());
+            tokio::task::spawn_blocking(move || nox_circuits::groth16::verify(&pvk, &public, &proof))
+                .await
+                .unwrap_or(false)
+        };
+        if !ok {
+            return Err(refusal(EthRefusalCode::BadProof, "the spend proof does not verify"));
+        }
+        // 6. Fees now, then the exact transaction, simulated.
+        let (max_fee, prio) = self.fees().await?;
+        let data = call.relay_data();
+        let sim = self.simulate(&data, call.call_gas, max_fee, prio).await?;
+        let mut revert_data = Vec::new();
+        if !sim.call_success {
+            revert_data = self.call_revert_data(call).await;
+            if !call.allow_failure {
+                let mut r = refusal(EthRefusalCode::CallFails, "the call fails in the exit's simulation");
+                r.detail = revert_data;
+                return Err(r);
+            }
+        }
+        // 7. Price.
+        let fee = inputs.public_value().unwrap_or(0);
+        let cost = u128::from(sim.gas_used).saturating_mul(max_fee);
+        let required = self.policy.fee_for(cost);
+        if fee < required {
+            let mut r = refusal(
+                EthRefusalCode::FeeTooLow,
+                format!(
+                    "the fee does not cover the gas cost with this exit's margin of {} bps",
+                    self.policy.margin_bps
+                ),
+            );
+            r.detail = required.to_be_bytes().to_vec();
+            return Err(r);
+        }
+        // 8. Send, then wait.
+        let gas_limit = (sim.gas_used.saturating_mul(5) / 4)
+            .saturating_add(call.call_gas.saturating_mul(64) / 63)
+            .saturating_add(10_000)
+            .min(30_000_000);
+        let info = RelayInfo {
+            nullifier: inputs.nullifier,
+            request_digest: digest,
+            fee,
+            asset: inputs.asset_address().unwrap_or_default(),
+            simulate_us: sim.elapsed_us,
+            revert_data,
+            flushed: false,
+        };
+        let tx = Unsigned { to: pool, data, gas_limit, max_fee_per_gas: max_fee, max_priority_fee_per_gas: prio };
+        let nullifier = inputs.nullifier;
+        let submitted = self
+            .sender
+            .submit(tx, TxPurpose::Relay(info), |l| {
+                l.relay_of(&nullifier).filter(|r| r.state != TxState::Dropped).cloned()
+            })
+            .await;
+        let rec = match submitted {
+            Ok(Submitted::New(rec)) => rec,
+            Ok(Submitted::Existing(rec)) if rec.relay().is_some_and(|r| r.request_digest == digest) => rec,
+            Ok(Submitted::Existing(_)) => {
+                return Err(refusal(
+                    EthRefusalCode::NullifierPending,
+                    "this exit is relaying another request that spends the same note",
+                ));
+            }
+            Err(SubmitError::Refused(e)) => {
+                tracing::warn!(error = %e, "exit: the upstream refused a relay transaction");
+                return Err(refusal(
+                    EthRefusalCode::Upstream,
+                    "the exit's upstream refused the transaction; nothing was sent",
+                ));
+            }
+            Err(SubmitError::NotReady) => {
+                return Err(refusal(EthRefusalCode::Busy, "the exit's wallet is not reconciled with the chain yet"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "exit: a relay transaction was not sent");
+                return Err(refusal(EthRefusalCode::Upstream, "the exit could not send the transaction"));
+            }
+        };
+        if self.crash_after_broadcast.load(Ordering::SeqCst) {
+            self.sender.stop();
+            return Err(refusal(EthRefusalCode::Upstream, "test fault: the exit stopped after the broadcast"));
+        }
+        self.answer_from_record(rec, deadline).await
+    }
+
+    /// Waits for `rec` to be mined (within the receipt bound and the
+    /// request's deadline) and answers with its receipt, or `NoReceipt`.
+    async fn answer_from_record(&self, rec: TxRecord, deadline: Instant) -> Result<Vec<u8>, EthRefusal> {
+        let started = Instant::now();
+        let until = deadline.min(started + self.cfg.receipt_timeout);
+        let hash = rec.hash();
+        let Some((rec, m)) = self.sender.wait_mined(rec.nonce, tokio::time::Instant::from_std(until)).await else {
+            let mut r = refusal(EthRefusalCode::NoReceipt, "the transaction was sent but is not mined yet");
+            r.detail = hash.to_vec();
+            return Err(r);
+        };
+        let Some(info) = rec.relay() else {
+            return Err(refusal(EthRefusalCode::Upstream, "the ledger holds another transaction under this nonce"));
+        };
+        self.gas_used.inc_by(m.gas_used);
+        let call_success = relayed_success(&m.logs, self.cfg.pool).unwrap_or(false);
+        let inclusion_ms = rec_inclusion_ms(&rec);
+        let receipt = EthReceipt {
+            tx_hash: m.hash,
+            block_number: m.block,
+            tx_success: m.success,
+            gas_used: m.gas_used,
+            effective_gas_price: m.effective_gas_price,
+            call_success,
+            asset: info.asset,
+            fee: info.fee,
+            simulate_us: info.simulate_us,
+            inclusion_ms,
+            revert_data: info.revert_data.clone(),
+        };
+        receipt.encode().map_err(|e| refusal(EthRefusalCode::Upstream, e.to_string()))
+    }
+
+    /// The fees the exit signs now: (max fee, priority fee), or `Busy` when
+    /// the base fee is above the cap.
+    async fn fees(&self) -> Result<(u128, u128), EthRefusal> {
+        let (base, prio) = current_fees(&self.eth).await.map_err(upstream)?;
+        let cap = self.cfg.max_fee_per_gas;
+        if base.saturating_add(prio) > cap {
+            return Err(refusal(EthRefusalCode::Busy, "gas is priced above this exit's cap; try later"));
+        }
+        Ok((base.saturating_mul(2).saturating_add(prio).min(cap), prio))
+    }
+
+    async fn simulate(&self, data: &[u8], call_gas: u64, max_fee: u128, prio: u128) -> Result<Simulation, EthRefusal> {
+        let gas = call_gas.saturating_mul(64) / 63 + SIMULATION_OVERHEAD_GAS;
+        let params = serde_json::json!([
+            {
+                "blockStateCalls": [{
+                    "calls": [{
+                        "from": self.sender.wallet(),
+                        "to": self.cfg.pool,
+                        "data": format!("0x{}", hex::encode(data)),
+                        "gas": format!("0x{gas:x}"),
+                        "maxFeePerGas": format!("0x{max_fee:x}"),
+                        "maxPriorityFeePerGas": format!("0x{prio:x}"),
+                    }]
+                }],
+                "validation": false,
+            },
+            "latest"
+        ]);
+        let started = Instant::now();
+        let answer: serde_json::Value = self
+            .eth
+            .provider()
+            .raw_request("eth_simulateV1".into(), params)
+            .await
+            .map_err(|e: RpcError<TransportErrorKind>| upstream(self.eth.rpc_error("eth_simulateV1", e)))?;
+        let elapsed_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let c = &answer[0]["calls"][0];
+        let hex_u64 =
+            |v: &serde_json::Value| v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+        let status = hex_u64(&c["status"]).ok_or_else(|| upstream("eth_simulateV1: no call status"))?;
+        let gas_used = hex_u64(&c["gasUsed"]).ok_or_else(|| upstream("eth_simulateV1: no gasUsed"))?;
+        if status != 1 {
+            let ret = c["returnData"].as_str().and_then(|s| hex::decode(s.trim_start_matches("0x")).ok());
+            let why = ret.as_deref().map(describe_pool_revert).unwrap_or_else(|| "no revert data".into());
+            let mut r = refusal(EthRefusalCode::SimulationReverted, format!("the relay transaction reverts: {why}"));
+            r.detail = ret.unwrap_or_default();
+            return Err(r);
+        }
+        let logs: Vec<Log> = c["logs"].as_array().map(|a| a.iter().filter_map(json_log).collect()).unwrap_or_default();
+        let call_success = relayed_success(&logs, self.cfg.pool)
+            .ok_or_else(|| upstream("eth_simulateV1: the relay emits no Relayed event"))?;
+        Ok(Simulation { gas_used, call_success, elapsed_us })
+    }
+
+    /// The user's call's revert data, from an `eth_call` as the pool's
+    /// executor makes it (empty if it does not revert there).
+    async fn call_revert_data(&self, call: &Call) -> Vec<u8> {
+        let tx = TransactionRequest::default()
+            .with_from(self.executor)
+            .with_to(Address::from(call.target))
+            .with_gas_limit(call.call_gas)
+            .with_input(call.calldata.clone());
+        match self.eth.provider().call(tx).await {
+            Err(RpcError::ErrorResp(p)) => p.as_revert_data().map(|d| d.to_vec()).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One flush round (see the module docs).
+    async fn flush_round(&self) {
+        let in_flushes: Vec<[u8; 32]> = self.sender.with_ledger(|l| {
+            l.records()
+                .filter(|r| r.state == TxState::Pending)
+                .filter_map(|r| match &r.purpose {
+                    TxPurpose::Flush { nullifiers } => Some(nullifiers.clone()),
+                    TxPurpose::Relay(_) => None,
+                })
+                .flatten()
+                .collect()
+        });
+        let candidates: Vec<[u8; 32]> = self.sender.with_ledger(|l| {
+            l.records()
+                .filter(|r| matches!(r.state, TxState::Mined { success: true, .. }))
+                .filter_map(|r| r.relay())
+                .filter(|i| !i.flushed && !in_flushes.contains(&i.nullifier))
+                .map(|i| i.nullifier)
+                .collect()
+        });
+        if candidates.is_empty() {
+            return;
+        }
+        let mut todo = Vec::new();
+        let mut done = Vec::new();
+        for n in candidates {
+            match self.eth.view("NoxPool", self.cfg.pool, NoxPool::nullifiersCall { nullifier: word(&n) }).await {
+                Ok(v) if v > U256::from(1u8) => todo.push(n),
+                Ok(_) => done.push(n),
+                Err(_) => return,
+            }
+            if todo.len() >= self.cfg.flush_max_notes {
+                break;
+            }
+        }
+        self.mark_flushed(&done);
+        if todo.is_empty() {
+            return;
+        }
+        let data = NoxPool::flushCall { spent: todo.iter().map(word).collect() }.abi_encode();
+        let req = TransactionRequest::default()
+            .with_from(self.sender.wallet())
+            .with_to(self.cfg.pool)
+            .with_input(data.clone());
+        let gas = match self.eth.provider().estimate_gas(req).await {
+            Ok(g) => g,
+            Err(RpcError::ErrorResp(p)) => {
+                if p.as_revert_data().is_some_and(|d| d.starts_with(&NoxPool::NothingPending::SELECTOR)) {
+                    self.flush.nothing_pending.inc();
+                    self.mark_flushed(&todo);
+                } else {
+                    self.flush.failed.inc();
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        let Ok((max_fee, prio)) = self.fees().await else { return };
+        let tx = Unsigned {
+            to: self.cfg.pool,
+            data,
+            gas_limit: gas.saturating_mul(5) / 4,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: prio,
+        };
+        if let Err(e) = self.sender.submit(tx, TxPurpose::Flush { nullifiers: todo }, |_| None).await {
+            self.flush.failed.inc();
+            tracing::warn!(error = %e, "exit: a flush was not sent");
+        }
+    }
+
+    fn mark_flushed(&self, nullifiers: &[[u8; 32]]) {
+        if nullifiers.is_empty() {
+            return;
+        }
+        let changed: Vec<TxRecord> = self.sender.with_ledger(|l| {
+            l.records()
+                .filter(|r| r.relay().is_some_and(|i| !i.flushed && nullifiers.contains(&i.nullifier)))
+                .cloned()
+                .collect()
+        });
+        for mut rec in changed {
+            if let TxPurpose::Relay(i) = &mut rec.purpose {
+                i.flushed = true;
+            }
+            if let Err(e) = self.sender.with_ledger(|l| l.update(rec)) {
+                tracing::warn!(error = %e, "exit: recording a flushed note");
+            }
+        }
+    }
+
+    /// Acts on transactions the maintenance found mined.
+    fn on_mined(&self, mined: Vec<(TxRecord, MinedTx)>) {
+        for (rec, m) in mined {
+            if let TxPurpose::Flush { nullifiers } = &rec.purpose {
+                if m.success {
+                    self.flush.flushes.inc();
+                    self.flush.notes.inc_by(nullifiers.len() as u64);
+                    self.flush.gas_used.inc_by(m.gas_used);
+                    self.mark_flushed(nullifiers);
+                } else {
+                    self.flush.failed.inc();
+                }
+            }
+        }
+    }
+}
+
+enum Claim<'a> {
+    Serve(ServingGuard<'a>),
+    Wait(watch::Receiver<Option<Answer>>),
+    Pending,
+}
+
+async fn wait_for_copy(rx: &mut watch::Receiver<Option<Answer>>) -> Result<Vec<u8>, EthRefusal> {
+    loop {
+        if let Some(answer) = rx.borrow().clone() {
+            return answer.map_err(|e| match e {
+                ServiceError::Typed { data, .. } => EthRefusal::decode(&data)
+                    .unwrap_or_else(|_| refusal(EthRefusalCode::Upstream, "the first copy failed")),
+                other => refusal(EthRefusalCode::Upstream, other.to_string()),
+            });
+        }
+        if rx.changed().await.is_err() {
+            return Err(refusal(EthRefusalCode::Busy, "the first copy of this request ended without an answer; retry"));
+        }
+    }
+}
+
+fn rec_inclusion_ms(rec: &TxRecord) -> u32 {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    u32::try_from(now.saturating_sub(rec.first_sent_ms)).unwrap_or(u32::MAX)
+}
+
+/// (base fee of the latest block, priority fee the upstream suggests), wei.
+async fn current_fees(eth: &EthClient) -> Result<(u128, u128), nox_eth::EthError> {
+    let block = eth
+        .provider()
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .map_err(|e| eth.rpc_error("eth_getBlockByNumber", e))?
+        .ok_or_else(|| eth.failed("eth_getBlockByNumber", "no latest block"))?;
+    let base = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
+    let prio = eth
+        .provider()
+        .get_max_priority_fee_per_gas()
+        .await
+        .map_err(|e| eth.rpc_error("eth_maxPriorityFeePerGas", e))?;
+    Ok((base, prio))
+}
+
+/// The spend's public inputs as field elements.
+fn public_inputs(p: &GasPayment) -> Option<nox_circuits::spend::PublicInputs> {
+    use nox_circuits::field::from_be32;
+    let i = &p.inputs;
+    Some(nox_circuits::spend::PublicInputs {
+        root: from_be32::<Fr>(&i.root)?,
+        nullifier: from_be32(&i.nullifier)?,
+        change_commitment: from_be32(&i.change_commitment)?,
+        asset: from_be32(&i.asset)?,
+        public_value: from_be32(&i.public_value)?,
+        recipient: from_be32(&i.recipient)?,
+        execution_hash: from_be32(&i.execution_hash)?,
+    })
+}
+
+/// The `success` flag of the pool's `Relayed` event among `logs`.
+pub fn relayed_success(logs: &[Log], pool: Address) -> Option<bool> {
+    logs.iter()
+        .filter(|l| l.address == pool && l.topics().first() == Some(&NoxPool::Relayed::SIGNATURE_HASH))
+        .find_map(|l| NoxPool::Relayed::decode_raw_log(l.topics().iter().copied(), &l.data.data).ok())
+        .map(|e| e.success)
+}
+
+fn json_log(v: &serde_json::Value) -> Option<Log> {
+    let address: Address = v["address"].as_str()?.parse().ok()?;
+    let topics: Vec<B256> = v["topics"].as_array()?.iter().filter_map(|t| t.as_str()?.parse().ok()).collect();
+    let data = hex::decode(v["data"].as_str()?.trim_start_matches("0x")).ok()?;
+    Some(Log::new_unchecked(address, topics, Bytes::from(data)))
+}
+
+/// A NoxPool custom error in words, or the raw hex.
+fn describe_pool_revert(data: &[u8]) -> String {
+    match NoxPool::NoxPoolErrors::abi_decode(data) {
+        Ok(e) => format!("{e:?}"),
+        Err(_) => nox_eth::revert::describe_revert(data),
+    }
+}
+
+/// The maintenance task: reconciliation first, then every second a look at
+/// the pending transactions, and a flush every `exit.eth_flush_every_secs`.
+async fn maintain(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
+    let mut last_flush = Instant::now();
+    while !stop.load(Ordering::SeqCst) && !inner.sender.is_stopped() {
+        if !inner.sender.is_reconciled() {
+            if let Err(e) = inner.sender.reconcile().await {
+                tracing::warn!(error = %e, "exit: reconciling the wallet's transactions with the chain; retrying");
+            }
+        } else {
+            let fees = inner.fees().await.ok();
+            let mined = inner.sender.tick(fees).await;
+            inner.on_mined(mined);
+            if last_flush.elapsed() >= inner.cfg.flush_every {
+                last_flush = Instant::now();
+                inner.flush_round().await;
+            }
+        }
+        tokio::time::sleep(MAINTENANCE_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_their_statuses() {
+        for code in EthRefusalCode::ALL {
+            let want = match code {
+                EthRefusalCode::WrongChain | EthRefusalCode::Malformed => ReplyStatus::BadRequest,
+                EthRefusalCode::Upstream | EthRefusalCode::NoReceipt => ReplyStatus::Failed,
+                EthRefusalCode::Busy => ReplyStatus::Busy,
+                _ => ReplyStatus::Refused,
+            };
+            let e = ServiceError::from(EthRefusal::new(code, "why"));
+            assert_eq!(e.status(), want, "{code:?}");
+            assert_eq!(EthRefusal::decode(&e.reply_data()).unwrap().code, code);
+        }
+    }
+
+    #[test]
+    fn a_world_readable_key_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(read_wallet_key(&path), Err(EthSetupError::WalletKey { .. })));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = read_wallet_key(&path).unwrap();
+        assert_eq!(s.address(), "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720".parse::<Address>().unwrap());
+    }
+}
