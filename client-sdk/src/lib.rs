@@ -36,6 +36,7 @@ pub mod cover;
 pub mod directory;
 pub mod proxy;
 pub mod request;
+pub mod wallet;
 
 pub use budget::SurbBudget;
 pub use client::{Client, ClientConfig, ClientError, Progress, RouteShape, TopologySource};

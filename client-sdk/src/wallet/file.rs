@@ -1,0 +1,354 @@
+//! The wallet file: a versioned header in the clear, then one AEAD-sealed
+//! body. Written atomically, readable by its owner only.
+//!
+//! ```text
+//! offset size  field
+//!      0    8  magic "NOXWALLT"
+//!      8    2  version (big-endian), 1
+//!     10    1  KDF: 1 = argon2id (v1.3)
+//!     11    4  m_cost, KiB (big-endian)
+//!     15    4  t_cost, passes
+//!     19    4  p_cost, lanes
+//!     23   16  salt
+//!     39   32  passphrase check = BLAKE3-derive_key("NOX wallet v1 passphrase check", master)
+//!     71   24  XChaCha20-Poly1305 nonce (fresh at every write)
+//!     95    …  ciphertext of the body ‖ 16-byte tag; associated data = bytes 0..95
+//! ```
+//!
+//! `master = argon2id(passphrase, salt, m, t, p)` (32 bytes); the AEAD key is
+//! `BLAKE3-derive_key("NOX wallet v1 file key", master)`. The passphrase check
+//! lets a wrong passphrase be told from a damaged file ([`WalletError::WrongPassphrase`]
+//! vs [`WalletError::Corrupt`]); it gives a guesser nothing the AEAD tag would
+//! not, and each guess still costs one argon2id. Because the whole header is
+//! the associated data, changing any header byte (a KDF parameter, the salt)
+//! makes the body fail to open.
+//!
+//! The key is derived once, at `create` or `open`, and kept (zeroized on
+//! drop) so that a save costs one encryption, not one argon2id.
+//!
+//! Writes go to `.<name>.tmp` in the same directory (created 0600), are
+//! fsynced, renamed over the file, and the directory is fsynced: after a
+//! crash the file is either the old one or the new one, never a mix. One
+//! process at a time may hold a wallet file open for writing.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use super::error::WalletError;
+
+/// The file's first bytes.
+pub const MAGIC: [u8; 8] = *b"NOXWALLT";
+/// The format version this build reads and writes.
+pub const VERSION: u16 = 1;
+/// Bytes of the header (the AEAD's associated data).
+pub const HEADER_LEN: usize = 95;
+const KDF_ARGON2ID: u8 = 1;
+const SALT_LEN: usize = 16;
+const CHECK_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const CHECK_CONTEXT: &str = "NOX wallet v1 passphrase check";
+const KEY_CONTEXT: &str = "NOX wallet v1 file key";
+
+/// Largest memory cost a file may ask for (4 GiB): a file cannot make
+/// `open` allocate without bound.
+pub const MAX_M_KIB: u32 = 4 * 1024 * 1024;
+/// Largest number of passes a file may ask for.
+pub const MAX_T: u32 = 64;
+/// Largest number of lanes a file may ask for.
+pub const MAX_P: u32 = 16;
+
+/// argon2id parameters, stored in the file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory, KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane (about 0.1–0.3 s on a laptop; see
+    /// `docs/architecture.md`).
+    fn default() -> Self {
+        KdfParams { m_kib: 64 * 1024, t: 3, p: 1 }
+    }
+}
+
+impl KdfParams {
+    /// Cheap parameters (64 KiB, 1 pass) for tests. **Not for a real wallet**:
+    /// they make passphrase guessing cheap.
+    pub fn insecure_fast() -> Self {
+        KdfParams { m_kib: 64, t: 1, p: 1 }
+    }
+
+    fn check(&self) -> Result<argon2::Params, WalletError> {
+        if self.m_kib > MAX_M_KIB || self.t > MAX_T || self.p > MAX_P {
+            return Err(WalletError::Kdf(format!(
+                "m = {} KiB, t = {}, p = {} exceed the limits ({MAX_M_KIB} KiB, {MAX_T}, {MAX_P})",
+                self.m_kib, self.t, self.p
+            )));
+        }
+        argon2::Params::new(self.m_kib, self.t, self.p, Some(32)).map_err(|e| WalletError::Kdf(e.to_string()))
+    }
+}
+
+/// What the header holds besides the nonce.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) kdf: KdfParams,
+    pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) check: [u8; CHECK_LEN],
+}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Header").field("kdf", &self.kdf).finish_non_exhaustive()
+    }
+}
+
+impl Header {
+    fn encode(&self, nonce: &[u8; NONCE_LEN]) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..10].copy_from_slice(&VERSION.to_be_bytes());
+        h[10] = KDF_ARGON2ID;
+        h[11..15].copy_from_slice(&self.kdf.m_kib.to_be_bytes());
+        h[15..19].copy_from_slice(&self.kdf.t.to_be_bytes());
+        h[19..23].copy_from_slice(&self.kdf.p.to_be_bytes());
+        h[23..39].copy_from_slice(&self.salt);
+        h[39..71].copy_from_slice(&self.check);
+        h[71..95].copy_from_slice(nonce);
+        h
+    }
+
+    /// The header and nonce of `bytes` (the whole file).
+    fn decode(path: &Path, bytes: &[u8]) -> Result<(Header, [u8; NONCE_LEN]), WalletError> {
+        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+            if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+                return Err(WalletError::Truncated { len: bytes.len() });
+            }
+            return Err(WalletError::NotAWallet(path.to_path_buf()));
+        }
+        if bytes.len() < 10 {
+            return Err(WalletError::Truncated { len: bytes.len() });
+        }
+        let version = u16::from_be_bytes([bytes[8], bytes[9]]);
+        if version != VERSION {
+            return Err(WalletError::UnsupportedVersion { found: version, supported: VERSION });
+        }
+        if bytes.len() < HEADER_LEN + TAG_LEN {
+            return Err(WalletError::Truncated { len: bytes.len() });
+        }
+        if bytes[10] != KDF_ARGON2ID {
+            return Err(WalletError::Kdf(format!("unknown key derivation function {}", bytes[10])));
+        }
+        let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let mut salt = [0u8; SALT_LEN];
+        salt.copy_from_slice(&bytes[23..39]);
+        let mut check = [0u8; CHECK_LEN];
+        check.copy_from_slice(&bytes[39..71]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[71..95]);
+        Ok((Header { kdf: KdfParams { m_kib: word(11), t: word(15), p: word(19) }, salt, check }, nonce))
+    }
+}
+
+/// The AEAD key of an open wallet (zeroized when dropped).
+pub(crate) struct FileKey {
+    header: Header,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileKey(<secret>)")
+    }
+}
+
+/// `master`, the passphrase check and the AEAD key.
+fn derive(passphrase: &str, kdf: KdfParams, salt: &[u8; SALT_LEN]) -> Result<([u8; 32], FileKeyBytes), WalletError> {
+    let params = kdf.check()?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut master = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase.as_bytes(), salt, master.as_mut())
+        .map_err(|e| WalletError::Kdf(e.to_string()))?;
+    let check = blake3::derive_key(CHECK_CONTEXT, master.as_ref());
+    let key = Zeroizing::new(blake3::derive_key(KEY_CONTEXT, master.as_ref()));
+    Ok((check, key))
+}
+
+type FileKeyBytes = Zeroizing<[u8; 32]>;
+
+impl FileKey {
+    /// A fresh salt, and the key `passphrase` gives with it.
+    pub(crate) fn create(passphrase: &str, kdf: KdfParams) -> Result<FileKey, WalletError> {
+        let mut salt = [0u8; SALT_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let (check, key) = derive(passphrase, kdf, &salt)?;
+        Ok(FileKey { header: Header { kdf, salt, check }, key })
+    }
+
+    /// The header's parameters.
+    pub(crate) fn kdf(&self) -> KdfParams {
+        self.header.kdf
+    }
+
+    /// Seals `body` under a fresh nonce: the whole file's bytes.
+    pub(crate) fn seal(&self, body: &[u8]) -> Result<Vec<u8>, WalletError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let header = self.header.encode(&nonce);
+        let cipher = XChaCha20Poly1305::new(self.key.as_ref().into());
+        let sealed = cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: body, aad: &header })
+            .map_err(|_| WalletError::Corrupt("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens the file's `bytes` with `passphrase`: the key and the body.
+    pub(crate) fn open(
+        path: &Path,
+        bytes: &[u8],
+        passphrase: &str,
+    ) -> Result<(FileKey, Zeroizing<Vec<u8>>), WalletError> {
+        let (header, nonce) = Header::decode(path, bytes)?;
+        let (check, key) = derive(passphrase, header.kdf, &header.salt)?;
+        if !constant_time_eq(&check, &header.check) {
+            return Err(WalletError::WrongPassphrase);
+        }
+        let cipher = XChaCha20Poly1305::new(key.as_ref().into());
+        let body = cipher
+            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &bytes[HEADER_LEN..], aad: &bytes[..HEADER_LEN] })
+            .map_err(|_| WalletError::Corrupt("the body does not authenticate".into()))?;
+        Ok((FileKey { header, key }, Zeroizing::new(body)))
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads the whole file.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, WalletError> {
+    std::fs::read(path).map_err(|source| WalletError::Io { path: path.to_path_buf(), source })
+}
+
+/// The temporary file a write goes through.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Replaces `path` with `bytes` atomically (see the module docs).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| WalletError::Io { path: p, source }
+    };
+    let tmp = temp_path(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_wrong_passphrase() {
+        let key = FileKey::create("correct horse", KdfParams::insecure_fast()).unwrap();
+        let file = key.seal(b"the body").unwrap();
+        let p = Path::new("w");
+        let (again, body) = FileKey::open(p, &file, "correct horse").unwrap();
+        assert_eq!(body.as_slice(), b"the body");
+        assert_eq!(again.kdf(), KdfParams::insecure_fast());
+        assert!(matches!(FileKey::open(p, &file, "battery staple"), Err(WalletError::WrongPassphrase)));
+        // A fresh nonce at every seal.
+        assert_ne!(key.seal(b"the body").unwrap(), file);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        let key = FileKey::create("pw", KdfParams::insecure_fast()).unwrap();
+        let file = key.seal(b"notes and keys").unwrap();
+        let p = Path::new("w");
+        for i in 0..file.len() {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            let err = FileKey::open(p, &bad, "pw").err().unwrap_or_else(|| panic!("byte {i} accepted"));
+            let expected = match i {
+                0..8 => matches!(err, WalletError::NotAWallet(_)),
+                8..10 => matches!(err, WalletError::UnsupportedVersion { .. }),
+                10 => matches!(err, WalletError::Kdf(_)),
+                // KDF parameters, salt, check: another key, taken for another passphrase.
+                11..71 => matches!(err, WalletError::WrongPassphrase | WalletError::Kdf(_)),
+                _ => matches!(err, WalletError::Corrupt(_)),
+            };
+            assert!(expected, "byte {i}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn short_files_are_truncated_and_strangers_are_not_wallets() {
+        let key = FileKey::create("pw", KdfParams::insecure_fast()).unwrap();
+        let file = key.seal(b"x").unwrap();
+        let p = Path::new("w");
+        for len in [0, 4, 9, HEADER_LEN, file.len() - 1] {
+            let err = FileKey::open(p, &file[..len], "pw").err().unwrap();
+            assert!(matches!(err, WalletError::Truncated { .. } | WalletError::Corrupt(_)), "{len} bytes: {err:?}");
+        }
+        assert!(matches!(FileKey::open(p, b"{\"json\": true}", "pw"), Err(WalletError::NotAWallet(_))));
+    }
+
+    #[test]
+    fn oversized_kdf_parameters_are_refused() {
+        let huge = KdfParams { m_kib: MAX_M_KIB + 1, t: 1, p: 1 };
+        assert!(matches!(FileKey::create("pw", huge), Err(WalletError::Kdf(_))));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_a_failed_write_leaves_the_old_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.nox");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // The temporary file cannot be created: the write fails, the old file stays.
+        std::fs::create_dir(temp_path(&path)).unwrap();
+        assert!(matches!(write_atomic(&path, b"third"), Err(WalletError::Io { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+    }
+}
