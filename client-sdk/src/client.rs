@@ -390,9 +390,39 @@ impl Client {
         }
     }
 
+    /// The exits of the current epoch that perform paid calls, with the fee
+    /// policy each signed.
+    pub fn paying_exits(&self) -> Vec<(NodeId, nox_protocol::descriptor::FeePolicy)> {
+        let epoch = self.epoch();
+        self.wire.directory.read().unwrap_or_else(|e| e.into_inner()).fee_policies(epoch)
+    }
+
     /// Sends `request` through the mixnet and returns the exit's reply,
     /// retrying and topping up SURBs as the module describes.
-    pub async fn request(&self, request: Request, mut progress: impl FnMut(Progress)) -> Result<Reply, ClientError> {
+    pub async fn request(&self, request: Request, progress: impl FnMut(Progress)) -> Result<Reply, ClientError> {
+        self.request_via(request, None, self.cfg.attempt_timeout, progress).await
+    }
+
+    /// [`Client::request`] to one exit, every attempt: for requests only that
+    /// exit can serve (a paid call names its wallet). `attempt_timeout`
+    /// replaces the configured one (a paid call waits for its inclusion).
+    pub async fn request_to(
+        &self,
+        exit: NodeId,
+        request: Request,
+        attempt_timeout: Duration,
+        progress: impl FnMut(Progress),
+    ) -> Result<Reply, ClientError> {
+        self.request_via(request, Some(exit), attempt_timeout, progress).await
+    }
+
+    async fn request_via(
+        &self,
+        request: Request,
+        pinned: Option<NodeId>,
+        attempt_timeout: Duration,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Reply, ClientError> {
         let kind = request.kind();
         let mut request_id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut request_id);
@@ -416,9 +446,12 @@ impl Client {
                 if exits.is_empty() {
                     return Err(ClientError::NoExit(kind.name()));
                 }
-                // Attempts 1 and 2 use one exit; later ones another if there is one.
-                let chosen = match exit {
-                    Some(e) if attempt <= 2 && exits.contains(&e) => e,
+                // Attempts 1 and 2 use one exit; later ones another if there is
+                // one — unless the request names its exit.
+                let chosen = match (pinned, exit) {
+                    (Some(p), _) if exits.contains(&p) => p,
+                    (Some(_), _) => return Err(ClientError::NoExit(kind.name())),
+                    (None, Some(e)) if attempt <= 2 && exits.contains(&e) => e,
                     _ => {
                         let fresh: Vec<NodeId> = exits.iter().copied().filter(|e| !tried.contains(e)).collect();
                         *fresh
@@ -433,7 +466,7 @@ impl Client {
                 let (packets, delay) = self.send(&set, chosen, envelope, surbs, &tx, &mut ids).await?;
                 forward_delay_us = delay;
                 progress(Progress::Sent { attempt, packets });
-                let deadline = tokio::time::Instant::now() + self.cfg.attempt_timeout;
+                let deadline = tokio::time::Instant::now() + attempt_timeout;
                 loop {
                     let Ok(Some((fragment, back))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
                         break;
@@ -461,7 +494,7 @@ impl Client {
                     return Ok(reply);
                 }
             }
-            Err(ClientError::Timeout { attempts: self.cfg.attempts.max(1), per_attempt: self.cfg.attempt_timeout })
+            Err(ClientError::Timeout { attempts: self.cfg.attempts.max(1), per_attempt: attempt_timeout })
         }
         .await;
         // Whatever happened, this request's SURB keys are done with.

@@ -39,8 +39,16 @@ pub const ENV_PREFIX: &str = "NOX_CLIENT_";
 
 /// Optional keys: absent from the serialized defaults, so an override reads
 /// them as strings (`proxy.chain_id` accepts a string of digits for that).
-const OPTIONAL_KEYS: &[(&str, &str)] =
-    &[("network", "entry"), ("topology", "rpc_url"), ("topology", "registry"), ("proxy", "chain_id")];
+const OPTIONAL_KEYS: &[(&str, &str)] = &[
+    ("network", "entry"),
+    ("topology", "rpc_url"),
+    ("topology", "registry"),
+    ("proxy", "chain_id"),
+    ("wallet", "pool"),
+    ("wallet", "rpc_url"),
+    ("wallet", "proving_keys"),
+    ("wallet", "max_fee_wei"),
+];
 
 /// Keys only the file can set (arrays of tables).
 const FILE_ONLY_KEYS: &[(&str, &str)] = &[("topology", "nodes")];
@@ -74,6 +82,78 @@ pub struct ClientFile {
     /// Client cover traffic of the long-running proxy (one-shot commands
     /// send none).
     pub cover: CoverRates,
+    /// The shielded wallet and private calls (`nox-client wallet …`, `call`).
+    pub wallet: WalletSection,
+}
+
+/// Where the wallet's notes are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncVia {
+    /// `RpcCall`s through the mixnet: the endpoint never sees the user's IP.
+    #[default]
+    Mixnet,
+    /// `wallet.rpc_url` directly (faster; the endpoint sees who reads the pool).
+    Direct,
+}
+
+/// `[wallet]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalletSection {
+    /// The encrypted wallet file.
+    pub path: std::path::PathBuf,
+    /// NoxPool's address.
+    pub pool: Option<String>,
+    /// The block NoxPool was deployed in (the note tree is read from there).
+    pub pool_start_block: u64,
+    /// An Ethereum endpoint for what is public anyway: deposits, direct
+    /// withdrawals and flushes, sent from the funding key. Also the reads when
+    /// `sync` is `direct`.
+    pub rpc_url: Option<String>,
+    /// `mixnet` or `direct`: how the pool's events are read.
+    pub sync: SyncVia,
+    /// Blocks a pool event must be buried under before the wallet uses it.
+    pub confirmations: u64,
+    /// Directory holding `spend.pk` and `spend.vk`; unset: the development
+    /// keys (local chains only, chain id 31337).
+    pub proving_keys: Option<std::path::PathBuf>,
+    /// Milliseconds a private call waits for its answer (inclusion included).
+    pub call_timeout_ms: u64,
+    /// The most a private call pays, in wei; unset: the computed fee, whatever it is.
+    pub max_fee_wei: Option<String>,
+}
+
+impl Default for WalletSection {
+    fn default() -> Self {
+        WalletSection {
+            path: std::path::PathBuf::from("nox-wallet.bin"),
+            pool: None,
+            pool_start_block: 0,
+            rpc_url: None,
+            sync: SyncVia::Mixnet,
+            confirmations: 2,
+            proving_keys: None,
+            call_timeout_ms: 90_000,
+            max_fee_wei: None,
+        }
+    }
+}
+
+impl WalletSection {
+    /// `wallet.pool` as an address, or why the wallet cannot be used.
+    pub fn pool_address(&self) -> Result<Address, String> {
+        let text = self.pool.as_deref().ok_or("wallet.pool is not set (NoxPool's address)")?;
+        parse_registry(text).ok_or_else(|| format!("wallet.pool `{text}` is not an address (0x + 40 hex digits)"))
+    }
+
+    /// `wallet.max_fee_wei` as a number.
+    pub fn max_fee(&self) -> Result<Option<u128>, String> {
+        self.max_fee_wei
+            .as_deref()
+            .map(|t| t.trim().parse::<u128>().map_err(|_| format!("wallet.max_fee_wei `{t}` is not an amount in wei")))
+            .transpose()
+    }
 }
 
 /// `[network]`
@@ -300,7 +380,7 @@ impl ConfigFile for ClientFile {
 // ---------------------------------------------------------------------------
 
 /// `0x` + 64 hex digits that are an Ed25519 public key, or why not.
-fn parse_node_id(text: &str) -> Result<NodeId, String> {
+pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
     let digits = text.strip_prefix("0x").filter(|d| d.len() == 64);
     let mut id = [0u8; 32];
     match digits.map(|d| hex::decode_to_slice(d, &mut id)) {
@@ -416,6 +496,26 @@ impl ClientFile {
         c.at_least("proxy.max_batch", proxy.max_batch, 1);
         c.at_most("proxy.max_batch", proxy.max_batch, MAX_BATCH_LIMIT, "");
         c.at_least("proxy.max_body_bytes", proxy.max_body_bytes, 1024);
+
+        let wallet = &self.wallet;
+        if wallet.path.as_os_str().is_empty() {
+            c.fail("wallet.path", "must name a file");
+        }
+        if wallet.pool.is_some()
+            && let Err(e) = wallet.pool_address()
+        {
+            c.fail("wallet.pool", e);
+        }
+        if let Some(url) = &wallet.rpc_url {
+            check_http_url(&mut c, "wallet.rpc_url", url);
+        }
+        if wallet.sync == SyncVia::Direct && wallet.rpc_url.is_none() {
+            c.fail("wallet.rpc_url", "required when wallet.sync is \"direct\"");
+        }
+        c.at_least("wallet.call_timeout_ms", wallet.call_timeout_ms, 1_000);
+        if let Err(e) = wallet.max_fee() {
+            c.fail("wallet.max_fee_wei", e);
+        }
 
         let cover = &self.cover;
         if cover.enabled {

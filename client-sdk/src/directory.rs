@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use nox_eth::registry::view::RegistryView;
 use nox_protocol::NodeId;
-use nox_protocol::descriptor::{MixDescriptor, ROLE_EXIT};
+use nox_protocol::descriptor::{FeePolicy, MixDescriptor, ROLE_EXIT};
+use nox_protocol::payload::RequestKind;
 use nox_protocol::route::RouteSet;
 
 /// A member of the network: where it sits and how to reach it.
@@ -165,6 +166,19 @@ impl Directory {
         e.sort_unstable();
         e.dedup();
         e
+    }
+
+    /// The exits of `epoch` that perform paid calls: those whose verified
+    /// descriptor offers `EthRequest` and carries a fee policy.
+    pub fn fee_policies(&self, epoch: u64) -> Vec<(NodeId, FeePolicy)> {
+        self.descriptors
+            .iter()
+            .filter_map(|(id, ds)| {
+                let d = ds.get(&epoch)?;
+                let policy = d.fee_policy.clone().filter(|_| d.offers(RequestKind::EthRequest))?;
+                Some((*id, policy))
+            })
+            .collect()
     }
 
     /// What routes for packets of `epoch` are drawn from: members with a

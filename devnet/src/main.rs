@@ -8,8 +8,13 @@
 //! SURBs. Then the user's side: a mixnet client that learns the network from
 //! NoxRegistry, the local JSON-RPC proxy in front of it, and `cast` sending a
 //! signed transfer through the proxy and reading it back (the exits' RPC
-//! services broadcast and read on anvil). Proof-paid private calls arrive
-//! with the shielded wallet.
+//! services broadcast and read on anvil). Last, the main job: a user deposits
+//! ETH into NoxPool from one address, and a private call — `NoxCounter.
+//! increment()`, paid from the shielded note with a spend proof — goes
+//! through the mixnet to an exit, which simulates it, sends it from its own
+//! wallet and answers with the receipt. The devnet prints the transaction,
+//! shows that its sender is the exit's wallet and not the user's, reads the
+//! counter back, and exits non-zero if the effect is not on chain.
 //!
 //! With `--keep-running` the network stays up until SIGINT or SIGTERM;
 //! everything started is stopped on the way out.
@@ -41,6 +46,87 @@ struct Cli {
 
 /// anvil's account #1: the user who sends the transfer (the deployer is #0).
 const USER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// anvil's account #2: the address that funds the user's shielded deposit (#4–#9 are the exits' wallets).
+const FUNDING_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+
+/// Gas the private call gives `NoxCounter.increment()`.
+const CALL_GAS: u64 = 100_000;
+
+/// A private call: deposit 1 ETH into NoxPool from the funding address, then
+/// `NoxCounter.increment()` through the mixnet, paid from the note.
+async fn private_call(net: &Devnet) -> anyhow::Result<serde_json::Value> {
+    use alloy::primitives::{Address, U256};
+    use alloy::providers::Provider;
+    use alloy_sol_types::SolCall;
+    use nox_client::private::PrivateCall;
+    use nox_protocol::contracts::{NoxCounter, NoxPool};
+
+    let eth = nox_eth::EthClient::new(&net.rpc_url(), Duration::from_secs(10), None)?;
+    let counter = net.deployment.counter;
+    let client = net.mixnet_client(Duration::from_millis(1)).await.context("connecting the client")?;
+    let outcome = async {
+        let path = net.dir().join("user-wallet.bin");
+        let t = Instant::now();
+        let mut user = net
+            .shielded_user(&path, nox_client::wallet::KdfParams::default(), FUNDING_KEY, 10u128.pow(18), &client)
+            .await
+            .context("funding the user's shielded wallet")?;
+        let deposit_ms = t.elapsed().as_millis() as u64;
+        let before = eth.view("NoxCounter", counter, NoxCounter::countCall {}).await?;
+        let call = PrivateCall::new(counter, NoxCounter::incrementCall {}.abi_encode(), CALL_GAS);
+        let t = Instant::now();
+        let done = client
+            .private_call(&mut user.wallet, &user.prover, &call, |p| eprintln!("private call: {p:?}"))
+            .await
+            .context("the private call")?;
+        let total_ms = t.elapsed().as_millis() as u64;
+        let after = eth.view("NoxCounter", counter, NoxCounter::countCall {}).await?;
+        let last_caller = eth.view("NoxCounter", counter, NoxCounter::lastCallerCall {}).await?;
+        let executor = eth.view("NoxPool", net.deployment.pool, NoxPool::executorCall {}).await?;
+        let tx = alloy::primitives::B256::from(done.receipt.tx_hash);
+        let sent = eth
+            .provider()
+            .get_transaction_by_hash(tx)
+            .await
+            .context("reading the relay transaction")?
+            .context("the relay transaction is not on chain")?;
+        let from: Address = sent.inner.signer();
+        anyhow::ensure!(after == before + U256::from(1), "the counter went from {before} to {after}, not up by one");
+        anyhow::ensure!(done.receipt.call_success, "the relayed call failed on chain");
+        anyhow::ensure!(from == done.exit_wallet, "the transaction was sent by {from}, not the exit's wallet");
+        anyhow::ensure!(from != user.funding, "the transaction was sent by the user's funding address");
+        Ok(serde_json::json!({
+            "tx_hash": tx.to_string(),
+            "block": done.receipt.block_number,
+            "from": from.to_string(),
+            "exit_wallet": done.exit_wallet.to_string(),
+            "user_funding_address": user.funding.to_string(),
+            "from_is_user": from == user.funding,
+            "target": counter.to_string(),
+            "counter_before": before.to_string(),
+            "counter_after": after.to_string(),
+            "counter_last_caller": last_caller.to_string(),
+            "pool_executor": executor.to_string(),
+            "fee_wei": done.fee.to_string(),
+            "gas_used": done.receipt.gas_used,
+            "effective_gas_price_wei": done.receipt.effective_gas_price.to_string(),
+            "ms": {
+                "deposit_and_sync": deposit_ms,
+                "fees_through_mixnet": done.timings.fees_ms,
+                "prove": done.timings.prove_ms,
+                "round_trip": done.timings.round_trip_ms,
+                "mixnet_and_checks": done.timings.mixnet_ms(),
+                "simulate": done.timings.simulate_ms,
+                "inclusion": done.timings.inclusion_ms,
+                "total": total_ms,
+            },
+        }))
+    }
+    .await;
+    client.shutdown().await;
+    outcome
+}
 
 /// Connects a mixnet client through a registered entry, serves the JSON-RPC
 /// proxy in front of it, and has `cast` send 1 ETH to a fresh address through
@@ -146,6 +232,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // transfer and reads it back; every call leaves through the mixnet.
     let transfer = private_transfer(&net).await.context("cast through the NOX proxy")?;
     println!("{}", serde_json::json!({ "cast_through_proxy": transfer }));
+
+    // The main job: a private, proof-paid call from a shielded wallet.
+    let call = private_call(&net).await;
+    match &call {
+        Ok(call) => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "private_call": call }))?),
+        Err(e) => eprintln!("the private call failed: {e:#}"),
+    }
+    if call.is_err() && !cli.keep_running {
+        net.shutdown().await;
+        anyhow::bail!("the private call's effect is not on chain");
+    }
 
     if cli.keep_running {
         use tokio::signal::unix::{SignalKind, signal};

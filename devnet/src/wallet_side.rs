@@ -110,3 +110,62 @@ pub async fn cast(args: &[&str]) -> Result<String, DevnetError> {
         })
     }
 }
+
+/// A devnet user holding shielded funds: a wallet, the prover for the
+/// devnet's spend keys, and the funding account its deposit came from.
+pub struct ShieldedUser {
+    /// The wallet (its file is in the devnet's directory unless told otherwise).
+    pub wallet: nox_client::wallet::Wallet,
+    /// Proves with the devnet's `spend.pk`.
+    pub prover: Arc<nox_client::wallet::Prover>,
+    /// The address that funded the deposit (public on chain).
+    pub funding: alloy::primitives::Address,
+}
+
+impl std::fmt::Debug for ShieldedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShieldedUser").field("funding", &self.funding).finish_non_exhaustive()
+    }
+}
+
+impl Devnet {
+    /// Creates a wallet at `path`, deposits `deposit_wei` into NoxPool from
+    /// `funding_key` (an anvil account), and syncs through `client` (the
+    /// mixnet) until the note is spendable.
+    pub async fn shielded_user(
+        &self,
+        path: &std::path::Path,
+        kdf: nox_client::wallet::KdfParams,
+        funding_key: &str,
+        deposit_wei: u128,
+        client: &Client,
+    ) -> Result<ShieldedUser, DevnetError> {
+        use nox_client::chain_reader::MixnetReader;
+        use nox_client::wallet::{PoolReader, Prover, Wallet};
+        let chain = |e: &dyn std::fmt::Display| DevnetError::Chain(e.to_string());
+        let signer: alloy::signers::local::PrivateKeySigner = funding_key.parse().map_err(|e| chain(&e))?;
+        let funding = signer.address();
+        let mut wallet = Wallet::create(path, "devnet user", CHAIN_ID, self.pool(), 0, kdf).map_err(|e| chain(&e))?;
+        let eth =
+            nox_eth::EthClient::new(&self.rpc_url(), Duration::from_secs(10), Some(signer)).map_err(|e| chain(&e))?;
+        wallet.deposit_eth(&eth, deposit_wei).await.map_err(|e| chain(&e))?;
+        let reader = MixnetReader::new(client, CHAIN_ID);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            wallet.sync(&reader as &dyn PoolReader, 0).await.map_err(|e| chain(&e))?;
+            if wallet.select(alloy::primitives::Address::ZERO, deposit_wei).is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevnetError::Timeout("the deposit to become spendable"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let keys = self.keys_dir().to_path_buf();
+        let prover = tokio::task::spawn_blocking(move || Prover::load(&keys))
+            .await
+            .map_err(|e| DevnetError::Zk(e.to_string()))?
+            .map_err(|e| DevnetError::Zk(e.to_string()))?;
+        Ok(ShieldedUser { wallet, prover: Arc::new(prover), funding })
+    }
+}

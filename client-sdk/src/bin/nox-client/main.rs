@@ -7,6 +7,10 @@
 //!   `{"answer":…,"ms":…}`;
 //! * `nox-client rpc --config FILE METHOD [PARAMS…]` sends one JSON-RPC call
 //!   through the same method policy as the proxy and prints its result;
+//! * `nox-client wallet new|deposit|balance|withdraw|flush --config FILE`
+//!   manages the shielded wallet ([`wallet`]);
+//! * `nox-client call --config FILE TARGET SIGNATURE [ARGS…]` makes a private
+//!   call paid from the wallet and prints its receipt;
 //! * `nox-client check-config --config FILE` explains what is wrong with a
 //!   configuration.
 //!
@@ -25,6 +29,8 @@ use nox_client::proxy::{self, Backend};
 use nox_client::{Client, ClientError};
 use serde_json::Value;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+
+mod wallet;
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +88,25 @@ enum Command {
         /// The parameters, in order.
         params: Vec<String>,
     },
+    /// The shielded wallet: create it, deposit, see the balance, withdraw, flush.
+    Wallet {
+        /// The configuration file (`nox-client.toml`).
+        #[arg(long, value_name = "FILE", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: wallet::WalletCommand,
+    },
+    /// A private call: performed by an exit, paid from the wallet with a proof.
+    ///
+    /// Prints the relay transaction's hash, block, sender (the exit's wallet),
+    /// whether the call succeeded, the gas, the fee and where the time went.
+    Call {
+        /// The configuration file (`nox-client.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        call: wallet::CallArgs,
+    },
     /// Check a configuration file, with its NOX_CLIENT_* environment overrides.
     ///
     /// Prints `ok: FILE` and a summary, or every problem as `<key>: <message>`
@@ -100,9 +125,11 @@ fn main() {
     let cli = Cli::parse();
     let (file, default_log) = match &cli.command {
         Command::Proxy { config, .. } => (config, "info"),
-        Command::Echo { config, .. } | Command::Rpc { config, .. } | Command::CheckConfig { config } => {
-            (config, "warn")
-        }
+        Command::Echo { config, .. }
+        | Command::Rpc { config, .. }
+        | Command::Wallet { config, .. }
+        | Command::Call { config, .. }
+        | Command::CheckConfig { config } => (config, "warn"),
     };
     let Some(cfg) = load_config(file) else {
         std::process::exit(INVALID_CONFIG);
@@ -174,6 +201,8 @@ fn run(command: Command, cfg: ClientFile) -> anyhow::Result<()> {
             Command::Proxy { allow_remote, connect_tries, .. } => proxy_main(cfg, allow_remote, connect_tries).await,
             Command::Echo { text, .. } => echo_main(cfg, text).await,
             Command::Rpc { method, params, .. } => rpc_main(cfg, method, params).await,
+            Command::Wallet { command, .. } => wallet::wallet_main(cfg, command).await,
+            Command::Call { call, .. } => wallet::call_main(cfg, call).await,
             Command::CheckConfig { .. } => Ok(()),
         }
     });
@@ -218,6 +247,11 @@ async fn connect(cfg: &ClientFile, tries: u32) -> anyhow::Result<Client> {
             }
         }
     }
+}
+
+/// A node id as `--exit` takes it.
+fn parse_node_id(text: &str) -> anyhow::Result<nox_protocol::NodeId> {
+    config::parse_node_id(text).map_err(anyhow::Error::msg)
 }
 
 /// Errors a later attempt may not meet: the network is starting or the

@@ -1,0 +1,447 @@
+//! `nox-client wallet …` and `nox-client call …`: the shielded wallet and
+//! private calls from the command line.
+//!
+//! The passphrase comes from `--passphrase-file` or `NOX_WALLET_PASSPHRASE`;
+//! the funding key of deposits, direct withdrawals and flushes from
+//! `--key-file` or `NOX_FUNDING_KEY` (hex). Results go to stdout as one JSON
+//! object; progress (the proof, the wait) to stderr.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::signers::local::PrivateKeySigner;
+use alloy_dyn_abi::{DynSolType, DynSolValue, JsonAbiExt};
+use alloy_json_abi::Function;
+use alloy_primitives::{Address, U256};
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use nox_client::Client;
+use nox_client::chain_reader::MixnetReader;
+use nox_client::config::{ClientFile, SyncVia};
+use nox_client::private::{CallProgress, PrivateCall};
+use nox_client::wallet::{KdfParams, PoolReader, Prover, Wallet, WalletError};
+use nox_eth::EthClient;
+use nox_eth::amount::{TokenAmount, format_token_amount};
+use serde_json::{Value, json};
+
+/// Chain id of local development chains: the only one the development
+/// proving keys are accepted on.
+const LOCAL_CHAIN_ID: u64 = 31337;
+
+/// Timeout of one direct RPC request.
+const RPC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the wallet's secrets come from.
+#[derive(clap::Args, Clone)]
+pub(crate) struct Secrets {
+    /// A file holding the wallet's passphrase (first line); default: the
+    /// NOX_WALLET_PASSPHRASE environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// The funding key of public transactions.
+#[derive(clap::Args, Clone)]
+pub(crate) struct Funding {
+    /// A file holding the hex private key that pays deposits, direct
+    /// withdrawals and flushes; default: the NOX_FUNDING_KEY environment
+    /// variable.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `nox-client wallet …`
+#[derive(Subcommand)]
+pub(crate) enum WalletCommand {
+    /// Create a wallet at [wallet].path (refuses to overwrite one).
+    New {
+        #[command(flatten)]
+        secrets: Secrets,
+    },
+    /// Deposit ETH (or a token with --token) into NoxPool from the funding key.
+    Deposit {
+        /// The amount in whole units (0.5, 100).
+        #[arg(long)]
+        amount: String,
+        /// The ERC-20 token to deposit (approved and deposited in two transactions).
+        #[arg(long, value_name = "ADDRESS")]
+        token: Option<Address>,
+        /// Token decimals (ETH: 18).
+        #[arg(long, default_value_t = 18)]
+        decimals: u8,
+        #[command(flatten)]
+        secrets: Secrets,
+        #[command(flatten)]
+        funding: Funding,
+    },
+    /// Sync with the pool and print the balances and notes.
+    Balance {
+        #[command(flatten)]
+        secrets: Secrets,
+    },
+    /// Withdraw from the pool to a public address, sent from the funding key.
+    Withdraw {
+        /// The recipient.
+        #[arg(long, value_name = "ADDRESS")]
+        to: Address,
+        /// The amount in whole units.
+        #[arg(long)]
+        amount: String,
+        /// The token withdrawn (default: ETH).
+        #[arg(long, value_name = "ADDRESS")]
+        token: Option<Address>,
+        /// Token decimals (ETH: 18).
+        #[arg(long, default_value_t = 18)]
+        decimals: u8,
+        #[command(flatten)]
+        secrets: Secrets,
+        #[command(flatten)]
+        funding: Funding,
+    },
+    /// Insert this wallet's pending change notes now, from the funding key
+    /// (which links that address to those spends: exits flush on their own).
+    Flush {
+        #[command(flatten)]
+        secrets: Secrets,
+        #[command(flatten)]
+        funding: Funding,
+    },
+}
+
+/// `nox-client call …`
+#[derive(clap::Args)]
+pub(crate) struct CallArgs {
+    /// The contract to call.
+    pub target: Address,
+    /// The function, as cast takes it: `increment()`, `transfer(address,uint256)`.
+    pub signature: String,
+    /// The arguments, in order, as cast takes them.
+    pub args: Vec<String>,
+    /// Gas the call is given.
+    #[arg(long, default_value_t = 200_000)]
+    pub gas: u64,
+    /// Pay even if the exit's simulation sees the call fail.
+    #[arg(long)]
+    pub allow_failure: bool,
+    /// The exit to use (node id); default: a random exit that performs paid calls.
+    #[arg(long, value_name = "NODE_ID")]
+    pub exit: Option<String>,
+    #[command(flatten)]
+    pub secrets: Secrets,
+}
+
+fn passphrase(secrets: &Secrets) -> anyhow::Result<String> {
+    match &secrets.passphrase_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the passphrase from {}", path.display()))?;
+            Ok(text.lines().next().unwrap_or_default().to_string())
+        }
+        None => std::env::var("NOX_WALLET_PASSPHRASE")
+            .context("no passphrase: set NOX_WALLET_PASSPHRASE or pass --passphrase-file FILE"),
+    }
+}
+
+fn funding_key(funding: &Funding) -> anyhow::Result<PrivateKeySigner> {
+    let text = match &funding.key_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => std::env::var("NOX_FUNDING_KEY")
+            .context("no funding key: set NOX_FUNDING_KEY or pass --key-file FILE (a hex private key)")?,
+    };
+    text.trim().parse::<PrivateKeySigner>().map_err(|_| anyhow::anyhow!("the funding key is not a hex private key"))
+}
+
+fn open(cfg: &ClientFile, secrets: &Secrets) -> anyhow::Result<Wallet> {
+    let path = &cfg.wallet.path;
+    let wallet = Wallet::open(path, &passphrase(secrets)?).with_context(|| format!("opening {}", path.display()))?;
+    let pool = cfg.wallet.pool_address().map_err(anyhow::Error::msg)?;
+    if wallet.pool() != pool || wallet.chain_id() != cfg.topology.chain_id {
+        bail!(
+            "{} is a wallet for pool {} on chain {}, but the configuration names pool {pool} on chain {}",
+            path.display(),
+            wallet.pool(),
+            wallet.chain_id(),
+            cfg.topology.chain_id
+        );
+    }
+    Ok(wallet)
+}
+
+fn direct(cfg: &ClientFile, signer: Option<PrivateKeySigner>) -> anyhow::Result<EthClient> {
+    let url = cfg.wallet.rpc_url.as_deref().context("wallet.rpc_url is not set (needed for this command)")?;
+    EthClient::new(url, RPC_TIMEOUT, signer).context("wallet.rpc_url")
+}
+
+/// The proving keys: `wallet.proving_keys`, or the development keys on a local chain.
+pub(crate) fn prover(cfg: &ClientFile) -> anyhow::Result<Prover> {
+    match &cfg.wallet.proving_keys {
+        Some(dir) => Prover::load(dir).with_context(|| format!("loading the proving keys from {}", dir.display())),
+        None if cfg.topology.chain_id == LOCAL_CHAIN_ID => {
+            eprintln!("preparing the development proving keys (local chain only; a few seconds)…");
+            Prover::development().context("the development proving keys")
+        }
+        None => bail!(
+            "wallet.proving_keys is not set: the development keys are only for chain {LOCAL_CHAIN_ID}, \
+             and chain {} needs the keys its pool's verifier was made from",
+            cfg.topology.chain_id
+        ),
+    }
+}
+
+fn amount(text: &str, decimals: u8) -> anyhow::Result<u128> {
+    let parsed: TokenAmount = text.parse().with_context(|| format!("--amount {text}"))?;
+    let units = parsed.to_base_units(decimals).with_context(|| format!("--amount {text}"))?;
+    u128::try_from(units).map_err(|_| anyhow::anyhow!("--amount {text} exceeds what a note holds (2^128 - 1)"))
+}
+
+fn balances_json(wallet: &Wallet) -> Value {
+    let balances: Vec<Value> = wallet
+        .balances()
+        .iter()
+        .map(|b| {
+            json!({
+                "asset": asset_name(b.asset),
+                "spendable": b.spendable.to_string(),
+                "pending_change": b.pending_change.to_string(),
+                "unconfirmed": b.unconfirmed_deposits.to_string(),
+                "spending": b.spending.to_string(),
+                "spendable_eth": format_token_amount(U256::from(b.spendable), 18),
+            })
+        })
+        .collect();
+    let notes: Vec<Value> = wallet
+        .notes()
+        .iter()
+        .map(|n| {
+            json!({
+                "asset": asset_name(n.asset),
+                "value": n.value.to_string(),
+                "state": n.state.name(),
+                "leaf": n.leaf_index,
+            })
+        })
+        .collect();
+    json!({ "synced_block": wallet.synced_block(), "balances": balances, "notes": notes })
+}
+
+fn asset_name(asset: Address) -> String {
+    if asset.is_zero() { "ETH".to_string() } else { asset.to_string() }
+}
+
+/// Syncs `wallet` as `wallet.sync` says: through the mixnet (connecting a
+/// client) or directly.
+async fn sync(cfg: &ClientFile, wallet: &mut Wallet, client: Option<&Client>) -> anyhow::Result<()> {
+    let confirmations = cfg.wallet.confirmations;
+    let report = match (cfg.wallet.sync, client) {
+        (SyncVia::Mixnet, Some(client)) => {
+            let reader = MixnetReader::new(client, wallet.chain_id());
+            wallet.sync(&reader as &dyn PoolReader, confirmations).await
+        }
+        (SyncVia::Mixnet, None) => {
+            let client = crate::connect(cfg, 1).await?;
+            let reader = MixnetReader::new(&client, wallet.chain_id());
+            let r = wallet.sync(&reader as &dyn PoolReader, confirmations).await;
+            client.shutdown().await;
+            r
+        }
+        (SyncVia::Direct, _) => {
+            let eth = direct(cfg, None)?;
+            wallet.sync(&eth as &dyn PoolReader, confirmations).await
+        }
+    };
+    report.context("syncing the wallet with the pool")?;
+    Ok(())
+}
+
+pub(crate) async fn wallet_main(mut cfg: ClientFile, command: WalletCommand) -> anyhow::Result<()> {
+    cfg.cover.enabled = false;
+    match command {
+        WalletCommand::New { secrets } => {
+            let pool = cfg.wallet.pool_address().map_err(anyhow::Error::msg)?;
+            let path = &cfg.wallet.path;
+            let wallet = Wallet::create(
+                path,
+                &passphrase(&secrets)?,
+                cfg.topology.chain_id,
+                pool,
+                cfg.wallet.pool_start_block,
+                KdfParams::default(),
+            )
+            .with_context(|| format!("creating {}", path.display()))?;
+            println!(
+                "{}",
+                json!({ "wallet": path.display().to_string(), "chain_id": wallet.chain_id(), "pool": wallet.pool() })
+            );
+        }
+        WalletCommand::Deposit { amount: text, token, decimals, secrets, funding } => {
+            let mut wallet = open(&cfg, &secrets)?;
+            let eth = direct(&cfg, Some(funding_key(&funding)?))?;
+            let value = amount(&text, decimals)?;
+            let deposit = match token {
+                None => wallet.deposit_eth(&eth, value).await,
+                Some(token) => wallet.deposit_erc20(&eth, token, value).await,
+            }
+            .context("depositing")?;
+            println!(
+                "{}",
+                json!({
+                    "tx": deposit.tx_hash.to_string(),
+                    "asset": asset_name(token.unwrap_or(Address::ZERO)),
+                    "value": value.to_string(),
+                    "from": eth.sender().map(|a| a.to_string()),
+                })
+            );
+        }
+        WalletCommand::Balance { secrets } => {
+            let mut wallet = open(&cfg, &secrets)?;
+            sync(&cfg, &mut wallet, None).await?;
+            println!("{}", balances_json(&wallet));
+        }
+        WalletCommand::Withdraw { to, amount: text, token, decimals, secrets, funding } => {
+            let mut wallet = open(&cfg, &secrets)?;
+            sync(&cfg, &mut wallet, None).await?;
+            let prover = prover(&cfg)?;
+            let eth = direct(&cfg, Some(funding_key(&funding)?))?;
+            let value = amount(&text, decimals)?;
+            let w = wallet
+                .withdraw_direct(&eth, &prover, to, token.unwrap_or(Address::ZERO), value)
+                .await
+                .context("withdrawing")?;
+            println!("{}", json!({ "tx": w.tx_hash.to_string(), "to": to, "value": value.to_string() }));
+        }
+        WalletCommand::Flush { secrets, funding } => {
+            let mut wallet = open(&cfg, &secrets)?;
+            sync(&cfg, &mut wallet, None).await?;
+            let eth = direct(&cfg, Some(funding_key(&funding)?))?;
+            match wallet.flush_own(&eth).await.context("flushing")? {
+                Some(f) => println!("{}", json!({ "tx": f.tx_hash.to_string(), "notes": f.nullifiers.len() })),
+                None => println!("{}", json!({ "tx": null, "notes": 0 })),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encodes `signature` with `args` as cast does: `increment()`,
+/// `transfer(address,uint256) 0xab… 5`.
+pub(crate) fn encode_call(signature: &str, args: &[String]) -> anyhow::Result<Vec<u8>> {
+    let function = Function::parse(signature).with_context(|| format!("`{signature}` is not a function signature"))?;
+    if function.inputs.len() != args.len() {
+        bail!("{signature} takes {} argument(s), {} given", function.inputs.len(), args.len());
+    }
+    let values = function
+        .inputs
+        .iter()
+        .zip(args)
+        .map(|(param, arg)| {
+            let ty: DynSolType = param.selector_type().parse().with_context(|| format!("type {}", param.ty))?;
+            ty.coerce_str(arg).with_context(|| format!("`{arg}` is not a {}", param.ty))
+        })
+        .collect::<anyhow::Result<Vec<DynSolValue>>>()?;
+    function.abi_encode_input(&values).with_context(|| format!("encoding the arguments of {signature}"))
+}
+
+pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Result<()> {
+    cfg.cover.enabled = false;
+    let calldata = encode_call(&call.signature, &call.args)?;
+    let mut wallet = open(&cfg, &call.secrets)?;
+    let prover = Arc::new(prover(&cfg)?);
+    let client = crate::connect(&cfg, 1).await?;
+    let outcome = async {
+        sync(&cfg, &mut wallet, Some(&client)).await?;
+        let mut request = PrivateCall::new(call.target, calldata, call.gas);
+        request.allow_failure = call.allow_failure;
+        request.timeout = Duration::from_millis(cfg.wallet.call_timeout_ms);
+        request.max_fee = cfg.wallet.max_fee().map_err(anyhow::Error::msg)?;
+        if let Some(exit) = &call.exit {
+            request.exit = Some(crate::parse_node_id(exit)?);
+        }
+        let started = Instant::now();
+        let result = client.private_call(&mut wallet, &prover, &request, report_progress).await;
+        let outcome = match result {
+            Err(nox_client::private::CallError::Wallet(WalletError::OnlyPendingChange { .. })) => {
+                bail!(
+                    "the only notes large enough are change waiting to be inserted into the pool's tree: the exits \
+                     insert change on their own cadence; try again shortly, or run `nox-client wallet flush` \
+                     (which links the funding address to the spend that made the change)"
+                )
+            }
+            other => other.context("the private call")?,
+        };
+        let r = &outcome.receipt;
+        println!(
+            "{}",
+            json!({
+                "tx": format!("0x{}", hex::encode(r.tx_hash)),
+                "block": r.block_number,
+                "from": outcome.exit_wallet,
+                "tx_success": r.tx_success,
+                "call_success": r.call_success,
+                "revert_data": (!r.revert_data.is_empty()).then(|| format!("0x{}", hex::encode(&r.revert_data))),
+                "gas_used": r.gas_used,
+                "fee_wei": outcome.fee.to_string(),
+                "ms": {
+                    "total": started.elapsed().as_millis() as u64,
+                    "fees": outcome.timings.fees_ms,
+                    "prove": outcome.timings.prove_ms,
+                    "round_trip": outcome.timings.round_trip_ms,
+                    "simulate": outcome.timings.simulate_ms,
+                    "inclusion": outcome.timings.inclusion_ms,
+                },
+            })
+        );
+        Ok(())
+    }
+    .await;
+    client.shutdown().await;
+    outcome
+}
+
+fn report_progress(p: CallProgress) {
+    match p {
+        CallProgress::ExitChosen { wallet, .. } => eprintln!("exit chosen: pays from {wallet}"),
+        CallProgress::Fee { fee, gas_price } => {
+            eprintln!("fee: {} ETH (gas at {gas_price} wei)", format_token_amount(U256::from(fee), 18))
+        }
+        CallProgress::Proved { ms } => eprintln!("proof built in {ms} ms"),
+        CallProgress::Sent { attempt } => {
+            eprintln!("sent through the mixnet (attempt {attempt}); waiting for inclusion…")
+        }
+        CallProgress::Repricing { required } => {
+            eprintln!("the exit asks {} ETH; proving again at that fee", format_token_amount(U256::from(required), 18))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_encode_as_cast_does() {
+        assert_eq!(hex::encode(encode_call("increment()", &[]).unwrap()), "d09de08a");
+        let data = encode_call("incrementBy(uint256)", &["5".into()]).unwrap();
+        assert_eq!(hex::encode(&data[..4]), "03df179c");
+        assert_eq!(data[35], 5);
+        assert!(encode_call("incrementBy(uint256)", &[]).is_err());
+        assert!(encode_call("incrementBy(uint256)", &["x".into()]).is_err());
+        assert!(encode_call("not a signature", &[]).is_err());
+    }
+
+    #[test]
+    fn amounts_are_whole_units() {
+        assert_eq!(amount("0.5", 18).unwrap(), 500_000_000_000_000_000);
+        assert_eq!(amount("2", 6).unwrap(), 2_000_000);
+        assert!(amount("-1", 18).is_err());
+        assert!(amount("0.0000001", 6).is_err());
+    }
+
+    #[test]
+    fn a_passphrase_file_gives_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p");
+        std::fs::write(&file, "correct horse\nignored\n").unwrap();
+        assert_eq!(passphrase(&Secrets { passphrase_file: Some(file) }).unwrap(), "correct horse");
+    }
+}
