@@ -18,22 +18,28 @@
 //!   diagnostics name their hops);
 //! * [`config`] — `nox-client.toml`, the binary's configuration, and the
 //!   [`ClientConfig`] it gives;
+//! * [`private`] — [`Client::private_call`]: a contract call performed by an
+//!   exit and paid from a shielded note (exit first, fee from its signed
+//!   policy and the chain's fees read through the mixnet, proof, answer);
+//! * [`chain_reader`] — the wallet's pool reads as `RpcCall`s through the
+//!   mixnet;
 //! * [`proxy`] — the local Ethereum JSON-RPC proxy: wallet requests in,
 //!   `RpcCall`/`RawBroadcast` through the mixnet behind a [`proxy::Backend`].
 //!
 //! The `nox-client` binary (`src/bin/nox-client/`) runs the proxy, one echo
 //! or one JSON-RPC call, and checks a configuration.
 //!
-//! **Not implemented yet**: the shielded wallet and private-call API, and the
-//! local SMTP gateway.
+//! **Not implemented yet**: the local SMTP gateway.
 
 #![warn(missing_docs)]
 
 pub mod budget;
+pub mod chain_reader;
 pub mod client;
 pub mod config;
 pub mod cover;
 pub mod directory;
+pub mod private;
 pub mod proxy;
 pub mod request;
 pub mod wallet;

@@ -59,7 +59,7 @@ async fn main() {
     let opts = DevnetOptions {
         per_layer: [3, 3, 3],
         launch: Launch::InProcess,
-        exit_flush_every: Some(Duration::from_secs(3600)),
+        exit_flush_every_secs: 3600,
         ..DevnetOptions::default()
     };
     let net = Devnet::start(opts).await.unwrap();
