@@ -331,6 +331,19 @@ mod tests {
         assert!(matches!(FileKey::open(p, b"{\"json\": true}", "pw"), Err(WalletError::NotAWallet(_))));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_body_round_trips(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let key = FileKey::create("pw", KdfParams::insecure_fast()).unwrap();
+            let file = key.seal(&body).unwrap();
+            proptest::prop_assert_eq!(file.len(), HEADER_LEN + body.len() + TAG_LEN);
+            let (_, opened) = FileKey::open(Path::new("w"), &file, "pw").unwrap();
+            proptest::prop_assert_eq!(opened.as_slice(), body.as_slice());
+        }
+    }
+
     #[test]
     fn oversized_kdf_parameters_are_refused() {
         let huge = KdfParams { m_kib: MAX_M_KIB + 1, t: 1, p: 1 };

@@ -30,6 +30,12 @@ impl Prover {
         Ok(Prover { keys: groth16::dev_setup(TREE_DEPTH)? })
     }
 
+    /// A prover with keys already in memory (a process that holds the
+    /// development keys for other uses shares them instead of a second setup).
+    pub fn from_keys(keys: Keys) -> Prover {
+        Prover { keys }
+    }
+
     /// The keys.
     pub fn keys(&self) -> &Keys {
         &self.keys
