@@ -4,9 +4,10 @@
 //! Each range's logs are decoded and checked (leaf indexes contiguous from
 //! the local tree's size) before anything is applied, so a bad answer leaves
 //! the wallet as it was. A logged root that differs from the local root
-//! after its leaf, or a final root the pool does not know, means the local
-//! tree went wrong: the error is returned and the next sync starts over from
-//! the pool's deployment block.
+//! after its leaf, a leaf index below the local tree's size, or a final root
+//! the pool does not know, means the local tree went wrong: it is dropped at
+//! once (every note loses its leaf index), the error is returned, and the
+//! next sync starts over from the pool's deployment block.
 
 use std::collections::HashMap;
 
@@ -150,7 +151,7 @@ impl Wallet {
         if let Some((n, _)) = self.progress.last {
             let root = self.tree.root();
             if !reader.known_root(self.pool, fr_to_u256(root), n).await? {
-                self.needs_rebuild = true;
+                self.distrust_tree();
                 return Err(WalletError::UnknownRoot { root: nox_circuits::field::to_hex(&root), block: n });
             }
             // The logs show every spend; asking for the notes whose proof is
@@ -193,6 +194,14 @@ impl Wallet {
         }
     }
 
+    /// The local tree disagrees with the pool: start over now (so that a
+    /// save in between stores nothing inconsistent), and report it as a
+    /// rebuild at the next sync.
+    fn distrust_tree(&mut self) {
+        self.rebuild();
+        self.needs_rebuild = true;
+    }
+
     /// Folds one range's logs in; returns whether anything changed.
     fn apply(&mut self, logs: &[Log], report: &mut SyncReport) -> Result<bool, WalletError> {
         let mut events = Vec::with_capacity(logs.len());
@@ -201,6 +210,10 @@ impl Wallet {
             let Some(ev) = decode(log)? else { continue };
             if let PoolEvent::Inserted { index, .. } = ev {
                 if index != expected {
+                    if index < expected {
+                        // The pool has fewer leaves than the local tree: it is not this tree.
+                        self.distrust_tree();
+                    }
                     return Err(WalletError::LeafGap { expected, found: index });
                 }
                 expected += 1;
@@ -233,7 +246,7 @@ impl Wallet {
                     self.leaves.push(commitment);
                     report.leaves_added += 1;
                     if self.tree.root() != root {
-                        self.needs_rebuild = true;
+                        self.distrust_tree();
                         return Err(WalletError::RootMismatch { index });
                     }
                     let Some(found) = waiting.get_mut(&commitment).and_then(|v| (!v.is_empty()).then(|| v.remove(0)))

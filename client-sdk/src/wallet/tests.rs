@@ -431,6 +431,10 @@ async fn a_gap_in_the_leaves_and_an_unknown_root_are_refused() {
 
     *pool.forget_roots.lock().unwrap() = true;
     assert!(matches!(w.sync(&pool, 0).await, Err(WalletError::UnknownRoot { .. })));
+    // The tree is dropped at once: a save now stores nothing inconsistent.
+    assert_eq!(w.leaf_count(), 0);
+    assert!(w.select(ETH, 5).is_err());
+    w.save().unwrap();
     *pool.forget_roots.lock().unwrap() = false;
     // The next sync starts over, and agrees again.
     let report = w.sync(&pool, 0).await.unwrap();
@@ -468,4 +472,15 @@ async fn a_wrong_chain_is_refused() {
         w.sync(&Other(FakePool::new()), 0).await,
         Err(WalletError::WrongChain { expected: CHAIN, actual: 1 })
     ));
+}
+
+#[test]
+fn a_sync_can_run_on_another_task() {
+    fn assert_send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = new_wallet(&dir);
+    let pool = FakePool::new();
+    let reader: &dyn PoolReader = &pool;
+    let fut = w.sync(reader, 0);
+    assert_send(&fut);
 }
