@@ -317,7 +317,8 @@ struct Inner {
     cfg: EthRequestConfig,
     eth: EthClient,
     chain_id: u64,
-    executor: Address,
+    /// `NoxPool.executor()`, looked up once.
+    executor: tokio::sync::OnceCell<Address>,
     pvk: PreparedVerifyingKey<Bn254>,
     sender: Arc<TxSender>,
     policy: FeePolicy,
@@ -465,20 +466,29 @@ impl EthRequestService {
         let pvk = nox_circuits::groth16::prepare(&vk);
         let eth =
             EthClient::new(&cfg.rpc_url, cfg.rpc_timeout, None).map_err(|e| EthSetupError::Upstream(e.to_string()))?;
-        let chain_id = eth.chain_id().await.map_err(|e| EthSetupError::Upstream(e.to_string()))?;
-        if let Some(expected) = cfg.expected_chain_id
-            && expected != chain_id
-        {
-            return Err(EthSetupError::WrongChain { expected, actual: chain_id });
+        // An upstream that does not answer yet stops the start only if the
+        // chain id cannot be known otherwise (`chain.chain_id`): the
+        // descriptor's fee policy names it.
+        let chain_id = match (eth.chain_id().await, cfg.expected_chain_id) {
+            (Ok(actual), Some(expected)) if actual != expected => {
+                return Err(EthSetupError::WrongChain { expected, actual });
+            }
+            (Ok(actual), _) => actual,
+            (Err(e), Some(expected)) => {
+                tracing::warn!(error = %e, "exit: the upstream does not answer yet; paid calls wait for it");
+                expected
+            }
+            (Err(e), None) => return Err(EthSetupError::Upstream(e.to_string())),
+        };
+        match eth.code_at(cfg.pool).await {
+            Ok(code) if code.is_empty() => return Err(EthSetupError::NoPoolCode(cfg.pool)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "exit: cannot check the pool's code yet"),
         }
-        let code = eth.code_at(cfg.pool).await.map_err(|e| EthSetupError::Upstream(e.to_string()))?;
-        if code.is_empty() {
-            return Err(EthSetupError::NoPoolCode(cfg.pool));
+        let executor = tokio::sync::OnceCell::new();
+        if let Ok(a) = eth.view("NoxPool", cfg.pool, NoxPool::executorCall {}).await {
+            let _ = executor.set(a);
         }
-        let executor = eth
-            .view("NoxPool", cfg.pool, NoxPool::executorCall {})
-            .await
-            .map_err(|e| EthSetupError::Upstream(e.to_string()))?;
         match eth.balance(wallet).await {
             Ok(b) if b.is_zero() => tracing::warn!(
                 %wallet,
@@ -863,9 +873,7 @@ impl Inner {
         if status != 1 {
             let ret = c["returnData"].as_str().and_then(|s| hex::decode(s.trim_start_matches("0x")).ok());
             let why = ret.as_deref().map(describe_pool_revert).unwrap_or_else(|| "no revert data".into());
-            let mut r = refusal(EthRefusalCode::SimulationReverted, format!("the relay transaction reverts: {why}"));
-            r.detail = ret.unwrap_or_default();
-            return Err(r);
+            return Err(refusal(EthRefusalCode::SimulationReverted, format!("the relay transaction reverts: {why}")));
         }
         let logs: Vec<Log> = c["logs"].as_array().map(|a| a.iter().filter_map(json_log).collect()).unwrap_or_default();
         let call_success = relayed_success(&logs, self.cfg.pool)
@@ -876,8 +884,11 @@ impl Inner {
     /// The user's call's revert data, from an `eth_call` as the pool's
     /// executor makes it (empty if it does not revert there).
     async fn call_revert_data(&self, call: &Call) -> Vec<u8> {
+        let pool = self.cfg.pool;
+        let executor = self.executor.get_or_try_init(|| self.eth.view("NoxPool", pool, NoxPool::executorCall {})).await;
+        let Ok(executor) = executor else { return Vec::new() };
         let tx = TransactionRequest::default()
-            .with_from(self.executor)
+            .with_from(*executor)
             .with_to(Address::from(call.target))
             .with_gas_limit(call.call_gas)
             .with_input(call.calldata.clone());
