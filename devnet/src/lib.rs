@@ -106,6 +106,25 @@ pub fn nox_binary() -> Result<PathBuf, DevnetError> {
     if bin.is_file() { Ok(bin) } else { Err(DevnetError::MissingTool(format!("{} after building it", bin.display()))) }
 }
 
+/// The `nox-client` binary of this checkout, built (or brought up to date)
+/// with cargo first, in the profile of the running executable.
+pub fn nox_client_binary() -> Result<PathBuf, DevnetError> {
+    let root = repo_root();
+    let release = cfg!(not(debug_assertions));
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(&root).args(["build", "--quiet", "-p", "nox-client", "--bin", "nox-client"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().map_err(|e| DevnetError::Spawn { what: "cargo build -p nox-client", source: e })?;
+    if !status.success() {
+        return Err(DevnetError::MissingTool("`cargo build -p nox-client --bin nox-client` failed".into()));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join(if release { "release" } else { "debug" }).join("nox-client");
+    if bin.is_file() { Ok(bin) } else { Err(DevnetError::MissingTool(format!("{} after building it", bin.display()))) }
+}
+
 /// `bin` if it is newer than every source it is built from; a binary older
 /// than an edited source would run code the tests do not mean to test.
 fn fresh(bin: PathBuf) -> Result<PathBuf, DevnetError> {

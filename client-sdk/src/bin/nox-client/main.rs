@@ -90,9 +90,6 @@ enum Command {
     },
     /// The shielded wallet: create it, deposit, see the balance, withdraw, flush.
     Wallet {
-        /// The configuration file (`nox-client.toml`).
-        #[arg(long, value_name = "FILE", global = true)]
-        config: PathBuf,
         #[command(subcommand)]
         command: wallet::WalletCommand,
     },
@@ -101,9 +98,6 @@ enum Command {
     /// Prints the relay transaction's hash, block, sender (the exit's wallet),
     /// whether the call succeeded, the gas, the fee and where the time went.
     Call {
-        /// The configuration file (`nox-client.toml`).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
         #[command(flatten)]
         call: wallet::CallArgs,
     },
@@ -125,11 +119,11 @@ fn main() {
     let cli = Cli::parse();
     let (file, default_log) = match &cli.command {
         Command::Proxy { config, .. } => (config, "info"),
-        Command::Echo { config, .. }
-        | Command::Rpc { config, .. }
-        | Command::Wallet { config, .. }
-        | Command::Call { config, .. }
-        | Command::CheckConfig { config } => (config, "warn"),
+        Command::Wallet { command } => (command.config(), "warn"),
+        Command::Call { call } => (&call.secrets.config, "warn"),
+        Command::Echo { config, .. } | Command::Rpc { config, .. } | Command::CheckConfig { config } => {
+            (config, "warn")
+        }
     };
     let Some(cfg) = load_config(file) else {
         std::process::exit(INVALID_CONFIG);
@@ -201,8 +195,8 @@ fn run(command: Command, cfg: ClientFile) -> anyhow::Result<()> {
             Command::Proxy { allow_remote, connect_tries, .. } => proxy_main(cfg, allow_remote, connect_tries).await,
             Command::Echo { text, .. } => echo_main(cfg, text).await,
             Command::Rpc { method, params, .. } => rpc_main(cfg, method, params).await,
-            Command::Wallet { command, .. } => wallet::wallet_main(cfg, command).await,
-            Command::Call { call, .. } => wallet::call_main(cfg, call).await,
+            Command::Wallet { command } => wallet::wallet_main(cfg, command).await,
+            Command::Call { call } => wallet::call_main(cfg, call).await,
             Command::CheckConfig { .. } => Ok(()),
         }
     });

@@ -35,6 +35,9 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(15);
 /// Where the wallet's secrets come from.
 #[derive(clap::Args, Clone)]
 pub(crate) struct Secrets {
+    /// The configuration file (`nox-client.toml`).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
     /// A file holding the wallet's passphrase (first line); default: the
     /// NOX_WALLET_PASSPHRASE environment variable.
     #[arg(long, value_name = "FILE")]
@@ -109,6 +112,19 @@ pub(crate) enum WalletCommand {
     },
 }
 
+impl WalletCommand {
+    /// The configuration file the command names.
+    pub(crate) fn config(&self) -> &PathBuf {
+        match self {
+            WalletCommand::New { secrets }
+            | WalletCommand::Deposit { secrets, .. }
+            | WalletCommand::Balance { secrets }
+            | WalletCommand::Withdraw { secrets, .. }
+            | WalletCommand::Flush { secrets, .. } => &secrets.config,
+        }
+    }
+}
+
 /// `nox-client call …`
 #[derive(clap::Args)]
 pub(crate) struct CallArgs {
@@ -116,7 +132,8 @@ pub(crate) struct CallArgs {
     pub target: Address,
     /// The function, as cast takes it: `increment()`, `transfer(address,uint256)`.
     pub signature: String,
-    /// The arguments, in order, as cast takes them.
+    /// The arguments, in order, as cast takes them (after `--` when one
+    /// starts with a hyphen, such as a negative number).
     pub args: Vec<String>,
     /// Gas the call is given.
     #[arg(long, default_value_t = 200_000)]
@@ -442,6 +459,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p");
         std::fs::write(&file, "correct horse\nignored\n").unwrap();
-        assert_eq!(passphrase(&Secrets { passphrase_file: Some(file) }).unwrap(), "correct horse");
+        let secrets = Secrets { config: PathBuf::new(), passphrase_file: Some(file) };
+        assert_eq!(passphrase(&secrets).unwrap(), "correct horse");
     }
 }

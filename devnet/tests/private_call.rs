@@ -1,0 +1,224 @@
+//! The main job on a whole devnet: a user's shielded wallet pays an exit for a
+//! contract call with a spend proof, through the mixnet, and nothing on chain
+//! points back to the user.
+//!
+//! One devnet for the file (bringing one up costs seconds): one test walks
+//! through the library's cases in order (the call lands; the user's address
+//! is nowhere in the transaction; a spent note is not offered again; a refused
+//! call sends nothing and frees the note; the change becomes spendable once
+//! the exit flushes it and pays the next call), and one drives the
+//! `nox-client` binary (`wallet new`, `deposit`, `balance`, `call`) as a
+//! user would, against a second devnet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy_sol_types::SolCall;
+use nox_client::private::{CallError, PrivateCall};
+use nox_client::wallet::{KdfParams, PoolReader, WalletError};
+use nox_devnet::{Devnet, DevnetOptions};
+use nox_eth::EthClient;
+use nox_protocol::answer::EthRefusalCode;
+use nox_protocol::contracts::NoxCounter;
+use serde_json::Value;
+
+/// anvil's account #2: funds the user's deposits (#4–#9 are the exits' wallets).
+const FUNDING_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+
+fn eth(net: &Devnet) -> EthClient {
+    EthClient::new(&net.rpc_url(), Duration::from_secs(10), None).unwrap()
+}
+
+async fn count(net: &Devnet) -> U256 {
+    eth(net).view("NoxCounter", net.deployment.counter, NoxCounter::countCall {}).await.unwrap()
+}
+
+async fn nonce(net: &Devnet, who: Address) -> u64 {
+    eth(net).provider().get_transaction_count(who).await.unwrap()
+}
+
+/// Every byte string of a transaction and its receipt a chain observer sees:
+/// sender, recipient, input, log addresses, topics and data.
+async fn public_bytes(net: &Devnet, tx: B256) -> (Address, Vec<Vec<u8>>) {
+    let p = eth(net);
+    let sent = p.provider().get_transaction_by_hash(tx).await.unwrap().unwrap();
+    let receipt = p.provider().get_transaction_receipt(tx).await.unwrap().unwrap();
+    let mut seen = vec![alloy::consensus::Transaction::input(&sent).to_vec()];
+    if let Some(to) = alloy::consensus::Transaction::to(&sent) {
+        seen.push(to.to_vec());
+    }
+    for log in receipt.inner.logs() {
+        seen.push(log.address().to_vec());
+        seen.extend(log.topics().iter().map(|t| t.to_vec()));
+        seen.push(log.data().data.to_vec());
+    }
+    (sent.inner.signer(), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_call_is_paid_from_a_note_and_names_only_the_exit() {
+    let net = Devnet::start(DevnetOptions { exit_flush_every_secs: 2, ..DevnetOptions::default() }).await.unwrap();
+    let client = net.mixnet_client(Duration::from_millis(1)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deposit = 10u128.pow(17);
+    let mut user = net
+        .shielded_user(&dir.path().join("wallet.bin"), KdfParams::insecure_fast(), FUNDING_KEY, deposit, &client)
+        .await
+        .unwrap();
+    let counter = net.deployment.counter;
+    let increment = PrivateCall::new(counter, NoxCounter::incrementCall {}.abi_encode(), 100_000);
+
+    // 1. The call lands: the counter moves, the sender is the exit's wallet,
+    //    and the user's funding address appears nowhere in the transaction.
+    let before = count(&net).await;
+    let done = client.private_call(&mut user.wallet, &user.prover, &increment, |_| {}).await.unwrap();
+    assert_eq!(count(&net).await, before + U256::from(1));
+    assert!(done.receipt.tx_success && done.receipt.call_success);
+    assert!(done.fee > 0 && done.fee < deposit);
+    let exits: Vec<Address> = net.exit_wallets().into_iter().map(|(_, a)| a).collect();
+    assert!(exits.contains(&done.exit_wallet));
+    let (from, seen) = public_bytes(&net, B256::from(done.receipt.tx_hash)).await;
+    assert_eq!(from, done.exit_wallet);
+    let user_address = user.funding.to_vec();
+    for bytes in &seen {
+        assert!(
+            !bytes.windows(20).any(|w| w == user_address.as_slice()),
+            "the user's address appears in the relay transaction"
+        );
+    }
+    let last = eth(&net).view("NoxCounter", counter, NoxCounter::lastCallerCall {}).await.unwrap();
+    assert_ne!(last, user.funding, "the target saw the user's address");
+
+    // 2. The spent note is not offered again; its change is pending.
+    user.wallet.sync(&eth(&net) as &dyn PoolReader, 0).await.unwrap();
+    let change = deposit - done.fee;
+    match user.wallet.select(Address::ZERO, 1) {
+        Err(WalletError::OnlyPendingChange { .. }) => {}
+        Ok(_) => {
+            // The exit may already have flushed (it flushes every 2 s): then
+            // the only spendable note must be the change, never the deposit.
+            assert!(user.wallet.select(Address::ZERO, change + 1).is_err());
+        }
+        Err(e) => panic!("unexpected selection error: {e}"),
+    }
+    assert!(user.wallet.select(Address::ZERO, deposit).is_err(), "the spent deposit is offered again");
+
+    // 3. The exit flushes the change it relayed; the wallet sees it inserted
+    //    and can spend it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while user.wallet.select(Address::ZERO, 1).is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the exit never flushed the change note");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        user.wallet.sync(&eth(&net) as &dyn PoolReader, 0).await.unwrap();
+    }
+    let balance = user.wallet.balances().into_iter().find(|b| b.asset == Address::ZERO).unwrap();
+    assert_eq!(balance.spendable, change);
+
+    // 4. A call that fails, asked for success only: refused with the revert
+    //    data, nothing sent (the exit's nonce is unchanged), the note freed.
+    let fail = PrivateCall::new(counter, NoxCounter::failCall { reason: "no".into() }.abi_encode(), 100_000);
+    let nonces: Vec<u64> = futures_nonces(&net, &exits).await;
+    let refused = client.private_call(&mut user.wallet, &user.prover, &fail, |_| {}).await.unwrap_err();
+    let CallError::Refused(refusal) = refused else { panic!("expected a refusal, got {refused}") };
+    assert_eq!(refusal.code, EthRefusalCode::CallFails);
+    assert!(!refusal.detail.is_empty(), "the refusal carries the revert data");
+    assert_eq!(futures_nonces(&net, &exits).await, nonces, "an exit sent a transaction for a refused call");
+    assert!(user.wallet.select(Address::ZERO, change).is_ok(), "the refused call's note was not released");
+
+    // 5. The change pays the next call.
+    let again = client.private_call(&mut user.wallet, &user.prover, &increment, |_| {}).await.unwrap();
+    assert!(again.receipt.call_success);
+    assert_eq!(count(&net).await, before + U256::from(2));
+
+    // 6. The wallet file holds all of it: reopened, the same notes.
+    let path = user.wallet.path().to_path_buf();
+    let notes = user.wallet.notes().len();
+    drop(user);
+    let reopened = nox_client::wallet::Wallet::open(&path, "devnet user").unwrap();
+    assert_eq!(reopened.notes().len(), notes);
+
+    client.shutdown().await;
+    net.shutdown().await;
+}
+
+async fn futures_nonces(net: &Devnet, exits: &[Address]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in exits {
+        out.push(nonce(net, *e).await);
+    }
+    out
+}
+
+/// Runs `nox-client ARGS` with the wallet's passphrase and the funding key in
+/// its environment; returns stdout as JSON, or panics with stderr.
+async fn nox_client(args: &[&str], config: &Path) -> Value {
+    let bin = nox_devnet::nox_client_binary().unwrap();
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("NOX_WALLET_PASSPHRASE", "a user's passphrase")
+        .env("NOX_FUNDING_KEY", FUNDING_KEY)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nox-client {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("nox-client {args:?} printed {stdout}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_makes_a_private_call() {
+    let net = Devnet::start(DevnetOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = nox_client::config::ClientFile::default();
+    cfg.network.epoch_secs = net.nodes[0].config.network.epoch_secs;
+    cfg.network.pow_bits = net.nodes[0].config.ingest.pow_bits;
+    cfg.topology.rpc_url = Some(net.rpc_url());
+    cfg.topology.chain_id = nox_devnet::anvil::CHAIN_ID;
+    cfg.topology.registry = Some(net.deployment.registry.to_string());
+    cfg.topology.confirmations = 0;
+    cfg.routes.mean_delay_ms = 1.0;
+    cfg.wallet.path = dir.path().join("wallet.bin");
+    cfg.wallet.pool = Some(net.pool().to_string());
+    cfg.wallet.rpc_url = Some(net.rpc_url());
+    cfg.wallet.confirmations = 0;
+    cfg.wallet.proving_keys = Some(net.keys_dir().to_path_buf());
+    let config = dir.path().join("nox-client.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+
+    let created = nox_client(&["wallet", "new"], &config).await;
+    assert_eq!(created["pool"].as_str().unwrap().to_lowercase(), net.pool().to_string().to_lowercase());
+    let deposit = nox_client(&["wallet", "deposit", "--amount", "0.2"], &config).await;
+    assert_eq!(deposit["value"], "200000000000000000");
+    let balance = nox_client(&["wallet", "balance"], &config).await;
+    assert_eq!(balance["balances"][0]["spendable"], "200000000000000000", "{balance}");
+
+    let before = count(&net).await;
+    let counter = net.deployment.counter.to_string();
+    let call = nox_client(&["call", &counter, "incrementBy(uint256)", "7", "--gas", "100000"], &config).await;
+    assert_eq!(count(&net).await, before + U256::from(7));
+    assert_eq!(call["call_success"], true);
+    let from: Address = call["from"].as_str().unwrap().parse().unwrap();
+    assert!(net.exit_wallets().into_iter().any(|(_, a)| a == from), "{call}");
+    let funding: alloy::signers::local::PrivateKeySigner = FUNDING_KEY.parse().unwrap();
+    assert_ne!(from, funding.address());
+
+    // A wrong passphrase is refused with a clear error, and nothing changes.
+    let bin = nox_devnet::nox_client_binary().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["wallet", "balance", "--config"])
+        .arg(&config)
+        .env("NOX_WALLET_PASSPHRASE", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+
+    net.shutdown().await;
+}
