@@ -18,6 +18,9 @@
 //!   diagnostics name their hops);
 //! * [`config`] — `nox-client.toml`, the binary's configuration, and the
 //!   [`ClientConfig`] it gives;
+//! * [`wallet`] — the shielded wallet: an encrypted file with the spending
+//!   key and notes, the pool's note tree followed from its confirmed logs,
+//!   note states, one-note selection, deposits, withdrawals and the prover;
 //! * [`private`] — [`Client::private_call`]: a contract call performed by an
 //!   exit and paid from a shielded note (exit first, fee from its signed
 //!   policy and the chain's fees read through the mixnet, proof, answer);
@@ -27,7 +30,8 @@
 //!   `RpcCall`/`RawBroadcast` through the mixnet behind a [`proxy::Backend`].
 //!
 //! The `nox-client` binary (`src/bin/nox-client/`) runs the proxy, one echo
-//! or one JSON-RPC call, and checks a configuration.
+//! or one JSON-RPC call, the wallet's commands and private calls, and checks
+//! a configuration.
 //!
 //! **Not implemented yet**: the local SMTP gateway.
 
