@@ -209,6 +209,13 @@ async fn the_command_line_makes_a_private_call() {
     let funding: alloy::signers::local::PrivateKeySigner = FUNDING_KEY.parse().unwrap();
     assert_ne!(from, funding.address());
 
+    // The next call can only be paid by the first one's change: the command
+    // waits for an exit to insert it (exits flush their relays' change every
+    // few seconds), then pays with it.
+    let second = nox_client(&["call", &counter, "increment()"], &config).await;
+    assert_eq!(second["call_success"], true, "{second}");
+    assert_eq!(count(&net).await, before + U256::from(8));
+
     // A wrong passphrase is refused with a clear error, and nothing changes.
     let bin = nox_devnet::nox_client_binary().unwrap();
     let out = std::process::Command::new(bin)

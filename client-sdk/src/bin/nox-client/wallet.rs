@@ -144,6 +144,16 @@ pub(crate) struct CallArgs {
     /// The exit to use (node id); default: a random exit that performs paid calls.
     #[arg(long, value_name = "NODE_ID")]
     pub exit: Option<String>,
+    /// When only pending change can pay, insert it at once from the funding
+    /// key (linking that address to the spend that made the change) instead
+    /// of waiting for the exits' own flush.
+    #[arg(long)]
+    pub flush: bool,
+    /// Seconds to wait for the exits to flush pending change before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub flush_wait: u64,
+    #[command(flatten)]
+    pub funding: Funding,
     #[command(flatten)]
     pub secrets: Secrets,
 }
@@ -375,16 +385,17 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
             request.exit = Some(crate::parse_node_id(exit)?);
         }
         let started = Instant::now();
-        let result = client.private_call(&mut wallet, &prover, &request, report_progress).await;
-        let outcome = match result {
-            Err(nox_client::private::CallError::Wallet(WalletError::OnlyPendingChange { .. })) => {
-                bail!(
-                    "the only notes large enough are change waiting to be inserted into the pool's tree: the exits \
-                     insert change on their own cadence; try again shortly, or run `nox-client wallet flush` \
-                     (which links the funding address to the spend that made the change)"
-                )
+        let mut waited_for_flush = false;
+        let outcome = loop {
+            match client.private_call(&mut wallet, &prover, &request, report_progress).await {
+                Err(nox_client::private::CallError::Wallet(WalletError::OnlyPendingChange { .. }))
+                    if !waited_for_flush =>
+                {
+                    waited_for_flush = true;
+                    pending_change(&cfg, &call, &mut wallet, &client).await?;
+                }
+                other => break other.context("the private call")?,
             }
-            other => other.context("the private call")?,
         };
         let r = &outcome.receipt;
         println!(
@@ -413,6 +424,39 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
     .await;
     client.shutdown().await;
     outcome
+}
+
+/// Only pending change can pay: with `--flush`, insert it from the funding
+/// key now; otherwise wait for the exits, which flush the change of the
+/// calls they relay on their own cadence, syncing every 2 s.
+async fn pending_change(cfg: &ClientFile, call: &CallArgs, wallet: &mut Wallet, client: &Client) -> anyhow::Result<()> {
+    if call.flush {
+        eprintln!("only pending change can pay: inserting it now from the funding key");
+        let eth = direct(cfg, Some(funding_key(&call.funding)?))?;
+        let flushed = wallet.flush_own(&eth).await.context("flushing the pending change")?;
+        if flushed.is_none() {
+            eprintln!("nothing of this wallet was pending on chain; syncing");
+        }
+        return sync(cfg, wallet, Some(client)).await;
+    }
+    eprintln!("only pending change can pay: waiting up to {} s for an exit to insert it", call.flush_wait);
+    let deadline = Instant::now() + Duration::from_secs(call.flush_wait);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        sync(cfg, wallet, Some(client)).await?;
+        let pending = wallet.balances().iter().any(|b| b.pending_change > 0);
+        if !pending {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the only notes large enough are change still waiting to be inserted into the pool's tree after \
+                 {} s; try again later, or pass --flush to insert it from the funding key (which links that \
+                 address to the spend that made the change)",
+                call.flush_wait
+            );
+        }
+    }
 }
 
 fn report_progress(p: CallProgress) {
