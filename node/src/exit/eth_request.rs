@@ -650,7 +650,7 @@ impl Inner {
         let answer = match existing {
             Some(rec) if rec.relay().is_some_and(|r| r.request_digest == digest) => {
                 self.outcomes.inc("duplicate");
-                self.answer_from_record(rec, deadline).await
+                self.answer_from_record(rec, deadline, false).await
             }
             Some(rec) if rec.state == TxState::Pending => Err(refusal(
                 EthRefusalCode::NullifierPending,
@@ -792,12 +792,18 @@ impl Inner {
             self.sender.stop();
             return Err(refusal(EthRefusalCode::Upstream, "test fault: the exit stopped after the broadcast"));
         }
-        self.answer_from_record(rec, deadline).await
+        self.answer_from_record(rec, deadline, true).await
     }
 
     /// Waits for `rec` to be mined (within the receipt bound and the
-    /// request's deadline) and answers with its receipt, or `NoReceipt`.
-    async fn answer_from_record(&self, rec: TxRecord, deadline: Instant) -> Result<Vec<u8>, EthRefusal> {
+    /// request's deadline) and answers with its receipt, or `NoReceipt`;
+    /// `count_gas` for the request that sent it (not for its repeats).
+    async fn answer_from_record(
+        &self,
+        rec: TxRecord,
+        deadline: Instant,
+        count_gas: bool,
+    ) -> Result<Vec<u8>, EthRefusal> {
         let started = Instant::now();
         let until = deadline.min(started + self.cfg.receipt_timeout);
         let hash = rec.hash();
@@ -809,7 +815,9 @@ impl Inner {
         let Some(info) = rec.relay() else {
             return Err(refusal(EthRefusalCode::Upstream, "the ledger holds another transaction under this nonce"));
         };
-        self.gas_used.inc_by(m.gas_used);
+        if count_gas {
+            self.gas_used.inc_by(m.gas_used);
+        }
         let call_success = relayed_success(&m.logs, self.cfg.pool).unwrap_or(false);
         let inclusion_ms = rec_inclusion_ms(&rec);
         let receipt = EthReceipt {
