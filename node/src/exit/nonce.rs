@@ -616,19 +616,20 @@ impl TxSender {
     /// Polls the receipt of `nonce`'s transaction until it is mined or
     /// `deadline` passes (or the sender stops); records what it finds.
     pub async fn wait_mined(&self, nonce: u64, deadline: tokio::time::Instant) -> Option<(TxRecord, MinedTx)> {
+        // Start close (a chain that mines on arrival answers within
+        // milliseconds) and back off to RECEIPT_POLL.
+        let mut pause = RECEIPT_POLL_FIRST;
         loop {
             let rec = self.with_ledger(|l| l.get(nonce).cloned())?;
             if let Ok(Some(m)) = self.find_receipt(&rec).await {
                 let rec = self.mark_mined(rec, &m);
                 return Some((rec, m));
             }
-            if rec.state == TxState::Dropped
-                || self.is_stopped()
-                || tokio::time::Instant::now() + RECEIPT_POLL >= deadline
-            {
+            if rec.state == TxState::Dropped || self.is_stopped() || tokio::time::Instant::now() + pause >= deadline {
                 return None;
             }
-            tokio::time::sleep(RECEIPT_POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECEIPT_POLL);
         }
     }
 
@@ -728,8 +729,11 @@ pub enum Submitted {
     Existing(TxRecord),
 }
 
-/// How often a receipt is polled for.
+/// The longest pause between two receipt polls.
 pub const RECEIPT_POLL: Duration = Duration::from_millis(200);
+/// The first pause before asking for a receipt again; it doubles up to
+/// [`RECEIPT_POLL`].
+pub const RECEIPT_POLL_FIRST: Duration = Duration::from_millis(2);
 
 #[cfg(test)]
 mod tests {
