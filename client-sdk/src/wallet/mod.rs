@@ -6,9 +6,9 @@
 //! ([`notes`]), and a copy of `NoxPool`'s Merkle tree rebuilt from the pool's
 //! `Inserted` events, from which it takes the Merkle paths of its spends. No
 //! Ethereum key is stored: deposits, flushes and direct withdrawals are
-//! signed by the [`EthClient`] the caller passes.
+//! signed by the [`EthClient`](nox_eth::EthClient) the caller passes.
 //!
-//! **The file** ([`file`]): header in the clear (magic, version, argon2id
+//! **The file** ([`file`](mod@file)): header in the clear (magic, version, argon2id
 //! parameters, salt, passphrase check, nonce), bound as associated data to an
 //! XChaCha20-Poly1305-sealed body: the key, the notes, the sync progress and
 //! the tree's leaves. The leaves are public, but they are kept inside the
@@ -19,7 +19,7 @@
 //! and, at `open`, the tree rebuilt from its leaves (20 Poseidon hashes per
 //! leaf).
 //!
-//! **The sync** ([`Wallet::sync`], [`sync`]) follows the pool with the
+//! **The sync** ([`Wallet::sync`], `sync.rs`) follows the pool with the
 //! registry follower's discipline (`nox_eth::registry::follower`): a
 //! confirmed head `head - confirmations`; the last processed block and its
 //! hash checked at every sync, a mismatch meaning a reorganisation below the
@@ -29,7 +29,7 @@
 //! so a sync resumes where the last one stopped. Leaf indexes must follow
 //! each other and each logged root must be the local root after its leaf; at
 //! the end the local root must be one the pool knows at the synced block.
-//! The chain is read through [`PoolReader`], implemented for [`EthClient`]
+//! The chain is read through [`PoolReader`], implemented for [`EthClient`](nox_eth::EthClient)
 //! and implementable over the mixnet, so a private caller's reads need not
 //! show its interest in the pool to an RPC provider.
 //!
@@ -242,7 +242,7 @@ impl Wallet {
         })
     }
 
-    /// Writes the wallet file atomically (see [`file`]).
+    /// Writes the wallet file atomically (see [`file`](mod@file)).
     pub fn save(&self) -> Result<(), WalletError> {
         let body = Body {
             spending_key: FieldHex(self.sk.0),
