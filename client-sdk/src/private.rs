@@ -26,7 +26,8 @@
 //! 7. the answer is the relay transaction's [`EthReceipt`] or an
 //!    [`EthRefusal`]. A refusal means the exit sent nothing (except
 //!    `NoReceipt`, which carries the hash of what it sent): the note is
-//!    released for the next call. An exit that asks for a higher fee than
+//!    released for the next call — unless the exit says the note is already
+//!    spent or being spent, which the next sync settles. An exit that asks for a higher fee than
 //!    computed (`FeeTooLow`) is tried once more at its price if that is within
 //!    the caller's `max_fee`.
 //!
@@ -364,7 +365,7 @@ impl Client {
             }
             let refusal = EthRefusal::decode(&reply.data)
                 .map_err(|e| CallError::BadAnswer(format!("{} answer: {e}", reply.status.label())))?;
-            if refusal.code != EthRefusalCode::NoReceipt {
+            if !leaves_note_spending(refusal.code) {
                 // Nothing was sent: the note is free again.
                 wallet.release(nullifier)?;
             }
@@ -398,6 +399,15 @@ impl Client {
     }
 }
 
+/// Whether a refusal leaves the note *spending*: the exit sent something it
+/// cannot vouch for (`NoReceipt`), or the note is already being spent or
+/// spent (`NullifierPending`, `NullifierSpent`) — the wallet's next sync
+/// learns its fate from the chain. Any other refusal means nothing of this
+/// note left the exit.
+pub fn leaves_note_spending(code: EthRefusalCode) -> bool {
+    matches!(code, EthRefusalCode::NoReceipt | EthRefusalCode::NullifierPending | EthRefusalCode::NullifierSpent)
+}
+
 /// A JSON-RPC quantity (`0x`-prefixed hex) as a `u128`.
 pub fn parse_quantity(s: &str) -> Option<u128> {
     let digits = s.strip_prefix("0x")?;
@@ -426,6 +436,12 @@ mod tests {
         assert!(fee_for_call(&policy(1_000), &fees, 100_001) > fee_for_call(&policy(1_000), &fees, 100_000));
         let dearer = ChainFees { base_fee: 1_000_000_001, ..fees };
         assert!(fee_for_call(&policy(1_000), &dearer, 100_000) > fee_for_call(&policy(1_000), &fees, 100_000));
+    }
+
+    #[test]
+    fn only_refusals_that_may_have_spent_the_note_keep_it() {
+        let kept: Vec<EthRefusalCode> = EthRefusalCode::ALL.into_iter().filter(|c| leaves_note_spending(*c)).collect();
+        assert_eq!(kept, [EthRefusalCode::NullifierSpent, EthRefusalCode::NullifierPending, EthRefusalCode::NoReceipt]);
     }
 
     #[test]
