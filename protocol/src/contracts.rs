@@ -8,7 +8,7 @@
 //! Only types and pure functions live here — no RPC client, no async — so every
 //! crate can share them.
 
-use alloy_primitives::{Address, B256, keccak256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use sha2::{Digest, Sha256};
 
 #[allow(missing_docs, clippy::too_many_arguments)]
@@ -37,6 +37,28 @@ mod bindings {
 
 pub use bindings::{NoxCounter, NoxPool, NoxRegistry, NoxTestToken};
 
+/// A gas payment as `NoxPool.relay` and `NoxPool.withdraw` take it: the
+/// proof's eight words and the spend's public inputs.
+pub fn pool_spend(payment: &crate::payment::GasPayment) -> ([U256; 8], NoxPool::SpendInputs) {
+    let word = |w: &[u8; 32]| U256::from_be_bytes(*w);
+    let proof = std::array::from_fn(|k| {
+        let mut w = [0u8; 32];
+        w.copy_from_slice(&payment.proof[32 * k..32 * (k + 1)]);
+        word(&w)
+    });
+    let i = &payment.inputs;
+    let inputs = NoxPool::SpendInputs {
+        root: word(&i.root),
+        nullifier: word(&i.nullifier),
+        changeCommitment: word(&i.change_commitment),
+        asset: word(&i.asset),
+        publicValue: word(&i.public_value),
+        recipient: word(&i.recipient),
+        executionHash: word(&i.execution_hash),
+    };
+    (proof, inputs)
+}
+
 /// Layer of every exit node.
 pub const EXIT_LAYER: u8 = 2;
 
@@ -57,6 +79,23 @@ pub fn topology_fingerprint<'a>(operators: impl IntoIterator<Item = &'a Address>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payment_becomes_the_pools_arguments_word_for_word() {
+        use crate::payment::{GasPayment, PROOF_LEN, SpendInputs};
+        let mut proof = [0u8; PROOF_LEN];
+        proof[31] = 1;
+        proof[PROOF_LEN - 1] = 8;
+        let mut inputs = SpendInputs::default();
+        inputs.root[31] = 11;
+        inputs.execution_hash[0] = 0x0f;
+        let (words, spend) = pool_spend(&GasPayment { proof, inputs });
+        assert_eq!(words[0], U256::from(1u64));
+        assert_eq!(words[7], U256::from(8u64));
+        assert_eq!(spend.root, U256::from(11u64));
+        assert_eq!(spend.executionHash, U256::from(0x0fu64) << 248);
+        assert_eq!(spend.nullifier, U256::ZERO);
+    }
 
     #[test]
     fn relay_layer_matches_the_formula() {

@@ -281,18 +281,7 @@ impl Wallet {
                 return Err(e);
             }
         };
-        let word = |b: &[u8]| U256::from_be_slice(b);
-        let proof: [U256; 8] = std::array::from_fn(|i| word(&payment.proof[32 * i..32 * (i + 1)]));
-        let i = payment.inputs;
-        let inputs = NoxPool::SpendInputs {
-            root: word(&i.root),
-            nullifier: word(&i.nullifier),
-            changeCommitment: word(&i.change_commitment),
-            asset: word(&i.asset),
-            publicValue: word(&i.public_value),
-            recipient: word(&i.recipient),
-            executionHash: word(&i.execution_hash),
-        };
+        let (proof, inputs) = nox_protocol::contracts::pool_spend(&payment);
         let data = NoxPool::withdrawCall { proof, inputs }.abi_encode();
         match eth.transact("NoxPool.withdraw", self.pool, data).await {
             Ok(receipt) => Ok(Withdrawal {

@@ -405,22 +405,10 @@ impl Call {
     }
 
     fn relay_data(&self) -> Vec<u8> {
-        let i = &self.payment.inputs;
-        let mut proof = [U256::ZERO; 8];
-        for (p, chunk) in proof.iter_mut().zip(self.payment.proof.chunks_exact(32)) {
-            *p = U256::from_be_slice(chunk);
-        }
+        let (proof, inputs) = nox_protocol::contracts::pool_spend(&self.payment);
         NoxPool::relayCall {
             proof,
-            inputs: NoxPool::SpendInputs {
-                root: word(&i.root),
-                nullifier: word(&i.nullifier),
-                changeCommitment: word(&i.change_commitment),
-                asset: word(&i.asset),
-                publicValue: word(&i.public_value),
-                recipient: word(&i.recipient),
-                executionHash: word(&i.execution_hash),
-            },
+            inputs,
             target: Address::from(self.target),
             callGas: U256::from(self.call_gas),
             data: Bytes::from(self.calldata.clone()),
