@@ -90,39 +90,36 @@ pub fn nox_binary() -> Result<PathBuf, DevnetError> {
             }
         }
     }
-    let root = repo_root();
-    let release = cfg!(not(debug_assertions));
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&root).args(["build", "--quiet", "-p", "nox-node", "--bin", "nox"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().map_err(|e| DevnetError::Spawn { what: "cargo build -p nox-node", source: e })?;
-    if !status.success() {
-        return Err(DevnetError::MissingTool("`cargo build -p nox-node --bin nox` failed".into()));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join(if release { "release" } else { "debug" }).join("nox");
-    if bin.is_file() { Ok(bin) } else { Err(DevnetError::MissingTool(format!("{} after building it", bin.display()))) }
+    cargo_build("nox-node", "nox")
 }
 
 /// The `nox-client` binary of this checkout, built (or brought up to date)
 /// with cargo first, in the profile of the running executable.
 pub fn nox_client_binary() -> Result<PathBuf, DevnetError> {
+    cargo_build("nox-client", "nox-client")
+}
+
+/// Builds (or brings up to date) `bin` of `package` with cargo, in the
+/// profile of the running executable, and returns its path.
+fn cargo_build(package: &str, bin: &str) -> Result<PathBuf, DevnetError> {
     let root = repo_root();
     let release = cfg!(not(debug_assertions));
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&root).args(["build", "--quiet", "-p", "nox-client", "--bin", "nox-client"]);
+    cmd.current_dir(&root).args(["build", "--quiet", "-p", package, "--bin", bin]);
     if release {
         cmd.arg("--release");
     }
-    let status = cmd.status().map_err(|e| DevnetError::Spawn { what: "cargo build -p nox-client", source: e })?;
+    let status = cmd.status().map_err(|e| DevnetError::Spawn { what: "cargo build", source: e })?;
     if !status.success() {
-        return Err(DevnetError::MissingTool("`cargo build -p nox-client --bin nox-client` failed".into()));
+        return Err(DevnetError::MissingTool(format!("`cargo build -p {package} --bin {bin}` failed")));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join(if release { "release" } else { "debug" }).join("nox-client");
-    if bin.is_file() { Ok(bin) } else { Err(DevnetError::MissingTool(format!("{} after building it", bin.display()))) }
+    let path = target.join(if release { "release" } else { "debug" }).join(bin);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(DevnetError::MissingTool(format!("{} after building it", path.display())))
+    }
 }
 
 /// `bin` if it is newer than every source it is built from; a binary older
