@@ -27,6 +27,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{arg, percentile};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,16 +55,6 @@ impl Backend for Timed {
             progress(p)
         }))
     }
-}
-
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 async fn post(http: &alloy::transports::http::reqwest::Client, url: &str) -> Duration {

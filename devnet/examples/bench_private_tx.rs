@@ -31,6 +31,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{arg, percentile};
 use std::time::{Duration, Instant};
 
 use alloy_sol_types::SolCall;
@@ -41,16 +45,6 @@ use nox_protocol::contracts::NoxCounter;
 
 /// anvil's account #3 (#4–#9 are the exits' wallets).
 const FUNDING_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
-
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
