@@ -9,7 +9,7 @@
 //! | `/nox/submit/1`         | client (or a node's own cover) → entry: `packet ‖ 8-byte PoW nonce` frames (`nox_protocol::pow`) |
 //! | `/nox/control/1`        | request-response (CBOR): [`ControlRequest`] / [`ControlResponse`] |
 //! | `nox/descriptors/1`     | GossipSub: signed mix descriptors                              |
-//! | `nox/prices/1`          | GossipSub: oracle prices                                       |
+//! | `nox/prices/1`          | GossipSub: signed oracle price rounds (`nox_protocol::price`)   |
 
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,9 @@ pub enum PeerKind {
     Node,
     /// A client submitting its own packets.
     Client,
+    /// A price oracle: admitted for gossip only (it publishes price rounds),
+    /// never for packets or submissions.
+    Oracle,
 }
 
 /// A control request.
@@ -50,6 +53,9 @@ pub enum ControlRequest {
     },
     /// Ask for every verified descriptor the peer holds.
     GetDescriptors,
+    /// Ask for the latest accepted price round of each oracle the peer
+    /// trusts; the asker checks them against its own trusted keys.
+    GetPrices,
     /// A client (or a node, for its loop cover) claims replies addressed to
     /// these SURB ids (entry nodes only).
     SubscribeReplies {
@@ -63,6 +69,7 @@ impl std::fmt::Debug for ControlRequest {
         match self {
             ControlRequest::Hello { version, kind } => write!(f, "Hello {{ version: {version}, kind: {kind:?} }}"),
             ControlRequest::GetDescriptors => f.write_str("GetDescriptors"),
+            ControlRequest::GetPrices => f.write_str("GetPrices"),
             // SURB ids link a client to its replies: never print them.
             ControlRequest::SubscribeReplies { surb_ids } => write!(f, "SubscribeReplies({} ids)", surb_ids.len()),
         }
@@ -85,6 +92,11 @@ pub enum ControlResponse {
     /// Encoded descriptors.
     Descriptors {
         /// Each a `MixDescriptor` encoding.
+        encoded: Vec<Vec<u8>>,
+    },
+    /// Encoded price rounds (empty when the peer keeps no price book).
+    Prices {
+        /// Each a `PriceRound` encoding.
         encoded: Vec<Vec<u8>>,
     },
     /// Done.

@@ -78,7 +78,7 @@ pub enum OnReceive {
     Forward(PeerId),
 }
 
-/// Where the answer to a pending `GetDescriptors` goes.
+/// Where the answer to a pending `GetDescriptors` (or `GetPrices`) goes.
 type DescriptorSlot = Arc<Mutex<Option<mpsc::Sender<Vec<Vec<u8>>>>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,7 @@ pub struct RawPeer {
     standing: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, Standing>>>,
     standing_tx: watch::Sender<u64>,
     descriptors: DescriptorSlot,
+    prices: DescriptorSlot,
     received: flume::Receiver<Packet>,
     received_count: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
@@ -143,6 +144,7 @@ impl RawPeer {
         let standing = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let (standing_tx, _) = watch::channel(0u64);
         let descriptors: DescriptorSlot = Arc::new(Mutex::new(None));
+        let prices: DescriptorSlot = Arc::new(Mutex::new(None));
         let (rx_tx, received) = flume::bounded(keep.max(1));
         let received_count = Arc::new(AtomicU64::new(0));
         let mut tasks = vec![swarm];
@@ -152,6 +154,7 @@ impl RawPeer {
             let standing = standing.clone();
             let standing_tx = standing_tx.clone();
             let descriptors = descriptors.clone();
+            let prices = prices.clone();
             tokio::spawn(async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
@@ -184,6 +187,7 @@ impl RawPeer {
                             let response = match request {
                                 ControlRequest::Hello { .. } => ControlResponse::Welcome { kind: PeerKind::Node },
                                 ControlRequest::GetDescriptors => ControlResponse::Descriptors { encoded: Vec::new() },
+                                ControlRequest::GetPrices => ControlResponse::Prices { encoded: Vec::new() },
                                 ControlRequest::SubscribeReplies { .. } => ControlResponse::Ack,
                             };
                             let _ = handle.command(Command::Respond { channel, response }).await;
@@ -202,6 +206,11 @@ impl RawPeer {
                             }
                             ControlResponse::Descriptors { encoded } => {
                                 if let Some(tx) = descriptors.lock().await.take() {
+                                    let _ = tx.send(encoded).await;
+                                }
+                            }
+                            ControlResponse::Prices { encoded } => {
+                                if let Some(tx) = prices.lock().await.take() {
                                     let _ = tx.send(encoded).await;
                                 }
                             }
@@ -271,6 +280,7 @@ impl RawPeer {
             standing,
             standing_tx,
             descriptors,
+            prices,
             received,
             received_count,
             tasks,
@@ -312,6 +322,16 @@ impl RawPeer {
         let encoded =
             tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))?;
         Ok(encoded.iter().filter_map(|b| MixDescriptor::decode(b).ok()).filter(|d| d.verify().is_ok()).collect())
+    }
+
+    /// Asks `peer` for the price rounds it holds, as encoded; the caller
+    /// checks them against its own trusted oracle keys
+    /// (`nox_protocol::price::PriceBook`).
+    pub async fn price_rounds(&self, peer: PeerId, timeout: Duration) -> Result<Vec<Vec<u8>>, RawPeerError> {
+        let (tx, mut rx) = mpsc::channel(1);
+        *self.prices.lock().await = Some(tx);
+        self.p2p.command(Command::Request { peer, request: ControlRequest::GetPrices }).await?;
+        tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))
     }
 
     /// Claims replies for `surb_ids` at `peer` (an entry node).

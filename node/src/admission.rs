@@ -30,6 +30,9 @@ pub enum Refusal {
     /// This node does not take client submissions.
     #[error("this node does not accept clients")]
     ClientsNotAccepted,
+    /// It claims to be an oracle but its key is not a trusted oracle key.
+    #[error("unknown oracle")]
+    UnknownOracle,
     /// The peer id is not an Ed25519 key, so it cannot be a NOX identity.
     #[error("peer id is not an Ed25519 identity")]
     NotAnIdentity,
@@ -43,6 +46,7 @@ impl Refusal {
             Refusal::UnknownNode => "unknown_node",
             Refusal::ClientsNotAccepted => "clients_not_accepted",
             Refusal::NotAnIdentity => "not_an_identity",
+            Refusal::UnknownOracle => "unknown_oracle",
         }
     }
 }
@@ -81,6 +85,7 @@ impl Admission for StaticAdmission {
             }
             PeerKind::Client if self.accept_clients => Ok(PeerKind::Client),
             PeerKind::Client => Err(Refusal::ClientsNotAccepted),
+            PeerKind::Oracle => Err(Refusal::UnknownOracle),
         }
     }
 }

@@ -248,7 +248,7 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
                     count_descriptor(ctx, ctx.topology.accept_descriptor_bytes(bytes, current));
                 }
             }
-            ControlResponse::Ack | ControlResponse::Error { .. } => {}
+            ControlResponse::Ack | ControlResponse::Error { .. } | ControlResponse::Prices { .. } => {}
         },
         Event::RequestFailed { .. } => {
             ctx.metrics.event("control", "request_failed").inc();
@@ -310,6 +310,7 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
                 }
             }
         }
+        ControlRequest::GetPrices => ControlResponse::Prices { encoded: Vec::new() },
         ControlRequest::GetDescriptors => {
             if ctx.peers.admitted(&peer).is_none() {
                 return ControlResponse::Error { reason: "handshake first".into() };

@@ -24,6 +24,8 @@
 //! * [`topology`] — roles, layers and the layer rule every party applies.
 //! * [`descriptor`] — epoch numbers and the signed descriptors in which nodes
 //!   publish each epoch's mix key one epoch ahead.
+//! * [`price`] — the signed price rounds oracles publish and the price book
+//!   (trusted keys, threshold, staleness) exits and clients value tokens with.
 //! * [`pow`] — the proof of work a client attaches to each packet it submits
 //!   to an entry node, and the submission frame that carries both.
 //! * [`contracts`] — the contracts' ABIs and the formulas nodes and clients
@@ -43,6 +45,7 @@ pub mod fragment;
 pub mod payload;
 pub mod payment;
 pub mod pow;
+pub mod price;
 pub mod route;
 pub mod sphinx;
 pub mod topology;

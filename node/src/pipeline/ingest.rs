@@ -213,7 +213,7 @@ impl IngestStage {
             }
             match tier {
                 None => return Err(IngestError::NotAdmitted),
-                Some(PeerKind::Client) => return Err(IngestError::NotANode),
+                Some(PeerKind::Client | PeerKind::Oracle) => return Err(IngestError::NotANode),
                 Some(PeerKind::Node) => {}
             }
             self.admit(peer, Path::Relay)?;
@@ -238,8 +238,10 @@ impl IngestStage {
             if frame.len() != pow::SUBMISSION_LEN {
                 return Err(IngestError::WrongSize { len: frame.len() });
             }
-            if tier.is_none() {
-                return Err(IngestError::NotAdmitted);
+            match tier {
+                // An oracle is admitted for gossip only: not for submissions.
+                None | Some(PeerKind::Oracle) => return Err(IngestError::NotAdmitted),
+                Some(PeerKind::Node | PeerKind::Client) => {}
             }
             self.admit(peer, Path::Submit)?;
             let len = frame.len();
