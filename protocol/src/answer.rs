@@ -289,11 +289,14 @@ pub enum EthRefusalCode {
     NoReceipt = 15,
     /// The exit is at its limit of paid calls in flight.
     Busy = 16,
+    /// The payment is in a token the exit accepts but has no fresh price for
+    /// (fewer than its threshold of trusted oracles quoted it recently).
+    NoPrice = 17,
 }
 
 impl EthRefusalCode {
     /// Every code.
-    pub const ALL: [EthRefusalCode; 16] = [
+    pub const ALL: [EthRefusalCode; 17] = [
         EthRefusalCode::WrongChain,
         EthRefusalCode::Malformed,
         EthRefusalCode::WrongRecipient,
@@ -310,6 +313,7 @@ impl EthRefusalCode {
         EthRefusalCode::Upstream,
         EthRefusalCode::NoReceipt,
         EthRefusalCode::Busy,
+        EthRefusalCode::NoPrice,
     ];
 
     /// The code of a wire byte.
@@ -336,6 +340,7 @@ impl EthRefusalCode {
             EthRefusalCode::Upstream => "upstream",
             EthRefusalCode::NoReceipt => "no_receipt",
             EthRefusalCode::Busy => "busy",
+            EthRefusalCode::NoPrice => "no_price",
         }
     }
 }

@@ -351,7 +351,7 @@ pub fn status_of(code: EthRefusalCode) -> ReplyStatus {
     match code {
         EthRefusalCode::WrongChain | EthRefusalCode::Malformed => ReplyStatus::BadRequest,
         EthRefusalCode::Upstream | EthRefusalCode::NoReceipt => ReplyStatus::Failed,
-        EthRefusalCode::Busy => ReplyStatus::Busy,
+        EthRefusalCode::Busy | EthRefusalCode::NoPrice => ReplyStatus::Busy,
         _ => ReplyStatus::Refused,
     }
 }
@@ -1116,7 +1116,7 @@ mod tests {
             let want = match code {
                 EthRefusalCode::WrongChain | EthRefusalCode::Malformed => ReplyStatus::BadRequest,
                 EthRefusalCode::Upstream | EthRefusalCode::NoReceipt => ReplyStatus::Failed,
-                EthRefusalCode::Busy => ReplyStatus::Busy,
+                EthRefusalCode::Busy | EthRefusalCode::NoPrice => ReplyStatus::Busy,
                 _ => ReplyStatus::Refused,
             };
             let e = ServiceError::from(EthRefusal::new(code, "why"));
