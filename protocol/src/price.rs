@@ -110,8 +110,7 @@ impl Quote {
 
     fn check(&self) -> Result<(), PriceError> {
         let s = self.symbol.as_bytes();
-        if s.is_empty() || s.len() > MAX_SYMBOL_LEN || !s.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
+        if s.is_empty() || s.len() > MAX_SYMBOL_LEN || !s.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
             return Err(PriceError::BadSymbol(self.symbol.escape_debug().to_string()));
         }
         if self.token_decimals > MAX_DECIMALS || self.price_decimals > MAX_DECIMALS {
@@ -635,6 +634,11 @@ fn rescale(value: u128, from: u8, to: u8) -> u128 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     const USDC: [u8; 20] = [0xa0; 20];
@@ -722,19 +726,21 @@ mod tests {
         let mut forged = sign(9, 31337, 1, NOW);
         forged.oracle = key(1).verifying_key().to_bytes();
         assert_eq!(book.accept(forged, NOW).unwrap_err(), PriceRejection::BadSignature);
-        assert_eq!(book.accept(sign(1, 31337, 1, NOW + 6_000), NOW).unwrap_err(), PriceRejection::Future {
-            ahead_ms: 6_000
-        });
-        assert_eq!(book.accept(sign(1, 31337, 1, NOW - 60_001), NOW).unwrap_err(), PriceRejection::Stale {
-            age_ms: 60_001
-        });
+        assert_eq!(
+            book.accept(sign(1, 31337, 1, NOW + 6_000), NOW).unwrap_err(),
+            PriceRejection::Future { ahead_ms: 6_000 }
+        );
+        assert_eq!(
+            book.accept(sign(1, 31337, 1, NOW - 60_001), NOW).unwrap_err(),
+            PriceRejection::Stale { age_ms: 60_001 }
+        );
         // Within the skew is fine.
         book.accept(sign(1, 31337, 5, NOW + 4_000), NOW).unwrap();
         assert_eq!(book.accept(sign(1, 31337, 5, NOW + 4_000), NOW).unwrap_err(), PriceRejection::Replayed(5));
-        assert_eq!(book.accept(sign(1, 31337, 4, NOW), NOW).unwrap_err(), PriceRejection::OutOfOrder {
-            round: 4,
-            last: 5
-        });
+        assert_eq!(
+            book.accept(sign(1, 31337, 4, NOW), NOW).unwrap_err(),
+            PriceRejection::OutOfOrder { round: 4, last: 5 }
+        );
         // A higher round with an earlier timestamp is out of order too.
         assert_eq!(book.accept(sign(1, 31337, 6, NOW), NOW).unwrap_err().label(), "out_of_order");
         book.accept(sign(1, 31337, 6, NOW + 4_500), NOW).unwrap();
@@ -790,5 +796,116 @@ mod tests {
         let mut t = trust(1, 1);
         t.max_age_ms = 0;
         assert_eq!(PriceBook::new(t).unwrap_err(), TrustError::ZeroMaxAge);
+    }
+
+    proptest! {
+        #[test]
+        fn any_valid_round_round_trips(
+            seed in any::<[u8; 32]>(),
+            chain in any::<u64>(),
+            round in any::<u64>(),
+            t in any::<u64>(),
+            prices in proptest::collection::vec((1u128.., 0u8..=36, 0u8..=36, 3u16..=KNOWN_SOURCES), 1..MAX_QUOTES),
+        ) {
+            let quotes: Vec<Quote> = prices
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, _, _, s))| s.count_ones() >= 2)
+                .map(|(i, (p, td, pd, s))| Quote {
+                    symbol: format!("T{i}"),
+                    token: [i as u8; 20],
+                    token_decimals: *td,
+                    price: *p,
+                    price_decimals: *pd,
+                    sources: *s,
+                })
+                .collect();
+            prop_assume!(!quotes.is_empty());
+            let r = PriceRound::sign(&SigningKey::from_bytes(&seed), chain, round, t, quotes).unwrap();
+            let back = PriceRound::decode(&r.encode()).unwrap();
+            prop_assert!(back.verify());
+            prop_assert_eq!(back, r);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = PriceRound::decode(&bytes);
+            let mut with_version = bytes;
+            with_version.insert(0, PRICE_VERSION);
+            let _ = PriceRound::decode(&with_version);
+        }
+    }
+
+    // --- Test vector: protocol/tests/vectors/price.hex --------------------------
+    //
+    // Regenerated from a fixed seed and compared byte for byte
+    // (`NOX_REGENERATE_VECTORS=1` rewrites it); the stored round is also checked
+    // on its own.
+
+    fn vector_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/price.hex")
+    }
+
+    fn generate_vector() -> String {
+        let seed = [0x0au8; 32];
+        let r = PriceRound::sign(
+            &SigningKey::from_bytes(&seed),
+            1,
+            4_242,
+            1_764_547_200_000,
+            quotes(3012_3400_0000, 99_980_000),
+        )
+        .unwrap();
+        let entries: [(&str, Vec<u8>); 4] = [
+            ("oracle_seed", seed.to_vec()),
+            ("oracle_key", r.oracle.to_vec()),
+            ("signing_message", r.signing_message()),
+            ("round", r.encode()),
+        ];
+        entries.iter().map(|(n, b)| format!("{n}: {}\n", hex_all(b))).collect()
+    }
+
+    fn hex_all(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn vector_matches_the_implementation() {
+        let generated = generate_vector();
+        if std::env::var_os("NOX_REGENERATE_VECTORS").is_some() {
+            std::fs::write(vector_path(), &generated).unwrap();
+        }
+        let stored = std::fs::read_to_string(vector_path()).unwrap();
+        assert!(stored == generated, "price.hex differs from the implementation: the wire format changed");
+    }
+
+    #[test]
+    fn stored_vector_verifies() {
+        let text = std::fs::read_to_string(vector_path()).unwrap();
+        let v: BTreeMap<&str, Vec<u8>> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (name, hex) = l.split_once(": ").unwrap();
+                (name, unhex(hex))
+            })
+            .collect();
+        let r = PriceRound::decode(&v["round"]).unwrap();
+        assert!(r.verify());
+        let seed: [u8; 32] = v["oracle_seed"].clone().try_into().unwrap();
+        assert_eq!(r.oracle, SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+        assert_eq!((r.chain_id, r.round, r.timestamp_ms), (1, 4_242, 1_764_547_200_000));
+        let eth = r.quote(&ETH).unwrap();
+        assert_eq!(
+            (eth.symbol.as_str(), eth.price, eth.price_decimals, eth.token_decimals),
+            ("ETH", 3012_3400_0000, 8, 18)
+        );
+        // The signature covers exactly domain ‖ encoding-without-signature.
+        let round = &v["round"];
+        assert_eq!(v["signing_message"], [PRICE_SIGNING_DOMAIN, &round[..round.len() - PRICE_SIGNATURE_LEN]].concat());
     }
 }
