@@ -9,7 +9,11 @@
 //! [`StaticAdmission`] admits as nodes the identities the topology holds. With
 //! a chain, the chain watcher keeps the topology equal to NoxRegistry's active
 //! set (registered, stake ≥ `minStake`), so a node is admitted only when it
-//! holds a registered, staked identity key.
+//! holds a registered, staked identity key. Oracles are not registered: a
+//! peer that says hello as an oracle is admitted (at the gossip-only oracle
+//! tier) when its identity is one of the trusted oracle keys of `[prices]`
+//! ([`StaticAdmission::with_oracles`]), so only those can publish price
+//! rounds into the node directly; they never send or receive packets.
 
 use std::sync::Arc;
 
@@ -64,12 +68,19 @@ pub trait Admission: Send + Sync + 'static {
 pub struct StaticAdmission {
     topology: Arc<Topology>,
     accept_clients: bool,
+    oracles: Vec<NodeId>,
 }
 
 impl StaticAdmission {
-    /// A policy over `topology`.
+    /// A policy over `topology`, admitting no oracle.
     pub fn new(topology: Arc<Topology>, accept_clients: bool) -> Self {
-        StaticAdmission { topology, accept_clients }
+        StaticAdmission { topology, accept_clients, oracles: Vec::new() }
+    }
+
+    /// Admits peers whose identity is one of `oracles` at the oracle tier.
+    pub fn with_oracles(mut self, oracles: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        self.oracles = oracles.into_iter().map(NodeId).collect();
+        self
     }
 }
 
@@ -85,7 +96,10 @@ impl Admission for StaticAdmission {
             }
             PeerKind::Client if self.accept_clients => Ok(PeerKind::Client),
             PeerKind::Client => Err(Refusal::ClientsNotAccepted),
-            PeerKind::Oracle => Err(Refusal::UnknownOracle),
+            PeerKind::Oracle => {
+                let id = id.ok_or(Refusal::NotAnIdentity)?;
+                if self.oracles.contains(id) { Ok(PeerKind::Oracle) } else { Err(Refusal::UnknownOracle) }
+            }
         }
     }
 }
@@ -104,7 +118,23 @@ mod tests {
         assert_eq!(p.admit(Some(&NodeId([2; 32])), CONTROL_VERSION, PeerKind::Node), Err(Refusal::UnknownNode));
         assert_eq!(p.admit(None, CONTROL_VERSION, PeerKind::Client), Ok(PeerKind::Client));
         assert_eq!(p.admit(Some(&known), 99, PeerKind::Node), Err(Refusal::Version(99)));
+        assert_eq!(p.admit(Some(&known), CONTROL_VERSION, PeerKind::Oracle), Err(Refusal::UnknownOracle));
         let closed = StaticAdmission::new(topo, false);
         assert_eq!(closed.admit(None, CONTROL_VERSION, PeerKind::Client), Err(Refusal::ClientsNotAccepted));
+    }
+
+    #[test]
+    fn only_trusted_oracle_keys_are_admitted_as_oracles() {
+        let topo = Arc::new(Topology::new());
+        let node = NodeId([1; 32]);
+        topo.add_static(node, 1, Vec::new());
+        let oracle = NodeId([7; 32]);
+        let p = StaticAdmission::new(topo, false).with_oracles([oracle.0]);
+        assert_eq!(p.admit(Some(&oracle), CONTROL_VERSION, PeerKind::Oracle), Ok(PeerKind::Oracle));
+        assert_eq!(p.admit(Some(&NodeId([8; 32])), CONTROL_VERSION, PeerKind::Oracle), Err(Refusal::UnknownOracle));
+        assert_eq!(p.admit(None, CONTROL_VERSION, PeerKind::Oracle), Err(Refusal::NotAnIdentity));
+        // A node's key is no oracle key, and an oracle's key is no node's.
+        assert_eq!(p.admit(Some(&node), CONTROL_VERSION, PeerKind::Oracle), Err(Refusal::UnknownOracle));
+        assert_eq!(p.admit(Some(&oracle), CONTROL_VERSION, PeerKind::Node), Err(Refusal::UnknownNode));
     }
 }

@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub cover: CoverSection,
     /// Exit stage (read on exits only).
     pub exit: ExitSection,
+    /// Trusted price oracles (the node's price book).
+    pub prices: PricesSection,
     /// HTTP endpoints.
     pub http: HttpSection,
     /// Logging.
@@ -435,6 +437,10 @@ pub struct ExitSection {
     pub eth_flush_max_notes: usize,
     /// Paid calls served at once; beyond it a request is refused `Busy`.
     pub eth_max_in_flight: usize,
+    /// ERC-20 tokens (addresses) the exit accepts fees in besides ETH, priced
+    /// with the oracles of `[prices]`; needs `prices.oracle_keys` and
+    /// `exit.eth_request`.
+    pub eth_fee_tokens: Vec<String>,
 }
 
 impl Default for ExitSection {
@@ -479,7 +485,85 @@ impl Default for ExitSection {
             eth_flush_every_secs: 30,
             eth_flush_max_notes: 16,
             eth_max_in_flight: 16,
+            eth_fee_tokens: Vec::new(),
         }
+    }
+}
+
+impl ExitSection {
+    /// `exit.eth_fee_tokens` as addresses, skipping any that does not parse
+    /// (validation reports those).
+    pub fn fee_token_addresses(&self) -> Vec<[u8; 20]> {
+        self.eth_fee_tokens.iter().filter_map(|t| parse_address(t)).collect()
+    }
+}
+
+/// `[prices]`: the oracles whose signed price rounds the node accepts,
+/// relays and (on an exit) prices token fees with (`crate::prices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricesSection {
+    /// Trusted oracle keys: Ed25519 public keys, 64 hex digits (`0x`
+    /// optional). Empty: no price book; the node relays no price gossip and
+    /// its exit takes fees in ETH only.
+    pub oracle_keys: Vec<String>,
+    /// Distinct oracles that must quote an asset before its price is used;
+    /// 0 = a majority of the keys (n/2 + 1).
+    pub threshold: usize,
+    /// Seconds after which a round is too old to accept or to price with.
+    pub max_age_secs: u64,
+    /// Seconds a round's timestamp may be ahead of this node's clock.
+    pub max_skew_secs: u64,
+    /// The chain whose tokens the rounds price; 0 = `chain.chain_id`.
+    pub chain_id: u64,
+}
+
+impl Default for PricesSection {
+    fn default() -> Self {
+        PricesSection { oracle_keys: Vec::new(), threshold: 0, max_age_secs: 120, max_skew_secs: 10, chain_id: 0 }
+    }
+}
+
+/// An `[prices]` oracle key that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an oracle key: expected 64 hex digits (0x optional)")]
+pub struct OracleKeyError(pub String);
+
+/// An oracle key as bytes: 64 hex digits, `0x` optional (not checked to be a curve point).
+pub fn parse_oracle_key(text: &str) -> Result<[u8; 32], OracleKeyError> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let mut key = [0u8; 32];
+    if digits.len() != 64 || hex::decode_to_slice(digits, &mut key).is_err() {
+        return Err(OracleKeyError(text.to_string()));
+    }
+    Ok(key)
+}
+
+/// `0x` + 40 hex digits as an address.
+fn parse_address(text: &str) -> Option<[u8; 20]> {
+    let digits = text.strip_prefix("0x")?;
+    let mut a = [0u8; 20];
+    (digits.len() == 40 && hex::decode_to_slice(digits, &mut a).is_ok()).then_some(a)
+}
+
+impl NodeConfig {
+    /// The trust `[prices]` describes, or `None` without oracle keys. Assumes
+    /// a validated configuration: keys that do not parse are skipped, and
+    /// [`PriceBook::new`](nox_protocol::price::PriceBook::new) checks the rest.
+    pub fn price_trust(&self) -> Option<nox_protocol::price::Trust> {
+        let p = &self.prices;
+        if p.oracle_keys.is_empty() {
+            return None;
+        }
+        let oracles: Vec<[u8; 32]> = p.oracle_keys.iter().filter_map(|k| parse_oracle_key(k).ok()).collect();
+        let threshold = if p.threshold == 0 { oracles.len() / 2 + 1 } else { p.threshold };
+        Some(nox_protocol::price::Trust {
+            chain_id: if p.chain_id == 0 { self.chain.chain_id } else { p.chain_id },
+            oracles,
+            threshold,
+            max_age_ms: p.max_age_secs.saturating_mul(1000),
+            max_skew_ms: p.max_skew_secs.saturating_mul(1000),
+        })
     }
 }
 
@@ -821,6 +905,41 @@ impl NodeConfig {
         c.at_least("exit.eth_flush_max_notes", exit.eth_flush_max_notes, 1);
         c.at_most("exit.eth_flush_max_notes", exit.eth_flush_max_notes, 256, " (one flush stays well below a block)");
         c.at_least("exit.eth_max_in_flight", exit.eth_max_in_flight, 1);
+        let max_tokens = nox_protocol::descriptor::MAX_FEE_ASSETS - 1;
+        if exit.eth_fee_tokens.len() > max_tokens {
+            c.fail(
+                "exit.eth_fee_tokens",
+                format!(
+                    "{} tokens, at most {max_tokens} (a fee policy lists at most {} assets, ETH included)",
+                    exit.eth_fee_tokens.len(),
+                    nox_protocol::descriptor::MAX_FEE_ASSETS
+                ),
+            );
+        }
+        let mut tokens: BTreeMap<[u8; 20], usize> = BTreeMap::new();
+        for (i, t) in exit.eth_fee_tokens.iter().enumerate() {
+            let key = format!("exit.eth_fee_tokens[{i}]");
+            match parse_address(t) {
+                None => c.fail(key, format!("`{t}` is not an address (0x followed by 40 hex digits)")),
+                Some(a) if a == [0; 20] => c.fail(key, "the zero address is ETH, which an exit always accepts; list tokens only"),
+                Some(a) => {
+                    if let Some(first) = tokens.insert(a, i) {
+                        c.fail(key, format!("`{t}` is also exit.eth_fee_tokens[{first}]"));
+                    }
+                }
+            }
+        }
+        if !exit.eth_fee_tokens.is_empty() {
+            if self.prices.oracle_keys.is_empty() {
+                c.fail(
+                    "exit.eth_fee_tokens",
+                    "token fees need prices: set prices.oracle_keys to the oracles that price these tokens",
+                );
+            }
+            if !exit.eth_request {
+                c.fail("exit.eth_fee_tokens", "token fees are for paid calls: set exit.eth_request = true");
+            }
+        }
         for (i, method) in exit.rpc_methods.iter().enumerate() {
             if let Err(e) = crate::exit::rpc_call::builtin_method(method) {
                 c.fail(format!("exit.rpc_methods[{i}]"), e.to_string());
@@ -841,11 +960,55 @@ impl NodeConfig {
             " (what 256 reply fragments carry)",
         );
 
+        self.validate_prices(&mut c);
+
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.fail("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level));
         }
 
         c.finish()
+    }
+}
+
+impl NodeConfig {
+    fn validate_prices(&self, c: &mut Checks) {
+        use nox_protocol::price::MAX_ORACLES;
+        let p = &self.prices;
+        let n = p.oracle_keys.len();
+        if n > MAX_ORACLES {
+            c.fail("prices.oracle_keys", format!("{n} keys, at most {MAX_ORACLES}"));
+        }
+        let mut keys: BTreeMap<[u8; 32], usize> = BTreeMap::new();
+        for (i, text) in p.oracle_keys.iter().enumerate() {
+            let key = format!("prices.oracle_keys[{i}]");
+            match parse_oracle_key(text) {
+                Err(e) => c.fail(key, e.to_string()),
+                Ok(k) => {
+                    if ed25519_dalek::VerifyingKey::from_bytes(&k).is_err() {
+                        c.fail(key.clone(), format!("`{text}` is not an Ed25519 public key"));
+                    }
+                    if let Some(first) = keys.insert(k, i) {
+                        c.fail(key, format!("`{text}` is also prices.oracle_keys[{first}]"));
+                    }
+                }
+            }
+        }
+        if p.threshold > n {
+            c.fail(
+                "prices.threshold",
+                format!("{} with {n} oracle key(s): at most the number of keys (0 = a majority)", p.threshold),
+            );
+        }
+        c.at_least("prices.max_age_secs", p.max_age_secs, 1);
+        c.at_most("prices.max_age_secs", p.max_age_secs, 86_400, " (one day)");
+        c.at_most("prices.max_skew_secs", p.max_skew_secs, 3_600, " (one hour)");
+        if n > 0 && p.chain_id == 0 && !self.chain.enabled() {
+            c.fail(
+                "prices.chain_id",
+                "required with prices.oracle_keys when there is no [chain] (chain.rpc_url): \
+                 the chain whose tokens the oracles price",
+            );
+        }
     }
 }
 
@@ -1434,6 +1597,101 @@ mod tests {
             problem_keys(&p),
             ["exit.eth_pool", "exit.eth_margin_bps", "exit.eth_request_timeout_secs", "exit.eth_flush_max_notes"]
         );
+    }
+
+    #[test]
+    fn prices_and_fee_tokens_are_configured_and_validated() {
+        let c = NodeConfig::default();
+        assert!(c.prices.oracle_keys.is_empty() && c.exit.eth_fee_tokens.is_empty());
+        assert_eq!((c.prices.threshold, c.prices.max_age_secs, c.prices.max_skew_secs), (0, 120, 10));
+        assert_eq!(c.price_trust(), None);
+
+        let (a, b, k3) = (node_id(1), node_id(2), node_id(3));
+        // Keys with or without 0x; threshold 0 = a majority; chain_id 0 = chain.chain_id.
+        let chain = "[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nchain_id = 31337\n\
+                     registry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n";
+        let text = format!("{chain}[prices]\noracle_keys = [\"{a}\", \"{}\", \"{k3}\"]\n", &b[2..]);
+        let t = parse(&text).unwrap().price_trust().unwrap();
+        assert_eq!((t.chain_id, t.threshold, t.oracles.len()), (31337, 2, 3));
+        assert_eq!((t.max_age_ms, t.max_skew_ms), (120_000, 10_000));
+        assert_eq!(t.oracles[1].to_vec(), hex::decode(&b[2..]).unwrap());
+        let t = parse(&format!("{text}threshold = 3\nchain_id = 5\nmax_age_secs = 30\n"))
+            .unwrap()
+            .price_trust()
+            .unwrap();
+        assert_eq!((t.chain_id, t.threshold, t.max_age_ms), (5, 3, 30_000));
+        nox_protocol::price::PriceBook::new(t).unwrap();
+
+        let usdc = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+        let exit = "[node]\nrole = \"exit\"\nlayer = 2\n[exit]\neth_request = true\n\
+                    rpc_url = \"http://127.0.0.1:8545\"\neth_wallet_key_file = \"/k\"\neth_verifying_key = \"/vk\"\n\
+                    eth_pool = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n";
+        let prices = format!("[prices]\noracle_keys = [\"{a}\"]\nchain_id = 31337\n");
+        let c = parse(&format!("{exit}eth_fee_tokens = [\"{usdc}\"]\n{prices}")).unwrap();
+        assert_eq!(c.exit.fee_token_addresses(), vec![<[u8; 20]>::try_from(hex::decode(&usdc[2..]).unwrap()).unwrap()]);
+
+        let not_a_point = (2u8..)
+            .map(|y| {
+                let mut bytes = [0u8; 32];
+                bytes[0] = y;
+                bytes
+            })
+            .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+            .unwrap();
+        let keys = |list: &str| format!("[prices]\nchain_id = 1\noracle_keys = [{list}]\n");
+        let too_many: Vec<String> = (1..=17).map(|i| format!("\"{}\"", node_id(i))).collect();
+        let zero = "0x0000000000000000000000000000000000000000";
+        let cases = [
+            (keys("\"0x1234\""), "prices.oracle_keys[0]"),
+            (keys(&format!("\"{a}\", \"0x{}\"", "zz".repeat(32))), "prices.oracle_keys[1]"),
+            (keys(&format!("\"{a}00\"")), "prices.oracle_keys[0]"),
+            (keys(&format!("\"{}\"", hex::encode(not_a_point))), "prices.oracle_keys[0]"),
+            (keys(&format!("\"{a}\", \"{b}\", \"{}\"", a.to_uppercase().replace("0X", ""))), "prices.oracle_keys[2]"),
+            (keys(&too_many.join(", ")), "prices.oracle_keys"),
+            (keys(&format!("\"{a}\"")) + "threshold = 2\n", "prices.threshold"),
+            (keys(&format!("\"{a}\"")) + "max_age_secs = 0\n", "prices.max_age_secs"),
+            (keys(&format!("\"{a}\"")) + "max_skew_secs = 3601\n", "prices.max_skew_secs"),
+            (format!("[prices]\noracle_keys = [\"{a}\"]\n"), "prices.chain_id"),
+            (format!("{exit}eth_fee_tokens = [\"0x12\"]\n{prices}"), "exit.eth_fee_tokens[0]"),
+            (format!("{exit}eth_fee_tokens = [\"{zero}\"]\n{prices}"), "exit.eth_fee_tokens[0]"),
+            (
+                format!("{exit}eth_fee_tokens = [\"{usdc}\", \"{}\"]\n{prices}", usdc.to_lowercase()),
+                "exit.eth_fee_tokens[1]",
+            ),
+            (format!("{exit}eth_fee_tokens = [\"{usdc}\"]\n"), "exit.eth_fee_tokens"),
+            (
+                format!("{}eth_fee_tokens = [\"{usdc}\"]\n{prices}", exit.replace("eth_request = true", "eth_request = false")),
+                "exit.eth_fee_tokens",
+            ),
+        ];
+        for (text, key) in cases {
+            let p = problems(parse(&text));
+            assert_eq!(problem_keys(&p), [key], "{text}");
+        }
+        let tokens: Vec<String> = (1..=16u8).map(|i| format!("\"0x{}\"", hex::encode([i; 20]))).collect();
+        let p = problems(parse(&format!("{exit}eth_fee_tokens = [{}]\n{prices}", tokens.join(", "))));
+        assert_eq!(problem_keys(&p), ["exit.eth_fee_tokens"]);
+        assert!(p[0].message.contains("at most 15"), "{}", p[0]);
+
+        // From the environment, like every other key: lists comma-separated.
+        let env = [
+            ("NOX_PRICES__ORACLE_KEYS", &*format!("{a}, {b}")),
+            ("NOX_PRICES__THRESHOLD", "2"),
+            ("NOX_PRICES__CHAIN_ID", "31337"),
+            ("NOX_PRICES__MAX_AGE_SECS", "60"),
+            ("NOX_PRICES__MAX_SKEW_SECS", "0"),
+            ("NOX_EXIT__ETH_FEE_TOKENS", usdc),
+        ];
+        let c = with_env(exit, &env).unwrap();
+        assert_eq!(c.prices.oracle_keys, [a.clone(), b.clone()]);
+        assert_eq!(c.exit.eth_fee_tokens, [usdc]);
+        let t = c.price_trust().unwrap();
+        assert_eq!((t.threshold, t.chain_id, t.max_age_ms, t.max_skew_ms), (2, 31337, 60_000, 0));
+        // An override is validated like the file.
+        let p = problems(with_env(exit, &[("NOX_EXIT__ETH_FEE_TOKENS", usdc)]));
+        assert_eq!(problem_keys(&p), ["exit.eth_fee_tokens"]);
+        let (var, _) = env_error(with_env("", &[("NOX_PRICES__THRESHOLD", "many")]));
+        assert_eq!(var, "NOX_PRICES__THRESHOLD");
     }
 
     #[test]

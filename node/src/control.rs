@@ -13,7 +13,13 @@
 //!   the matching replay caches, prunes old descriptors;
 //! * reply claims (`SubscribeReplies`) from clients, and from nodes claiming
 //!   the replies to their loop cover exactly as a client claims its own
-//!   (`crate::cover`).
+//!   (`crate::cover`);
+//! * prices — price rounds gossiped on `nox/prices/1` by any admitted peer
+//!   (oracles publish them, nodes relay them) go through the
+//!   [`PriceFeed`]: GossipSub relays a round only if the feed accepted it.
+//!   `GetPrices` is answered with the feed's latest round of each oracle, and
+//!   a node that welcomes us is asked for its rounds, so a node that just
+//!   started can price at once instead of waiting for the next round.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -28,13 +34,14 @@ use crate::epoch::{EpochKeyRing, unix_now};
 use crate::metrics::Metrics;
 use crate::peers::PeerTable;
 use crate::pipeline::Action;
+use crate::prices::PriceFeed;
 use crate::pipeline::ingest::IngestStage;
 use crate::replay::ReplayCache;
 use crate::replies::ReplyMailbox;
 use crate::topology::Topology;
 use nox_net::p2p::{
     self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, DESCRIPTOR_TOPIC, Event, MAX_REPLY_CLAIMS,
-    P2pHandle, PeerKind,
+    P2pHandle, PRICE_TOPIC, PeerKind,
 };
 
 /// What the control task works with.
@@ -68,6 +75,8 @@ pub struct ControlContext {
     pub replay: Arc<ReplayCache>,
     /// Reply mailbox.
     pub replies: Arc<ReplyMailbox>,
+    /// The price book.
+    pub prices: Arc<PriceFeed>,
     /// Ingest (to forget a departed peer's bucket).
     pub ingest: Arc<IngestStage>,
     /// Egress input (claimed replies).
@@ -192,9 +201,10 @@ async fn on_tick(ctx: &ControlContext) {
         ctx.metrics.event("handshake", "timeout").inc();
         let _ = ctx.p2p.command(Command::Disconnect { peer }).await;
     }
-    let (nodes, clients) = ctx.peers.counts();
-    ctx.metrics.peers("node").set(nodes);
-    ctx.metrics.peers("client").set(clients);
+    let counts = ctx.peers.counts();
+    ctx.metrics.peers("node").set(counts.nodes);
+    ctx.metrics.peers("client").set(counts.clients);
+    ctx.metrics.peers("oracle").set(counts.oracles);
     ctx.metrics.queue_depth("ingest").set(ctx.ingest.queued() as i64);
 }
 
@@ -234,8 +244,12 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
         Event::Response { peer, response } => match response {
             ControlResponse::Welcome { .. } => {
                 ctx.peers.set_welcomed(peer);
-                // A node that admitted us is worth asking for its descriptors.
+                // A node that admitted us is worth asking for its descriptors
+                // (and its prices, if we keep a book).
                 let _ = ctx.p2p.command(Command::Request { peer, request: ControlRequest::GetDescriptors }).await;
+                if ctx.prices.enabled() {
+                    let _ = ctx.p2p.command(Command::Request { peer, request: ControlRequest::GetPrices }).await;
+                }
             }
             // The reason is the peer's text: counted, not logged.
             ControlResponse::Refused { .. } => {
@@ -248,7 +262,14 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
                     count_descriptor(ctx, ctx.topology.accept_descriptor_bytes(bytes, current));
                 }
             }
-            ControlResponse::Ack | ControlResponse::Error { .. } | ControlResponse::Prices { .. } => {}
+            ControlResponse::Prices { encoded } => {
+                if ctx.prices.enabled() {
+                    for bytes in encoded.iter().take(nox_protocol::price::MAX_ORACLES) {
+                        let _ = ctx.prices.accept_fetched(bytes);
+                    }
+                }
+            }
+            ControlResponse::Ack | ControlResponse::Error { .. } => {}
         },
         Event::RequestFailed { .. } => {
             ctx.metrics.event("control", "request_failed").inc();
@@ -260,11 +281,17 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
                 let ok = r.is_ok();
                 count_descriptor(ctx, r);
                 ok
+            } else if topic == PRICE_TOPIC {
+                // From any admitted peer (an oracle publishes, nodes relay);
+                // the feed's checks decide whether GossipSub passes it on.
+                if ctx.peers.admitted(&source).is_some() {
+                    ctx.prices.accept_gossip(&data)
+                } else {
+                    ctx.metrics.event(crate::prices::KIND, "not_admitted").inc();
+                    false
+                }
             } else {
-                // Prices are checked against configured oracle keys once the
-                // oracle exists; until then only nodes may pass them on, so a
-                // client cannot flood the topic through its entry node.
-                ctx.peers.admitted(&source) == Some(PeerKind::Node)
+                false
             };
             let _ = ctx.p2p.command(Command::Validate { message_id, source, accept }).await;
         }
@@ -310,7 +337,12 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
                 }
             }
         }
-        ControlRequest::GetPrices => ControlResponse::Prices { encoded: Vec::new() },
+        ControlRequest::GetPrices => {
+            if ctx.peers.admitted(&peer).is_none() {
+                return ControlResponse::Error { reason: "handshake first".into() };
+            }
+            ControlResponse::Prices { encoded: ctx.prices.encoded_rounds() }
+        }
         ControlRequest::GetDescriptors => {
             if ctx.peers.admitted(&peer).is_none() {
                 return ControlResponse::Error { reason: "handshake first".into() };
@@ -320,9 +352,11 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
         ControlRequest::SubscribeReplies { surb_ids } => {
             // A node's loops end at their entry like a client's requests, so
             // a node claims their replies like a client; the mailbox holds
-            // every claimant to the same share.
-            if ctx.peers.admitted(&peer).is_none() {
-                return ControlResponse::Error { reason: "handshake first".into() };
+            // every claimant to the same share. An oracle receives no packets.
+            match ctx.peers.admitted(&peer) {
+                None => return ControlResponse::Error { reason: "handshake first".into() },
+                Some(PeerKind::Oracle) => return ControlResponse::Error { reason: "oracles receive no replies".into() },
+                Some(PeerKind::Node | PeerKind::Client) => {}
             }
             if surb_ids.len() > MAX_REPLY_CLAIMS {
                 return ControlResponse::Error { reason: format!("at most {MAX_REPLY_CLAIMS} ids per claim") };

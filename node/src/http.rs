@@ -64,9 +64,9 @@ fn health_body(s: &ApiState) -> serde_json::Value {
 
 /// Admin `/health`: also the peer counts by tier.
 async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    let (nodes, clients) = s.peers.counts();
+    let c = s.peers.counts();
     let mut body = health_body(&s);
-    body["peers"] = serde_json::json!({ "node": nodes, "client": clients });
+    body["peers"] = serde_json::json!({ "node": c.nodes, "client": c.clients, "oracle": c.oracles });
     Json(body)
 }
 

@@ -15,6 +15,8 @@
 //! * [`epoch`], [`replay`], [`store`] — epoch keys and per-key replay caches,
 //!   persisted in one redb database;
 //! * [`chain`] — the chain watcher: NoxRegistry's events become the topology;
+//! * [`prices`] — the price book of trusted oracles' signed rounds: price
+//!   gossip is checked against it, an exit prices token fees with it;
 //! * [`topology`], [`peers`], [`replies`] — shared state;
 //! * [`http`], [`metrics`] — `/health`, `/metrics`, `/topology`;
 //! * [`config`], [`keys`], [`node`] — configuration, key files, assembly.
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod pipeline;
+pub mod prices;
 pub mod replay;
 pub mod replies;
 pub mod store;

@@ -37,6 +37,7 @@ use crate::pipeline::egress::{EgressConfig, EgressContext, EgressStage};
 use crate::pipeline::ingest::{IngestError, IngestStage};
 use crate::pipeline::mix::{MixConfig, MixStage};
 use crate::pipeline::worker::{WorkerConfig, WorkerContext, WorkerStage};
+use crate::prices::PriceFeed;
 use crate::replay::ReplayCache;
 use crate::replies::ReplyMailbox;
 use crate::store;
@@ -128,6 +129,8 @@ pub struct RunningNode {
     pub replay: Arc<ReplayCache>,
     /// Loop bookkeeping.
     pub cover: Arc<CoverState>,
+    /// The price book.
+    pub prices: Arc<PriceFeed>,
     http_servers: Vec<http::HttpServer>,
     /// The database, to wait for its release at shutdown.
     db: std::sync::Weak<redb::Database>,
@@ -167,6 +170,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         (Role::Relay, _) => None,
     };
 
+    let trust = cfg.price_trust();
+    let oracle_keys = trust.as_ref().map(|t| t.oracles.clone()).unwrap_or_default();
+    let prices = Arc::new(PriceFeed::new(trust, &metrics).map_err(|e| NodeError::Config(format!("[prices]: {e}")))?);
+
     let db = store::open_database(&cfg.node.data_dir.join(store::DATABASE_FILE))?;
     // Paid calls need the database (the wallet's nonce ledger).
     let mut tasks = Vec::new();
@@ -176,7 +183,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
             let chain_id = cfg.chain.enabled().then_some(cfg.chain.chain_id);
             match EthRequestConfig::from_section(&cfg.exit, chain_id)? {
                 Some(ecfg) => {
-                    let (service, task) = EthRequestService::start(ecfg, db.clone(), &metrics, stop.clone()).await?;
+                    let (service, task) = EthRequestService::start(ecfg, db.clone(), prices.clone(), &metrics, stop.clone()).await?;
                     #[cfg(feature = "test-harness")]
                     if opts.faults.exit_crash_after_broadcast {
                         service.crash_after_broadcast();
@@ -365,8 +372,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         }));
     }
 
-    let admission: Arc<dyn Admission> =
-        opts.admission.clone().unwrap_or_else(|| Arc::new(StaticAdmission::new(topology.clone(), layer == 0)));
+    let admission: Arc<dyn Admission> = opts
+        .admission
+        .clone()
+        .unwrap_or_else(|| Arc::new(StaticAdmission::new(topology.clone(), layer == 0).with_oracles(oracle_keys)));
     let ctl = ControlContext {
         self_id,
         identity: keys.identity.clone(),
@@ -382,6 +391,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         keys: keys_ring.clone(),
         replay: replay.clone(),
         replies,
+        prices: prices.clone(),
         ingest: ingest.clone(),
         egress: egress_tx,
         metrics: metrics.clone(),
@@ -451,6 +461,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         keys: keys_ring,
         replay,
         cover: cover_state,
+        prices,
         http_servers,
         db: Arc::downgrade(&db),
         tasks,

@@ -4,8 +4,9 @@
 //! and the other answers through its admission policy. That gives two facts per
 //! peer, kept here:
 //!
-//! * **admitted** — *we* accepted *them*, at a tier (node or client). Ingest
-//!   drops every packet from a peer that is not admitted.
+//! * **admitted** — *we* accepted *them*, at a tier (node, client or oracle).
+//!   Ingest drops every packet from a peer that is not admitted, and from an
+//!   oracle (a gossip-only tier).
 //! * **welcomed** — *they* accepted *us*. Egress opens a packet stream to a
 //!   next hop only once welcomed, so a refused node never has packets queued
 //!   on a stream that will be reset.
@@ -27,6 +28,17 @@ struct PeerState {
     welcomed: bool,
     connected_at: Option<Instant>,
     hello_seen: bool,
+}
+
+/// Admitted peers per tier ([`PeerTable::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Nodes.
+    pub nodes: i64,
+    /// Clients.
+    pub clients: i64,
+    /// Price oracles.
+    pub oracles: i64,
 }
 
 /// The table of connected peers. Shared behind an `Arc`.
@@ -125,12 +137,19 @@ impl PeerTable {
             .collect()
     }
 
-    /// Admitted peers per tier: (nodes, clients).
-    pub fn counts(&self) -> (i64, i64) {
+    /// Admitted peers per tier.
+    pub fn counts(&self) -> PeerCounts {
         let m = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let nodes = m.values().filter(|s| s.admitted == Some(PeerKind::Node)).count() as i64;
-        let clients = m.values().filter(|s| s.admitted == Some(PeerKind::Client)).count() as i64;
-        (nodes, clients)
+        let mut c = PeerCounts::default();
+        for s in m.values() {
+            match s.admitted {
+                Some(PeerKind::Node) => c.nodes += 1,
+                Some(PeerKind::Client) => c.clients += 1,
+                Some(PeerKind::Oracle) => c.oracles += 1,
+                None => {}
+            }
+        }
+        c
     }
 }
 
@@ -150,7 +169,10 @@ mod tests {
         assert!(waiter.await.unwrap());
         t.set_admitted(p, PeerKind::Node);
         assert_eq!(t.admitted(&p), Some(PeerKind::Node));
-        assert_eq!(t.counts(), (1, 0));
+        assert_eq!(t.counts(), PeerCounts { nodes: 1, clients: 0, oracles: 0 });
+        let o = PeerId::random();
+        t.set_admitted(o, PeerKind::Oracle);
+        assert_eq!(t.counts().oracles, 1);
         t.disconnected(&p);
         assert_eq!(t.admitted(&p), None);
         assert!(!t.wait_welcomed(&p, Duration::from_millis(10)).await);

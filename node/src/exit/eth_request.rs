@@ -18,8 +18,12 @@
 //!    and the proof's points (`Malformed`);
 //! 2. the recipient is this exit's wallet (`WrongRecipient`); the execution
 //!    hash is this call's (`WrongExecution`); the call's gas is within
-//!    `exit.eth_max_call_gas` (`GasAboveCap`); the asset is ETH
-//!    (`AssetNotAccepted`: token fees wait for the price oracle);
+//!    `exit.eth_max_call_gas` (`GasAboveCap`); the asset is one the fee
+//!    policy lists, ETH or a token of `exit.eth_fee_tokens`
+//!    (`AssetNotAccepted`); a token must have a fresh price in the node's
+//!    [`PriceFeed`] now, and so must ETH (`NoPrice`, status `Busy`: checked
+//!    here, before the chain is asked or the proof verified, so a request the
+//!    exit cannot price costs it nothing);
 //! 3. a request with the nullifier of a transaction the exit already sent is
 //!    answered with that transaction (see "Deduplication");
 //! 4. the pool knows the root (`UnknownRoot`); the nullifier is unspent on
@@ -34,11 +38,14 @@
 //!    (`CallFails`, with the call's revert data from an `eth_call` from the
 //!    pool's executor);
 //! 7. the fee covers the cost with the margin (`FeeTooLow`, detail: the
-//!    lowest fee accepted). Cost = simulated gas used × the max fee per gas
-//!    the exit signs, `min(2 × base fee of the latest block + priority fee,
-//!    exit.eth_max_fee_per_gas_gwei)` — the most the transaction can cost at
-//!    the simulated gas; the fee must be at least
-//!    `FeePolicy::fee_for(cost)` = cost × (1 + margin);
+//!    lowest fee accepted, in the asset's base units). Cost = simulated gas
+//!    used × the max fee per gas the exit signs, `min(2 × base fee of the
+//!    latest block + priority fee, exit.eth_max_fee_per_gas_gwei)` — the most
+//!    the transaction can cost at the simulated gas, in wei; the fee must be
+//!    at least [`required_fee`]: `FeePolicy::fee_for(cost)` = cost × (1 +
+//!    margin) for ETH, and for a token `fee_for(PriceBook::wei_to_token(cost))`
+//!    — the cost converted at the median of the fresh trusted oracle quotes,
+//!    rounded up. A price gone stale since step 2 is `NoPrice` here;
 //! 8. the transaction goes through the [`super::nonce::TxSender`] (recorded
 //!    durably before it is broadcast) and the answer is the
 //!    [`EthReceipt`] once it is mined, or `NoReceipt` with its hash after
@@ -47,8 +54,8 @@
 //! Upstream failures on the way are `Upstream`; more than
 //! `exit.eth_max_in_flight` paid calls at once, or a base fee above the
 //! exit's cap, are `Busy`. Statuses: `BadRequest` for `WrongChain` and
-//! `Malformed`, `Failed` for `Upstream` and `NoReceipt`, `Busy` for `Busy`,
-//! `Refused` for every other code.
+//! `Malformed`, `Failed` for `Upstream` and `NoReceipt`, `Busy` for `Busy`
+//! and `NoPrice`, `Refused` for every other code.
 //!
 //! ## Deduplication
 //!
@@ -67,7 +74,8 @@
 //! exit inserts the change notes of its mined relays with `NoxPool.flush`,
 //! every `exit.eth_flush_every_secs`, up to `exit.eth_flush_max_notes` per
 //! call, through the same nonce ledger, after dropping those someone else has
-//! already flushed. Counted as `nox_events_total{kind="exit_eth_flush"}`:
+//! already flushed. A change note is a commitment whatever its asset, so
+//! relays paid in tokens are flushed like those paid in ETH. Counted as `nox_events_total{kind="exit_eth_flush"}`:
 //! `flushes`, `notes`, `gas_used`, `nothing_pending`, `failed`.
 //!
 //! Counted as `nox_events_total{kind="exit_eth_request",outcome}`: `request`,
@@ -98,6 +106,7 @@ use nox_protocol::contracts::NoxPool;
 use nox_protocol::descriptor::FeePolicy;
 use nox_protocol::payload::{ReplyStatus, Request};
 use nox_protocol::payment::GasPayment;
+use nox_protocol::price::{ETH, NoPrice, PriceBook};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -110,6 +119,7 @@ use super::outcomes::ServiceOutcomes;
 use super::service::{ExitService, RequestContext, ServiceError};
 use crate::config::ExitSection;
 use crate::metrics::Metrics;
+use crate::prices::{NO_BOOK, PriceFeed};
 
 /// The metrics kind of requests.
 pub const KIND: &str = "exit_eth_request";
@@ -152,6 +162,8 @@ pub struct EthRequestConfig {
     pub flush_max_notes: usize,
     /// `exit.eth_max_in_flight`.
     pub max_in_flight: usize,
+    /// `exit.eth_fee_tokens`: the tokens accepted besides ETH.
+    pub fee_tokens: Vec<[u8; 20]>,
 }
 
 /// Why the service cannot start.
@@ -196,6 +208,17 @@ pub enum EthSetupError {
     /// The ledger does not open.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// `exit.eth_fee_tokens` without a price book.
+    #[error("exit.eth_fee_tokens needs prices.oracle_keys: token fees are priced by the oracles")]
+    NoPriceBook,
+    /// The price book prices another chain than the exit relays on.
+    #[error("[prices] prices chain {prices}, but the exit relays on chain {exit}; set prices.chain_id = {exit}")]
+    PriceChain {
+        /// The book's chain.
+        prices: u64,
+        /// The exit's.
+        exit: u64,
+    },
 }
 
 impl EthRequestConfig {
@@ -223,6 +246,7 @@ impl EthRequestConfig {
             flush_every: Duration::from_secs(exit.eth_flush_every_secs),
             flush_max_notes: exit.eth_flush_max_notes,
             max_in_flight: exit.eth_max_in_flight,
+            fee_tokens: exit.fee_token_addresses(),
         }))
     }
 }
@@ -322,6 +346,7 @@ struct Inner {
     pvk: PreparedVerifyingKey<Bn254>,
     sender: Arc<TxSender>,
     policy: FeePolicy,
+    prices: Arc<PriceFeed>,
     slots: Arc<Semaphore>,
     serving: Mutex<HashMap<[u8; 32], Serving>>,
     outcomes: ServiceOutcomes,
@@ -368,6 +393,29 @@ impl From<EthRefusal> for ServiceError {
 
 fn word(x: &[u8; 32]) -> U256 {
     U256::from_be_bytes(*x)
+}
+
+/// The lowest fee the exit accepts, in base units of `asset`, for a call
+/// whose gas costs `cost_wei`: [`FeePolicy::fee_for`] of the cost for ETH, and
+/// of the cost converted with `book` at `now_ms` for a token (step 7 of the
+/// module docs). A token without a book or without a fresh price is
+/// [`NoPrice`]. Whether the policy lists `asset` is step 2's business.
+pub fn required_fee(
+    policy: &FeePolicy,
+    book: Option<&PriceBook>,
+    asset: &[u8; 20],
+    cost_wei: u128,
+    now_ms: u64,
+) -> Result<u128, NoPrice> {
+    if asset == &ETH {
+        return Ok(policy.fee_for(cost_wei));
+    }
+    let cost = book.ok_or(NO_BOOK)?.wei_to_token(cost_wei, asset, now_ms)?;
+    Ok(policy.fee_for(cost))
+}
+
+fn no_price(e: NoPrice) -> EthRefusal {
+    refusal(EthRefusalCode::NoPrice, format!("this exit cannot price the fee's token now ({e}); retry later or pay in ETH"))
 }
 
 fn upstream(e: impl std::fmt::Display) -> EthRefusal {
@@ -435,10 +483,13 @@ impl EthRequestService {
     /// Loads the wallet and the verifying key, checks the upstream (chain id,
     /// pool code, wallet funds), opens the ledger in `db`, and starts the
     /// maintenance task (reconciliation, re-sending, flushes), which ends
-    /// when `stop` is set or its handle is aborted.
+    /// when `stop` is set or its handle is aborted. Token fees are priced
+    /// with `prices`, which must price the exit's chain when
+    /// `cfg.fee_tokens` is not empty.
     pub async fn start(
         cfg: EthRequestConfig,
         db: Arc<redb::Database>,
+        prices: Arc<PriceFeed>,
         metrics: &Metrics,
         stop: Arc<AtomicBool>,
     ) -> Result<(Self, JoinHandle<()>), EthSetupError> {
@@ -468,6 +519,15 @@ impl EthRequestService {
             }
             (Err(e), None) => return Err(EthSetupError::Upstream(e.to_string())),
         };
+        if !cfg.fee_tokens.is_empty() {
+            match prices.trust() {
+                None => return Err(EthSetupError::NoPriceBook),
+                Some(t) if t.chain_id != chain_id => {
+                    return Err(EthSetupError::PriceChain { prices: t.chain_id, exit: chain_id });
+                }
+                Some(_) => {}
+            }
+        }
         match eth.code_at(cfg.pool).await {
             Ok(code) if code.is_empty() => return Err(EthSetupError::NoPoolCode(cfg.pool)),
             Ok(_) => {}
@@ -494,7 +554,7 @@ impl EthRequestService {
             pool: cfg.pool.0.0,
             chain_id,
             margin_bps: cfg.margin_bps,
-            assets: vec![[0; 20]],
+            assets: std::iter::once(ETH).chain(cfg.fee_tokens.iter().copied()).collect(),
         };
         let mut outcomes: Vec<&'static str> = vec!["request", "ok", "duplicate"];
         outcomes.extend(EthRefusalCode::ALL.iter().map(|c| c.label()));
@@ -507,6 +567,7 @@ impl EthRequestService {
             pvk,
             sender,
             policy,
+            prices,
             serving: Mutex::new(HashMap::new()),
             outcomes: ServiceOutcomes::new(metrics, KIND, &outcomes),
             gas_used: metrics.event(KIND, "gas_used"),
@@ -613,11 +674,10 @@ impl Inner {
         }
         let asset = inputs.asset_address().unwrap_or_default();
         if !self.policy.accepts(&asset) {
-            return Err(refusal(
-                EthRefusalCode::AssetNotAccepted,
-                "this exit takes fees in ETH only: token fees wait for the price oracle",
-            ));
+            let what = if self.policy.assets.len() == 1 { "in ETH only" } else { "in ETH and the tokens of its fee policy" };
+            return Err(refusal(EthRefusalCode::AssetNotAccepted, format!("this exit takes fees {what}")));
         }
+        self.prices.check_priced(&asset).map_err(no_price)?;
         // 3. The same payment again.
         let nullifier = inputs.nullifier;
         let digest = call.digest();
@@ -718,12 +778,16 @@ impl Inner {
         // 7. Price.
         let fee = inputs.public_value().unwrap_or(0);
         let cost = u128::from(sim.gas_used).saturating_mul(max_fee);
-        let required = self.policy.fee_for(cost);
+        let asset = inputs.asset_address().unwrap_or_default();
+        let now = self.prices.now_ms();
+        let required =
+            self.prices.with_book(|book| required_fee(&self.policy, book, &asset, cost, now)).map_err(no_price)?;
         if fee < required {
+            let unit = if asset == ETH { "wei" } else { "the token's base units, at the oracles' price" };
             let mut r = refusal(
                 EthRefusalCode::FeeTooLow,
                 format!(
-                    "the fee does not cover the gas cost with this exit's margin of {} bps",
+                    "the fee does not cover the gas cost with this exit's margin of {} bps (lowest fee in the detail, in {unit})",
                     self.policy.margin_bps
                 ),
             );
@@ -1122,6 +1186,77 @@ mod tests {
             let e = ServiceError::from(EthRefusal::new(code, "why"));
             assert_eq!(e.status(), want, "{code:?}");
             assert_eq!(EthRefusal::decode(&e.reply_data()).unwrap().code, code);
+        }
+    }
+
+    mod fees {
+        use ed25519_dalek::SigningKey;
+        use nox_protocol::price::{PriceRound, Quote, SOURCE_BINANCE, SOURCE_COINGECKO, Trust};
+
+        use super::*;
+
+        const USDC: [u8; 20] = [0xa0; 20];
+        const NOW: u64 = 1_800_000_000_000;
+
+        fn policy() -> FeePolicy {
+            FeePolicy { wallet: [1; 20], pool: [2; 20], chain_id: 31337, margin_bps: 1000, assets: vec![ETH, USDC] }
+        }
+
+        /// A book with one oracle quoting ETH at 2000 USD and USDC at 1 USD at `NOW`.
+        fn book() -> PriceBook {
+            let key = SigningKey::from_bytes(&[1; 32]);
+            let trust = Trust {
+                chain_id: 31337,
+                oracles: vec![key.verifying_key().to_bytes()],
+                threshold: 1,
+                max_age_ms: 60_000,
+                max_skew_ms: 5_000,
+            };
+            let q = |symbol: &str, token, token_decimals, price| Quote {
+                symbol: symbol.into(),
+                token,
+                token_decimals,
+                price,
+                price_decimals: 8,
+                sources: SOURCE_BINANCE | SOURCE_COINGECKO,
+            };
+            let quotes = vec![q("ETH", ETH, 18, 2000_0000_0000), q("USDC", USDC, 6, 1_0000_0000)];
+            let mut book = PriceBook::new(trust).unwrap();
+            book.accept(PriceRound::sign(&key, 31337, 1, NOW, quotes).unwrap(), NOW).unwrap();
+            book
+        }
+
+        #[test]
+        fn eth_fees_are_the_cost_with_the_margin_with_or_without_a_book() {
+            let cost = 300_000u128 * 2_000_000_000; // 300k gas at 2 gwei
+            assert_eq!(required_fee(&policy(), None, &ETH, cost, NOW), Ok(cost * 11 / 10));
+            assert_eq!(required_fee(&policy(), Some(&book()), &ETH, cost, NOW + 10_000_000), Ok(cost * 11 / 10));
+        }
+
+        #[test]
+        fn token_fees_are_the_converted_cost_with_the_margin() {
+            // 0.0006 ETH at 2000 USD = 1.2 USDC = 1,200,000 base units; + 10 %.
+            let cost = 600_000_000_000_000u128;
+            assert_eq!(required_fee(&policy(), Some(&book()), &USDC, cost, NOW), Ok(1_320_000));
+            // Rounded up: one wei costs a whole base unit, and the margin rounds up too.
+            assert_eq!(required_fee(&policy(), Some(&book()), &USDC, 1, NOW), Ok(2));
+        }
+
+        #[test]
+        fn a_token_without_a_fresh_price_has_no_fee() {
+            let cost = 10u128.pow(15);
+            assert_eq!(required_fee(&policy(), None, &USDC, cost, NOW), Err(NO_BOOK));
+            // Stale: older than the book's staleness limit.
+            assert!(matches!(
+                required_fee(&policy(), Some(&book()), &USDC, cost, NOW + 60_001),
+                Err(NoPrice::TooFewOracles { fresh: 0, threshold: 1 })
+            ));
+            // A token no oracle quotes.
+            assert!(required_fee(&policy(), Some(&book()), &[0xbb; 20], cost, NOW).is_err());
+            // The refusal a client sees: `no_price`, status Busy.
+            let r = no_price(NO_BOOK);
+            assert_eq!(r.code, EthRefusalCode::NoPrice);
+            assert_eq!(ServiceError::from(r).status(), ReplyStatus::Busy);
         }
     }
 
