@@ -397,6 +397,13 @@ impl Client {
         self.wire.directory.read().unwrap_or_else(|e| e.into_inner()).fee_policies(epoch)
     }
 
+    /// The entry's latest signed price round of each oracle it follows, as
+    /// encoded and unchecked: [`Client::price_book`] checks them against the
+    /// client's own oracle keys.
+    pub async fn price_rounds(&self) -> Result<Vec<Vec<u8>>, ClientError> {
+        Ok(self.wire.peer.price_rounds(self.wire.entry.1, self.cfg.connect_timeout).await?)
+    }
+
     /// Sends `request` through the mixnet and returns the exit's reply,
     /// retrying and topping up SURBs as the module describes.
     pub async fn request(&self, request: Request, progress: impl FnMut(Progress)) -> Result<Reply, ClientError> {

@@ -24,6 +24,7 @@ use alloy_primitives::Address;
 use nox_config::{Checks, ConfigFile};
 pub use nox_config::{ConfigError, Location, Problem};
 use nox_protocol::NodeId;
+use nox_protocol::price::{MAX_ORACLES, Trust};
 use nox_protocol::route::{MAX_FREE_HOPS, MIN_FREE_HOPS};
 use nox_protocol::topology::{ENTRY_LAYER, EXIT_LAYER, MAX_LAYER, MIX_LAYER};
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,8 @@ pub struct ClientFile {
     pub cover: CoverRates,
     /// The shielded wallet and private calls (`nox-client wallet …`, `call`).
     pub wallet: WalletSection,
+    /// The price oracles trusted for fees paid in a token.
+    pub prices: PricesSection,
 }
 
 /// Where the wallet's notes are read from.
@@ -122,6 +125,9 @@ pub struct WalletSection {
     pub call_timeout_ms: u64,
     /// The most a private call pays, in wei; unset: the computed fee, whatever it is.
     pub max_fee_wei: Option<String>,
+    /// Headroom added to a fee paid in a token, in basis points, for prices
+    /// that move between the client's view and the exit's.
+    pub price_slippage_bps: u16,
 }
 
 impl Default for WalletSection {
@@ -136,6 +142,7 @@ impl Default for WalletSection {
             proving_keys: None,
             call_timeout_ms: 90_000,
             max_fee_wei: None,
+            price_slippage_bps: crate::fee::DEFAULT_PRICE_SLIPPAGE_BPS,
         }
     }
 }
@@ -154,6 +161,88 @@ impl WalletSection {
             .map(|t| t.trim().parse::<u128>().map_err(|_| format!("wallet.max_fee_wei `{t}` is not an amount in wei")))
             .transpose()
     }
+}
+
+/// `[prices]`: the oracles whose signed rounds price a fee paid in a token.
+/// The chain is `topology.chain_id` (the wallet's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricesSection {
+    /// Trusted oracle keys: Ed25519 public keys, 64 hex digits (`0x` optional).
+    pub oracle_keys: Vec<String>,
+    /// Distinct oracles that must quote an asset before its price is used;
+    /// 0: a majority of `oracle_keys` (n / 2 + 1).
+    pub threshold: usize,
+    /// Seconds after which a round is stale.
+    pub max_age_secs: u64,
+    /// Seconds a round's timestamp may be ahead of this machine's clock.
+    pub max_skew_secs: u64,
+}
+
+impl Default for PricesSection {
+    fn default() -> Self {
+        PricesSection { oracle_keys: Vec::new(), threshold: 0, max_age_secs: 120, max_skew_secs: 10 }
+    }
+}
+
+impl PricesSection {
+    /// The threshold in force: `threshold`, or a majority when it is 0.
+    pub fn effective_threshold(&self) -> usize {
+        if self.threshold == 0 { self.oracle_keys.len() / 2 + 1 } else { self.threshold }
+    }
+
+    /// The trust of a price book for `chain_id`, `None` when no oracle key
+    /// is configured; an invalid section is every problem, with its key.
+    pub fn trust(&self, chain_id: u64) -> Result<Option<Trust>, Vec<Problem>> {
+        let mut c = Checks::default();
+        let trust = self.check(&mut c, chain_id);
+        c.finish()?;
+        Ok(trust)
+    }
+
+    fn check(&self, c: &mut Checks, chain_id: u64) -> Option<Trust> {
+        let n = self.oracle_keys.len();
+        if n > MAX_ORACLES {
+            c.fail("prices.oracle_keys", format!("{n} keys, at most {MAX_ORACLES}"));
+        }
+        let mut oracles: Vec<[u8; 32]> = Vec::with_capacity(n);
+        for (i, text) in self.oracle_keys.iter().enumerate() {
+            let key = format!("prices.oracle_keys[{i}]");
+            match parse_oracle_key(text) {
+                Err(e) => c.fail(key, e),
+                Ok(k) => match oracles.iter().position(|o| *o == k) {
+                    Some(first) => c.fail(key, format!("`{text}` is also prices.oracle_keys[{first}]")),
+                    None => oracles.push(k),
+                },
+            }
+        }
+        if self.threshold > n {
+            let why = if n == 0 { "no prices.oracle_keys are set".to_string() } else { format!("{n} oracle keys") };
+            c.fail("prices.threshold", format!("{} is above the number of oracles: {why}", self.threshold));
+        }
+        c.at_least("prices.max_age_secs", self.max_age_secs, 1);
+        if n == 0 || oracles.len() != n {
+            return None;
+        }
+        Some(Trust {
+            chain_id,
+            oracles,
+            threshold: self.effective_threshold(),
+            max_age_ms: self.max_age_secs.saturating_mul(1_000),
+            max_skew_ms: self.max_skew_secs.saturating_mul(1_000),
+        })
+    }
+}
+
+/// 64 hex digits (`0x` optional) that are an Ed25519 public key, or why not.
+pub fn parse_oracle_key(text: &str) -> Result<[u8; 32], String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let mut key = [0u8; 32];
+    if digits.len() != 64 || hex::decode_to_slice(digits, &mut key).is_err() {
+        return Err(format!("`{text}` is not an oracle key: expected 64 hex digits (an Ed25519 public key)"));
+    }
+    ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| format!("`{text}` is not an Ed25519 public key"))?;
+    Ok(key)
 }
 
 /// `[network]`
@@ -516,6 +605,9 @@ impl ClientFile {
         if let Err(e) = wallet.max_fee() {
             c.fail("wallet.max_fee_wei", e);
         }
+        c.at_most("wallet.price_slippage_bps", wallet.price_slippage_bps, crate::fee::MAX_PRICE_SLIPPAGE_BPS, "");
+
+        self.prices.check(&mut c, self.topology.chain_id);
 
         let cover = &self.cover;
         if cover.enabled {
@@ -630,6 +722,12 @@ impl ClientFile {
         cfg.max_reply_bytes = self.requests.max_reply_bytes;
         cfg.surbs = self.surbs.clone();
         Ok(cfg)
+    }
+
+    /// The `[prices]` trust for the wallet's chain (`topology.chain_id`);
+    /// `None` when no oracle key is set (fees in tokens cannot be priced).
+    pub fn price_trust(&self) -> Result<Option<Trust>, ConfigError> {
+        self.prices.trust(self.topology.chain_id).map_err(ConfigError::Invalid)
     }
 
     /// The proxy's settings for requests naming `chain_id` (the configured
@@ -932,6 +1030,63 @@ mod tests {
 
         let p = parse(&registry_file()).unwrap().proxy_config(31337);
         assert_eq!(p, ProxyConfig::new(31337));
+    }
+
+    #[test]
+    fn prices_give_the_trust_of_the_wallets_chain() {
+        let reg = registry_file();
+        let c = parse(&reg).unwrap();
+        assert_eq!(c.prices, PricesSection::default());
+        assert_eq!(c.price_trust().unwrap(), None, "no oracle keys: ETH fees only");
+        let (a, b, k) = (node_id(1), node_id(2), node_id(3));
+        let text = format!(
+            "{reg}chain_id = 31337\n[prices]\noracle_keys = [\"{a}\", \"{}\", \"{k}\"]\nmax_age_secs = 60\n",
+            &b[2..]
+        );
+        let trust = parse(&text).unwrap().price_trust().unwrap().unwrap();
+        assert_eq!((trust.chain_id, trust.oracles.len()), (31337, 3));
+        assert_eq!(trust.oracles[1].to_vec(), hex::decode(&b[2..]).unwrap(), "0x is optional");
+        assert_eq!((trust.threshold, trust.max_age_ms, trust.max_skew_ms), (2, 60_000, 10_000), "0: a majority");
+        assert!(nox_protocol::price::PriceBook::new(trust).is_ok());
+        let c = parse(&format!("{reg}[prices]\noracle_keys = [\"{a}\"]\nthreshold = 1\n")).unwrap();
+        assert_eq!(c.price_trust().unwrap().unwrap().threshold, 1);
+        assert_eq!(
+            PricesSection { oracle_keys: vec![a.clone(); 4], ..PricesSection::default() }.effective_threshold(),
+            3
+        );
+
+        let env =
+            [("NOX_CLIENT_PRICES__ORACLE_KEYS", format!("{a}, {b}")), ("NOX_CLIENT_PRICES__THRESHOLD", "2".into())];
+        let c = from_toml_str(&reg, env.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+        assert_eq!(c.prices.oracle_keys, vec![a.clone(), b.clone()]);
+        assert_eq!(c.price_trust().unwrap().unwrap().threshold, 2);
+        let c = with_env(&reg, &[("NOX_CLIENT_WALLET__PRICE_SLIPPAGE_BPS", "250")]).unwrap();
+        assert_eq!(c.wallet.price_slippage_bps, 250);
+    }
+
+    #[test]
+    fn each_prices_rule_names_its_key() {
+        let reg = registry_file();
+        let a = node_id(1);
+        let not_a_point = format!("0x02{}", "00".repeat(31));
+        for (text, keys) in [
+            (format!("{reg}[prices]\noracle_keys = [\"{a}\", \"0x1234\"]\n"), vec!["prices.oracle_keys[1]"]),
+            (format!("{reg}[prices]\noracle_keys = [\"{not_a_point}\"]\n"), vec!["prices.oracle_keys[0]"]),
+            (format!("{reg}[prices]\noracle_keys = [\"{a}\", \"{a}\"]\n"), vec!["prices.oracle_keys[1]"]),
+            (format!("{reg}[prices]\noracle_keys = [\"{a}\"]\nthreshold = 2\n"), vec!["prices.threshold"]),
+            (format!("{reg}[prices]\nthreshold = 1\n"), vec!["prices.threshold"]),
+            (format!("{reg}[prices]\nmax_age_secs = 0\n"), vec!["prices.max_age_secs"]),
+            (format!("{reg}[wallet]\nprice_slippage_bps = 10001\n"), vec!["wallet.price_slippage_bps"]),
+        ] {
+            assert_eq!(problem_keys(parse(&text)), keys, "{text}");
+        }
+        let many: Vec<String> = (1..=17).map(node_id).collect();
+        let text = format!("{reg}[prices]\noracle_keys = {many:?}\n");
+        assert_eq!(problem_keys(parse(&text)), vec!["prices.oracle_keys"]);
+        let bad = PricesSection { oracle_keys: vec!["xyz".into()], ..PricesSection::default() };
+        let problems = bad.trust(1).unwrap_err();
+        assert_eq!(problems[0].key, "prices.oracle_keys[0]");
+        assert!(problems[0].message.contains("64 hex digits"), "{}", problems[0].message);
     }
 
     #[test]

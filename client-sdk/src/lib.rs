@@ -24,6 +24,10 @@
 //! * [`private`] — [`Client::private_call`]: a contract call performed by an
 //!   exit and paid from a shielded note (exit first, fee from its signed
 //!   policy and the chain's fees read through the mixnet, proof, answer);
+//! * [`fee`] — what a private call pays: the relay's cost in wei and the
+//!   fee in ETH or a token the exit lists (one formula for both);
+//! * [`prices`] — token prices: the entry's signed oracle rounds, checked
+//!   against the client's own oracle keys ([`Client::price_book`]);
 //! * [`chain_reader`] — the wallet's pool reads as `RpcCall`s through the
 //!   mixnet;
 //! * [`proxy`] — the local Ethereum JSON-RPC proxy: wallet requests in,
@@ -43,6 +47,8 @@ pub mod client;
 pub mod config;
 pub mod cover;
 pub mod directory;
+pub mod fee;
+pub mod prices;
 pub mod private;
 pub mod proxy;
 pub mod request;

@@ -9,8 +9,9 @@
 //!   through the same method policy as the proxy and prints its result;
 //! * `nox-client wallet new|deposit|balance|withdraw|flush --config FILE`
 //!   manages the shielded wallet ([`wallet`]);
-//! * `nox-client call --config FILE TARGET SIGNATURE [ARGS…]` makes a private
-//!   call paid from the wallet and prints its receipt;
+//! * `nox-client call --config FILE TARGET SIGNATURE [ARGS…] [--fee-token
+//!   TOKEN]` makes a private call paid from the wallet (in ETH, or in a token
+//!   priced by the `[prices]` oracles) and prints its receipt;
 //! * `nox-client check-config --config FILE` explains what is wrong with a
 //!   configuration.
 //!
@@ -95,8 +96,12 @@ enum Command {
     },
     /// A private call: performed by an exit, paid from the wallet with a proof.
     ///
+    /// The fee is paid in ETH, or with --fee-token in a token the exit lists,
+    /// converted at the prices of the oracles in [prices] (their signed
+    /// rounds come from the entry and are checked against those keys).
     /// Prints the relay transaction's hash, block, sender (the exit's wallet),
-    /// whether the call succeeded, the gas, the fee and where the time went.
+    /// whether the call succeeded, the gas, the fee (its asset, amount and
+    /// worth in wei) and where the time went.
     Call {
         #[command(flatten)]
         call: wallet::CallArgs,
@@ -169,6 +174,18 @@ fn check_config(file: &Path, cfg: &ClientFile) {
     };
     let remote = if cfg.proxy.listen_is_loopback() { "" } else { " (not loopback: needs --allow-remote)" };
     println!("proxy: {}{remote}, {chain}", cfg.proxy.listen);
+    let p = &cfg.prices;
+    if p.oracle_keys.is_empty() {
+        println!("prices: no oracle keys (fees in ETH only)");
+    } else {
+        println!(
+            "prices: {} oracle key(s), threshold {}, stale after {} s, fees in tokens with {} bps of headroom",
+            p.oracle_keys.len(),
+            p.effective_threshold(),
+            p.max_age_secs,
+            cfg.wallet.price_slippage_bps
+        );
+    }
 }
 
 /// Installs the `tracing` subscriber: `filter` on stderr.

@@ -19,7 +19,7 @@ use clap::Subcommand;
 use nox_client::Client;
 use nox_client::chain_reader::MixnetReader;
 use nox_client::config::{ClientFile, SyncVia};
-use nox_client::private::{CallProgress, PrivateCall};
+use nox_client::private::{CallProgress, Fee, PrivateCall};
 use nox_client::wallet::{KdfParams, PoolReader, Prover, Wallet, WalletError};
 use nox_eth::EthClient;
 use nox_eth::amount::{TokenAmount, format_token_amount};
@@ -141,9 +141,18 @@ pub(crate) struct CallArgs {
     /// Pay even if the exit's simulation sees the call fail.
     #[arg(long)]
     pub allow_failure: bool,
-    /// The exit to use (node id); default: a random exit that performs paid calls.
+    /// The exit to use (node id); default: a random exit that performs paid
+    /// calls and accepts the fee's asset.
     #[arg(long, value_name = "NODE_ID")]
     pub exit: Option<String>,
+    /// Pay the fee in this ERC-20 token (the wallet spends a note of it)
+    /// instead of ETH. The exit must list the token, and [prices] must name
+    /// the oracles that price it; the fee is the cost in wei converted at
+    /// their median price, with the exit's margin and
+    /// wallet.price_slippage_bps of headroom. wallet.max_fee_wei still caps
+    /// its worth in wei.
+    #[arg(long, value_name = "TOKEN")]
+    pub fee_token: Option<Address>,
     /// When only pending change can pay, insert it at once from the funding
     /// key (linking that address to the spend that made the change) instead
     /// of waiting for the exits' own flush.
@@ -233,7 +242,7 @@ fn balances_json(wallet: &Wallet) -> Value {
                 "pending_change": b.pending_change.to_string(),
                 "unconfirmed": b.unconfirmed_deposits.to_string(),
                 "spending": b.spending.to_string(),
-                "spendable_eth": format_token_amount(U256::from(b.spendable), 18),
+                "spendable_eth": b.asset.is_zero().then(|| format_token_amount(U256::from(b.spendable), 18)),
             })
         })
         .collect();
@@ -253,7 +262,7 @@ fn balances_json(wallet: &Wallet) -> Value {
 }
 
 fn asset_name(asset: Address) -> String {
-    if asset.is_zero() { "ETH".to_string() } else { asset.to_string() }
+    nox_client::fee::asset_label(asset)
 }
 
 /// Syncs `wallet` as `wallet.sync` says: through the mixnet (connecting a
@@ -381,6 +390,13 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
         request.allow_failure = call.allow_failure;
         request.timeout = Duration::from_millis(cfg.wallet.call_timeout_ms);
         request.max_fee = cfg.wallet.max_fee().map_err(anyhow::Error::msg)?;
+        request.price_slippage_bps = cfg.wallet.price_slippage_bps;
+        if let Some(token) = call.fee_token.filter(|t| !t.is_zero()) {
+            let trust = cfg.price_trust()?.context(
+                "--fee-token needs the oracles that price the token: set [prices] oracle_keys (and threshold)",
+            )?;
+            request = request.paid_in(token, trust);
+        }
         if let Some(exit) = &call.exit {
             request.exit = Some(crate::parse_node_id(exit)?);
         }
@@ -408,7 +424,10 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
                 "call_success": r.call_success,
                 "revert_data": (!r.revert_data.is_empty()).then(|| format!("0x{}", hex::encode(&r.revert_data))),
                 "gas_used": r.gas_used,
-                "fee_wei": outcome.fee.to_string(),
+                "fee_asset": asset_name(outcome.asset),
+                "fee": outcome.fee.to_string(),
+                "fee_units": format_token_amount(U256::from(outcome.fee), outcome.fee_decimals),
+                "fee_wei": outcome.fee_wei.to_string(),
                 "ms": {
                     "total": started.elapsed().as_millis() as u64,
                     "fees": outcome.timings.fees_ms,
@@ -462,16 +481,28 @@ async fn pending_change(cfg: &ClientFile, call: &CallArgs, wallet: &mut Wallet, 
 fn report_progress(p: CallProgress) {
     match p {
         CallProgress::ExitChosen { wallet, .. } => eprintln!("exit chosen: pays from {wallet}"),
-        CallProgress::Fee { fee, gas_price } => {
-            eprintln!("fee: {} ETH (gas at {gas_price} wei)", format_token_amount(U256::from(fee), 18))
-        }
+        CallProgress::Prices(tally) => eprintln!("prices: {tally}"),
+        CallProgress::Fee { fee, gas_price } => eprintln!("fee: {} (gas at {gas_price} wei)", show_fee(&fee)),
         CallProgress::Proved { ms } => eprintln!("proof built in {ms} ms"),
         CallProgress::Sent { attempt } => {
             eprintln!("sent through the mixnet (attempt {attempt}); waiting for inclusion…")
         }
-        CallProgress::Repricing { required } => {
-            eprintln!("the exit asks {} ETH; proving again at that fee", format_token_amount(U256::from(required), 18))
-        }
+        CallProgress::Repricing { required, fee } => eprintln!(
+            "the exit asks {} base units of {}; proving again at {}",
+            required,
+            asset_name(fee.asset),
+            show_fee(&fee)
+        ),
+    }
+}
+
+/// `0.0011 ETH`, or `3.333 of 0xA0b8… (worth 0.0011 ETH)`.
+fn show_fee(fee: &Fee) -> String {
+    let amount = format_token_amount(U256::from(fee.amount), fee.decimals);
+    if fee.asset.is_zero() {
+        format!("{amount} ETH")
+    } else {
+        format!("{amount} of {} (worth {} ETH)", fee.asset, format_token_amount(U256::from(fee.wei), 18))
     }
 }
 
