@@ -6,11 +6,13 @@ import {NoxRegistry} from "../src/NoxRegistry.sol";
 import {NoxTestToken} from "../src/NoxTestToken.sol";
 import {NoxPool} from "../src/NoxPool.sol";
 import {NoxCounter} from "../src/NoxCounter.sol";
+import {NoxTestDollar} from "../src/NoxTestDollar.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 /// @notice Deploys NoxRegistry (and, unless STAKE_TOKEN is set, a NoxTestToken) and
 ///         NoxPool (forge deploys and links its Poseidon libraries first), on a local
-///         chain a NoxCounter to make private calls to, and prints
+///         chain a NoxCounter to make private calls to and a NoxTestDollar to pay
+///         their fees in (1e9 tUSD minted to the deployer), and prints
 ///         the addresses as one JSON line prefixed with `NOX_DEPLOYMENT=`.
 ///         The pool's verifier is built from the development keys, which anyone can
 ///         recompute and forge proofs with (docs/protocol.md §11.6): the script
@@ -47,6 +49,8 @@ contract Deploy is NoxTest {
         NoxPool pool = new NoxPool();
         // A demonstration target for private calls, on local chains only.
         address counter = block.chainid == 31337 ? address(new NoxCounter()) : address(0);
+        // A fee token for token-paid private calls, on local chains only.
+        address feeToken = block.chainid == 31337 ? address(new NoxTestDollar(1e9 * 1e6)) : address(0);
         vm.stopBroadcast();
 
         vm.serializeAddress("deployment", "token", tokenAddr);
@@ -54,6 +58,7 @@ contract Deploy is NoxTest {
         vm.serializeAddress("deployment", "pool", address(pool));
         vm.serializeAddress("deployment", "executor", address(pool.executor()));
         vm.serializeAddress("deployment", "counter", counter);
+        vm.serializeAddress("deployment", "feeToken", feeToken);
         json = vm.serializeAddress("deployment", "registry", address(registry));
         log(string.concat("NOX_DEPLOYMENT=", json));
     }

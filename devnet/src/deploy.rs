@@ -23,6 +23,9 @@ pub struct Deployment {
     pub admin: Address,
     /// NoxCounter, the demonstration target of private calls (local chains only).
     pub counter: Address,
+    /// NoxTestDollar (tUSD, six decimals), the token fees are paid in on local
+    /// chains; 1e9 tUSD minted to the deployer.
+    pub fee_token: Address,
 }
 
 /// Parameters of the deploy script.
@@ -93,5 +96,6 @@ pub fn deploy(
         executor: addr("executor")?,
         admin: addr("admin")?,
         counter: addr("counter")?,
+        fee_token: addr("feeToken")?,
     })
 }

@@ -15,6 +15,7 @@
 pub mod anvil;
 pub mod deploy;
 pub mod network;
+pub mod price_apis;
 pub mod wallet_side;
 pub mod zk;
 

@@ -390,6 +390,13 @@ impl Devnet {
         self.deployer_send(self.deployment.token, NoxTestToken::mintCall { to: who, amount: tokens }.abi_encode()).await
     }
 
+    /// Mints `amount` base units of the fee token (NoxTestDollar, six
+    /// decimals) to `who`.
+    pub async fn mint_fee_token(&self, who: Address, amount: U256) -> Result<(), DevnetError> {
+        // NoxTestDollar's `mint(address,uint256)` has NoxTestToken's selector.
+        self.deployer_send(self.deployment.fee_token, NoxTestToken::mintCall { to: who, amount }.abi_encode()).await
+    }
+
     /// Funds and registers node `idx` with the minimum stake.
     pub async fn register(&mut self, idx: usize) -> Result<(), DevnetError> {
         let min = DeployParams::default().min_stake;

@@ -168,4 +168,37 @@ impl Devnet {
             .map_err(|e| DevnetError::Zk(e.to_string()))?;
         Ok(ShieldedUser { wallet, prover: Arc::new(prover), funding })
     }
+
+    /// Mints `amount` of the fee token (tUSD base units) to `user`'s funding
+    /// account (`funding_key`), deposits it into NoxPool as a token note, and
+    /// syncs through `client` until the note is spendable.
+    pub async fn deposit_fee_token(
+        &self,
+        user: &mut ShieldedUser,
+        funding_key: &str,
+        amount: u128,
+        client: &Client,
+    ) -> Result<(), DevnetError> {
+        use nox_client::chain_reader::MixnetReader;
+        use nox_client::wallet::PoolReader;
+        let chain = |e: &dyn std::fmt::Display| DevnetError::Chain(e.to_string());
+        let signer: alloy::signers::local::PrivateKeySigner = funding_key.parse().map_err(|e| chain(&e))?;
+        let token = self.deployment.fee_token;
+        self.mint_fee_token(signer.address(), alloy::primitives::U256::from(amount)).await?;
+        let eth =
+            nox_eth::EthClient::new(&self.rpc_url(), Duration::from_secs(10), Some(signer)).map_err(|e| chain(&e))?;
+        user.wallet.deposit_erc20(&eth, token, amount).await.map_err(|e| chain(&e))?;
+        let reader = MixnetReader::new(client, CHAIN_ID);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            user.wallet.sync(&reader as &dyn PoolReader, 0).await.map_err(|e| chain(&e))?;
+            if user.wallet.select(token, amount).is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevnetError::Timeout("the token deposit to become spendable"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
