@@ -4,7 +4,7 @@
 //! `{"data":{"amount":"3012.34","base":"ETH","currency":"USD"}}`. A pair
 //! Coinbase does not know is a 404, counted as that asset missing; the source
 //! as a whole fails only when no asset got an answer at all (every request
-//! failed the same way: down, timing out, refusing us). The answer must be in
+//! failed, and not merely because a pair is unknown or a price is bad). The answer must be in
 //! USD. Coinbase gives no update time: its spot price is live.
 
 use futures::future::join_all;
@@ -68,17 +68,17 @@ impl PriceSource for Coinbase {
             match result {
                 Ok(q) => fetched.quotes.push(q),
                 Err(f) => {
-                    if matches!(
-                        f,
-                        SourceFailure::Unreachable(_) | SourceFailure::Timeout(_) | SourceFailure::Status { .. }
-                    ) {
+                    // A missing pair or a bad price is about one asset; anything
+                    // else (down, timing out, refusing, answering garbage) is
+                    // about the source.
+                    if !matches!(f, SourceFailure::Missing { .. } | SourceFailure::BadPrice { .. }) {
                         source_wide.get_or_insert_with(|| f.clone());
                     }
                     fetched.failures.push(self.endpoint.error(f));
                 }
             }
         }
-        // Every request failed at the transport or HTTP level: the source is down.
+        // Nothing priced, and not only for reasons of single assets: the source failed.
         if fetched.quotes.is_empty() && fetched.failures.len() == wanted.len() {
             if let Some(f) = source_wide {
                 return Err(self.endpoint.error(f));
