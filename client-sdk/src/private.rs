@@ -60,7 +60,7 @@ pub use crate::fee::{
     ChainFees, DEFAULT_PRICE_SLIPPAGE_BPS, Fee, FeeError, RELAY_OVERHEAD_GAS, TokenPricing, fee_for_call,
 };
 use crate::fee::{add_bps, check_accepted, fee_in, fee_of_amount, relay_cost_wei};
-use crate::prices::{PriceTally, PricesError};
+use crate::prices::{PriceTally, Prices, PricesError};
 use crate::wallet::{Prover, Wallet, WalletError};
 
 /// Default wait for a private call's answer, per attempt: simulation,
@@ -344,17 +344,7 @@ impl Client {
         let (chain_id, pool) = (wallet.chain_id(), wallet.pool());
         let (exit, policy) = self.choose_paying_exit(chain_id, pool, call)?;
         let exit_wallet = address(&policy.wallet);
-        // Before anything is read or proven: the exit takes the asset, and a
-        // token has oracles to price it.
-        check_accepted(&policy, call.asset).map_err(CallError::Fee)?;
-        let trust = match (&call.prices, call.asset.is_zero()) {
-            (_, true) => None,
-            (None, false) => return Err(CallError::Fee(FeeError::NoPricing { asset: call.asset })),
-            (Some(t), false) if t.chain_id != chain_id => {
-                return Err(CallError::PricesChain { prices: t.chain_id, wallet: chain_id });
-            }
-            (Some(t), false) => Some(t),
-        };
+        let trust = call.token_trust(&policy, chain_id)?;
         progress(CallProgress::ExitChosen { exit, wallet: exit_wallet });
 
         let t = Instant::now();
@@ -368,20 +358,7 @@ impl Client {
             }
         };
         let mut timings = CallTimings { fees_ms: t.elapsed().as_millis() as u64, ..CallTimings::default() };
-        let fee_error = |e: FeeError| match (e, &prices) {
-            (FeeError::NoPrice { asset, reason }, Some(p)) => {
-                CallError::NoPrice { asset, reason, tally: p.tally.clone() }
-            }
-            (e, _) => CallError::Fee(e),
-        };
-        let cost_wei = relay_cost_wei(&fees, call.call_gas);
-        let mut fee = fee_in(
-            &policy,
-            cost_wei,
-            call.asset,
-            prices.as_ref().map(|p| p.pricing_now(call.price_slippage_bps)).as_ref(),
-        )
-        .map_err(fee_error)?;
+        let mut fee = call.fee(&policy, relay_cost_wei(&fees, call.call_gas), prices.as_ref())?;
         progress(CallProgress::Fee { fee, gas_price: fees.gas_price() });
 
         let execution_hash = nox_circuits::pool::execution_hash(
@@ -393,9 +370,7 @@ impl Client {
         );
         let mut repriced = false;
         loop {
-            if let Some(max) = call.max_fee.filter(|m| fee.wei > *m) {
-                return Err(CallError::FeeAboveMax { fee: fee.wei, max, asset: fee.asset, amount: fee.amount });
-            }
+            call.check_cap(&fee)?;
             let note = wallet.select(call.asset, fee.amount)?;
             let t = Instant::now();
             let prepared = wallet.prepare_spend(&note, fee.amount, exit_wallet, execution_hash)?;
@@ -462,13 +437,7 @@ impl Client {
             match refusal.required_fee() {
                 Some(required) if !repriced && required > fee.amount => {
                     repriced = true;
-                    let offer = repriced_amount(required, call);
-                    fee = fee_of_amount(
-                        offer,
-                        call.asset,
-                        prices.as_ref().map(|p| p.pricing_now(call.price_slippage_bps)).as_ref(),
-                    )
-                    .map_err(fee_error)?;
+                    fee = call.repriced_fee(required, prices.as_ref())?;
                     progress(CallProgress::Repricing { required, fee });
                 }
                 _ => return Err(CallError::Refused(refusal)),
@@ -502,11 +471,60 @@ impl Client {
     }
 }
 
-/// What a client offers after a `fee_too_low` naming `required`: that in
-/// ETH; in a token, plus the call's slippage headroom (the exit's prices may
-/// move again while the proof is rebuilt).
-pub fn repriced_amount(required: u128, call: &PrivateCall) -> u128 {
-    if call.asset.is_zero() { required } else { add_bps(required, call.price_slippage_bps) }
+impl PrivateCall {
+    /// The trust that prices this call's fee at an exit with `policy`, for
+    /// the wallet's `chain_id`: `None` for ETH. Checked before anything is
+    /// read or proven: the exit lists the asset, and a token has oracles of
+    /// the wallet's chain to price it.
+    pub fn token_trust(&self, policy: &FeePolicy, chain_id: u64) -> Result<Option<&Trust>, CallError> {
+        check_accepted(policy, self.asset).map_err(CallError::Fee)?;
+        if self.asset.is_zero() {
+            return Ok(None);
+        }
+        match &self.prices {
+            None => Err(CallError::Fee(FeeError::NoPricing { asset: self.asset })),
+            Some(t) if t.chain_id != chain_id => Err(CallError::PricesChain { prices: t.chain_id, wallet: chain_id }),
+            Some(t) => Ok(Some(t)),
+        }
+    }
+
+    /// The fee this call offers an exit with `policy` for a relay costing
+    /// `cost_wei` ([`crate::fee::fee_in`]; a token priced by `prices`, read
+    /// now, with the call's slippage). A missing price says what became of
+    /// the entry's rounds.
+    pub fn fee(&self, policy: &FeePolicy, cost_wei: u128, prices: Option<&Prices>) -> Result<Fee, CallError> {
+        let pricing = prices.map(|p| p.pricing_now(self.price_slippage_bps));
+        fee_in(policy, cost_wei, self.asset, pricing.as_ref()).map_err(|e| fee_error(e, prices))
+    }
+
+    /// What this call offers after a `fee_too_low` naming `required` (in the
+    /// asset's base units): that in ETH; in a token, plus the slippage
+    /// headroom (the exit's prices may move again while the proof is rebuilt).
+    pub fn repriced_fee(&self, required: u128, prices: Option<&Prices>) -> Result<Fee, CallError> {
+        let amount = if self.asset.is_zero() { required } else { add_bps(required, self.price_slippage_bps) };
+        let pricing = prices.map(|p| p.pricing_now(self.price_slippage_bps));
+        fee_of_amount(amount, self.asset, pricing.as_ref()).map_err(|e| fee_error(e, prices))
+    }
+
+    /// [`CallError::FeeAboveMax`] when `fee` is worth more wei than the
+    /// call's `max_fee`.
+    pub fn check_cap(&self, fee: &Fee) -> Result<(), CallError> {
+        match self.max_fee {
+            Some(max) if fee.wei > max => {
+                Err(CallError::FeeAboveMax { fee: fee.wei, max, asset: fee.asset, amount: fee.amount })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A fee error as the call reports it: a missing price with the tally of
+/// the entry's rounds.
+fn fee_error(e: FeeError, prices: Option<&Prices>) -> CallError {
+    match (e, prices) {
+        (FeeError::NoPrice { asset, reason }, Some(p)) => CallError::NoPrice { asset, reason, tally: p.tally.clone() },
+        (e, _) => CallError::Fee(e),
+    }
 }
 
 /// Whether a refusal leaves the note *spending*: the exit sent something it
@@ -530,11 +548,155 @@ pub fn parse_quantity(s: &str) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prices::{book_from_rounds, unix_ms};
+    use ed25519_dalek::SigningKey;
+    use nox_protocol::price::{ETH, PriceRound, Quote, SOURCE_COINBASE, SOURCE_KRAKEN};
+
+    const CHAIN: u64 = 31337;
+    const USDC: Address = Address::repeat_byte(0xa0);
+
+    fn policy(margin_bps: u16, assets: &[Address]) -> FeePolicy {
+        FeePolicy {
+            wallet: [1; 20],
+            pool: [2; 20],
+            chain_id: CHAIN,
+            margin_bps,
+            assets: assets.iter().map(|a| a.0.0).collect(),
+        }
+    }
+
+    fn oracle(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i; 32])
+    }
+
+    fn trust(n: u8, threshold: usize) -> Trust {
+        Trust {
+            chain_id: CHAIN,
+            oracles: (1..=n).map(|i| oracle(i).verifying_key().to_bytes()).collect(),
+            threshold,
+            max_age_ms: 120_000,
+            max_skew_ms: 10_000,
+        }
+    }
+
+    /// A round of oracle `i` taken `age_ms` ago: ETH at 2000 USD, USDC at 1 USD.
+    fn round(i: u8, age_ms: u64) -> Vec<u8> {
+        let q = |symbol: &str, token: [u8; 20], token_decimals, price| Quote {
+            symbol: symbol.into(),
+            token,
+            token_decimals,
+            price,
+            price_decimals: 8,
+            sources: SOURCE_COINBASE | SOURCE_KRAKEN,
+        };
+        let quotes = vec![q("ETH", ETH, 18, 2000_0000_0000), q("USDC", USDC.0.0, 6, 1_0000_0000)];
+        PriceRound::sign(&oracle(i), CHAIN, 1, unix_ms() - age_ms, quotes).unwrap().encode()
+    }
+
+    fn prices(t: Trust, rounds: &[Vec<u8>]) -> Prices {
+        book_from_rounds(t, rounds, unix_ms()).unwrap()
+    }
+
+    fn usdc_call(slippage_bps: u16, max_fee: Option<u128>) -> PrivateCall {
+        let mut call = PrivateCall::new(Address::repeat_byte(9), vec![], 100_000).paid_in(USDC, trust(3, 2));
+        call.price_slippage_bps = slippage_bps;
+        call.max_fee = max_fee;
+        call
+    }
+
+    #[test]
+    fn a_call_is_paid_in_eth_unless_told_a_token_and_its_oracles() {
+        let eth = PrivateCall::new(Address::repeat_byte(9), vec![], 100_000);
+        assert_eq!((eth.asset, eth.prices.is_none(), eth.price_slippage_bps), (Address::ZERO, true, 100));
+        assert_eq!(eth.token_trust(&policy(0, &[Address::ZERO]), CHAIN).unwrap(), None);
+        let call = usdc_call(100, None);
+        assert_eq!(call.token_trust(&policy(0, &[Address::ZERO, USDC]), CHAIN).unwrap(), Some(&trust(3, 2)));
+    }
+
+    #[test]
+    fn a_token_is_checked_before_anything_is_read_or_proven() {
+        let call = usdc_call(100, None);
+        let err = call.token_trust(&policy(0, &[Address::ZERO]), CHAIN).unwrap_err();
+        assert!(matches!(err, CallError::Fee(FeeError::AssetNotAccepted { asset, .. }) if asset == USDC), "{err}");
+        assert!(err.to_string().contains("lists ETH"), "{err}");
+        let unpriced = PrivateCall { prices: None, ..call.clone() };
+        let err = unpriced.token_trust(&policy(0, &[USDC]), CHAIN).unwrap_err();
+        assert!(matches!(err, CallError::Fee(FeeError::NoPricing { .. })), "{err}");
+        let err = call.token_trust(&policy(0, &[USDC]), 1).unwrap_err();
+        assert!(matches!(err, CallError::PricesChain { prices: CHAIN, wallet: 1 }), "{err}");
+    }
+
+    #[test]
+    fn a_token_fee_is_the_cost_at_the_oracles_median_with_margin_and_slippage() {
+        let p = prices(trust(3, 2), &[round(1, 0), round(2, 1_000)]);
+        // 0.001 ETH at 2000 USD: 2 USDC; +10 % margin; +1 % slippage.
+        let fee = usdc_call(100, None).fee(&policy(1_000, &[USDC]), 10u128.pow(15), Some(&p)).unwrap();
+        assert_eq!((fee.asset, fee.amount, fee.decimals), (USDC, 2_222_000, 6));
+        assert_eq!(fee.wei, 1_111_000_000_000_000);
+        // ETH: the cost with the margin, whatever the book.
+        let eth = PrivateCall::new(Address::ZERO, vec![], 1);
+        let fee = eth.fee(&policy(1_000, &[Address::ZERO]), 10u128.pow(15), Some(&p)).unwrap();
+        assert_eq!((fee.amount, fee.wei), (1_100_000_000_000_000, 1_100_000_000_000_000));
+    }
+
+    #[test]
+    fn a_missing_price_says_what_became_of_the_entrys_rounds() {
+        let call = usdc_call(100, None);
+        let usdc = policy(0, &[USDC]);
+        // One fresh trusted round, one stale, one from a stranger: one oracle of two.
+        let p = prices(trust(3, 2), &[round(1, 0), round(2, 200_000), round(7, 0)]);
+        let err = call.fee(&usdc, 10u128.pow(15), Some(&p)).unwrap_err();
+        let CallError::NoPrice { asset, reason, tally } = &err else { panic!("{err}") };
+        assert_eq!((*asset, reason), (USDC, &NoPrice::TooFewOracles { fresh: 1, threshold: 2 }));
+        assert_eq!((tally.offered, tally.accepted), (3, 1));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no price for {USDC}: 1 fresh oracle quotes for the asset, 2 required (the entry offered 3 price \
+                 rounds, 1 accepted, refused: 1 stale, 1 unknown_oracle)"
+            )
+        );
+        // Nothing offered at all (an entry that does not serve prices yet).
+        let err = call.fee(&usdc, 1, Some(&prices(trust(1, 1), &[]))).unwrap_err();
+        assert!(err.to_string().contains("the entry offered 0 price rounds"), "{err}");
+    }
+
+    #[test]
+    fn the_cap_is_in_wei_whatever_the_asset() {
+        let p = prices(trust(1, 1), &[round(1, 0)]);
+        let usdc = policy(0, &[USDC]);
+        // 2 USDC (2,000,000 base units) is worth 0.001 ETH.
+        let cost = 10u128.pow(15);
+        let fee = usdc_call(0, None).fee(&usdc, cost, Some(&p)).unwrap();
+        assert_eq!((fee.amount, fee.wei), (2_000_000, cost));
+        assert!(usdc_call(0, Some(cost)).check_cap(&fee).is_ok());
+        // A cap far above the amount in base units, below its worth in wei.
+        let err = usdc_call(0, Some(cost - 1)).check_cap(&fee).unwrap_err();
+        assert!(
+            matches!(err, CallError::FeeAboveMax { fee, max, asset, amount: 2_000_000 } if fee == cost && max == cost - 1 && asset == USDC),
+            "{err}"
+        );
+        let eth = PrivateCall { max_fee: Some(10), ..PrivateCall::new(Address::ZERO, vec![], 1) };
+        assert!(eth.check_cap(&Fee { asset: Address::ZERO, amount: 11, wei: 11, decimals: 18 }).is_err());
+    }
+
+    #[test]
+    fn a_fee_too_low_retry_is_in_the_assets_units() {
+        let p = prices(trust(1, 1), &[round(1, 0)]);
+        // The exit asks 3 USDC: offered with 1 % headroom, valued in wei.
+        let fee = usdc_call(100, None).repriced_fee(3_000_000, Some(&p)).unwrap();
+        assert_eq!((fee.asset, fee.amount, fee.wei), (USDC, 3_030_000, 1_515_000_000_000_000));
+        // ETH: exactly what the exit asks.
+        let eth = PrivateCall::new(Address::ZERO, vec![], 1);
+        assert_eq!(eth.repriced_fee(12_345, None).unwrap().amount, 12_345);
+    }
 
     #[test]
     fn only_refusals_that_may_have_spent_the_note_keep_it() {
         let kept: Vec<EthRefusalCode> = EthRefusalCode::ALL.into_iter().filter(|c| leaves_note_spending(*c)).collect();
         assert_eq!(kept, [EthRefusalCode::NullifierSpent, EthRefusalCode::NullifierPending, EthRefusalCode::NoReceipt]);
+        // An exit without a price for the token sent nothing: the note is free again.
+        assert!(!leaves_note_spending(EthRefusalCode::NoPrice));
     }
 
     #[test]

@@ -324,6 +324,32 @@ mod tests {
     }
 
     #[test]
+    fn select_pays_a_fee_only_from_a_note_of_its_asset() {
+        let usdc = Address::repeat_byte(0xa0);
+        let notes = vec![
+            note(ETH, 1_000_000, Stage::Spendable, DEPOSIT, Some(0)),
+            note(usdc, 3_000, Stage::Spendable, DEPOSIT, Some(1)),
+            note(usdc, 5_000, Stage::Spendable, DEPOSIT, Some(2)),
+        ];
+        let n = select(&notes, usdc, 3_001).unwrap();
+        assert_eq!((n.asset, n.value, n.leaf_index), (usdc, 5_000, 2));
+        // A large ETH note never pays a token fee, nor token notes an ETH fee.
+        assert!(matches!(
+            select(&notes, usdc, 8_000),
+            Err(WalletError::NoteTooSmall { asset, needed: 8_000, largest: 5_000 }) if asset == usdc
+        ));
+        assert!(matches!(
+            select(&notes, usdc, 9_000),
+            Err(WalletError::InsufficientBalance { asset, spendable: 8_000, .. }) if asset == usdc
+        ));
+        assert_eq!(select(&notes, ETH, 2_000).unwrap().leaf_index, 0);
+        assert!(matches!(
+            select(&notes, ETH, 1_000_001),
+            Err(WalletError::InsufficientBalance { spendable: 1_000_000, .. })
+        ));
+    }
+
+    #[test]
     fn select_says_why_nothing_fits() {
         let change = Origin::Change { parent: FieldHex(Fr::from(1u64)) };
         let notes = vec![
