@@ -921,7 +921,9 @@ impl NodeConfig {
             let key = format!("exit.eth_fee_tokens[{i}]");
             match parse_address(t) {
                 None => c.fail(key, format!("`{t}` is not an address (0x followed by 40 hex digits)")),
-                Some(a) if a == [0; 20] => c.fail(key, "the zero address is ETH, which an exit always accepts; list tokens only"),
+                Some(a) if a == [0; 20] => {
+                    c.fail(key, "the zero address is ETH, which an exit always accepts; list tokens only")
+                }
                 Some(a) => {
                     if let Some(first) = tokens.insert(a, i) {
                         c.fail(key, format!("`{t}` is also exit.eth_fee_tokens[{first}]"));
@@ -1615,10 +1617,8 @@ mod tests {
         assert_eq!((t.chain_id, t.threshold, t.oracles.len()), (31337, 2, 3));
         assert_eq!((t.max_age_ms, t.max_skew_ms), (120_000, 10_000));
         assert_eq!(t.oracles[1].to_vec(), hex::decode(&b[2..]).unwrap());
-        let t = parse(&format!("{text}threshold = 3\nchain_id = 5\nmax_age_secs = 30\n"))
-            .unwrap()
-            .price_trust()
-            .unwrap();
+        let t =
+            parse(&format!("{text}threshold = 3\nchain_id = 5\nmax_age_secs = 30\n")).unwrap().price_trust().unwrap();
         assert_eq!((t.chain_id, t.threshold, t.max_age_ms), (5, 3, 30_000));
         nox_protocol::price::PriceBook::new(t).unwrap();
 
@@ -1660,7 +1660,10 @@ mod tests {
             ),
             (format!("{exit}eth_fee_tokens = [\"{usdc}\"]\n"), "exit.eth_fee_tokens"),
             (
-                format!("{}eth_fee_tokens = [\"{usdc}\"]\n{prices}", exit.replace("eth_request = true", "eth_request = false")),
+                format!(
+                    "{}eth_fee_tokens = [\"{usdc}\"]\n{prices}",
+                    exit.replace("eth_request = true", "eth_request = false")
+                ),
                 "exit.eth_fee_tokens",
             ),
         ];

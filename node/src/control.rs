@@ -34,8 +34,8 @@ use crate::epoch::{EpochKeyRing, unix_now};
 use crate::metrics::Metrics;
 use crate::peers::PeerTable;
 use crate::pipeline::Action;
-use crate::prices::PriceFeed;
 use crate::pipeline::ingest::IngestStage;
+use crate::prices::PriceFeed;
 use crate::replay::ReplayCache;
 use crate::replies::ReplyMailbox;
 use crate::topology::Topology;
@@ -355,7 +355,9 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
             // every claimant to the same share. An oracle receives no packets.
             match ctx.peers.admitted(&peer) {
                 None => return ControlResponse::Error { reason: "handshake first".into() },
-                Some(PeerKind::Oracle) => return ControlResponse::Error { reason: "oracles receive no replies".into() },
+                Some(PeerKind::Oracle) => {
+                    return ControlResponse::Error { reason: "oracles receive no replies".into() };
+                }
                 Some(PeerKind::Node | PeerKind::Client) => {}
             }
             if surb_ids.len() > MAX_REPLY_CLAIMS {

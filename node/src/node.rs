@@ -183,7 +183,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
             let chain_id = cfg.chain.enabled().then_some(cfg.chain.chain_id);
             match EthRequestConfig::from_section(&cfg.exit, chain_id)? {
                 Some(ecfg) => {
-                    let (service, task) = EthRequestService::start(ecfg, db.clone(), prices.clone(), &metrics, stop.clone()).await?;
+                    let (service, task) =
+                        EthRequestService::start(ecfg, db.clone(), prices.clone(), &metrics, stop.clone()).await?;
                     #[cfg(feature = "test-harness")]
                     if opts.faults.exit_crash_after_broadcast {
                         service.crash_after_broadcast();

@@ -415,7 +415,10 @@ pub fn required_fee(
 }
 
 fn no_price(e: NoPrice) -> EthRefusal {
-    refusal(EthRefusalCode::NoPrice, format!("this exit cannot price the fee's token now ({e}); retry later or pay in ETH"))
+    refusal(
+        EthRefusalCode::NoPrice,
+        format!("this exit cannot price the fee's token now ({e}); retry later or pay in ETH"),
+    )
 }
 
 fn upstream(e: impl std::fmt::Display) -> EthRefusal {
@@ -674,7 +677,8 @@ impl Inner {
         }
         let asset = inputs.asset_address().unwrap_or_default();
         if !self.policy.accepts(&asset) {
-            let what = if self.policy.assets.len() == 1 { "in ETH only" } else { "in ETH and the tokens of its fee policy" };
+            let what =
+                if self.policy.assets.len() == 1 { "in ETH only" } else { "in ETH and the tokens of its fee policy" };
             return Err(refusal(EthRefusalCode::AssetNotAccepted, format!("this exit takes fees {what}")));
         }
         self.prices.check_priced(&asset).map_err(no_price)?;
