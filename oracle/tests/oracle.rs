@@ -9,6 +9,8 @@
 //! an error status, or nothing in time. The network side is a real
 //! `nox_net::p2p` peer on loopback. Intervals are 200 ms, timeouts about 1 s.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -79,10 +79,11 @@ impl PriceSource for Coinbase {
             }
         }
         // Nothing priced, and not only for reasons of single assets: the source failed.
-        if fetched.quotes.is_empty() && fetched.failures.len() == wanted.len() {
-            if let Some(f) = source_wide {
-                return Err(self.endpoint.error(f));
-            }
+        if fetched.quotes.is_empty()
+            && fetched.failures.len() == wanted.len()
+            && let Some(f) = source_wide
+        {
+            return Err(self.endpoint.error(f));
         }
         Ok(fetched)
     }
