@@ -205,14 +205,15 @@ impl PricesSection {
         if n > MAX_ORACLES {
             c.fail("prices.oracle_keys", format!("{n} keys, at most {MAX_ORACLES}"));
         }
-        let mut oracles: Vec<[u8; 32]> = Vec::with_capacity(n);
+        // Each valid key with its index in the list.
+        let mut oracles: Vec<([u8; 32], usize)> = Vec::with_capacity(n);
         for (i, text) in self.oracle_keys.iter().enumerate() {
             let key = format!("prices.oracle_keys[{i}]");
             match parse_oracle_key(text) {
                 Err(e) => c.fail(key, e),
-                Ok(k) => match oracles.iter().position(|o| *o == k) {
-                    Some(first) => c.fail(key, format!("`{text}` is also prices.oracle_keys[{first}]")),
-                    None => oracles.push(k),
+                Ok(k) => match oracles.iter().find(|(o, _)| *o == k) {
+                    Some((_, first)) => c.fail(key, format!("`{text}` is also prices.oracle_keys[{first}]")),
+                    None => oracles.push((k, i)),
                 },
             }
         }
@@ -226,7 +227,7 @@ impl PricesSection {
         }
         Some(Trust {
             chain_id,
-            oracles,
+            oracles: oracles.into_iter().map(|(k, _)| k).collect(),
             threshold: self.effective_threshold(),
             max_age_ms: self.max_age_secs.saturating_mul(1_000),
             max_skew_ms: self.max_skew_secs.saturating_mul(1_000),
@@ -1073,6 +1074,10 @@ mod tests {
             (format!("{reg}[prices]\noracle_keys = [\"{a}\", \"0x1234\"]\n"), vec!["prices.oracle_keys[1]"]),
             (format!("{reg}[prices]\noracle_keys = [\"{not_a_point}\"]\n"), vec!["prices.oracle_keys[0]"]),
             (format!("{reg}[prices]\noracle_keys = [\"{a}\", \"{a}\"]\n"), vec!["prices.oracle_keys[1]"]),
+            (
+                format!("{reg}[prices]\noracle_keys = [\"x\", \"{a}\", \"{}\"]\n", &a[2..]),
+                vec!["prices.oracle_keys[0]", "prices.oracle_keys[2]"],
+            ),
             (format!("{reg}[prices]\noracle_keys = [\"{a}\"]\nthreshold = 2\n"), vec!["prices.threshold"]),
             (format!("{reg}[prices]\nthreshold = 1\n"), vec!["prices.threshold"]),
             (format!("{reg}[prices]\nmax_age_secs = 0\n"), vec!["prices.max_age_secs"]),
@@ -1084,6 +1089,9 @@ mod tests {
         let text = format!("{reg}[prices]\noracle_keys = {many:?}\n");
         assert_eq!(problem_keys(parse(&text)), vec!["prices.oracle_keys"]);
         let bad = PricesSection { oracle_keys: vec!["xyz".into()], ..PricesSection::default() };
+        let dup = PricesSection { oracle_keys: vec!["x".into(), a.clone(), a.clone()], ..PricesSection::default() };
+        let problems = dup.trust(1).unwrap_err();
+        assert!(problems[1].message.ends_with("is also prices.oracle_keys[1]"), "{}", problems[1].message);
         let problems = bad.trust(1).unwrap_err();
         assert_eq!(problems[0].key, "prices.oracle_keys[0]");
         assert!(problems[0].message.contains("64 hex digits"), "{}", problems[0].message);
