@@ -620,6 +620,19 @@ coinbase = "USDC-USD"
     }
 
     #[test]
+    fn every_key_is_documented_with_its_section() {
+        let docs = include_str!("../../docs/configuration.md");
+        let ours = docs.split("\n## nox-oracle\n").nth(1).expect("a nox-oracle section");
+        for (section, key) in nox_config::all_keys::<OracleConfig>() {
+            assert!(ours.contains(&format!("`[{section}]`")), "[{section}] undocumented");
+            assert!(ours.contains(&format!("| `{key}`")), "{section}.{key} undocumented");
+        }
+        for key in ["symbol", "token", "decimals", "binance", "coingecko", "coinbase"] {
+            assert!(ours.contains(&format!("| `{key}` |")), "assets.{key} undocumented");
+        }
+    }
+
+    #[test]
     fn bootstrap_addresses_split_into_peer_and_address() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let peer = nox_net::p2p::keypair_from_identity(&key).map(|k| k.public().to_peer_id()).unwrap();

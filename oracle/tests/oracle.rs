@@ -120,6 +120,12 @@ async fn binance(State(s): State<Arc<Mutex<FakeState>>>, Query(q): Query<HashMap
         Ok(t) => t,
         Err(reply) => return reply,
     };
+    if let Some(one) = q.get("symbol") {
+        return match table.get(one) {
+            Some(p) => (StatusCode::OK, serde_json::json!({ "symbol": one, "price": p }).to_string()),
+            None => (StatusCode::BAD_REQUEST, r#"{"code":-1121,"msg":"Invalid symbol."}"#.into()),
+        };
+    }
     let Some(Ok(symbols)) = q.get("symbols").map(|v| serde_json::from_str::<Vec<String>>(v)) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -130,6 +136,7 @@ async fn binance(State(s): State<Arc<Mutex<FakeState>>>, Query(q): Query<HashMap
     for sym in symbols {
         match table.get(&sym) {
             Some(p) => out.push(serde_json::json!({ "symbol": sym, "price": p })),
+            // Binance refuses the whole batch for one unknown symbol.
             None => return (StatusCode::BAD_REQUEST, r#"{"code":-1121,"msg":"Invalid symbol."}"#.into()),
         }
     }
@@ -342,6 +349,17 @@ async fn test_revert_when_a_source_answers_garbage_the_error_is_typed_and_names_
     table.insert("ETH-USD".into(), "3000".into());
     fake.set(Answer::Prices(table));
     let f = coinbase.fetch(&assets()).await.unwrap();
+    assert!(matches!(&f.failures[0].failure, SourceFailure::Missing { symbol, .. } if symbol == "USDC"));
+    // Binance refuses a batch with an unknown symbol; each is then asked alone.
+    let mut table = match prices("3000", "1") {
+        Answer::Prices(t) => t,
+        _ => unreachable!(),
+    };
+    table.remove("USDCUSDT");
+    fake.set(Answer::Prices(table));
+    let f = binance.fetch(&assets()).await.unwrap();
+    assert_eq!(f.quotes.len(), 1);
+    assert_eq!(f.quotes[0].price, 300_000_000_000);
     assert!(matches!(&f.failures[0].failure, SourceFailure::Missing { symbol, .. } if symbol == "USDC"));
 }
 

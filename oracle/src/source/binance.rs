@@ -9,6 +9,7 @@
 //! configuration shows up as a status failure of the source, not of one asset.
 //! Binance gives no update time: its ticker is live.
 
+use futures::future::join_all;
 use serde::Deserialize;
 
 use super::{
@@ -50,9 +51,14 @@ impl PriceSource for Binance {
         let names: Vec<&str> = wanted.iter().map(|(_, n)| *n).collect();
         let symbols = serde_json::to_string(&names).unwrap_or_default();
         let path = format!("/api/v3/ticker/price?symbols={}", query_escape(&symbols));
-        let body = self.endpoint.get(&path, &[]).await.map_err(|f| self.endpoint.error(f))?;
-        let tickers: Vec<Ticker> =
-            serde_json::from_slice(&body).map_err(|e| self.endpoint.error(shape_error(&e, &body)))?;
+        let tickers: Vec<Ticker> = match self.endpoint.get(&path, &[]).await {
+            Ok(body) => serde_json::from_slice(&body).map_err(|e| self.endpoint.error(shape_error(&e, &body)))?,
+            // One unknown symbol fails the batch: ask each alone.
+            Err(SourceFailure::Status { status: 400, .. }) if names.len() > 1 => {
+                return Ok(self.one_by_one(&wanted).await);
+            }
+            Err(f) => return Err(self.endpoint.error(f)),
+        };
         let mut fetched = Fetched::default();
         for (asset, name) in wanted {
             let result = match tickers.iter().find(|t| t.symbol == name) {
@@ -65,5 +71,35 @@ impl PriceSource for Binance {
             }
         }
         Ok(fetched)
+    }
+}
+
+impl Binance {
+    /// Every symbol in its own request; a 400 is that symbol missing.
+    async fn one_by_one(&self, wanted: &[(&Asset, &str)]) -> Fetched {
+        let one = |asset: &Asset, name: &str| {
+            let path = format!("/api/v3/ticker/price?symbol={}", query_escape(name));
+            let (symbol, name) = (asset.symbol.clone(), name.to_string());
+            async move {
+                match self.endpoint.get(&path, &[]).await {
+                    Ok(body) => match serde_json::from_slice::<Ticker>(&body) {
+                        Ok(t) if t.symbol == name => quote_of(&symbol, &t.price, None),
+                        Ok(_) => Err(SourceFailure::Missing { symbol, name }),
+                        Err(e) => Err(shape_error(&e, &body)),
+                    },
+                    Err(SourceFailure::Status { status: 400, .. }) => Err(SourceFailure::Missing { symbol, name }),
+                    Err(f) => Err(f),
+                }
+            }
+        };
+        let results = join_all(wanted.iter().map(|(asset, name)| one(asset, name))).await;
+        let mut fetched = Fetched::default();
+        for result in results {
+            match result {
+                Ok(q) => fetched.quotes.push(q),
+                Err(f) => fetched.failures.push(self.endpoint.error(f)),
+            }
+        }
+        fetched
     }
 }
