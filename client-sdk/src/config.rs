@@ -61,6 +61,12 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// `mix.max_delay_ms` (10 000 ms by default) and drops longer delays.
 pub const MAX_MEAN_DELAY_MS: f64 = 10_000.0;
 
+/// Largest `prices.max_age_secs` (a day), as the node allows.
+pub const MAX_PRICE_AGE_SECS: u64 = 86_400;
+
+/// Largest `prices.max_skew_secs` (an hour), as the node allows.
+pub const MAX_PRICE_SKEW_SECS: u64 = 3_600;
+
 /// Most requests `proxy.max_batch` allows in one batch.
 pub const MAX_BATCH_LIMIT: usize = 10_000;
 
@@ -222,6 +228,8 @@ impl PricesSection {
             c.fail("prices.threshold", format!("{} is above the number of oracles: {why}", self.threshold));
         }
         c.at_least("prices.max_age_secs", self.max_age_secs, 1);
+        c.at_most("prices.max_age_secs", self.max_age_secs, MAX_PRICE_AGE_SECS, "");
+        c.at_most("prices.max_skew_secs", self.max_skew_secs, MAX_PRICE_SKEW_SECS, "");
         if n == 0 || oracles.len() != n {
             return None;
         }
@@ -1081,6 +1089,8 @@ mod tests {
             (format!("{reg}[prices]\noracle_keys = [\"{a}\"]\nthreshold = 2\n"), vec!["prices.threshold"]),
             (format!("{reg}[prices]\nthreshold = 1\n"), vec!["prices.threshold"]),
             (format!("{reg}[prices]\nmax_age_secs = 0\n"), vec!["prices.max_age_secs"]),
+            (format!("{reg}[prices]\nmax_age_secs = 86401\n"), vec!["prices.max_age_secs"]),
+            (format!("{reg}[prices]\nmax_skew_secs = 3601\n"), vec!["prices.max_skew_secs"]),
             (format!("{reg}[wallet]\nprice_slippage_bps = 10001\n"), vec!["wallet.price_slippage_bps"]),
         ] {
             assert_eq!(problem_keys(parse(&text)), keys, "{text}");
