@@ -200,6 +200,7 @@ impl Oracle {
             peers,
             status,
             metrics: metrics.clone(),
+            log_state: rounds::LogOnChange::default(),
         };
         let round_task = tokio::spawn(round_loop.run(stop_rx));
         tracing::info!(

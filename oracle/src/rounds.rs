@@ -19,8 +19,13 @@
 //! 6. **Publish** on `nox/prices/1`, and keep it as the answer to `GetPrices`.
 //!    With no connected peer GossipSub cannot publish; that is counted
 //!    (`publish_failed{no_peers}`) and the loop goes on.
+//!
+//! Logs stay quiet in a long outage: a failing source, a withheld asset or a
+//! withheld round is logged at warn level when it starts (or its reason
+//! changes) and when it ends; the rounds in between log at debug level. The
+//! counters move every round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,7 +60,25 @@ pub(crate) struct RoundLoop {
     pub peers: Arc<AtomicUsize>,
     pub status: SourceStatus,
     pub metrics: OracleMetrics,
+    pub log_state: LogOnChange,
 }
+
+/// The last logged state of each source, asset and of the rounds, so that a
+/// condition is logged when it starts and ends, not every round.
+#[derive(Debug, Default)]
+pub(crate) struct LogOnChange(HashMap<String, &'static str>);
+
+impl LogOnChange {
+    /// Records `state` for `key`; returns the previous state if it differs.
+    fn change(&mut self, key: String, state: &'static str) -> Option<&'static str> {
+        match self.0.insert(key, state) {
+            Some(previous) if previous == state => None,
+            previous => Some(previous.unwrap_or("new")),
+        }
+    }
+}
+
+const OK: &str = "ok";
 
 impl std::fmt::Debug for RoundLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,9 +124,25 @@ impl RoundLoop {
                 Ok(fetched) => {
                     let up = !fetched.quotes.is_empty();
                     self.set_status(id, up, now_secs);
+                    if up && self.log_state.change(id.to_string(), OK).is_some_and(|was| was != "new") {
+                        tracing::info!(source = %id, "source answers again");
+                    }
+                    let mut failing: Vec<String> = Vec::new();
                     for failure in &fetched.failures {
-                        tracing::warn!(error = %failure, "source could not price an asset");
                         self.metrics.source_error(id, &failure.failure);
+                        let key = format!("{id}/{}", failure_asset(&failure.failure).unwrap_or_default());
+                        failing.push(key.clone());
+                        if self.log_state.change(key, failure.failure.label()).is_some() {
+                            tracing::warn!(error = %failure, "source could not price an asset");
+                        } else {
+                            tracing::debug!(error = %failure, "source still cannot price an asset");
+                        }
+                    }
+                    for asset in &self.assets {
+                        let key = format!("{id}/{}", asset.symbol);
+                        if !failing.contains(&key) && fetched.quotes.iter().any(|q| q.symbol == asset.symbol) {
+                            self.log_state.change(key, OK);
+                        }
                     }
                     for q in fetched.quotes {
                         if let Some(asset) = self.assets.iter().find(|a| a.symbol == q.symbol) {
@@ -116,9 +155,13 @@ impl RoundLoop {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "source failed");
                     self.set_status(id, false, now_secs);
                     self.metrics.source_error(id, &error.failure);
+                    if self.log_state.change(id.to_string(), error.failure.label()).is_some() {
+                        tracing::warn!(%error, "source failed");
+                    } else {
+                        tracing::debug!(%error, "source still failing");
+                    }
                 }
             }
         }
@@ -136,6 +179,9 @@ impl RoundLoop {
             }
             match outcome.result {
                 Ok(agreed) => {
+                    if self.log_state.change(format!("asset/{}", asset.symbol), OK).is_some_and(|was| was != "new") {
+                        tracing::info!(asset = %asset.symbol, "asset priced again");
+                    }
                     tracing::debug!(asset = %asset.symbol, price = %format_price(agreed.price), sources = agreed.sources, "priced");
                     quotes.push(Quote {
                         symbol: asset.symbol.clone(),
@@ -147,13 +193,21 @@ impl RoundLoop {
                     });
                 }
                 Err(why) => {
-                    tracing::warn!(asset = %asset.symbol, reason = %why, "asset withheld this round");
+                    if self.log_state.change(format!("asset/{}", asset.symbol), why.label()).is_some() {
+                        tracing::warn!(asset = %asset.symbol, reason = %why, "asset withheld");
+                    } else {
+                        tracing::debug!(asset = %asset.symbol, reason = %why, "asset still withheld");
+                    }
                     self.metrics.asset_withheld(&asset.symbol, &why);
                 }
             }
         }
         if quotes.is_empty() {
-            tracing::warn!("no asset could be priced; round withheld");
+            if self.log_state.change("round".into(), "withheld").is_some() {
+                tracing::warn!("no asset could be priced; rounds withheld until one can");
+            } else {
+                tracing::debug!("no asset could be priced; round withheld");
+            }
             self.metrics.round_withheld("no_asset_priced");
             return RoundOutcome::Withheld("no_asset_priced");
         }
@@ -173,6 +227,9 @@ impl RoundLoop {
             return RoundOutcome::Withheld("state_write_failed");
         }
         self.last = next;
+        if self.log_state.change("round".into(), OK) == Some("withheld") {
+            tracing::info!("rounds published again");
+        }
         let data = signed.encode();
         let assets = signed.quotes.len();
         self.latest.send_replace(Some(signed));
@@ -196,7 +253,31 @@ impl RoundLoop {
     }
 }
 
+/// The asset a per-asset failure is about.
+fn failure_asset(f: &crate::source::SourceFailure) -> Option<String> {
+    use crate::source::SourceFailure::{BadPrice, Missing};
+    match f {
+        BadPrice { symbol, .. } | Missing { symbol, .. } => Some(symbol.clone()),
+        _ => None,
+    }
+}
+
 /// Unix time in milliseconds (0 before 1970).
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_is_logged_when_it_starts_changes_and_ends() {
+        let mut log = LogOnChange::default();
+        assert_eq!(log.change("binance".into(), "timeout"), Some("new"));
+        assert_eq!(log.change("binance".into(), "timeout"), None, "the same failure again is quiet");
+        assert_eq!(log.change("binance".into(), "status"), Some("timeout"));
+        assert_eq!(log.change("binance".into(), OK), Some("status"));
+        assert_eq!(log.change("binance".into(), OK), None);
+    }
 }
