@@ -15,6 +15,7 @@
 pub mod anvil;
 pub mod deploy;
 pub mod network;
+pub mod oracles;
 pub mod price_apis;
 pub mod wallet_side;
 pub mod zk;
@@ -42,6 +43,9 @@ pub enum DevnetError {
     /// The deploy script failed.
     #[error("deploying the contracts: {0}")]
     Deploy(String),
+    /// An oracle failed to start or to configure.
+    #[error("oracle: {0}")]
+    Oracle(String),
     /// A chain request failed.
     #[error("chain: {0}")]
     Chain(String),
@@ -98,6 +102,12 @@ pub fn nox_binary() -> Result<PathBuf, DevnetError> {
 /// with cargo first, in the profile of the running executable.
 pub fn nox_client_binary() -> Result<PathBuf, DevnetError> {
     cargo_build("nox-client", "nox-client")
+}
+
+/// The `nox-oracle` binary of this checkout, built (or brought up to date)
+/// with cargo first, in the profile of the running executable.
+pub fn nox_oracle_binary() -> Result<PathBuf, DevnetError> {
+    cargo_build("nox-oracle", "nox-oracle")
 }
 
 /// Builds (or brings up to date) `bin` of `package` with cargo, in the

@@ -68,6 +68,14 @@ pub struct DevnetOptions {
     pub exit_http: bool,
     /// `exit.eth_flush_every_secs` of every exit (paid calls are always on).
     pub exit_flush_every_secs: u64,
+    /// Price oracles (0: none, and exits take fees in ETH only). With
+    /// oracles, every node trusts their keys with a majority threshold and
+    /// every exit also takes fees in the deployment's NoxTestDollar.
+    pub oracles: usize,
+    /// `oracle.interval_ms` of every oracle.
+    pub oracle_interval_ms: u64,
+    /// `prices.max_age_secs` of every node.
+    pub price_max_age_secs: u64,
 }
 
 impl Default for DevnetOptions {
@@ -84,6 +92,9 @@ impl Default for DevnetOptions {
             exit_upstream: None,
             exit_http: false,
             exit_flush_every_secs: 5,
+            oracles: 0,
+            oracle_interval_ms: 1_000,
+            price_max_age_secs: 30,
         }
     }
 }
@@ -194,6 +205,9 @@ pub struct Devnet {
     http: alloy::transports::http::reqwest::Client,
     slasher_ready: bool,
     keys_dir: PathBuf,
+    /// The price oracles ([`DevnetOptions::oracles`]).
+    pub oracles: Vec<crate::oracles::DevnetOracle>,
+    pub(crate) price_apis: Option<crate::price_apis::PriceApis>,
 }
 
 impl Devnet {
@@ -235,8 +249,20 @@ impl Devnet {
                 .await
                 .map_err(|e| DevnetError::Zk(e.to_string()))??;
         }
-        let mut net =
-            Devnet { anvil, deployment, nodes: Vec::new(), opts, dir, _tmp: tmp, http, slasher_ready: false, keys_dir };
+        let mut net = Devnet {
+            anvil,
+            deployment,
+            nodes: Vec::new(),
+            opts,
+            dir,
+            _tmp: tmp,
+            http,
+            slasher_ready: false,
+            keys_dir,
+            oracles: Vec::new(),
+            price_apis: None,
+        };
+        net.prepare_oracles(net.opts.oracles).await?;
         let layers: Vec<u8> =
             net.opts.per_layer.iter().enumerate().flat_map(|(l, n)| std::iter::repeat_n(l as u8, *n)).collect();
         for layer in layers {
@@ -247,7 +273,20 @@ impl Devnet {
             net.start_node(idx).await?;
         }
         net.wait_converged(Duration::from_secs(60)).await?;
+        for idx in 0..net.oracles.len() {
+            net.start_oracle(idx).await?;
+        }
+        net.wait_prices(Duration::from_secs(60)).await?;
         Ok(net)
+    }
+
+    /// The options the devnet was started with.
+    pub fn options(&self) -> &DevnetOptions {
+        &self.opts
+    }
+
+    pub(crate) fn http_client(&self) -> &alloy::transports::http::reqwest::Client {
+        &self.http
     }
 
     /// The JSON-RPC URL of the chain.
@@ -340,8 +379,15 @@ impl Devnet {
                 Some(self.keys_dir.join(nox_circuits::groth16::VERIFYING_KEY_FILE).display().to_string());
             config.exit.eth_margin_bps = 1000;
             config.exit.eth_flush_every_secs = self.opts.exit_flush_every_secs;
+            if !self.oracles.is_empty() {
+                config.exit.eth_fee_tokens = vec![self.deployment.fee_token.to_string()];
+            }
             exit_wallet = Some(signer);
         }
+        // Every node checks and relays the oracles' rounds; entries serve
+        // them to clients, exits price token fees with them.
+        config.prices.oracle_keys = self.oracles.iter().map(|o| o.public_key_hex()).collect();
+        config.prices.max_age_secs = self.opts.price_max_age_secs;
         config.log.level = self.opts.log_level.clone();
         keys.write(&config.node.keys_dir, true).map_err(|e| DevnetError::Node { index, reason: e.to_string() })?;
         let config_path = ndir.join("nox.toml");
@@ -520,6 +566,9 @@ impl Devnet {
 
     /// Stops every node cleanly, then anvil.
     pub async fn shutdown(mut self) {
+        for idx in 0..self.oracles.len() {
+            self.stop_oracle(idx).await;
+        }
         for idx in 0..self.nodes.len() {
             self.stop_node(idx).await;
         }
@@ -665,6 +714,9 @@ impl Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
+        for o in &mut self.oracles {
+            o.kill_now();
+        }
         for n in &mut self.nodes {
             if let Runner::Process(child) = &mut n.runner {
                 kill_group(child);

@@ -97,10 +97,8 @@ impl Drop for PriceApis {
 impl PriceApis {
     /// Starts one server per source on 127.0.0.1, all quoting `assets`.
     pub async fn start(assets: Vec<ApiAsset>) -> Result<PriceApis, DevnetError> {
-        let shared: Ctx = Arc::new(Mutex::new(Shared {
-            assets,
-            behaviour: Api::ALL.iter().map(|a| (*a, Behaviour::Up)).collect(),
-        }));
+        let shared: Ctx =
+            Arc::new(Mutex::new(Shared { assets, behaviour: Api::ALL.iter().map(|a| (*a, Behaviour::Up)).collect() }));
         let mut urls = HashMap::new();
         let mut tasks = Vec::new();
         for api in Api::ALL {
