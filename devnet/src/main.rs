@@ -14,7 +14,12 @@
 //! through the mixnet to an exit, which simulates it, sends it from its own
 //! wallet and answers with the receipt. The devnet prints the transaction,
 //! shows that its sender is the exit's wallet and not the user's, reads the
-//! counter back, and exits non-zero if the effect is not on chain.
+//! counter back, and exits non-zero if the effect is not on chain. Then the
+//! same call paid in a token: two `nox-oracle` processes read local servers
+//! that answer in the Binance, CoinGecko and Coinbase formats (the real APIs
+//! are out of reach here) and publish signed prices to every node; the user
+//! deposits test dollars (tUSD) and the exit is paid its fee in tUSD at the
+//! oracles' price.
 //!
 //! With `--keep-running` the network stays up until SIGINT or SIGTERM;
 //! everything started is stopped on the way out.
@@ -38,6 +43,10 @@ struct Cli {
     /// Keep the network running until SIGINT or SIGTERM.
     #[arg(long)]
     keep_running: bool,
+    /// Price oracles (their keys are trusted by every node with a majority
+    /// threshold); 0 leaves out the token-paid call.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=8))]
+    oracles: u8,
     /// Directory for the nodes' keys, configurations, databases and logs
     /// (default: a temporary directory, removed on exit).
     #[arg(long)]
@@ -50,17 +59,20 @@ const USER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f460
 /// anvil's account #2: the address that funds the user's shielded deposit (#4–#9 are the exits' wallets).
 const FUNDING_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 
+/// The user's tUSD deposit: 100 tUSD (six decimals).
+const TOKEN_DEPOSIT: u128 = 100_000_000;
+
 /// Gas the private call gives `NoxCounter.increment()`.
 const CALL_GAS: u64 = 100_000;
 
 /// A private call: deposit 1 ETH into NoxPool from the funding address, then
-/// `NoxCounter.increment()` through the mixnet, paid from the note.
-async fn private_call(net: &Devnet) -> anyhow::Result<serde_json::Value> {
+/// `NoxCounter.increment()` through the mixnet, paid from the note; then, if
+/// the devnet has oracles, 100 tUSD deposited and the same call paid in tUSD.
+async fn private_calls(net: &Devnet) -> anyhow::Result<(serde_json::Value, Option<serde_json::Value>)> {
     use alloy::primitives::{Address, U256};
-    use alloy::providers::Provider;
     use alloy_sol_types::SolCall;
     use nox_client::private::PrivateCall;
-    use nox_protocol::contracts::{NoxCounter, NoxPool};
+    use nox_protocol::contracts::{NoxCounter, NoxTestToken};
 
     let eth = nox_eth::EthClient::new(&net.rpc_url(), Duration::from_secs(10), None)?;
     let counter = net.deployment.counter;
@@ -80,52 +92,116 @@ async fn private_call(net: &Devnet) -> anyhow::Result<serde_json::Value> {
             .private_call(&mut user.wallet, &user.prover, &call, |p| eprintln!("private call: {p:?}"))
             .await
             .context("the private call")?;
-        let total_ms = t.elapsed().as_millis() as u64;
-        let after = eth.view("NoxCounter", counter, NoxCounter::countCall {}).await?;
-        let last_caller = eth.view("NoxCounter", counter, NoxCounter::lastCallerCall {}).await?;
-        let executor = eth.view("NoxPool", net.deployment.pool, NoxPool::executorCall {}).await?;
-        let tx = alloy::primitives::B256::from(done.receipt.tx_hash);
-        let sent = eth
-            .provider()
-            .get_transaction_by_hash(tx)
+        let eth_call = check_call(net, &eth, &done, &user, before, deposit_ms, t.elapsed().as_millis() as u64).await?;
+        let Some(trust) = net.price_trust() else { return Ok((eth_call, None)) };
+
+        // The same call paid in tUSD, at the oracles' prices.
+        let token = net.deployment.fee_token;
+        let t = Instant::now();
+        net.deposit_fee_token(&mut user, FUNDING_KEY, TOKEN_DEPOSIT, &client).await.context("depositing tUSD")?;
+        let token_deposit_ms = t.elapsed().as_millis() as u64;
+        let prices = client.price_book(&trust).await.context("the entry's price rounds")?;
+        let now = prices.fetched_ms;
+        let usd = |a: &Address| prices.book.price(&a.0.0, now).map(|p| p.usd as f64 / 1e18).unwrap_or(f64::NAN);
+        let (eth_usd, token_usd) = (usd(&Address::ZERO), usd(&token));
+        let exit_balances = |who: Vec<Address>| {
+            let eth = eth.clone();
+            async move {
+                let mut total = U256::ZERO;
+                for w in who {
+                    total += eth.view("tUSD", token, NoxTestToken::balanceOfCall { account: w }).await?;
+                }
+                anyhow::Ok(total)
+            }
+        };
+        let wallets: Vec<Address> = net.exit_wallets().into_iter().map(|(_, a)| a).collect();
+        let exits_before = exit_balances(wallets.clone()).await?;
+        let before = eth.view("NoxCounter", counter, NoxCounter::countCall {}).await?;
+        let call = call.paid_in(token, trust.clone());
+        let t = Instant::now();
+        let done = client
+            .private_call(&mut user.wallet, &user.prover, &call, |p| eprintln!("token-paid call: {p:?}"))
             .await
-            .context("reading the relay transaction")?
-            .context("the relay transaction is not on chain")?;
-        let from: Address = sent.inner.signer();
-        anyhow::ensure!(after == before + U256::from(1), "the counter went from {before} to {after}, not up by one");
-        anyhow::ensure!(done.receipt.call_success, "the relayed call failed on chain");
-        anyhow::ensure!(from == done.exit_wallet, "the transaction was sent by {from}, not the exit's wallet");
-        anyhow::ensure!(from != user.funding, "the transaction was sent by the user's funding address");
-        Ok(serde_json::json!({
-            "tx_hash": tx.to_string(),
-            "block": done.receipt.block_number,
-            "from": from.to_string(),
-            "exit_wallet": done.exit_wallet.to_string(),
-            "user_funding_address": user.funding.to_string(),
-            "from_is_user": from == user.funding,
-            "target": counter.to_string(),
-            "counter_before": before.to_string(),
-            "counter_after": after.to_string(),
-            "counter_last_caller": last_caller.to_string(),
-            "pool_executor": executor.to_string(),
-            "fee_wei": done.fee.to_string(),
-            "gas_used": done.receipt.gas_used,
-            "effective_gas_price_wei": done.receipt.effective_gas_price.to_string(),
-            "ms": {
-                "deposit_and_sync": deposit_ms,
-                "fees_through_mixnet": done.timings.fees_ms,
-                "prove": done.timings.prove_ms,
-                "round_trip": done.timings.round_trip_ms,
-                "mixnet_and_checks": done.timings.mixnet_ms(),
-                "simulate": done.timings.simulate_ms,
-                "inclusion": done.timings.inclusion_ms,
-                "total": total_ms,
-            },
-        }))
+            .context("the token-paid private call")?;
+        let mut token_call =
+            check_call(net, &eth, &done, &user, before, token_deposit_ms, t.elapsed().as_millis() as u64).await?;
+        let exits_after = exit_balances(wallets).await?;
+        anyhow::ensure!(
+            exits_after - exits_before == U256::from(done.fee),
+            "the exits' tUSD grew by {}, the fee was {}",
+            exits_after - exits_before,
+            done.fee
+        );
+        token_call["fee_asset"] = serde_json::json!(token.to_string());
+        token_call["fee_tusd_base_units"] = serde_json::json!(done.fee.to_string());
+        token_call["fee_tusd"] = serde_json::json!(done.fee as f64 / 1e6);
+        token_call["exit_received_tusd_base_units"] = serde_json::json!((exits_after - exits_before).to_string());
+        token_call["oracle_prices_usd"] = serde_json::json!({ "ETH": eth_usd, "TUSD": token_usd });
+        token_call["oracle_keys"] =
+            serde_json::json!(net.oracles.iter().map(|o| o.public_key_hex()).collect::<Vec<_>>());
+        token_call["price_threshold"] = serde_json::json!(trust.threshold);
+        Ok((eth_call, Some(token_call)))
     }
     .await;
     client.shutdown().await;
     outcome
+}
+
+/// Checks a private call's effect on chain and describes it.
+async fn check_call(
+    net: &Devnet,
+    eth: &nox_eth::EthClient,
+    done: &nox_client::private::CallOutcome,
+    user: &nox_devnet::ShieldedUser,
+    before: alloy::primitives::U256,
+    deposit_ms: u64,
+    total_ms: u64,
+) -> anyhow::Result<serde_json::Value> {
+    use alloy::primitives::{Address, U256};
+    use alloy::providers::Provider;
+    use nox_protocol::contracts::{NoxCounter, NoxPool};
+    let counter = net.deployment.counter;
+    let after = eth.view("NoxCounter", counter, NoxCounter::countCall {}).await?;
+    let last_caller = eth.view("NoxCounter", counter, NoxCounter::lastCallerCall {}).await?;
+    let executor = eth.view("NoxPool", net.deployment.pool, NoxPool::executorCall {}).await?;
+    let tx = alloy::primitives::B256::from(done.receipt.tx_hash);
+    let sent = eth
+        .provider()
+        .get_transaction_by_hash(tx)
+        .await
+        .context("reading the relay transaction")?
+        .context("the relay transaction is not on chain")?;
+    let from: Address = sent.inner.signer();
+    anyhow::ensure!(after == before + U256::from(1), "the counter went from {before} to {after}, not up by one");
+    anyhow::ensure!(done.receipt.call_success, "the relayed call failed on chain");
+    anyhow::ensure!(from == done.exit_wallet, "the transaction was sent by {from}, not the exit's wallet");
+    anyhow::ensure!(from != user.funding, "the transaction was sent by the user's funding address");
+    Ok(serde_json::json!({
+        "tx_hash": tx.to_string(),
+        "block": done.receipt.block_number,
+        "from": from.to_string(),
+        "exit_wallet": done.exit_wallet.to_string(),
+        "user_funding_address": user.funding.to_string(),
+        "from_is_user": from == user.funding,
+        "target": counter.to_string(),
+        "counter_before": before.to_string(),
+        "counter_after": after.to_string(),
+        "counter_last_caller": last_caller.to_string(),
+        "pool_executor": executor.to_string(),
+        "fee_wei": done.fee_wei.to_string(),
+        "gas_used": done.receipt.gas_used,
+        "effective_gas_price_wei": done.receipt.effective_gas_price.to_string(),
+        "ms": {
+            "deposit_and_sync": deposit_ms,
+            "fees_through_mixnet": done.timings.fees_ms,
+            "prove": done.timings.prove_ms,
+            "round_trip": done.timings.round_trip_ms,
+            "mixnet_and_checks": done.timings.mixnet_ms(),
+            "simulate": done.timings.simulate_ms,
+            "inclusion": done.timings.inclusion_ms,
+            "total": total_ms,
+        },
+    }))
 }
 
 /// Connects a mixnet client through a registered entry, serves the JSON-RPC
@@ -177,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         per_layer: [n, n, n],
         launch: if cli.in_process { Launch::InProcess } else { Launch::Processes },
         dir: cli.dir.clone(),
+        oracles: usize::from(cli.oracles),
         ..DevnetOptions::default()
     };
     let started = Instant::now();
@@ -189,7 +266,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "registry": net.deployment.registry.to_string(),
             "token": net.deployment.token.to_string(),
             "pool": net.deployment.pool.to_string(),
+            "counter": net.deployment.counter.to_string(),
+            "fee_token_tusd": net.deployment.fee_token.to_string(),
         },
+        "oracles": net.oracles.iter().map(|o| serde_json::json!({
+            "public_key": o.public_key_hex(),
+            "http": o.http().to_string(),
+        })).collect::<Vec<_>>(),
         "nodes": net.nodes.iter().map(|node| serde_json::json!({
             "index": node.index,
             "layer": node.layer(),
@@ -234,9 +317,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("{}", serde_json::json!({ "cast_through_proxy": transfer }));
 
     // The main job: a private, proof-paid call from a shielded wallet.
-    let call = private_call(&net).await;
+    let call = private_calls(&net).await;
     match &call {
-        Ok(call) => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "private_call": call }))?),
+        Ok((call, token_call)) => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "private_call": call }))?);
+            if let Some(t) = token_call {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "private_call_paid_in_tusd": t }))?);
+            }
+        }
         Err(e) => eprintln!("the private call failed: {e:#}"),
     }
     if call.is_err() && !cli.keep_running {
