@@ -140,15 +140,15 @@ impl PriceApis {
 }
 
 /// The quotes `api` gives now, or the failure it answers with.
-fn quotes(ctx: &Ctx, api: Api) -> Result<Vec<(ApiAsset, f64)>, Response> {
+fn quotes(ctx: &Ctx, api: Api) -> Result<Vec<(ApiAsset, f64)>, Box<Response>> {
     let s = ctx.lock().unwrap_or_else(|e| e.into_inner());
     let factor = match s.behaviour.get(&api).copied().unwrap_or(Behaviour::Up) {
         Behaviour::Up => 1.0,
         Behaviour::Off(f) => f,
         Behaviour::Down => {
-            return Err((StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response());
+            return Err(Box::new((StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response()));
         }
-        Behaviour::Garbage => return Err((StatusCode::OK, "<html>maintenance</html>").into_response()),
+        Behaviour::Garbage => return Err(Box::new((StatusCode::OK, "<html>maintenance</html>").into_response())),
     };
     Ok(s.assets.iter().map(|a| (a.clone(), a.usd * factor)).collect())
 }
@@ -156,7 +156,7 @@ fn quotes(ctx: &Ctx, api: Api) -> Result<Vec<(ApiAsset, f64)>, Response> {
 async fn binance(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, String>>) -> Response {
     let quotes = match quotes(&ctx, Api::Binance) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let wanted: Vec<String> = match (q.get("symbols"), q.get("symbol")) {
         (Some(list), _) => match serde_json::from_str(list) {
@@ -184,7 +184,7 @@ fn binance_error(code: i64, msg: &str) -> Response {
 async fn coingecko(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, String>>) -> Response {
     let quotes = match quotes(&ctx, Api::CoinGecko) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let with_time = q.get("include_last_updated_at").is_some_and(|v| v == "true");
@@ -206,7 +206,7 @@ async fn coingecko(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, Strin
 async fn coinbase(State(ctx): State<Ctx>, Path(pair): Path<String>) -> Response {
     let quotes = match quotes(&ctx, Api::Coinbase) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match quotes.iter().find(|(a, _)| a.coinbase == pair) {
         Some((_, usd)) => {
