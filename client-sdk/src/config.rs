@@ -24,7 +24,7 @@ use alloy_primitives::Address;
 use nox_config::{Checks, ConfigFile};
 pub use nox_config::{ConfigError, Location, Problem};
 use nox_protocol::NodeId;
-use nox_protocol::price::{MAX_ORACLES, Trust};
+use nox_protocol::price::Trust;
 use nox_protocol::route::{MAX_FREE_HOPS, MIN_FREE_HOPS};
 use nox_protocol::topology::{ENTRY_LAYER, EXIT_LAYER, MAX_LAYER, MIX_LAYER};
 use serde::{Deserialize, Serialize};
@@ -60,12 +60,6 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// Largest `routes.mean_delay_ms`: a node holds a packet at most its
 /// `mix.max_delay_ms` (10 000 ms by default) and drops longer delays.
 pub const MAX_MEAN_DELAY_MS: f64 = 10_000.0;
-
-/// Largest `prices.max_age_secs` (a day), as the node allows.
-pub const MAX_PRICE_AGE_SECS: u64 = 86_400;
-
-/// Largest `prices.max_skew_secs` (an hour), as the node allows.
-pub const MAX_PRICE_SKEW_SECS: u64 = 3_600;
 
 /// Most requests `proxy.max_batch` allows in one batch.
 pub const MAX_BATCH_LIMIT: usize = 10_000;
@@ -194,11 +188,13 @@ impl Default for PricesSection {
 impl PricesSection {
     /// The threshold in force: `threshold`, or a majority when it is 0.
     pub fn effective_threshold(&self) -> usize {
-        if self.threshold == 0 { self.oracle_keys.len() / 2 + 1 } else { self.threshold }
+        if self.threshold == 0 { nox_protocol::price::majority(self.oracle_keys.len()) } else { self.threshold }
     }
 
     /// The trust of a price book for `chain_id`, `None` when no oracle key
-    /// is configured; an invalid section is every problem, with its key.
+    /// is configured; an invalid section is every problem, with its key
+    /// (the rule the node's `[prices]` follows too:
+    /// [`nox_protocol::price::TrustSettings`]).
     pub fn trust(&self, chain_id: u64) -> Result<Option<Trust>, Vec<Problem>> {
         let mut c = Checks::default();
         let trust = self.check(&mut c, chain_id);
@@ -207,51 +203,22 @@ impl PricesSection {
     }
 
     fn check(&self, c: &mut Checks, chain_id: u64) -> Option<Trust> {
-        let n = self.oracle_keys.len();
-        if n > MAX_ORACLES {
-            c.fail("prices.oracle_keys", format!("{n} keys, at most {MAX_ORACLES}"));
-        }
-        // Each valid key with its index in the list.
-        let mut oracles: Vec<([u8; 32], usize)> = Vec::with_capacity(n);
-        for (i, text) in self.oracle_keys.iter().enumerate() {
-            let key = format!("prices.oracle_keys[{i}]");
-            match parse_oracle_key(text) {
-                Err(e) => c.fail(key, e),
-                Ok(k) => match oracles.iter().find(|(o, _)| *o == k) {
-                    Some((_, first)) => c.fail(key, format!("`{text}` is also prices.oracle_keys[{first}]")),
-                    None => oracles.push((k, i)),
-                },
+        let settings = nox_protocol::price::TrustSettings {
+            oracle_keys: &self.oracle_keys,
+            threshold: self.threshold,
+            max_age_secs: self.max_age_secs,
+            max_skew_secs: self.max_skew_secs,
+        };
+        match settings.trust(chain_id) {
+            Ok(trust) => trust,
+            Err(problems) => {
+                for p in problems {
+                    c.fail(p.key, p.message);
+                }
+                None
             }
         }
-        if self.threshold > n {
-            let why = if n == 0 { "no prices.oracle_keys are set".to_string() } else { format!("{n} oracle keys") };
-            c.fail("prices.threshold", format!("{} is above the number of oracles: {why}", self.threshold));
-        }
-        c.at_least("prices.max_age_secs", self.max_age_secs, 1);
-        c.at_most("prices.max_age_secs", self.max_age_secs, MAX_PRICE_AGE_SECS, "");
-        c.at_most("prices.max_skew_secs", self.max_skew_secs, MAX_PRICE_SKEW_SECS, "");
-        if n == 0 || oracles.len() != n {
-            return None;
-        }
-        Some(Trust {
-            chain_id,
-            oracles: oracles.into_iter().map(|(k, _)| k).collect(),
-            threshold: self.effective_threshold(),
-            max_age_ms: self.max_age_secs.saturating_mul(1_000),
-            max_skew_ms: self.max_skew_secs.saturating_mul(1_000),
-        })
     }
-}
-
-/// 64 hex digits (`0x` optional) that are an Ed25519 public key, or why not.
-pub fn parse_oracle_key(text: &str) -> Result<[u8; 32], String> {
-    let digits = text.strip_prefix("0x").unwrap_or(text);
-    let mut key = [0u8; 32];
-    if digits.len() != 64 || hex::decode_to_slice(digits, &mut key).is_err() {
-        return Err(format!("`{text}` is not an oracle key: expected 64 hex digits (an Ed25519 public key)"));
-    }
-    ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| format!("`{text}` is not an Ed25519 public key"))?;
-    Ok(key)
 }
 
 /// `[network]`

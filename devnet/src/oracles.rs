@@ -241,7 +241,7 @@ impl Devnet {
         let oracles: Vec<[u8; 32]> = self.oracles.iter().map(|o| o.key.verifying_key().to_bytes()).collect();
         Some(nox_protocol::price::Trust {
             chain_id: CHAIN_ID,
-            threshold: oracles.len() / 2 + 1,
+            threshold: nox_protocol::price::majority(oracles.len()),
             oracles,
             max_age_ms: self.options().price_max_age_secs * 1000,
             max_skew_ms: 10_000,

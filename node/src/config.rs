@@ -524,21 +524,6 @@ impl Default for PricesSection {
     }
 }
 
-/// An `[prices]` oracle key that is not 64 hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an oracle key: expected 64 hex digits (0x optional)")]
-pub struct OracleKeyError(pub String);
-
-/// An oracle key as bytes: 64 hex digits, `0x` optional (not checked to be a curve point).
-pub fn parse_oracle_key(text: &str) -> Result<[u8; 32], OracleKeyError> {
-    let digits = text.strip_prefix("0x").unwrap_or(text);
-    let mut key = [0u8; 32];
-    if digits.len() != 64 || hex::decode_to_slice(digits, &mut key).is_err() {
-        return Err(OracleKeyError(text.to_string()));
-    }
-    Ok(key)
-}
-
 /// `0x` + 40 hex digits as an address.
 fn parse_address(text: &str) -> Option<[u8; 20]> {
     let digits = text.strip_prefix("0x")?;
@@ -547,23 +532,24 @@ fn parse_address(text: &str) -> Option<[u8; 20]> {
 }
 
 impl NodeConfig {
-    /// The trust `[prices]` describes, or `None` without oracle keys. Assumes
-    /// a validated configuration: keys that do not parse are skipped, and
-    /// [`PriceBook::new`](nox_protocol::price::PriceBook::new) checks the rest.
+    /// The trust `[prices]` describes, or `None` without oracle keys (or
+    /// with a section validation refuses).
     pub fn price_trust(&self) -> Option<nox_protocol::price::Trust> {
         let p = &self.prices;
-        if p.oracle_keys.is_empty() {
-            return None;
+        let chain_id = if p.chain_id == 0 { self.chain.chain_id } else { p.chain_id };
+        p.settings().trust(chain_id).ok().flatten()
+    }
+}
+
+impl PricesSection {
+    /// The section as the rule shared with the client reads it.
+    fn settings(&self) -> nox_protocol::price::TrustSettings<'_> {
+        nox_protocol::price::TrustSettings {
+            oracle_keys: &self.oracle_keys,
+            threshold: self.threshold,
+            max_age_secs: self.max_age_secs,
+            max_skew_secs: self.max_skew_secs,
         }
-        let oracles: Vec<[u8; 32]> = p.oracle_keys.iter().filter_map(|k| parse_oracle_key(k).ok()).collect();
-        let threshold = if p.threshold == 0 { oracles.len() / 2 + 1 } else { p.threshold };
-        Some(nox_protocol::price::Trust {
-            chain_id: if p.chain_id == 0 { self.chain.chain_id } else { p.chain_id },
-            oracles,
-            threshold,
-            max_age_ms: p.max_age_secs.saturating_mul(1000),
-            max_skew_ms: p.max_skew_secs.saturating_mul(1000),
-        })
     }
 }
 
@@ -974,36 +960,13 @@ impl NodeConfig {
 
 impl NodeConfig {
     fn validate_prices(&self, c: &mut Checks) {
-        use nox_protocol::price::MAX_ORACLES;
         let p = &self.prices;
-        let n = p.oracle_keys.len();
-        if n > MAX_ORACLES {
-            c.fail("prices.oracle_keys", format!("{n} keys, at most {MAX_ORACLES}"));
-        }
-        let mut keys: BTreeMap<[u8; 32], usize> = BTreeMap::new();
-        for (i, text) in p.oracle_keys.iter().enumerate() {
-            let key = format!("prices.oracle_keys[{i}]");
-            match parse_oracle_key(text) {
-                Err(e) => c.fail(key, e.to_string()),
-                Ok(k) => {
-                    if ed25519_dalek::VerifyingKey::from_bytes(&k).is_err() {
-                        c.fail(key.clone(), format!("`{text}` is not an Ed25519 public key"));
-                    }
-                    if let Some(first) = keys.insert(k, i) {
-                        c.fail(key, format!("`{text}` is also prices.oracle_keys[{first}]"));
-                    }
-                }
+        if let Err(problems) = p.settings().trust(p.chain_id) {
+            for problem in problems {
+                c.fail(problem.key, problem.message);
             }
         }
-        if p.threshold > n {
-            c.fail(
-                "prices.threshold",
-                format!("{} with {n} oracle key(s): at most the number of keys (0 = a majority)", p.threshold),
-            );
-        }
-        c.at_least("prices.max_age_secs", p.max_age_secs, 1);
-        c.at_most("prices.max_age_secs", p.max_age_secs, 86_400, " (one day)");
-        c.at_most("prices.max_skew_secs", p.max_skew_secs, 3_600, " (one hour)");
+        let n = p.oracle_keys.len();
         if n > 0 && p.chain_id == 0 && !self.chain.enabled() {
             c.fail(
                 "prices.chain_id",

@@ -406,6 +406,105 @@ impl Trust {
     }
 }
 
+/// Longest staleness limit a configuration may set: one day.
+pub const MAX_AGE_LIMIT_SECS: u64 = 86_400;
+/// Largest clock skew a configuration may allow: one hour.
+pub const MAX_SKEW_LIMIT_SECS: u64 = 3_600;
+
+/// The threshold of a configuration that leaves it at 0: a majority of `n` keys.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// An oracle key as a configuration file writes it: 64 hex digits (`0x`
+/// optional) of an Ed25519 public key.
+pub fn parse_oracle_key(text: &str) -> Result<[u8; 32], String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let mut key = [0u8; 32];
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{text}` is not an oracle key: expected 64 hex digits (an Ed25519 public key)"));
+    }
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("`{text}` is not an oracle key: expected 64 hex digits"))?;
+    }
+    VerifyingKey::from_bytes(&key).map_err(|_| format!("`{text}` is not an Ed25519 public key"))?;
+    Ok(key)
+}
+
+/// The `[prices]` section every configuration file that trusts oracles
+/// has (the node's and the client's), as written: one rule for both.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustSettings<'a> {
+    /// `prices.oracle_keys`.
+    pub oracle_keys: &'a [String],
+    /// `prices.threshold`, 0 for a majority.
+    pub threshold: usize,
+    /// `prices.max_age_secs`.
+    pub max_age_secs: u64,
+    /// `prices.max_skew_secs`.
+    pub max_skew_secs: u64,
+}
+
+/// A problem with a `[prices]` setting: its dotted key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingProblem {
+    /// `prices.oracle_keys[2]`, `prices.threshold`, …
+    pub key: String,
+    /// What is wrong, with the value.
+    pub message: String,
+}
+
+impl TrustSettings<'_> {
+    /// The trust these settings describe for `chain_id` (`None` without
+    /// keys), or every problem with its key.
+    pub fn trust(&self, chain_id: u64) -> Result<Option<Trust>, Vec<SettingProblem>> {
+        let mut problems = Vec::new();
+        let mut fail = |key: String, message: String| problems.push(SettingProblem { key, message });
+        let n = self.oracle_keys.len();
+        if n > MAX_ORACLES {
+            fail("prices.oracle_keys".into(), format!("{n} keys, at most {MAX_ORACLES}"));
+        }
+        // Each valid key with its index in the list.
+        let mut oracles: Vec<([u8; 32], usize)> = Vec::with_capacity(n);
+        for (i, text) in self.oracle_keys.iter().enumerate() {
+            let key = format!("prices.oracle_keys[{i}]");
+            match parse_oracle_key(text) {
+                Err(e) => fail(key, e),
+                Ok(k) => match oracles.iter().find(|(o, _)| *o == k) {
+                    Some((_, first)) => fail(key, format!("`{text}` is also prices.oracle_keys[{first}]")),
+                    None => oracles.push((k, i)),
+                },
+            }
+        }
+        if self.threshold > n {
+            fail(
+                "prices.threshold".into(),
+                format!("{} with {n} oracle key(s): at most the number of keys (0 = a majority)", self.threshold),
+            );
+        }
+        if self.max_age_secs == 0 || self.max_age_secs > MAX_AGE_LIMIT_SECS {
+            fail("prices.max_age_secs".into(), format!("{} is not 1..={MAX_AGE_LIMIT_SECS}", self.max_age_secs));
+        }
+        if self.max_skew_secs > MAX_SKEW_LIMIT_SECS {
+            fail("prices.max_skew_secs".into(), format!("{} is above {MAX_SKEW_LIMIT_SECS}", self.max_skew_secs));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Trust {
+            chain_id,
+            oracles: oracles.into_iter().map(|(k, _)| k).collect(),
+            threshold: if self.threshold == 0 { majority(n) } else { self.threshold },
+            max_age_ms: self.max_age_secs.saturating_mul(1_000),
+            max_skew_ms: self.max_skew_secs.saturating_mul(1_000),
+        }))
+    }
+}
+
 /// Why the book did not take a round (see the module docs for the order).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PriceRejection {
@@ -783,6 +882,41 @@ mod tests {
         let eth = Price { usd: u128::MAX, token_decimals: 18, oracles: 1, oldest_ms: 0 };
         let tok = Price { usd: 1, token_decimals: 36, oracles: 1, oldest_ms: 0 };
         assert_eq!(convert(u128::MAX, &eth, &tok), Err(NoPrice::Overflow));
+    }
+
+    #[test]
+    fn settings_as_written_become_a_trust_or_every_problem() {
+        let a = hex_all(&key(1).verifying_key().to_bytes());
+        let b = format!("0x{}", hex_all(&key(2).verifying_key().to_bytes()));
+        let keys = vec![a.clone(), b.clone(), hex_all(&key(3).verifying_key().to_bytes())];
+        let s = TrustSettings { oracle_keys: &keys, threshold: 0, max_age_secs: 60, max_skew_secs: 5 };
+        let t = s.trust(31337).unwrap().unwrap();
+        assert_eq!(
+            (t.oracles.len(), t.threshold, t.max_age_ms, t.max_skew_ms, t.chain_id),
+            (3, 2, 60_000, 5_000, 31337)
+        );
+        assert_eq!(TrustSettings { oracle_keys: &[], ..s }.trust(1), Ok(None));
+        // y = 2 is on no Edwards25519 point.
+        let mut off = [0u8; 32];
+        off[0] = 2;
+        let bad = vec![a.clone(), "0x1234".into(), a.clone(), hex_all(&off)];
+        let problems = TrustSettings { oracle_keys: &bad, threshold: 5, max_age_secs: 0, max_skew_secs: 3_601 }
+            .trust(1)
+            .unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "prices.oracle_keys[1]",
+                "prices.oracle_keys[2]",
+                "prices.oracle_keys[3]",
+                "prices.threshold",
+                "prices.max_age_secs",
+                "prices.max_skew_secs"
+            ]
+        );
+        assert!(problems[1].message.contains("prices.oracle_keys[0]"), "{:?}", problems[1]);
+        assert_eq!(majority(4), 3);
     }
 
     #[test]
