@@ -115,6 +115,44 @@ pub(crate) fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Starts `bin args…` in its own process group with stdout and stderr
+/// appended to `log` (what `nox run` and `nox-oracle run` are started with).
+pub(crate) fn spawn_logged(
+    bin: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    log: &std::path::Path,
+    what: &'static str,
+) -> Result<Child, DevnetError> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| DevnetError::Spawn { what: "log file", source: e })?;
+    let err = out.try_clone().map_err(|e| DevnetError::Spawn { what: "log file", source: e })?;
+    Command::new(bin)
+        .args(args)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| DevnetError::Spawn { what, source: e })
+}
+
+/// SIGTERM to `child`, up to 10 s for it to exit, then SIGKILL to its group.
+pub(crate) async fn stop_child(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    kill_group(&mut child);
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16, DevnetError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| DevnetError::Spawn { what: "port probe", source: e })?;

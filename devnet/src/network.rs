@@ -4,9 +4,8 @@
 //! only through NoxRegistry.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256};
@@ -31,7 +30,7 @@ use nox_protocol::crypto::x25519::MixPublicKey;
 use nox_protocol::sphinx::Hop;
 
 use crate::DevnetError;
-use crate::anvil::{Anvil, CHAIN_ID, DEPLOYER_KEY, free_port, kill_group};
+use crate::anvil::{Anvil, CHAIN_ID, DEPLOYER_KEY, free_port, kill_group, spawn_logged, stop_child};
 use crate::deploy::{DeployParams, Deployment, deploy};
 
 /// How the nodes run.
@@ -497,23 +496,9 @@ impl Devnet {
             }
             Launch::Processes => {
                 let bin = crate::nox_binary()?;
-                let log_path = n.config_path.with_file_name("nox.log");
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .map_err(|e| DevnetError::Spawn { what: "node log file", source: e })?;
-                let err = log.try_clone().map_err(|e| DevnetError::Spawn { what: "node log file", source: e })?;
-                let child = Command::new(bin)
-                    .arg("run")
-                    .arg("--config")
-                    .arg(&n.config_path)
-                    .process_group(0)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err)
-                    .spawn()
-                    .map_err(|e| DevnetError::Spawn { what: "nox run", source: e })?;
+                let log = n.config_path.with_file_name("nox.log");
+                let args = [std::ffi::OsStr::new("run"), "--config".as_ref(), n.config_path.as_os_str()];
+                let child = spawn_logged(&bin, &args, &log, "nox run")?;
                 Runner::Process(child)
             }
         };
@@ -550,17 +535,7 @@ impl Devnet {
         match std::mem::replace(&mut self.nodes[idx].runner, Runner::Stopped) {
             Runner::Stopped => {}
             Runner::InProcess(r) => r.shutdown().await,
-            Runner::Process(mut child) => {
-                let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                kill_group(&mut child);
-            }
+            Runner::Process(child) => stop_child(child).await,
         }
     }
 

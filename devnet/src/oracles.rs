@@ -11,16 +11,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use nox_oracle::config::AssetEntry;
 use nox_oracle::{Oracle, OracleConfig};
-use std::os::unix::process::CommandExt;
 
 use crate::DevnetError;
-use crate::anvil::{CHAIN_ID, free_port, kill_group};
+use crate::anvil::{CHAIN_ID, free_port, kill_group, spawn_logged, stop_child};
 use crate::network::{Devnet, Launch};
 use crate::price_apis::{Api, ApiAsset, PriceApis};
 
@@ -175,23 +174,9 @@ impl Devnet {
             }
             Launch::Processes => {
                 let bin = crate::nox_oracle_binary()?;
-                let log_path = o.config_path.with_file_name("nox-oracle.log");
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .map_err(|e| DevnetError::Spawn { what: "oracle log file", source: e })?;
-                let err = log.try_clone().map_err(|e| DevnetError::Spawn { what: "oracle log file", source: e })?;
-                let child = Command::new(bin)
-                    .arg("run")
-                    .arg("--config")
-                    .arg(&o.config_path)
-                    .process_group(0)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err)
-                    .spawn()
-                    .map_err(|e| DevnetError::Spawn { what: "nox-oracle run", source: e })?;
+                let log = o.config_path.with_file_name("nox-oracle.log");
+                let args = [std::ffi::OsStr::new("run"), "--config".as_ref(), o.config_path.as_os_str()];
+                let child = spawn_logged(&bin, &args, &log, "nox-oracle run")?;
                 Runner::Process(child)
             }
         };
@@ -219,17 +204,7 @@ impl Devnet {
         match std::mem::replace(&mut self.oracles[idx].runner, Runner::Stopped) {
             Runner::Stopped => {}
             Runner::InProcess(o) => o.shutdown().await,
-            Runner::Process(mut child) => {
-                let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                kill_group(&mut child);
-            }
+            Runner::Process(child) => stop_child(child).await,
         }
     }
 
