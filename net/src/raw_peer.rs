@@ -78,8 +78,23 @@ pub enum OnReceive {
     Forward(PeerId),
 }
 
-/// Where the answer to a pending `GetDescriptors` (or `GetPrices`) goes.
-type DescriptorSlot = Arc<Mutex<Option<mpsc::Sender<Vec<Vec<u8>>>>>>;
+/// Where the answers to pending `GetDescriptors` (or `GetPrices`) requests
+/// go, oldest first: an answer goes to the oldest asker still waiting (the
+/// answers are lists of signed items every asker checks itself, so which
+/// peer's list an asker gets does not matter, only that each gets one).
+type DescriptorSlot = Arc<Mutex<std::collections::VecDeque<mpsc::Sender<Vec<Vec<u8>>>>>>;
+
+/// Hands `encoded` to the oldest asker in `slot` that still waits.
+async fn answer(slot: &DescriptorSlot, mut encoded: Vec<Vec<u8>>) {
+    let mut waiting = slot.lock().await;
+    while let Some(tx) = waiting.pop_front() {
+        match tx.send(encoded).await {
+            Ok(()) => return,
+            // That asker timed out; the next one gets it.
+            Err(mpsc::error::SendError(back)) => encoded = back,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Standing {
@@ -143,8 +158,8 @@ impl RawPeer {
         }
         let standing = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let (standing_tx, _) = watch::channel(0u64);
-        let descriptors: DescriptorSlot = Arc::new(Mutex::new(None));
-        let prices: DescriptorSlot = Arc::new(Mutex::new(None));
+        let descriptors: DescriptorSlot = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let prices: DescriptorSlot = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let (rx_tx, received) = flume::bounded(keep.max(1));
         let received_count = Arc::new(AtomicU64::new(0));
         let mut tasks = vec![swarm];
@@ -204,16 +219,8 @@ impl RawPeer {
                                     .insert(peer, Standing::Refused(reason));
                                 standing_tx.send_modify(|v| *v += 1);
                             }
-                            ControlResponse::Descriptors { encoded } => {
-                                if let Some(tx) = descriptors.lock().await.take() {
-                                    let _ = tx.send(encoded).await;
-                                }
-                            }
-                            ControlResponse::Prices { encoded } => {
-                                if let Some(tx) = prices.lock().await.take() {
-                                    let _ = tx.send(encoded).await;
-                                }
-                            }
+                            ControlResponse::Descriptors { encoded } => answer(&descriptors, encoded).await,
+                            ControlResponse::Prices { encoded } => answer(&prices, encoded).await,
                             _ => {}
                         },
                         Event::Gossip { message_id, source, .. } => {
@@ -317,7 +324,7 @@ impl RawPeer {
     /// Asks `peer` for its descriptors and verifies them.
     pub async fn descriptors(&self, peer: PeerId, timeout: Duration) -> Result<Vec<MixDescriptor>, RawPeerError> {
         let (tx, mut rx) = mpsc::channel(1);
-        *self.descriptors.lock().await = Some(tx);
+        self.descriptors.lock().await.push_back(tx);
         self.p2p.command(Command::Request { peer, request: ControlRequest::GetDescriptors }).await?;
         let encoded =
             tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))?;
@@ -329,7 +336,7 @@ impl RawPeer {
     /// (`nox_protocol::price::PriceBook`).
     pub async fn price_rounds(&self, peer: PeerId, timeout: Duration) -> Result<Vec<Vec<u8>>, RawPeerError> {
         let (tx, mut rx) = mpsc::channel(1);
-        *self.prices.lock().await = Some(tx);
+        self.prices.lock().await.push_back(tx);
         self.p2p.command(Command::Request { peer, request: ControlRequest::GetPrices }).await?;
         tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))
     }
@@ -424,5 +431,32 @@ impl RawPeer {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_answer_goes_to_the_oldest_asker_still_waiting() {
+        let slot: DescriptorSlot = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let (gone_tx, gone_rx) = mpsc::channel(1);
+        let (first_tx, mut first_rx) = mpsc::channel(1);
+        let (second_tx, mut second_rx) = mpsc::channel(1);
+        for tx in [gone_tx, first_tx, second_tx] {
+            slot.lock().await.push_back(tx);
+        }
+        // The oldest asker timed out: its answer goes to the next one.
+        drop(gone_rx);
+        answer(&slot, vec![vec![1]]).await;
+        answer(&slot, vec![vec![2]]).await;
+        assert_eq!(first_rx.recv().await.unwrap(), vec![vec![1]]);
+        assert_eq!(second_rx.recv().await.unwrap(), vec![vec![2]]);
+        // An answer nobody waits for is dropped.
+        answer(&slot, vec![vec![3]]).await;
+        assert!(slot.lock().await.is_empty());
     }
 }

@@ -526,6 +526,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults_and_lists_every_key() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nox-oracle.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(parse(&text).unwrap(), OracleConfig::default());
+        // Every key of every section appears (the optional api_key commented out).
+        for (section, key) in nox_config::all_keys::<OracleConfig>() {
+            if section == "assets" {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("# {key} = ")),
+                "{section}.{key} is not in nox-oracle.example.toml"
+            );
+        }
+    }
+
+    #[test]
     fn environment_overrides_use_the_oracle_prefix() {
         let env = [
             ("NOX_ORACLE_BINANCE__URL", "http://127.0.0.1:1"),
