@@ -143,7 +143,7 @@ pub fn fee_in(
     }
     let pricing = pricing.ok_or(FeeError::NoPricing { asset })?;
     let no_price = |reason| FeeError::NoPrice { asset, reason };
-    let base = policy.fee_for(pricing.book.wei_to_token(cost_wei, &asset.0.0, pricing.now_ms).map_err(no_price)?);
+    let base = policy.fee_in(&asset.0.0, cost_wei, Some(pricing.book), pricing.now_ms).map_err(no_price)?;
     token_fee(add_bps(base, pricing.slippage_bps), asset, pricing)
 }
 

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nox_protocol::price::{PriceBook, Trust, TrustError};
+use nox_protocol::price::{MAX_ORACLES, PriceBook, Trust, TrustError};
 
 use crate::client::{Client, ClientError};
 use crate::fee::TokenPricing;
@@ -80,7 +80,14 @@ pub enum PricesError {
 pub fn book_from_rounds(trust: Trust, rounds: &[Vec<u8>], now_ms: u64) -> Result<Prices, TrustError> {
     let mut book = PriceBook::new(trust)?;
     let mut tally = PriceTally { offered: rounds.len(), ..PriceTally::default() };
-    for round in rounds {
+    for (i, round) in rounds.iter().enumerate() {
+        // A node holds one round per oracle it trusts, at most MAX_ORACLES:
+        // an answer beyond that is not checked (each check may verify a
+        // signature).
+        if i >= MAX_ORACLES {
+            *tally.refused.entry("beyond_limit").or_default() += 1;
+            continue;
+        }
         match book.accept_bytes(round, now_ms) {
             Ok(()) => tally.accepted += 1,
             Err(why) => *tally.refused.entry(why.label()).or_default() += 1,
@@ -141,6 +148,16 @@ mod tests {
         };
         let quotes = vec![q("ETH", ETH, 18, 3000_0000_0000), q("DAI", DAI.0.0, 18, 1_0000_0000)];
         PriceRound::sign(&key(signer), chain, 1, at, quotes).unwrap().encode()
+    }
+
+    #[test]
+    fn an_answer_longer_than_any_node_keeps_is_cut_at_the_limit() {
+        let mut rounds = vec![b"junk".to_vec(); MAX_ORACLES];
+        rounds.push(round(1, 31337, NOW));
+        let prices = book_from_rounds(trust(1, 1), &rounds, NOW).unwrap();
+        assert_eq!((prices.tally.offered, prices.tally.accepted), (MAX_ORACLES + 1, 0));
+        assert_eq!(prices.tally.refused.get("beyond_limit"), Some(&1));
+        assert_eq!(prices.tally.refused.get("malformed"), Some(&MAX_ORACLES));
     }
 
     #[test]

@@ -30,7 +30,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use nox_protocol::price::{ETH, NoPrice, Price, PriceBook, PriceRejection, Trust, TrustError};
+use nox_protocol::price::{ETH, NO_BOOK, NoPrice, Price, PriceBook, PriceRejection, Trust, TrustError};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::Metrics;
@@ -219,9 +219,6 @@ impl PriceFeed {
         self.wei_to_token(0, token).map(|_| ())
     }
 }
-
-/// What "no price" says when there is no book: no oracle quotes anything.
-pub const NO_BOOK: NoPrice = NoPrice::TooFewOracles { fresh: 0, threshold: 1 };
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::crypto::x25519::MixPublicKey;
+use crate::price::{ETH, NO_BOOK, NoPrice, PriceBook};
 use crate::sphinx::NodeId;
 use crate::topology::Role;
 use crate::wire::{Reader, Truncated};
@@ -114,6 +115,26 @@ impl FeePolicy {
         // cost × m / 10,000 without overflow: whole ten-thousandths, then the rest.
         let extra = (cost / 10_000) * m + ((cost % 10_000) * m).div_ceil(10_000);
         cost.saturating_add(extra)
+    }
+
+    /// The lowest fee the exit accepts, in base units of `asset`, for a call
+    /// whose gas costs `cost_wei`: [`FeePolicy::fee_for`] of the cost for ETH,
+    /// and for a token of the cost converted with `book` at `now_ms`
+    /// ([`PriceBook::wei_to_token`], rounded up). The exit checks a payment
+    /// and the client computes its offer with this one rule. A token without
+    /// a book or a fresh price is [`NoPrice`]; whether the policy lists
+    /// `asset` is the caller's check.
+    pub fn fee_in(
+        &self,
+        asset: &[u8; 20],
+        cost_wei: u128,
+        book: Option<&PriceBook>,
+        now_ms: u64,
+    ) -> Result<u128, NoPrice> {
+        if asset == &ETH {
+            return Ok(self.fee_for(cost_wei));
+        }
+        Ok(self.fee_for(book.ok_or(NO_BOOK)?.wei_to_token(cost_wei, asset, now_ms)?))
     }
 
     fn encoded_len(&self) -> usize {

@@ -589,6 +589,9 @@ pub enum NoPrice {
     Overflow,
 }
 
+/// What "no price" says when there is no book at all: no oracle quotes anything.
+pub const NO_BOOK: NoPrice = NoPrice::TooFewOracles { fresh: 0, threshold: 1 };
+
 /// An asset's price in the book: the median of the fresh trusted quotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {

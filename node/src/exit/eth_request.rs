@@ -42,7 +42,7 @@
 //!    used × the max fee per gas the exit signs, `min(2 × base fee of the
 //!    latest block + priority fee, exit.eth_max_fee_per_gas_gwei)` — the most
 //!    the transaction can cost at the simulated gas, in wei; the fee must be
-//!    at least [`required_fee`]: `FeePolicy::fee_for(cost)` = cost × (1 +
+//!    at least `FeePolicy::fee_in`: `FeePolicy::fee_for(cost)` = cost × (1 +
 //!    margin) for ETH, and for a token `fee_for(PriceBook::wei_to_token(cost))`
 //!    — the cost converted at the median of the fresh trusted oracle quotes,
 //!    rounded up. A price gone stale since step 2 is `NoPrice` here;
@@ -106,7 +106,7 @@ use nox_protocol::contracts::NoxPool;
 use nox_protocol::descriptor::FeePolicy;
 use nox_protocol::payload::{ReplyStatus, Request};
 use nox_protocol::payment::GasPayment;
-use nox_protocol::price::{ETH, NoPrice, PriceBook};
+use nox_protocol::price::{ETH, NoPrice};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -119,7 +119,7 @@ use super::outcomes::ServiceOutcomes;
 use super::service::{ExitService, RequestContext, ServiceError};
 use crate::config::ExitSection;
 use crate::metrics::Metrics;
-use crate::prices::{NO_BOOK, PriceFeed};
+use crate::prices::PriceFeed;
 
 /// The metrics kind of requests.
 pub const KIND: &str = "exit_eth_request";
@@ -393,25 +393,6 @@ impl From<EthRefusal> for ServiceError {
 
 fn word(x: &[u8; 32]) -> U256 {
     U256::from_be_bytes(*x)
-}
-
-/// The lowest fee the exit accepts, in base units of `asset`, for a call
-/// whose gas costs `cost_wei`: [`FeePolicy::fee_for`] of the cost for ETH, and
-/// of the cost converted with `book` at `now_ms` for a token (step 7 of the
-/// module docs). A token without a book or without a fresh price is
-/// [`NoPrice`]. Whether the policy lists `asset` is step 2's business.
-pub fn required_fee(
-    policy: &FeePolicy,
-    book: Option<&PriceBook>,
-    asset: &[u8; 20],
-    cost_wei: u128,
-    now_ms: u64,
-) -> Result<u128, NoPrice> {
-    if asset == &ETH {
-        return Ok(policy.fee_for(cost_wei));
-    }
-    let cost = book.ok_or(NO_BOOK)?.wei_to_token(cost_wei, asset, now_ms)?;
-    Ok(policy.fee_for(cost))
 }
 
 fn no_price(e: NoPrice) -> EthRefusal {
@@ -784,8 +765,7 @@ impl Inner {
         let cost = u128::from(sim.gas_used).saturating_mul(max_fee);
         let asset = inputs.asset_address().unwrap_or_default();
         let now = self.prices.now_ms();
-        let required =
-            self.prices.with_book(|book| required_fee(&self.policy, book, &asset, cost, now)).map_err(no_price)?;
+        let required = self.prices.with_book(|book| self.policy.fee_in(&asset, cost, book, now)).map_err(no_price)?;
         if fee < required {
             let unit = if asset == ETH { "wei" } else { "the token's base units, at the oracles' price" };
             let mut r = refusal(
@@ -1195,7 +1175,7 @@ mod tests {
 
     mod fees {
         use ed25519_dalek::SigningKey;
-        use nox_protocol::price::{PriceRound, Quote, SOURCE_BINANCE, SOURCE_COINGECKO, Trust};
+        use nox_protocol::price::{NO_BOOK, PriceBook, PriceRound, Quote, SOURCE_BINANCE, SOURCE_COINGECKO, Trust};
 
         use super::*;
 
@@ -1233,30 +1213,30 @@ mod tests {
         #[test]
         fn eth_fees_are_the_cost_with_the_margin_with_or_without_a_book() {
             let cost = 300_000u128 * 2_000_000_000; // 300k gas at 2 gwei
-            assert_eq!(required_fee(&policy(), None, &ETH, cost, NOW), Ok(cost * 11 / 10));
-            assert_eq!(required_fee(&policy(), Some(&book()), &ETH, cost, NOW + 10_000_000), Ok(cost * 11 / 10));
+            assert_eq!(policy().fee_in(&ETH, cost, None, NOW), Ok(cost * 11 / 10));
+            assert_eq!(policy().fee_in(&ETH, cost, Some(&book()), NOW + 10_000_000), Ok(cost * 11 / 10));
         }
 
         #[test]
         fn token_fees_are_the_converted_cost_with_the_margin() {
             // 0.0006 ETH at 2000 USD = 1.2 USDC = 1,200,000 base units; + 10 %.
             let cost = 600_000_000_000_000u128;
-            assert_eq!(required_fee(&policy(), Some(&book()), &USDC, cost, NOW), Ok(1_320_000));
+            assert_eq!(policy().fee_in(&USDC, cost, Some(&book()), NOW), Ok(1_320_000));
             // Rounded up: one wei costs a whole base unit, and the margin rounds up too.
-            assert_eq!(required_fee(&policy(), Some(&book()), &USDC, 1, NOW), Ok(2));
+            assert_eq!(policy().fee_in(&USDC, 1, Some(&book()), NOW), Ok(2));
         }
 
         #[test]
         fn a_token_without_a_fresh_price_has_no_fee() {
             let cost = 10u128.pow(15);
-            assert_eq!(required_fee(&policy(), None, &USDC, cost, NOW), Err(NO_BOOK));
+            assert_eq!(policy().fee_in(&USDC, cost, None, NOW), Err(NO_BOOK));
             // Stale: older than the book's staleness limit.
             assert!(matches!(
-                required_fee(&policy(), Some(&book()), &USDC, cost, NOW + 60_001),
+                policy().fee_in(&USDC, cost, Some(&book()), NOW + 60_001),
                 Err(NoPrice::TooFewOracles { fresh: 0, threshold: 1 })
             ));
             // A token no oracle quotes.
-            assert!(required_fee(&policy(), Some(&book()), &[0xbb; 20], cost, NOW).is_err());
+            assert!(policy().fee_in(&[0xbb; 20], cost, Some(&book()), NOW).is_err());
             // The refusal a client sees: `no_price`, status Busy.
             let r = no_price(NO_BOOK);
             assert_eq!(r.code, EthRefusalCode::NoPrice);
