@@ -76,6 +76,16 @@ pub enum DevnetError {
     },
 }
 
+/// The sum of the samples of `name` in a Prometheus text exposition whose
+/// labels include every one of `labels` (`kind="price"`, …).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> u64 {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// The repository root (the workspace this crate was built in).
 pub fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

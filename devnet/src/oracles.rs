@@ -271,12 +271,5 @@ impl Devnet {
 
 /// `nox_events_total{kind="price",outcome="accepted"}` in a node's metrics.
 pub fn accepted_rounds(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("nox_events_total{") && l.contains("kind=\"price\"") && l.contains("outcome=\"accepted\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    crate::metric_sum(metrics, "nox_events_total", &["kind=\"price\"", "outcome=\"accepted\""])
 }

@@ -26,7 +26,7 @@ use alloy_sol_types::SolCall;
 use nox_client::private::{CallError, PrivateCall};
 use nox_client::wallet::{KdfParams, PoolReader};
 use nox_devnet::price_apis::{Api, Behaviour};
-use nox_devnet::{Devnet, DevnetOptions};
+use nox_devnet::{Devnet, DevnetOptions, metric_sum};
 use nox_eth::EthClient;
 use nox_protocol::answer::EthRefusalCode;
 use nox_protocol::contracts::{NoxCounter, NoxTestToken};
@@ -48,20 +48,12 @@ async fn token_balance(net: &Devnet, who: Address) -> U256 {
     eth(net).view("tUSD", net.deployment.fee_token, NoxTestToken::balanceOfCall { account: who }).await.unwrap()
 }
 
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// `nox_events_total{kind="exit_eth_request",outcome="no_price"}` summed over the exits.
 async fn exit_no_price_refusals(net: &Devnet) -> u64 {
     let mut n = 0;
     for idx in net.layer(2) {
         let text = net.metrics_of(idx).await.unwrap();
-        n += metric(&text, "nox_events_total", &["kind=\"exit_eth_request\"", "outcome=\"no_price\""]);
+        n += metric_sum(&text, "nox_events_total", &["kind=\"exit_eth_request\"", "outcome=\"no_price\""]);
     }
     n
 }
@@ -146,10 +138,10 @@ async fn token_fees_follow_the_oracles_and_stop_when_prices_go_stale() {
     for idx in 0..net.oracles.len() {
         let m = oracle_metrics(&net, idx).await;
         assert!(
-            metric(&m, "nox_oracle_quotes_discarded_total", &["source=\"coinbase\"", "reason=\"outlier\""]) > 0,
+            metric_sum(&m, "nox_oracle_quotes_discarded_total", &["source=\"coinbase\"", "reason=\"outlier\""]) > 0,
             "{m}"
         );
-        assert!(metric(&m, "nox_oracle_source_errors_total", &["source=\"coingecko\""]) > 0, "{m}");
+        assert!(metric_sum(&m, "nox_oracle_source_errors_total", &["source=\"coingecko\""]) > 0, "{m}");
     }
     wait_change(&net, &mut user).await;
     let done = client.private_call(&mut user.wallet, &user.prover, &call(), |_| {}).await.unwrap();
@@ -166,7 +158,7 @@ async fn token_fees_follow_the_oracles_and_stop_when_prices_go_stale() {
     tokio::time::sleep(Duration::from_secs(trust.max_age_ms / 1000 + 2)).await;
     for idx in 0..net.oracles.len() {
         let m = oracle_metrics(&net, idx).await;
-        assert!(metric(&m, "nox_oracle_rounds_withheld_total", &["reason=\"no_asset_priced\""]) > 0, "{m}");
+        assert!(metric_sum(&m, "nox_oracle_rounds_withheld_total", &["reason=\"no_asset_priced\""]) > 0, "{m}");
     }
     //    The client checks the rounds its entry serves against its own
     //    trust: all stale, so it refuses before proving anything.
