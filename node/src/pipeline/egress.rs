@@ -30,8 +30,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use super::Action;
-use super::Inbound;
 use super::ingest::IngestStage;
+use super::{Inbound, Sender};
 use crate::cover::CoverState;
 use crate::metrics::Metrics;
 use crate::peers::PeerTable;
@@ -154,7 +154,7 @@ impl EgressStage {
             match action {
                 Action::Forward { next, packet } => {
                     if next == ctx.self_id {
-                        if ctx.ingest.try_push(Inbound { packet }) {
+                        if ctx.ingest.try_push(Inbound { packet, sender: Sender::Local }) {
                             m.local.inc();
                         } else {
                             m.local_full.inc();

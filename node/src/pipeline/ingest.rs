@@ -29,7 +29,7 @@ use nox_protocol::pow;
 use nox_protocol::sphinx::{PACKET_LEN, Packet};
 use prometheus_client::metrics::counter::Counter;
 
-use super::Inbound;
+use super::{Inbound, Sender};
 use crate::metrics::Metrics;
 use nox_net::p2p::PeerKind;
 
@@ -218,7 +218,7 @@ impl IngestStage {
             }
             self.admit(peer, Path::Relay)?;
             let packet = Packet::from_vec(frame).map_err(|_| IngestError::WrongSize { len: PACKET_LEN })?;
-            Ok(Inbound { packet })
+            Ok(Inbound { packet, sender: Sender::Node(*peer) })
         })();
         if let Err(e) = &r {
             self.count(e);
@@ -249,7 +249,8 @@ impl IngestStage {
             if !pow::verify(&packet, nonce, self.cfg.pow_bits) {
                 return Err(IngestError::BadProofOfWork { bits: self.cfg.pow_bits });
             }
-            Ok(Inbound { packet })
+            let sender = if tier == Some(PeerKind::Client) { Sender::Client(*peer) } else { Sender::Node(*peer) };
+            Ok(Inbound { packet, sender })
         })();
         if let Err(e) = &r {
             self.count(e);
@@ -283,7 +284,7 @@ impl IngestStage {
         if self.discards_submissions() {
             return true;
         }
-        self.try_push(Inbound { packet })
+        self.try_push(Inbound { packet, sender: Sender::Local })
     }
 
     /// Queues a packet without waiting (for packets the node makes itself);
@@ -412,9 +413,9 @@ mod tests {
     async fn submissions_are_counted_on_their_own_path() {
         let (s, rx, m) = stage(0);
         let packet = || Packet::from_vec(vec![0; PACKET_LEN]).unwrap();
-        s.push_submission(Inbound { packet: packet() }).await.unwrap();
+        s.push_submission(Inbound { packet: packet(), sender: Sender::Local }).await.unwrap();
         assert!(s.submit_local(packet()));
-        s.push(Inbound { packet: packet() }).await.unwrap();
+        s.push(Inbound { packet: packet(), sender: Sender::Local }).await.unwrap();
         assert_eq!(m.packets_value("ingest", "submitted"), 2);
         assert_eq!(m.packets_value("ingest", "accepted"), 3);
         assert_eq!(rx.len(), 3);
@@ -425,13 +426,14 @@ mod tests {
         let (s, rx, _m) = stage(0);
         let s = std::sync::Arc::new(s);
         for _ in 0..4 {
-            s.push(Inbound { packet: Packet::from_vec(vec![0; PACKET_LEN]).unwrap() }).await.unwrap();
+            s.push(Inbound { packet: Packet::from_vec(vec![0; PACKET_LEN]).unwrap(), sender: Sender::Local })
+                .await
+                .unwrap();
         }
         let s2 = s.clone();
-        let blocked =
-            tokio::spawn(
-                async move { s2.push(Inbound { packet: Packet::from_vec(vec![0; PACKET_LEN]).unwrap() }).await },
-            );
+        let blocked = tokio::spawn(async move {
+            s2.push(Inbound { packet: Packet::from_vec(vec![0; PACKET_LEN]).unwrap(), sender: Sender::Local }).await
+        });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!blocked.is_finished());
         rx.recv_async().await.unwrap();

@@ -34,10 +34,30 @@ use nox_protocol::NodeId;
 use nox_protocol::sphinx::Packet;
 use nox_protocol::sphinx::Payload;
 
+/// Who handed a packet to this node: the key of its fair shares in the
+/// replay cache and the mix (see [`mix`] and [`crate::replay`]).
+///
+/// Set by ingest from the stream the packet came on; `Copy` and without
+/// allocation, so carrying it costs a few bytes per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sender {
+    /// The node itself: its own cover submitted to itself, and packets it
+    /// routes to itself.
+    Local,
+    /// An admitted node relaying on `/nox/packet/1`, or submitting its own
+    /// cover on `/nox/submit/1`.
+    Node(libp2p::PeerId),
+    /// A client submitting on `/nox/submit/1`. Clients cost nothing to
+    /// create, so they share one tier (see the stages' share rules).
+    Client(libp2p::PeerId),
+}
+
 /// A packet accepted by ingest.
 pub struct Inbound {
     /// The packet.
     pub packet: Packet,
+    /// Who handed it over.
+    pub sender: Sender,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -105,6 +125,8 @@ pub struct Scheduled {
     pub durable_seq: u64,
     /// What to do then.
     pub action: Action,
+    /// Who handed the packet over (from [`Inbound::sender`]).
+    pub sender: Sender,
 }
 
 impl std::fmt::Debug for Scheduled {

@@ -132,7 +132,7 @@ fn run(cfg: &WorkerConfig, input: &flume::Receiver<Inbound>, out: &flume::Sender
 
 /// Processes one packet; `None` when it was dropped (and counted).
 fn process(cfg: &WorkerConfig, inbound: Inbound, ctx: &WorkerContext, m: &WorkerMetrics) -> Option<Scheduled> {
-    let packet = inbound.packet;
+    let Inbound { packet, sender } = inbound;
     let parity = packet.parity();
     let (epoch, peeled) = {
         let ring = ctx.keys.read().unwrap_or_else(|e| e.into_inner());
@@ -200,5 +200,6 @@ fn process(cfg: &WorkerConfig, inbound: Inbound, ctx: &WorkerContext, m: &Worker
         release_at: Instant::now() + delay,
         durable_seq: if cfg.durable_before_forward { seq } else { 0 },
         action,
+        sender,
     })
 }
