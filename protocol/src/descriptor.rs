@@ -49,6 +49,19 @@
 //! at most one meaning. [`MixDescriptor::decode`] does not check the signature:
 //! callers verify, and they can do it after cheaper checks (is this node
 //! registered? is the epoch current or next?).
+//!
+//! ## Equivocation
+//!
+//! A node has one mix key per epoch. Two descriptors that verify under the
+//! same node id, for the same epoch, with different mix keys are an
+//! [`Equivocation`]: whoever holds both knows the node can tell apart the
+//! clients it gave each key to (a packet built for key A only opens under A),
+//! and stops routing through it for that epoch — the first key as much as the
+//! second. [`Equivocation::new`] checks both signatures, so a forged
+//! descriptor is never evidence against the identity it names; the two
+//! descriptors themselves are the proof, and anyone can check it again.
+//! Descriptors that differ in other fields (addresses, services) but carry the
+//! same key are not an equivocation.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
@@ -510,6 +523,91 @@ impl MixDescriptor {
     }
 }
 
+/// Most pieces of equivocation evidence a holder keeps (a node's topology, a
+/// client's directory). Evidence for the current and the next epoch is never
+/// evicted, since it is what excludes a node, and there are at most two such
+/// pieces per node on record; past epochs' evidence is evicted oldest epoch
+/// first beyond this number.
+pub const MAX_EQUIVOCATIONS: usize = 1024;
+
+/// Why two descriptors are not proof of an equivocation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EquivocationError {
+    /// One of them does not verify (`which` is 0 for the first argument, 1
+    /// for the second): a forgery proves nothing against the node it names.
+    #[error("descriptor {which} of the pair does not verify: {error}")]
+    Invalid {
+        /// Which argument.
+        which: u8,
+        /// Why it does not verify.
+        error: DescriptorError,
+    },
+    /// They name different nodes.
+    #[error("the descriptors name different nodes")]
+    DifferentNodes,
+    /// They are for different epochs (a new key each epoch is the rule).
+    #[error("the descriptors are for epochs {0} and {1}")]
+    DifferentEpochs(u64, u64),
+    /// They carry the same mix key.
+    #[error("the descriptors carry the same mix key")]
+    SameKey,
+}
+
+/// Proof that one identity signed two different mix keys for one epoch (see
+/// the module docs). Both descriptors verify; they are held in ascending
+/// order of mix key, so the same pair is the same evidence whichever arrived
+/// first.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    pair: [MixDescriptor; 2],
+}
+
+impl std::fmt::Debug for Equivocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Equivocation").field("node_id", &self.node_id()).field("epoch", &self.epoch()).finish()
+    }
+}
+
+impl Equivocation {
+    /// Checks that `a` and `b` prove an equivocation: both verify under the
+    /// node id they name, the same node and epoch, different mix keys.
+    pub fn new(a: MixDescriptor, b: MixDescriptor) -> Result<Self, EquivocationError> {
+        if a.node_id != b.node_id {
+            return Err(EquivocationError::DifferentNodes);
+        }
+        if a.epoch != b.epoch {
+            return Err(EquivocationError::DifferentEpochs(a.epoch, b.epoch));
+        }
+        if a.mix_key == b.mix_key {
+            return Err(EquivocationError::SameKey);
+        }
+        a.verify().map_err(|error| EquivocationError::Invalid { which: 0, error })?;
+        b.verify().map_err(|error| EquivocationError::Invalid { which: 1, error })?;
+        let pair = if a.mix_key.0 < b.mix_key.0 { [a, b] } else { [b, a] };
+        Ok(Equivocation { pair })
+    }
+
+    /// The node that equivocated.
+    pub fn node_id(&self) -> NodeId {
+        self.pair[0].node_id
+    }
+
+    /// The epoch it signed two keys for.
+    pub fn epoch(&self) -> u64 {
+        self.pair[0].epoch
+    }
+
+    /// Both signed descriptors, in ascending order of mix key.
+    pub fn descriptors(&self) -> &[MixDescriptor; 2] {
+        &self.pair
+    }
+
+    /// Whether `d` is one of the two descriptors.
+    pub fn contains(&self, d: &MixDescriptor) -> bool {
+        self.pair.iter().any(|p| p == d)
+    }
+}
+
 fn check_fields(
     layer: u8,
     role: u8,
@@ -763,6 +861,47 @@ mod tests {
         let mut bytes = MixDescriptor::sign(&id, 1, key, 1, ROLE_RELAY, vec![]).unwrap().encode();
         bytes[1 + 32 + 8 + 32 + 2 + 1] = 0x08;
         assert_eq!(MixDescriptor::decode(&bytes).unwrap_err(), DescriptorError::RelayWithServices(8));
+    }
+
+    #[test]
+    fn two_keys_for_one_epoch_are_an_equivocation_only_when_both_verify() {
+        let id = identity(0x31);
+        let one = |mix: u8, epoch: u64| {
+            MixDescriptor::sign(&id, epoch, MixPublicKey([mix; 32]), 1, ROLE_RELAY, vec![]).unwrap()
+        };
+        let (a, b) = (one(1, 9), one(2, 9));
+        let e = Equivocation::new(b.clone(), a.clone()).unwrap();
+        assert_eq!((e.node_id(), e.epoch()), (a.node_id, 9));
+        // The same pair is the same evidence, whichever came first.
+        assert_eq!(e, Equivocation::new(a.clone(), b.clone()).unwrap());
+        assert_eq!(e.descriptors()[0].mix_key, a.mix_key);
+        assert!(e.contains(&a) && e.contains(&b) && !e.contains(&one(3, 9)));
+        let debug = format!("{e:?}");
+        assert!(debug.contains("epoch: 9") && !debug.contains("mix_key"), "{debug}");
+
+        // The same descriptor twice, the same key re-signed with other addresses,
+        // two epochs, two nodes: not an equivocation.
+        assert_eq!(Equivocation::new(a.clone(), a.clone()), Err(EquivocationError::SameKey));
+        let moved = MixDescriptor::sign(&id, 9, a.mix_key, 1, ROLE_RELAY, vec!["/ip4/192.0.2.1/tcp/1".into()]).unwrap();
+        assert_eq!(Equivocation::new(a.clone(), moved), Err(EquivocationError::SameKey));
+        assert_eq!(Equivocation::new(a.clone(), one(2, 10)), Err(EquivocationError::DifferentEpochs(9, 10)));
+        let other = MixDescriptor::sign(&identity(0x32), 9, MixPublicKey([2; 32]), 1, ROLE_RELAY, vec![]).unwrap();
+        assert_eq!(Equivocation::new(a.clone(), other), Err(EquivocationError::DifferentNodes));
+
+        // A second descriptor forged in the node's name (someone else's
+        // signature, or a signed one with its key swapped) proves nothing.
+        let mut stolen = MixDescriptor::sign(&identity(0x33), 9, MixPublicKey([2; 32]), 1, ROLE_RELAY, vec![]).unwrap();
+        stolen.node_id = a.node_id;
+        assert_eq!(
+            Equivocation::new(a.clone(), stolen),
+            Err(EquivocationError::Invalid { which: 1, error: DescriptorError::BadSignature })
+        );
+        let mut swapped = a.clone();
+        swapped.mix_key = MixPublicKey([7; 32]);
+        assert_eq!(
+            Equivocation::new(swapped, a),
+            Err(EquivocationError::Invalid { which: 0, error: DescriptorError::BadSignature })
+        );
     }
 
     fn policy() -> FeePolicy {
