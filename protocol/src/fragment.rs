@@ -27,6 +27,15 @@
 //! said, repeat an index, or point outside the declared message are refused with a
 //! typed [`FragmentError`] and never disturb the message already being collected.
 //! Nothing in this module panics on any input.
+//!
+//! When a new fragment finds the message or byte budget full, the stalest
+//! incomplete messages (earliest first fragment) are dropped to make room
+//! ([`Reassembler::take_evicted`] counts their fragments), never the
+//! fragment's own message. A flood of messages that never complete therefore
+//! cannot shut new messages out: it can only push out messages older than the
+//! flood's last `max_messages` (and `max_bytes`), so to break an honest message
+//! whose fragments arrive within `S` seconds a flooder must start more than
+//! `max_messages / S` new messages a second for as long as it wants to.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -374,6 +383,8 @@ pub struct Reassembler {
     completed: VecDeque<MessageId>,
     completed_set: HashSet<MessageId>,
     bytes: usize,
+    /// Fragments of messages dropped to make room, since the last look.
+    evicted: usize,
 }
 
 impl std::fmt::Debug for Reassembler {
@@ -394,6 +405,33 @@ impl Reassembler {
             completed: VecDeque::new(),
             completed_set: HashSet::new(),
             bytes: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Fragments dropped with the stale messages that made room for newer
+    /// ones since the last call.
+    pub fn take_evicted(&mut self) -> usize {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Makes room for `bytes` more shard bytes and, if `new_message`, one
+    /// more message, dropping the stalest incomplete messages other than
+    /// `keep`. Refuses only when no other message is left to drop.
+    fn make_room(&mut self, keep: &MessageId, new_message: bool, bytes: usize) -> Result<(), FragmentError> {
+        loop {
+            let over_messages = new_message && self.partial.len() >= self.limits.max_messages;
+            let over_bytes = self.bytes + bytes > self.limits.max_bytes;
+            if !over_messages && !over_bytes {
+                return Ok(());
+            }
+            let stalest =
+                self.partial.iter().filter(|(id, _)| *id != keep).min_by_key(|(_, p)| p.first_seen).map(|(id, _)| *id);
+            let Some(p) = stalest.and_then(|id| self.partial.remove(&id)) else {
+                return Err(if over_messages { FragmentError::MessageLimit } else { FragmentError::MemoryLimit });
+            };
+            self.bytes -= p.bytes();
+            self.evicted += p.shards.len();
         }
     }
 
@@ -452,25 +490,27 @@ impl Reassembler {
             return Ok(Reassembled::Late);
         }
 
-        if let Some(p) = self.partial.get(&h.id) {
-            if p.data != h.data || p.parity != h.parity || p.message_len != h.message_len || p.shard_len != shard.len()
-            {
-                return Err(FragmentError::Inconsistent);
+        let new_message = match self.partial.get(&h.id) {
+            Some(p) => {
+                if p.data != h.data
+                    || p.parity != h.parity
+                    || p.message_len != h.message_len
+                    || p.shard_len != shard.len()
+                {
+                    return Err(FragmentError::Inconsistent);
+                }
+                if p.shards.contains_key(&h.index) {
+                    return Err(FragmentError::Duplicate);
+                }
+                false
             }
-            if p.shards.contains_key(&h.index) {
-                return Err(FragmentError::Duplicate);
-            }
-        } else if self.partial.len() >= self.limits.max_messages {
+            None => true,
+        };
+        if (new_message && self.partial.len() >= self.limits.max_messages)
+            || self.bytes + shard.len() > self.limits.max_bytes
+        {
             self.expire(now);
-            if self.partial.len() >= self.limits.max_messages {
-                return Err(FragmentError::MessageLimit);
-            }
-        }
-        if self.bytes + shard.len() > self.limits.max_bytes {
-            self.expire(now);
-            if self.bytes + shard.len() > self.limits.max_bytes {
-                return Err(FragmentError::MemoryLimit);
-            }
+            self.make_room(&h.id, new_message, shard.len())?;
         }
 
         let p = self.partial.entry(h.id).or_insert_with(|| Partial {
@@ -560,6 +600,77 @@ mod tests {
         assert!(Fragmenter::new(b.clone(), -0.1).is_err());
         assert!(Fragmenter::new(b.clone(), 4.5).is_err());
         assert!(Fragmenter::new(b, 4.0).is_ok());
+    }
+
+    /// A message's fragments, fed whole.
+    fn feed_all(r: &mut Reassembler, frags: &[Vec<u8>], now: Instant) -> Option<Vec<u8>> {
+        let mut out = None;
+        for f in frags {
+            if let Ok(Reassembled::Complete(m)) = r.insert(f, now) {
+                out = Some(m);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_flood_of_incomplete_messages_does_not_stop_an_honest_one() {
+        // Bytes bind before messages: both kinds of room are made.
+        let limits =
+            ReassemblyLimits { max_messages: 64, max_bytes: 40 * MAX_SHARD_LEN, ..ReassemblyLimits::default() };
+        let mut r = Reassembler::new(limits);
+        let f = Fragmenter::default();
+        let t0 = Instant::now();
+        // Never-completing messages: the first of 2 data shards, each shard maximal.
+        let flood_fragment = |n: u32| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            f.split(&vec![1u8; MAX_SHARD_LEN * 2], id).unwrap().swap_remove(0)
+        };
+        let mut flood = 0u32;
+        // A message begun before the flood is the stalest: the flood pushes it out.
+        let early = f.split(&vec![9u8; MAX_SHARD_LEN * 3 + 1], [0xee; 16]).unwrap();
+        assert_eq!(early.len(), 6, "4 data and 2 parity fragments");
+        assert_eq!(r.insert(&early[0], t0), Ok(Reassembled::Pending));
+        for i in 1..=200 {
+            let now = t0 + Duration::from_millis(i);
+            assert_eq!(r.insert(&flood_fragment(flood), now), Ok(Reassembled::Pending), "flood message {flood}");
+            flood += 1;
+            assert!(r.pending_messages() <= limits.max_messages && r.pending_bytes() <= limits.max_bytes);
+        }
+        assert!(r.take_evicted() >= 160, "the flood never filled the budget");
+        let now = t0 + Duration::from_millis(250);
+        for frag in &early[1..4] {
+            assert_eq!(r.insert(frag, now), Ok(Reassembled::Pending), "the early first fragment is gone");
+        }
+        // A message whose fragments arrive while the flood goes on (30 flood
+        // messages between its first fragment and its last) is reassembled.
+        let later = vec![5u8; MAX_SHARD_LEN * 2 + 7];
+        let later_frags = f.split(&later, [0xdd; 16]).unwrap();
+        let mut done = None;
+        for (k, frag) in later_frags.iter().enumerate() {
+            let now = t0 + Duration::from_millis(300 + k as u64 * 10);
+            for _ in 0..10 {
+                assert_eq!(r.insert(&flood_fragment(flood), now), Ok(Reassembled::Pending));
+                flood += 1;
+            }
+            if let Ok(Reassembled::Complete(m)) = r.insert(frag, now) {
+                done = Some(m);
+            }
+        }
+        assert_eq!(done, Some(later));
+        // And a message arriving whole always completes.
+        let whole = vec![3u8; 10_000];
+        assert_eq!(feed_all(&mut r, &f.split(&whole, [0xcc; 16]).unwrap(), t0 + Duration::from_secs(1)), Some(whole));
+    }
+
+    #[test]
+    fn a_budget_too_small_for_one_shard_refuses_with_a_typed_error() {
+        let limits = ReassemblyLimits { max_bytes: 100, ..ReassemblyLimits::default() };
+        let mut r = Reassembler::new(limits);
+        let frags = Fragmenter::default().split(&vec![1u8; 1000], [1; 16]).unwrap();
+        assert_eq!(r.insert(&frags[0], Instant::now()), Err(FragmentError::MemoryLimit));
+        assert_eq!((r.pending_messages(), r.pending_bytes(), r.take_evicted()), (0, 0, 0));
     }
 
     #[test]
