@@ -278,11 +278,15 @@ pub struct MixSection {
     pub capacity: usize,
     /// Batch window in milliseconds; 0 disables batching.
     pub batch_window_ms: u64,
+    /// Floor of a sender's fair share of `capacity`, in packets: a node, the
+    /// node's own traffic and the client tier each may hold
+    /// `max(capacity / (groups holding packets + 1), min_share_per_peer)`.
+    pub min_share_per_peer: usize,
 }
 
 impl Default for MixSection {
     fn default() -> Self {
-        MixSection { max_delay_ms: 10_000, capacity: 65_536, batch_window_ms: 0 }
+        MixSection { max_delay_ms: 10_000, capacity: 65_536, batch_window_ms: 0, min_share_per_peer: 256 }
     }
 }
 
@@ -313,7 +317,10 @@ pub struct ReplaySection {
     /// Hold each packet until its replay tag is on disk, so that a crash
     /// cannot reopen a replay window.
     pub durable_before_forward: bool,
-    /// Most tags remembered per epoch key; beyond it packets are refused.
+    /// Most tags remembered per epoch key; beyond it packets are refused, and
+    /// before it a sender holding as many tags as there is room left is shed
+    /// (`nox_node::replay`). 0 = what the worker threads process in an epoch
+    /// at full speed, twice (`nox_node::replay::default_max_tags`).
     pub max_tags_per_epoch: usize,
     /// While tags keep arriving, start a commit at most this often
     /// (milliseconds); 0 commits again as soon as the last commit is done.
@@ -322,7 +329,7 @@ pub struct ReplaySection {
 
 impl Default for ReplaySection {
     fn default() -> Self {
-        ReplaySection { durable_before_forward: true, max_tags_per_epoch: 20_000_000, commit_interval_ms: 2 }
+        ReplaySection { durable_before_forward: true, max_tags_per_epoch: 0, commit_interval_ms: 2 }
     }
 }
 
@@ -817,6 +824,8 @@ impl NodeConfig {
             " (delays travel as microseconds in a u32)",
         );
         c.at_least("mix.capacity", mix.capacity, 1);
+        c.at_least("mix.min_share_per_peer", mix.min_share_per_peer, 1);
+        c.at_most("mix.min_share_per_peer", mix.min_share_per_peer, mix.capacity, " (mix.capacity)");
 
         let egress = &self.egress;
         c.at_least("egress.queue", egress.queue, 1);
@@ -824,7 +833,6 @@ impl NodeConfig {
         c.at_least("egress.reply_mailbox", egress.reply_mailbox, 1);
         c.at_least("egress.reply_ttl_secs", egress.reply_ttl_secs, 1);
 
-        c.at_least("replay.max_tags_per_epoch", self.replay.max_tags_per_epoch, 1);
         c.at_most("replay.commit_interval_ms", self.replay.commit_interval_ms, 1_000, " (one second)");
 
         let cover = &self.cover;
@@ -1439,7 +1447,8 @@ mod tests {
             ("[egress]\npeer_queue = 0\n", "egress.peer_queue"),
             ("[egress]\nreply_mailbox = 0\n", "egress.reply_mailbox"),
             ("[egress]\nreply_ttl_secs = 0\n", "egress.reply_ttl_secs"),
-            ("[replay]\nmax_tags_per_epoch = 0\n", "replay.max_tags_per_epoch"),
+            ("[mix]\ncapacity = 10\nmin_share_per_peer = 11\n", "mix.min_share_per_peer"),
+            ("[mix]\nmin_share_per_peer = 0\n", "mix.min_share_per_peer"),
             ("[replay]\ncommit_interval_ms = 1001\n", "replay.commit_interval_ms"),
             ("[cover]\nloop_rate = -1.0\n", "cover.loop_rate"),
             ("[cover]\ndrop_rate = inf\n", "cover.drop_rate"),

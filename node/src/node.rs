@@ -152,6 +152,11 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// The worker threads `cfg` asks for (`workers.threads`, 0 = one per core).
+fn worker_threads(cfg: &NodeConfig) -> usize {
+    if cfg.workers.threads == 0 { available_cores() } else { cfg.workers.threads }
+}
+
 /// Starts a node on the current tokio runtime.
 pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result<RunningNode, NodeError> {
     let metrics = Metrics::new();
@@ -200,9 +205,13 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     };
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
     let ring = EpochKeyRing::open(db.clone(), clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
+    let max_tags = match cfg.replay.max_tags_per_epoch {
+        0 => crate::replay::default_max_tags(worker_threads(&cfg), cfg.network.epoch_secs),
+        n => n,
+    };
     let replay = Arc::new(ReplayCache::open(
         db.clone(),
-        cfg.replay.max_tags_per_epoch,
+        max_tags,
         Duration::from_millis(cfg.replay.commit_interval_ms),
         &ring.live_epochs(),
     )?);
@@ -255,7 +264,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let ingest = ingest.with_faults(opts.faults);
     let ingest = Arc::new(ingest);
 
-    let threads_n = if cfg.workers.threads == 0 { available_cores() } else { cfg.workers.threads };
+    let threads_n = worker_threads(&cfg);
     let worker_cfg = WorkerConfig {
         threads: threads_n,
         queue: cfg.workers.queue,
@@ -270,6 +279,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let mix_cfg = MixConfig {
         capacity: cfg.mix.capacity,
         batch_window: (cfg.mix.batch_window_ms > 0).then(|| Duration::from_millis(cfg.mix.batch_window_ms)),
+        min_share: cfg.mix.min_share_per_peer,
     };
     // One egress queue, fed by the mix stage, cover traffic, exit replies and
     // claimed replies.

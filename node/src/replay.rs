@@ -20,8 +20,16 @@
 //!
 //! In memory, tags are split over [`SHARDS`] mutex-protected maps by their first
 //! byte, so worker threads rarely contend; each shard maps an epoch to its set
-//! of tags. A per-epoch atomic counter, shared by the shards, enforces
-//! `max_tags_per_epoch` exactly. On disk, epoch `e` has the table `replay_<e>`
+//! of tag *fingerprints*: the first 8 bytes of the 16-byte tag. Tags are
+//! uniformly random (derived from the hop's shared secret), so a fresh packet
+//! is mistaken for a replay only if its fingerprint equals one of the `n`
+//! held, with probability `n / 2^64` — about 10^-11 at 2·10^8 tags, i.e. one
+//! honest packet in a hundred billion refused as a replay; a real replay has
+//! the same tag, hence the same fingerprint, and is always refused. This halves
+//! the memory of a set of whole tags: between 10 and 21 bytes per tag with the
+//! hash table's load factor, about 15 on average. A per-epoch atomic counter,
+//! shared by the shards, enforces `max_tags_per_epoch` exactly. On disk, epoch
+//! `e` has the table `replay_<e>`
 //! in the node database shared with the epoch keys ([`crate::store`]). The
 //! table is a log, not an index: the key is a row number counting up from 0
 //! and the value is up to [`TAGS_PER_ROW`] tags of 16 bytes laid end to end,
@@ -52,13 +60,35 @@
 //! ([`ReplayError::PersisterFailed`]): a node that cannot remember tags must not
 //! mix.
 //!
+//! ## Capacity and fair shares
+//!
+//! `max_tags_per_epoch` bounds an epoch's tags (memory: about 15 bytes per tag,
+//! disk: 16 bytes per tag). Its default ([`default_max_tags`]) is what the
+//! node's worker threads can process in a whole epoch at the measured rate
+//! ([`PACKETS_PER_SEC_PER_THREAD`]) times [`CAPACITY_MARGIN`], so processing
+//! alone cannot fill it. Filling it anyway (a smaller configured cap, a faster
+//! machine) must not stop the node for everyone, so the cap is shared: each
+//! sender — every node peer, the node's own traffic, and the client tier as one
+//! sender, since clients cost nothing to create — may add a tag only while it
+//! holds fewer of the epoch's tags than the cache has room left
+//! (`mine < max − total`). One sender alone is shed at half the cap
+//! ([`ReplayError::ShareExceeded`], counted as `replay_share_exceeded`); `k`
+//! flooders are each held near `max / (k + 1)`, and a sender with few tags is
+//! served until the cache is truly full: the largest consumers are shed first,
+//! never everyone at once while room is left. The per-sender counts live in
+//! memory only: after a restart every sender starts from zero (the tags
+//! themselves, and the total, are reloaded).
+//!
 //! ## Lifetime of an epoch's cache
 //!
-//! [`ReplayCache::open`] loads the tables of the live epochs and deletes all
-//! others. When the epoch key ring retires a key, the caller calls
-//! [`ReplayCache::drop_epoch`]: the memory is freed at once and the table is
-//! deleted by the persister, in order with the pending inserts. Tags never leave
-//! the node and are never logged.
+//! [`ReplayCache::open`] loads the tables of every epoch that still has a key
+//! (the caller passes the epochs of all *stored* keys, not only the live ones:
+//! a clock set back leaves keys for epochs ahead on disk, and they become live
+//! again when the clock catches up) and deletes all others. When the epoch key
+//! ring deletes a key, the caller calls [`ReplayCache::drop_epoch`]: the memory
+//! is freed at once and the table is deleted by the persister, in order with
+//! the pending inserts. A table is thus deleted only with its key. Tags never
+//! leave the node and are never logged.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -69,6 +99,8 @@ use std::time::{Duration, Instant};
 
 use nox_protocol::crypto::kdf::REPLAY_TAG_LEN;
 use redb::{ReadableTable, TableDefinition, TableHandle};
+
+use crate::pipeline::Sender;
 
 /// A replay tag's bytes.
 pub type Tag = [u8; REPLAY_TAG_LEN];
@@ -82,6 +114,53 @@ pub const ENQUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// Most tags in one row of an epoch's log table.
 pub const TAGS_PER_ROW: usize = 4_096;
+
+/// Packets one worker thread processes per second (measured on one core,
+/// `scripts/bench-relay`): the basis of [`default_max_tags`].
+pub const PACKETS_PER_SEC_PER_THREAD: u64 = 5_500;
+/// How many times a whole epoch at full speed the default cap holds. Two: so
+/// that even one sender alone at the node's full speed for a whole epoch stays
+/// within its share (half the cap, see the module docs).
+pub const CAPACITY_MARGIN: u64 = 2;
+
+/// The default `max_tags_per_epoch`: `threads × PACKETS_PER_SEC_PER_THREAD ×
+/// epoch_secs × CAPACITY_MARGIN` (saturating). Two threads and 3-hour epochs
+/// give 237.6 M tags: at most about 3.6 GiB of memory and 3.5 GiB of disk for
+/// a full epoch, usually two epochs at most (the grace period keeps the
+/// previous one).
+pub fn default_max_tags(threads: usize, epoch_secs: u64) -> usize {
+    let tags = (threads as u64)
+        .saturating_mul(PACKETS_PER_SEC_PER_THREAD)
+        .saturating_mul(epoch_secs)
+        .saturating_mul(CAPACITY_MARGIN);
+    usize::try_from(tags).unwrap_or(usize::MAX)
+}
+
+/// The 64-bit fingerprint a tag is held by in memory (see the module docs).
+fn fingerprint(tag: &Tag) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&tag[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Whose share of an epoch's cap a tag counts against: each node peer, the
+/// node itself, and all clients together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ShareKey {
+    Local,
+    Node(libp2p::PeerId),
+    Clients,
+}
+
+impl From<Sender> for ShareKey {
+    fn from(s: Sender) -> Self {
+        match s {
+            Sender::Local => ShareKey::Local,
+            Sender::Node(p) => ShareKey::Node(p),
+            Sender::Client(_) => ShareKey::Clients,
+        }
+    }
+}
 
 const TABLE_PREFIX: &str = "replay_";
 
@@ -100,6 +179,13 @@ pub enum ReplayError {
     /// until the key is retired.
     #[error("replay cache for epoch {epoch} is full")]
     Full {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// The sender holds at least as many of the epoch's tags as the cache has
+    /// room left: its packets are refused while others are still served.
+    #[error("sender holds its share of the replay cache for epoch {epoch}")]
+    ShareExceeded {
         /// The epoch.
         epoch: u64,
     },
@@ -164,9 +250,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One epoch's tags within one shard.
+/// One epoch's tags within one shard, by fingerprint.
 struct EpochShard {
-    tags: HashSet<Tag>,
+    tags: HashSet<u64>,
     /// Tags of the epoch over all shards (shared by the epoch's entries).
     count: Arc<AtomicUsize>,
 }
@@ -185,6 +271,10 @@ struct Queue {
     shutdown: bool,
     /// The persister is asleep waiting for work (inserters wake it only then).
     persister_waiting: bool,
+    /// Tags each sender added to each epoch since the start (see the module
+    /// docs); one entry per sender that added any, so bounded by the admitted
+    /// nodes plus two.
+    shares: HashMap<(u64, ShareKey), usize>,
 }
 
 struct Shared {
@@ -223,15 +313,17 @@ impl std::fmt::Debug for ReplayCache {
 }
 
 impl ReplayCache {
-    /// Loads the `replay_<epoch>` tables of `live_epochs` into memory, deletes
-    /// every other replay table, and starts the persister thread, which starts
-    /// commits at most once per `commit_interval` while busy (see the module
-    /// docs).
+    /// Loads the `replay_<epoch>` tables of `epochs` into memory, deletes every
+    /// other replay table, and starts the persister thread, which starts commits
+    /// at most once per `commit_interval` while busy (see the module docs).
+    ///
+    /// `epochs` must list every epoch the node still has a key for (stored,
+    /// not only live: see "Lifetime of an epoch's cache").
     pub fn open(
         db: Arc<redb::Database>,
         max_tags_per_epoch: usize,
         commit_interval: Duration,
-        live_epochs: &[u64],
+        epochs: &[u64],
     ) -> Result<Self, ReplayError> {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         let shared = Arc::new(Shared {
@@ -245,6 +337,7 @@ impl ReplayCache {
                 last_seq: 0,
                 shutdown: false,
                 persister_waiting: false,
+                shares: HashMap::new(),
             }),
             work: Condvar::new(),
             room: Condvar::new(),
@@ -254,10 +347,10 @@ impl ReplayCache {
             failed: OnceLock::new(),
             stopped: AtomicBool::new(false),
         });
-        for &epoch in live_epochs {
+        for &epoch in epochs {
             shared.add_epoch(epoch);
         }
-        shared.load(live_epochs)?;
+        shared.load(epochs)?;
         let worker = shared.clone();
         let handle = std::thread::Builder::new()
             .name("nox-replay-persist".into())
@@ -266,15 +359,23 @@ impl ReplayCache {
         Ok(ReplayCache { shared, persister: Mutex::new(Some(handle)) })
     }
 
-    /// Records `tag` under `epoch`'s key. Returns the tag's sequence number:
-    /// it is on disk once [`ReplayCache::durable_seq`] reaches it.
-    ///
-    /// Refuses ([`ReplayError::Replayed`]) a tag seen before, and fails closed on
-    /// an unknown epoch, a full cache, a persistence backlog or failure.
+    /// [`ReplayCache::check_and_insert_from`] for a packet of the node's own
+    /// ([`Sender::Local`]).
     pub fn check_and_insert(&self, epoch: u64, tag: &Tag) -> Result<u64, ReplayError> {
+        self.check_and_insert_from(epoch, tag, Sender::Local)
+    }
+
+    /// Records `tag` under `epoch`'s key, counted against `sender`'s share.
+    /// Returns the tag's sequence number: it is on disk once
+    /// [`ReplayCache::durable_seq`] reaches it.
+    ///
+    /// Refuses ([`ReplayError::Replayed`]) a tag seen before, refuses a sender
+    /// over its share ([`ReplayError::ShareExceeded`]), and fails closed on an
+    /// unknown epoch, a full cache, a persistence backlog or failure.
+    pub fn check_and_insert_from(&self, epoch: u64, tag: &Tag, sender: Sender) -> Result<u64, ReplayError> {
         let s = &*self.shared;
         s.reserve_slot()?;
-        let result = s.insert_reserved(epoch, tag);
+        let result = s.insert_reserved(epoch, tag, ShareKey::from(sender));
         if result.is_err() {
             let mut q = lock(&s.queue);
             q.reserved = q.reserved.saturating_sub(1);
@@ -299,6 +400,7 @@ impl ReplayCache {
         }
         let mut q = lock(&s.queue);
         s.check_open(&q)?;
+        q.shares.retain(|(e, _), _| *e != epoch);
         q.ops.push(Op::DropEpoch { epoch });
         q.last_seq += 1;
         if q.persister_waiting {
@@ -403,24 +505,29 @@ impl Shared {
 
     /// The check and the insert, with a queue slot already claimed. The shard
     /// lock is held until the op is queued, so a concurrent `drop_epoch` queues
-    /// its table deletion after this insert.
-    fn insert_reserved(&self, epoch: u64, tag: &Tag) -> Result<u64, ReplayError> {
+    /// its table deletion after this insert. The epoch's count and the shares
+    /// change only under the queue lock, which every insert takes anyway.
+    fn insert_reserved(&self, epoch: u64, tag: &Tag, share: ShareKey) -> Result<u64, ReplayError> {
+        let fp = fingerprint(tag);
         let mut shard = lock(&self.shards[usize::from(tag[0]) % SHARDS]);
         let entry = shard.get_mut(&epoch).ok_or(ReplayError::UnknownEpoch { epoch })?;
-        if entry.tags.contains(tag) {
+        if entry.tags.contains(&fp) {
             return Err(ReplayError::Replayed);
         }
-        let max = self.max_tags_per_epoch;
-        entry
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1))
-            .map_err(|_| ReplayError::Full { epoch })?;
         let mut q = lock(&self.queue);
-        if let Err(e) = self.check_open(&q) {
-            entry.count.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
+        self.check_open(&q)?;
+        let max = self.max_tags_per_epoch;
+        let total = entry.count.load(Ordering::Acquire);
+        if total >= max {
+            return Err(ReplayError::Full { epoch });
         }
-        entry.tags.insert(*tag);
+        let mine = q.shares.entry((epoch, share)).or_insert(0);
+        if *mine >= max - total {
+            return Err(ReplayError::ShareExceeded { epoch });
+        }
+        *mine += 1;
+        entry.count.fetch_add(1, Ordering::AcqRel);
+        entry.tags.insert(fp);
         q.reserved = q.reserved.saturating_sub(1);
         q.ops.push(Op::Insert { epoch, tag: *tag });
         q.last_seq += 1;
@@ -439,8 +546,8 @@ impl Shared {
         }
     }
 
-    /// Startup: tags of live epochs into memory, other replay tables deleted.
-    fn load(&self, live_epochs: &[u64]) -> Result<(), ReplayError> {
+    /// Startup: tags of `epochs` into memory, other replay tables deleted.
+    fn load(&self, epochs: &[u64]) -> Result<(), ReplayError> {
         let txn = self.db.begin_write().map_err(db_err("beginning the replay load"))?;
         let names: Vec<String> = txn
             .list_tables()
@@ -451,7 +558,7 @@ impl Shared {
         let mut loaded = 0usize;
         let mut deleted = 0usize;
         for name in names {
-            match table_epoch(&name).filter(|e| live_epochs.contains(e)) {
+            match table_epoch(&name).filter(|e| epochs.contains(e)) {
                 Some(epoch) => {
                     let table = txn.open_table(log_table(&name)).map_err(db_err(format!("opening table {name}")))?;
                     let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
@@ -465,7 +572,7 @@ impl Shared {
                             let mut t: Tag = [0; REPLAY_TAG_LEN];
                             t.copy_from_slice(tag);
                             if let Some(e) = shards[usize::from(t[0]) % SHARDS].get_mut(&epoch)
-                                && e.tags.insert(t)
+                                && e.tags.insert(fingerprint(&t))
                             {
                                 e.count.fetch_add(1, Ordering::Relaxed);
                                 loaded += 1;
@@ -480,7 +587,7 @@ impl Shared {
             }
         }
         txn.commit().map_err(db_err("committing the replay load"))?;
-        tracing::info!(epochs = live_epochs.len(), loaded, deleted, "replay caches loaded");
+        tracing::info!(epochs = epochs.len(), loaded, deleted, "replay caches loaded");
         Ok(())
     }
 
@@ -788,18 +895,137 @@ mod tests {
         assert_eq!((cache.len(1), cache.len(3)), (0, 1));
     }
 
+    fn node() -> Sender {
+        Sender::Node(libp2p::PeerId::random())
+    }
+
+    /// Inserts fresh tags from `sender` until one is refused; returns how many
+    /// were taken and the refusal.
+    fn flood(cache: &ReplayCache, epoch: u64, sender: Sender, next: &mut u32) -> (usize, ReplayError) {
+        let mut taken = 0;
+        loop {
+            *next += 1;
+            match cache.check_and_insert_from(epoch, &tag(*next), sender) {
+                Ok(_) => taken += 1,
+                Err(e) => return (taken, e),
+            }
+        }
+    }
+
     #[test]
     fn full_cache_fails_closed() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, cache) = open(&dir.path().join("db"), 10, &[1, 2]);
-        for n in 0..10 {
-            cache.check_and_insert(1, &tag(n)).unwrap();
+        let mut next = 0;
+        // Senders one after the other, each until refused, fill it exactly.
+        let mut total = 0;
+        while total < 10 {
+            let (taken, e) = flood(&cache, 1, node(), &mut next);
+            assert!(taken > 0, "a sender with nothing held is served while room is left");
+            total += taken;
+            assert!(matches!(e, ReplayError::ShareExceeded { epoch: 1 } | ReplayError::Full { epoch: 1 }), "{e}");
         }
-        assert!(matches!(cache.check_and_insert(1, &tag(10)), Err(ReplayError::Full { epoch: 1 })));
+        assert_eq!(cache.len(1), 10);
+        assert!(matches!(cache.check_and_insert_from(1, &tag(9_999), node()), Err(ReplayError::Full { epoch: 1 })));
         // Known tags are still replays, and other epochs are unaffected.
-        assert!(matches!(cache.check_and_insert(1, &tag(3)), Err(ReplayError::Replayed)));
+        assert!(matches!(cache.check_and_insert_from(1, &tag(1), node()), Err(ReplayError::Replayed)));
         cache.check_and_insert(2, &tag(10)).unwrap();
         assert_eq!(cache.len(1), 10);
+    }
+
+    /// A node floods one epoch's cache with fresh packets: it is shed at half
+    /// the cap, and another node, the node's own traffic and clients are still
+    /// served; a second flooder is shed in turn, and a sender with little in
+    /// the cache is served until it is truly full.
+    #[test]
+    fn a_flooding_sender_is_shed_and_others_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 1_000, &[1]);
+        let mut next = 0;
+        let (a, b) = (node(), node());
+        let (taken, e) = flood(&cache, 1, a, &mut next);
+        assert_eq!(taken, 500);
+        assert!(matches!(e, ReplayError::ShareExceeded { epoch: 1 }), "{e}");
+        // Shed for good: its next fresh packet is refused too.
+        assert!(matches!(cache.check_and_insert_from(1, &tag(100_000), a), Err(ReplayError::ShareExceeded { .. })));
+        // Others are served.
+        cache.check_and_insert(1, &tag(100_001)).unwrap();
+        cache.check_and_insert_from(1, &tag(100_002), Sender::Client(libp2p::PeerId::random())).unwrap();
+        let (taken, _) = flood(&cache, 1, b, &mut next);
+        assert_eq!(taken, 249, "a second flooder stops where it holds what is left (501 + 2b < 1000)");
+        for n in 0..100 {
+            assert!(matches!(
+                cache.check_and_insert_from(1, &tag(200_000 + n), a),
+                Err(ReplayError::ShareExceeded { .. })
+            ));
+        }
+        // Clients are one sender however many there are.
+        let (taken, e) = flood(&cache, 1, Sender::Client(libp2p::PeerId::random()), &mut next);
+        assert!(taken < 200 && matches!(e, ReplayError::ShareExceeded { .. }), "{taken} {e}");
+        let c = cache.check_and_insert_from(1, &tag(300_000), Sender::Client(libp2p::PeerId::random()));
+        assert!(matches!(c, Err(ReplayError::ShareExceeded { .. })), "{c:?}");
+        // A node that has sent little is still served.
+        cache.check_and_insert_from(1, &tag(300_001), node()).unwrap();
+    }
+
+    #[test]
+    fn shares_are_per_epoch_and_dropped_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 100, &[1, 2]);
+        let a = node();
+        let mut next = 0;
+        assert_eq!(flood(&cache, 1, a, &mut next).0, 50);
+        // Another epoch's cache has its own shares.
+        assert_eq!(flood(&cache, 2, a, &mut next).0, 50);
+        cache.drop_epoch(1).unwrap();
+        cache.add_epoch(1);
+        assert_eq!(flood(&cache, 1, a, &mut next).0, 50, "a new cache for the epoch starts with no shares");
+    }
+
+    #[test]
+    fn default_capacity_follows_threads_and_epoch_length() {
+        assert_eq!(default_max_tags(2, 10_800), 2 * 5_500 * 10_800 * 2);
+        assert_eq!(default_max_tags(1, 8), 88_000);
+        assert_eq!(default_max_tags(usize::MAX, u64::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn fingerprints_are_the_first_eight_bytes() {
+        let mut t = [0u8; 16];
+        t[0] = 1;
+        t[15] = 0xff;
+        assert_eq!(fingerprint(&t), 1);
+        // Tags that differ only after the eighth byte are one fingerprint: the
+        // second is refused (the rate of this is n / 2^64 for random tags).
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, cache) = open(&dir.path().join("db"), 100, &[1]);
+        cache.check_and_insert(1, &t).unwrap();
+        t[15] = 0;
+        assert!(matches!(cache.check_and_insert(1, &t), Err(ReplayError::Replayed)));
+    }
+
+    /// The clock was ahead (epoch 50), then set back (epoch 10) across a
+    /// restart: the ring keeps the keys of 50 and 51, so their tables stay,
+    /// and when the clock catches up a packet seen at 50 is still a replay.
+    #[test]
+    fn tables_of_stored_future_epochs_survive_an_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let (_db, cache) = open(&path, 100, &[50, 51]);
+            let seq = cache.check_and_insert(50, &tag(7)).unwrap();
+            assert!(cache.wait_durable(seq, WAIT));
+        }
+        {
+            // Back at epoch 10, with the keys of 50 and 51 still stored.
+            let (db, cache) = open(&path, 100, &[10, 11, 50, 51]);
+            assert_eq!(tables(&db), vec!["replay_50"]);
+            assert_eq!(cache.len(50), 1);
+            cache.drop_epoch(10).unwrap();
+            cache.shutdown().unwrap();
+        }
+        let (_db, cache) = open(&path, 100, &[49, 50, 51]);
+        assert!(matches!(cache.check_and_insert(50, &tag(7)), Err(ReplayError::Replayed)));
     }
 
     #[test]

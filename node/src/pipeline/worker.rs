@@ -3,7 +3,8 @@
 //! Per packet, in this order (so a replay or a forgery costs as little as
 //! possible): pick the epoch key the header's parity bit names; `peel_header`
 //! (one X25519, the key schedule, a constant-time MAC check); look the replay
-//! tag up in the replay cache of *that epoch key* and record it; only then
+//! tag up in the replay cache of *that epoch key* and record it against the
+//! sender's share (a sender over its share is shed, others served); only then
 //! `finish` (header shift and the 32 KiB body pass). Tagged bodies are found at
 //! the final hop by the integrity tag and dropped here.
 //!
@@ -46,6 +47,7 @@ struct WorkerMetrics {
     malformed: Counter,
     replay: Counter,
     replay_full: Counter,
+    replay_share: Counter,
     replay_unavailable: Counter,
     tagged: Counter,
 }
@@ -61,6 +63,7 @@ impl WorkerMetrics {
             malformed: m.dropped("worker", "malformed"),
             replay: m.dropped("worker", "replay"),
             replay_full: m.dropped("worker", "replay_cache_full"),
+            replay_share: m.dropped("worker", "replay_share_exceeded"),
             replay_unavailable: m.dropped("worker", "replay_cache_unavailable"),
             tagged: m.dropped("worker", "tagged"),
         }
@@ -153,7 +156,7 @@ fn process(cfg: &WorkerConfig, inbound: Inbound, ctx: &WorkerContext, m: &Worker
         }
     };
     let tag = peeled.replay_tag();
-    let seq = match ctx.replay.check_and_insert(epoch, &tag.0) {
+    let seq = match ctx.replay.check_and_insert_from(epoch, &tag.0, sender) {
         Ok(seq) => seq,
         Err(ReplayError::Replayed) => {
             m.replay.inc();
@@ -161,6 +164,11 @@ fn process(cfg: &WorkerConfig, inbound: Inbound, ctx: &WorkerContext, m: &Worker
         }
         Err(ReplayError::Full { .. }) => {
             m.replay_full.inc();
+            return None;
+        }
+        // This sender holds its share of the cache; others are still served.
+        Err(ReplayError::ShareExceeded { .. }) => {
+            m.replay_share.inc();
             return None;
         }
         // No cache for the epoch, a persistence backlog, a failed commit or a
