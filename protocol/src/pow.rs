@@ -6,28 +6,113 @@
 //! such that
 //!
 //! ```text
-//! BLAKE3-derive_key("NOX submission pow v1", alpha ‖ gamma ‖ nonce)
+//! d = BLAKE3(packet)                                   (all 32,768 bytes, once)
+//! h = BLAKE3-derive_key("NOX submission pow v2", d ‖ nonce_be)
 //! ```
 //!
-//! starts with at least `bits` zero bits. `alpha` (the packet's first ephemeral
-//! key) and `gamma` (its first MAC) are different for every packet a client
-//! builds, so a proof cannot be reused for another packet, and checking one costs
-//! a single 56-byte hash — far below the hop's X25519 it protects. Resubmitting
-//! the same packet with its proof is caught by the replay cache.
+//! and `h` starts with at least `bits` zero bits.
+//!
+//! The work is bound to the whole packet: changing any byte of it — header,
+//! routing information or body — changes `d`, so a solved nonce admits exactly
+//! one packet. (Version 1 covered only `alpha` and `gamma`, so one nonce
+//! admitted any number of packets sharing them but differing in the body, each
+//! costing the entry an X25519 before its replay cache could refuse it.) The
+//! 32 KiB are hashed once per packet; each attempt of the search hashes 40
+//! bytes (one BLAKE3 compression), and so does the check.
+//!
+//! `h` is also the submission's identity: the entry keeps the `h` of the
+//! submissions it accepted for a short while and refuses the same frame again
+//! before any X25519 (`nox_node::pipeline::ingest`). The same packet with
+//! another valid nonce is new work, and it reaches the replay cache.
 //!
 //! A submission frame on `/nox/submit/1` is `packet (32,768) ‖ nonce (8, big
-//! endian)`.
+//! endian)`. The cost of the work against the entry's cost per submission is
+//! printed by `cargo run --release -p nox-protocol --example pow_cost`.
 
-use crate::sphinx::{ALPHA_OFFSET, GAMMA_OFFSET, MAC_LEN, PACKET_LEN, Packet, SphinxError};
+use crate::sphinx::{PACKET_LEN, Packet, SphinxError};
 
 /// BLAKE3 context for submission proofs.
-pub const POW_CONTEXT: &str = "NOX submission pow v1";
+pub const POW_CONTEXT: &str = "NOX submission pow v2";
 /// Length of the nonce appended to a submitted packet.
 pub const POW_NONCE_LEN: usize = 8;
 /// Most zero bits a verifier may ask for.
 pub const MAX_POW_BITS: u8 = 32;
 /// Length of a submission frame: the packet, then the nonce.
 pub const SUBMISSION_LEN: usize = PACKET_LEN + POW_NONCE_LEN;
+
+/// `d`: the BLAKE3 hash of a whole packet, the input of its proof of work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PacketDigest(pub [u8; 32]);
+
+impl PacketDigest {
+    /// Hashes all 32,768 bytes of `packet`.
+    pub fn of(packet: &Packet) -> Self {
+        PacketDigest(*blake3::hash(packet.as_bytes()).as_bytes())
+    }
+}
+
+impl std::fmt::Debug for PacketDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketDigest(..)")
+    }
+}
+
+/// `h`: the proof-of-work hash of one submission (`packet ‖ nonce`). Its
+/// leading zero bits are the work done; the entry also keys its filter of
+/// submissions already seen on it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubmissionHash(pub [u8; 32]);
+
+impl SubmissionHash {
+    /// The hash of `nonce` for the packet whose digest is `digest`.
+    pub fn new(digest: &PacketDigest, nonce: u64) -> Self {
+        Puzzle::new(digest).hash(nonce)
+    }
+
+    /// Leading zero bits of the hash: the work it proves.
+    pub fn zero_bits(&self) -> u32 {
+        let mut n = 0;
+        for b in &self.0 {
+            if *b == 0 {
+                n += 8;
+            } else {
+                return n + b.leading_zeros();
+            }
+        }
+        n
+    }
+
+    /// Whether the hash has at least `bits` leading zero bits (capped at
+    /// [`MAX_POW_BITS`]; 0 accepts anything).
+    pub fn meets(&self, bits: u8) -> bool {
+        bits == 0 || self.zero_bits() >= u32::from(bits.min(MAX_POW_BITS))
+    }
+}
+
+impl std::fmt::Debug for SubmissionHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubmissionHash(..)")
+    }
+}
+
+/// The hasher state after the context and `d`: each nonce then costs one
+/// compression.
+#[derive(Clone)]
+struct Puzzle(blake3::Hasher);
+
+impl Puzzle {
+    fn new(digest: &PacketDigest) -> Self {
+        let mut h = blake3::Hasher::new_derive_key(POW_CONTEXT);
+        h.update(&digest.0);
+        Puzzle(h)
+    }
+
+    fn hash(&self, nonce: u64) -> SubmissionHash {
+        let mut h = self.0.clone();
+        h.update(&nonce.to_be_bytes());
+        SubmissionHash(*h.finalize().as_bytes())
+    }
+}
 
 /// A submission frame: `packet ‖ nonce` (big endian).
 pub fn encode_submission(packet: &Packet, nonce: u64) -> Vec<u8> {
@@ -53,38 +138,34 @@ pub fn decode_submission(mut frame: Vec<u8>) -> Result<(Packet, u64), SphinxErro
     Ok((Packet::from_vec(frame)?, u64::from_be_bytes(nonce)))
 }
 
-fn digest(packet: &Packet, nonce: u64) -> [u8; 32] {
-    let bytes = packet.as_bytes();
-    let mut h = blake3::Hasher::new_derive_key(POW_CONTEXT);
-    h.update(&bytes[ALPHA_OFFSET..ALPHA_OFFSET + 32]);
-    h.update(&bytes[GAMMA_OFFSET..GAMMA_OFFSET + MAC_LEN]);
-    h.update(&nonce.to_be_bytes());
-    *h.finalize().as_bytes()
-}
-
-fn leading_zero_bits(d: &[u8; 32]) -> u32 {
-    let mut n = 0;
-    for b in d {
-        if *b == 0 {
-            n += 8;
-        } else {
-            return n + b.leading_zeros();
-        }
-    }
-    n
-}
-
-/// Whether `nonce` is a proof of at least `bits` zero bits for `packet`.
+/// Whether `nonce` is a proof of at least `bits` zero bits for `packet`
+/// (hashes the whole packet; see [`verify_digest`] to hash it once).
 pub fn verify(packet: &Packet, nonce: u64, bits: u8) -> bool {
-    bits == 0 || leading_zero_bits(&digest(packet, nonce)) >= u32::from(bits.min(MAX_POW_BITS))
+    bits == 0 || verify_digest(&PacketDigest::of(packet), nonce, bits)
+}
+
+/// Whether `nonce` is a proof of at least `bits` zero bits for the packet
+/// whose digest is `digest`.
+pub fn verify_digest(digest: &PacketDigest, nonce: u64, bits: u8) -> bool {
+    bits == 0 || SubmissionHash::new(digest, nonce).meets(bits)
 }
 
 /// Finds a nonce for `packet` with at least `bits` zero bits (expected
-/// `2^bits` hashes), starting the search at `start`.
+/// `2^bits` hashes of 40 bytes, after one hash of the packet), starting the
+/// search at `start`.
 pub fn solve(packet: &Packet, bits: u8, start: u64) -> u64 {
+    solve_digest(&PacketDigest::of(packet), bits, start)
+}
+
+/// [`solve`] for a packet already hashed.
+pub fn solve_digest(digest: &PacketDigest, bits: u8, start: u64) -> u64 {
     let bits = bits.min(MAX_POW_BITS);
+    if bits == 0 {
+        return start;
+    }
+    let puzzle = Puzzle::new(digest);
     let mut nonce = start;
-    while !verify(packet, nonce, bits) {
+    while !puzzle.hash(nonce).meets(bits) {
         nonce = nonce.wrapping_add(1);
     }
     nonce
@@ -111,7 +192,7 @@ mod submission_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sphinx::PACKET_LEN;
+    use crate::sphinx::{ALPHA_OFFSET, GAMMA_OFFSET};
 
     fn packet(seed: u8) -> Packet {
         let mut v = vec![0u8; PACKET_LEN];
@@ -119,36 +200,75 @@ mod tests {
         Packet::from_vec(v).unwrap()
     }
 
+    fn with_byte_flipped(p: &Packet, at: usize) -> Packet {
+        let mut v = p.as_bytes().to_vec();
+        v[at] ^= 1;
+        Packet::from_vec(v).unwrap()
+    }
+
     #[test]
-    fn solved_nonce_verifies_and_is_bound_to_the_packet() {
+    fn a_solved_nonce_admits_only_its_own_packet() {
         let p = packet(1);
-        let n = solve(&p, 10, 0);
-        assert!(verify(&p, n, 10));
-        // The proof covers alpha and gamma: change either and the digest changes,
-        // and (for these fixed packets) the proof no longer passes.
-        let q = packet(2);
-        assert_ne!(digest(&p, n), digest(&q, n));
-        assert!(!verify(&q, n, 10));
-        let mut g = p.as_bytes().to_vec();
-        g[GAMMA_OFFSET] ^= 1;
-        let g = Packet::from_vec(g).unwrap();
-        assert_ne!(digest(&p, n), digest(&g, n));
+        let n = solve(&p, 16, 0);
+        assert!(verify(&p, n, 16));
+        // What an attacker holding one proof would try: keep alpha and gamma
+        // (all that version 1 covered) and vary the body, or vary the header.
+        // Every byte is covered, so each variant has its own digest and the
+        // nonce fails on it (for these fixed packets; by chance 2^-16 each).
+        for at in [ALPHA_OFFSET, GAMMA_OFFSET, GAMMA_OFFSET + 100, PACKET_LEN / 2, PACKET_LEN - 1] {
+            let q = with_byte_flipped(&p, at);
+            assert_ne!(PacketDigest::of(&p), PacketDigest::of(&q), "byte {at}");
+            assert!(!verify(&q, n, 16), "byte {at}");
+        }
+        let refused = (0..64u8)
+            .filter(|k| {
+                let mut v = p.as_bytes().to_vec();
+                v[PACKET_LEN - 2] = *k + 1;
+                !verify(&Packet::from_vec(v).unwrap(), n, 16)
+            })
+            .count();
+        assert_eq!(refused, 64, "a body variant reused the proof");
+    }
+
+    #[test]
+    fn the_digest_form_agrees_with_the_packet_form() {
+        let p = packet(4);
+        let d = PacketDigest::of(&p);
+        let n = solve_digest(&d, 10, 77);
+        assert_eq!(n, solve(&p, 10, 77));
+        assert!(n >= 77);
+        assert!(verify_digest(&d, n, 10) && verify(&p, n, 10));
+        assert!(SubmissionHash::new(&d, n).zero_bits() >= 10);
+        // One nonce, two hashes: the submission hash names the frame.
+        assert_ne!(SubmissionHash::new(&d, n), SubmissionHash::new(&d, n + 1));
     }
 
     #[test]
     fn zero_bits_accepts_anything_and_wrong_nonce_fails() {
         let p = packet(3);
         assert!(verify(&p, 12345, 0));
+        assert_eq!(solve(&p, 0, 9), 9);
         let n = solve(&p, 12, 0);
         // The first nonce that passes is `n`; every smaller one fails.
         assert!((0..n).all(|m| !verify(&p, m, 12)));
+        // Asking for more than the maximum asks for the maximum.
+        let d = PacketDigest::of(&p);
+        assert_eq!(SubmissionHash::new(&d, n).meets(200), SubmissionHash::new(&d, n).meets(MAX_POW_BITS));
     }
 
     #[test]
     fn leading_zero_count() {
         let mut d = [0u8; 32];
         d[1] = 0x10;
-        assert_eq!(leading_zero_bits(&d), 8 + 3);
-        assert_eq!(leading_zero_bits(&[0u8; 32]), 256);
+        assert_eq!(SubmissionHash(d).zero_bits(), 8 + 3);
+        assert!(SubmissionHash(d).meets(11) && !SubmissionHash(d).meets(12));
+        assert_eq!(SubmissionHash([0u8; 32]).zero_bits(), 256);
+    }
+
+    #[test]
+    fn debug_shows_no_digest() {
+        let d = PacketDigest::of(&packet(5));
+        assert_eq!(format!("{d:?}"), "PacketDigest(..)");
+        assert_eq!(format!("{:?}", SubmissionHash::new(&d, 1)), "SubmissionHash(..)");
     }
 }

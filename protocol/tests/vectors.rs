@@ -25,8 +25,9 @@ use nox_protocol::crypto::x25519::{MixSecretKey, x25519};
 use nox_protocol::fragment::{Fragmenter, MAX_SHARD_LEN, Reassembled, Reassembler, ReassemblyLimits};
 use nox_protocol::payload::{Envelope, Reply, ReplyStatus, Request};
 use nox_protocol::payment::{GasPayment, PROOF_LEN, SpendInputs};
+use nox_protocol::pow::{self, PacketDigest, SubmissionHash};
 use nox_protocol::sphinx::surb::Surb;
-use nox_protocol::sphinx::{Hop, NodeId, Packet, PacketBuilder, Processed};
+use nox_protocol::sphinx::{Hop, NodeId, PACKET_LEN, Packet, PacketBuilder, Processed};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -92,6 +93,14 @@ fn generate() -> Vectors {
     put("packet_3hop.hex", "payload", payload);
     put("packet_3hop.hex", "first_hop", first.0.to_vec());
     put("packet_3hop.hex", "packet", packet.as_bytes().to_vec());
+    // The submission proof of work for that packet, at 12 bits.
+    let digest = PacketDigest::of(&packet);
+    let nonce = pow::solve_digest(&digest, 12, 0);
+    put("pow.hex", "packet_blake3", digest.0.to_vec());
+    put("pow.hex", "bits", vec![12]);
+    put("pow.hex", "nonce", nonce.to_be_bytes().to_vec());
+    put("pow.hex", "hash", SubmissionHash::new(&digest, nonce).0.to_vec());
+    put("pow.hex", "frame_tail", pow::encode_submission(&packet, nonce)[PACKET_LEN - 8..].to_vec());
     let mut p = packet;
     for (i, key) in node_keys().iter().enumerate() {
         let peeled = p.peel_header(key).expect("peel");
@@ -221,6 +230,34 @@ fn stored_packet_processes_with_stored_keys() {
         }
     }
     panic!("the stored packet did not end at hop 2");
+}
+
+#[test]
+fn stored_proof_of_work_checks_out() {
+    let packet = load("packet_3hop.hex").remove("packet").expect("packet");
+    let v = load("pow.hex");
+    // The layout restated from docs/protocol.md §10.2, apart from the code.
+    let d = blake3::hash(&packet);
+    assert_eq!(d.as_bytes().to_vec(), v["packet_blake3"]);
+    let nonce: [u8; 8] = v["nonce"].clone().try_into().expect("nonce");
+    let mut h = blake3::Hasher::new_derive_key("NOX submission pow v2");
+    h.update(d.as_bytes());
+    h.update(&nonce);
+    let hash = *h.finalize().as_bytes();
+    assert_eq!(hash.to_vec(), v["hash"]);
+    let bits = v["bits"][0];
+    assert!(SubmissionHash(hash).zero_bits() >= u32::from(bits));
+    // The frame is the packet, then the nonce big endian.
+    assert_eq!(v["frame_tail"][..8], packet[PACKET_LEN - 8..]);
+    assert_eq!(v["frame_tail"][8..], nonce);
+    // The implementation agrees, and the nonce does not carry over to the
+    // packet with one body byte changed.
+    let p = Packet::from_vec(packet.clone()).expect("packet");
+    let n = u64::from_be_bytes(nonce);
+    assert!(pow::verify(&p, n, bits));
+    let mut other = packet;
+    other[PACKET_LEN - 1] ^= 1;
+    assert!(!pow::verify(&Packet::from_vec(other).expect("packet"), n, bits));
 }
 
 #[test]
