@@ -8,7 +8,9 @@
 //! * descriptors — publishes this node's signed descriptors (current and next
 //!   epoch) on GossipSub at start, at every rotation and periodically; answers
 //!   `GetDescriptors`; validates gossip before GossipSub passes it on
-//!   (forged, stale and future descriptors are rejected and counted);
+//!   (forged, stale and future descriptors are rejected and counted); a
+//!   descriptor that proves its node equivocated (a second signed mix key for
+//!   an epoch) is passed on, so every node holding the first learns it;
 //! * epochs — rotates the key ring once a second when due, creates and drops
 //!   the matching replay caches, prunes old descriptors;
 //! * reply claims (`SubscribeReplies`) from clients, and from nodes claiming
@@ -259,7 +261,7 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
             ControlResponse::Descriptors { encoded } => {
                 let current = descriptor_epoch(ctx);
                 for bytes in encoded.iter().take(4096) {
-                    count_descriptor(ctx, ctx.topology.accept_descriptor_bytes(bytes, current));
+                    count_descriptor(ctx, ctx.topology.accept_descriptor_bytes(bytes, current), current);
                 }
             }
             ControlResponse::Prices { encoded } => {
@@ -278,8 +280,10 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
             let accept = if topic == DESCRIPTOR_TOPIC {
                 let current = descriptor_epoch(ctx);
                 let r = ctx.topology.accept_descriptor_bytes(&data, current);
-                let ok = r.is_ok();
-                count_descriptor(ctx, r);
+                // The second key of an equivocation is evidence: relayed, so
+                // that nodes holding the first exclude the node too.
+                let ok = matches!(r, Ok(_) | Err(crate::topology::DescriptorRejection::Equivocation { .. }));
+                count_descriptor(ctx, r, current);
                 ok
             } else if topic == PRICE_TOPIC {
                 // From any admitted peer (an oracle publishes, nodes relay);
@@ -309,10 +313,16 @@ fn descriptor_epoch(ctx: &ControlContext) -> u64 {
     ring.current_epoch().max(ring.clock().epoch_at(unix_now()))
 }
 
-fn count_descriptor(ctx: &ControlContext, r: Result<bool, crate::topology::DescriptorRejection>) {
+fn count_descriptor(ctx: &ControlContext, r: Result<bool, crate::topology::DescriptorRejection>, current: u64) {
     match r {
         Ok(true) => ctx.metrics.event("descriptor", "accepted").inc(),
         Ok(false) => ctx.metrics.event("descriptor", "duplicate").inc(),
+        Err(e @ crate::topology::DescriptorRejection::Equivocation { .. }) => {
+            // Operator data (a node id and an epoch), never a user's.
+            tracing::warn!(error = %e, "equivocation: a node signed two mix keys for one epoch");
+            ctx.metrics.equivocating_nodes().set(ctx.topology.excluded_nodes(current) as i64);
+            ctx.metrics.event("descriptor", e.label()).inc()
+        }
         Err(e) => {
             tracing::debug!(reason = e.label(), "descriptor rejected");
             ctx.metrics.event("descriptor", e.label()).inc()
@@ -347,7 +357,7 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
             if ctx.peers.admitted(&peer).is_none() {
                 return ControlResponse::Error { reason: "handshake first".into() };
             }
-            ControlResponse::Descriptors { encoded: ctx.topology.encoded_descriptors() }
+            ControlResponse::Descriptors { encoded: ctx.topology.encoded_descriptors(descriptor_epoch(ctx)) }
         }
         ControlRequest::SubscribeReplies { surb_ids } => {
             // A node's loops end at their entry like a client's requests, so
