@@ -10,13 +10,21 @@
 //! move one to another layer, or keep a stale key alive; it can only withhold
 //! descriptors, which shows as a smaller route set.
 //!
+//! A member that signs two mix keys for one epoch (an equivocation: it could
+//! tell the clients holding key A from those holding key B) is excluded for
+//! that epoch as soon as both reach the directory — the first key as much as
+//! the second — and the pair is kept as evidence ([`Directory::equivocations`]),
+//! checked signature by signature, so a forged second descriptor proves
+//! nothing. Entry nodes hand over the evidence they hold with their
+//! descriptors; the directory needs no trust in them to act on it.
+//!
 //! [`RegistryFollower`]: nox_eth::registry::follower::RegistryFollower
 
 use std::collections::BTreeMap;
 
 use nox_eth::registry::view::RegistryView;
 use nox_protocol::NodeId;
-use nox_protocol::descriptor::{FeePolicy, MixDescriptor, ROLE_EXIT};
+use nox_protocol::descriptor::{Equivocation, FeePolicy, MAX_EQUIVOCATIONS, MixDescriptor, ROLE_EXIT};
 use nox_protocol::payload::RequestKind;
 use nox_protocol::route::RouteSet;
 
@@ -70,6 +78,19 @@ pub enum DescriptorRejected {
     /// A relay claims services, or a node of the exit layer is not an exit.
     #[error("the descriptor's role does not match its layer")]
     WrongRole,
+    /// It verifies, but the node already signed another mix key for that
+    /// epoch: the pair is kept as evidence and the node is excluded for it.
+    #[error("the node signed two mix keys for epoch {epoch}: excluded for that epoch")]
+    Equivocation {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// The node is excluded for that epoch (it equivocated).
+    #[error("the node is excluded for epoch {epoch}: it signed two mix keys for it")]
+    Excluded {
+        /// The epoch.
+        epoch: u64,
+    },
 }
 
 /// A static member list that does not parse.
@@ -88,6 +109,8 @@ pub struct Directory {
     members: BTreeMap<NodeId, Member>,
     /// By node, by epoch.
     descriptors: BTreeMap<NodeId, BTreeMap<u64, MixDescriptor>>,
+    /// Evidence by (epoch, node): that node is excluded for that epoch.
+    equivocations: BTreeMap<(u64, NodeId), Equivocation>,
 }
 
 impl Directory {
@@ -140,7 +163,9 @@ impl Directory {
     }
 
     /// Takes `d` if it passes every check; `current` is the client's epoch.
-    /// Epochs before `current` are forgotten.
+    /// Epochs before `current` are forgotten. A verified descriptor whose mix
+    /// key differs from the one held for its node and epoch is
+    /// [`DescriptorRejected::Equivocation`]: the held one is dropped too.
     pub fn accept(&mut self, d: MixDescriptor, current: u64) -> Result<(), DescriptorRejected> {
         let member = self.members.get(&d.node_id).ok_or(DescriptorRejected::NotMember)?;
         if d.layer != member.layer {
@@ -153,11 +178,53 @@ impl Directory {
         if exit_layer != (d.role == ROLE_EXIT) {
             return Err(DescriptorRejected::WrongRole);
         }
+        if self.is_excluded(&d.node_id, d.epoch) {
+            return Err(DescriptorRejected::Excluded { epoch: d.epoch });
+        }
         d.verify().map_err(|_| DescriptorRejected::BadSignature)?;
         let held = self.descriptors.entry(d.node_id).or_default();
         held.retain(|e, _| *e >= current);
-        held.insert(d.epoch, d);
-        Ok(())
+        match held.get(&d.epoch) {
+            Some(existing) if existing.mix_key != d.mix_key => {
+                let epoch = d.epoch;
+                // Both verified; `Equivocation::new` checks them again so the
+                // evidence stands on its own.
+                let e = Equivocation::new(existing.clone(), d).map_err(|_| DescriptorRejected::BadSignature)?;
+                held.remove(&epoch);
+                self.equivocations.insert((epoch, e.node_id()), e);
+                self.evict_past_evidence(current);
+                Err(DescriptorRejected::Equivocation { epoch })
+            }
+            _ => {
+                held.insert(d.epoch, d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `id` is excluded for `epoch` (it signed two mix keys for it).
+    pub fn is_excluded(&self, id: &NodeId, epoch: u64) -> bool {
+        self.equivocations.contains_key(&(epoch, *id))
+    }
+
+    /// Every piece of equivocation evidence held, by epoch then node id:
+    /// both signed descriptors of each, which anyone can verify again.
+    pub fn equivocations(&self) -> impl Iterator<Item = &Equivocation> {
+        self.equivocations.values()
+    }
+
+    /// Keeps the evidence within [`MAX_EQUIVOCATIONS`] pieces, dropping the
+    /// oldest past epochs' first; the current and later epochs' evidence
+    /// (what excludes a node, at most two per member) stays.
+    fn evict_past_evidence(&mut self, current: u64) {
+        while self.equivocations.len() > MAX_EQUIVOCATIONS {
+            match self.equivocations.first_key_value() {
+                Some((&(epoch, id), _)) if epoch < current => {
+                    self.equivocations.remove(&(epoch, id));
+                }
+                _ => break,
+            }
+        }
     }
 
     /// Epochs with at least one descriptor.
@@ -260,6 +327,55 @@ mod tests {
         // A node that leaves the registry leaves the routes.
         d.set_members_from_registry(&registry(&[(1, 0, 0), (2, 1, 0)]));
         assert!(d.route_set(10).layer(2).is_empty());
+    }
+
+    #[test]
+    fn a_member_that_signs_two_keys_for_one_epoch_is_excluded_and_a_forgery_changes_nothing() {
+        let mut d = Directory::new();
+        d.set_members_from_registry(&registry(&[(1, 0, 0), (2, 1, 0), (3, 2, 1)]));
+        let sign = |seed: u8, epoch: u64, mix: u8, layer: u8, role: u8| {
+            MixDescriptor::sign(&key(seed), epoch, MixPublicKey([mix; 32]), layer, role, vec![]).unwrap()
+        };
+        let a = sign(2, 10, 0xa0, 1, ROLE_RELAY);
+        d.accept(sign(1, 10, 1, 0, ROLE_RELAY), 10).unwrap();
+        d.accept(a.clone(), 10).unwrap();
+        d.accept(sign(2, 11, 0xa1, 1, ROLE_RELAY), 10).unwrap();
+        d.accept(sign(3, 10, 3, 2, ROLE_EXIT), 10).unwrap();
+
+        // The same descriptor again is no equivocation.
+        d.accept(a.clone(), 10).unwrap();
+        assert_eq!(d.equivocations().count(), 0);
+
+        // Forged: the mix node's id on a descriptor someone else signed, and
+        // its own descriptor with the key swapped. Neither proves anything.
+        let mut stolen = sign(9, 10, 0xb0, 1, ROLE_RELAY);
+        stolen.node_id = a.node_id;
+        assert_eq!(d.accept(stolen, 10), Err(DescriptorRejected::BadSignature));
+        let mut swapped = a.clone();
+        swapped.mix_key = MixPublicKey([0xb0; 32]);
+        assert_eq!(d.accept(swapped, 10), Err(DescriptorRejected::BadSignature));
+        assert_eq!(d.equivocations().count(), 0);
+        assert_eq!(d.route_set(10).layer(1), vec![(a.node_id, a.mix_key)]);
+
+        // The mix node signs a second key for epoch 10: neither key is routed
+        // in epoch 10, the pair is kept, and any later descriptor for 10 is refused.
+        let b = sign(2, 10, 0xb0, 1, ROLE_RELAY);
+        assert_eq!(d.accept(b.clone(), 10), Err(DescriptorRejected::Equivocation { epoch: 10 }));
+        assert!(d.route_set(10).layer(1).is_empty(), "the first key must go too");
+        assert_eq!(d.accept(a.clone(), 10), Err(DescriptorRejected::Excluded { epoch: 10 }));
+        assert_eq!(d.accept(b.clone(), 10), Err(DescriptorRejected::Excluded { epoch: 10 }));
+        assert!(d.is_excluded(&a.node_id, 10) && !d.is_excluded(&a.node_id, 11));
+        let evidence: Vec<&Equivocation> = d.equivocations().collect();
+        assert_eq!(evidence.len(), 1);
+        assert_eq!((evidence[0].node_id(), evidence[0].epoch()), (a.node_id, 10));
+        assert!(evidence[0].contains(&a) && evidence[0].contains(&b));
+        // Only that node and that epoch: the others still route, and it does in 11.
+        let set = d.route_set(10);
+        assert_eq!((set.layer(0).len(), set.layer(2).len()), (1, 1));
+        assert_eq!(d.route_set(11).layer(1).len(), 1);
+        // A registry refresh does not lift the exclusion.
+        d.set_members_from_registry(&registry(&[(1, 0, 0), (2, 1, 0), (3, 2, 1)]));
+        assert_eq!(d.accept(a, 10), Err(DescriptorRejected::Excluded { epoch: 10 }));
     }
 
     #[test]

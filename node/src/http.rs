@@ -5,9 +5,11 @@
 //! | `/health`    | admin, public   | `{"status":"ok","node_id":…,"epoch":…,"peers":{…}}`        |
 //! | `/metrics`   | admin           | Prometheus text format                                    |
 //! | `/topology`  | admin, public   | a `nox_net::topology_doc::TopologyDocument`: every node this node knows, with its descriptors |
+//! | `/equivocations` | admin, public | a `crate::topology::EquivocationDocument`: each node that signed two mix keys for one epoch, with both signed descriptors |
 //!
 //! The admin listener binds to `http.listen` (loopback by default); the
-//! optional public listener serves only `/health` and `/topology`. Nothing
+//! optional public listener serves only `/health`, `/topology` and
+//! `/equivocations` (evidence anyone may check and act on). Nothing
 //! here is per packet: metrics are aggregate counters, and no endpoint reports
 //! a packet's timing, a route or a client's address.
 
@@ -27,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::epoch::EpochKeyRing;
 use crate::metrics::Metrics;
 use crate::peers::PeerTable;
-use crate::topology::Topology;
+use crate::topology::{EquivocationDocument, Topology};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -77,7 +79,17 @@ async fn public_health(State(s): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    // Exclusions end with their epoch: the gauge is brought up to date here
+    // rather than at every rotation.
+    let current = s.keys.read().unwrap_or_else(|e| e.into_inner()).current_epoch();
+    s.metrics.equivocating_nodes().set(s.topology.excluded_nodes(current) as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+/// Evidence of equivocation: public, since it accuses only by signatures
+/// anyone can check.
+async fn equivocations(State(s): State<ApiState>) -> Json<EquivocationDocument> {
+    Json(s.topology.equivocation_document())
 }
 
 async fn topology(State(s): State<ApiState>) -> Json<TopologyDocument> {
@@ -99,12 +111,17 @@ pub fn admin_router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/topology", get(topology))
+        .route("/equivocations", get(equivocations))
         .with_state(state)
 }
 
 /// The public router.
 pub fn public_router(state: ApiState) -> Router {
-    Router::new().route("/health", get(public_health)).route("/topology", get(topology)).with_state(state)
+    Router::new()
+        .route("/health", get(public_health))
+        .route("/topology", get(topology))
+        .route("/equivocations", get(equivocations))
+        .with_state(state)
 }
 
 /// A running listener.

@@ -35,6 +35,7 @@ pub struct Metrics {
     epoch: Gauge,
     pending_durable: Gauge,
     chain: Family<Labels1, Gauge>,
+    equivocating_nodes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,8 +88,15 @@ impl Metrics {
             "Chain watcher: synced_block, head_block, active_nodes, rpc_up (0/1), fingerprint_mismatch (1 while the registry's topology fingerprint differs from this node's view)",
             chain.clone(),
         );
+        let equivocating_nodes = Gauge::default();
+        registry.register(
+            "equivocating_nodes",
+            "Nodes excluded from routing in the current or next epoch because they signed two mix keys for one epoch (evidence on /equivocations)",
+            equivocating_nodes.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            equivocating_nodes,
             chain,
             packets,
             dropped,
@@ -134,6 +142,11 @@ impl Metrics {
     /// The chain-watcher gauge `what`.
     pub fn chain(&self, what: &'static str) -> Gauge {
         self.chain.get_or_create(&[("value", what)]).clone()
+    }
+
+    /// The gauge of nodes excluded for equivocation (`nox_equivocating_nodes`).
+    pub fn equivocating_nodes(&self) -> Gauge {
+        self.equivocating_nodes.clone()
     }
 
     /// The current-epoch gauge.
