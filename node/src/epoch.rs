@@ -20,39 +20,39 @@
 //!
 //! ## Persistence and forward secrecy
 //!
-//! The secrets live in the node database (table `epoch_keys`: epoch → 32 secret
-//! bytes). A restarted node must keep the keys it already published, or every
-//! client holding its descriptors would build packets it cannot open. Every
-//! change — a generated key, a retired key — is committed with
-//! `Durability::Immediate` *before* the in-memory ring changes, so a descriptor
-//! is never published for a key that is not yet on disk.
+//! The secrets live in the key directory of the data directory
+//! ([`crate::epoch_store`]: one file per epoch), not in the node database: redb
+//! never overwrites a deleted row, a key file is overwritten with zeros before
+//! it is unlinked. A restarted node must keep the keys it already published, or
+//! every client holding its descriptors would build packets it cannot open.
+//! Every new key is durable (file and directory flushed) *before* the in-memory
+//! ring changes, so a descriptor is never published for a key that is not yet
+//! on disk.
 //!
 //! [`EpochKeyRing::rotate`] (called periodically by the node) moves the ring
 //! forward and retires keys: a retired [`MixSecretKey`] is dropped, which
-//! zeroizes it, and its row is deleted. The [`Rotation`] it returns lists the
+//! zeroizes it, and its file is wiped. The [`Rotation`] it returns lists the
 //! retired epochs so the caller drops their replay caches too — the cache is per
 //! epoch key, so it stays bounded. After a long downtime the ring jumps straight
-//! to the right epoch and deletes everything older than the previous epoch.
+//! to the right epoch and wipes everything older than the previous epoch.
 //! Keys of epochs *after* next (left behind by a clock that jumped backwards)
 //! stay on disk: they may already be published, and become next in due time.
 
-use std::sync::Arc;
+use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use nox_protocol::crypto::x25519::MixSecretKey;
 use nox_protocol::descriptor::{DescriptorError, EpochClock, FeePolicy, MixDescriptor};
 use nox_protocol::sphinx::Parity;
 use rand_core::{CryptoRng, RngCore};
-use redb::{ReadableTable, TableDefinition};
+
+use crate::epoch_store::{EpochKeyStore, EpochStoreError};
 
 /// Seconds since the Unix epoch by the wall clock (0 if the clock is before
 /// 1970): what every epoch decision in the node is taken against.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
-
-/// Table of epoch secret keys: epoch number → 32 secret bytes.
-const EPOCH_KEYS: TableDefinition<'static, u64, [u8; 32]> = TableDefinition::new("epoch_keys");
 
 /// Epoch key errors.
 #[derive(Debug, thiserror::Error)]
@@ -72,21 +72,12 @@ pub enum EpochError {
         /// The time given.
         now_unix: u64,
     },
-    /// Reading or writing the `epoch_keys` table failed.
-    #[error("epoch key database: {context}: {source}")]
-    Database {
-        /// What was being done.
-        context: &'static str,
-        /// What redb said.
-        source: redb::Error,
-    },
+    /// Reading, writing or wiping a key file failed.
+    #[error("epoch key store: {0}")]
+    Store(#[from] EpochStoreError),
     /// Signing a descriptor failed (its fields break the descriptor limits).
     #[error("signing the epoch descriptor: {0}")]
     Descriptor(#[from] DescriptorError),
-}
-
-fn db_err<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> EpochError {
-    move |e| EpochError::Database { context, source: e.into() }
 }
 
 /// What one [`EpochKeyRing::rotate`] changed.
@@ -115,12 +106,15 @@ struct EpochKey {
 
 /// The node's live mix keys: previous (during the grace period), current, next.
 pub struct EpochKeyRing {
-    db: Arc<redb::Database>,
+    store: EpochKeyStore,
     clock: EpochClock,
     grace_secs: u64,
     previous: Option<EpochKey>,
     current: EpochKey,
     next: EpochKey,
+    /// Epochs whose files a failed rotation already wiped: reported as retired
+    /// by the next rotation that succeeds.
+    wiped_unreported: Vec<u64>,
 }
 
 impl std::fmt::Debug for EpochKeyRing {
@@ -143,11 +137,13 @@ struct Settled {
 }
 
 impl EpochKeyRing {
-    /// Loads the keys for `now_unix` from `db`, generating (and persisting) the
-    /// current and next keys if they are missing, and deleting keys older than
-    /// the previous epoch (or the previous one too, after its grace period).
+    /// Loads the keys for `now_unix` from the key directory `key_dir` (see
+    /// [`crate::epoch_store::epoch_keys_dir`]; created if missing), generating
+    /// (and persisting) the current and next keys if they are missing, and
+    /// wiping keys older than the previous epoch (or the previous one too, after
+    /// its grace period).
     pub fn open(
-        db: Arc<redb::Database>,
+        key_dir: &Path,
         clock: EpochClock,
         grace_secs: u64,
         now_unix: u64,
@@ -158,7 +154,9 @@ impl EpochKeyRing {
         }
         let target = clock.epoch_at(now_unix);
         let keep_previous = clock.secs_into_epoch(now_unix) < grace_secs;
-        let s = settle(&db, Vec::new(), target, keep_previous, now_unix, rng)?;
+        let store = EpochKeyStore::open(key_dir)?;
+        let mut wiped = Vec::new();
+        let s = settle(&store, Vec::new(), &mut wiped, target, keep_previous, now_unix, rng)?;
         tracing::info!(
             current = s.current.epoch,
             next = s.next.epoch,
@@ -166,7 +164,15 @@ impl EpochKeyRing {
             retired = s.retired.len(),
             "epoch keys loaded"
         );
-        Ok(EpochKeyRing { db, clock, grace_secs, previous: s.previous, current: s.current, next: s.next })
+        Ok(EpochKeyRing {
+            store,
+            clock,
+            grace_secs,
+            previous: s.previous,
+            current: s.current,
+            next: s.next,
+            wiped_unreported: Vec::new(),
+        })
     }
 
     /// The current epoch (as of the last [`EpochKeyRing::open`] or
@@ -189,6 +195,13 @@ impl EpochKeyRing {
     /// replay cache.
     pub fn live_epochs(&self) -> Vec<u64> {
         self.held().map(|k| k.epoch).collect()
+    }
+
+    /// Every epoch with a key on disk, in increasing order: the held ones and
+    /// any kept for later (keys of epochs after next, left by a clock that
+    /// stepped back). Reads the key directory.
+    pub fn stored_epochs(&self) -> Result<Vec<u64>, EpochError> {
+        Ok(self.store.epochs()?.into_iter().collect())
     }
 
     /// The clock the ring runs on.
@@ -227,10 +240,13 @@ impl EpochKeyRing {
     /// Moves the ring to `now_unix`: on an epoch change, current becomes previous
     /// and next becomes current, and a new next key is generated (or loaded, if an
     /// earlier run already made it) and persisted; once the grace period is over
-    /// the previous key is zeroized and deleted. Jumps over several epochs land
-    /// directly on the right ring. A clock that went backwards changes nothing.
+    /// the previous key is zeroized and its file wiped. Jumps over several epochs
+    /// land directly on the right ring. A clock that went backwards changes
+    /// nothing.
     ///
-    /// On error the ring is unchanged (the database transaction is aborted).
+    /// On error the ring in memory is unchanged; keys already written stay on
+    /// disk (they are found and reused by the retry), files already wiped stay
+    /// wiped (and are reported by the rotation that succeeds).
     pub fn rotate(&mut self, now_unix: u64, rng: &mut (impl RngCore + CryptoRng)) -> Result<Rotation, EpochError> {
         let now_epoch = self.clock.epoch_at(now_unix);
         if now_epoch < self.current.epoch {
@@ -242,10 +258,9 @@ impl EpochKeyRing {
         }
         let keep_previous = self.clock.secs_into_epoch(now_unix) < self.grace_secs;
         let (old_current, old_next) = (self.current.epoch, self.next.epoch);
-        // The database transaction decides everything; only a committed result
-        // replaces the held keys.
+        // Only a settled ring, its new keys durable, replaces the held keys.
         let held = self.held().map(|k| EpochKey { epoch: k.epoch, secret: k.secret.clone() }).collect();
-        let s = settle(&self.db, held, now_epoch, keep_previous, now_unix, rng)?;
+        let s = settle(&self.store, held, &mut self.wiped_unreported, now_epoch, keep_previous, now_unix, rng)?;
         self.previous = s.previous;
         self.current = s.current;
         self.next = s.next;
@@ -309,13 +324,19 @@ impl EpochKeyRing {
     }
 }
 
-/// In one write transaction: makes `target` current and `target + 1` next
-/// (reusing held keys, else stored ones, else fresh ones), keeps `target - 1` as
-/// previous if `keep_previous` and the key exists, and deletes every stored key
-/// older than what is kept. Returns the ring and the retired epochs.
+/// Makes `target` current and `target + 1` next (reusing held keys, else stored
+/// ones, else fresh ones written durably), keeps `target - 1` as previous if
+/// `keep_previous` and the key exists, then wipes every stored key older than
+/// what is kept. Returns the ring and the retired epochs: held keys not kept,
+/// and every file wiped now or by an earlier failed call (`wiped`, drained on
+/// success).
+///
+/// New keys are written before anything is wiped, so an error leaves every key
+/// the caller still holds on disk.
 fn settle(
-    db: &redb::Database,
+    store: &EpochKeyStore,
     held: Vec<EpochKey>,
+    wiped: &mut Vec<u64>,
     target: u64,
     keep_previous: bool,
     now_unix: u64,
@@ -325,30 +346,20 @@ fn settle(
     let previous_epoch = target.checked_sub(1).filter(|_| keep_previous);
     let oldest_kept = previous_epoch.unwrap_or(target);
 
-    let mut txn = db.begin_write().map_err(db_err("beginning a write transaction"))?;
-    txn.set_durability(redb::Durability::Immediate).map_err(db_err("setting durability"))?;
-    let mut retired: Vec<u64> = held.iter().map(|k| k.epoch).filter(|e| *e < oldest_kept).collect();
-    let (previous, current, next) = {
-        let mut table = txn.open_table(EPOCH_KEYS).map_err(db_err("opening table epoch_keys"))?;
-        let mut stored_old = Vec::new();
-        for row in table.range(..oldest_kept).map_err(db_err("listing old epoch keys"))? {
-            let (epoch, _) = row.map_err(db_err("reading an old epoch key"))?;
-            stored_old.push(epoch.value());
-        }
-        for epoch in &stored_old {
-            table.remove(epoch).map_err(db_err("deleting a retired epoch key"))?;
-        }
-        retired.extend(stored_old);
-
-        let previous = match previous_epoch {
-            Some(epoch) => lookup(&table, &held, epoch)?,
-            None => None,
-        };
-        let current = lookup_or_create(&mut table, &held, target, rng)?;
-        let next = lookup_or_create(&mut table, &held, next_epoch, rng)?;
-        (previous, current, next)
+    let stored = store.epochs()?;
+    let previous = match previous_epoch {
+        Some(epoch) => lookup(store, &held, epoch)?,
+        None => None,
     };
-    txn.commit().map_err(db_err("committing epoch keys"))?;
+    let current = lookup_or_create(store, &held, target, rng)?;
+    let next = lookup_or_create(store, &held, next_epoch, rng)?;
+    for epoch in stored.range(..oldest_kept) {
+        store.wipe(*epoch)?;
+        wiped.push(*epoch);
+    }
+
+    let mut retired: Vec<u64> = held.iter().map(|k| k.epoch).filter(|e| *e < oldest_kept).collect();
+    retired.append(wiped);
     // `held`, and with it every retired secret, is dropped here and zeroized.
     drop(held);
     retired.sort_unstable();
@@ -356,31 +367,26 @@ fn settle(
     Ok(Settled { previous, current, next, retired })
 }
 
-/// The key of `epoch` from the held ones, else from the table.
-fn lookup(
-    table: &redb::Table<'_, u64, [u8; 32]>,
-    held: &[EpochKey],
-    epoch: u64,
-) -> Result<Option<EpochKey>, EpochError> {
+/// The key of `epoch` from the held ones, else from the store.
+fn lookup(store: &EpochKeyStore, held: &[EpochKey], epoch: u64) -> Result<Option<EpochKey>, EpochError> {
     if let Some(k) = held.iter().find(|k| k.epoch == epoch) {
         return Ok(Some(EpochKey { epoch, secret: k.secret.clone() }));
     }
-    let stored = table.get(epoch).map_err(db_err("reading an epoch key"))?;
-    Ok(stored.map(|bytes| EpochKey { epoch, secret: MixSecretKey::from_bytes(bytes.value()) }))
+    Ok(store.load(epoch)?.map(|secret| EpochKey { epoch, secret }))
 }
 
-/// [`lookup`], or a fresh key written to the table.
+/// [`lookup`], or a fresh key, durable in the store before it is returned.
 fn lookup_or_create(
-    table: &mut redb::Table<'_, u64, [u8; 32]>,
+    store: &EpochKeyStore,
     held: &[EpochKey],
     epoch: u64,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<EpochKey, EpochError> {
-    if let Some(key) = lookup(table, held, epoch)? {
+    if let Some(key) = lookup(store, held, epoch)? {
         return Ok(key);
     }
     let secret = MixSecretKey::generate(rng);
-    table.insert(epoch, secret.to_bytes()).map_err(db_err("storing a new epoch key"))?;
+    store.store(epoch, &secret)?;
     Ok(EpochKey { epoch, secret })
 }
 
@@ -391,40 +397,37 @@ mod tests {
     use nox_protocol::crypto::x25519::MixPublicKey;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
-    use redb::ReadableDatabase;
 
     use super::*;
-    use crate::store::open_database;
 
     const EPOCH: u64 = 10;
     const GRACE: u64 = 3;
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        path: std::path::PathBuf,
+        key_dir: std::path::PathBuf,
         rng: ChaCha20Rng,
     }
 
     impl Fixture {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("node.redb");
-            Fixture { _dir: dir, path, rng: ChaCha20Rng::seed_from_u64(7) }
+            let key_dir = crate::epoch_store::epoch_keys_dir(dir.path());
+            Fixture { _dir: dir, key_dir, rng: ChaCha20Rng::seed_from_u64(7) }
         }
 
-        fn open_db(&self) -> Arc<redb::Database> {
-            open_database(&self.path).unwrap()
+        /// The key directory, as a restarted node finds it.
+        fn dir(&self) -> std::path::PathBuf {
+            self.key_dir.clone()
         }
 
-        fn ring(&mut self, db: &Arc<redb::Database>, now: u64) -> EpochKeyRing {
-            EpochKeyRing::open(db.clone(), EpochClock::new(EPOCH).unwrap(), GRACE, now, &mut self.rng).unwrap()
+        fn ring(&mut self, dir: &Path, now: u64) -> EpochKeyRing {
+            EpochKeyRing::open(dir, EpochClock::new(EPOCH).unwrap(), GRACE, now, &mut self.rng).unwrap()
         }
     }
 
-    fn stored(db: &redb::Database) -> BTreeSet<u64> {
-        let txn = db.begin_read().unwrap();
-        let table = txn.open_table(EPOCH_KEYS).unwrap();
-        table.iter().unwrap().map(|r| r.unwrap().0.value()).collect()
+    fn stored(dir: &Path) -> BTreeSet<u64> {
+        EpochKeyStore::open(dir).unwrap().epochs().unwrap()
     }
 
     fn public(ring: &EpochKeyRing, parity: Parity, now: u64) -> (u64, MixPublicKey) {
@@ -435,13 +438,13 @@ mod tests {
     #[test]
     fn open_generates_and_persists_current_and_next() {
         let mut f = Fixture::new();
-        let db = f.open_db();
-        let ring = f.ring(&db, 105);
+        let dir = f.dir();
+        let ring = f.ring(&dir, 105);
         assert_eq!((ring.previous_epoch(), ring.current_epoch(), ring.next_epoch()), (None, 10, 11));
         assert_eq!(ring.live_epochs(), vec![10, 11]);
-        assert_eq!(stored(&db), BTreeSet::from([10, 11]));
+        assert_eq!(stored(&dir), BTreeSet::from([10, 11]));
         assert!(matches!(
-            EpochKeyRing::open(db, EpochClock::new(EPOCH).unwrap(), EPOCH, 105, &mut f.rng),
+            EpochKeyRing::open(&dir, EpochClock::new(EPOCH).unwrap(), EPOCH, 105, &mut f.rng),
             Err(EpochError::GraceTooLong { grace_secs: 10, epoch_secs: 10 })
         ));
     }
@@ -449,8 +452,8 @@ mod tests {
     #[test]
     fn rotation_order_and_grace_boundary() {
         let mut f = Fixture::new();
-        let db = f.open_db();
-        let mut ring = f.ring(&db, 105);
+        let dir = f.dir();
+        let mut ring = f.ring(&dir, 105);
         let k10 = public(&ring, Parity::of_epoch(10), 105).1;
         let k11 = public(&ring, Parity::of_epoch(11), 105).1;
         assert_ne!(k10, k11);
@@ -460,7 +463,7 @@ mod tests {
         let r = ring.rotate(110, &mut f.rng).unwrap();
         assert_eq!(r, Rotation { new_current: Some(11), new_next: Some(12), retired: vec![] });
         assert_eq!((ring.previous_epoch(), ring.current_epoch(), ring.next_epoch()), (Some(10), 11, 12));
-        assert_eq!(stored(&db), BTreeSet::from([10, 11, 12]));
+        assert_eq!(stored(&dir), BTreeSet::from([10, 11, 12]));
         assert_eq!(public(&ring, Parity::of_epoch(11), 110), (11, k11), "next became current");
         let k12 = ring.descriptors(&SigningKey::from_bytes(&[1; 32]), 0, 0, 0, &[], None).unwrap()[1].mix_key;
 
@@ -477,7 +480,7 @@ mod tests {
         let r = ring.rotate(113, &mut f.rng).unwrap();
         assert_eq!(r, Rotation { new_current: None, new_next: None, retired: vec![10] });
         assert_eq!(ring.previous_epoch(), None);
-        assert_eq!(stored(&db), BTreeSet::from([11, 12]));
+        assert_eq!(stored(&dir), BTreeSet::from([11, 12]));
         assert_eq!(public(&ring, even, 113), (12, k12));
         assert!(ring.rotate(119, &mut f.rng).unwrap().is_empty());
     }
@@ -485,8 +488,8 @@ mod tests {
     #[test]
     fn parity_selection_around_the_boundary() {
         let mut f = Fixture::new();
-        let db = f.open_db();
-        let mut ring = f.ring(&db, 119);
+        let dir = f.dir();
+        let mut ring = f.ring(&dir, 119);
         let (p11, p12) = (Parity::of_epoch(11), Parity::of_epoch(12));
         assert_ne!(p11, p12);
         // Last second of epoch 11: its own parity → 11; the other → next (12),
@@ -508,8 +511,8 @@ mod tests {
     #[test]
     fn jump_over_several_epochs_deletes_old_keys() {
         let mut f = Fixture::new();
-        let db = f.open_db();
-        let mut ring = f.ring(&db, 105);
+        let dir = f.dir();
+        let mut ring = f.ring(&dir, 105);
         ring.rotate(110, &mut f.rng).unwrap();
         assert_eq!(ring.live_epochs(), vec![10, 11, 12]);
 
@@ -525,7 +528,7 @@ mod tests {
         let r = ring.rotate(1001, &mut f.rng).unwrap();
         assert_eq!(r, Rotation { new_current: Some(100), new_next: Some(101), retired: vec![12, 13, 14] });
         assert_eq!(ring.live_epochs(), vec![100, 101]);
-        assert_eq!(stored(&db), BTreeSet::from([100, 101]));
+        assert_eq!(stored(&dir), BTreeSet::from([100, 101]));
 
         // A clock that steps back changes nothing.
         assert!(ring.rotate(500, &mut f.rng).unwrap().is_empty());
@@ -536,50 +539,50 @@ mod tests {
     fn keys_survive_reopen_and_retired_keys_stay_gone() {
         let mut f = Fixture::new();
         let (k10, k11) = {
-            let db = f.open_db();
-            let ring = f.ring(&db, 105);
+            let dir = f.dir();
+            let ring = f.ring(&dir, 105);
             (public(&ring, Parity::of_epoch(10), 105).1, public(&ring, Parity::of_epoch(11), 105).1)
         };
         // Same epoch after a restart: the published keys come back.
         {
-            let db = f.open_db();
-            let ring = f.ring(&db, 108);
+            let dir = f.dir();
+            let ring = f.ring(&dir, 108);
             assert_eq!(public(&ring, Parity::of_epoch(10), 108), (10, k10));
             assert_eq!(public(&ring, Parity::of_epoch(11), 108), (11, k11));
         }
         // Restart inside the next epoch's grace period: 10 is kept as previous.
         let k12 = {
-            let db = f.open_db();
-            let ring = f.ring(&db, 111);
+            let dir = f.dir();
+            let ring = f.ring(&dir, 111);
             assert_eq!(ring.live_epochs(), vec![10, 11, 12]);
             assert_eq!(public(&ring, Parity::of_epoch(10), 111), (10, k10));
             assert_eq!(public(&ring, Parity::of_epoch(11), 111), (11, k11));
             public(&ring, Parity::of_epoch(12), 113).1
         };
         // Restart after the grace period: 10 is deleted on open, 12 comes back.
-        let db = f.open_db();
-        let ring = f.ring(&db, 113);
+        let dir = f.dir();
+        let ring = f.ring(&dir, 113);
         assert_eq!(ring.live_epochs(), vec![11, 12]);
         assert_eq!(public(&ring, Parity::of_epoch(12), 113), (12, k12));
-        assert_eq!(stored(&db), BTreeSet::from([11, 12]));
+        assert_eq!(stored(&dir), BTreeSet::from([11, 12]));
         drop(ring);
-        drop(db);
-        let db = f.open_db();
-        assert!(!stored(&db).contains(&10));
+        drop(dir);
+        let dir = f.dir();
+        assert!(!stored(&dir).contains(&10));
     }
 
     #[test]
     fn future_keys_from_a_clock_that_stepped_back_are_kept_and_reused() {
         let mut f = Fixture::new();
-        let db = f.open_db();
+        let dir = f.dir();
         let k51 = {
-            let ring = f.ring(&db, 505);
+            let ring = f.ring(&dir, 505);
             public(&ring, Parity::of_epoch(51), 505).1
         };
         // The clock was wrong; the node restarts at epoch 10. Keys 50 and 51 are
         // published and not yet used: they stay on disk.
-        let mut ring = f.ring(&db, 105);
-        assert_eq!(stored(&db), BTreeSet::from([10, 11, 50, 51]));
+        let mut ring = f.ring(&dir, 105);
+        assert_eq!(stored(&dir), BTreeSet::from([10, 11, 50, 51]));
         ring.rotate(505, &mut f.rng).unwrap();
         assert_eq!(public(&ring, Parity::of_epoch(51), 505), (51, k51));
     }
@@ -587,8 +590,8 @@ mod tests {
     #[test]
     fn descriptors_cover_current_and_next_and_verify() {
         let mut f = Fixture::new();
-        let db = f.open_db();
-        let ring = f.ring(&db, 105);
+        let dir = f.dir();
+        let ring = f.ring(&dir, 105);
         let identity = SigningKey::from_bytes(&[9; 32]);
         let addrs = vec!["/ip4/127.0.0.1/tcp/9000".to_owned()];
         let ds = ring.descriptors(&identity, 1, 0, 0, &addrs, None).unwrap();

@@ -30,6 +30,7 @@ pub mod control;
 pub mod cover;
 pub mod delivery;
 pub mod epoch;
+pub mod epoch_store;
 pub mod exit;
 #[cfg(feature = "test-harness")]
 pub mod faults;

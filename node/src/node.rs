@@ -204,7 +204,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         (services, _) => services,
     };
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
-    let ring = EpochKeyRing::open(db.clone(), clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
+    let key_dir = crate::epoch_store::epoch_keys_dir(&cfg.node.data_dir);
+    let ring = EpochKeyRing::open(&key_dir, clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
     let max_tags = match cfg.replay.max_tags_per_epoch {
         0 => crate::replay::default_max_tags(worker_threads(&cfg), cfg.network.epoch_secs),
         n => n,

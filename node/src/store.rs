@@ -1,18 +1,24 @@
 //! The node's database file.
 //!
-//! One redb file in the data directory holds everything the node must not
-//! forget across a restart: the epoch secret keys ([`crate::epoch`], table
-//! `epoch_keys`) and the replay tags of every live epoch key ([`crate::replay`],
-//! tables `replay_<epoch>`). Both share one [`redb::Database`] through an `Arc`;
-//! redb serialises write transactions, so they never corrupt each other, and a
-//! commit with `Durability::Immediate` is on disk when it returns.
+//! One redb file in the data directory holds what the node must not forget
+//! across a restart, apart from its epoch secret keys: the replay tags of every
+//! live epoch key ([`crate::replay`], tables `replay_<epoch>`) and the state of
+//! the chain watcher and the exit's nonce ledger. They share one
+//! [`redb::Database`] through an `Arc`; redb serialises write transactions, so
+//! they never corrupt each other, and a commit with `Durability::Immediate` is
+//! on disk when it returns.
 //!
-//! The file holds secret keys, so it is created with mode 0600 (and tightened to
-//! 0600 if it is found looser) in a directory created with mode 0700. redb is
-//! copy-on-write: a deleted value's old page is freed, not overwritten, until
-//! redb reuses it. Forward secrecy against someone who later images the disk
-//! therefore also needs the data directory on an encrypted volume; against a
-//! later compromise of the running node it holds as soon as the key is dropped.
+//! The epoch secret keys are *not* here. redb is copy-on-write: a deleted
+//! value's old page is freed, not overwritten, until redb reuses it, so a
+//! retired key would outlive its epoch in this file. They live in the key
+//! directory instead ([`crate::epoch_store`]), where a retired key's file is
+//! overwritten before it is unlinked. Older nodes kept them in the table
+//! `epoch_keys`: [`open_database`] moves that table's keys into the key
+//! directory, deletes it and compacts the file — but pages redb freed may still
+//! hold those keys until they are reused.
+//!
+//! The file is created with mode 0600 (and tightened to 0600 if it is found
+//! looser) in a directory created with mode 0700.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -45,10 +51,21 @@ pub enum StoreError {
         /// What redb said.
         source: redb::DatabaseError,
     },
+    /// Moving the epoch keys of the database's old `epoch_keys` table into the
+    /// key directory failed; the table is left as it was.
+    #[error("{path}: {source}")]
+    EpochKeys {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        source: crate::epoch_store::EpochStoreError,
+    },
 }
 
 /// Opens the database at `path`, creating it (and its parent directory) if
-/// needed. Another process holding the file gets [`StoreError::Open`].
+/// needed. Another process holding the file gets [`StoreError::Open`]. Epoch
+/// keys an older node kept in the database are moved to the key directory
+/// beside it ([`crate::epoch_store::migrate_database_keys`]).
 pub fn open_database(path: &Path) -> Result<Arc<redb::Database>, StoreError> {
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -64,10 +81,13 @@ pub fn open_database(path: &Path) -> Result<Arc<redb::Database>, StoreError> {
     if mode & 0o077 != 0 {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))?;
     }
-    let db = redb::Builder::new()
+    let mut db = redb::Builder::new()
         .set_cache_size(CACHE_BYTES)
         .create(path)
         .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let data_dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::epoch_store::migrate_database_keys(&mut db, &crate::epoch_store::epoch_keys_dir(data_dir))
+        .map_err(|source| StoreError::EpochKeys { path: path.to_owned(), source })?;
     Ok(Arc::new(db))
 }
 
