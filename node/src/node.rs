@@ -206,6 +206,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
     let key_dir = crate::epoch_store::epoch_keys_dir(&cfg.node.data_dir);
     let ring = EpochKeyRing::open(&key_dir, clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
+    // Every epoch with a stored key keeps its replay table, not only the live
+    // ones: a key kept for an epoch ahead (a clock set back) is used again
+    // when the clock catches up, and must find its tags.
+    let replay_epochs = crate::replay::epochs_to_keep(&ring)?;
     let max_tags = match cfg.replay.max_tags_per_epoch {
         0 => crate::replay::default_max_tags(worker_threads(&cfg), cfg.network.epoch_secs),
         n => n,
@@ -214,7 +218,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         db.clone(),
         max_tags,
         Duration::from_millis(cfg.replay.commit_interval_ms),
-        &ring.live_epochs(),
+        &replay_epochs,
     )?);
     metrics.epoch().set(ring.current_epoch() as i64);
     let keys_ring = Arc::new(RwLock::new(ring));

@@ -136,6 +136,17 @@ pub fn default_max_tags(threads: usize, epoch_secs: u64) -> usize {
     usize::try_from(tags).unwrap_or(usize::MAX)
 }
 
+/// The epochs whose replay tables [`ReplayCache::open`] must keep for `ring`:
+/// every epoch with a stored key, live or kept for later (see "Lifetime of an
+/// epoch's cache"), in increasing order.
+pub fn epochs_to_keep(ring: &crate::epoch::EpochKeyRing) -> Result<Vec<u64>, crate::epoch::EpochError> {
+    let mut epochs = ring.stored_epochs()?;
+    epochs.extend(ring.live_epochs());
+    epochs.sort_unstable();
+    epochs.dedup();
+    Ok(epochs)
+}
+
 /// The 64-bit fingerprint a tag is held by in memory (see the module docs).
 fn fingerprint(tag: &Tag) -> u64 {
     let mut b = [0u8; 8];
