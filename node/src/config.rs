@@ -825,7 +825,6 @@ impl NodeConfig {
         );
         c.at_least("mix.capacity", mix.capacity, 1);
         c.at_least("mix.min_share_per_peer", mix.min_share_per_peer, 1);
-        c.at_most("mix.min_share_per_peer", mix.min_share_per_peer, mix.capacity, " (mix.capacity)");
 
         let egress = &self.egress;
         c.at_least("egress.queue", egress.queue, 1);
@@ -1447,7 +1446,6 @@ mod tests {
             ("[egress]\npeer_queue = 0\n", "egress.peer_queue"),
             ("[egress]\nreply_mailbox = 0\n", "egress.reply_mailbox"),
             ("[egress]\nreply_ttl_secs = 0\n", "egress.reply_ttl_secs"),
-            ("[mix]\ncapacity = 10\nmin_share_per_peer = 11\n", "mix.min_share_per_peer"),
             ("[mix]\nmin_share_per_peer = 0\n", "mix.min_share_per_peer"),
             ("[replay]\ncommit_interval_ms = 1001\n", "replay.commit_interval_ms"),
             ("[cover]\nloop_rate = -1.0\n", "cover.loop_rate"),
