@@ -237,6 +237,13 @@ pub struct IngestSection {
     pub client_burst: u32,
     /// Leading zero bits a client's proof of work must have (0 disables it).
     pub pow_bits: u8,
+    /// How long an accepted submission's proof is remembered, so that the
+    /// same frame again is refused before any X25519, in seconds (at least
+    /// half of it; see `pipeline::ingest::SeenSubmissions`).
+    pub pow_seen_secs: u64,
+    /// Most proofs remembered at once (two rotating sets of half each); when
+    /// one set fills before half the window, it rotates early.
+    pub pow_seen_max: usize,
 }
 
 impl Default for IngestSection {
@@ -248,6 +255,8 @@ impl Default for IngestSection {
             client_rate: 100.0,
             client_burst: 200,
             pow_bits: 12,
+            pow_seen_secs: 120,
+            pow_seen_max: 1 << 20,
         }
     }
 }
@@ -813,6 +822,10 @@ impl NodeConfig {
         c.positive_rate("ingest.client_rate", ingest.client_rate);
         c.at_least("ingest.client_burst", ingest.client_burst, 1);
         c.at_most("ingest.pow_bits", ingest.pow_bits, nox_protocol::pow::MAX_POW_BITS, "");
+        c.at_least("ingest.pow_seen_secs", ingest.pow_seen_secs, 2);
+        c.at_most("ingest.pow_seen_secs", ingest.pow_seen_secs, 86_400, "");
+        c.at_least("ingest.pow_seen_max", ingest.pow_seen_max, 2);
+        c.at_most("ingest.pow_seen_max", ingest.pow_seen_max, 1 << 24, "");
 
         c.at_least("workers.queue", self.workers.queue, 1);
 
@@ -1439,6 +1452,10 @@ mod tests {
             ("[ingest]\nnode_burst = 0\n", "ingest.node_burst"),
             ("[ingest]\nclient_burst = 0\n", "ingest.client_burst"),
             ("[ingest]\npow_bits = 33\n", "ingest.pow_bits"),
+            ("[ingest]\npow_seen_secs = 1\n", "ingest.pow_seen_secs"),
+            ("[ingest]\npow_seen_secs = 86401\n", "ingest.pow_seen_secs"),
+            ("[ingest]\npow_seen_max = 1\n", "ingest.pow_seen_max"),
+            ("[ingest]\npow_seen_max = 16777217\n", "ingest.pow_seen_max"),
             ("[workers]\nqueue = 0\n", "workers.queue"),
             ("[mix]\nmax_delay_ms = 4294968\n", "mix.max_delay_ms"),
             ("[mix]\ncapacity = 0\n", "mix.capacity"),

@@ -3,7 +3,8 @@
 //!
 //! Checks, cheapest first: the frame is exactly one packet (or one packet plus
 //! a PoW nonce on `/nox/submit/1`); the peer is admitted; its token bucket has
-//! a token; a submission's proof of work is valid. Then the packet waits for
+//! a token; a submission's proof of work is valid and the same frame was not
+//! accepted recently ([`SeenSubmissions`]). Then the packet waits for
 //! room in the queue to the workers — the wait is the backpressure: the stream
 //! reader stops reading, Yamux stops granting window, and the sender's own
 //! egress queue fills and sheds.
@@ -20,9 +21,9 @@
 //!   `ingest/submitted`; a node that is itself the entry of its cover puts it
 //!   on this path too ([`IngestStage::submit_local`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use nox_protocol::pow;
@@ -57,6 +58,10 @@ pub enum IngestError {
         /// Required bits.
         bits: u8,
     },
+    /// The same submission (packet and nonce) was accepted a moment ago:
+    /// its proof was already spent.
+    #[error("this proof of work was already spent on an accepted submission")]
+    PowReused,
     /// `/nox/packet/1` is for nodes; clients submit with a proof of work.
     #[error("only nodes send on /nox/packet/1")]
     NotANode,
@@ -94,12 +99,97 @@ impl TokenBucket {
     }
 }
 
+/// The proofs of work of recently accepted submissions, so that the same
+/// frame sent again is refused before it costs the entry an X25519.
+///
+/// A proof's [`pow::SubmissionHash`] covers the whole packet and its nonce;
+/// the first 16 bytes are kept. Two sets rotate: a hash goes into the
+/// current set; once the current set is `window / 2` old, it becomes the
+/// previous one and the old previous set is emptied; a lookup searches both.
+/// So a hash is remembered for at least `window / 2` — unless the current set
+/// reaches `max / 2` hashes first, when it rotates early (counted as
+/// `nox_events_total{kind="pow_seen",outcome="rotated_early"}`) and the
+/// window shrinks to what `max / 2` submissions take. Memory is capped by
+/// `max` keys (`ingest.pow_seen_max`, the allocations of two hash sets of
+/// `max / 2` 16-byte keys each), whatever the rate.
+///
+/// A frame sent again after its hash is forgotten costs the entry one X25519
+/// and is then refused by the replay cache (`worker/replay`); the same packet
+/// with a new nonce is new work and goes the same way.
+#[derive(Debug)]
+pub struct SeenSubmissions {
+    current: HashSet<[u8; 16]>,
+    previous: HashSet<[u8; 16]>,
+    since: Instant,
+    half: Duration,
+    per_set: usize,
+    rotated_early: Counter,
+}
+
+impl SeenSubmissions {
+    /// An empty filter remembering hashes for `window` (at least half of
+    /// it), at most `max` at once.
+    pub fn new(window: Duration, max: usize, now: Instant, rotated_early: Counter) -> Self {
+        SeenSubmissions {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            since: now,
+            half: window / 2,
+            per_set: (max / 2).max(1),
+            rotated_early,
+        }
+    }
+
+    /// Records `hash`; `false` when it is already remembered.
+    pub fn insert(&mut self, hash: &pow::SubmissionHash, now: Instant) -> bool {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hash.0[..16]);
+        let age = now.saturating_duration_since(self.since);
+        if age >= self.half.saturating_mul(2) {
+            // Quiet for a whole window: everything is older than `window / 2`.
+            self.previous.clear();
+            self.current.clear();
+            self.since = now;
+        } else if age >= self.half {
+            self.rotate(now);
+        }
+        if self.current.contains(&key) || self.previous.contains(&key) {
+            return false;
+        }
+        if self.current.len() >= self.per_set {
+            self.rotated_early.inc();
+            self.rotate(now);
+        }
+        self.current.insert(key);
+        true
+    }
+
+    /// Hashes remembered.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    /// Whether no hash is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current set becomes the previous one; the old previous set's
+    /// allocation is reused for the new current set.
+    fn rotate(&mut self, now: Instant) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.clear();
+        self.since = now;
+    }
+}
+
 struct IngestMetrics {
     accepted: Counter,
     wrong_size: Counter,
     not_admitted: Counter,
     rate_limited: Counter,
     bad_pow: Counter,
+    pow_reused: Counter,
     not_a_node: Counter,
     submitted: Counter,
 }
@@ -117,6 +207,7 @@ enum Path {
 pub struct IngestStage {
     cfg: IngestConfig,
     buckets: Mutex<HashMap<(PeerId, Path), TokenBucket>>,
+    seen: Mutex<SeenSubmissions>,
     tx: flume::Sender<Inbound>,
     m: IngestMetrics,
     #[cfg(feature = "test-harness")]
@@ -139,12 +230,20 @@ impl IngestStage {
             not_admitted: metrics.dropped("ingest", "not_admitted"),
             rate_limited: metrics.dropped("ingest", "rate_limited"),
             bad_pow: metrics.dropped("ingest", "bad_pow"),
+            pow_reused: metrics.dropped("ingest", "pow_reused"),
             not_a_node: metrics.dropped("ingest", "not_a_node"),
             submitted: metrics.packets("ingest", "submitted"),
         };
+        let seen = SeenSubmissions::new(
+            Duration::from_secs(cfg.pow_seen_secs),
+            cfg.pow_seen_max,
+            Instant::now(),
+            metrics.event("pow_seen", "rotated_early"),
+        );
         let stage = IngestStage {
             cfg,
             buckets: Mutex::new(HashMap::new()),
+            seen: Mutex::new(seen),
             tx,
             m,
             #[cfg(feature = "test-harness")]
@@ -190,6 +289,7 @@ impl IngestStage {
             IngestError::NotAdmitted => self.m.not_admitted.inc(),
             IngestError::RateLimited => self.m.rate_limited.inc(),
             IngestError::BadProofOfWork { .. } => self.m.bad_pow.inc(),
+            IngestError::PowReused => self.m.pow_reused.inc(),
             IngestError::NotANode => self.m.not_a_node.inc(),
             IngestError::Closed => 0,
         };
@@ -246,8 +346,13 @@ impl IngestStage {
             self.admit(peer, Path::Submit)?;
             let len = frame.len();
             let (packet, nonce) = pow::decode_submission(frame).map_err(|_| IngestError::WrongSize { len })?;
-            if !pow::verify(&packet, nonce, self.cfg.pow_bits) {
+            // The whole packet is hashed once, outside the lock.
+            let hash = pow::SubmissionHash::new(&pow::PacketDigest::of(&packet), nonce);
+            if !hash.meets(self.cfg.pow_bits) {
                 return Err(IngestError::BadProofOfWork { bits: self.cfg.pow_bits });
+            }
+            if !self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(&hash, Instant::now()) {
+                return Err(IngestError::PowReused);
             }
             let sender = if tier == Some(PeerKind::Client) { Sender::Client(*peer) } else { Sender::Node(*peer) };
             Ok(Inbound { packet, sender })
@@ -313,8 +418,15 @@ mod tests {
 
     fn stage(pow_bits: u8) -> (IngestStage, flume::Receiver<Inbound>, Metrics) {
         let m = Metrics::new();
-        let cfg =
-            IngestConfig { queue: 4, node_rate: 10.0, node_burst: 3, client_rate: 1.0, client_burst: 1, pow_bits };
+        let cfg = IngestConfig {
+            queue: 4,
+            node_rate: 10.0,
+            node_burst: 3,
+            client_rate: 1.0,
+            client_burst: 1,
+            pow_bits,
+            ..IngestConfig::default()
+        };
         let (s, rx) = IngestStage::new(cfg, &m);
         (s, rx, m)
     }
@@ -374,8 +486,10 @@ mod tests {
         let r = PeerId::random();
         assert!(s.check_submission(&r, Some(PeerKind::Client), good.clone()).is_ok());
         // A node submits its cover like a client: the same proof is checked.
+        let cover = Packet::from_vec(vec![4; PACKET_LEN]).unwrap();
         let node = PeerId::random();
-        assert!(s.check_submission(&node, Some(PeerKind::Node), good).is_ok());
+        let frame = pow::encode_submission(&cover, pow::solve(&cover, 8, 0));
+        assert!(s.check_submission(&node, Some(PeerKind::Node), frame).is_ok());
         let mut weak = packet.as_bytes().to_vec();
         weak.extend_from_slice(&wrong.to_be_bytes());
         assert_eq!(
@@ -383,6 +497,110 @@ mod tests {
             IngestError::BadProofOfWork { bits: 8 }
         );
         assert_eq!(m.dropped_value("ingest", "bad_pow"), 2);
+    }
+
+    /// A submission frame with a proof of `bits` for `packet`.
+    fn solved(packet: &Packet, bits: u8) -> Vec<u8> {
+        pow::encode_submission(packet, pow::solve(packet, bits, 0))
+    }
+
+    #[test]
+    fn one_nonce_does_not_carry_over_to_a_packet_with_another_body() {
+        let (s, rx, m) = stage(12);
+        let mut bytes = vec![9u8; PACKET_LEN];
+        let first = Packet::from_vec(bytes.clone()).unwrap();
+        let frame = solved(&first, 12);
+        let nonce = frame[PACKET_LEN..].to_vec();
+        assert!(s.check_submission(&PeerId::random(), Some(PeerKind::Client), frame).is_ok());
+        // The attacker keeps alpha, gamma and the nonce, and changes the body.
+        bytes[PACKET_LEN - 1] ^= 0xff;
+        let mut second = bytes;
+        second.extend_from_slice(&nonce);
+        assert_eq!(
+            s.check_submission(&PeerId::random(), Some(PeerKind::Client), second).unwrap_err(),
+            IngestError::BadProofOfWork { bits: 12 }
+        );
+        assert_eq!(m.dropped_value("ingest", "bad_pow"), 1);
+        assert!(rx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_same_frame_again_is_refused_before_the_workers() {
+        let (s, rx, m) = stage(8);
+        let packet = Packet::from_vec(vec![5; PACKET_LEN]).unwrap();
+        let frame = solved(&packet, 8);
+        let first = s.check_submission(&PeerId::random(), Some(PeerKind::Client), frame.clone()).unwrap();
+        s.push_submission(first).await.unwrap();
+        // The same frame, from the same client's next stream or from other
+        // peers (each with a fresh bucket): refused at ingest, so none of them
+        // reaches a worker's X25519.
+        for tier in [PeerKind::Client, PeerKind::Client, PeerKind::Node] {
+            assert_eq!(
+                s.check_submission(&PeerId::random(), Some(tier), frame.clone()).unwrap_err(),
+                IngestError::PowReused
+            );
+        }
+        assert_eq!(m.dropped_value("ingest", "pow_reused"), 3);
+        assert_eq!(rx.len(), 1);
+        // The same packet with a newly solved nonce is new work: admitted here,
+        // and left to the replay cache.
+        let nonce = u64::from_be_bytes(frame[PACKET_LEN..].try_into().unwrap());
+        let again = pow::encode_submission(&packet, pow::solve(&packet, 8, nonce.wrapping_add(1)));
+        assert!(s.check_submission(&PeerId::random(), Some(PeerKind::Client), again).is_ok());
+        // With no proof asked for, repeats are still refused.
+        let (s, _rx, m) = stage(0);
+        let frame = pow::encode_submission(&packet, 42);
+        assert!(s.check_submission(&PeerId::random(), Some(PeerKind::Client), frame.clone()).is_ok());
+        assert_eq!(
+            s.check_submission(&PeerId::random(), Some(PeerKind::Client), frame).unwrap_err(),
+            IngestError::PowReused
+        );
+        assert_eq!(m.dropped_value("ingest", "pow_reused"), 1);
+    }
+
+    #[test]
+    fn the_seen_filter_forgets_after_its_window() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut f = SeenSubmissions::new(secs(10), 1000, t0, m.event("pow_seen", "rotated_early"));
+        let h = |i: u8| pow::SubmissionHash([i; 32]);
+        assert!(f.insert(&h(1), t0));
+        assert!(!f.insert(&h(1), t0 + secs(1)));
+        // Half a window on: the set rotates, and 1 is still remembered.
+        assert!(f.insert(&h(2), t0 + secs(5)));
+        assert!(!f.insert(&h(1), t0 + secs(9)));
+        // Another half: 1 is forgotten (and accepted again), 2 is not.
+        assert!(f.insert(&h(3), t0 + secs(10)));
+        assert!(f.insert(&h(1), t0 + secs(11)));
+        assert!(!f.insert(&h(2), t0 + secs(12)));
+        // A whole window without submissions forgets everything.
+        assert!(f.insert(&h(2), t0 + secs(40)));
+        assert_eq!(f.len(), 1);
+        // Time alone rotates the sets: nothing was rotated early.
+        assert_eq!(crate::metrics::sum_family(&m.render(), "nox_events_total"), 0);
+    }
+
+    #[test]
+    fn the_seen_filter_holds_at_most_its_cap_under_a_flood() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        let mut f = SeenSubmissions::new(Duration::from_secs(3600), 8, t0, m.event("pow_seen", "rotated_early"));
+        let h = |i: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            pow::SubmissionHash(b)
+        };
+        for i in 0..1000u32 {
+            assert!(f.insert(&h(i), t0), "{i} is new");
+            assert!(f.len() <= 8, "{} hashes held", f.len());
+            // The last half-cap of hashes is always remembered.
+            for j in i.saturating_sub(3)..=i {
+                assert!(!f.insert(&h(j), t0), "{j} forgotten at {i}");
+            }
+        }
+        // 1,000 hashes into sets of 4: a rotation every 4 inserts after the first.
+        assert_eq!(crate::metrics::sum_family(&m.render(), "nox_events_total"), 249);
     }
 
     #[test]
