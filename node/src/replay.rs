@@ -125,8 +125,10 @@ pub const CAPACITY_MARGIN: u64 = 2;
 
 /// The default `max_tags_per_epoch`: `threads × PACKETS_PER_SEC_PER_THREAD ×
 /// epoch_secs × CAPACITY_MARGIN` (saturating). Two threads and 3-hour epochs
-/// give 237.6 M tags: at most about 3.6 GiB of memory and 3.5 GiB of disk for
-/// a full epoch, usually two epochs at most (the grace period keeps the
+/// give 237.6 M tags: at the cap 4.5 GiB of memory (16 shards of 2^25 hash
+/// buckets of 9 bytes) and 3.5 GiB of disk (16 bytes a tag); a whole epoch at
+/// full speed, half the cap, takes 2.3 GiB and 1.8 GiB. That is per epoch
+/// key; at most two keys hold a full epoch (the grace period keeps the
 /// previous one).
 pub fn default_max_tags(threads: usize, epoch_secs: u64) -> usize {
     let tags = (threads as u64)

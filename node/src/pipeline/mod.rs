@@ -11,15 +11,19 @@
 //! them are `flume` channels with fixed capacities, so the memory a node can
 //! hold is fixed by configuration: `q1 + q2 + mix.capacity + q3 + peers ×
 //! egress.peer_queue` packets of 32 KiB. Ingest waits when `q1` is full
-//! (backpressure reaches the sender's TCP window); the mix stage drops with a
-//! counter when it holds `mix.capacity` packets; egress drops with a counter
+//! (backpressure reaches the sender's TCP window); the replay cache sheds a
+//! sender holding its share of an epoch's tags; the mix stage drops with a
+//! counter when a sender holds its fair share of `mix.capacity`, or the stage
+//! all of it; egress drops with a counter
 //! when one next hop's queue is full. Every drop is counted under
 //! `nox_dropped_total{stage,reason}`.
 //!
 //! What crosses each boundary:
-//! * q1: [`Inbound`] — a packet of exactly 32,768 bytes from an admitted peer.
+//! * q1: [`Inbound`] — a packet of exactly 32,768 bytes from an admitted peer,
+//!   and its [`Sender`] (the key of the per-sender shares downstream).
 //! * q2: [`Scheduled`] — a processed packet, its release time (the sender's delay,
-//!   capped) and the replay-cache sequence number that must be durable first.
+//!   capped), the replay-cache sequence number that must be durable first, and
+//!   its [`Sender`].
 //! * q3: [`Action`] — forward to a node id, submit this node's own cover to an
 //!   entry, deliver a final payload, or hand a reply to its SURB's client.
 
