@@ -263,8 +263,15 @@ pub enum SourceKind {
 pub struct TopologySection {
     /// `registry` or `static`.
     pub source: SourceKind,
-    /// Ethereum JSON-RPC endpoint holding NoxRegistry (registry source).
+    /// Ethereum JSON-RPC endpoint holding NoxRegistry (registry source):
+    /// `https://`, or `http://` on a loopback host. Shorthand for a
+    /// one-element `rpc_urls`.
     pub rpc_url: Option<String>,
+    /// Several independent endpoints, of which `rpc_quorum` must agree on
+    /// the registry view.
+    pub rpc_urls: Vec<String>,
+    /// How many of the endpoints must agree; 0 = a majority.
+    pub rpc_quorum: u64,
     /// Chain id the endpoint must report.
     pub chain_id: u64,
     /// NoxRegistry's address.
@@ -288,6 +295,8 @@ impl Default for TopologySection {
         TopologySection {
             source: SourceKind::Registry,
             rpc_url: None,
+            rpc_urls: Vec::new(),
+            rpc_quorum: 0,
             chain_id: 1,
             registry: None,
             start_block: 0,
@@ -476,6 +485,25 @@ fn check_http_url(c: &mut Checks, key: &str, url: &str) {
     }
 }
 
+/// A registry endpoint: an http(s) URL with a host, and TLS unless the host
+/// is loopback (the rule of `nox_eth::rpc::check_transport`).
+fn check_registry_url(c: &mut Checks, key: String, url: &str) {
+    let mut probe = Checks::default();
+    check_http_url(&mut probe, &key, url);
+    if probe.finish().is_err() {
+        check_http_url(c, &key, url);
+    } else if let Err(e) = nox_eth::rpc::check_transport(url) {
+        c.fail(key, e.to_string());
+    }
+}
+
+impl TopologySection {
+    /// The registry endpoints: `rpc_urls`, or `rpc_url` alone.
+    pub fn endpoints(&self) -> Vec<String> {
+        if self.rpc_urls.is_empty() { self.rpc_url.iter().cloned().collect() } else { self.rpc_urls.clone() }
+    }
+}
+
 impl ClientFile {
     /// Checks every value and their relations; returns every problem found,
     /// each with its dotted key and the offending value.
@@ -498,9 +526,38 @@ impl ClientFile {
         let t = &self.topology;
         match t.source {
             SourceKind::Registry => {
-                match &t.rpc_url {
-                    None => c.fail("topology.rpc_url", "required when topology.source is \"registry\""),
-                    Some(url) => check_http_url(&mut c, "topology.rpc_url", url),
+                match (&t.rpc_url, t.rpc_urls.is_empty()) {
+                    (None, true) => c.fail(
+                        "topology.rpc_url",
+                        "required (or topology.rpc_urls) when topology.source is \"registry\"",
+                    ),
+                    (Some(_), false) => c.fail(
+                        "topology.rpc_urls",
+                        "set either topology.rpc_url (one endpoint) or topology.rpc_urls, not both",
+                    ),
+                    _ => {}
+                }
+                if let Some(url) = &t.rpc_url {
+                    check_registry_url(&mut c, "topology.rpc_url".into(), url);
+                }
+                for (i, url) in t.rpc_urls.iter().enumerate() {
+                    check_registry_url(&mut c, format!("topology.rpc_urls[{i}]"), url);
+                    if let Some(first) = t.rpc_urls[..i].iter().position(|u| u == url) {
+                        c.fail(
+                            format!("topology.rpc_urls[{i}]"),
+                            format!(
+                                "is also topology.rpc_urls[{first}]: one endpoint would count twice towards the \
+                                 quorum"
+                            ),
+                        );
+                    }
+                }
+                let n = t.endpoints().len();
+                if n > 0 {
+                    let quorum = usize::try_from(t.rpc_quorum).unwrap_or(usize::MAX);
+                    if let Some(problem) = nox_eth::registry::follower::quorum_problem(quorum, n) {
+                        c.fail("topology.rpc_quorum", problem);
+                    }
                 }
                 match &t.registry {
                     None => c.fail("topology.registry", "required when topology.source is \"registry\""),
@@ -601,10 +658,10 @@ impl ClientFile {
     /// configured entry among layer 0.
     fn check_static(&self, c: &mut Checks, entry: Option<NodeId>) {
         let t = &self.topology;
-        if t.rpc_url.is_some() || t.registry.is_some() {
+        if t.rpc_url.is_some() || !t.rpc_urls.is_empty() || t.registry.is_some() {
             c.fail(
                 "topology.source",
-                "is \"static\", but topology.rpc_url or topology.registry is set; use source = \"registry\" to \
+                "is \"static\", but topology.rpc_url, topology.rpc_urls or topology.registry is set; use source = \"registry\" to \
                  follow NoxRegistry",
             );
         }
@@ -660,14 +717,17 @@ impl ClientFile {
         let topology = match t.source {
             SourceKind::Static => TopologySource::Static(t.nodes.clone()),
             SourceKind::Registry => {
-                let rpc_url = t.rpc_url.clone().ok_or_else(|| invalid("topology.rpc_url", "required"))?;
+                let rpc_urls = Some(t.endpoints())
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| invalid("topology.rpc_url", "required"))?;
                 let registry = t
                     .registry
                     .as_deref()
                     .and_then(parse_registry)
                     .ok_or_else(|| invalid("topology.registry", "required"))?;
                 TopologySource::Registry(nox_eth::registry::follower::FollowerConfig {
-                    rpc_url,
+                    rpc_urls,
+                    quorum: usize::try_from(t.rpc_quorum).unwrap_or(usize::MAX),
                     chain_id: t.chain_id,
                     registry,
                     start_block: t.start_block,
@@ -927,8 +987,33 @@ mod tests {
                 "[topology]\nrpc_url = \"ftp://x\"\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n".into(),
                 "topology.rpc_url",
             ),
-            ("[topology]\nrpc_url = \"http://x\"\nregistry = \"0x00\"\n".into(), "topology.registry"),
-            (format!("[topology]\nrpc_url = \"http://x\"\nregistry = \"0x{}\"\n", "0".repeat(40)), "topology.registry"),
+            ("[topology]\nrpc_url = \"https://x\"\nregistry = \"0x00\"\n".into(), "topology.registry"),
+            (
+                format!("[topology]\nrpc_url = \"https://x\"\nregistry = \"0x{}\"\n", "0".repeat(40)),
+                "topology.registry",
+            ),
+            (
+                "[topology]\nrpc_url = \"http://x\"\nregistry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n"
+                    .into(),
+                "topology.rpc_url",
+            ),
+            (
+                format!(
+                    "[topology]\nrpc_urls = [\"https://a\", \"http://10.0.0.2:8545\", \"https://c\"]\nregistry = \"{REGISTRY}\"\n"
+                ),
+                "topology.rpc_urls[1]",
+            ),
+            (
+                format!("[topology]\nrpc_urls = [\"https://a\", \"https://a\"]\nregistry = \"{REGISTRY}\"\n"),
+                "topology.rpc_urls[1]",
+            ),
+            (
+                format!(
+                    "[topology]\nrpc_urls = [\"https://a\", \"https://b\", \"https://c\"]\nrpc_quorum = 1\nregistry = \"{REGISTRY}\"\n"
+                ),
+                "topology.rpc_quorum",
+            ),
+            (format!("{reg}rpc_urls = [\"https://a\"]\n"), "topology.rpc_urls"),
             (format!("{reg}chain_id = 0\n"), "topology.chain_id"),
             (format!("{reg}max_log_range = 0\n"), "topology.max_log_range"),
             (format!("{reg}rpc_timeout_ms = 5\n"), "topology.rpc_timeout_ms"),
@@ -997,9 +1082,20 @@ mod tests {
 
         let c = parse(&registry_file()).unwrap().to_client_config().unwrap();
         let TopologySource::Registry(f) = &c.topology else { panic!("{:?}", c.topology) };
-        assert_eq!((f.rpc_url.as_str(), f.chain_id, f.confirmations), ("http://127.0.0.1:8545", 1, 2));
+        assert_eq!(
+            (f.rpc_urls.as_slice(), f.chain_id, f.confirmations),
+            (&["http://127.0.0.1:8545".to_string()][..], 1, 2)
+        );
         assert_eq!(f.registry.to_string(), REGISTRY);
         assert_eq!((c.route, c.entry), (RouteShape::Stratified, None));
+
+        let three = format!(
+            "[topology]\nrpc_urls = [\"https://a.example.org\", \"http://127.0.0.1:8545\", \"https://c.example.org\"]\n\
+             registry = \"{REGISTRY}\"\n"
+        );
+        let c = parse(&three).unwrap().to_client_config().unwrap();
+        let TopologySource::Registry(f) = &c.topology else { panic!("{:?}", c.topology) };
+        assert_eq!((f.rpc_urls.len(), f.quorum_needed()), (3, 2));
 
         let invalid = ClientFile::default().to_client_config().unwrap_err();
         assert!(matches!(invalid, ConfigError::Invalid(p) if p.len() == 2));

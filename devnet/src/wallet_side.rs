@@ -51,7 +51,8 @@ impl Devnet {
     /// the nodes' epoch length and proof of work, `mean_delay` per hop.
     pub fn client_config(&self, mean_delay: Duration) -> ClientConfig {
         let follower = FollowerConfig {
-            rpc_url: self.rpc_url(),
+            rpc_urls: vec![self.rpc_url()],
+            quorum: 0,
             chain_id: CHAIN_ID,
             registry: self.deployment.registry,
             start_block: 0,

@@ -6,7 +6,10 @@
 //! gauges and `nox_events_total{kind="chain"}` counters, and the stored
 //! progress a restarted node resumes from — through confirmations, a reorg,
 //! 1-block log ranges, an endpoint that goes away, a wrong chain, a restart,
-//! a slash and an unstake.
+//! a slash and an unstake — and, with several endpoints and a quorum, lying
+//! endpoints: a JSON-RPC proxy in front of anvil that rewrites
+//! `eth_getLogs` (another identity key for a registered node) or
+//! `eth_getBlockByNumber` (another block hash).
 //!
 //! Needs `npm ci` to have run (scripts/test does it first).
 
@@ -88,9 +91,22 @@ impl Chain {
 
     /// A watcher configuration for this chain's registry, reached at `rpc_url`.
     fn config(&self, rpc_url: String, confirmations: u64, max_log_range: u64) -> WatcherConfig {
+        self.config_quorum(vec![rpc_url], 0, confirmations, max_log_range)
+    }
+
+    /// A watcher configuration reading from every one of `rpc_urls`, of which
+    /// `quorum` (0: a majority) must agree.
+    fn config_quorum(
+        &self,
+        rpc_urls: Vec<String>,
+        quorum: usize,
+        confirmations: u64,
+        max_log_range: u64,
+    ) -> WatcherConfig {
         WatcherConfig {
             follower: FollowerConfig {
-                rpc_url,
+                rpc_urls,
+                quorum,
                 chain_id: CHAIN_ID,
                 registry: self.deployment.registry,
                 start_block: 0,
@@ -384,7 +400,7 @@ async fn test_node_joins_once_confirmed() {
     assert_eq!(record.stake, Some(node.stake));
     assert_eq!(record.exit, Some(false));
     assert_eq!(record.addresses, vec!["/ip4/127.0.0.1/tcp/9001".to_string()]);
-    assert_eq!(record.layer, nox_protocol::contracts::relay_layer(node.operator));
+    assert_eq!(record.layer, chain.registry_call(NoxRegistry::layerOfCall { operator: node.operator }).await);
     assert_eq!(w.watcher.view(), &chain.registry_state().await);
 }
 
@@ -604,4 +620,227 @@ async fn test_unstake_request_leaves_the_topology() {
     assert_eq!(w.gauge("active_nodes"), 1);
     assert_eq!(w.watcher.view(), &chain.registry_state().await);
     assert_eq!(w.watcher.view().fingerprint(), chain.fingerprint().await);
+}
+
+// ---------------------------------------------------------------------------
+// A JSON-RPC proxy that can lie
+// ---------------------------------------------------------------------------
+
+/// What a [`LyingProxy`] does to the answers it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Lie {
+    /// Forwards every answer as it is.
+    None = 0,
+    /// Puts its own identity key into every `NodeRegistered` log of
+    /// `eth_getLogs`: the operator set (and so the registry's fingerprint)
+    /// is unchanged, the node's key is the attacker's.
+    SwapIdentity = 1,
+    /// Answers `eth_getBlockByNumber` with another hash for every block.
+    OtherBlockHash = 2,
+}
+
+/// An HTTP JSON-RPC endpoint on loopback that forwards every request to
+/// anvil and rewrites some answers, as set by [`LyingProxy::lie`].
+struct LyingProxy {
+    port: u16,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    task: JoinHandle<()>,
+}
+
+/// The identity key a lying endpoint puts in place of the registered one.
+fn attacker_identity() -> B256 {
+    B256::from(ed25519_dalek::SigningKey::from_bytes(&[0xa7; 32]).verifying_key().to_bytes())
+}
+
+impl LyingProxy {
+    async fn start(upstream: String) -> LyingProxy {
+        use axum::extract::State;
+        type Shared = (Arc<std::sync::atomic::AtomicU8>, String, alloy::transports::http::reqwest::Client);
+        async fn handle(
+            State((mode, upstream, http)): State<Shared>,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let request: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+            };
+            let forwarded =
+                http.post(&upstream).header("content-type", "application/json").body(body.to_vec()).send().await;
+            let Ok(forwarded) = forwarded else { return axum::http::StatusCode::BAD_GATEWAY.into_response() };
+            let Ok(bytes) = forwarded.bytes().await else { return axum::http::StatusCode::BAD_GATEWAY.into_response() };
+            let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return axum::http::StatusCode::BAD_GATEWAY.into_response();
+            };
+            let lie = mode.load(std::sync::atomic::Ordering::SeqCst);
+            match (&request, &mut answer) {
+                (serde_json::Value::Array(requests), serde_json::Value::Array(answers)) => {
+                    for (q, a) in requests.iter().zip(answers.iter_mut()) {
+                        rewrite(lie, q, a);
+                    }
+                }
+                (q, a) => rewrite(lie, q, a),
+            }
+            ([(axum::http::header::CONTENT_TYPE, "application/json")], answer.to_string()).into_response()
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(Lie::None as u8));
+        let state: Shared = (mode.clone(), upstream, alloy::transports::http::reqwest::Client::new());
+        let router = axum::Router::new().route("/", axum::routing::post(handle)).with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        LyingProxy { port, mode, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn lie(&self, lie: Lie) {
+        self.mode.store(lie as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for LyingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Rewrites the answer `a` to the request `q` as `lie` says.
+fn rewrite(lie: u8, q: &serde_json::Value, a: &mut serde_json::Value) {
+    let method = q.get("method").and_then(|m| m.as_str()).unwrap_or_default();
+    let Some(result) = a.get_mut("result") else { return };
+    if lie == Lie::SwapIdentity as u8 && method == "eth_getLogs" {
+        let registered = format!("{:#x}", <NoxRegistry::NodeRegistered as alloy_sol_types::SolEvent>::SIGNATURE_HASH);
+        for log in result.as_array_mut().into_iter().flatten() {
+            let Some(topics) = log.get_mut("topics").and_then(|t| t.as_array_mut()) else { continue };
+            if topics.first().and_then(|t| t.as_str()) == Some(registered.as_str()) && topics.len() > 2 {
+                topics[2] = serde_json::Value::String(format!("{:#x}", attacker_identity()));
+            }
+        }
+    }
+    if lie == Lie::OtherBlockHash as u8
+        && method == "eth_getBlockByNumber"
+        && let Some(hash) = result.get_mut("hash")
+    {
+        let real: B256 = hash.as_str().and_then(|h| h.parse().ok()).unwrap_or_default();
+        *hash = serde_json::Value::String(format!("{:#x}", keccak256(real)));
+    }
+}
+
+/// `nox_chain{value="rpc_agreeing"}` and the chain events a quorum test reads.
+fn quorum_counts(w: &Watched) -> (i64, i64, i64) {
+    (w.gauge("rpc_agreeing"), w.events("endpoint_disagreed"), w.events("disagreement"))
+}
+
+/// One endpoint that lies among two honest ones is outvoted: the topology
+/// follows the honest answers, whichever lie it tells, and each dissent is
+/// counted.
+#[tokio::test]
+async fn test_a_lying_endpoint_among_honest_ones_is_outvoted() {
+    let chain = Chain::start().await;
+    let honest = LyingProxy::start(chain.url()).await;
+    let liar = LyingProxy::start(chain.url()).await;
+    liar.lie(Lie::SwapIdentity);
+    let dir = tempfile::tempdir().unwrap();
+    // The liar comes first: following the first endpoint would follow it.
+    let urls = vec![liar.url(), chain.url(), honest.url()];
+    let mut w = watch(chain.config_quorum(urls, 0, 0, 1000), dir.path());
+    assert_eq!(w.watcher.view(), &RegistryView::default());
+
+    // The liar's own follower sees another identity key for the node: the
+    // registry's fingerprint does not catch it (the operators are the same),
+    // the quorum does.
+    let first = chain.register(Role::Relay, 9001).await;
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange { added: vec![first.id], removed: vec![] });
+    assert!(!w.topology.contains(&NodeId(attacker_identity().0)));
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+    assert_eq!(quorum_counts(&w), (2, 1, 0));
+    assert_eq!(w.events("fingerprint_mismatch"), 0);
+
+    // Another lie: a block hash that is not the chain's.
+    liar.lie(Lie::OtherBlockHash);
+    let second = chain.register(Role::Exit, 9002).await;
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange { added: vec![second.id], removed: vec![] });
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+    assert_eq!(w.watcher.next_block(), chain.head().await + 1);
+    assert_eq!(quorum_counts(&w), (2, 2, 0));
+    // The real hash is what was stored: the liar's is no reorg to the others.
+    assert_eq!(w.events("reorg"), 0);
+
+    // Honest again: all three agree.
+    liar.lie(Lie::None);
+    chain.mine(1).await;
+    assert_eq!(w.poll().await, TopologyChange::default());
+    assert_eq!(quorum_counts(&w), (3, 2, 0));
+    assert_eq!(w.gauge("rpc_up"), 1);
+}
+
+/// With two of three endpoints lying (each its own way), or two of three
+/// down, no view has a quorum: the node keeps its last agreed view, counts
+/// the disagreement and names the endpoints by index, never by URL.
+#[tokio::test]
+async fn test_without_a_quorum_the_last_agreed_view_stays() {
+    let chain = Chain::start().await;
+    let a = LyingProxy::start(chain.url()).await;
+    let b = LyingProxy::start(chain.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![chain.url(), a.url(), b.url()];
+    let mut w = watch(chain.config_quorum(urls.clone(), 2, 0, 1000), dir.path());
+
+    let first = chain.register(Role::Relay, 9001).await;
+    assert_eq!(w.poll().await.added, vec![first.id]);
+    let agreed = (w.watcher.view().clone(), w.watcher.next_block());
+    assert_eq!(quorum_counts(&w), (3, 0, 0));
+
+    a.lie(Lie::SwapIdentity);
+    b.lie(Lie::OtherBlockHash);
+    let second = chain.register(Role::Exit, 9002).await;
+    for round in 1..=2 {
+        let e = match w.watcher.poll().await {
+            Err(ChainError::NoQuorum(q)) => q,
+            other => panic!("poll with two liars: {other:?}"),
+        };
+        assert_eq!((e.needed, e.endpoints, e.largest), (2, 3, 1));
+        let named: Vec<(usize, &str)> = e.failures.iter().map(|f| (f.index, f.label)).collect();
+        assert_eq!(named, [(1, "disagreed"), (2, "disagreed")]);
+        let text = ChainError::NoQuorum(e).to_string();
+        assert!(!text.contains("127.0.0.1") && !text.contains("http"), "no URL in: {text}");
+        assert!(!w.topology.contains(&second.id), "no quorum: the registration waits");
+        assert!(w.topology.contains(&first.id), "the last agreed view stays");
+        assert_eq!((w.watcher.view().clone(), w.watcher.next_block()), agreed);
+        assert_eq!(w.events("disagreement"), round);
+        assert_eq!(w.gauge("rpc_up"), 0);
+        assert_eq!(w.gauge("active_nodes"), 1);
+    }
+
+    // One of them honest again: a quorum of two.
+    b.lie(Lie::None);
+    let change = w.poll().await;
+    assert_eq!(change, TopologyChange { added: vec![second.id], removed: vec![] });
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
+    assert_eq!(quorum_counts(&w), (2, 1, 2));
+    drop(w);
+
+    // Two of three endpoints down: nothing new is accepted, and the node
+    // restarted on them keeps the stored agreed view.
+    let dead = || format!("http://127.0.0.1:{}", nox_devnet::anvil::free_port().unwrap());
+    let mut w = watch(chain.config_quorum(vec![dead(), chain.url(), dead()], 0, 0, 1000), dir.path());
+    assert_eq!(w.initial.added, sorted(vec![first.id, second.id]));
+    let third = chain.register(Role::Relay, 9003).await;
+    let e = match w.watcher.poll().await {
+        Err(ChainError::NoQuorum(q)) => q,
+        other => panic!("poll with two endpoints down: {other:?}"),
+    };
+    let named: Vec<(usize, &str)> = e.failures.iter().map(|f| (f.index, f.label)).collect();
+    assert_eq!(named, [(0, "rpc_error"), (2, "rpc_error")]);
+    assert!(!w.topology.contains(&third.id));
+    assert!(w.topology.contains(&first.id) && w.topology.contains(&second.id));
+    assert_eq!(w.events("disagreement"), 1);
 }

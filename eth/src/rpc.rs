@@ -8,6 +8,12 @@
 //! log range, say) needs the difference. A reverted transaction, at the gas
 //! estimate or on chain, is [`EthError::Reverted`] with the revert decoded by
 //! the caller's decoder ([`crate::revert::describe_revert`] by default).
+//!
+//! [`check_transport`] is the one rule for which endpoints may be trusted
+//! with a plain connection: TLS (`https://`) everywhere, plain `http://` only
+//! to a loopback host (a devnet, or a local node of one's own).
+//! [`EthClient::with_label`] gives an endpoint a name (`RPC endpoint #1`)
+//! that errors carry instead of its URL, which may hold an API key.
 
 use std::time::Duration;
 
@@ -37,6 +43,16 @@ pub enum EthError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// A plain `http://` endpoint on a host that is not loopback: its answers
+    /// could be rewritten by anyone on the path.
+    #[error(
+        "plain http:// to `{host}` is not encrypted, so anyone on the path could rewrite its answers; \
+         use https:// (plain http:// is allowed only to a loopback host: 127.0.0.0/8, ::1, localhost)"
+    )]
+    Insecure {
+        /// The host named by the URL (not the whole URL, which may carry a key).
+        host: String,
     },
     /// The endpoint did not answer (refused, unreachable, timed out, not an
     /// RPC endpoint).
@@ -119,11 +135,35 @@ impl EthError {
     }
 }
 
+/// Requires `url` to be an `https://` URL, or an `http://` URL whose host is
+/// loopback (`127.0.0.0/8`, `::1`, `localhost`): the rule for endpoints whose
+/// answers the caller trusts (the registry's). Sends nothing.
+pub fn check_transport(url: &str) -> Result<(), EthError> {
+    let invalid = |reason: &str| EthError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
+    let parsed = url.parse::<reqwest::Url>().map_err(|e| invalid(&e.to_string()))?;
+    let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| invalid("no host"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => Err(EthError::Insecure { host: host.to_string() }),
+        _ => Err(invalid("not an http:// or https:// URL")),
+    }
+}
+
+/// `localhost`, or an IP address in `127.0.0.0/8` or `::1` (as a URL writes
+/// it: IPv6 in brackets).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// An Ethereum JSON-RPC endpoint, optionally with a wallet.
 #[derive(Clone)]
 pub struct EthClient {
     provider: DynProvider,
     url: String,
+    /// What errors call the endpoint: its URL, or a label without it.
+    label: String,
     timeout: Duration,
     sender: Option<Address>,
     receipt_timeout: Duration,
@@ -154,7 +194,14 @@ impl EthClient {
             Some(w) => ProviderBuilder::new().wallet(EthereumWallet::from(w)).connect_reqwest(http, parsed).erased(),
             None => ProviderBuilder::new().disable_recommended_fillers().connect_reqwest(http, parsed).erased(),
         };
-        Ok(EthClient { provider, url: url.to_string(), timeout, sender, receipt_timeout: RECEIPT_TIMEOUT })
+        Ok(EthClient {
+            provider,
+            url: url.to_string(),
+            label: url.to_string(),
+            timeout,
+            sender,
+            receipt_timeout: RECEIPT_TIMEOUT,
+        })
     }
 
     /// [`EthClient::new`], then a check that the endpoint serves `chain_id`.
@@ -175,6 +222,18 @@ impl EthClient {
         self
     }
 
+    /// Names the endpoint `label` in errors instead of by its URL (which may
+    /// carry an API key that must not reach a log).
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// What errors call the endpoint (its URL unless [`EthClient::with_label`]).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     /// The endpoint.
     pub fn url(&self) -> &str {
         &self.url
@@ -192,7 +251,7 @@ impl EthClient {
 
     /// An [`EthError::Failed`] about `request`.
     pub fn failed(&self, request: impl Into<String>, reason: impl Into<String>) -> EthError {
-        EthError::Failed { url: self.url.clone(), request: request.into(), reason: reason.into() }
+        EthError::Failed { url: self.label.clone(), request: request.into(), reason: self.scrub(reason.into()) }
     }
 
     /// A transport failure is [`EthError::Unreachable`]; an error answer is
@@ -200,7 +259,7 @@ impl EthClient {
     pub fn rpc_error(&self, request: &str, e: RpcError<TransportErrorKind>) -> EthError {
         match e {
             RpcError::Transport(kind) => {
-                EthError::Unreachable { url: self.url.clone(), reason: self.transport_reason(&kind) }
+                EthError::Unreachable { url: self.label.clone(), reason: self.transport_reason(&kind) }
             }
             RpcError::ErrorResp(p) => self.failed(request, format!("{} (code {})", p.message, p.code)),
             RpcError::NullResp => self.failed(request, "null answer"),
@@ -215,9 +274,25 @@ impl EthClient {
             {
                 return format!("no answer within {} s", self.timeout.as_secs_f64());
             }
-            return error_chain(inner.as_ref());
+            return self.scrub(error_chain(inner.as_ref()));
         }
-        error_chain(kind)
+        self.scrub(error_chain(kind))
+    }
+
+    /// `text` with the endpoint's URL (as given, and as the HTTP client
+    /// writes it) replaced by its label, when it has one.
+    fn scrub(&self, text: String) -> String {
+        if self.label == self.url {
+            return text;
+        }
+        let written = self.url.parse::<reqwest::Url>().map(|u| u.to_string()).unwrap_or_default();
+        let mut text = text;
+        for form in [written.as_str(), self.url.as_str()] {
+            if !form.is_empty() {
+                text = text.replace(form, &self.label);
+            }
+        }
+        text
     }
 
     /// `eth_chainId`.
@@ -297,7 +372,7 @@ impl EthClient {
         let tx = TransactionRequest::default().with_to(contract).with_input(call.abi_encode());
         let out = self.provider.call(tx).block(block).await.map_err(|e| self.rpc_error(&request, e))?;
         C::abi_decode_returns(&out).map_err(|e| EthError::Undecodable {
-            url: self.url.clone(),
+            url: self.label.clone(),
             request,
             reason: format!("{} bytes: {e}", out.len()),
         })
@@ -403,6 +478,47 @@ mod tests {
         assert!(matches!(EthClient::new("not a url", t, None), Err(EthError::InvalidUrl { .. })));
         assert!(matches!(EthClient::new("ftp://127.0.0.1/", t, None), Err(EthError::InvalidUrl { .. })));
         assert!(EthClient::new("http://127.0.0.1:8545", t, None).is_ok());
+    }
+
+    #[test]
+    fn plain_http_is_trusted_only_on_loopback() {
+        for ok in [
+            "https://rpc.example.org/v2/KEY",
+            "https://10.0.0.1:8545",
+            "http://127.0.0.1:8545",
+            "http://127.3.2.1:8545",
+            "http://localhost:8545",
+            "http://LOCALHOST",
+            "http://[::1]:8545",
+        ] {
+            assert_eq!(check_transport(ok), Ok(()), "{ok}");
+        }
+        for (bad, host) in [
+            ("http://rpc.example.org/v2/KEY", "rpc.example.org"),
+            ("http://10.0.0.1:8545", "10.0.0.1"),
+            ("http://0.0.0.0:8545", "0.0.0.0"),
+            ("http://[::2]:8545", "[::2]"),
+            ("http://localhost.example.org", "localhost.example.org"),
+            ("http://127.0.0.1.example.org", "127.0.0.1.example.org"),
+        ] {
+            let e = check_transport(bad).unwrap_err();
+            assert_eq!(e, EthError::Insecure { host: host.into() }, "{bad}");
+            assert!(!e.to_string().contains("KEY"), "the error leaves the URL's path out: {e}");
+        }
+        for bad in ["ws://127.0.0.1:8545", "wss://rpc.example.org", "not a url", "file:///tmp/x"] {
+            assert!(matches!(check_transport(bad), Err(EthError::InvalidUrl { .. })), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_labelled_endpoint_is_named_by_its_label_in_errors() {
+        let c = EthClient::new("http://127.0.0.1:9/SECRET", Duration::from_secs(2), None)
+            .unwrap()
+            .with_label("RPC endpoint #2");
+        let e = c.block_number().await.unwrap_err();
+        assert!(matches!(&e, EthError::Unreachable { url, .. } if url == "RPC endpoint #2"), "{e}");
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        assert_eq!(c.url(), "http://127.0.0.1:9/SECRET");
     }
 
     #[tokio::test]

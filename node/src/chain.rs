@@ -14,7 +14,14 @@
 //!   ones too (it dials them);
 //! * the `nox_chain` gauges and `chain/*` events: `reorg`,
 //!   `fingerprint_mismatch`, `node_added`, `node_removed`, and one per failure
-//!   kind (`rpc_error`, `wrong_chain`, `undecodable`, `store_error`);
+//!   kind (`rpc_error`, `wrong_chain`, `undecodable`, `store_error`,
+//!   `disagreement` — fewer than `chain.rpc_quorum` endpoints agreed, so the
+//!   view was refused);
+//! * with several endpoints (`chain.rpc_urls`): `chain/endpoint_disagreed`
+//!   once per endpoint and poll that answered otherwise than the accepted
+//!   quorum, the gauge `rpc_agreeing` (endpoints in the accepted group), and
+//!   a warning naming the dissenting endpoints by index — never by URL, which
+//!   may carry an API key — whenever that set changes;
 //! * the poll loop: every `chain.poll_interval_ms`, with a pause that grows
 //!   (up to 32 intervals) while the endpoint fails; the last confirmed view
 //!   stays in place meanwhile.
@@ -87,7 +94,8 @@ impl ProgressStore for RedbProgress {
 /// often to poll.
 #[derive(Debug, Clone)]
 pub struct WatcherConfig {
-    /// Endpoint, chain, registry, start block, confirmations, log range, timeout.
+    /// Endpoints and quorum, chain, registry, start block, confirmations, log
+    /// range, timeout.
     pub follower: FollowerConfig,
     /// Pause between polls.
     pub poll_interval: Duration,
@@ -98,7 +106,8 @@ impl WatcherConfig {
     pub fn from_section(c: &ChainSection) -> Option<Self> {
         Some(WatcherConfig {
             follower: FollowerConfig {
-                rpc_url: c.rpc_url.clone()?,
+                rpc_urls: Some(c.endpoints()).filter(|e| !e.is_empty())?,
+                quorum: usize::try_from(c.rpc_quorum).unwrap_or(usize::MAX),
                 chain_id: c.chain_id,
                 registry: c.registry_address()?,
                 start_block: c.start_block,
@@ -119,6 +128,7 @@ struct ChainGauges {
     active_nodes: Gauge,
     fingerprint_mismatch: Gauge,
     rpc_up: Gauge,
+    rpc_agreeing: Gauge,
 }
 
 impl ChainGauges {
@@ -129,6 +139,7 @@ impl ChainGauges {
             active_nodes: m.chain("active_nodes"),
             fingerprint_mismatch: m.chain("fingerprint_mismatch"),
             rpc_up: m.chain("rpc_up"),
+            rpc_agreeing: m.chain("rpc_agreeing"),
         }
     }
 }
@@ -142,6 +153,8 @@ pub struct ChainWatcher {
     gauges: ChainGauges,
     /// This node: it stays in its own topology (its descriptors land there).
     self_id: NodeId,
+    /// The endpoints that disagreed at the last poll (logged when it changes).
+    dissenting: Vec<usize>,
 }
 
 impl std::fmt::Debug for ChainWatcher {
@@ -163,7 +176,7 @@ impl ChainWatcher {
     ) -> Result<(Self, TopologyChange), ChainError> {
         let (follower, resumed) = RegistryFollower::new(cfg.follower.clone(), Arc::new(RedbProgress(db)))?;
         let gauges = ChainGauges::new(&metrics);
-        let w = ChainWatcher { cfg, follower, topology, metrics, gauges, self_id };
+        let w = ChainWatcher { cfg, follower, topology, metrics, gauges, self_id, dissenting: Vec::new() };
         let change = if resumed { w.publish() } else { TopologyChange::default() };
         if resumed {
             tracing::info!(
@@ -220,11 +233,29 @@ impl ChainWatcher {
             Err(e) => {
                 self.follower.reconnect();
                 self.gauges.rpc_up.set(0);
+                self.gauges.rpc_agreeing.set(0);
                 self.metrics.event("chain", e.label()).inc();
                 return Err(e);
             }
         };
         self.gauges.rpc_up.set(1);
+        self.gauges.rpc_agreeing.set(i64::try_from(report.agreeing).unwrap_or(i64::MAX));
+        for _ in &report.dissenting {
+            self.metrics.event("chain", "endpoint_disagreed").inc();
+        }
+        if report.dissenting != self.dissenting {
+            if !report.dissenting.is_empty() {
+                tracing::warn!(
+                    dissenting = ?report.dissenting,
+                    agreeing = report.agreeing,
+                    quorum = self.follower.quorum(),
+                    endpoints = self.follower.endpoints(),
+                    "chain: RPC endpoints (by index in chain.rpc_urls) answered otherwise than the quorum; \
+                     following the quorum"
+                );
+            }
+            self.dissenting = report.dissenting.clone();
+        }
         self.gauges.head_block.set(i64::try_from(report.head).unwrap_or(i64::MAX));
         if report.reorganised {
             self.metrics.event("chain", "reorg").inc();

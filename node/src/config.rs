@@ -144,15 +144,25 @@ impl Default for P2pSection {
     }
 }
 
-/// `[chain]`: where NoxRegistry lives. With `rpc_url` set the registry is the
-/// only source of the topology and of admission (a peer must be registered with
-/// at least the minimum stake); with it empty the node runs on
-/// `[[topology.nodes]]`, a development mode that checks no stake.
+/// `[chain]`: where NoxRegistry lives. With `rpc_url` or `rpc_urls` set the
+/// registry is the only source of the topology and of admission (a peer must
+/// be registered with at least the minimum stake); with neither the node runs
+/// on `[[topology.nodes]]`, a development mode that checks no stake.
+///
+/// With several endpoints a registry view is accepted only when `rpc_quorum`
+/// of them agree on it (block hash and view digest); every endpoint must be
+/// `https://` unless its host is loopback.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChainSection {
-    /// Ethereum JSON-RPC endpoint (`http://` or `https://`); unset: no chain.
+    /// Ethereum JSON-RPC endpoint (`https://`, or `http://` on a loopback
+    /// host); unset: no chain. Shorthand for a one-element `rpc_urls`.
     pub rpc_url: Option<String>,
+    /// Several independent endpoints, of which `rpc_quorum` must agree.
+    pub rpc_urls: Vec<String>,
+    /// How many of the endpoints must agree on a registry view; 0 = a
+    /// majority. At least a majority, at most all of them.
+    pub rpc_quorum: u64,
     /// Chain id the endpoint must report; checked at start and on every reconnect.
     pub chain_id: u64,
     /// NoxRegistry's address.
@@ -173,6 +183,8 @@ impl Default for ChainSection {
     fn default() -> Self {
         ChainSection {
             rpc_url: None,
+            rpc_urls: Vec::new(),
+            rpc_quorum: 0,
             chain_id: 1,
             registry: None,
             start_block: 0,
@@ -187,7 +199,12 @@ impl Default for ChainSection {
 impl ChainSection {
     /// Whether a chain is configured.
     pub fn enabled(&self) -> bool {
-        self.rpc_url.is_some()
+        !self.endpoints().is_empty()
+    }
+
+    /// The configured endpoints: `rpc_urls`, or `rpc_url` alone.
+    pub fn endpoints(&self) -> Vec<String> {
+        if self.rpc_urls.is_empty() { self.rpc_url.iter().cloned().collect() } else { self.rpc_urls.clone() }
     }
 
     /// The registry address, if set and valid (0x + 40 hex digits, not zero).
@@ -311,11 +328,31 @@ pub struct EgressSection {
     pub reply_mailbox: usize,
     /// Seconds an uncollected reply is kept.
     pub reply_ttl_secs: u64,
+    /// Most reply claims one claimant (a client, or a node for its loops)
+    /// holds at once; it also never holds more than half of the claim slots
+    /// the others leave free.
+    pub reply_claims_per_peer: usize,
+    /// Bytes queued on all client links together (replies pushed to clients);
+    /// one client gets at most half of what the others leave free, and at
+    /// most `peer_queue` packets.
+    pub client_queue_bytes: usize,
+    /// Milliseconds a client link may take to write one packet, and may stay
+    /// at its share without taking a packet; past either, the client is
+    /// disconnected and its queue dropped.
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for EgressSection {
     fn default() -> Self {
-        EgressSection { queue: 4096, peer_queue: 1024, reply_mailbox: 4096, reply_ttl_secs: 300 }
+        EgressSection {
+            queue: 4096,
+            peer_queue: 1024,
+            reply_mailbox: 4096,
+            reply_ttl_secs: 300,
+            reply_claims_per_peer: 1024,
+            client_queue_bytes: 64 << 20,
+            client_write_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -706,6 +743,18 @@ fn check_http_url(c: &mut Checks, key: &str, url: &str) {
     }
 }
 
+/// A registry endpoint: an http(s) URL with a host, and TLS unless the host
+/// is loopback (the rule of `nox_eth::rpc::check_transport`).
+fn check_chain_url(c: &mut Checks, key: String, url: &str) {
+    let mut probe = Checks::default();
+    check_http_url(&mut probe, &key, url);
+    if probe.finish().is_err() {
+        check_http_url(c, &key, url);
+    } else if let Err(e) = nox_eth::rpc::check_transport(url) {
+        c.fail(key, e.to_string());
+    }
+}
+
 /// A multiaddr that parses and is not empty.
 fn check_multiaddr(c: &mut Checks, key: String, addr: &str) {
     match addr.parse::<libp2p::Multiaddr>() {
@@ -769,11 +818,30 @@ impl NodeConfig {
         c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
 
         let chain = &self.chain;
+        if chain.rpc_url.is_some() && !chain.rpc_urls.is_empty() {
+            c.fail("chain.rpc_urls", "set either chain.rpc_url (one endpoint) or chain.rpc_urls, not both");
+        }
         if let Some(url) = &chain.rpc_url {
-            check_http_url(&mut c, "chain.rpc_url", url);
+            check_chain_url(&mut c, "chain.rpc_url".into(), url);
+        }
+        for (i, url) in chain.rpc_urls.iter().enumerate() {
+            check_chain_url(&mut c, format!("chain.rpc_urls[{i}]"), url);
+            if let Some(first) = chain.rpc_urls[..i].iter().position(|u| u == url) {
+                c.fail(
+                    format!("chain.rpc_urls[{i}]"),
+                    format!("is also chain.rpc_urls[{first}]: one endpoint would count twice towards the quorum"),
+                );
+            }
+        }
+        if chain.enabled() {
+            let n = chain.endpoints().len();
+            let quorum = usize::try_from(chain.rpc_quorum).unwrap_or(usize::MAX);
+            if let Some(problem) = nox_eth::registry::follower::quorum_problem(quorum, n) {
+                c.fail("chain.rpc_quorum", problem);
+            }
             c.at_least("chain.chain_id", chain.chain_id, 1);
             match &chain.registry {
-                None => c.fail("chain.registry", "required when chain.rpc_url is set"),
+                None => c.fail("chain.registry", "required when chain.rpc_url or chain.rpc_urls is set"),
                 Some(r) if chain.registry_address().is_none() => {
                     c.fail("chain.registry", format!("`{r}` is not an address (0x + 40 hex digits, not zero)"))
                 }
@@ -785,7 +853,8 @@ impl NodeConfig {
             if !self.topology.nodes.is_empty() {
                 c.fail(
                     "topology.nodes",
-                    "must be empty when chain.rpc_url is set: the registry is the only source of the topology",
+                    "must be empty when chain.rpc_url or chain.rpc_urls is set: the registry is the only source of \
+                     the topology",
                 );
             }
         }
@@ -844,6 +913,10 @@ impl NodeConfig {
         c.at_least("egress.peer_queue", egress.peer_queue, 1);
         c.at_least("egress.reply_mailbox", egress.reply_mailbox, 1);
         c.at_least("egress.reply_ttl_secs", egress.reply_ttl_secs, 1);
+        c.at_least("egress.reply_claims_per_peer", egress.reply_claims_per_peer, 1);
+        c.at_least("egress.client_queue_bytes", egress.client_queue_bytes, 2 * nox_protocol::sphinx::PACKET_LEN);
+        c.at_least("egress.client_write_timeout_ms", egress.client_write_timeout_ms, 100);
+        c.at_most("egress.client_write_timeout_ms", egress.client_write_timeout_ms, 600_000, " (ten minutes)");
 
         c.at_most("replay.commit_interval_ms", self.replay.commit_interval_ms, 1_000, " (one second)");
 
@@ -1463,6 +1536,10 @@ mod tests {
             ("[egress]\npeer_queue = 0\n", "egress.peer_queue"),
             ("[egress]\nreply_mailbox = 0\n", "egress.reply_mailbox"),
             ("[egress]\nreply_ttl_secs = 0\n", "egress.reply_ttl_secs"),
+            ("[egress]\nreply_claims_per_peer = 0\n", "egress.reply_claims_per_peer"),
+            ("[egress]\nclient_queue_bytes = 32768\n", "egress.client_queue_bytes"),
+            ("[egress]\nclient_write_timeout_ms = 99\n", "egress.client_write_timeout_ms"),
+            ("[egress]\nclient_write_timeout_ms = 600001\n", "egress.client_write_timeout_ms"),
             ("[mix]\nmin_share_per_peer = 0\n", "mix.min_share_per_peer"),
             ("[replay]\ncommit_interval_ms = 1001\n", "replay.commit_interval_ms"),
             ("[cover]\nloop_rate = -1.0\n", "cover.loop_rate"),
@@ -1763,5 +1840,53 @@ mod tests {
         assert_eq!(c.chain.confirmations, 0);
         let c = with_env(good, &[("NOX_CHAIN__RPC_URL", "")]).unwrap();
         assert!(!c.chain.enabled());
+    }
+
+    #[test]
+    fn chain_endpoints_need_tls_off_loopback_and_a_workable_quorum() {
+        let registry = "registry = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n";
+        let with = |keys: &str| format!("[chain]\nchain_id = 31337\n{registry}{keys}");
+
+        // TLS anywhere; plain http only on loopback.
+        let c = parse(&with("rpc_url = \"https://rpc.example.org/v2/KEY\"\n")).unwrap();
+        assert_eq!(c.chain.endpoints(), ["https://rpc.example.org/v2/KEY"]);
+        for local in ["http://127.0.0.1:8545", "http://localhost:8545", "http://[::1]:8545"] {
+            parse(&with(&format!("rpc_url = \"{local}\"\n"))).unwrap();
+        }
+        let p = problems(parse(&with("rpc_url = \"http://rpc.example.org/v2/KEY\"\n")));
+        assert_eq!(problem_keys(&p), ["chain.rpc_url"]);
+        assert!(p[0].message.contains("not encrypted") && p[0].message.contains("https://"), "{}", p[0].message);
+        assert!(!p[0].message.contains("KEY"), "the message leaves the URL's path out: {}", p[0].message);
+        let p = problems(parse(&with(
+            "rpc_urls = [\"https://a.example.org\", \"http://10.1.2.3:8545\", \"https://b.example.org\"]\n",
+        )));
+        assert_eq!(problem_keys(&p), ["chain.rpc_urls[1]"]);
+
+        // Several endpoints: a majority by default, any quorum from a majority to all.
+        let three = "rpc_urls = [\"https://a.example.org\", \"https://b.example.org\", \"http://127.0.0.1:8545\"]\n";
+        let c = parse(&with(three)).unwrap();
+        assert!(c.chain.enabled());
+        assert_eq!(c.chain.endpoints().len(), 3);
+        assert_eq!(c.chain.rpc_quorum, 0);
+        parse(&with(&format!("{three}rpc_quorum = 3\n"))).unwrap();
+        for bad in [1, 4] {
+            let p = problems(parse(&with(&format!("{three}rpc_quorum = {bad}\n"))));
+            assert_eq!(problem_keys(&p), ["chain.rpc_quorum"], "quorum {bad}");
+        }
+        // One endpoint listed twice would count twice.
+        let twice = "rpc_urls = [\"https://a.example.org\", \"https://b.example.org\", \"https://a.example.org\"]\n";
+        assert_eq!(problem_keys(&problems(parse(&with(twice)))), ["chain.rpc_urls[2]"]);
+        // Not both forms at once.
+        let both = format!("{three}rpc_url = \"https://c.example.org\"\n");
+        assert_eq!(problem_keys(&problems(parse(&with(&both)))), ["chain.rpc_urls"]);
+        // A list from the environment.
+        let env = [
+            ("NOX_CHAIN__RPC_URLS", "https://a.example.org,https://b.example.org,http://127.0.0.1:8545"),
+            ("NOX_CHAIN__RPC_QUORUM", "3"),
+            ("NOX_CHAIN__REGISTRY", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+        ];
+        let c = with_env("", &env).unwrap();
+        assert_eq!(c.chain.endpoints().len(), 3);
+        assert_eq!(c.chain.rpc_quorum, 3);
     }
 }

@@ -113,6 +113,28 @@ impl RegistryView {
         topology_fingerprint(self.nodes.keys())
     }
 
+    /// keccak256 of the whole view — the minimum stake and every registered
+    /// node with all its fields, in operator order. Two views are equal
+    /// exactly when their digests are (barring a keccak collision); unlike
+    /// [`RegistryView::fingerprint`], which covers only the operators, it
+    /// changes when an identity key, stake, layer, role or multiaddr does.
+    /// Followers reading several endpoints compare it.
+    pub fn digest(&self) -> B256 {
+        let mut bytes = Vec::with_capacity(32 + self.nodes.len() * 128);
+        bytes.extend_from_slice(&self.min_stake.to_be_bytes::<32>());
+        bytes.extend_from_slice(&(self.nodes.len() as u64).to_be_bytes());
+        for (operator, n) in &self.nodes {
+            bytes.extend_from_slice(operator.as_slice());
+            bytes.extend_from_slice(n.identity.as_slice());
+            bytes.push(n.role);
+            bytes.push(n.layer);
+            bytes.extend_from_slice(&n.stake.to_be_bytes::<32>());
+            bytes.extend_from_slice(&(n.multiaddr.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(n.multiaddr.as_bytes());
+        }
+        alloy_primitives::keccak256(bytes)
+    }
+
     /// Nodes that belong in routes and may connect: registered with at least
     /// the minimum stake, with a usable identity key and a layer that matches
     /// their role.
@@ -204,6 +226,37 @@ mod tests {
         assert_eq!(members[0].operator, c);
         assert_eq!(members[0].role, Role::Exit);
         assert_eq!(v.nodes.len(), 2);
+    }
+
+    #[test]
+    fn the_digest_covers_every_field_the_fingerprint_does_not() {
+        let op = Address::repeat_byte(1);
+        let mut v = RegistryView::default();
+        v.apply(&registered(op, 1, 0, 100)).unwrap();
+        let base = v.digest();
+        assert_eq!(base, v.clone().digest());
+        let changes: [fn(&mut RegistryView); 6] = [
+            |v| v.nodes.get_mut(&Address::repeat_byte(1)).unwrap().identity = identity(2),
+            |v| v.nodes.get_mut(&Address::repeat_byte(1)).unwrap().role = 1,
+            |v| v.nodes.get_mut(&Address::repeat_byte(1)).unwrap().layer = 1,
+            |v| v.nodes.get_mut(&Address::repeat_byte(1)).unwrap().stake = U256::from(101),
+            |v| v.nodes.get_mut(&Address::repeat_byte(1)).unwrap().multiaddr.push('0'),
+            |v| v.min_stake = U256::from(1),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut other = v.clone();
+            change(&mut other);
+            assert_eq!(other.fingerprint(), v.fingerprint(), "change {i} keeps the operator set");
+            assert_ne!(other.digest(), base, "change {i} shows in the digest");
+        }
+        // A multiaddr's bytes cannot move into the next field unnoticed.
+        let mut a = RegistryView::default();
+        a.apply(&registered(op, 1, 0, 100)).unwrap();
+        a.apply(&registered(Address::repeat_byte(2), 2, 1, 100)).unwrap();
+        let mut b = a.clone();
+        b.nodes.get_mut(&op).unwrap().multiaddr.push('x');
+        assert_ne!(a.digest(), b.digest());
+        assert_ne!(RegistryView::default().digest(), base);
     }
 
     #[test]
