@@ -109,6 +109,12 @@ pub enum EpochStoreError {
         /// The entry.
         path: PathBuf,
     },
+    /// The key directory's path names something that is not a directory.
+    #[error("{path}: the epoch key directory is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
     /// Reading or deleting the database's old `epoch_keys` table failed.
     #[error("moving epoch keys out of the database: {context}: {source}")]
     Database {
@@ -219,7 +225,7 @@ impl EpochKeyStore {
         }
         let meta = fs::symlink_metadata(dir).map_err(io_err(dir))?;
         if !meta.is_dir() {
-            return Err(EpochStoreError::Foreign { path: dir.to_owned() });
+            return Err(EpochStoreError::NotADirectory { path: dir.to_owned() });
         }
         if meta.permissions().mode() & 0o077 != 0 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
@@ -279,8 +285,11 @@ impl EpochKeyStore {
     pub fn store(&self, epoch: u64, secret: &MixSecretKey) -> Result<(), EpochStoreError> {
         let path = self.path(epoch);
         let tmp = self.dir.join(format!("{epoch}{TMP_SUFFIX}"));
-        if fs::symlink_metadata(&tmp).is_ok() {
-            wipe_file(&tmp)?;
+        match fs::symlink_metadata(&tmp) {
+            Ok(meta) if meta.is_file() => wipe_file(&tmp)?,
+            // Never write through a symlink or into a directory.
+            Ok(_) => return Err(EpochStoreError::Foreign { path: tmp }),
+            Err(_) => {}
         }
         let bytes = encode(epoch, secret);
         let written = OpenOptions::new()
@@ -533,7 +542,13 @@ mod tests {
         assert_eq!(store.epochs().unwrap(), BTreeSet::from([3]));
         // The key directory itself must be a directory.
         let file = dir.path().join("3.key");
-        assert!(matches!(EpochKeyStore::open(&file), Err(EpochStoreError::Foreign { .. })));
+        assert!(matches!(EpochKeyStore::open(&file), Err(EpochStoreError::NotADirectory { .. })));
+        // A symlink where a temporary file would go is not written through.
+        let tmp = dir.path().join("5.key.tmp");
+        std::os::unix::fs::symlink(outside.path(), &tmp).unwrap();
+        assert!(matches!(store.store(5, &key(5)), Err(EpochStoreError::Foreign { path }) if path == tmp));
+        assert!(store.load(5).unwrap().is_none());
+        fs::remove_file(&tmp).unwrap();
     }
 
     #[test]
