@@ -56,9 +56,10 @@ fn a_good_file_is_ok_and_summarised() {
     assert!(text.contains("http listen: 127.0.0.1:9200"), "{text}");
     assert!(text.contains("topology: 0 static nodes (no chain: stake is not checked)"), "{text}");
 
-    // With a chain, the summary names the registry and its endpoint.
+    // With a chain, the summary names the registry and counts its endpoints
+    // (their URLs may carry API keys: they are not printed).
     let env = [
-        ("NOX_CHAIN__RPC_URL", "http://127.0.0.1:8545"),
+        ("NOX_CHAIN__RPC_URL", "http://127.0.0.1:8545/KEY"),
         ("NOX_CHAIN__CHAIN_ID", "31337"),
         ("NOX_CHAIN__REGISTRY", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
     ];
@@ -67,10 +68,43 @@ fn a_good_file_is_ok_and_summarised() {
     let text = stdout(&out);
     assert!(
         text.contains(
-            "topology: NoxRegistry 0x5FbDB2315678afecb367f032d93F642f64180aa3 on chain 31337 at http://127.0.0.1:8545"
+            "topology: NoxRegistry 0x5FbDB2315678afecb367f032d93F642f64180aa3 on chain 31337 via 1 RPC endpoint(s), \
+             quorum 1"
         ),
         "{text}"
     );
+    assert!(!text.contains("KEY"), "{text}");
+    let env = [
+        ("NOX_CHAIN__RPC_URLS", "https://a.example.org/KEY,https://b.example.org,http://127.0.0.1:8545"),
+        ("NOX_CHAIN__CHAIN_ID", "31337"),
+        ("NOX_CHAIN__REGISTRY", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+    ];
+    let out = check_config(&path, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("on chain 31337 via 3 RPC endpoint(s), quorum 2"), "{text}");
+    assert!(!text.contains("KEY"), "{text}");
+}
+
+#[test]
+fn a_plain_http_registry_endpoint_off_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), GOOD);
+    let env = [
+        ("NOX_CHAIN__RPC_URLS", "https://a.example.org,http://rpc.example.net/KEY,http://127.0.0.1:8545"),
+        ("NOX_CHAIN__CHAIN_ID", "31337"),
+        ("NOX_CHAIN__REGISTRY", "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+    ];
+    let out = check_config(&path, &env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("chain.rpc_urls[1]: ") && l.contains("rpc.example.net") && l.contains("https://")),
+        "{err}"
+    );
+    assert!(!err.contains("KEY"), "{err}");
+    assert!(stdout(&out).is_empty());
 }
 
 #[test]

@@ -304,10 +304,19 @@ fn print_summary(config: &NodeConfig) {
         Some(public) => println!("http listen: {} (public: {public})", config.http.listen),
         None => println!("http listen: {}", config.http.listen),
     }
-    match (&config.chain.rpc_url, &config.chain.registry) {
-        (Some(url), Some(registry)) => println!(
-            "topology: NoxRegistry {registry} on chain {} at {url} (confirmations {}, poll every {} ms)",
-            config.chain.chain_id, config.chain.confirmations, config.chain.poll_interval_ms
+    // Endpoints are counted, not printed: their URLs may carry API keys.
+    match (config.chain.enabled(), &config.chain.registry) {
+        (true, Some(registry)) => println!(
+            "topology: NoxRegistry {registry} on chain {} via {} RPC endpoint(s), quorum {} \
+             (confirmations {}, poll every {} ms)",
+            config.chain.chain_id,
+            config.chain.endpoints().len(),
+            nox_eth::registry::follower::effective_quorum(
+                usize::try_from(config.chain.rpc_quorum).unwrap_or(usize::MAX),
+                config.chain.endpoints().len()
+            ),
+            config.chain.confirmations,
+            config.chain.poll_interval_ms
         ),
         _ => println!("topology: {} static nodes (no chain: stake is not checked)", config.topology.nodes.len()),
     }
