@@ -619,18 +619,43 @@ impl Wire {
     ) -> Result<(Vec<Packet>, u64), ClientError> {
         let builder = PacketBuilder::new(self.epoch());
         let mut rng = rand::rngs::OsRng;
-        let mut claims = Vec::with_capacity(surbs);
+        let mut built = Vec::with_capacity(surbs);
         for _ in 0..surbs.min(MAX_SURBS) {
             let back = self.surb_route(set)?;
             let mut id = [0u8; 32];
             rng.fill_bytes(&mut id);
             let (surb, keys) = builder.surb(&back, id, &mut rng).map_err(|e| ClientError::Build(e.to_string()))?;
-            envelope.surbs.push(surb);
             let delay = back.iter().map(|h| u64::from(h.delay_us)).sum();
             self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (keys, tx.clone(), delay));
             ids.push(id);
-            claims.push(id);
+            built.push((id, surb));
         }
+        // Claim before sending: the entry answers which ids it holds for us.
+        // A refused id's reply would not be pushed, so its SURB is left out
+        // (the exit asks for more SURBs if the rest are too few); a request
+        // left with none, or a top-up short of what the exit asked for, fails
+        // with the entry's refusal.
+        let claims: Vec<[u8; 32]> = built.iter().map(|(id, _)| *id).collect();
+        let mut refused = std::collections::HashSet::new();
+        for chunk in claims.chunks(nox_net::control::MAX_REPLY_CLAIMS) {
+            let answer =
+                self.peer.claim_replies_answer(self.entry.1, chunk.to_vec(), nox_net::raw_peer::CLAIM_TIMEOUT).await?;
+            refused.extend(answer.refused);
+        }
+        if !refused.is_empty() {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &refused {
+                waiters.remove(id);
+            }
+            if refused.len() == built.len() || envelope.request == Request::SurbTopUp {
+                return Err(ClientError::Entry(RawPeerError::ClaimsRefused {
+                    peer: self.entry.1,
+                    refused: refused.len(),
+                    claimed: built.len(),
+                }));
+            }
+        }
+        envelope.surbs.extend(built.into_iter().filter(|(id, _)| !refused.contains(id)).map(|(_, surb)| surb));
         let message = envelope.encode().map_err(|e| ClientError::Build(e.to_string()))?;
         let fragmenter = Fragmenter::default();
         if message.len() > fragmenter.max_message_len() {
@@ -639,9 +664,6 @@ impl Wire {
         let mut message_id = [0u8; 16];
         rng.fill_bytes(&mut message_id);
         let fragments = fragmenter.split(&message, message_id).map_err(|e| ClientError::Build(e.to_string()))?;
-        for chunk in claims.chunks(nox_net::control::MAX_REPLY_CLAIMS) {
-            self.peer.claim_replies(self.entry.1, chunk.to_vec()).await?;
-        }
         let mut packets = Vec::with_capacity(fragments.len());
         let mut slowest = 0u64;
         for f in fragments {

@@ -77,7 +77,7 @@ impl std::fmt::Debug for ControlRequest {
 }
 
 /// A control response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
     /// Admitted at this tier.
     Welcome {
@@ -101,9 +101,39 @@ pub enum ControlResponse {
     },
     /// Done.
     Ack,
+    /// The answer to `SubscribeReplies`: how many of its ids the entry holds
+    /// for the claimant (a claim the claimant already held counts, and so does
+    /// an id whose waiting reply is pushed at once), and which it refused —
+    /// the claimant's share or the entry's claim table was full, or another
+    /// peer holds the id. `accepted + refused.len()` is the number of ids
+    /// claimed. A refused id's reply is not pushed; the claimant may claim it
+    /// again later (the entry keeps an unclaimed reply for its TTL).
+    Claimed {
+        /// Ids held for the claimant.
+        accepted: u32,
+        /// The ids refused, in the order they were claimed.
+        refused: Vec<[u8; 32]>,
+    },
     /// The request could not be served.
     Error {
         /// Why.
         reason: String,
     },
+}
+
+impl std::fmt::Debug for ControlResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlResponse::Welcome { kind } => write!(f, "Welcome {{ kind: {kind:?} }}"),
+            ControlResponse::Refused { reason } => write!(f, "Refused {{ reason: {reason:?} }}"),
+            ControlResponse::Descriptors { encoded } => write!(f, "Descriptors({} encoded)", encoded.len()),
+            ControlResponse::Prices { encoded } => write!(f, "Prices({} encoded)", encoded.len()),
+            ControlResponse::Ack => f.write_str("Ack"),
+            // SURB ids link a client to its replies: only the counts.
+            ControlResponse::Claimed { accepted, refused } => {
+                write!(f, "Claimed {{ accepted: {accepted}, refused: {} }}", refused.len())
+            }
+            ControlResponse::Error { reason } => write!(f, "Error {{ reason: {reason:?} }}"),
+        }
+    }
 }

@@ -64,6 +64,45 @@ pub enum RawPeerError {
     /// No answer to a control request.
     #[error("no answer from {0}")]
     NoAnswer(PeerId),
+    /// The entry refused some of the claimed SURB ids (the claimant's share
+    /// or its claim table is full): their replies will not be pushed.
+    #[error("{peer} refused {refused} of {claimed} reply claims")]
+    ClaimsRefused {
+        /// The entry.
+        peer: PeerId,
+        /// Ids refused.
+        refused: usize,
+        /// Ids claimed.
+        claimed: usize,
+    },
+    /// The entry answered a claim with something else than a claim answer.
+    #[error("{peer} answered a reply claim with: {reason}")]
+    ClaimFailed {
+        /// The entry.
+        peer: PeerId,
+        /// Its answer.
+        reason: String,
+    },
+}
+
+/// How long [`RawPeer::claim_replies`] waits for the entry's answer.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The entry's answer to a reply claim: how many ids it holds for us and
+/// which it refused.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClaimAnswer {
+    /// Ids held (or answered at once with a waiting reply).
+    pub accepted: usize,
+    /// Ids refused, in the order they were claimed.
+    pub refused: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClaimAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SURB ids link a client to its replies: only the counts.
+        write!(f, "ClaimAnswer {{ accepted: {}, refused: {} }}", self.accepted, self.refused.len())
+    }
 }
 
 /// What a raw peer does with the packets it receives on `/nox/packet/1`.
@@ -76,16 +115,25 @@ pub enum OnReceive {
     /// reading no faster than that peer accepts: a relay with Sphinx taken
     /// out, which is what the relay benchmark compares the node with.
     Forward(PeerId),
+    /// Accept packet streams and never read them: a client that stopped
+    /// reading, for tests of how a node sheds it.
+    Stall,
 }
 
 /// Where the answers to pending `GetDescriptors` (or `GetPrices`) requests
 /// go, oldest first: an answer goes to the oldest asker still waiting (the
 /// answers are lists of signed items every asker checks itself, so which
 /// peer's list an asker gets does not matter, only that each gets one).
-type DescriptorSlot = Arc<Mutex<std::collections::VecDeque<mpsc::Sender<Vec<Vec<u8>>>>>>;
+type DescriptorSlot = AnswerSlot<Vec<Vec<u8>>>;
+
+/// Askers waiting for one kind of answer, oldest first.
+type AnswerSlot<T> = Arc<Mutex<std::collections::VecDeque<mpsc::Sender<T>>>>;
+
+/// The answer a claimant gets: the claim answer, or the error the entry sent.
+type ClaimReply = Result<ClaimAnswer, String>;
 
 /// Hands `encoded` to the oldest asker in `slot` that still waits.
-async fn answer(slot: &DescriptorSlot, mut encoded: Vec<Vec<u8>>) {
+async fn answer<T>(slot: &AnswerSlot<T>, mut encoded: T) {
     let mut waiting = slot.lock().await;
     while let Some(tx) = waiting.pop_front() {
         match tx.send(encoded).await {
@@ -113,6 +161,9 @@ pub struct RawPeer {
     standing_tx: watch::Sender<u64>,
     descriptors: DescriptorSlot,
     prices: DescriptorSlot,
+    claims: AnswerSlot<ClaimReply>,
+    /// One claim at a time, so each answer goes to the claim it answers.
+    claiming: Mutex<()>,
     received: flume::Receiver<Packet>,
     received_count: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
@@ -149,7 +200,7 @@ impl RawPeer {
     ) -> Result<Self, RawPeerError> {
         let keep = match on_receive {
             OnReceive::Keep(n) => n,
-            OnReceive::Forward(_) => 1,
+            OnReceive::Forward(_) | OnReceive::Stall => 1,
         };
         let cfg = P2pConfig { listen: listen.clone(), ..P2pConfig::default() };
         let (mut handle, mut events, swarm) = p2p::spawn(keypair, cfg)?;
@@ -160,6 +211,7 @@ impl RawPeer {
         let (standing_tx, _) = watch::channel(0u64);
         let descriptors: DescriptorSlot = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let prices: DescriptorSlot = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let claims: AnswerSlot<ClaimReply> = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let (rx_tx, received) = flume::bounded(keep.max(1));
         let received_count = Arc::new(AtomicU64::new(0));
         let mut tasks = vec![swarm];
@@ -170,6 +222,7 @@ impl RawPeer {
             let standing_tx = standing_tx.clone();
             let descriptors = descriptors.clone();
             let prices = prices.clone();
+            let claims = claims.clone();
             tokio::spawn(async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
@@ -221,6 +274,13 @@ impl RawPeer {
                             }
                             ControlResponse::Descriptors { encoded } => answer(&descriptors, encoded).await,
                             ControlResponse::Prices { encoded } => answer(&prices, encoded).await,
+                            ControlResponse::Claimed { accepted, refused } => {
+                                let accepted = usize::try_from(accepted).unwrap_or(usize::MAX);
+                                answer(&claims, Ok(ClaimAnswer { accepted, refused })).await;
+                            }
+                            // An error answers the oldest claim waiting, if
+                            // any (descriptor and price askers time out).
+                            ControlResponse::Error { reason } => answer(&claims, Err(reason)).await,
                             _ => {}
                         },
                         Event::Gossip { message_id, source, .. } => {
@@ -249,6 +309,12 @@ impl RawPeer {
                 tokio::spawn(async move {
                     let mut out = match on_receive {
                         OnReceive::Keep(_) => None,
+                        // Hold the stream open, read nothing.
+                        OnReceive::Stall => {
+                            std::future::pending::<()>().await;
+                            drop(stream);
+                            return;
+                        }
                         OnReceive::Forward(next) => match control.open_stream(next, PACKET_PROTOCOL).await {
                             Ok(s) => Some(s),
                             Err(e) => {
@@ -288,6 +354,8 @@ impl RawPeer {
             standing_tx,
             descriptors,
             prices,
+            claims,
+            claiming: Mutex::new(()),
             received,
             received_count,
             tasks,
@@ -341,10 +409,44 @@ impl RawPeer {
         tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))
     }
 
-    /// Claims replies for `surb_ids` at `peer` (an entry node).
+    /// Claims replies for `surb_ids` at `peer` (an entry node) and waits for
+    /// its answer: an error if it refused any of them
+    /// ([`RawPeerError::ClaimsRefused`]; see [`RawPeer::claim_replies_answer`]
+    /// to learn which).
     pub async fn claim_replies(&self, peer: PeerId, surb_ids: Vec<[u8; 32]>) -> Result<(), RawPeerError> {
+        let claimed = surb_ids.len();
+        let answer = self.claim_replies_answer(peer, surb_ids, CLAIM_TIMEOUT).await?;
+        match answer.refused.len() {
+            0 => Ok(()),
+            refused => Err(RawPeerError::ClaimsRefused { peer, refused, claimed }),
+        }
+    }
+
+    /// Claims replies for `surb_ids` at `peer` and returns its answer: which
+    /// ids it holds for us and which it refused. An answer that does not fit
+    /// the claim (counts that do not add up, a refused id not claimed) is
+    /// [`RawPeerError::ClaimFailed`].
+    pub async fn claim_replies_answer(
+        &self,
+        peer: PeerId,
+        surb_ids: Vec<[u8; 32]>,
+        timeout: Duration,
+    ) -> Result<ClaimAnswer, RawPeerError> {
+        let _one_at_a_time = self.claiming.lock().await;
+        let (tx, mut rx) = mpsc::channel(1);
+        self.claims.lock().await.push_back(tx);
+        let claimed: std::collections::HashSet<[u8; 32]> = surb_ids.iter().copied().collect();
+        let count = surb_ids.len();
         self.p2p.command(Command::Request { peer, request: ControlRequest::SubscribeReplies { surb_ids } }).await?;
-        Ok(())
+        let reply =
+            tokio::time::timeout(timeout, rx.recv()).await.ok().flatten().ok_or(RawPeerError::NoAnswer(peer))?;
+        let answer = reply.map_err(|reason| RawPeerError::ClaimFailed { peer, reason })?;
+        if answer.accepted.checked_add(answer.refused.len()) != Some(count)
+            || answer.refused.iter().any(|id| !claimed.contains(id))
+        {
+            return Err(RawPeerError::ClaimFailed { peer, reason: format!("an answer that does not fit: {answer:?}") });
+        }
+        Ok(answer)
     }
 
     async fn write(&self, peer: PeerId, submit: bool, bytes: &[u8]) -> Result<(), RawPeerError> {

@@ -15,7 +15,8 @@
 //!   the matching replay caches, prunes old descriptors;
 //! * reply claims (`SubscribeReplies`) from clients, and from nodes claiming
 //!   the replies to their loop cover exactly as a client claims its own
-//!   (`crate::cover`);
+//!   (`crate::cover`), each answered `Claimed` with the ids the mailbox
+//!   refused (the claimant's share, see `crate::replies`);
 //! * prices — price rounds gossiped on `nox/prices/1` by any admitted peer
 //!   (oracles publish them, nodes relay them) go through the
 //!   [`PriceFeed`]: GossipSub relays a round only if the feed accepted it.
@@ -271,6 +272,11 @@ async fn on_event(ctx: &ControlContext, ev: Event) {
                     }
                 }
             }
+            // The answer to this node's claims for its loops: a refused claim
+            // leaves that loop's reply unpushed, and the loop counts as lost.
+            ControlResponse::Claimed { refused, .. } => {
+                ctx.metrics.event("reply_claim", "refused_by_peer").inc_by(refused.len() as u64);
+            }
             ControlResponse::Ack | ControlResponse::Error { .. } => {}
         },
         Event::RequestFailed { .. } => {
@@ -373,12 +379,16 @@ fn on_request(ctx: &ControlContext, peer: PeerId, request: ControlRequest) -> Co
             if surb_ids.len() > MAX_REPLY_CLAIMS {
                 return ControlResponse::Error { reason: format!("at most {MAX_REPLY_CLAIMS} ids per claim") };
             }
-            for packet in ctx.replies.claim(peer, &surb_ids) {
+            let out = ctx.replies.claim(peer, &surb_ids);
+            for packet in out.ready {
                 if ctx.egress.try_send(Action::Push { client: peer, packet }).is_err() {
                     ctx.metrics.dropped("control", "egress_full").inc();
                 }
             }
-            ControlResponse::Ack
+            // Every id is answered: the claimant learns which ones it does not hold.
+            ctx.metrics.event("reply_claim", "accepted").inc_by(out.accepted as u64);
+            ctx.metrics.event("reply_claim", "refused").inc_by(out.refused.len() as u64);
+            ControlResponse::Claimed { accepted: out.accepted as u32, refused: out.refused }
         }
     }
 }

@@ -228,8 +228,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     // now, the endpoint is polled once the transport runs.
     let watcher = match WatcherConfig::from_section(&cfg.chain) {
         Some(wcfg) => {
-            nox_protocol::topology::check_layer(cfg.node.role, layer, keys.wallet_address())
-                .map_err(|e| NodeError::Config(e.to_string()))?;
+            // A relay's layer is fixed on chain at registration (not derivable
+            // here): peers hold `node.layer` to the registry's record.
             let (w, _) = ChainWatcher::new(wcfg, db.clone(), topology.clone(), metrics.clone(), self_id)?;
             Some(w)
         }
@@ -294,7 +294,11 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         .map_err(|source| NodeError::Io { what: "mix thread", source })?;
     threads.push(mix_thread);
 
-    let replies = Arc::new(ReplyMailbox::new(cfg.egress.reply_mailbox, Duration::from_secs(cfg.egress.reply_ttl_secs)));
+    let replies = Arc::new(ReplyMailbox::with_share(
+        cfg.egress.reply_mailbox,
+        cfg.egress.reply_claims_per_peer,
+        Duration::from_secs(cfg.egress.reply_ttl_secs),
+    ));
     let (final_tx, final_rx) = flume::bounded(cfg.egress.queue.max(1));
     let cover_state = Arc::new(CoverState::new(metrics.clone()));
     let ectx = EgressContext {
@@ -313,6 +317,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let egress_cfg = EgressConfig {
         peer_queue: cfg.egress.peer_queue,
         connect_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
+        client_queue_bytes: cfg.egress.client_queue_bytes,
+        client_write_timeout: Duration::from_millis(cfg.egress.client_write_timeout_ms),
     };
     tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
 
@@ -656,20 +662,6 @@ impl RunningNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// With a chain, a node whose `node.layer` is not the registry's layer for
-    /// its wallet refuses to start, before it opens anything on the network.
-    #[tokio::test]
-    async fn a_layer_the_registry_would_not_give_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
-        let assigned = nox_protocol::contracts::relay_layer(keys.wallet_address());
-        let mut cfg = crate::localnet::base_config(dir.path(), 1 - assigned);
-        cfg.chain.rpc_url = Some("http://127.0.0.1:9".into());
-        cfg.chain.registry = Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into());
-        let err = start(cfg, keys, NodeOptions::default()).await.unwrap_err();
-        assert!(matches!(&err, NodeError::Config(m) if m.contains(&format!("set node.layer = {assigned}"))), "{err}");
-    }
 
     /// A client that keeps its HTTP connection open (keep-alive) does not
     /// keep the database open past shutdown: the node starts again at once.

@@ -10,11 +10,21 @@
 //! could tell anyway by watching its own link to the client — but not from
 //! where, and not what: the body is encrypted to the client's SURB keys.
 //!
-//! Bounds: at most `capacity` stored replies and `capacity` claims, of which
-//! one client holds at most [`MAX_CLAIMS_PER_CLIENT`]; both age out after
-//! `ttl`, and a client's claims go when it disconnects. Claiming an id that is
-//! already claimed changes nothing, so repeating a claim cannot grow anything.
-
+//! Bounds: at most `capacity` stored replies and `capacity` claims; both age
+//! out after `ttl`, and a claimant's claims go when it disconnects. Claiming
+//! an id the claimant already holds changes nothing, so repeating a claim
+//! cannot grow anything.
+//!
+//! Shares. A claimant holds at most `per_claimant` claims, and a new claim is
+//! taken only while the claimant would hold at most half of the slots the
+//! other claimants leave free: one claimant alone takes at most half the
+//! table, and every later claimant still finds room however greedy the earlier
+//! ones were (k greedy claimants leave at least `capacity / 2^k` free). Each
+//! claim is answered: [`ClaimOutcome`] names the ids refused, so a claimant
+//! never believes a reply will be pushed when it will not. Stored replies have
+//! no claimant to share by; a claimed reply never enters the store, so a
+//! flood of unclaimed replies costs only replies that arrive before their
+//! claim (the entry refuses new ones while the store is full).
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,9 +32,33 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use nox_protocol::sphinx::Packet;
 
-/// Most claims one client holds at once (one claim request carries at most
-/// this many too), so that no client can take the whole mailbox.
+/// The default of `egress.reply_claims_per_peer`: most claims one claimant
+/// holds at once, as many as one claim request may carry (and as many loops
+/// as a node keeps in flight, `crate::cover::MAX_OUTSTANDING`).
 pub const MAX_CLAIMS_PER_CLIENT: usize = nox_net::p2p::MAX_REPLY_CLAIMS;
+
+/// What a claim got.
+#[derive(Default)]
+pub struct ClaimOutcome {
+    /// Replies that were already waiting: their claims are consumed at once.
+    pub ready: Vec<Packet>,
+    /// Ids now held for the claimant (already held ones included), plus the
+    /// ones answered from `ready`.
+    pub accepted: usize,
+    /// Ids refused: over the claimant's share, the table full, or held by
+    /// another claimant. Their replies are not pushed.
+    pub refused: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClaimOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimOutcome")
+            .field("ready", &self.ready.len())
+            .field("accepted", &self.accepted)
+            .field("refused", &self.refused.len())
+            .finish()
+    }
+}
 
 /// What to do with a reply.
 pub enum Delivery {
@@ -82,6 +116,7 @@ impl Inner {
 pub struct ReplyMailbox {
     inner: Mutex<Inner>,
     capacity: usize,
+    per_claimant: usize,
     ttl: Duration,
 }
 
@@ -92,9 +127,27 @@ impl std::fmt::Debug for ReplyMailbox {
 }
 
 impl ReplyMailbox {
-    /// A mailbox holding up to `capacity` replies and claims for `ttl`.
+    /// A mailbox holding up to `capacity` replies and claims for `ttl`, at
+    /// most [`MAX_CLAIMS_PER_CLIENT`] claims per claimant.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        ReplyMailbox { inner: Mutex::new(Inner::default()), capacity: capacity.max(1), ttl }
+        Self::with_share(capacity, MAX_CLAIMS_PER_CLIENT, ttl)
+    }
+
+    /// A mailbox holding up to `capacity` replies and claims for `ttl`, at
+    /// most `per_claimant` claims per claimant.
+    pub fn with_share(capacity: usize, per_claimant: usize, ttl: Duration) -> Self {
+        ReplyMailbox {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+            per_claimant: per_claimant.max(1),
+            ttl,
+        }
+    }
+
+    /// Most claims `held_by_others` leave to one claimant: half of the free
+    /// slots, within the per-claimant cap.
+    fn share(&self, held_by_others: usize) -> usize {
+        (self.capacity.saturating_sub(held_by_others) / 2).min(self.per_claimant)
     }
 
     fn expire(&self, inner: &mut Inner, now: Instant) {
@@ -141,26 +194,42 @@ impl ReplyMailbox {
         Delivery::Stored
     }
 
-    /// `client` claims `ids`; returns the replies already waiting for them.
-    pub fn claim(&self, client: PeerId, ids: &[[u8; 32]]) -> Vec<Packet> {
+    /// `client` claims `ids`: the replies already waiting for them, and
+    /// which ids were accepted or refused (see [`ClaimOutcome`]).
+    pub fn claim(&self, client: PeerId, ids: &[[u8; 32]]) -> ClaimOutcome {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         self.expire(&mut inner, now);
-        let mut ready = Vec::new();
+        let mut out = ClaimOutcome::default();
         for id in ids {
             if let Some((_, p)) = inner.stored.remove(id) {
-                ready.push(p);
+                out.ready.push(p);
+                out.accepted += 1;
                 continue;
             }
+            match inner.claims.get(id) {
+                Some((holder, _)) if *holder == client => {
+                    out.accepted += 1;
+                    continue;
+                }
+                Some(_) => {
+                    out.refused.push(*id);
+                    continue;
+                }
+                None => {}
+            }
             let held = inner.claims_per_client.get(&client).copied().unwrap_or(0);
-            if inner.claims.contains_key(id) || inner.claims.len() >= self.capacity || held >= MAX_CLAIMS_PER_CLIENT {
+            let others = inner.claims.len() - held;
+            if held >= self.share(others) || inner.claims.len() >= self.capacity {
+                out.refused.push(*id);
                 continue;
             }
             inner.claims.insert(*id, (client, now));
             inner.claim_order.push_back((*id, now));
             *inner.claims_per_client.entry(client).or_insert(0) += 1;
+            out.accepted += 1;
         }
-        ready
+        out
     }
 
     /// Forgets every claim of a client that disconnected.
@@ -194,7 +263,7 @@ mod tests {
     fn claim_then_reply_pushes_once() {
         let mb = ReplyMailbox::new(4, Duration::from_secs(60));
         let c = PeerId::random();
-        assert!(mb.claim(c, &[[1; 32]]).is_empty());
+        assert!(mb.claim(c, &[[1; 32]]).ready.is_empty());
         assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Push { client, .. } if client == c));
         // Single use: a second reply for the same id is stored, not pushed.
         assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Stored));
@@ -236,7 +305,8 @@ mod tests {
         assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Stored));
         assert!(matches!(mb.deliver([2; 32], pkt()), Delivery::Stored));
         assert!(matches!(mb.deliver([3; 32], pkt()), Delivery::Full));
-        assert_eq!(mb.claim(PeerId::random(), &[[1; 32], [9; 32]]).len(), 1);
+        let out = mb.claim(PeerId::random(), &[[1; 32], [9; 32]]);
+        assert_eq!((out.ready.len(), out.accepted, out.refused.len()), (1, 2, 0));
         assert_eq!(mb.sizes(), (1, 1));
     }
 
@@ -245,6 +315,76 @@ mod tests {
         let mb = ReplyMailbox::new(2, Duration::from_millis(1));
         assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Stored));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(mb.claim(PeerId::random(), &[[1; 32]]).is_empty());
+        assert!(mb.claim(PeerId::random(), &[[1; 32]]).ready.is_empty());
+    }
+
+    /// `n` distinct ids, distinct for each `tag`.
+    fn ids(tag: u8, n: usize) -> Vec<[u8; 32]> {
+        (0..n as u32)
+            .map(|i| {
+                let mut id = [tag; 32];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                id
+            })
+            .collect()
+    }
+
+    #[test]
+    fn greedy_claimants_leave_room_for_the_next_and_every_refusal_is_reported() {
+        // The default shape: 4,096 claims, 1,024 per claimant. Before shares,
+        // four claimants of 1,024 filled the table and a fifth's claims were
+        // ignored while acknowledged.
+        let mb = ReplyMailbox::new(4096, Duration::from_secs(60));
+        let greedy: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        let mut held = 0;
+        for (n, g) in greedy.iter().enumerate() {
+            // Each floods: its whole share and then some, in several requests.
+            for round in 0..3u8 {
+                let batch = ids(n as u8 * 8 + round, MAX_CLAIMS_PER_CLIENT);
+                let out = mb.claim(*g, &batch);
+                assert_eq!(out.accepted + out.refused.len(), batch.len(), "every id is answered");
+                held += out.accepted;
+            }
+            assert_eq!(held, mb.sizes().1);
+            assert!(mb.sizes().1 < 4096, "claimant {n} filled the table");
+        }
+        // The first three got their 1,024; the fourth half of what they left.
+        assert_eq!(mb.sizes().1, 3 * 1024 + 512);
+        // Honest claimants each claim 40 ids: all accepted, pushed when their replies come.
+        for tag in 100..104u8 {
+            let honest = PeerId::random();
+            let mine = ids(tag, 40);
+            let out = mb.claim(honest, &mine);
+            assert_eq!((out.accepted, out.refused.len()), (40, 0), "honest claimant {tag}");
+            assert!(matches!(mb.deliver(mine[0], pkt()), Delivery::Push { client, .. } if client == honest));
+        }
+        // A greedy claimant's refused ids were really not taken: their replies are stored.
+        let refused = mb.claim(greedy[0], &ids(200, 1)).refused;
+        assert_eq!(refused.len(), 1);
+        assert!(matches!(mb.deliver(refused[0], pkt()), Delivery::Stored));
+    }
+
+    #[test]
+    fn an_id_held_by_another_claimant_is_refused_and_a_repeat_is_accepted() {
+        let mb = ReplyMailbox::new(16, Duration::from_secs(60));
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert_eq!(mb.claim(a, &[[1; 32]]).accepted, 1);
+        assert_eq!(mb.claim(a, &[[1; 32]]).accepted, 1, "a repeat is still held");
+        let out = mb.claim(b, &[[1; 32], [2; 32]]);
+        assert_eq!((out.accepted, out.refused), (1, vec![[1; 32]]));
+        assert!(matches!(mb.deliver([1; 32], pkt()), Delivery::Push { client, .. } if client == a));
+    }
+
+    #[test]
+    fn the_per_claimant_cap_holds_below_half_the_table() {
+        let mb = ReplyMailbox::with_share(64, 5, Duration::from_secs(60));
+        let c = PeerId::random();
+        let out = mb.claim(c, &ids(1, 9));
+        assert_eq!((out.accepted, out.refused.len()), (5, 4));
+        // Claims consumed by their replies free the share again.
+        for id in &ids(1, 2) {
+            assert!(matches!(mb.deliver(*id, pkt()), Delivery::Push { .. }));
+        }
+        assert_eq!(mb.claim(c, &ids(2, 9)).accepted, 2);
     }
 }

@@ -33,7 +33,10 @@
 //!   performed again) and answers held for more SURBs.
 //!
 //! Bounds (`[exit]`): the reassembler's bytes, messages, fragments per
-//! message, message length and stale timeout; `exit.concurrency` requests
+//! message, message length and stale timeout (a fragment that finds the
+//! bytes or messages full makes room by dropping the stalest incomplete
+//! messages, counted `exit/reassembly_evicted` per fragment, so a flood of
+//! messages that never complete cannot shut new ones out); `exit.concurrency` requests
 //! served at once (beyond it a request is answered `Busy` and counted
 //! `exit/busy`); `exit.request_timeout_ms` from the message's completion to
 //! the answer (beyond it the answer is `Timeout`); an answer longer than
@@ -191,6 +194,7 @@ struct ExitMetrics {
     top_up: Counter,
     top_up_unknown: Counter,
     book_evicted: Counter,
+    reassembly_evicted: Counter,
     metrics: Metrics,
 }
 
@@ -239,6 +243,7 @@ impl ExitStage {
                 top_up: mm.packets("exit", "surb_top_up"),
                 top_up_unknown: mm.dropped("exit", "top_up_unknown"),
                 book_evicted: mm.dropped("exit", "book_evicted"),
+                reassembly_evicted: mm.dropped("exit", "reassembly_evicted"),
                 metrics: mm,
             },
             ctx,
@@ -250,7 +255,10 @@ impl ExitStage {
         while let Ok(payload) = input.recv_async().await {
             let now = Instant::now();
             reassembler.expire(now);
-            let message = match reassembler.insert(payload.as_bytes(), now) {
+            let inserted = reassembler.insert(payload.as_bytes(), now);
+            // Fragments of the stalest incomplete messages, dropped to make room.
+            shared.m.reassembly_evicted.inc_by(reassembler.take_evicted() as u64);
+            let message = match inserted {
                 Ok(Reassembled::Complete(msg)) => msg,
                 Ok(_) => {
                     shared.m.fragment.inc();

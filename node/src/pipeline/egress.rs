@@ -17,15 +17,27 @@
 //!   it (bounded, with a TTL) until the peer does.
 //! * `Push`: a claimed reply to its claimant: a client over the connection it
 //!   holds, a node (claiming its loops' replies) over this node's link to it.
+//!
+//! Client links share one budget, `egress.client_queue_bytes`: every packet
+//! queued for a client (the one being written included) holds its part of it
+//! until it is written or dropped. One client may queue at most half of what
+//! the other clients leave free, and at most `egress.peer_queue` packets, so
+//! clients that stop reading cannot take the whole budget and a client that
+//! reads always finds room. A client is disconnected (and its queue dropped)
+//! when one packet takes longer than `egress.client_write_timeout_ms` to
+//! write, or when it stays at its share that long without taking a packet.
+//! Node links have no write deadline: a slow next hop is backpressure (its
+//! ingest waits), and its queue is its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::AsyncWriteExt;
 use libp2p::PeerId;
 use nox_protocol::NodeId;
-use nox_protocol::sphinx::{Packet, Payload};
+use nox_protocol::sphinx::{PACKET_LEN, Packet, Payload};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
@@ -47,6 +59,11 @@ pub struct EgressConfig {
     pub peer_queue: usize,
     /// How long a link waits for a connection and a welcome.
     pub connect_timeout: Duration,
+    /// Bytes queued on all client links together.
+    pub client_queue_bytes: usize,
+    /// Deadline of one write to a client, and longest a client may stay at
+    /// its share without taking a packet.
+    pub client_write_timeout: Duration,
 }
 
 /// Shared pieces egress talks to.
@@ -94,6 +111,12 @@ struct EgressMetrics {
     reply_duplicate: Counter,
     local_full: Counter,
     link_failed: Counter,
+    client_share_full: Counter,
+    client_budget_full: Counter,
+    client_write_timeout: Counter,
+    client_stalled: Counter,
+    client_timed_out: Counter,
+    client_queued: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The egress stage.
@@ -116,8 +139,88 @@ impl Frame {
     }
 }
 
-/// A frame for a peer's link queue.
-type LinkSender = mpsc::Sender<Frame>;
+/// A frame on a link queue; a client's holds its part of the client budget
+/// until it is written or dropped.
+struct Queued {
+    frame: Frame,
+    hold: Option<Reservation>,
+}
+
+/// One packet's part of the client budget (and of its link's count), given
+/// back when dropped.
+struct Reservation {
+    link: Arc<AtomicUsize>,
+    budget: Arc<ClientBudget>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.link.fetch_sub(1, Ordering::AcqRel);
+        let left = self.budget.queued.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.budget.gauge.set(left as i64);
+    }
+}
+
+/// The packets queued on all client links together. Only the egress task
+/// reserves (so the bound is exact); link tasks give back.
+struct ClientBudget {
+    capacity: usize,
+    per_link: usize,
+    queued: AtomicUsize,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Why a client's packet was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The client holds its share already.
+    Share,
+    /// Every client together hold the whole budget.
+    Budget,
+}
+
+impl ClientBudget {
+    fn new(cfg: &EgressConfig, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        ClientBudget {
+            capacity: (cfg.client_queue_bytes / PACKET_LEN).max(2),
+            per_link: cfg.peer_queue.max(1),
+            queued: AtomicUsize::new(0),
+            gauge,
+        }
+    }
+
+    /// Most packets a link may hold while the others hold `others`: half of
+    /// what they leave free, within the per-link cap.
+    fn share(&self, others: usize) -> usize {
+        (self.capacity.saturating_sub(others) / 2).min(self.per_link)
+    }
+
+    /// Reserves one packet for the link counting `link`, if its share allows.
+    fn reserve(self: &Arc<Self>, link: &Arc<AtomicUsize>) -> Result<Reservation, Refusal> {
+        let total = self.queued.load(Ordering::Acquire);
+        let mine = link.load(Ordering::Acquire);
+        if total >= self.capacity {
+            return Err(Refusal::Budget);
+        }
+        if mine >= self.share(total.saturating_sub(mine)) {
+            return Err(Refusal::Share);
+        }
+        link.fetch_add(1, Ordering::AcqRel);
+        let now = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        self.gauge.set(now as i64);
+        Ok(Reservation { link: link.clone(), budget: self.clone() })
+    }
+}
+
+/// Egress's handle on one link.
+struct Link {
+    tx: mpsc::Sender<Queued>,
+    /// Packets queued on it (counted for client links only).
+    queued: Arc<AtomicUsize>,
+    /// Since when a client's packets have been refused for its share, with
+    /// none taken in between.
+    full_since: Option<Instant>,
+}
 
 impl EgressStage {
     /// Runs egress until `input` closes.
@@ -135,8 +238,15 @@ impl EgressStage {
             reply_duplicate: ctx.metrics.dropped("egress", "reply_duplicate"),
             local_full: ctx.metrics.dropped("egress", "local_queue_full"),
             link_failed: ctx.metrics.dropped("egress", "link_failed"),
+            client_share_full: ctx.metrics.dropped("egress", "client_share_full"),
+            client_budget_full: ctx.metrics.dropped("egress", "client_budget_full"),
+            client_write_timeout: ctx.metrics.dropped("egress", "client_write_timeout"),
+            client_stalled: ctx.metrics.event("client_link", "disconnected_stalled"),
+            client_timed_out: ctx.metrics.event("client_link", "disconnected_write_timeout"),
+            client_queued: ctx.metrics.queue_depth("client_links"),
         });
-        let mut links: HashMap<Target, LinkSender> = HashMap::new();
+        let budget = Arc::new(ClientBudget::new(&cfg, m.client_queued.clone()));
+        let mut links: HashMap<Target, Link> = HashMap::new();
         let mut removals_seen = ctx.topology.removals();
         while let Ok(action) = input.recv_async().await {
             // A node that left the topology (unregistered, slashed, unstaked)
@@ -161,7 +271,7 @@ impl EgressStage {
                         }
                         continue;
                     }
-                    send_to(&cfg, &ctx, &m, &mut links, Target::Node(next), Frame::Packet(packet));
+                    send_to(&cfg, &ctx, &m, &budget, &mut links, Target::Node(next), Frame::Packet(packet));
                 }
                 Action::Submit { entry, frame } => {
                     // The cover task submits to itself through ingest, never here.
@@ -169,7 +279,7 @@ impl EgressStage {
                         m.bad_next_hop.inc();
                         continue;
                     }
-                    send_to(&cfg, &ctx, &m, &mut links, Target::Submit(entry), Frame::Submission(frame));
+                    send_to(&cfg, &ctx, &m, &budget, &mut links, Target::Submit(entry), Frame::Submission(frame));
                 }
                 Action::Final { payload } => {
                     #[cfg(feature = "test-harness")]
@@ -184,7 +294,7 @@ impl EgressStage {
                 }
                 Action::Push { client, packet } => {
                     m.reply_pushed.inc();
-                    send_to(&cfg, &ctx, &m, &mut links, claimant(&ctx, client), Frame::Packet(packet));
+                    send_to(&cfg, &ctx, &m, &budget, &mut links, claimant(&ctx, client), Frame::Packet(packet));
                 }
                 Action::Reply { surb_id, mut packet } => {
                     // This node was the entry of one of its own loops: the
@@ -196,7 +306,7 @@ impl EgressStage {
                     match ctx.replies.deliver(surb_id, packet) {
                         Delivery::Push { client, packet } => {
                             m.reply_pushed.inc();
-                            send_to(&cfg, &ctx, &m, &mut links, claimant(&ctx, client), Frame::Packet(packet));
+                            send_to(&cfg, &ctx, &m, &budget, &mut links, claimant(&ctx, client), Frame::Packet(packet));
                         }
                         Delivery::Stored => {
                             m.reply_stored.inc();
@@ -250,12 +360,48 @@ fn send_to(
     cfg: &EgressConfig,
     ctx: &EgressContext,
     m: &Arc<EgressMetrics>,
-    links: &mut HashMap<Target, LinkSender>,
+    budget: &Arc<ClientBudget>,
+    links: &mut HashMap<Target, Link>,
     target: Target,
     frame: Frame,
 ) {
-    let frame = match links.get(&target) {
-        Some(link) => match link.try_send(frame) {
+    // A client's packet first needs its share of the client budget.
+    let hold = match target {
+        Target::Client(peer) => {
+            let queued = links.get(&target).map(|l| l.queued.clone()).unwrap_or_default();
+            match budget.reserve(&queued) {
+                Ok(r) => {
+                    if let Some(link) = links.get_mut(&target) {
+                        link.full_since = None;
+                    }
+                    Some(r)
+                }
+                Err(refusal) => {
+                    match refusal {
+                        Refusal::Share => m.client_share_full.inc(),
+                        Refusal::Budget => m.client_budget_full.inc(),
+                    };
+                    // A link at its share that takes nothing for the write
+                    // deadline is a client that stopped reading: cut it off.
+                    if refusal == Refusal::Share
+                        && let Some(link) = links.get_mut(&target)
+                    {
+                        let since = *link.full_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= cfg.client_write_timeout {
+                            links.remove(&target);
+                            m.client_stalled.inc();
+                            disconnect(ctx, peer);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        Target::Node(_) | Target::Submit(_) => None,
+    };
+    let item = Queued { frame, hold };
+    let item = match links.get(&target) {
+        Some(link) => match link.tx.try_send(item) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 m.peer_queue_full.inc();
@@ -264,7 +410,7 @@ fn send_to(
             // The link task ended (it gives up after repeated failures): start afresh.
             Err(mpsc::error::TrySendError::Closed(f)) => f,
         },
-        None => frame,
+        None => item,
     };
     // The sender of a packet chooses its next hop: only a node of the topology
     // gets a link (and a task), so forged ids cannot make egress grow.
@@ -280,19 +426,44 @@ fn send_to(
     };
     // Links whose task has ended are forgotten here, so the map holds at most
     // the topology's nodes and the clients with a live link.
-    links.retain(|_, tx| !tx.is_closed());
+    links.retain(|_, l| !l.tx.is_closed());
+    // A client's reservation already counts on the link it was made for.
+    let queued = item.hold.as_ref().map(|r| r.link.clone()).unwrap_or_default();
     let (tx, rx) = mpsc::channel(cfg.peer_queue.max(1));
     tokio::spawn(run_link(cfg.clone(), ctx.clone(), m.clone(), peer, node, target.protocol(), rx));
-    if tx.try_send(frame).is_err() {
+    if tx.try_send(item).is_err() {
         m.peer_queue_full.inc();
     }
-    links.insert(target, tx);
+    links.insert(target, Link { tx, queued, full_since: None });
+}
+
+/// Closes the connection of a client that stopped reading; its claims go with
+/// it (`Event::Disconnected`).
+fn disconnect(ctx: &EgressContext, peer: PeerId) {
+    let p2p = ctx.p2p.clone();
+    tokio::spawn(async move {
+        let _ = p2p.command(Command::Disconnect { peer }).await;
+    });
 }
 
 /// Drops everything queued on a link that cannot send, counting each packet.
-fn shed(rx: &mut mpsc::Receiver<Frame>, m: &EgressMetrics) {
+fn shed(rx: &mut mpsc::Receiver<Queued>, counter: &Counter) {
     while rx.try_recv().is_ok() {
-        m.link_failed.inc();
+        counter.inc();
+    }
+}
+
+/// `io` within `deadline`, if there is one; a timeout is `Err(None)`.
+async fn within<F>(deadline: Option<Duration>, io: F) -> Result<(), Option<std::io::Error>>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    match deadline {
+        Some(d) => match tokio::time::timeout(d, io).await {
+            Ok(r) => r.map_err(Some),
+            Err(_) => Err(None),
+        },
+        None => io.await.map_err(Some),
     }
 }
 
@@ -328,7 +499,8 @@ async fn connect(
 /// (counted as `link_failed`), back off, and try again with the next packet.
 /// A link gives up after three failures in a row (egress starts a new one on
 /// the next packet); a client link ends as soon as it cannot connect or its
-/// stream breaks.
+/// stream breaks, and a client write (or flush) past the deadline
+/// disconnects the client and drops its queue (`client_write_timeout`).
 async fn run_link(
     cfg: EgressConfig,
     ctx: EgressContext,
@@ -336,33 +508,37 @@ async fn run_link(
     peer: PeerId,
     node: Option<NodeId>,
     protocol: StreamProtocol,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: mpsc::Receiver<Queued>,
 ) {
     let mut control = ctx.p2p.streams.clone();
     let mut failures = 0u32;
+    let deadline = node.is_none().then_some(cfg.client_write_timeout);
     // Wait for the first packet before dialling anything.
-    let Some(mut pending) = rx.recv().await else { return };
+    let Some(first) = rx.recv().await else { return };
+    let mut pending = Some(first);
     loop {
         match connect(&cfg, &ctx, &mut control, peer, node, protocol.clone()).await {
             Some(mut stream) => {
                 failures = 0;
-                loop {
-                    if let Err(e) = stream.write_all(pending.bytes()).await {
-                        tracing::debug!(error = %e, "packet stream write failed");
-                        m.link_failed.inc();
-                        break;
+                // Why the stream is given up: an error, or `None` for a client
+                // past its deadline; and whether a packet in hand was lost.
+                let (broke, lost) = loop {
+                    if let Some(item) = pending.take() {
+                        if let Err(e) = within(deadline, stream.write_all(item.frame.bytes())).await {
+                            break (e, true);
+                        }
+                        m.sent.inc();
+                        // Written: its part of the client budget goes back as it drops here.
                     }
-                    m.sent.inc();
                     // Flush only when nothing else is queued, so bursts go out in fewer syscalls.
                     pending = match rx.try_recv() {
-                        Ok(p) => p,
+                        Ok(p) => Some(p),
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            if stream.flush().await.is_err() {
-                                m.link_failed.inc();
-                                break;
+                            if let Err(e) = within(deadline, stream.flush()).await {
+                                break (e, false);
                             }
                             match rx.recv().await {
-                                Some(p) => p,
+                                Some(p) => Some(p),
                                 None => {
                                     let _ = stream.close().await;
                                     return;
@@ -371,18 +547,36 @@ async fn run_link(
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => return,
                     };
+                };
+                match broke {
+                    Some(e) => {
+                        tracing::debug!(error = %e, "packet stream write failed");
+                        m.link_failed.inc();
+                    }
+                    // A client that does not read loses its connection and
+                    // everything queued for it.
+                    None => {
+                        if lost {
+                            m.client_write_timeout.inc();
+                        }
+                        m.client_timed_out.inc();
+                        shed(&mut rx, &m.client_write_timeout);
+                        disconnect(&ctx, peer);
+                        return;
+                    }
                 }
                 // A client's connection is gone with its stream: the link ends
                 // (and egress forgets it) rather than wait for a client that left.
                 if node.is_none() {
-                    shed(&mut rx, &m);
+                    shed(&mut rx, &m.link_failed);
                     return;
                 }
             }
             None => {
                 failures += 1;
+                drop(pending.take());
                 m.link_failed.inc();
-                shed(&mut rx, &m);
+                shed(&mut rx, &m.link_failed);
                 if failures >= 3 || node.is_none() {
                     return;
                 }
@@ -390,8 +584,72 @@ async fn run_link(
             }
         }
         match rx.recv().await {
-            Some(p) => pending = p,
+            Some(p) => pending = Some(p),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(packets: usize, per_link: usize) -> Arc<ClientBudget> {
+        let cfg = EgressConfig {
+            peer_queue: per_link,
+            connect_timeout: Duration::from_secs(1),
+            client_queue_bytes: packets * PACKET_LEN,
+            client_write_timeout: Duration::from_secs(1),
+        };
+        Arc::new(ClientBudget::new(&cfg, Default::default()))
+    }
+
+    /// Reserves on `link` until refused; returns the reservations and why it stopped.
+    fn fill(b: &Arc<ClientBudget>, link: &Arc<AtomicUsize>) -> (Vec<Reservation>, Refusal) {
+        let mut held = Vec::new();
+        loop {
+            match b.reserve(link) {
+                Ok(r) => held.push(r),
+                Err(why) => return (held, why),
+            }
+        }
+    }
+
+    #[test]
+    fn clients_that_stop_reading_each_get_half_of_what_is_left() {
+        let b = budget(64, 1024);
+        let links: Vec<Arc<AtomicUsize>> = (0..4).map(|_| Arc::default()).collect();
+        let mut kept = Vec::new();
+        for (link, expect) in links.iter().zip([32, 16, 8, 4]) {
+            let (held, why) = fill(&b, link);
+            assert_eq!((held.len(), why), (expect, Refusal::Share));
+            kept.push(held);
+        }
+        assert_eq!(b.queued.load(Ordering::Acquire), 60);
+        // A client that reads still finds room.
+        let reader = Arc::default();
+        let first = b.reserve(&reader).unwrap();
+        drop(first);
+        // Written or dropped packets give their part back, to the link and the budget.
+        kept.swap_remove(0);
+        assert_eq!((links[0].load(Ordering::Acquire), b.queued.load(Ordering::Acquire)), (0, 28));
+        assert_eq!(b.gauge.get(), 28);
+    }
+
+    #[test]
+    fn the_per_link_cap_and_the_whole_budget_hold() {
+        let b = budget(1000, 10);
+        let link = Arc::default();
+        let (held, why) = fill(&b, &link);
+        assert_eq!((held.len(), why), (10, Refusal::Share));
+        // The smallest budget (two packets) still serves one client a packet at a time.
+        let b = budget(2, 1024);
+        let (a, c) = (Arc::default(), Arc::default());
+        let (held, _) = fill(&b, &a);
+        assert_eq!(held.len(), 1);
+        let (others, why) = fill(&b, &c);
+        assert_eq!((others.len(), why), (0, Refusal::Share));
+        drop(held);
+        assert_eq!(fill(&b, &c).0.len(), 1);
     }
 }

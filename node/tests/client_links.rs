@@ -1,0 +1,177 @@
+//! Clients against an entry's shares, over real libp2p connections on
+//! loopback: clients that claim replies and stop reading cannot pin more than
+//! the client-link budget and are disconnected, while a client that reads is
+//! served; a client flooding reply claims is told which it did not get, and
+//! the other claimants still get theirs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use nox_client::echo_request;
+use nox_net::p2p::{MAX_REPLY_CLAIMS, PeerKind};
+use nox_net::raw_peer::{CLAIM_TIMEOUT, OnReceive, RawPeer, RawPeerError};
+use nox_node::localnet::LocalNet;
+use nox_protocol::fragment::MAX_SHARD_LEN;
+use nox_protocol::sphinx::PACKET_LEN;
+
+const POW_BITS: u8 = 4;
+/// The client-link budget of the entry under test, in packets.
+const BUDGET_PACKETS: usize = 64;
+
+fn peer(net: &LocalNet, idx: usize) -> PeerId {
+    net.nodes[idx].running.as_ref().unwrap().peer_id
+}
+
+fn metrics(net: &LocalNet, idx: usize) -> &nox_node::metrics::Metrics {
+    &net.nodes[idx].running.as_ref().unwrap().metrics
+}
+
+/// A client that claims and never reads what the entry pushes.
+async fn stalled_client(net: &LocalNet, gw: usize) -> RawPeer {
+    let client = RawPeer::start_with(
+        libp2p::identity::Keypair::generate_ed25519(),
+        Vec::new(),
+        PeerKind::Client,
+        OnReceive::Stall,
+    )
+    .await
+    .unwrap();
+    let g = net.nodes[gw].running.as_ref().unwrap();
+    client.connect(g.peer_id, g.listen_addrs.clone(), Duration::from_secs(10)).await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_that_stop_reading_pin_at_most_the_budget_and_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNet::start_ready(dir.path(), [1, 1, 1], 7, |i, c| {
+        if i == 0 {
+            c.egress.client_queue_bytes = BUDGET_PACKETS * PACKET_LEN;
+            c.egress.client_write_timeout_ms = 3_000;
+        }
+    })
+    .await
+    .unwrap();
+    let (gw, mx, ex) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
+    let gwp = peer(&net, gw);
+    let (epoch, fwd) = net.route(&[gw, mx, ex], 0).unwrap();
+    let (_, back) = net.route(&[mx, gw], 0).unwrap();
+
+    // Four clients each ask for three echoes of 21 reply packets (11 data
+    // shards, padded to 16, and 5 parity) and never read them: 252 packets
+    // for a budget of 64.
+    let data = vec![0x42u8; 11 * MAX_SHARD_LEN - 100];
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let client = stalled_client(&net, gw).await;
+        for _ in 0..3 {
+            let req = echo_request(epoch, &fwd, &back, 21, data.clone()).unwrap();
+            client.claim_replies(gwp, req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.unwrap();
+            for (_, packet) in &req.packets {
+                client.submit(gwp, packet, POW_BITS).await.unwrap();
+            }
+        }
+        stalled.push(client);
+    }
+    let m = metrics(&net, gw);
+    let pinned = m.queue_depth("client_links");
+    let refused = || m.dropped_value("egress", "client_share_full") + m.dropped_value("egress", "client_budget_full");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut peak = 0;
+    while refused() == 0 && Instant::now() < deadline {
+        peak = peak.max(pinned.get());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused() > 0, "the stalled clients never reached their shares: {}", m.render());
+
+    // Meanwhile a client that reads is served.
+    let honest = net.client(gw).await.unwrap();
+    let req = echo_request(epoch, &fwd, &back, 1, b"still served".to_vec()).unwrap();
+    assert_eq!(
+        req.round_trip(&honest, gwp, POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
+        Some(&b"still served"[..])
+    );
+
+    // Every stalled client is disconnected (a write past the deadline, or a
+    // share held without progress), and what was queued for them is let go.
+    let cut_off = || {
+        m.event("client_link", "disconnected_write_timeout").get()
+            + m.event("client_link", "disconnected_stalled").get()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (cut_off() < 4 || pinned.get() > 0) && Instant::now() < deadline {
+        peak = peak.max(pinned.get());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(cut_off() >= 4, "{}", m.render());
+    assert_eq!(pinned.get(), 0, "packets still pinned after the clients were cut off");
+    // Four stalled clients hold 32 + 16 + 8 + 4 of the 64 packets at most.
+    assert!(peak > 0 && peak <= 60, "peak {peak} packets pinned for a budget of {BUDGET_PACKETS}");
+    assert!(m.dropped_value("egress", "client_write_timeout") > 0, "{}", m.render());
+
+    // And the honest client is still served afterwards.
+    let req = echo_request(epoch, &fwd, &back, 1, b"and after".to_vec()).unwrap();
+    assert_eq!(
+        req.round_trip(&honest, gwp, POW_BITS, Duration::from_secs(10)).await.ok().as_deref(),
+        Some(&b"and after"[..])
+    );
+    for c in stalled {
+        c.shutdown().await;
+    }
+    honest.shutdown().await;
+    net.shutdown().await;
+}
+
+/// `n` distinct SURB ids marked with `tag`.
+fn ids(tag: u8, n: usize) -> Vec<[u8; 32]> {
+    (0..n as u32)
+        .map(|i| {
+            let mut id = [tag; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_flood_is_answered_with_its_refusals_and_other_claimants_get_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNet::start_ready(dir.path(), [1, 1, 1], 7, |_, _| {}).await.unwrap();
+    let (gw, mx, ex) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
+    let gwp = peer(&net, gw);
+
+    // One client claims as much as it can: four full requests. It holds its
+    // share (1,024 by default) and is told, id by id, what it did not get.
+    let flooder = net.client(gw).await.unwrap();
+    let mut held = 0;
+    for round in 0..4u8 {
+        let claim = ids(round, MAX_REPLY_CLAIMS);
+        let answer = flooder.claim_replies_answer(gwp, claim.clone(), CLAIM_TIMEOUT).await.unwrap();
+        assert!(answer.refused.iter().all(|id| claim.contains(id)));
+        held += answer.accepted;
+    }
+    assert_eq!(held, 1024);
+    let err = flooder.claim_replies(gwp, ids(9, 5)).await.unwrap_err();
+    assert!(matches!(err, RawPeerError::ClaimsRefused { refused: 5, claimed: 5, .. }), "{err}");
+    // Claiming an id another claimant holds is refused too.
+    let err = net.client(gw).await.unwrap().claim_replies(gwp, ids(0, 1)).await.unwrap_err();
+    assert!(matches!(err, RawPeerError::ClaimsRefused { refused: 1, claimed: 1, .. }), "{err}");
+
+    // Four more claimants get every claim, and their replies come back.
+    let (epoch, fwd) = net.route(&[gw, mx, ex], 0).unwrap();
+    let (_, back) = net.route(&[mx, gw], 0).unwrap();
+    for n in 0..4u8 {
+        let client = net.client(gw).await.unwrap();
+        let claim = ids(100 + n, 200);
+        let answer = client.claim_replies_answer(gwp, claim, CLAIM_TIMEOUT).await.unwrap();
+        assert_eq!((answer.accepted, answer.refused.len()), (200, 0), "claimant {n}");
+        let req = echo_request(epoch, &fwd, &back, 1, vec![n; 16]).unwrap();
+        assert_eq!(req.round_trip(&client, gwp, POW_BITS, Duration::from_secs(10)).await.ok(), Some(vec![n; 16]));
+        client.shutdown().await;
+    }
+    let m = metrics(&net, gw);
+    assert!(m.event("reply_claim", "refused").get() >= 3 * 1024 + 6, "{}", m.render());
+    flooder.shutdown().await;
+    net.shutdown().await;
+}
