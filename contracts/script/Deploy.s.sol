@@ -21,13 +21,14 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 /// @dev Parameters come from the environment, with devnet defaults:
 ///      STAKE_TOKEN (address, default: deploy a test token minting TEST_SUPPLY to the deployer),
 ///      REGISTRY_ADMIN (default: the broadcaster), MIN_STAKE (1000e18),
-///      UNSTAKE_DELAY (60 s), SLASH_BURN_BPS (5000), TEST_SUPPLY (1e9 * 1e18).
+///      UNSTAKE_DELAY (60 s on chain id 31337, a day elsewhere), SLASH_BURN_BPS (5000), TEST_SUPPLY (1e9 * 1e18).
 ///      Run: forge script contracts/script/Deploy.s.sol --rpc-url URL --broadcast --private-key KEY
 contract Deploy is NoxTest {
     function run() external returns (string memory json) {
         address tokenAddr = vm.envOr("STAKE_TOKEN", address(0));
         uint256 minStake = vm.envOr("MIN_STAKE", uint256(1000e18));
-        uint256 delay = vm.envOr("UNSTAKE_DELAY", uint256(60));
+        // The registry refuses less than a day off the devnet's chain.
+        uint256 delay = vm.envOr("UNSTAKE_DELAY", block.chainid == 31337 ? uint256(60) : uint256(1 days));
         uint256 burnBps = vm.envOr("SLASH_BURN_BPS", uint256(5000));
         uint256 supply = vm.envOr("TEST_SUPPLY", uint256(1e9 * 1e18));
 

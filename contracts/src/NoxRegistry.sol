@@ -16,7 +16,13 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 ///      * `topologyFingerprint` is the XOR of keccak256(operator) over the registered set;
 ///      * slashed funds leave the contract: a share to the burn address, the rest to the
 ///        reporter, never to the slasher.
+///      * an identity key is held by the operator whose commitment to it is the oldest;
+///      * a relay's layer is SHA-256 of its operator address and of the hash of the block
+///        that mined its commitment, which carries the stake.
 ///      There is no way to register without stake.
+///      Joining takes two transactions: `commit` (a hash of the identity key, the
+///      operator and a salt, with the stake) and, in a later block, `register` (the
+///      reveal). See docs/protocol.md, "NoxRegistry", for what this guarantees.
 contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -38,6 +44,20 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
         bool registered; // part of the topology
     }
 
+    /// @notice A registration waiting for its reveal: the stake is held from `commit` on.
+    struct Commitment {
+        bytes32 hash; // keccak256(abi.encode(identityKey, operator, salt))
+        uint256 amount; // stake pulled at commit
+        uint64 blockNumber; // block that mined the commitment
+    }
+
+    /// @notice Who holds an identity key: the operator that revealed it with the
+    ///         oldest commitment, and that commitment's block. Kept after the node leaves.
+    struct IdentityClaim {
+        address operator;
+        uint64 commitBlock;
+    }
+
     /// @notice Role allowed to slash.
     bytes32 public constant SLASHER_ROLE = keccak256("NOX_SLASHER");
     /// @notice Where the burnt share of a slash goes.
@@ -48,7 +68,15 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
     uint256 public constant MAX_MULTIADDR_LEN = 256;
     /// @notice Bounds of the admin parameters.
     uint256 public constant MAX_MIN_STAKE = 1e30;
-    uint64 public constant MIN_UNSTAKE_DELAY = 60;
+    /// @notice Shortest unstake delay: time to notice and slash a node that misbehaves and leaves.
+    uint64 public constant MIN_UNSTAKE_DELAY = 1 days;
+    /// @notice Shortest unstake delay on the local development chain (`DEVNET_CHAIN_ID`) only.
+    uint64 public constant DEVNET_MIN_UNSTAKE_DELAY = 60;
+    /// @notice Chain id of the local development chain (anvil's default).
+    uint256 public constant DEVNET_CHAIN_ID = 31337;
+    /// @notice Blocks after its own in which a commitment can be revealed (the EVM
+    ///         serves the last 256 block hashes).
+    uint64 public constant COMMITMENT_WINDOW = 256;
     uint64 public constant MAX_UNSTAKE_DELAY = 90 days;
     uint16 public constant BPS = 10_000;
 
@@ -67,10 +95,17 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
     mapping(bytes32 identityKey => address operator) public operatorOfIdentity;
     address[] private _registered;
     mapping(address operator => uint256 indexPlusOne) private _index;
+    /// @notice Pending registrations (all zero if none).
+    mapping(address operator => Commitment) public commitments;
+    /// @notice Holder of each identity key ever revealed (all zero if never).
+    mapping(bytes32 identityKey => IdentityClaim) public identityClaims;
 
     event NodeRegistered(
         address indexed operator, bytes32 indexed identityKey, Role role, uint8 layer, uint256 stake, string multiaddr
     );
+    event RegistrationCommitted(address indexed operator, bytes32 commitment, uint256 amount, uint64 blockNumber);
+    event CommitmentCancelled(address indexed operator, uint256 amount);
+    event IdentityReclaimed(bytes32 indexed identityKey, address indexed from, address indexed to);
     event StakeAdded(address indexed operator, uint256 amount, uint256 newStake);
     event UnstakeRequested(address indexed operator, uint256 amount, uint64 availableAt);
     event Unstaked(address indexed operator, uint256 amount);
@@ -96,6 +131,12 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
     error SlashExceedsStake(uint256 amount, uint256 available);
     error InvalidReporter(address reporter);
     error ParameterOutOfBounds();
+    error ZeroCommitment();
+    error CommitmentPending(address operator);
+    error NoCommitment(address operator);
+    error CommitmentMismatch(address operator);
+    error CommitmentTooRecent(uint64 revealableFromBlock);
+    error CommitmentExpired(uint64 lastBlock);
 
     /// @param token The staking token.
     /// @param admin Holder of the admin role (parameters, pause, slasher management).
@@ -113,38 +154,87 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ operators
 
-    /// @notice Registers the caller's node, staking `amount` (pulled with transferFrom).
-    /// @param identityKey The node's Ed25519 identity key; unique across the registry.
-    /// @param multiaddr Where the node listens (libp2p multiaddr, at most 256 bytes).
-    /// @param role Relay (layer from the address) or Exit (layer 2).
+    /// @notice First step of joining: commits to `commitment` =
+    ///         `keccak256(abi.encode(identityKey, msg.sender, salt))` and stakes `amount`
+    ///         (pulled with transferFrom). The identity key stays hidden until `register`.
+    /// @param commitment The hash of what `register` will reveal.
     /// @param amount Stake, at least `minStake`.
-    function register(bytes32 identityKey, string calldata multiaddr, Role role, uint256 amount)
+    function commit(bytes32 commitment, uint256 amount) external whenNotPaused nonReentrant {
+        Node storage n = _nodes[msg.sender];
+        if (n.registered) revert AlreadyRegistered(msg.sender);
+        if (n.pendingUnstake != 0) revert UnstakePending(msg.sender);
+        if (commitments[msg.sender].hash != bytes32(0)) revert CommitmentPending(msg.sender);
+        if (commitment == bytes32(0)) revert ZeroCommitment();
+        if (amount < minStake) revert InsufficientStake(amount, minStake);
+        uint64 blockNumber = uint64(block.number);
+        commitments[msg.sender] = Commitment({hash: commitment, amount: amount, blockNumber: blockNumber});
+        emit RegistrationCommitted(msg.sender, commitment, amount, blockNumber);
+        stakeToken.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Second step of joining: reveals the identity key of the caller's
+    ///         commitment and registers the node with the committed stake. Allowed from
+    ///         the block after the commitment's to `COMMITMENT_WINDOW` blocks after it.
+    ///         An identity key revealed before by another operator with an older or equal
+    ///         commitment is refused; one revealed with a younger commitment is taken
+    ///         from its holder, whose node leaves the topology (its stake becomes a
+    ///         pending unstake).
+    /// @param identityKey The node's Ed25519 identity key.
+    /// @param multiaddr Where the node listens (libp2p multiaddr, at most 256 bytes).
+    /// @param role Relay (layer from the address and the commitment's block hash) or Exit (layer 2).
+    /// @param salt The salt of the commitment.
+    function register(bytes32 identityKey, string calldata multiaddr, Role role, bytes32 salt)
         external
         whenNotPaused
         nonReentrant
     {
-        Node storage n = _nodes[msg.sender];
-        if (n.registered) revert AlreadyRegistered(msg.sender);
-        if (n.pendingUnstake != 0) revert UnstakePending(msg.sender);
-        if (amount < minStake) revert InsufficientStake(amount, minStake);
+        Commitment memory c = commitments[msg.sender];
+        if (c.hash == bytes32(0)) revert NoCommitment(msg.sender);
+        if (c.hash != commitmentOf(identityKey, msg.sender, salt)) revert CommitmentMismatch(msg.sender);
+        if (block.number <= c.blockNumber) revert CommitmentTooRecent(c.blockNumber + 1);
+        if (block.number > c.blockNumber + COMMITMENT_WINDOW) {
+            revert CommitmentExpired(c.blockNumber + COMMITMENT_WINDOW);
+        }
+        if (c.amount < minStake) revert InsufficientStake(c.amount, minStake);
         if (identityKey == bytes32(0)) revert ZeroIdentityKey();
-        address holder = operatorOfIdentity[identityKey];
-        if (holder != address(0)) revert IdentityKeyTaken(identityKey, holder);
         uint256 len = bytes(multiaddr).length;
         if (len == 0 || len > MAX_MULTIADDR_LEN) revert InvalidMultiaddr();
 
-        uint8 layer = role == Role.Exit ? EXIT_LAYER : relayLayer(msg.sender);
+        IdentityClaim memory claim = identityClaims[identityKey];
+        if (claim.operator != msg.sender) {
+            if (claim.operator != address(0)) {
+                if (claim.commitBlock <= c.blockNumber) revert IdentityKeyTaken(identityKey, claim.operator);
+                _evict(identityKey, claim.operator);
+                emit IdentityReclaimed(identityKey, claim.operator, msg.sender);
+            }
+            identityClaims[identityKey] = IdentityClaim({operator: msg.sender, commitBlock: c.blockNumber});
+        }
+
+        uint8 layer = role == Role.Exit ? EXIT_LAYER : relayLayer(msg.sender, blockhash(c.blockNumber));
+        delete commitments[msg.sender];
+        Node storage n = _nodes[msg.sender];
         n.identityKey = identityKey;
         n.multiaddr = multiaddr;
         n.role = role;
         n.layer = layer;
-        n.stake = amount;
+        n.stake = c.amount;
         n.registered = true;
         operatorOfIdentity[identityKey] = msg.sender;
         _addToSet(msg.sender);
-        emit NodeRegistered(msg.sender, identityKey, role, layer, amount, multiaddr);
+        emit NodeRegistered(msg.sender, identityKey, role, layer, c.amount, multiaddr);
+    }
 
-        stakeToken.safeTransferFrom(msg.sender, address(this), amount);
+    /// @notice Gives up the caller's commitment: its stake becomes a pending unstake,
+    ///         withdrawable after `unstakeDelay` like any other.
+    function cancelCommitment() external nonReentrant {
+        Commitment memory c = commitments[msg.sender];
+        if (c.hash == bytes32(0)) revert NoCommitment(msg.sender);
+        delete commitments[msg.sender];
+        Node storage n = _nodes[msg.sender];
+        n.pendingUnstake += c.amount;
+        n.unstakeAvailableAt = uint64(block.timestamp) + unstakeDelay;
+        emit CommitmentCancelled(msg.sender, c.amount);
+        emit UnstakeRequested(msg.sender, c.amount, n.unstakeAvailableAt);
     }
 
     /// @notice Adds `amount` to the caller's active stake.
@@ -231,7 +321,7 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
         _setMinStake(value);
     }
 
-    /// @notice Sets the unstake delay in seconds (MIN_UNSTAKE_DELAY ≤ value ≤ MAX_UNSTAKE_DELAY).
+    /// @notice Sets the unstake delay in seconds (`minUnstakeDelay()` ≤ value ≤ MAX_UNSTAKE_DELAY).
     ///         Applies to unstake requests made after the change.
     function setUnstakeDelay(uint64 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _setUnstakeDelay(value);
@@ -254,17 +344,41 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The layer a relay operated from `operator` belongs to:
-    ///         `uint256(sha256(abi.encodePacked(operator))) % 2` (0 entry, 1 mix).
-    function relayLayer(address operator) public pure returns (uint8) {
-        return uint8(uint256(sha256(abi.encodePacked(operator))) % 2);
+    /// @notice The layer of a relay operated from `operator` whose commitment was mined in
+    ///         the block of hash `seed`: `uint256(sha256(abi.encodePacked(operator, seed))) % 2`
+    ///         (0 entry, 1 mix).
+    function relayLayer(address operator, bytes32 seed) public pure returns (uint8) {
+        return uint8(uint256(sha256(abi.encodePacked(operator, seed))) % 2);
     }
 
-    /// @notice The layer of `operator`: 2 for a registered exit, otherwise its relay layer.
+    /// @notice The commitment `register(identityKey, …, salt)` from `operator` reveals.
+    function commitmentOf(bytes32 identityKey, address operator, bytes32 salt) public pure returns (bytes32) {
+        return keccak256(abi.encode(identityKey, operator, salt));
+    }
+
+    /// @notice The layer a relay registered now under `operator`'s pending commitment would
+    ///         get. Reverts while the commitment cannot be revealed.
+    function commitmentLayer(address operator) external view returns (uint8) {
+        Commitment memory c = commitments[operator];
+        if (c.hash == bytes32(0)) revert NoCommitment(operator);
+        if (block.number <= c.blockNumber) revert CommitmentTooRecent(c.blockNumber + 1);
+        if (block.number > c.blockNumber + COMMITMENT_WINDOW) {
+            revert CommitmentExpired(c.blockNumber + COMMITMENT_WINDOW);
+        }
+        return relayLayer(operator, blockhash(c.blockNumber));
+    }
+
+    /// @notice The layer of the registered node of `operator`.
     function layerOf(address operator) external view returns (uint8) {
         Node storage n = _nodes[operator];
-        if (n.registered && n.role == Role.Exit) return EXIT_LAYER;
-        return relayLayer(operator);
+        if (!n.registered) revert NotRegistered(operator);
+        return n.layer;
+    }
+
+    /// @notice The shortest unstake delay on this chain: `DEVNET_MIN_UNSTAKE_DELAY` on
+    ///         `DEVNET_CHAIN_ID`, `MIN_UNSTAKE_DELAY` on every other chain.
+    function minUnstakeDelay() public view returns (uint64) {
+        return block.chainid == DEVNET_CHAIN_ID ? DEVNET_MIN_UNSTAKE_DELAY : MIN_UNSTAKE_DELAY;
     }
 
     /// @notice The node record of `operator` (all zero if unknown).
@@ -328,6 +442,18 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
         emit NodeRemoved(op, key);
     }
 
+    /// @dev Removes the node registered by `holder` under `identityKey`, if any; its
+    ///      stake becomes a pending unstake.
+    function _evict(bytes32 identityKey, address holder) private {
+        Node storage h = _nodes[holder];
+        if (!h.registered || h.identityKey != identityKey) return;
+        uint256 rest = h.stake;
+        _deregister(holder, h);
+        h.pendingUnstake += rest;
+        h.unstakeAvailableAt = uint64(block.timestamp) + unstakeDelay;
+        emit UnstakeRequested(holder, rest, h.unstakeAvailableAt);
+    }
+
     function _setMinStake(uint256 value) private {
         if (value == 0 || value > MAX_MIN_STAKE) revert ParameterOutOfBounds();
         emit MinStakeChanged(minStake, value);
@@ -335,7 +461,7 @@ contract NoxRegistry is AccessControl, Pausable, ReentrancyGuard {
     }
 
     function _setUnstakeDelay(uint64 value) private {
-        if (value < MIN_UNSTAKE_DELAY || value > MAX_UNSTAKE_DELAY) revert ParameterOutOfBounds();
+        if (value < minUnstakeDelay() || value > MAX_UNSTAKE_DELAY) revert ParameterOutOfBounds();
         emit UnstakeDelayChanged(unstakeDelay, value);
         unstakeDelay = value;
     }

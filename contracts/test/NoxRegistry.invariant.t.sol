@@ -40,15 +40,36 @@ contract RegistryHandler is NoxTest {
         return actors[seed % actors.length];
     }
 
-    function register(uint256 seed, bool exit, uint256 amount, uint256 keySeed) external {
+    /// @dev Commits (stake pulled), moves one block on and reveals, unless `leavePending`:
+    ///      then the commitment stays for `cancelCommitment`.
+    function register(uint256 seed, bool exit, uint256 amount, uint256 keySeed, bool leavePending) external {
         address a = _actor(seed);
         NoxRegistry.Node memory n = registry.getNode(a);
         if (n.registered || n.pendingUnstake != 0) return;
+        (bytes32 pending,,) = registry.commitments(a);
+        if (pending != bytes32(0)) return;
         amount = bound(amount, registry.minStake(), 50_000e18);
         bytes32 key = keccak256(abi.encode(a, keySeed));
-        if (registry.operatorOfIdentity(key) != address(0)) return;
+        (address claimant,) = registry.identityClaims(key);
+        if (claimant != address(0) && claimant != a) return;
+        bytes32 commitment = registry.commitmentOf(key, a, bytes32(keySeed));
         vm.prank(a);
-        registry.register(key, "/ip4/127.0.0.1/tcp/1", exit ? NoxRegistry.Role.Exit : NoxRegistry.Role.Relay, amount);
+        registry.commit(commitment, amount);
+        calls++;
+        if (leavePending) return;
+        vm.roll(block.number + 1);
+        vm.prank(a);
+        registry.register(
+            key, "/ip4/127.0.0.1/tcp/1", exit ? NoxRegistry.Role.Exit : NoxRegistry.Role.Relay, bytes32(keySeed)
+        );
+    }
+
+    function cancelCommitment(uint256 seed) external {
+        address a = _actor(seed);
+        (bytes32 pending,,) = registry.commitments(a);
+        if (pending == bytes32(0)) return;
+        vm.prank(a);
+        registry.cancelCommitment();
         calls++;
     }
 
@@ -125,9 +146,10 @@ contract NoxRegistryInvariantTest is NoxTest {
         uint256 sum;
         for (uint256 i = 0; i < handler.actorCount(); ++i) {
             NoxRegistry.Node memory n = registry.getNode(handler.actors(i));
-            sum += n.stake + n.pendingUnstake;
+            (, uint256 committed,) = registry.commitments(handler.actors(i));
+            sum += n.stake + n.pendingUnstake + committed;
         }
-        vm.assertEq(token.balanceOf(address(registry)), sum, "registry balance != stakes + pending");
+        vm.assertEq(token.balanceOf(address(registry)), sum, "registry balance != stakes + pending + committed");
     }
 
     function invariant_FingerprintIsXorOfRegisteredSet() public view {
@@ -179,13 +201,17 @@ contract RegistryHandlerSmokeTest is NoxTest {
         for (uint256 i = 0; i < handler.actorCount(); ++i) {
             token.mint(handler.actors(i), 1_000_000e18);
         }
-        handler.register(0, false, 0, 1);
+        handler.register(0, false, 0, 1, false);
         vm.assertEq(registry.nodeCount(), 1, "registered");
         handler.addStake(0, 5);
         handler.requestUnstake(0);
         handler.slash(0, 10e18);
         handler.executeUnstake(0, 10 days);
-        vm.assertEq(handler.calls(), 5, "every call acted");
+        handler.register(1, false, 0, 2, true);
+        vm.assertEq(registry.nodeCount(), 0, "only committed");
+        handler.cancelCommitment(1);
+        handler.executeUnstake(1, 10 days);
+        vm.assertEq(handler.calls(), 8, "every call acted");
         vm.assertEq(token.balanceOf(address(registry)), 0, "registry emptied");
     }
 }

@@ -33,7 +33,8 @@ pub struct Deployment {
 pub struct DeployParams {
     /// Minimum stake, in token base units.
     pub min_stake: U256,
-    /// Seconds between `requestUnstake` and `executeUnstake` (at least 60).
+    /// Seconds between `requestUnstake` and `executeUnstake` (at least 60:
+    /// the devnet's chain id, 31337, is the only one allowed under a day).
     pub unstake_delay_secs: u64,
 }
 

@@ -25,7 +25,7 @@ use nox_node::keys::NodeKeys;
 use nox_node::localnet::base_config;
 use nox_node::node::{NodeOptions, RunningNode};
 use nox_protocol::NodeId;
-use nox_protocol::contracts::{NoxRegistry, NoxTestToken, relay_layer};
+use nox_protocol::contracts::{NoxRegistry, NoxTestToken};
 use nox_protocol::crypto::x25519::MixPublicKey;
 use nox_protocol::sphinx::Hop;
 
@@ -210,8 +210,9 @@ pub struct Devnet {
 }
 
 impl Devnet {
-    /// Starts anvil, deploys, funds and registers `per_layer` nodes (keys are
-    /// drawn until each relay's address puts it in the wanted layer), starts
+    /// Starts anvil, deploys, funds and registers `per_layer` nodes (a relay's
+    /// wallet is drawn again until its commitment puts it in the wanted
+    /// layer, see [`Devnet::register`]), starts
     /// them and waits until every node sees every other with its current
     /// epoch key.
     pub async fn start(opts: DevnetOptions) -> Result<Devnet, DevnetError> {
@@ -332,12 +333,7 @@ impl Devnet {
     /// start it. Returns its index.
     pub fn prepare_node(&mut self, layer: u8) -> Result<usize, DevnetError> {
         let index = self.nodes.len();
-        let keys = loop {
-            let k = NodeKeys::generate(&mut rand::rngs::OsRng);
-            if layer == 2 || relay_layer(k.wallet_address()) == layer {
-                break k;
-            }
-        };
+        let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
         let ndir = self.dir.join(format!("node{index}"));
         let mut config = base_config(&ndir, layer);
         let mut exit_wallet = None;
@@ -442,20 +438,46 @@ impl Devnet {
         self.deployer_send(self.deployment.fee_token, NoxTestToken::mintCall { to: who, amount }.abi_encode()).await
     }
 
-    /// Funds and registers node `idx` with the minimum stake.
+    /// Funds and registers node `idx` with the minimum stake, in the layer
+    /// its configuration names. A relay's layer is fixed by the hash of the
+    /// block that mines its commitment; when that is not the wanted layer the
+    /// devnet gives the commitment up (its stake waits out the unstake delay
+    /// in the abandoned wallet) and commits again from a fresh wallet, as any
+    /// operator could at the same price.
     pub async fn register(&mut self, idx: usize) -> Result<(), DevnetError> {
+        /// Tries before giving up: each lands in the wanted layer with
+        /// probability 1/2.
+        const MAX_TRIES: usize = 64;
         let min = DeployParams::default().min_stake;
-        self.fund(self.nodes[idx].operator(), min).await?;
+        let target = self.target();
+        let failed = |reason: String| DevnetError::Node { index: idx, reason };
         if let Some(wallet) = self.nodes[idx].exit_wallet_address() {
             self.fund(wallet, U256::ZERO).await?;
         }
-        let n = &self.nodes[idx];
-        let target = self.target();
-        operator::register(&target, &n.keys.operator(), n.config.node.role, &n.multiaddr, Some(min))
-            .await
-            .map_err(|e| DevnetError::Node { index: idx, reason: format!("register: {e}") })?;
-        self.nodes[idx].registered = true;
-        Ok(())
+        for _ in 0..MAX_TRIES {
+            self.fund(self.nodes[idx].operator(), min).await?;
+            let n = &self.nodes[idx];
+            let (op, role, wanted) = (n.keys.operator(), n.config.node.role, n.config.node.layer);
+            operator::commit_registration(&target, &op, Some(min)).await.map_err(|e| failed(format!("commit: {e}")))?;
+            self.deployer()?
+                .provider()
+                .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+                .await
+                .map_err(|e| DevnetError::Chain(format!("evm_mine: {e}")))?;
+            let layer = operator::commitment_layer(&target, &op).await.map_err(|e| failed(format!("layer: {e}")))?;
+            if role == nox_protocol::Role::Exit || layer == Some(wanted) {
+                operator::reveal_registration(&target, &op, role, &self.nodes[idx].multiaddr)
+                    .await
+                    .map_err(|e| failed(format!("register: {e}")))?;
+                self.nodes[idx].registered = true;
+                return Ok(());
+            }
+            operator::request_unstake(&target, &op).await.map_err(|e| failed(format!("cancel: {e}")))?;
+            let n = &mut self.nodes[idx];
+            n.keys.wallet = NodeKeys::generate(&mut rand::rngs::OsRng).wallet;
+            n.keys.write(&n.config.node.keys_dir, true).map_err(|e| failed(e.to_string()))?;
+        }
+        Err(failed(format!("no commitment in {MAX_TRIES} put the relay in layer {}", self.nodes[idx].layer())))
     }
 
     /// Slashes node `idx`'s whole stake (the deployer grants itself the

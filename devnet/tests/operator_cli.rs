@@ -20,8 +20,9 @@ use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
 use nox_devnet::anvil::{Anvil, CHAIN_ID, DEPLOYER_KEY};
 use nox_devnet::deploy::Deployment;
+use nox_eth::registry::operator::{self as registry_operator, RegistryTarget};
 use nox_node::keys::NodeKeys;
-use nox_protocol::contracts::{NoxRegistry, NoxTestToken, relay_layer};
+use nox_protocol::contracts::{NoxRegistry, NoxTestToken};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -160,16 +161,24 @@ impl Operator {
         format!("0x{}", hex::encode(self.keys.node_id()))
     }
 
-    /// Settings that fit this operator on `chain`: the right chain id and the
-    /// layer the registry assigns to its wallet.
+    /// Settings that fit this operator on `chain`: the right chain id, and
+    /// layer 0 (a relay's layer is known only once its commitment is mined).
     fn settings(&self, chain: &Chain) -> Settings {
         Settings {
             rpc_url: chain.url(),
             chain_id: CHAIN_ID,
             registry: chain.deployment.registry,
-            layer: relay_layer(self.wallet()),
+            layer: 0,
             http: closed_port_addr(),
         }
+    }
+
+    /// Runs the first step of `nox register` alone (as a run interrupted
+    /// after its commitment would leave it).
+    fn commit_only(&self, chain: &Chain) {
+        let target = RegistryTarget { rpc_url: chain.url(), chain_id: CHAIN_ID, registry: chain.deployment.registry };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(registry_operator::commit_registration(&target, &self.keys.operator(), None)).unwrap();
     }
 
     fn write_config(&self, s: &Settings) -> PathBuf {
@@ -305,25 +314,34 @@ fn test_register_status_unstake_withdraw() {
     let settings = op.settings(&chain);
     let config = op.write_config(&settings);
 
-    // Before registering: the layer it would get, its tokens, no record.
+    // Before registering: no layer yet, its tokens, no record.
     let st = op.nox("status", &config, &[]).json();
     assert_eq!(st["registered"], false);
     assert_eq!(st["active"], false);
-    assert_eq!(st["layer"], relay_layer(op.wallet()));
+    assert_eq!(st["layer"], Value::Null);
+    assert_eq!(u256(&st["committed_stake"]), U256::ZERO);
     assert_eq!(u256(&st["token_balance"]), min);
     assert_eq!(u256(&st["min_stake"]), min);
     assert_eq!(st["node_api"], "unreachable");
 
-    // Register with the default stake (the minimum) and the listen address.
+    // Register with the default stake (the minimum) and the listen address:
+    // a commitment, then the reveal; the layer is the registry's.
     let reg = op.nox("register", &config, &[]).json();
     assert_eq!(u256(&reg["stake"]), min);
-    assert_eq!(reg["layer"], relay_layer(op.wallet()));
     assert_eq!(reg["node_id"], op.node_id());
     assert_eq!(reg["role"], "relay");
+    assert!(reg["commit_tx_hash"].is_string(), "{reg}");
     let node = chain.node(op.wallet());
     assert!(node.registered);
     assert_eq!(node.stake, min);
-    assert_eq!(node.layer, relay_layer(op.wallet()));
+    assert_eq!(reg["layer"], node.layer);
+    assert_eq!(reg["configured_layer"], 0);
+    if node.layer == 0 {
+        assert_eq!(reg["layer_mismatch"], Value::Null);
+    } else {
+        let hint = reg["layer_mismatch"].as_str().unwrap();
+        assert!(hint.contains("set node.layer = 1"), "{hint}");
+    }
     assert_eq!(node.multiaddr, format!("/ip4/127.0.0.1/tcp/{}", op.p2p_port));
     assert_eq!(format!("0x{}", hex::encode(node.identityKey)), op.node_id());
     assert_eq!(chain.token_balance(op.wallet()), U256::ZERO, "the stake left the wallet");
@@ -440,11 +458,6 @@ fn test_register_refusals() {
     let config = dry.write_config(&dry.settings(&chain));
     dry.nox("register", &config, &[]).refused(&["not enough ETH to pay for gas"]);
 
-    // node.layer not the layer the registry assigns: refused before any RPC.
-    let layer = relay_layer(dry.wallet());
-    let config = dry.write_config(&Settings { layer: 1 - layer, ..dry.settings(&chain) });
-    dry.nox("register", &config, &[]).refused(&[&format!("set node.layer = {layer}")]);
-
     // A config for another chain.
     let config = dry.write_config(&Settings { chain_id: 1, ..dry.settings(&chain) });
     for command in ["register", "status", "unstake", "withdraw-stake"] {
@@ -460,6 +473,54 @@ fn test_register_refusals() {
     assert_eq!(chain.token_balance(late.wallet()), tokens(1000));
 }
 
+/// A run interrupted after its commitment: `nox status` shows the stake
+/// committed and the layer it gives, `nox register` reveals the same
+/// commitment without a second one; `nox unstake` gives a commitment up; a
+/// commitment for another node id is named, not overwritten.
+#[test]
+fn test_commitment_resumed_or_cancelled() {
+    let chain = Chain::start();
+    let min = tokens(1000);
+
+    let op = Operator::funded(&chain, tokens(10), min);
+    let config = op.write_config(&op.settings(&chain));
+    op.commit_only(&chain);
+    assert_eq!(chain.token_balance(op.wallet()), U256::ZERO, "the commitment holds the stake");
+    chain.rpc("evm_mine", json!([]));
+    let st = op.nox("status", &config, &[]).json();
+    assert_eq!(st["registered"], false);
+    assert_eq!(u256(&st["committed_stake"]), min);
+    let layer = st["layer"].as_u64().expect("a revealable commitment has a layer");
+    let reg = op.nox("register", &config, &[]).json();
+    assert_eq!(reg["commit_tx_hash"], Value::Null, "no second commitment");
+    assert_eq!(reg["layer"], layer);
+    let node = chain.node(op.wallet());
+    assert!(node.registered);
+    assert_eq!(u64::from(node.layer), layer);
+
+    // The same wallet committed for another node id: named, left alone.
+    let other = Operator::funded(&chain, tokens(10), min);
+    let config = other.write_config(&other.settings(&chain));
+    let twin = Operator::with_keys(NodeKeys {
+        identity: NodeKeys::generate(&mut rand::rngs::OsRng).identity,
+        wallet: other.keys.wallet.clone(),
+    });
+    twin.commit_only(&chain);
+    other
+        .nox("register", &config, &[])
+        .refused(&["registration commitment of 1000 tokens", "pending for another node id"]);
+
+    // `nox unstake` gives it up: the stake waits for the unstake delay.
+    let un = other.nox("unstake", &config, &[]).json();
+    assert_eq!(u256(&un["amount"]), min);
+    let node = chain.node(other.wallet());
+    assert!(!node.registered);
+    assert_eq!(node.pendingUnstake, min);
+    other.nox("register", &config, &[]).refused(&["unstake of 1000 tokens"]);
+    chain.advance_time(61);
+    assert_eq!(u256(&other.nox("withdraw-stake", &config, &[]).json()["amount"]), min);
+}
+
 /// Failures that need no chain: a dead endpoint, missing keys, a config that
 /// does not load or has no chain.
 #[test]
@@ -470,7 +531,7 @@ fn test_without_a_chain() {
         rpc_url: dead.clone(),
         chain_id: CHAIN_ID,
         registry: Address::repeat_byte(0x42),
-        layer: relay_layer(op.wallet()),
+        layer: 0,
         http: closed_port_addr(),
     };
     let config = op.write_config(&settings);

@@ -1,8 +1,9 @@
 //! NoxRegistry on a real chain: starts anvil from `node_modules/.bin`, deploys
 //! with the same forge script the devnet uses, registers three nodes through
-//! JSON-RPC, reads the `NodeRegistered` events back with the Rust bindings, and
-//! checks the contract's layer formula and topology fingerprint against the Rust
-//! implementations on 1,024 addresses.
+//! JSON-RPC (commitment, then reveal in a later block), reads the
+//! `NodeRegistered` events back with the Rust bindings, and checks the
+//! contract's commitment and layer formulas and topology fingerprint against
+//! the Rust implementations (the layer on 1,024 addresses and seeds).
 //!
 //! Needs `npm ci` to have run (scripts/test does it first).
 
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{SolCall, SolEvent};
 use nox_devnet::anvil::DEPLOYER_KEY;
-use nox_protocol::contracts::{EXIT_LAYER, NoxRegistry, NoxTestToken, relay_layer, topology_fingerprint};
+use nox_protocol::contracts::{
+    EXIT_LAYER, NoxRegistry, NoxTestToken, registration_commitment, relay_layer, topology_fingerprint,
+};
 use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
@@ -133,16 +136,28 @@ fn registry_on_anvil_matches_the_rust_view() {
     let deployer = accounts[0];
     let stake = U256::from(1000u64) * U256::from(10u64).pow(U256::from(18u64));
 
-    // Three operators: two relays and an exit.
+    // Three operators: two relays and an exit. Each commits (with the stake),
+    // then reveals in a later block.
     let operators = &accounts[1..4];
+    let mut commit_blocks = Vec::new();
     for (i, op) in operators.iter().enumerate() {
         send(url, deployer, token, NoxTestToken::mintCall { to: *op, amount: stake }.abi_encode());
         send(url, *op, token, NoxTestToken::approveCall { spender: registry, value: stake }.abi_encode());
+        let (key, salt) = (B256::repeat_byte(i as u8 + 1), B256::repeat_byte(0x50 + i as u8));
+        let commitment = registration_commitment(key, *op, salt);
+        let on_chain =
+            call(url, registry, NoxRegistry::commitmentOfCall { identityKey: key, operator: *op, salt }.abi_encode());
+        assert_eq!(B256::from_slice(&on_chain), commitment, "commitment formula");
+        send(url, *op, registry, NoxRegistry::commitCall { commitment, amount: stake }.abi_encode());
+        commit_blocks.push(
+            u64::from_str_radix(rpc(url, "eth_blockNumber", json!([])).as_str().unwrap().trim_start_matches("0x"), 16)
+                .unwrap(),
+        );
         let register = NoxRegistry::registerCall {
-            identityKey: B256::repeat_byte(i as u8 + 1),
+            identityKey: key,
             multiaddr: format!("/ip4/127.0.0.1/tcp/{}", 9000 + i),
             role: if i == 2 { 1 } else { 0 },
-            amount: stake,
+            salt,
         };
         send(url, *op, registry, register.abi_encode());
     }
@@ -169,7 +184,9 @@ fn registry_on_anvil_matches_the_rust_view() {
         assert_eq!(ev.identityKey, B256::repeat_byte(i as u8 + 1));
         assert_eq!(ev.stake, stake);
         assert_eq!(ev.multiaddr, format!("/ip4/127.0.0.1/tcp/{}", 9000 + i));
-        let expected_layer = if i == 2 { EXIT_LAYER } else { relay_layer(*op) };
+        let block = rpc(url, "eth_getBlockByNumber", json!([format!("{:#x}", commit_blocks[i]), false]));
+        let seed: B256 = block["hash"].as_str().unwrap().parse().unwrap();
+        let expected_layer = if i == 2 { EXIT_LAYER } else { relay_layer(*op, seed) };
         assert_eq!(ev.layer, expected_layer, "layer of operator {i}");
     }
 
@@ -184,13 +201,14 @@ fn registry_on_anvil_matches_the_rust_view() {
     .unwrap();
     assert_eq!(page.operators, operators.to_vec());
 
-    // The layer formula on 1,024 addresses: contract (eth_call) == Rust.
+    // The layer formula on 1,024 addresses and seeds: contract (eth_call) == Rust.
     let mut seen = [0usize; 2];
     for i in 0u32..1024 {
         let addr = Address::from_slice(&keccak256(i.to_be_bytes())[12..]);
-        let out = call(url, registry, NoxRegistry::relayLayerCall { operator: addr }.abi_encode());
+        let seed = keccak256((i + 1).to_be_bytes());
+        let out = call(url, registry, NoxRegistry::relayLayerCall { operator: addr, seed }.abi_encode());
         let on_chain = NoxRegistry::relayLayerCall::abi_decode_returns(&out).unwrap();
-        assert_eq!(on_chain, relay_layer(addr), "layer of {addr}");
+        assert_eq!(on_chain, relay_layer(addr, seed), "layer of {addr}");
         seen[usize::from(on_chain)] += 1;
     }
     assert!(seen[0] > 400 && seen[1] > 400, "layers are balanced: {seen:?}");

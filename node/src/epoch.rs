@@ -583,6 +583,8 @@ mod tests {
         // published and not yet used: they stay on disk.
         let mut ring = f.ring(&dir, 105);
         assert_eq!(stored(&dir), BTreeSet::from([10, 11, 50, 51]));
+        assert_eq!(ring.stored_epochs().unwrap(), vec![10, 11, 50, 51]);
+        assert_eq!(ring.live_epochs(), vec![10, 11]);
         ring.rotate(505, &mut f.rng).unwrap();
         assert_eq!(public(&ring, Parity::of_epoch(51), 505), (51, k51));
     }

@@ -25,6 +25,8 @@
 //! restart and [`EpochKeyStore::wipe`]s the ones it retires.
 //! [`crate::store::open_database`] calls [`migrate_database_keys`] once, to move
 //! the keys of a node that kept them in the database's old `epoch_keys` table.
+//! One node owns a data directory: the database's file lock, taken first by
+//! [`crate::store::open_database`], keeps a second one out of the key directory.
 //!
 //! ## Invariant
 //!

@@ -62,12 +62,29 @@ pub fn pool_spend(payment: &crate::payment::GasPayment) -> ([U256; 8], NoxPool::
 /// Layer of every exit node.
 pub const EXIT_LAYER: u8 = 2;
 
-/// The layer of a relay run by `operator`: `uint256(sha256(operator)) mod 2`
-/// over the 20 address bytes, i.e. the lowest bit of the digest's last byte
-/// (0 = entry, 1 = mix). Must agree with `NoxRegistry.relayLayer`.
-pub fn relay_layer(operator: Address) -> u8 {
-    let digest = Sha256::digest(operator.as_slice());
-    digest[31] & 1
+/// The layer of a relay run by `operator` whose registration commitment was
+/// mined in the block of hash `seed`: `uint256(sha256(operator ‖ seed)) mod 2`
+/// over the 20 address bytes and the 32 hash bytes, i.e. the lowest bit of
+/// the digest's last byte (0 = entry, 1 = mix). Must agree with
+/// `NoxRegistry.relayLayer`. The seed is unknown when the commitment (which
+/// carries the stake) is sent, so an operator cannot pick its layer by
+/// picking its address.
+pub fn relay_layer(operator: Address, seed: B256) -> u8 {
+    let mut h = Sha256::new();
+    h.update(operator.as_slice());
+    h.update(seed.as_slice());
+    h.finalize()[31] & 1
+}
+
+/// The commitment `NoxRegistry.commit` takes and `register` reveals:
+/// `keccak256(abi.encode(identityKey, operator, salt))`, three 32-byte words.
+/// Must agree with `NoxRegistry.commitmentOf`.
+pub fn registration_commitment(identity_key: B256, operator: Address, salt: B256) -> B256 {
+    let mut words = [0u8; 96];
+    words[..32].copy_from_slice(identity_key.as_slice());
+    words[44..64].copy_from_slice(operator.as_slice());
+    words[64..].copy_from_slice(salt.as_slice());
+    keccak256(words)
 }
 
 /// XOR of `keccak256(operator)` over a set of operators, as
@@ -99,12 +116,24 @@ mod tests {
 
     #[test]
     fn relay_layer_matches_the_formula() {
-        // sha256 of the 20 zero bytes ends in ...0x2b? Compute independently:
-        let a = Address::ZERO;
-        let d = Sha256::digest([0u8; 20]);
-        assert_eq!(relay_layer(a), d[31] % 2);
-        let layers: Vec<u8> = (0u8..64).map(|i| relay_layer(Address::repeat_byte(i))).collect();
+        let a = Address::repeat_byte(0xa1);
+        let seed = B256::repeat_byte(0x5e);
+        let mut packed = [0u8; 52];
+        packed[..20].fill(0xa1);
+        packed[20..].fill(0x5e);
+        assert_eq!(relay_layer(a, seed), Sha256::digest(packed)[31] % 2);
+        // The block hash, not the address, decides: one address reaches both layers.
+        let layers: Vec<u8> = (0u8..64).map(|i| relay_layer(a, B256::repeat_byte(i))).collect();
         assert!(layers.contains(&0) && layers.contains(&1), "both layers occur");
+    }
+
+    #[test]
+    fn commitment_is_the_abi_encoding_hashed() {
+        use alloy_sol_types::SolValue;
+        let (key, op, salt) = (B256::repeat_byte(1), Address::repeat_byte(2), B256::repeat_byte(3));
+        let encoded = (key, op, salt).abi_encode();
+        assert_eq!(registration_commitment(key, op, salt), keccak256(encoded));
+        assert_ne!(registration_commitment(key, Address::repeat_byte(4), salt), registration_commitment(key, op, salt));
     }
 
     #[test]

@@ -3,12 +3,17 @@
 //! configuration, its descriptors, NoxRegistry's `role` field, the operator
 //! commands and the client's route choice all read it from here.
 //!
-//! | role  | registry / descriptor code | layer                                           |
-//! |-------|----------------------------|-------------------------------------------------|
-//! | relay | 0                          | [`relay_layer`] of the operator: 0 entry, 1 mix |
-//! | exit  | 1                          | [`EXIT_LAYER`] (2)                              |
+//! | role  | registry / descriptor code | layer                                                 |
+//! |-------|----------------------------|-------------------------------------------------------|
+//! | relay | 0                          | [`relay_layer`] of the operator and of the hash of    |
+//! |       |                            | the block that mined its commitment: 0 entry, 1 mix   |
+//! | exit  | 1                          | [`EXIT_LAYER`] (2)                                    |
+//!
+//! A relay's layer is known only once its registration commitment is mined;
+//! from then on the registry's record is the authority, and the node's
+//! `node.layer` must repeat it (peers refuse descriptors claiming another).
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 
 pub use crate::contracts::{EXIT_LAYER, relay_layer};
 
@@ -73,19 +78,20 @@ impl std::fmt::Display for Role {
 }
 
 /// The layer NoxRegistry assigns to a `role` node registered from
-/// `operator`: [`EXIT_LAYER`] for an exit, [`relay_layer`] for a relay.
-pub fn assigned_layer(role: Role, operator: Address) -> u8 {
+/// `operator` whose commitment was mined in the block of hash `seed`:
+/// [`EXIT_LAYER`] for an exit, [`relay_layer`] for a relay.
+pub fn assigned_layer(role: Role, operator: Address, seed: B256) -> u8 {
     match role {
         Role::Exit => EXIT_LAYER,
-        Role::Relay => relay_layer(operator),
+        Role::Relay => relay_layer(operator, seed),
     }
 }
 
-/// A configured layer that is not the one the registry assigns.
+/// A configured layer that is not the one the registry assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the registry places a {role} run from wallet {operator} in layer {assigned}, but node.layer is {configured}; \
-     set node.layer = {assigned} (the node refuses to start on that mismatch)"
+    "the registry placed the {role} run from wallet {operator} in layer {assigned}, but node.layer is {configured}; \
+     set node.layer = {assigned} (peers refuse descriptors that claim another layer)"
 )]
 pub struct LayerMismatch {
     /// The wallet.
@@ -98,11 +104,10 @@ pub struct LayerMismatch {
     pub assigned: u8,
 }
 
-/// Checks that `configured` is the layer the registry assigns to a `role`
-/// node run from `operator`.
-pub fn check_layer(role: Role, configured: u8, operator: Address) -> Result<(), LayerMismatch> {
-    let assigned = assigned_layer(role, operator);
-    if assigned == configured { Ok(()) } else { Err(LayerMismatch { operator, role, configured, assigned }) }
+/// Checks that `configured` is `recorded`, the layer the registry assigned to
+/// the `role` node run from `operator`.
+pub fn check_layer(role: Role, configured: u8, operator: Address, recorded: u8) -> Result<(), LayerMismatch> {
+    if recorded == configured { Ok(()) } else { Err(LayerMismatch { operator, role, configured, assigned: recorded }) }
 }
 
 #[cfg(test)]
@@ -128,11 +133,12 @@ mod tests {
     #[test]
     fn layer_check_names_the_layer_to_set() {
         let operator = Address::repeat_byte(7);
-        let assigned = relay_layer(operator);
-        assert!(check_layer(Role::Relay, assigned, operator).is_ok());
-        let message = check_layer(Role::Relay, 1 - assigned, operator).unwrap_err().to_string();
+        let assigned = assigned_layer(Role::Relay, operator, B256::repeat_byte(9));
+        assert!(check_layer(Role::Relay, assigned, operator, assigned).is_ok());
+        let message = check_layer(Role::Relay, 1 - assigned, operator, assigned).unwrap_err().to_string();
         assert!(message.contains(&format!("set node.layer = {assigned}")), "{message}");
-        assert!(check_layer(Role::Exit, EXIT_LAYER, operator).is_ok());
-        assert!(check_layer(Role::Exit, 0, operator).is_err());
+        let exit = assigned_layer(Role::Exit, operator, B256::repeat_byte(9));
+        assert_eq!(exit, EXIT_LAYER);
+        assert!(check_layer(Role::Exit, 0, operator, exit).is_err());
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! What is here is what only the command line knows: where the target and
 //! the keys come from (`[chain]`, `node.keys_dir`), which multiaddr to
-//! register when none is given and whether peers could dial it, the layer
-//! check against `node.layer`, the typed `--stake` amount, and — for
+//! register when none is given and whether peers could dial it, the
+//! registered layer compared with `node.layer` (a relay's layer is known only
+//! once its commitment is mined), the typed `--stake` amount, and — for
 //! `status` — what the running node's admin API says about its published
 //! epoch keys.
 
@@ -19,7 +20,7 @@ use nox_eth::registry::operator::{self, OperatorError, RegistryStatus, RegistryT
 use nox_net::topology_doc::TopologyDocument;
 use nox_node::config::{ChainSection, NodeConfig, P2pSection};
 use nox_node::keys::NodeKeys;
-use nox_protocol::topology::{LayerMismatch, check_layer};
+use nox_protocol::topology::check_layer;
 use serde::Serialize;
 
 /// How long the local node's admin API may take to answer `GET /topology`.
@@ -49,9 +50,6 @@ pub(crate) enum RegistryCommandError {
          set p2p.external_addresses or pass --multiaddr"
     )]
     NoMultiaddr,
-    /// `node.layer` is not the layer the registry assigns.
-    #[error(transparent)]
-    LayerMismatch(#[from] LayerMismatch),
     /// `--stake` does not read or does not fit.
     #[error("--stake: {0}")]
     Amount(#[from] AmountError),
@@ -84,6 +82,20 @@ pub(crate) enum NodeApi {
     Unreachable,
 }
 
+/// What `nox register` prints: the registration, and whether `node.layer`
+/// repeats the layer the registry gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct RegisterOutcome {
+    /// The registration.
+    #[serde(flatten)]
+    pub(crate) registered: operator::Registered,
+    /// `node.layer` in the configuration.
+    pub(crate) configured_layer: u8,
+    /// What to change when `node.layer` is not the registered layer (peers
+    /// refuse descriptors that claim another layer); none when it is.
+    pub(crate) layer_mismatch: Option<String>,
+}
+
 /// The target `[chain]` describes.
 pub(crate) fn target(c: &ChainSection) -> Result<RegistryTarget, RegistryCommandError> {
     // `chain.rpc_url` and `chain.registry` are optional keys (unset = no chain).
@@ -96,17 +108,17 @@ pub(crate) fn target(c: &ChainSection) -> Result<RegistryTarget, RegistryCommand
     Ok(RegistryTarget { rpc_url, chain_id: c.chain_id, registry })
 }
 
-/// `nox register`.
+/// `nox register`: commits and reveals (`nox_eth::registry::operator::register`),
+/// then compares the layer the registry gave with `node.layer`.
 pub(crate) async fn register(
     config: &NodeConfig,
     keys: &NodeKeys,
     stake: Option<TokenAmount>,
     multiaddr: Option<String>,
-) -> Result<operator::Registered, RegistryCommandError> {
+) -> Result<RegisterOutcome, RegistryCommandError> {
     let t = target(&config.chain)?;
     let op = keys.operator();
     let role = config.node.role;
-    check_layer(role, config.node.layer, keys.wallet_address())?;
     let multiaddr = match multiaddr {
         Some(m) => m,
         None => default_multiaddr(&config.p2p)?,
@@ -119,7 +131,11 @@ pub(crate) async fn register(
         }
         None => None,
     };
-    Ok(operator::register(&t, &op, role, &multiaddr, stake).await?)
+    let registered = operator::register(&t, &op, role, &multiaddr, stake).await?;
+    let configured_layer = config.node.layer;
+    let layer_mismatch =
+        check_layer(role, configured_layer, registered.operator, registered.layer).err().map(|e| e.to_string());
+    Ok(RegisterOutcome { registered, configured_layer, layer_mismatch })
 }
 
 /// `nox status`: the registry record, and the epochs for which the running
