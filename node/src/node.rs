@@ -294,7 +294,11 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         .map_err(|source| NodeError::Io { what: "mix thread", source })?;
     threads.push(mix_thread);
 
-    let replies = Arc::new(ReplyMailbox::new(cfg.egress.reply_mailbox, Duration::from_secs(cfg.egress.reply_ttl_secs)));
+    let replies = Arc::new(ReplyMailbox::with_share(
+        cfg.egress.reply_mailbox,
+        cfg.egress.reply_claims_per_peer,
+        Duration::from_secs(cfg.egress.reply_ttl_secs),
+    ));
     let (final_tx, final_rx) = flume::bounded(cfg.egress.queue.max(1));
     let cover_state = Arc::new(CoverState::new(metrics.clone()));
     let ectx = EgressContext {
@@ -313,6 +317,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let egress_cfg = EgressConfig {
         peer_queue: cfg.egress.peer_queue,
         connect_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
+        client_queue_bytes: cfg.egress.client_queue_bytes,
+        client_write_timeout: Duration::from_millis(cfg.egress.client_write_timeout_ms),
     };
     tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
 
