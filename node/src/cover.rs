@@ -102,8 +102,12 @@ use nox_net::p2p::{self, Command, ControlRequest, P2pHandle};
 
 /// Loops remembered for the reliability window.
 pub const WINDOW: usize = 256;
-/// Most loops in flight (also the most SURB ids one claimant may hold at an
-/// entry, so one entry never ignores a claim of this node's for lack of room).
+/// Most loops in flight (also the default `egress.reply_claims_per_peer`, so
+/// this node's own share never refuses one of its claims; an entry whose
+/// claim table others have filled may still refuse it, which the entry's
+/// `Claimed` answer says and `nox_events_total{kind="reply_claim",
+/// outcome="refused_by_peer"}` counts: that loop's reply is then not pushed,
+/// and the loop counts as lost, as it would through any failing entry).
 pub const MAX_OUTSTANDING: usize = nox_net::control::MAX_REPLY_CLAIMS;
 /// Most SURB ids of lost loops remembered to recognise late replies.
 pub const MAX_LATE: usize = MAX_OUTSTANDING;
