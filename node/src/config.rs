@@ -256,7 +256,8 @@ pub struct IngestSection {
     pub pow_bits: u8,
     /// How long an accepted submission's proof is remembered, so that the
     /// same frame again is refused before any X25519, in seconds (at least
-    /// half of it; see `pipeline::ingest::SeenSubmissions`).
+    /// half of it, so the default of two epochs covers the epoch a packet is
+    /// usable in; see `pipeline::ingest::SeenSubmissions`).
     pub pow_seen_secs: u64,
     /// Most proofs remembered at once (two rotating sets of half each); when
     /// one set fills before half the window, it rotates early.
@@ -272,8 +273,8 @@ impl Default for IngestSection {
             client_rate: 100.0,
             client_burst: 200,
             pow_bits: 12,
-            pow_seen_secs: 120,
-            pow_seen_max: 1 << 20,
+            pow_seen_secs: 2 * nox_protocol::descriptor::DEFAULT_EPOCH_SECS,
+            pow_seen_max: 1 << 22,
         }
     }
 }
