@@ -638,6 +638,9 @@ enum Lie {
     SwapIdentity = 1,
     /// Answers `eth_getBlockByNumber` with another hash for every block.
     OtherBlockHash = 2,
+    /// Answers nothing: every request gets HTTP 503, as from an endpoint
+    /// behind a load balancer whose backend is down.
+    Down = 3,
 }
 
 /// An HTTP JSON-RPC endpoint on loopback that forwards every request to
@@ -662,6 +665,9 @@ impl LyingProxy {
             body: axum::body::Bytes,
         ) -> axum::response::Response {
             use axum::response::IntoResponse;
+            if mode.load(std::sync::atomic::Ordering::SeqCst) == Lie::Down as u8 {
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
             let request: serde_json::Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
                 Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
@@ -780,6 +786,14 @@ async fn test_a_lying_endpoint_among_honest_ones_is_outvoted() {
     assert_eq!(w.poll().await, TopologyChange::default());
     assert_eq!(quorum_counts(&w), (3, 2, 0));
     assert_eq!(w.gauge("rpc_up"), 1);
+
+    // One endpoint down: it does not agree, the two others still make a quorum.
+    honest.lie(Lie::Down);
+    let third = chain.register(Role::Relay, 9003).await;
+    assert_eq!(w.poll().await.added, vec![third.id]);
+    assert_eq!(quorum_counts(&w), (2, 2, 0));
+    assert_eq!(w.events("endpoint_failed"), 1);
+    assert_eq!(w.watcher.view(), &chain.registry_state().await);
 }
 
 /// With two of three endpoints lying (each its own way), or two of three

@@ -19,9 +19,11 @@
 //!   view was refused);
 //! * with several endpoints (`chain.rpc_urls`): `chain/endpoint_disagreed`
 //!   once per endpoint and poll that answered otherwise than the accepted
-//!   quorum, the gauge `rpc_agreeing` (endpoints in the accepted group), and
-//!   a warning naming the dissenting endpoints by index — never by URL, which
-//!   may carry an API key — whenever that set changes;
+//!   quorum, `chain/endpoint_failed` once per endpoint and poll that did not
+//!   answer while the others reached a quorum, the gauge `rpc_agreeing`
+//!   (endpoints in the accepted group), and a warning naming the dissenting
+//!   and failed endpoints by index — never by URL, which may carry an API
+//!   key — whenever those sets change;
 //! * the poll loop: every `chain.poll_interval_ms`, with a pause that grows
 //!   (up to 32 intervals) while the endpoint fails; the last confirmed view
 //!   stays in place meanwhile.
@@ -153,8 +155,9 @@ pub struct ChainWatcher {
     gauges: ChainGauges,
     /// This node: it stays in its own topology (its descriptors land there).
     self_id: NodeId,
-    /// The endpoints that disagreed at the last poll (logged when it changes).
-    dissenting: Vec<usize>,
+    /// The endpoints that disagreed, and that failed, at the last poll
+    /// (logged when either changes).
+    dissenting: (Vec<usize>, Vec<usize>),
 }
 
 impl std::fmt::Debug for ChainWatcher {
@@ -176,7 +179,8 @@ impl ChainWatcher {
     ) -> Result<(Self, TopologyChange), ChainError> {
         let (follower, resumed) = RegistryFollower::new(cfg.follower.clone(), Arc::new(RedbProgress(db)))?;
         let gauges = ChainGauges::new(&metrics);
-        let w = ChainWatcher { cfg, follower, topology, metrics, gauges, self_id, dissenting: Vec::new() };
+        let w =
+            ChainWatcher { cfg, follower, topology, metrics, gauges, self_id, dissenting: (Vec::new(), Vec::new()) };
         let change = if resumed { w.publish() } else { TopologyChange::default() };
         if resumed {
             tracing::info!(
@@ -243,18 +247,23 @@ impl ChainWatcher {
         for _ in &report.dissenting {
             self.metrics.event("chain", "endpoint_disagreed").inc();
         }
-        if report.dissenting != self.dissenting {
-            if !report.dissenting.is_empty() {
+        for _ in &report.failed {
+            self.metrics.event("chain", "endpoint_failed").inc();
+        }
+        let outliers = (report.dissenting.clone(), report.failed.clone());
+        if outliers != self.dissenting {
+            if !report.dissenting.is_empty() || !report.failed.is_empty() {
                 tracing::warn!(
                     dissenting = ?report.dissenting,
+                    failed = ?report.failed,
                     agreeing = report.agreeing,
                     quorum = self.follower.quorum(),
                     endpoints = self.follower.endpoints(),
-                    "chain: RPC endpoints (by index in chain.rpc_urls) answered otherwise than the quorum; \
-                     following the quorum"
+                    "chain: RPC endpoints (by index in chain.rpc_urls) answered otherwise than the quorum \
+                     or not at all; following the quorum"
                 );
             }
-            self.dissenting = report.dissenting.clone();
+            self.dissenting = outliers;
         }
         self.gauges.head_block.set(i64::try_from(report.head).unwrap_or(i64::MAX));
         if report.reorganised {
