@@ -46,7 +46,9 @@ use nox_protocol::sphinx::Payload;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sender {
     /// The node itself: its own cover submitted to itself, and packets it
-    /// routes to itself.
+    /// routes to itself. A route that crosses this node twice in a row counts
+    /// its later hops here: the original sender is not carried through
+    /// egress, so such hops share the node's own share, not their sender's.
     Local,
     /// An admitted node relaying on `/nox/packet/1`, or submitting its own
     /// cover on `/nox/submit/1`.
