@@ -29,8 +29,11 @@ pub(crate) const NODE_API_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why a registry command could not run.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegistryCommandError {
-    /// `chain.rpc_url` is not set.
-    #[error("no chain configured: chain.rpc_url is not set; set chain.rpc_url, chain.chain_id and chain.registry")]
+    /// Neither `chain.rpc_url` nor `chain.rpc_urls` is set.
+    #[error(
+        "no chain configured: neither chain.rpc_url nor chain.rpc_urls is set; set chain.rpc_url, chain.chain_id \
+         and chain.registry"
+    )]
     NoChain,
     /// `chain.registry` is not a non-zero address.
     #[error("chain.registry `{0}` is not a non-zero 0x address")]
@@ -98,8 +101,10 @@ pub(crate) struct RegisterOutcome {
 
 /// The target `[chain]` describes.
 pub(crate) fn target(c: &ChainSection) -> Result<RegistryTarget, RegistryCommandError> {
-    // `chain.rpc_url` and `chain.registry` are optional keys (unset = no chain).
-    let Some(rpc_url) = c.rpc_url.clone().filter(|url| !url.is_empty()) else {
+    // `chain.rpc_url` and `chain.registry` are optional keys (unset = no
+    // chain). With several endpoints the commands use the first: a
+    // transaction needs one endpoint, and its receipt is checked on it.
+    let Some(rpc_url) = c.endpoints().into_iter().find(|url| !url.is_empty()) else {
         return Err(RegistryCommandError::NoChain);
     };
     let registry = c
@@ -257,6 +262,20 @@ mod tests {
             let e = check_multiaddr(bad).unwrap_err();
             assert!(matches!(e, RegistryCommandError::Operator(OperatorError::InvalidMultiaddr { .. })), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_commands_use_rpc_url_or_the_first_of_rpc_urls() {
+        let mut c = ChainSection {
+            registry: Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into()),
+            ..ChainSection::default()
+        };
+        assert!(matches!(target(&c), Err(RegistryCommandError::NoChain)));
+        c.rpc_urls = vec!["https://a.example.org".into(), "https://b.example.org".into()];
+        assert_eq!(target(&c).unwrap().rpc_url, "https://a.example.org");
+        c.rpc_urls.clear();
+        c.rpc_url = Some("http://127.0.0.1:8545".into());
+        assert_eq!(target(&c).unwrap().rpc_url, "http://127.0.0.1:8545");
     }
 
     #[test]
