@@ -175,3 +175,69 @@ async fn a_claim_flood_is_answered_with_its_refusals_and_other_claimants_get_the
     flooder.shutdown().await;
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_whose_claims_are_refused_is_told_and_is_served_once_there_is_room() {
+    use nox_client::{Client, ClientConfig, ClientError, StaticMember, TopologySource};
+    let dir = tempfile::tempdir().unwrap();
+    // A small claim table: 8 claims, at most 3 per claimant.
+    let net = LocalNet::start_ready(dir.path(), [1, 1, 1], 7, |i, c| {
+        if i == 0 {
+            c.egress.reply_mailbox = 8;
+            c.egress.reply_claims_per_peer = 3;
+        }
+    })
+    .await
+    .unwrap();
+    let gw = net.layer(0)[0];
+    let gwp = peer(&net, gw);
+    // Greedy claimants take 3, 2, 1 and 1 of the 8 claims: what they leave
+    // free is too little to share.
+    let mut greedy = Vec::new();
+    for (n, expect) in [3, 2, 1, 1].into_iter().enumerate() {
+        let g = net.client(gw).await.unwrap();
+        let answer = g.claim_replies_answer(gwp, ids(n as u8, 4), CLAIM_TIMEOUT).await.unwrap();
+        assert_eq!(answer.accepted, expect, "greedy claimant {n}");
+        greedy.push(g);
+    }
+    let members = net
+        .nodes
+        .iter()
+        .map(|n| StaticMember {
+            node_id: format!("0x{}", hex::encode(n.keys.node_id())),
+            layer: n.config.node.layer,
+            address: n.running.as_ref().unwrap().listen_addrs[0].to_string(),
+        })
+        .collect();
+    let mut cfg = ClientConfig::new(TopologySource::Static(members));
+    cfg.pow_bits = net.nodes[0].config.ingest.pow_bits;
+    cfg.epoch_secs = net.nodes[0].config.network.epoch_secs;
+    cfg.mean_delay = Duration::from_millis(1);
+    cfg.attempt_timeout = Duration::from_secs(10);
+    let client = Client::connect(cfg).await.unwrap();
+    // Its request's only SURB would not be pushed: the request is not sent,
+    // and the refusal says so instead of a timeout.
+    match client.echo(b"no room".to_vec()).await {
+        Err(ClientError::Entry(RawPeerError::ClaimsRefused { refused: 1, claimed: 1, .. })) => {}
+        other => panic!("expected the entry's refusal, got {other:?}"),
+    }
+    // The greedy claimants leave (their claims go with them): the same client is served.
+    for g in greedy {
+        g.shutdown().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.echo(b"room again".to_vec()).await {
+            Ok(answer) => {
+                assert_eq!(answer, b"room again");
+                break;
+            }
+            Err(ClientError::Entry(RawPeerError::ClaimsRefused { .. })) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    client.shutdown().await;
+    net.shutdown().await;
+}
