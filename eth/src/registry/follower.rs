@@ -294,6 +294,10 @@ impl Outcome {
     }
 }
 
+/// Highest head an endpoint may report (2^48: at one block a second, nine
+/// million years); a higher one is an endpoint failure.
+pub const MAX_HEAD: u64 = 1 << 48;
+
 /// Most log ranges one round reads before the endpoints' views are compared
 /// and the agreed progress saved.
 pub const ROUND_RANGES: u64 = 16;
@@ -565,7 +569,13 @@ async fn head_of(client: &EthClient, check_chain: bool, chain_id: u64) -> Result
             return Err(FollowError::WrongChain { expected: chain_id, actual });
         }
     }
-    Ok(client.block_number().await?)
+    let head = client.block_number().await?;
+    // Blocks are numbered from 0 one every few seconds: a head this high is
+    // a lie, and would leave no block after it to count on.
+    if head > MAX_HEAD {
+        return Err(client.failed("eth_blockNumber", format!("implausible head {head}")).into());
+    }
+    Ok(head)
 }
 
 /// One endpoint's view of the registry at `target`, starting from `start`
@@ -614,7 +624,7 @@ async fn advance(
         for log in ordered(logs) {
             p.view.apply(&log.inner)?;
         }
-        p.next_block = to + 1;
+        p.next_block = to.saturating_add(1);
         p.last = Some((to, hash));
     }
     let fingerprint = match p.last.map(|(n, _)| n) {
@@ -711,7 +721,7 @@ async fn rebuild_at(client: &EthClient, cfg: &FollowerConfig, p: &mut Progress, 
         .await?
         .ok_or_else(|| client.failed("eth_getBlockByNumber", format!("block {n} is missing")))?;
     p.view = view;
-    p.next_block = n + 1;
+    p.next_block = n.saturating_add(1);
     p.last = Some((n, hash));
     Ok(())
 }
@@ -806,6 +816,44 @@ mod tests {
         let e = RegistryFollower::new(cfg, Arc::new(MemoryProgress::default())).unwrap_err();
         assert!(matches!(&e, FollowError::Rpc(EthError::InvalidUrl { url, .. }) if url == "RPC endpoint #1"), "{e}");
         assert!(!e.to_string().contains("KEY"), "{e}");
+    }
+
+    /// A one-request JSON-RPC endpoint on loopback that answers every
+    /// request with `result`.
+    async fn answering(result: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let id = req.split("\"id\":").nth(1).and_then(|r| r.split([',', '}']).next()).unwrap_or("0");
+                    let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{result}}}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_claiming_an_endless_chain_fails_without_a_loop() {
+        // An endpoint that answers u64::MAX to everything; its chain id is
+        // taken as checked, so the head is the first thing asked.
+        let url = answering("\"0xffffffffffffffff\"").await;
+        let (mut f, _) = RegistryFollower::new(config(&[&url], 1), Arc::new(MemoryProgress::default())).unwrap();
+        f.endpoints[0].checked_chain = true;
+        let e = tokio::time::timeout(Duration::from_secs(5), f.poll()).await.expect("no endless loop").unwrap_err();
+        assert_eq!(e.label(), "rpc_error", "{e}");
+        assert!(e.to_string().contains("implausible head"), "{e}");
+        assert_eq!(f.next_block(), 0);
     }
 
     #[tokio::test]
