@@ -118,6 +118,9 @@ pub enum OnReceive {
     /// Accept packet streams and never read them: a client that stopped
     /// reading, for tests of how a node sheds it.
     Stall,
+    /// Keep them as [`OnReceive::Keep`] (up to this many), reading one packet
+    /// per interval at most: a client that reads too slowly, for the same tests.
+    Trickle(usize, std::time::Duration),
 }
 
 /// Where the answers to pending `GetDescriptors` (or `GetPrices`) requests
@@ -199,7 +202,7 @@ impl RawPeer {
         on_receive: OnReceive,
     ) -> Result<Self, RawPeerError> {
         let keep = match on_receive {
-            OnReceive::Keep(n) => n,
+            OnReceive::Keep(n) | OnReceive::Trickle(n, _) => n,
             OnReceive::Forward(_) | OnReceive::Stall => 1,
         };
         let cfg = P2pConfig { listen: listen.clone(), ..P2pConfig::default() };
@@ -307,8 +310,12 @@ impl RawPeer {
                 let mut control = control.clone();
                 let on_receive = on_receive.clone();
                 tokio::spawn(async move {
+                    let pace = match on_receive {
+                        OnReceive::Trickle(_, pace) => Some(pace),
+                        _ => None,
+                    };
                     let mut out = match on_receive {
-                        OnReceive::Keep(_) => None,
+                        OnReceive::Keep(_) | OnReceive::Trickle(..) => None,
                         // Hold the stream open, read nothing.
                         OnReceive::Stall => {
                             std::future::pending::<()>().await;
@@ -329,6 +336,9 @@ impl RawPeer {
                             return;
                         }
                         count.fetch_add(1, Ordering::Relaxed);
+                        if let Some(pace) = pace {
+                            tokio::time::sleep(pace).await;
+                        }
                         match out.as_mut() {
                             // Forwarding reuses the buffer; keeping hands it over whole.
                             Some(out) => {

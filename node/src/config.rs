@@ -337,9 +337,9 @@ pub struct EgressSection {
     /// one client gets at most half of what the others leave free, and at
     /// most `peer_queue` packets.
     pub client_queue_bytes: usize,
-    /// Milliseconds a client link may take to write one packet, and may stay
-    /// at its share without taking a packet; past either, the client is
-    /// disconnected and its queue dropped.
+    /// Milliseconds a client link may take to write one packet, and its queue
+    /// may stay at its share (never drained to half of it); past either, the
+    /// client is disconnected and its queue dropped.
     pub client_write_timeout_ms: u64,
 }
 

@@ -241,3 +241,57 @@ async fn a_client_whose_claims_are_refused_is_told_and_is_served_once_there_is_r
     client.shutdown().await;
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_reads_too_slowly_to_drain_its_share_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNet::start_ready(dir.path(), [1, 1, 1], 7, |i, c| {
+        if i == 0 {
+            c.egress.client_queue_bytes = BUDGET_PACKETS * PACKET_LEN;
+            c.egress.client_write_timeout_ms = 1_500;
+        }
+    })
+    .await
+    .unwrap();
+    let (gw, mx, ex) = (net.layer(0)[0], net.layer(1)[0], net.layer(2)[0]);
+    let gwp = peer(&net, gw);
+    let (epoch, fwd) = net.route(&[gw, mx, ex], 0).unwrap();
+    let (_, back) = net.route(&[mx, gw], 0).unwrap();
+    // Ten packets a second: each write finishes well within the deadline, but
+    // a burst of 21 reply packets every half second keeps its queue at its
+    // share (32 of the 64).
+    let slow = RawPeer::start_with(
+        libp2p::identity::Keypair::generate_ed25519(),
+        Vec::new(),
+        PeerKind::Client,
+        OnReceive::Trickle(1024, Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let g = net.nodes[gw].running.as_ref().unwrap();
+    slow.connect(g.peer_id, g.listen_addrs.clone(), Duration::from_secs(10)).await.unwrap();
+    let m = metrics(&net, gw);
+    let stalled = m.event("client_link", "disconnected_stalled");
+    let data = vec![0x17u8; 11 * MAX_SHARD_LEN - 100];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stalled.get() == 0 && Instant::now() < deadline {
+        let req = echo_request(epoch, &fwd, &back, 21, data.clone()).unwrap();
+        if slow.claim_replies(gwp, req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.is_err() {
+            break;
+        }
+        for (_, packet) in &req.packets {
+            let _ = slow.submit(gwp, packet, POW_BITS).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(stalled.get(), 1, "{}", m.render());
+    assert!(slow.received() > 0, "the slow client did read some");
+    let pinned = m.queue_depth("client_links");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pinned.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pinned.get(), 0, "its queue was let go");
+    slow.shutdown().await;
+    net.shutdown().await;
+}

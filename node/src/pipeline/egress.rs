@@ -25,7 +25,8 @@
 //! clients that stop reading cannot take the whole budget and a client that
 //! reads always finds room. A client is disconnected (and its queue dropped)
 //! when one packet takes longer than `egress.client_write_timeout_ms` to
-//! write, or when it stays at its share that long without taking a packet.
+//! write, or when its queue stays that long at its share (refusing packets,
+//! and never drained to half of it in between).
 //! Node links have no write deadline: a slow next hop is backpressure (its
 //! ingest waits), and its queue is its own.
 
@@ -195,6 +196,13 @@ impl ClientBudget {
         (self.capacity.saturating_sub(others) / 2).min(self.per_link)
     }
 
+    /// Whether the link counting `link` holds at most half of its share.
+    fn drained(&self, link: &AtomicUsize) -> bool {
+        let total = self.queued.load(Ordering::Acquire);
+        let mine = link.load(Ordering::Acquire);
+        mine * 2 <= self.share(total.saturating_sub(mine))
+    }
+
     /// Reserves one packet for the link counting `link`, if its share allows.
     fn reserve(self: &Arc<Self>, link: &Arc<AtomicUsize>) -> Result<Reservation, Refusal> {
         let total = self.queued.load(Ordering::Acquire);
@@ -218,7 +226,7 @@ struct Link {
     /// Packets queued on it (counted for client links only).
     queued: Arc<AtomicUsize>,
     /// Since when a client's packets have been refused for its share, with
-    /// none taken in between.
+    /// its queue not drained to half its share in between.
     full_since: Option<Instant>,
 }
 
@@ -371,7 +379,12 @@ fn send_to(
             let queued = links.get(&target).map(|l| l.queued.clone()).unwrap_or_default();
             match budget.reserve(&queued) {
                 Ok(r) => {
-                    if let Some(link) = links.get_mut(&target) {
+                    // Only a queue that drained to half its share has stopped
+                    // being full: a client that takes a packet now and then
+                    // while its queue stays at its share is still cut off.
+                    if budget.drained(&queued)
+                        && let Some(link) = links.get_mut(&target)
+                    {
                         link.full_since = None;
                     }
                     Some(r)
@@ -381,8 +394,8 @@ fn send_to(
                         Refusal::Share => m.client_share_full.inc(),
                         Refusal::Budget => m.client_budget_full.inc(),
                     };
-                    // A link at its share that takes nothing for the write
-                    // deadline is a client that stopped reading: cut it off.
+                    // A link kept at its share for the write deadline is a
+                    // client that does not keep up: cut it off.
                     if refusal == Refusal::Share
                         && let Some(link) = links.get_mut(&target)
                     {
