@@ -259,7 +259,10 @@ impl RawPeer {
                                 ControlRequest::Hello { .. } => ControlResponse::Welcome { kind: PeerKind::Node },
                                 ControlRequest::GetDescriptors => ControlResponse::Descriptors { encoded: Vec::new() },
                                 ControlRequest::GetPrices => ControlResponse::Prices { encoded: Vec::new() },
-                                ControlRequest::SubscribeReplies { .. } => ControlResponse::Ack,
+                                // It delivers no replies: every claim is refused, and said so.
+                                ControlRequest::SubscribeReplies { surb_ids } => {
+                                    ControlResponse::Claimed { accepted: 0, refused: surb_ids }
+                                }
                             };
                             let _ = handle.command(Command::Respond { channel, response }).await;
                         }
