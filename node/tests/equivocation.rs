@@ -51,7 +51,12 @@ async fn gossip_until(peer: &RawPeer, data: &[u8], mut done: impl FnMut() -> boo
 
 /// A client's directory of the network's three nodes, fed with what
 /// `GetDescriptors` at the entry answers.
-async fn client_directory(net: &LocalNet, peer: &RawPeer, gw: usize, epoch: u64) -> (Directory, Vec<DescriptorRejected>) {
+async fn client_directory(
+    net: &LocalNet,
+    peer: &RawPeer,
+    gw: usize,
+    epoch: u64,
+) -> (Directory, Vec<DescriptorRejected>) {
     let members: Vec<StaticMember> = net
         .nodes
         .iter()
