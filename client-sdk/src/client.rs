@@ -390,6 +390,13 @@ impl Client {
         }
     }
 
+    /// Every piece of equivocation evidence the directory holds: nodes that
+    /// signed two mix keys for one epoch, excluded from routes in that epoch.
+    /// Each holds both signed descriptors, which anyone can verify again.
+    pub fn equivocations(&self) -> Vec<nox_protocol::descriptor::Equivocation> {
+        self.wire.directory.read().unwrap_or_else(|e| e.into_inner()).equivocations().cloned().collect()
+    }
+
     /// The exits of the current epoch that perform paid calls, with the fee
     /// policy each signed.
     pub fn paying_exits(&self) -> Vec<(NodeId, nox_protocol::descriptor::FeePolicy)> {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use nox_client::{DescriptorRejected, Directory, StaticMember};
+use nox_client::{Client, ClientConfig, DescriptorRejected, Directory, StaticMember, TopologySource};
 use nox_net::p2p::{Command, DESCRIPTOR_TOPIC};
 use nox_net::raw_peer::RawPeer;
 use nox_node::localnet::{LocalNet, eventually};
@@ -171,6 +171,28 @@ async fn a_node_that_signs_two_keys_for_one_epoch_is_excluded_and_the_evidence_e
     assert!(routes.layer(1).is_empty());
     assert_eq!((routes.layer(0).len(), routes.layer(2).len()), (1, 1));
     assert_eq!(client_dir.route_set(epoch + 1).layer(1).len(), 1);
+
+    // The same through `Client`, the library a dApp uses (and `nox-client
+    // equivocations` prints): connecting takes the entry's descriptors, and
+    // the evidence comes with them.
+    let statics: Vec<StaticMember> = net
+        .nodes
+        .iter()
+        .map(|n| StaticMember {
+            node_id: format!("0x{}", hex::encode(n.id().0)),
+            layer: n.config.node.layer,
+            address: n.running.as_ref().unwrap().listen_addrs[0].to_string(),
+        })
+        .collect();
+    let mut cfg = ClientConfig::new(TopologySource::Static(statics));
+    cfg.pow_bits = net.nodes[gw].config.ingest.pow_bits;
+    cfg.epoch_secs = net.nodes[gw].config.network.epoch_secs;
+    let client = Client::connect(cfg).await.unwrap();
+    let held = client.equivocations();
+    assert_eq!(held.len(), 1, "the client holds no evidence");
+    assert_eq!((held[0].node_id(), held[0].epoch()), (victim, epoch));
+    assert!(held[0].contains(&a) && held[0].contains(&b));
+    client.shutdown().await;
 
     peer.shutdown().await;
     net.shutdown().await;

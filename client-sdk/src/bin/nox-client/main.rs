@@ -106,6 +106,15 @@ enum Command {
         #[command(flatten)]
         call: wallet::CallArgs,
     },
+    /// Take the entry's descriptors and print, as JSON, every node caught
+    /// signing two mix keys for one epoch: node id, epoch and both signed
+    /// descriptors (hex), which anyone can verify again. Such a node is left
+    /// out of this client's routes in that epoch.
+    Equivocations {
+        /// The configuration file (`nox-client.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Check a configuration file, with its NOX_CLIENT_* environment overrides.
     ///
     /// Prints `ok: FILE` and a summary, or every problem as `<key>: <message>`
@@ -126,9 +135,10 @@ fn main() {
         Command::Proxy { config, .. } => (config, "info"),
         Command::Wallet { command } => (command.config(), "warn"),
         Command::Call { call } => (&call.secrets.config, "warn"),
-        Command::Echo { config, .. } | Command::Rpc { config, .. } | Command::CheckConfig { config } => {
-            (config, "warn")
-        }
+        Command::Echo { config, .. }
+        | Command::Rpc { config, .. }
+        | Command::Equivocations { config }
+        | Command::CheckConfig { config } => (config, "warn"),
     };
     let Some(cfg) = load_config(file) else {
         std::process::exit(INVALID_CONFIG);
@@ -212,6 +222,7 @@ fn run(command: Command, cfg: ClientFile) -> anyhow::Result<()> {
             Command::Proxy { allow_remote, connect_tries, .. } => proxy_main(cfg, allow_remote, connect_tries).await,
             Command::Echo { text, .. } => echo_main(cfg, text).await,
             Command::Rpc { method, params, .. } => rpc_main(cfg, method, params).await,
+            Command::Equivocations { .. } => equivocations_main(cfg).await,
             Command::Wallet { command } => wallet::wallet_main(cfg, command).await,
             Command::Call { call } => wallet::call_main(cfg, call).await,
             Command::CheckConfig { .. } => Ok(()),
@@ -392,6 +403,27 @@ async fn echo_main(mut cfg: ClientFile, text: String) -> anyhow::Result<()> {
     let answer = answer.context("echo through the mixnet")?;
     let out = serde_json::json!({ "answer": String::from_utf8_lossy(&answer), "ms": ms });
     println!("{out}");
+    Ok(())
+}
+
+async fn equivocations_main(mut cfg: ClientFile) -> anyhow::Result<()> {
+    cfg.cover.enabled = false;
+    // Connecting takes the entry's descriptors, evidence included.
+    let client = connect(&cfg, 1).await?;
+    let evidence = client.equivocations();
+    client.shutdown().await;
+    let list: Vec<Value> = evidence
+        .iter()
+        .map(|e| {
+            let [a, b] = e.descriptors();
+            serde_json::json!({
+                "node_id": hex::encode(e.node_id().0),
+                "epoch": e.epoch(),
+                "descriptors": [hex::encode(a.encode()), hex::encode(b.encode())],
+            })
+        })
+        .collect();
+    println!("{}", Value::Array(list));
     Ok(())
 }
 
