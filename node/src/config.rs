@@ -369,6 +369,10 @@ pub struct ReplaySection {
     /// (`nox_node::replay`). 0 = what the worker threads process in an epoch
     /// at full speed, twice (`nox_node::replay::default_max_tags`).
     pub max_tags_per_epoch: usize,
+    /// Memory an epoch key's replay cache may take, in MiB: the default cap
+    /// is lowered to fit it, and an explicit `max_tags_per_epoch` must fit it
+    /// (`nox_node::replay::MEMORY_BYTES_PER_TAG` a tag).
+    pub max_memory_mib: u64,
     /// While tags keep arriving, start a commit at most this often
     /// (milliseconds); 0 commits again as soon as the last commit is done.
     pub commit_interval_ms: u64,
@@ -376,7 +380,12 @@ pub struct ReplaySection {
 
 impl Default for ReplaySection {
     fn default() -> Self {
-        ReplaySection { durable_before_forward: true, max_tags_per_epoch: 0, commit_interval_ms: 2 }
+        ReplaySection {
+            durable_before_forward: true,
+            max_tags_per_epoch: 0,
+            max_memory_mib: 4_864,
+            commit_interval_ms: 2,
+        }
     }
 }
 
@@ -920,6 +929,19 @@ impl NodeConfig {
         c.at_most("egress.client_write_timeout_ms", egress.client_write_timeout_ms, 600_000, " (ten minutes)");
 
         c.at_most("replay.commit_interval_ms", self.replay.commit_interval_ms, 1_000, " (one second)");
+        c.at_least("replay.max_memory_mib", self.replay.max_memory_mib, 1);
+        let within = crate::replay::tags_within_memory(self.replay.max_memory_mib);
+        if self.replay.max_tags_per_epoch > within {
+            c.fail(
+                "replay.max_tags_per_epoch",
+                format!(
+                    "{} tags need about {} MiB, above replay.max_memory_mib ({} MiB holds at most {within})",
+                    self.replay.max_tags_per_epoch,
+                    (self.replay.max_tags_per_epoch as u64).saturating_mul(crate::replay::MEMORY_BYTES_PER_TAG) >> 20,
+                    self.replay.max_memory_mib
+                ),
+            );
+        }
 
         let cover = &self.cover;
         c.non_negative_rate("cover.loop_rate", cover.loop_rate);
@@ -1543,6 +1565,8 @@ mod tests {
             ("[egress]\nclient_write_timeout_ms = 600001\n", "egress.client_write_timeout_ms"),
             ("[mix]\nmin_share_per_peer = 0\n", "mix.min_share_per_peer"),
             ("[replay]\ncommit_interval_ms = 1001\n", "replay.commit_interval_ms"),
+            ("[replay]\nmax_memory_mib = 0\n", "replay.max_memory_mib"),
+            ("[replay]\nmax_memory_mib = 1\nmax_tags_per_epoch = 60000\n", "replay.max_tags_per_epoch"),
             ("[cover]\nloop_rate = -1.0\n", "cover.loop_rate"),
             ("[cover]\ndrop_rate = inf\n", "cover.drop_rate"),
             ("[cover]\nmean_delay_ms = 0.0\n", "cover.mean_delay_ms"),

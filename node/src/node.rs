@@ -210,10 +210,12 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     // ones: a key kept for an epoch ahead (a clock set back) is used again
     // when the clock catches up, and must find its tags.
     let replay_epochs = crate::replay::epochs_to_keep(&ring)?;
-    let max_tags = match cfg.replay.max_tags_per_epoch {
-        0 => crate::replay::default_max_tags(worker_threads(&cfg), cfg.network.epoch_secs),
-        n => n,
-    };
+    let max_tags = crate::replay::effective_max_tags(
+        cfg.replay.max_tags_per_epoch,
+        cfg.replay.max_memory_mib,
+        worker_threads(&cfg),
+        cfg.network.epoch_secs,
+    );
     let replay = Arc::new(ReplayCache::open(
         db.clone(),
         max_tags,

@@ -138,6 +138,30 @@ pub fn default_max_tags(threads: usize, epoch_secs: u64) -> usize {
     usize::try_from(tags).unwrap_or(usize::MAX)
 }
 
+/// Memory one remembered tag may take at the cap, in bytes: its 8-byte
+/// fingerprint and hash table control byte in a table that doubles as it
+/// grows (a full table of 2^k buckets holds 7/8 of them), rounded up.
+pub const MEMORY_BYTES_PER_TAG: u64 = 21;
+
+/// Most tags an epoch key's cache may hold within `max_memory_mib` MiB of
+/// memory ([`MEMORY_BYTES_PER_TAG`] each): the bound `replay.max_memory_mib`
+/// puts on `max_tags_per_epoch`.
+pub fn tags_within_memory(max_memory_mib: u64) -> usize {
+    let tags = max_memory_mib.saturating_mul(1 << 20) / MEMORY_BYTES_PER_TAG;
+    usize::try_from(tags).unwrap_or(usize::MAX)
+}
+
+/// The cap an epoch key's cache runs with: `max_tags_per_epoch`, or with 0
+/// the speed-derived [`default_max_tags`] lowered to what `max_memory_mib`
+/// holds (a many-core machine keeps the memory budget and sheds its heaviest
+/// senders sooner rather than outgrowing its memory).
+pub fn effective_max_tags(max_tags_per_epoch: usize, max_memory_mib: u64, threads: usize, epoch_secs: u64) -> usize {
+    match max_tags_per_epoch {
+        0 => default_max_tags(threads, epoch_secs).min(tags_within_memory(max_memory_mib)),
+        n => n,
+    }
+}
+
 /// The epochs whose replay tables [`ReplayCache::open`] must keep for `ring`:
 /// every epoch with a stored key, live or kept for later (see "Lifetime of an
 /// epoch's cache"), in increasing order.
@@ -1000,6 +1024,21 @@ mod tests {
         assert_eq!(default_max_tags(2, 10_800), 2 * 5_500 * 10_800 * 2);
         assert_eq!(default_max_tags(1, 8), 88_000);
         assert_eq!(default_max_tags(usize::MAX, u64::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn the_memory_budget_bounds_the_default_cap() {
+        // Two threads and 3-hour epochs fit the default 4,864 MiB.
+        assert_eq!(effective_max_tags(0, 4_864, 2, 10_800), default_max_tags(2, 10_800));
+        assert!(default_max_tags(2, 10_800) as u64 * MEMORY_BYTES_PER_TAG <= 4_864 << 20);
+        // Sixteen threads would need eight times that: the budget wins.
+        let capped = effective_max_tags(0, 4_864, 16, 10_800);
+        assert_eq!(capped, tags_within_memory(4_864));
+        assert!(capped < default_max_tags(16, 10_800));
+        assert!(capped as u64 * MEMORY_BYTES_PER_TAG <= 4_864 << 20);
+        // An explicit cap is taken as it is (check-config holds it to the budget).
+        assert_eq!(effective_max_tags(1_000, 1, 16, 10_800), 1_000);
+        assert_eq!(tags_within_memory(u64::MAX), usize::MAX.min((u64::MAX / MEMORY_BYTES_PER_TAG) as usize));
     }
 
     #[test]
