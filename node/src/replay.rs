@@ -1038,7 +1038,7 @@ mod tests {
         assert!(capped as u64 * MEMORY_BYTES_PER_TAG <= 4_864 << 20);
         // An explicit cap is taken as it is (check-config holds it to the budget).
         assert_eq!(effective_max_tags(1_000, 1, 16, 10_800), 1_000);
-        assert_eq!(tags_within_memory(u64::MAX), usize::MAX.min((u64::MAX / MEMORY_BYTES_PER_TAG) as usize));
+        assert_eq!(tags_within_memory(u64::MAX) as u64, u64::MAX / MEMORY_BYTES_PER_TAG);
     }
 
     #[test]
