@@ -155,9 +155,32 @@ pub(crate) async fn stop_child(mut child: Child) {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16, DevnetError> {
+    use rand::Rng;
+    // Ports handed out by this process: never the same one twice, even once
+    // its first user is gone (several devnets run side by side in one test
+    // binary, and a port probed and released is free again at once).
+    static TAKEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Below Linux's default ephemeral range (32768–60999): the source port of
+    // an outgoing connection (a dial, an RPC call) is never taken from here, so
+    // nothing else grabs a probed port before its server binds it.
+    let mut rng = rand::thread_rng();
+    for _ in 0..1_000 {
+        let port = rng.gen_range(PROBE_PORTS);
+        if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| DevnetError::Spawn { what: "port probe", source: e })?;
-    l.local_addr().map(|a| a.port()).map_err(|e| DevnetError::Spawn { what: "port probe", source: e })
+    let port = l.local_addr().map(|a| a.port()).map_err(|e| DevnetError::Spawn { what: "port probe", source: e })?;
+    taken.insert(port);
+    Ok(port)
 }
+
+/// Where [`free_port`] looks first: below the kernel's ephemeral ports.
+const PROBE_PORTS: std::ops::Range<u16> = 20_000..32_768;
 
 /// `eth_chainId` over a bare HTTP/1.1 request to 127.0.0.1:`port` (no client
 /// library needed before the chain is up).
