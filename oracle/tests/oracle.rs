@@ -604,7 +604,7 @@ async fn test_the_oracle_says_hello_and_its_rounds_arrive_on_the_price_topic() {
     })
     .await
     .unwrap();
-    assert!(prices.contains("encoded: [["), "one encoded round: {prices}");
+    assert!(prices.contains("Prices(1 encoded)"), "one encoded round: {prices}");
     oracle.shutdown().await;
 }
 
