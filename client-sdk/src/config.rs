@@ -526,32 +526,10 @@ impl ClientFile {
         let t = &self.topology;
         match t.source {
             SourceKind::Registry => {
-                match (&t.rpc_url, t.rpc_urls.is_empty()) {
-                    (None, true) => c.fail(
-                        "topology.rpc_url",
-                        "required (or topology.rpc_urls) when topology.source is \"registry\"",
-                    ),
-                    (Some(_), false) => c.fail(
-                        "topology.rpc_urls",
-                        "set either topology.rpc_url (one endpoint) or topology.rpc_urls, not both",
-                    ),
-                    _ => {}
+                if t.rpc_url.is_none() && t.rpc_urls.is_empty() {
+                    c.fail("topology.rpc_url", "required (or topology.rpc_urls) when topology.source is \"registry\"");
                 }
-                if let Some(url) = &t.rpc_url {
-                    check_registry_url(&mut c, "topology.rpc_url".into(), url);
-                }
-                for (i, url) in t.rpc_urls.iter().enumerate() {
-                    check_registry_url(&mut c, format!("topology.rpc_urls[{i}]"), url);
-                    if let Some(first) = t.rpc_urls[..i].iter().position(|u| u == url) {
-                        c.fail(
-                            format!("topology.rpc_urls[{i}]"),
-                            format!(
-                                "is also topology.rpc_urls[{first}]: one endpoint would count twice towards the \
-                                 quorum"
-                            ),
-                        );
-                    }
-                }
+                c.rpc_endpoints("topology", t.rpc_url.as_deref(), &t.rpc_urls, check_registry_url);
                 let n = t.endpoints().len();
                 if n > 0 {
                     let quorum = usize::try_from(t.rpc_quorum).unwrap_or(usize::MAX);

@@ -144,6 +144,37 @@ impl Checks {
         self.0.push(Problem { key: key.into(), message: message.into() });
     }
 
+    /// A section's RPC endpoints, given as `<section>.rpc_url` (one) or
+    /// `<section>.rpc_urls` (several), never both: `check_url` judges each,
+    /// and a URL listed twice is refused (it would count twice towards a
+    /// quorum).
+    pub fn rpc_endpoints(
+        &mut self,
+        section: &str,
+        one: Option<&str>,
+        many: &[String],
+        check_url: impl Fn(&mut Checks, String, &str),
+    ) {
+        if one.is_some() && !many.is_empty() {
+            self.fail(
+                format!("{section}.rpc_urls"),
+                format!("set either {section}.rpc_url (one endpoint) or {section}.rpc_urls, not both"),
+            );
+        }
+        if let Some(url) = one {
+            check_url(self, format!("{section}.rpc_url"), url);
+        }
+        for (i, url) in many.iter().enumerate() {
+            check_url(self, format!("{section}.rpc_urls[{i}]"), url);
+            if let Some(first) = many[..i].iter().position(|u| u == url) {
+                self.fail(
+                    format!("{section}.rpc_urls[{i}]"),
+                    format!("is also {section}.rpc_urls[{first}]: one endpoint would count twice towards the quorum"),
+                );
+            }
+        }
+    }
+
     /// `value` must be at least `min`.
     pub fn at_least<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, min: T) {
         if value < min {

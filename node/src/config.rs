@@ -828,21 +828,7 @@ impl NodeConfig {
         c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
 
         let chain = &self.chain;
-        if chain.rpc_url.is_some() && !chain.rpc_urls.is_empty() {
-            c.fail("chain.rpc_urls", "set either chain.rpc_url (one endpoint) or chain.rpc_urls, not both");
-        }
-        if let Some(url) = &chain.rpc_url {
-            check_chain_url(&mut c, "chain.rpc_url".into(), url);
-        }
-        for (i, url) in chain.rpc_urls.iter().enumerate() {
-            check_chain_url(&mut c, format!("chain.rpc_urls[{i}]"), url);
-            if let Some(first) = chain.rpc_urls[..i].iter().position(|u| u == url) {
-                c.fail(
-                    format!("chain.rpc_urls[{i}]"),
-                    format!("is also chain.rpc_urls[{first}]: one endpoint would count twice towards the quorum"),
-                );
-            }
-        }
+        c.rpc_endpoints("chain", chain.rpc_url.as_deref(), &chain.rpc_urls, check_chain_url);
         if chain.enabled() {
             let n = chain.endpoints().len();
             let quorum = usize::try_from(chain.rpc_quorum).unwrap_or(usize::MAX);
