@@ -751,17 +751,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_endpoint_fails_the_poll_and_keeps_the_view() {
-        let cfg = FollowerConfig {
-            rpc_urls: vec!["http://127.0.0.1:9".into()],
-            quorum: 0,
-            chain_id: 31337,
-            registry: Address::repeat_byte(1),
-            start_block: 0,
-            confirmations: 0,
-            max_log_range: 10,
-            rpc_timeout: Duration::from_secs(2),
-        };
-        let (mut f, resumed) = RegistryFollower::new(cfg, Arc::new(MemoryProgress::default())).unwrap();
+        let (mut f, resumed) =
+            RegistryFollower::new(config(&["http://127.0.0.1:9"], 0), Arc::new(MemoryProgress::default())).unwrap();
         assert!(!resumed);
         let e = f.poll().await.unwrap_err();
         assert_eq!(e.label(), "rpc_error");
