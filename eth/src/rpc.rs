@@ -398,8 +398,19 @@ impl EthClient {
         to: Address,
         data: Vec<u8>,
     ) -> Result<TransactionReceipt, EthError> {
+        self.transact_with_value(call, to, data, U256::ZERO).await
+    }
+
+    /// [`EthClient::transact`] sending `value` wei with the call.
+    pub async fn transact_with_value(
+        &self,
+        call: &'static str,
+        to: Address,
+        data: Vec<u8>,
+        value: U256,
+    ) -> Result<TransactionReceipt, EthError> {
         let sender = self.sender.ok_or(EthError::NoWallet { call })?;
-        let tx = TransactionRequest::default().with_from(sender).with_to(to).with_input(data);
+        let tx = TransactionRequest::default().with_from(sender).with_to(to).with_input(data).with_value(value);
         let pending = match self.provider.send_transaction(tx.clone()).await {
             Ok(pending) => pending,
             Err(RpcError::ErrorResp(p)) => {
