@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::field::to_hex;
 use crate::groth16::{Keys, ProofError, prove};
 use crate::note::{Note, SpendingKey, address_to_fr};
-use crate::pool::{execution_hash, withdrawal_hash};
+use crate::pool::{Execution, execution_hash, withdrawal_hash};
 use crate::solidity::proof_words;
 use crate::spend::{Spend, SpendCircuit, SpendError};
 use crate::tree::{MerkleTree, TREE_DEPTH, TreeError};
@@ -43,6 +43,9 @@ const fn addr(n: u16) -> [u8; 20] {
     a
 }
 
+/// The relays' deadline (a Unix time in 2033): the forge tests move the clock
+/// past it to see a relay refused.
+pub const DEADLINE: u64 = 2_000_000_000;
 /// Gas the relayed ping must be given (it writes three storage words).
 pub const PING_GAS: u64 = 100_000;
 /// Gas the relayed no-op must be given (the reentrancy test puts a contract that
@@ -139,8 +142,16 @@ pub fn generate(keys: &Keys) -> Result<Value, FixtureError> {
             execution_hash: call,
         })
     };
-    let relay_hash =
-        |to: &Address, call_gas: u64, data: &[u8]| execution_hash(CHAIN_ID, &pool.0.0, &to.0.0, call_gas, data);
+    let relay_hash = |to: &Address, call_gas: u64, data: &[u8]| {
+        execution_hash(&Execution {
+            chain_id: CHAIN_ID,
+            pool: &pool.0.0,
+            target: &to.0.0,
+            call_gas,
+            deadline: DEADLINE,
+            data,
+        })
+    };
     // ping(uint256) with 42: what the relayed calls do; noop(): a call that
     // does nothing, so that the relay's own gas shows.
     let mut ping = keccak256(b"ping(uint256)")[..4].to_vec();
@@ -160,6 +171,7 @@ pub fn generate(keys: &Keys) -> Result<Value, FixtureError> {
         "noop": noop.to_string(),
         "relayer": RELAYER.to_string(),
         "recipient": RECIPIENT.to_string(),
+        "deadline": DEADLINE,
         "deposits": deposits,
         "relayEth": spend_json(keys, &relay_eth, &mut rng, &ping, PING_GAS)?,
         "relayToken": spend_json(keys, &relay_token, &mut rng, &ping, PING_GAS)?,

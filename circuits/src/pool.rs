@@ -5,37 +5,57 @@
 //!
 //! ```text
 //! execution_hash = uint256(keccak256(abi.encode(
-//!     uint256 chain_id, address pool, address target, uint256 call_gas, bytes32 keccak256(data)
+//!     uint256 chain_id, address pool, address target, uint256 call_gas, uint256 deadline, bytes32 keccak256(data)
 //! ))) mod r
 //! ```
 //!
 //! where `r` is the BN254 scalar field modulus. Binding `call_gas` keeps a
 //! relayer from sending the transaction with too little gas for the call, so
 //! that the call fails and the fee is kept: the executor gives the call exactly
-//! `call_gas` and reverts the whole relay if it could not. A withdrawal uses
-//! `target = address(0)`, `call_gas = 0` and empty `data`, which binds it to
-//! the chain and the pool; `relay` refuses `target = address(0)`, so the two
-//! never share a hash.
+//! `call_gas` and reverts the whole relay if it could not. Binding `deadline`
+//! (a Unix time) makes the proof expire: the pool refuses the relay in a block
+//! after it, so a relayer cannot hold a proof and use it at a time of its
+//! choosing, and a wallet knows when an unused note is safe to spend again. A
+//! withdrawal uses `target = address(0)`, `call_gas = 0`, `deadline = 0` and
+//! empty `data`, which binds it to the chain and the pool; `relay` refuses
+//! `target = address(0)`, so the two never share a hash.
 
 use alloy_primitives::keccak256;
 use ark_bn254::Fr;
 use ark_ff::PrimeField;
 
-/// The execution hash of a call of `target` with `data` and `call_gas`, paid
-/// from `pool` on chain `chain_id`.
-pub fn execution_hash(chain_id: u64, pool: &[u8; 20], target: &[u8; 20], call_gas: u64, data: &[u8]) -> Fr {
-    let mut encoded = [0u8; 160];
-    encoded[24..32].copy_from_slice(&chain_id.to_be_bytes());
-    encoded[44..64].copy_from_slice(pool);
-    encoded[76..96].copy_from_slice(target);
-    encoded[120..128].copy_from_slice(&call_gas.to_be_bytes());
-    encoded[128..160].copy_from_slice(keccak256(data).as_slice());
+/// The call a gas payment is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution<'a> {
+    /// The chain.
+    pub chain_id: u64,
+    /// The pool that pays.
+    pub pool: &'a [u8; 20],
+    /// The called contract (zero for a withdrawal).
+    pub target: &'a [u8; 20],
+    /// Gas the call is given.
+    pub call_gas: u64,
+    /// The last Unix time (seconds) at which the relay may be mined.
+    pub deadline: u64,
+    /// The calldata.
+    pub data: &'a [u8],
+}
+
+/// The execution hash of a call (see the module docs).
+pub fn execution_hash(e: &Execution<'_>) -> Fr {
+    let mut encoded = [0u8; 192];
+    encoded[24..32].copy_from_slice(&e.chain_id.to_be_bytes());
+    encoded[44..64].copy_from_slice(e.pool);
+    encoded[76..96].copy_from_slice(e.target);
+    encoded[120..128].copy_from_slice(&e.call_gas.to_be_bytes());
+    encoded[152..160].copy_from_slice(&e.deadline.to_be_bytes());
+    encoded[160..192].copy_from_slice(keccak256(e.data).as_slice());
     Fr::from_be_bytes_mod_order(keccak256(encoded).as_slice())
 }
 
 /// The execution hash of a withdrawal from `pool` on chain `chain_id`.
 pub fn withdrawal_hash(chain_id: u64, pool: &[u8; 20]) -> Fr {
-    execution_hash(chain_id, pool, &[0; 20], 0, &[])
+    execution_hash(&Execution { chain_id, pool, target: &[0; 20], call_gas: 0, deadline: 0, data: &[] })
 }
 
 #[cfg(test)]
@@ -44,14 +64,16 @@ mod tests {
 
     #[test]
     fn every_part_of_the_call_changes_the_hash() {
-        let (pool, target) = ([1u8; 20], [2u8; 20]);
-        let h = execution_hash(31337, &pool, &target, 50_000, b"call");
-        assert_ne!(execution_hash(1, &pool, &target, 50_000, b"call"), h);
-        assert_ne!(execution_hash(31337, &[3; 20], &target, 50_000, b"call"), h);
-        assert_ne!(execution_hash(31337, &pool, &[3; 20], 50_000, b"call"), h);
-        assert_ne!(execution_hash(31337, &pool, &target, 50_001, b"call"), h);
-        assert_ne!(execution_hash(31337, &pool, &target, 50_000, b"calm"), h);
-        assert_eq!(execution_hash(31337, &pool, &target, 50_000, b"call"), h);
+        let (pool, target, other) = ([1u8; 20], [2u8; 20], [3u8; 20]);
+        let e = Execution { chain_id: 31337, pool: &pool, target: &target, call_gas: 50_000, deadline: 9, data: b"call" };
+        let h = execution_hash(&e);
+        assert_ne!(execution_hash(&Execution { chain_id: 1, ..e }), h);
+        assert_ne!(execution_hash(&Execution { pool: &other, ..e }), h);
+        assert_ne!(execution_hash(&Execution { target: &other, ..e }), h);
+        assert_ne!(execution_hash(&Execution { call_gas: 50_001, ..e }), h);
+        assert_ne!(execution_hash(&Execution { deadline: 10, ..e }), h);
+        assert_ne!(execution_hash(&Execution { data: b"calm", ..e }), h);
+        assert_eq!(execution_hash(&e), h);
         assert_ne!(withdrawal_hash(31337, &pool), h);
     }
 }

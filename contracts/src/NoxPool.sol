@@ -19,6 +19,11 @@ contract NoxExecutor {
     /// @notice The pool, the only caller.
     address public immutable pool;
 
+    /// @dev Gas the CALL itself may take before it hands gas to the target: the
+    ///      cold account access (2,600; no value, memory already expanded) and the
+    ///      few instructions between the check and the call, with room to spare.
+    uint256 internal constant CALL_RESERVE = 3000;
+
     error OnlyPool();
     /// The transaction did not carry enough gas to give the call `callGas`.
     error InsufficientCallGas();
@@ -27,22 +32,26 @@ contract NoxExecutor {
         pool = msg.sender;
     }
 
-    /// @notice Calls `target` with `data`, no value and `callGas` gas; returns
-    ///         whether the call succeeded. Its return data is not copied.
-    ///         Reverts if the call may have had less than `callGas`: a relayer
-    ///         must not be able to make the user's call fail by sending too little
-    ///         gas and still keep the fee.
+    /// @notice Calls `target` with `data`, no value and exactly `callGas` gas;
+    ///         returns whether the call succeeded. Its return data is not copied.
+    ///         Reverts before the call if fewer than `callGas` could reach the
+    ///         target: a relayer must not be able to make the user's call fail (or
+    ///         run with part of its gas) by sending too little and keep the fee.
+    /// @dev EIP-150: a call is given at most all but one 64th of the gas left
+    ///      after its own cost, so `callGas` reaches the target only if at least
+    ///      callGas · 64/63 remain at the CALL. The check is made before the call,
+    ///      not after it: a target that catches an inner call's out-of-gas cheaply
+    ///      would otherwise pass an after-the-fact check with about half its gas.
     function execute(address target, uint256 callGas, bytes calldata data) external returns (bool ok) {
         if (msg.sender != pool) revert OnlyPool();
+        bool enough;
         assembly ("memory-safe") {
             let m := mload(0x40)
             calldatacopy(m, data.offset, data.length)
-            ok := call(callGas, target, 0, m, data.length, 0, 0)
+            enough := iszero(lt(gas(), add(add(callGas, div(callGas, 63)), add(CALL_RESERVE, 1))))
+            if enough { ok := call(callGas, target, 0, m, data.length, 0, 0) }
         }
-        // A call is given at most 63/64 of what is left (EIP-150). If it had less
-        // than callGas, at most callGas / 63 can remain now; with more left, it
-        // had all of callGas.
-        if (gasleft() < callGas / 63) revert InsufficientCallGas();
+        if (!enough) revert InsufficientCallGas();
     }
 }
 
@@ -54,14 +63,26 @@ contract NoxExecutor {
 ///         user's call.
 /// @dev Formulas (docs/protocol.md §11):
 ///      * commitment = PoseidonT4(asset, value, secret), secret = Poseidon(owner, blinding);
-///      * execution hash = keccak256(abi.encode(chainid, pool, target, callGas, keccak256(data))) mod r;
+///      * execution hash = keccak256(abi.encode(chainid, pool, target, callGas, deadline, keccak256(data))) mod r;
 ///      * tree: depth 20, empty leaf 0, nodes PoseidonT3(left, right).
-///      Deposits insert their commitment at once. A spend writes one storage word:
-///      `nullifiers[n]` becomes the change commitment, which marks the note spent and
-///      leaves the change pending; `flush` inserts pending change notes and sets their
-///      word to 1. Inserting a leaf costs twenty Poseidon hashes (~0.5 M gas), which
-///      would otherwise dominate every paid relay. Every root the tree ever had is
-///      accepted (the nullifier set prevents double spends whatever the root).
+///
+///      Insertion is batched. Every new leaf — a deposit's note, a spend's change
+///      note — is *queued*: it gets its final leaf index at once, and the pool keeps
+///      only a keccak chain of the queued leaves (two storage words per leaf, not
+///      twenty Poseidon hashes). `flush` inserts whole segments of queued leaves as
+///      one batch, hashing each tree node once per batch: about 46 Poseidon for 32
+///      leaves instead of 640. Segments end at multiples of `BATCH` leaves; the
+///      segment still filling (the open one) can be flushed early by anyone, a
+///      note's owner included, so no one can keep a note out of the tree.
+///
+///      Every queued leaf prepays its insertion: the transaction that queues it
+///      sends at least `block.basefee × INSERT_GAS_PER_LEAF` wei (the exit's fee
+///      covers it for relays), kept in a bounty that flushes pay out in proportion
+///      to the leaves they insert.
+///
+///      A queued note cannot be spent: no root contains it until it is flushed.
+///      Every root the tree ever had is accepted (the nullifier set prevents double
+///      spends whatever the root).
 contract NoxPool is ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -76,28 +97,53 @@ contract NoxPool is ReentrancyGuardTransient {
         uint256 executionHash;
     }
 
+    /// @dev Leaf counters, the open segment and the insertion bounty, in one word.
+    struct Queue {
+        uint32 nextIndex; // leaves in the tree
+        uint32 queuedIndex; // leaves in the tree or queued: the next leaf's index
+        uint32 openStart; // first leaf of the open segment
+        uint32 openBlock; // block of the open segment's first leaf
+        uint128 bounty; // wei prepaid for the insertion of the queued leaves
+    }
+
     uint256 internal constant SCALAR_MODULUS = SpendVerifier.SCALAR_MODULUS;
     uint256 internal constant MAX_LEAVES = 2 ** NoxTree.DEPTH;
-    /// @dev `nullifiers[n]` of a spent note whose change note is in the tree.
-    uint256 internal constant INSERTED = 1;
+    /// @notice Segments end at multiples of this many leaves: a full segment is an
+    ///         aligned subtree of height 5.
+    uint256 public constant BATCH = 32;
+    /// @notice Gas each queued leaf prepays for its insertion, at the base fee of
+    ///         the block that queues it: a leaf's share of a full batch's `flush`
+    ///         (docs/protocol.md §11, measured by `scripts/bench-gas`).
+    uint256 public constant INSERT_GAS_PER_LEAF = 40_000;
+    /// @dev The keccak chain of an empty segment (never zero, so the open
+    ///      segment's word is never cleared and refilled).
+    bytes32 internal constant EMPTY_CHAIN = bytes32(uint256(1));
+    uint256 internal constant BLOCK_MASK = 0xffffffff;
 
     /// @notice Executes relayed calls (see NoxExecutor).
     NoxExecutor public immutable executor;
 
-    /// @notice Leaves inserted so far.
-    uint256 public nextIndex;
+    Queue internal queue;
+    /// @dev keccak chain of the open segment's leaves.
+    bytes32 internal openChain;
+    /// @dev Closed segments not yet inserted, by first leaf: their keccak chain's
+    ///      upper 224 bits and, in the low 32 bits, the block of their first leaf.
+    mapping(uint256 start => uint256) internal closedSegments;
     /// @notice The current root.
     uint256 public currentRoot;
     /// @notice Every root the tree has had.
     mapping(uint256 root => bool) public knownRoots;
-    /// @notice 0: unspent; 1: spent, change note inserted; anything else: spent, and
-    ///         this is the change commitment waiting for `flush`.
-    mapping(uint256 nullifier => uint256) public nullifiers;
-    /// @dev Left siblings on the path of the next leaf, by height.
+    mapping(uint256 nullifier => bool) internal spent;
+    /// @dev The newest node of each height whose position is even (a left child):
+    ///      the left sibling of later nodes at that height.
     uint256[NOX_TREE_DEPTH] internal filledSubtrees;
 
+    /// A leaf got its index and waits for a flush. `leafIndex` is indexed so that a
+    /// flusher can fetch a segment's leaves by their indexes.
+    event Queued(uint256 indexed leafIndex, uint256 commitment);
     event Deposited(uint256 indexed commitment, uint256 asset, uint256 value, uint256 leafIndex);
-    event Inserted(uint256 indexed commitment, uint256 leafIndex, uint256 root);
+    /// Leaves `firstIndex` to `firstIndex + count - 1` were inserted; `root` is the new root.
+    event Flushed(uint256 indexed firstIndex, uint256 count, uint256 root, address flusher, uint256 bountyPaid);
     event Withdrawn(
         uint256 indexed nullifier, address indexed recipient, uint256 asset, uint256 value, uint256 changeCommitment
     );
@@ -115,6 +161,7 @@ contract NoxPool is ReentrancyGuardTransient {
     error ValueOverflow();
     error FieldOverflow();
     error BadAsset();
+    /// Every leaf index is taken (inserted or queued): nothing more can be queued.
     error TreeFull();
     error UnknownRoot();
     error NullifierSpent();
@@ -125,45 +172,63 @@ contract NoxPool is ReentrancyGuardTransient {
     error ZeroTarget();
     error PaymentFailed();
     error NothingPending();
+    /// The transaction sent less than the insertion bounty (`insertionBounty()`).
+    error BountyTooLow(uint256 needed);
+    /// The relay's deadline has passed.
+    error Expired();
+    /// The leaves given to `flush` are not the queued ones, or do not end at a
+    /// segment's end.
+    error WrongLeaves();
 
     constructor() {
         executor = new NoxExecutor();
         uint256 empty = NoxTree.zeros()[NoxTree.DEPTH];
         currentRoot = empty;
         knownRoots[empty] = true;
+        openChain = EMPTY_CHAIN;
     }
 
     // ---------------------------------------------------------------- deposits
 
-    /// @notice Deposits `msg.value` wei as a note whose `secret` is
-    ///         Poseidon(owner, blinding). Returns the leaf index.
-    function deposit(uint256 secret) external payable nonReentrant returns (uint256) {
-        return _deposit(0, msg.value, secret);
+    /// @notice Deposits `value` wei as a note whose `secret` is
+    ///         Poseidon(owner, blinding). `msg.value` is `value` plus the insertion
+    ///         bounty (`insertionBounty()` at least). Returns the leaf index; the
+    ///         note can be spent once a flush has inserted it.
+    function deposit(uint256 value, uint256 secret) external payable nonReentrant returns (uint256) {
+        if (msg.value < value) revert BountyTooLow(insertionBounty());
+        return _deposit(0, value, secret, msg.value - value);
     }
 
-    /// @notice Deposits `amount` of `token` (approved beforehand). The note's value
-    ///         is what the pool actually received.
-    function depositERC20(IERC20 token, uint256 amount, uint256 secret) external nonReentrant returns (uint256) {
+    /// @notice Deposits `amount` of `token` (approved beforehand); `msg.value` is
+    ///         the insertion bounty. The note's value is what the pool actually
+    ///         received.
+    function depositERC20(IERC20 token, uint256 amount, uint256 secret)
+        external
+        payable
+        nonReentrant
+        returns (uint256)
+    {
         uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(msg.sender, address(this), amount);
-        return _deposit(uint256(uint160(address(token))), token.balanceOf(address(this)) - before, secret);
+        return _deposit(uint256(uint160(address(token))), token.balanceOf(address(this)) - before, secret, msg.value);
     }
 
-    function _deposit(uint256 asset, uint256 value, uint256 secret) internal returns (uint256 index) {
+    function _deposit(uint256 asset, uint256 value, uint256 secret, uint256 bounty) internal returns (uint256 index) {
         if (value == 0) revert ZeroValue();
         if (value > type(uint128).max) revert ValueOverflow();
         if (secret >= SCALAR_MODULUS) revert FieldOverflow();
         uint256 commitment = PoseidonT4.hash(asset, value, secret);
-        index = _insert(commitment);
+        index = _enqueue(commitment, bounty);
         emit Deposited(commitment, asset, value, index);
     }
 
     // ------------------------------------------------------------------ spends
 
     /// @notice Withdraws `inputs.publicValue` of `inputs.asset` to `inputs.recipient`.
-    ///         Anyone may submit it: the proof fixes the recipient.
-    function withdraw(uint256[8] calldata proof, SpendInputs calldata inputs) external nonReentrant {
-        if (inputs.executionHash != executionHash(address(0), 0, "")) revert WrongExecution();
+    ///         Anyone may submit it (the proof fixes the recipient), sending the
+    ///         change note's insertion bounty as `msg.value`.
+    function withdraw(uint256[8] calldata proof, SpendInputs calldata inputs) external payable nonReentrant {
+        if (inputs.executionHash != executionHash(address(0), 0, 0, "")) revert WrongExecution();
         if (inputs.recipient >> 160 != 0) revert WrongRecipient();
         address recipient = address(uint160(inputs.recipient));
         _spend(proof, inputs);
@@ -175,20 +240,24 @@ contract NoxPool is ReentrancyGuardTransient {
     ///         user's call, then performs the call: `target` is called with `data`,
     ///         no value and exactly `callGas` gas by the executor (the target sees
     ///         the executor as `msg.sender`). The proof must name the caller as
-    ///         recipient and bind exactly this target, gas and data. A call that
-    ///         fails with its full gas does not undo the payment (the relayer paid
-    ///         for the gas either way); a transaction too short of gas to give the
-    ///         call its `callGas` reverts as a whole.
+    ///         recipient and bind exactly this target, gas, deadline and data; the
+    ///         relay is refused after `deadline` (a Unix time). `msg.value` is the
+    ///         change note's insertion bounty. A call that fails with its full gas
+    ///         does not undo the payment (the relayer paid for the gas either way);
+    ///         a transaction too short of gas to give the call its `callGas`
+    ///         reverts as a whole.
     function relay(
         uint256[8] calldata proof,
         SpendInputs calldata inputs,
         address target,
         uint256 callGas,
+        uint256 deadline,
         bytes calldata data
-    ) external nonReentrant returns (bool success) {
+    ) external payable nonReentrant returns (bool success) {
         if (target == address(0)) revert ZeroTarget();
+        if (block.timestamp > deadline) revert Expired();
         if (inputs.recipient != uint256(uint160(msg.sender))) revert WrongRelayer();
-        if (inputs.executionHash != executionHash(target, callGas, data)) revert WrongExecution();
+        if (inputs.executionHash != executionHash(target, callGas, deadline, data)) revert WrongExecution();
         _spend(proof, inputs);
         _pay(inputs.asset, msg.sender, inputs.publicValue);
         success = executor.execute(target, callGas, data);
@@ -197,25 +266,29 @@ contract NoxPool is ReentrancyGuardTransient {
         );
     }
 
-    /// @notice keccak256(abi.encode(chainid, this pool, target, callGas, keccak256(data))) mod r.
-    function executionHash(address target, uint256 callGas, bytes memory data) public view returns (uint256) {
-        return
-            uint256(keccak256(abi.encode(block.chainid, address(this), target, callGas, keccak256(data))))
-                % SCALAR_MODULUS;
+    /// @notice keccak256(abi.encode(chainid, this pool, target, callGas, deadline, keccak256(data))) mod r.
+    ///         A withdrawal's is executionHash(address(0), 0, 0, "").
+    function executionHash(address target, uint256 callGas, uint256 deadline, bytes memory data)
+        public
+        view
+        returns (uint256)
+    {
+        return uint256(keccak256(abi.encode(block.chainid, address(this), target, callGas, deadline, keccak256(data))))
+            % SCALAR_MODULUS;
     }
 
     /// @notice Whether the note with this nullifier has been spent.
     function nullifierSpent(uint256 nullifier) external view returns (bool) {
-        return nullifiers[nullifier] != 0;
+        return spent[nullifier];
     }
 
-    /// @dev Checks the inputs and the proof, then marks the nullifier spent and its
-    ///      change note pending, in one storage word.
+    /// @dev Checks the inputs and the proof, marks the nullifier spent and queues
+    ///      the change note with `msg.value` as its bounty.
     function _spend(uint256[8] calldata proof, SpendInputs calldata inputs) internal {
         if (inputs.publicValue > type(uint128).max) revert ValueOverflow();
         if (inputs.asset >> 160 != 0) revert BadAsset();
         if (!knownRoots[inputs.root]) revert UnknownRoot();
-        if (nullifiers[inputs.nullifier] != 0) revert NullifierSpent();
+        if (spent[inputs.nullifier]) revert NullifierSpent();
         uint256[7] memory input = [
             inputs.root,
             inputs.nullifier,
@@ -226,8 +299,8 @@ contract NoxPool is ReentrancyGuardTransient {
             inputs.executionHash
         ];
         if (!SpendVerifier.verify(proof, input)) revert InvalidProof();
-        // A proven change commitment is a Poseidon output: neither 0 nor 1.
-        nullifiers[inputs.nullifier] = inputs.changeCommitment;
+        spent[inputs.nullifier] = true;
+        _enqueue(inputs.changeCommitment, msg.value);
     }
 
     function _pay(uint256 asset, address to, uint256 value) internal {
@@ -242,47 +315,155 @@ contract NoxPool is ReentrancyGuardTransient {
         }
     }
 
+    // ------------------------------------------------------------------- queue
+
+    /// @notice Wei a transaction queueing one leaf must send now for its insertion.
+    function insertionBounty() public view returns (uint256) {
+        return block.basefee * INSERT_GAS_PER_LEAF;
+    }
+
+    /// @notice Leaves inserted so far (the next flush starts here).
+    function nextIndex() external view returns (uint256) {
+        return queue.nextIndex;
+    }
+
+    /// @notice The queue: leaves inserted, leaves inserted or queued, the open
+    ///         segment's first leaf and the block it was queued in, and the bounty
+    ///         held for the queued leaves.
+    function queueState()
+        external
+        view
+        returns (uint256 inserted, uint256 queued, uint256 openStart, uint256 openBlock, uint256 bounty)
+    {
+        Queue memory q = queue;
+        return (q.nextIndex, q.queuedIndex, q.openStart, q.openBlock, q.bounty);
+    }
+
+    /// @notice The segment that starts at leaf `start` and waits for a flush: its
+    ///         end (exclusive) and the block of its first leaf. `end` is 0 when no
+    ///         segment waiting for a flush starts there.
+    function segment(uint256 start) external view returns (uint256 end, uint256 firstBlock) {
+        Queue memory q = queue;
+        if (start < q.nextIndex || start >= q.queuedIndex) return (0, 0);
+        if (start == q.openStart) return (q.queuedIndex, q.openBlock);
+        uint256 closed = closedSegments[start];
+        if (closed == 0) return (0, 0);
+        return ((start / BATCH + 1) * BATCH, closed & BLOCK_MASK);
+    }
+
+    /// @dev Gives `leaf` the next index and adds it to the open segment's chain;
+    ///      closes the segment at a multiple of BATCH.
+    function _enqueue(uint256 leaf, uint256 bounty) internal returns (uint256 index) {
+        if (bounty < insertionBounty()) revert BountyTooLow(insertionBounty());
+        Queue memory q = queue;
+        index = q.queuedIndex;
+        if (index >= MAX_LEAVES) revert TreeFull();
+        bytes32 chain = openChain;
+        if (index == q.openStart) q.openBlock = uint32(block.number);
+        assembly ("memory-safe") {
+            mstore(0x00, chain)
+            mstore(0x20, leaf)
+            chain := keccak256(0x00, 0x40)
+        }
+        q.queuedIndex = uint32(index + 1);
+        if ((index + 1) % BATCH == 0) {
+            closedSegments[q.openStart] = (uint256(chain) & ~BLOCK_MASK) | q.openBlock;
+            openChain = EMPTY_CHAIN;
+            q.openStart = uint32(index + 1);
+        } else {
+            openChain = chain;
+        }
+        // The sum of every bounty sent stays far below 2^128 wei.
+        q.bounty += uint128(bounty);
+        queue = q;
+        emit Queued(index, leaf);
+    }
+
     // ------------------------------------------------------------------- flush
 
-    /// @notice Inserts the change notes of these spends (their nullifiers, from the
-    ///         Withdrawn and Relayed events), in this order. Anyone may call it.
-    ///         Entries with nothing pending (already flushed by someone else, or
-    ///         never spent) are skipped, so one stale entry cannot sink a batch;
-    ///         a call that inserts nothing reverts.
-    function flush(uint256[] calldata spent) external nonReentrant {
-        bool inserted;
-        for (uint256 i; i < spent.length; ++i) {
-            uint256 change = nullifiers[spent[i]];
-            if (change <= INSERTED) continue;
-            nullifiers[spent[i]] = INSERTED;
-            _insert(change);
-            inserted = true;
+    /// @notice Inserts queued leaves into the tree as one batch: `leaves` are the
+    ///         queued leaves from `nextIndex()` on, in order, covering whole
+    ///         segments (closed segments end at multiples of BATCH; the open one
+    ///         ends at the last queued leaf). Anyone may call it; the caller is paid
+    ///         the bounty's share of the leaves inserted. Returns the new root.
+    function flush(uint256[] calldata leaves) external nonReentrant returns (uint256 root) {
+        Queue memory q = queue;
+        uint256 start = q.nextIndex;
+        uint256 n = leaves.length;
+        if (start == q.queuedIndex) revert NothingPending();
+        if (n == 0) revert WrongLeaves();
+        uint256 pos = start;
+        uint256 i;
+        while (i < n) {
+            if (pos == q.queuedIndex) revert WrongLeaves();
+            uint256 segStart = pos;
+            bool open = segStart == q.openStart;
+            uint256 end = open ? q.queuedIndex : (pos / BATCH + 1) * BATCH;
+            if (end - pos > n - i) revert WrongLeaves();
+            bytes32 chain = EMPTY_CHAIN;
+            for (; pos < end; ++pos) {
+                uint256 leaf = leaves[i++];
+                assembly ("memory-safe") {
+                    mstore(0x00, chain)
+                    mstore(0x20, leaf)
+                    chain := keccak256(0x00, 0x40)
+                }
+            }
+            if (open) {
+                if (chain != openChain) revert WrongLeaves();
+                openChain = EMPTY_CHAIN;
+                q.openStart = uint32(end);
+            } else {
+                uint256 closed = closedSegments[segStart];
+                if (closed == 0 || uint256(chain) & ~BLOCK_MASK != closed & ~BLOCK_MASK) revert WrongLeaves();
+                delete closedSegments[segStart];
+            }
         }
-        if (!inserted) revert NothingPending();
+        root = _insertBatch(leaves, start);
+        uint256 paid = uint256(q.bounty) * n / (q.queuedIndex - start);
+        q.bounty -= uint128(paid);
+        q.nextIndex = uint32(start + n);
+        queue = q;
+        emit Flushed(start, n, root, msg.sender, paid);
+        if (paid != 0) {
+            (bool ok,) = msg.sender.call{value: paid}("");
+            if (!ok) revert PaymentFailed();
+        }
     }
 
     // -------------------------------------------------------------------- tree
 
-    function _insert(uint256 leaf) internal returns (uint256 index) {
-        index = nextIndex;
-        if (index >= MAX_LEAVES) revert TreeFull();
-        uint256[NOX_TREE_DEPTH + 1] memory zeros = NoxTree.zeros();
-        uint256 node = leaf;
-        for (uint256 h; h < NoxTree.DEPTH; ++h) {
-            uint256 left;
-            uint256 right;
-            if ((index >> h) & 1 == 0) {
-                filledSubtrees[h] = node;
-                (left, right) = (node, zeros[h]);
-            } else {
-                (left, right) = (filledSubtrees[h], node);
-            }
-            // One call site: the hash is compiled into the pool once.
-            node = PoseidonT3.hash(left, right);
+    /// @dev Appends `leaves` at positions `start`… and returns the new root. At
+    ///      each height the nodes covering the batch are computed from the level
+    ///      below, the frontier (left siblings) and the empty subtrees: about
+    ///      2·n + DEPTH hashes for n leaves.
+    function _insertBatch(uint256[] calldata leaves, uint256 start) internal returns (uint256 root) {
+        uint256 n = leaves.length;
+        uint256[] memory nodes = new uint256[](n);
+        for (uint256 i; i < n; ++i) {
+            nodes[i] = leaves[i];
         }
-        nextIndex = index + 1;
-        currentRoot = node;
-        knownRoots[node] = true;
-        emit Inserted(leaf, index, node);
+        uint256[NOX_TREE_DEPTH + 1] memory zeros = NoxTree.zeros();
+        uint256 lo = start;
+        uint256 hi = start + n - 1;
+        for (uint256 h; h < NoxTree.DEPTH; ++h) {
+            // Read the left sibling of an odd first node before the frontier moves.
+            uint256 leftOfFirst = lo & 1 == 1 ? filledSubtrees[h] : 0;
+            if (hi & 1 == 0) filledSubtrees[h] = nodes[hi - lo];
+            uint256 plo = lo >> 1;
+            uint256 phi = hi >> 1;
+            for (uint256 p = plo; p <= phi; ++p) {
+                uint256 l = 2 * p;
+                uint256 left = l >= lo ? nodes[l - lo] : leftOfFirst;
+                uint256 right = l + 1 <= hi ? nodes[l + 1 - lo] : zeros[h];
+                // One call site: the hash is linked into the pool once.
+                nodes[p - plo] = PoseidonT3.hash(left, right);
+            }
+            lo = plo;
+            hi = phi;
+        }
+        root = nodes[0];
+        currentRoot = root;
+        knownRoots[root] = true;
     }
 }

@@ -494,10 +494,19 @@ pub struct ExitSection {
     pub eth_receipt_timeout_secs: u64,
     /// Seconds after which a pending transaction is re-sent with higher fees.
     pub eth_bump_after_secs: u64,
-    /// Seconds between flushes of the change notes the exit relayed.
+    /// Seconds between the exit's looks at the pool's queue: it flushes the
+    /// closed segments of queued leaves (paid by the insertion bounty).
     pub eth_flush_every_secs: u64,
-    /// Change notes one flush inserts at most.
-    pub eth_flush_max_notes: usize,
+    /// Segments (of up to 32 leaves) one flush inserts at most.
+    pub eth_flush_max_segments: usize,
+    /// Also flush the open segment once its first leaf has waited this many
+    /// seconds (0: never; the exit then pays more gas per leaf than the
+    /// bounty covers).
+    pub eth_flush_open_after_secs: u64,
+    /// The nearest deadline the exit accepts on a paid call, in seconds from
+    /// now: time to simulate, send and get the relay mined before the pool
+    /// refuses it.
+    pub eth_min_deadline_secs: u64,
     /// Paid calls served at once; beyond it a request is refused `Busy`.
     pub eth_max_in_flight: usize,
     /// ERC-20 tokens (addresses) the exit accepts fees in besides ETH, priced
@@ -546,7 +555,9 @@ impl Default for ExitSection {
             eth_receipt_timeout_secs: 60,
             eth_bump_after_secs: 30,
             eth_flush_every_secs: 30,
-            eth_flush_max_notes: 16,
+            eth_flush_max_segments: 4,
+            eth_flush_open_after_secs: 0,
+            eth_min_deadline_secs: 60,
             eth_max_in_flight: 16,
             eth_fee_tokens: Vec::new(),
         }
@@ -990,8 +1001,15 @@ impl NodeConfig {
         }
         c.at_least("exit.eth_bump_after_secs", exit.eth_bump_after_secs, 1);
         c.at_least("exit.eth_flush_every_secs", exit.eth_flush_every_secs, 1);
-        c.at_least("exit.eth_flush_max_notes", exit.eth_flush_max_notes, 1);
-        c.at_most("exit.eth_flush_max_notes", exit.eth_flush_max_notes, 256, " (one flush stays well below a block)");
+        c.at_least("exit.eth_flush_max_segments", exit.eth_flush_max_segments, 1);
+        c.at_most(
+            "exit.eth_flush_max_segments",
+            exit.eth_flush_max_segments,
+            16,
+            " (a segment costs about 1.2 M gas; one flush stays well below a block)",
+        );
+        c.at_least("exit.eth_min_deadline_secs", exit.eth_min_deadline_secs, 12);
+        c.at_most("exit.eth_min_deadline_secs", exit.eth_min_deadline_secs, 3600, "");
         c.at_least("exit.eth_max_in_flight", exit.eth_max_in_flight, 1);
         let max_tokens = nox_protocol::descriptor::MAX_FEE_ASSETS - 1;
         if exit.eth_fee_tokens.len() > max_tokens {
@@ -1668,11 +1686,11 @@ mod tests {
         let c = with_env(on, &[("NOX_EXIT__ETH_POOL", "0x5FbDB2315678afecb367f032d93F642f64180aa3")]).unwrap();
         assert_eq!(c.exit.eth_pool.as_deref(), Some("0x5FbDB2315678afecb367f032d93F642f64180aa3"));
         let p = problems(parse(&format!(
-            "{on}eth_pool = \"0x12\"\neth_margin_bps = 10001\neth_receipt_timeout_secs = 200\neth_flush_max_notes = 0\n"
+            "{on}eth_pool = \"0x12\"\neth_margin_bps = 10001\neth_receipt_timeout_secs = 200\neth_flush_max_segments = 0\n"
         )));
         assert_eq!(
             problem_keys(&p),
-            ["exit.eth_pool", "exit.eth_margin_bps", "exit.eth_request_timeout_secs", "exit.eth_flush_max_notes"]
+            ["exit.eth_pool", "exit.eth_margin_bps", "exit.eth_request_timeout_secs", "exit.eth_flush_max_segments"]
         );
     }
 

@@ -292,11 +292,15 @@ pub enum EthRefusalCode {
     /// The payment is in a token the exit accepts but has no fresh price for
     /// (fewer than its threshold of trusted oracles quoted it recently).
     NoPrice = 17,
+    /// The request's deadline has passed, or is too near for the exit to get
+    /// the relay mined before it (`exit.eth_min_deadline_secs`); the detail is
+    /// the earliest deadline accepted now (Unix seconds, 8 bytes big-endian).
+    Expired = 18,
 }
 
 impl EthRefusalCode {
     /// Every code.
-    pub const ALL: [EthRefusalCode; 17] = [
+    pub const ALL: [EthRefusalCode; 18] = [
         EthRefusalCode::WrongChain,
         EthRefusalCode::Malformed,
         EthRefusalCode::WrongRecipient,
@@ -314,6 +318,7 @@ impl EthRefusalCode {
         EthRefusalCode::NoReceipt,
         EthRefusalCode::Busy,
         EthRefusalCode::NoPrice,
+        EthRefusalCode::Expired,
     ];
 
     /// The code of a wire byte.
@@ -341,6 +346,7 @@ impl EthRefusalCode {
             EthRefusalCode::NoReceipt => "no_receipt",
             EthRefusalCode::Busy => "busy",
             EthRefusalCode::NoPrice => "no_price",
+            EthRefusalCode::Expired => "expired",
         }
     }
 }

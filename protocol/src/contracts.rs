@@ -59,6 +59,22 @@ pub fn pool_spend(payment: &crate::payment::GasPayment) -> ([U256; 8], NoxPool::
     (proof, inputs)
 }
 
+/// `NoxPool.INSERT_GAS_PER_LEAF`: gas each queued leaf prepays for its
+/// insertion, at the base fee of the block that queues it.
+pub const POOL_INSERT_GAS_PER_LEAF: u64 = 40_000;
+/// `NoxPool.BATCH`: segments of queued leaves end at multiples of this.
+pub const POOL_BATCH: u64 = 32;
+
+/// The insertion bounty a transaction that queues one leaf sends, given the
+/// base fee of the latest block: `2 × base fee × POOL_INSERT_GAS_PER_LEAF`
+/// (saturating). The pool asks for the base fee of the block that includes
+/// it; twice the latest one leaves room for six full blocks of increases, as
+/// the relay's own gas price does. What is sent beyond the pool's minimum
+/// stays in the bounty and goes to whoever flushes.
+pub fn insertion_bounty(base_fee: u128) -> u128 {
+    base_fee.saturating_mul(2).saturating_mul(u128::from(POOL_INSERT_GAS_PER_LEAF))
+}
+
 /// Layer of every exit node.
 pub const EXIT_LAYER: u8 = 2;
 

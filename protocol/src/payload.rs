@@ -4,8 +4,8 @@
 //! ## Layout
 //!
 //! ```text
-//! request: version (1) = 3 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
-//! reply:   version (1) = 3 ‖ kind (1) = 0x10 ‖ request id (16) ‖ status (1) ‖ data
+//! request: version (1) = 4 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
+//! reply:   version (1) = 4 ‖ kind (1) = 0x10 ‖ request id (16) ‖ status (1) ‖ data
 //! ```
 //!
 //! A request and a reply share their first two fields, so a reader tells them
@@ -24,7 +24,7 @@
 //! | kind | name           | body                                                            |
 //! |------|----------------|-----------------------------------------------------------------|
 //! | 0x01 | Echo           | data                                                            |
-//! | 0x02 | EthRequest     | chain id u64 ‖ target (20) ‖ call gas u64 ‖ flags u8 ‖ calldata ‖ payment (480) |
+//! | 0x02 | EthRequest     | chain id u64 ‖ target (20) ‖ call gas u64 ‖ deadline u64 ‖ flags u8 ‖ calldata ‖ payment (480) |
 //! | 0x03 | RawBroadcast   | chain id u64 ‖ signed raw transaction                           |
 //! | 0x04 | RpcCall        | chain id u64 ‖ JSON-RPC request (string)                        |
 //! | 0x05 | Http           | method ‖ url ‖ headers (list of name, value) ‖ body              |
@@ -40,7 +40,8 @@
 //! `payment` in an Ethereum request is a [`GasPayment`]: the spend proof and
 //! its public inputs, fixed-size and range-checked on decoding
 //! ([`crate::payment`]). `call gas` is the gas the call must be given; the
-//! pool's execution hash binds it. `flags` bit 0 ([`ETH_ALLOW_FAILURE`]) says
+//! pool's execution hash binds it, and so does `deadline`, the Unix time (seconds)
+//! after which the pool refuses the relay. `flags` bit 0 ([`ETH_ALLOW_FAILURE`]) says
 //! the user accepts paying for a call that fails (the exit then relays a call
 //! its simulation sees fail); without it the exit relays only a call its
 //! simulation sees succeed. Other bits are reserved and must be zero.
@@ -50,7 +51,7 @@ use crate::sphinx::surb::{SURB_LEN, Surb};
 use crate::wire::{Reader, Truncated};
 
 /// Envelope format version.
-pub const ENVELOPE_VERSION: u8 = 3;
+pub const ENVELOPE_VERSION: u8 = 4;
 /// `EthRequest` flag: relay the call even if the exit's simulation sees it fail.
 pub const ETH_ALLOW_FAILURE: u8 = 0x01;
 /// Kind byte of a [`Reply`].
@@ -159,6 +160,9 @@ pub enum Request {
         target: [u8; 20],
         /// Gas the call must be given (bound by the payment's execution hash).
         call_gas: u64,
+        /// The last Unix time (seconds) at which the relay may be mined (bound
+        /// by the payment's execution hash; the pool refuses it later).
+        deadline: u64,
         /// Relay the call even if the exit's simulation sees it fail
         /// ([`ETH_ALLOW_FAILURE`]); by default only a succeeding call is relayed.
         allow_failure: bool,
@@ -353,11 +357,12 @@ impl Envelope {
         }
         match &self.request {
             Request::Echo { data } => put_bytes(&mut w, data)?,
-            Request::EthRequest { chain_id, target, call_gas, allow_failure, calldata, payment } => {
+            Request::EthRequest { chain_id, target, call_gas, deadline, allow_failure, calldata, payment } => {
                 payment.check()?;
                 w.extend_from_slice(&chain_id.to_be_bytes());
                 w.extend_from_slice(target);
                 w.extend_from_slice(&call_gas.to_be_bytes());
+                w.extend_from_slice(&deadline.to_be_bytes());
                 w.push(if *allow_failure { ETH_ALLOW_FAILURE } else { 0 });
                 put_bytes(&mut w, calldata)?;
                 w.extend_from_slice(&payment.encode());
@@ -418,6 +423,7 @@ impl Envelope {
                 let mut target = [0u8; 20];
                 target.copy_from_slice(r.take(20)?);
                 let call_gas = r.u64()?;
+                let deadline = r.u64()?;
                 let flags = r.u8()?;
                 if flags & !ETH_ALLOW_FAILURE != 0 {
                     return Err(EnvelopeError::UnknownFlags(flags));
@@ -427,7 +433,7 @@ impl Envelope {
                 bytes.copy_from_slice(r.take(PAYMENT_LEN)?);
                 let payment = Box::new(GasPayment::decode(&bytes)?);
                 let allow_failure = flags & ETH_ALLOW_FAILURE != 0;
-                Request::EthRequest { chain_id, target, call_gas, allow_failure, calldata, payment }
+                Request::EthRequest { chain_id, target, call_gas, deadline, allow_failure, calldata, payment }
             }
             RequestKind::RawBroadcast => Request::RawBroadcast { chain_id: r.u64()?, raw_tx: r.bytes()?.to_vec() },
             RequestKind::RpcCall => Request::RpcCall { chain_id: r.u64()?, json: r.string()? },

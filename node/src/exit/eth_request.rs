@@ -16,8 +16,10 @@
 //!
 //! 1. the request's chain is the exit's (`WrongChain`); the payment's ranges
 //!    and the proof's points (`Malformed`);
-//! 2. the recipient is this exit's wallet (`WrongRecipient`); the execution
-//!    hash is this call's (`WrongExecution`); the call's gas is within
+//! 2. the deadline leaves at least `exit.eth_min_deadline_secs` (`Expired`,
+//!    detail: the earliest deadline accepted now); the recipient is this
+//!    exit's wallet (`WrongRecipient`); the execution hash is this call's,
+//!    deadline included (`WrongExecution`); the call's gas is within
 //!    `exit.eth_max_call_gas` (`GasAboveCap`); the asset is one the fee
 //!    policy lists, ETH or a token of `exit.eth_fee_tokens`
 //!    (`AssetNotAccepted`); a token must have a fresh price in the node's
@@ -41,7 +43,10 @@
 //!    lowest fee accepted, in the asset's base units). Cost = simulated gas
 //!    used × the max fee per gas the exit signs, `min(2 × base fee of the
 //!    latest block + priority fee, exit.eth_max_fee_per_gas_gwei)` — the most
-//!    the transaction can cost at the simulated gas, in wei; the fee must be
+//!    the transaction can cost at the simulated gas, in wei — plus the change
+//!    note's insertion bounty the relay sends as its value
+//!    (`nox_protocol::contracts::insertion_bounty`, 2 × base fee × 40,000
+//!    gas); the fee must be
 //!    at least `FeePolicy::fee_in`: `FeePolicy::fee_for(cost)` = cost × (1 +
 //!    margin) for ETH, and for a token `fee_for(PriceBook::wei_to_token(cost))`
 //!    — the cost converted at the median of the fresh trusted oracle quotes,
@@ -69,14 +74,19 @@
 //!
 //! ## Flush
 //!
-//! A relay leaves its change note pending in the pool (`nullifiers[n]` holds
-//! the commitment) because inserting it costs twenty Poseidon hashes. The
-//! exit inserts the change notes of its mined relays with `NoxPool.flush`,
-//! every `exit.eth_flush_every_secs`, up to `exit.eth_flush_max_notes` per
-//! call, through the same nonce ledger, after dropping those someone else has
-//! already flushed. A change note is a commitment whatever its asset, so
-//! relays paid in tokens are flushed like those paid in ETH. Counted as `nox_events_total{kind="exit_eth_flush"}`:
-//! `flushes`, `notes`, `gas_used`, `nothing_pending`, `failed`.
+//! A relay queues its change note in the pool; queued leaves enter the tree
+//! in batches (`NoxPool.flush`, docs/protocol.md §11.4), and each prepaid its
+//! share in the pool's insertion bounty, which pays whoever flushes. Every
+//! `exit.eth_flush_every_secs` the exit reads the pool's queue and, when a
+//! closed segment (32 leaves) waits, flushes up to
+//! `exit.eth_flush_max_segments` of them — whoever's leaves they hold —
+//! through the same nonce ledger; with `exit.eth_flush_open_after_secs` set
+//! it also flushes the open segment once its first leaf has waited that long.
+//! The leaves come from the pool's `Queued` logs (see [`super::pool_queue`]).
+//! Nothing is sent while one of its flushes is pending. Counted as
+//! `nox_events_total{kind="exit_eth_flush"}`: `flushes`, `leaves`,
+//! `gas_used`, `bounty_gwei`, `raced` (someone else flushed first),
+//! `missing_leaves`, `failed`.
 //!
 //! Counted as `nox_events_total{kind="exit_eth_request",outcome}`: `request`,
 //! `ok`, `duplicate`, `gas_used` (summed), and one outcome per refusal code
@@ -116,6 +126,7 @@ use super::nonce::{
     TxRecord, TxSender, TxState, Unsigned,
 };
 use super::outcomes::ServiceOutcomes;
+use super::pool_queue::QueueState;
 use super::service::{ExitService, RequestContext, ServiceError};
 use crate::config::ExitSection;
 use crate::metrics::Metrics;
@@ -125,6 +136,8 @@ use crate::prices::PriceFeed;
 pub const KIND: &str = "exit_eth_request";
 /// The metrics kind of flushes.
 pub const FLUSH_KIND: &str = "exit_eth_flush";
+/// Blocks one `eth_getLogs` of the flusher spans at most.
+const FLUSH_LOG_WINDOW: u64 = 5_000;
 /// Gas the simulation gives the relay beyond the call's own gas (proof
 /// verification, the pool's bookkeeping, the payment).
 const SIMULATION_OVERHEAD_GAS: u64 = 2_000_000;
@@ -158,8 +171,12 @@ pub struct EthRequestConfig {
     pub bump_after: Duration,
     /// `exit.eth_flush_every_secs`.
     pub flush_every: Duration,
-    /// `exit.eth_flush_max_notes`.
-    pub flush_max_notes: usize,
+    /// `exit.eth_flush_max_segments`.
+    pub flush_max_segments: usize,
+    /// `exit.eth_flush_open_after_secs` (zero: never).
+    pub flush_open_after: Duration,
+    /// `exit.eth_min_deadline_secs`.
+    pub min_deadline: Duration,
     /// `exit.eth_max_in_flight`.
     pub max_in_flight: usize,
     /// `exit.eth_fee_tokens`: the tokens accepted besides ETH.
@@ -244,7 +261,9 @@ impl EthRequestConfig {
             receipt_timeout: Duration::from_secs(exit.eth_receipt_timeout_secs),
             bump_after: Duration::from_secs(exit.eth_bump_after_secs),
             flush_every: Duration::from_secs(exit.eth_flush_every_secs),
-            flush_max_notes: exit.eth_flush_max_notes,
+            flush_max_segments: exit.eth_flush_max_segments,
+            flush_open_after: Duration::from_secs(exit.eth_flush_open_after_secs),
+            min_deadline: Duration::from_secs(exit.eth_min_deadline_secs),
             max_in_flight: exit.eth_max_in_flight,
             fee_tokens: exit.fee_token_addresses(),
         }))
@@ -331,9 +350,11 @@ struct Serving {
 
 struct FlushCounters {
     flushes: Counter,
-    notes: Counter,
+    leaves: Counter,
     gas_used: Counter,
-    nothing_pending: Counter,
+    bounty_gwei: Counter,
+    raced: Counter,
+    missing_leaves: Counter,
     failed: Counter,
 }
 
@@ -419,6 +440,7 @@ struct Call {
     chain_id: u64,
     target: [u8; 20],
     call_gas: u64,
+    deadline: u64,
     allow_failure: bool,
     calldata: Vec<u8>,
     payment: GasPayment,
@@ -431,6 +453,7 @@ impl Call {
         bytes.extend_from_slice(&self.chain_id.to_be_bytes());
         bytes.extend_from_slice(&self.target);
         bytes.extend_from_slice(&self.call_gas.to_be_bytes());
+        bytes.extend_from_slice(&self.deadline.to_be_bytes());
         bytes.push(u8::from(self.allow_failure));
         bytes.extend_from_slice(&self.calldata);
         keccak256(bytes).0
@@ -443,6 +466,7 @@ impl Call {
             inputs,
             target: Address::from(self.target),
             callGas: U256::from(self.call_gas),
+            deadline: U256::from(self.deadline),
             data: Bytes::from(self.calldata.clone()),
         }
         .abi_encode()
@@ -557,9 +581,11 @@ impl EthRequestService {
             gas_used: metrics.event(KIND, "gas_used"),
             flush: FlushCounters {
                 flushes: metrics.event(FLUSH_KIND, "flushes"),
-                notes: metrics.event(FLUSH_KIND, "notes"),
+                leaves: metrics.event(FLUSH_KIND, "leaves"),
                 gas_used: metrics.event(FLUSH_KIND, "gas_used"),
-                nothing_pending: metrics.event(FLUSH_KIND, "nothing_pending"),
+                bounty_gwei: metrics.event(FLUSH_KIND, "bounty_gwei"),
+                raced: metrics.event(FLUSH_KIND, "raced"),
+                missing_leaves: metrics.event(FLUSH_KIND, "missing_leaves"),
                 failed: metrics.event(FLUSH_KIND, "failed"),
             },
             crash_after_broadcast: AtomicBool::new(false),
@@ -600,11 +626,13 @@ impl ExitService for EthRequestService {
     fn serve(&self, ctx: RequestContext, request: Request) -> BoxFuture<'static, Result<Vec<u8>, ServiceError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let Request::EthRequest { chain_id, target, call_gas, allow_failure, calldata, payment } = request else {
+            let Request::EthRequest { chain_id, target, call_gas, deadline, allow_failure, calldata, payment } =
+                request
+            else {
                 return Err(ServiceError::BadRequest("not an EthRequest".into()));
             };
             inner.outcomes.inc("request");
-            let call = Call { chain_id, target, call_gas, allow_failure, calldata, payment: *payment };
+            let call = Call { chain_id, target, call_gas, deadline, allow_failure, calldata, payment: *payment };
             let result = inner.serve(call, ctx.deadline).await;
             match &result {
                 Ok(_) => inner.outcomes.inc("ok"),
@@ -633,21 +661,34 @@ impl Inner {
         let public = public_inputs(&call.payment)
             .ok_or_else(|| refusal(EthRefusalCode::Malformed, "a public input is not a BN254 scalar-field element"))?;
         // 2. What only this exit and this call can be.
+        let earliest = unix_now().saturating_add(self.cfg.min_deadline.as_secs());
+        if call.deadline < earliest {
+            let mut r = refusal(
+                EthRefusalCode::Expired,
+                format!(
+                    "the deadline is past or less than {} s away: too near to get the relay mined",
+                    self.cfg.min_deadline.as_secs()
+                ),
+            );
+            r.detail = earliest.to_be_bytes().to_vec();
+            return Err(r);
+        }
         let inputs = &call.payment.inputs;
         if inputs.recipient_address() != Some(self.policy.wallet) {
             return Err(refusal(EthRefusalCode::WrongRecipient, "the payment names another recipient than this exit"));
         }
-        let expected = nox_circuits::pool::execution_hash(
-            self.chain_id,
-            &self.policy.pool,
-            &call.target,
-            call.call_gas,
-            &call.calldata,
-        );
+        let expected = nox_circuits::pool::execution_hash(&nox_circuits::pool::Execution {
+            chain_id: self.chain_id,
+            pool: &self.policy.pool,
+            target: &call.target,
+            call_gas: call.call_gas,
+            deadline: call.deadline,
+            data: &call.calldata,
+        });
         if public.execution_hash != expected {
             return Err(refusal(
                 EthRefusalCode::WrongExecution,
-                "the execution hash is not this call's (chain, pool, target, gas, calldata)",
+                "the execution hash is not this call's (chain, pool, target, gas, deadline, calldata)",
             ));
         }
         if call.call_gas > self.cfg.max_call_gas {
@@ -731,10 +772,10 @@ impl Inner {
         }
         let spent = self
             .eth
-            .view("NoxPool", pool, NoxPool::nullifiersCall { nullifier: word(&inputs.nullifier) })
+            .view("NoxPool", pool, NoxPool::nullifierSpentCall { nullifier: word(&inputs.nullifier) })
             .await
             .map_err(upstream)?;
-        if !spent.is_zero() {
+        if spent {
             return Err(refusal(EthRefusalCode::NullifierSpent, "the note was already spent"));
         }
         // 5. The proof, off the async threads.
@@ -748,9 +789,10 @@ impl Inner {
             return Err(refusal(EthRefusalCode::BadProof, "the spend proof does not verify"));
         }
         // 6. Fees now, then the exact transaction, simulated.
-        let (max_fee, prio) = self.fees().await?;
+        let Fees { max_fee, prio, base } = self.fees().await?;
+        let bounty = nox_protocol::contracts::insertion_bounty(base);
         let data = call.relay_data();
-        let sim = self.simulate(&data, call.call_gas, max_fee, prio).await?;
+        let sim = self.simulate(&data, bounty, call.call_gas, max_fee, prio).await?;
         let mut revert_data = Vec::new();
         if !sim.call_success {
             revert_data = self.call_revert_data(call).await;
@@ -762,7 +804,7 @@ impl Inner {
         }
         // 7. Price.
         let fee = inputs.public_value().unwrap_or(0);
-        let cost = u128::from(sim.gas_used).saturating_mul(max_fee);
+        let cost = u128::from(sim.gas_used).saturating_mul(max_fee).saturating_add(bounty);
         let asset = inputs.asset_address().unwrap_or_default();
         let now = self.prices.now_ms();
         let required = self.prices.with_book(|book| self.policy.fee_in(&asset, cost, book, now)).map_err(no_price)?;
@@ -790,9 +832,15 @@ impl Inner {
             asset: inputs.asset_address().unwrap_or_default(),
             simulate_us: sim.elapsed_us,
             revert_data,
-            flushed: false,
         };
-        let tx = Unsigned { to: pool, data, gas_limit, max_fee_per_gas: max_fee, max_priority_fee_per_gas: prio };
+        let tx = Unsigned {
+            to: pool,
+            value: bounty,
+            data,
+            gas_limit,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: prio,
+        };
         let nullifier = inputs.nullifier;
         let submitted = self
             .sender
@@ -872,18 +920,25 @@ impl Inner {
         receipt.encode().map_err(|e| refusal(EthRefusalCode::Upstream, e.to_string()))
     }
 
-    /// The fees the exit signs now: (max fee, priority fee), or `Busy` when
-    /// the base fee is above the cap.
-    async fn fees(&self) -> Result<(u128, u128), EthRefusal> {
+    /// The fees the exit signs now, or `Busy` when the base fee is above the
+    /// cap.
+    async fn fees(&self) -> Result<Fees, EthRefusal> {
         let (base, prio) = current_fees(&self.eth).await.map_err(upstream)?;
         let cap = self.cfg.max_fee_per_gas;
         if base.saturating_add(prio) > cap {
             return Err(refusal(EthRefusalCode::Busy, "gas is priced above this exit's cap; try later"));
         }
-        Ok((base.saturating_mul(2).saturating_add(prio).min(cap), prio))
+        Ok(Fees { max_fee: base.saturating_mul(2).saturating_add(prio).min(cap), prio, base })
     }
 
-    async fn simulate(&self, data: &[u8], call_gas: u64, max_fee: u128, prio: u128) -> Result<Simulation, EthRefusal> {
+    async fn simulate(
+        &self,
+        data: &[u8],
+        value: u128,
+        call_gas: u64,
+        max_fee: u128,
+        prio: u128,
+    ) -> Result<Simulation, EthRefusal> {
         let gas = call_gas.saturating_mul(64) / 63 + SIMULATION_OVERHEAD_GAS;
         let params = serde_json::json!([
             {
@@ -891,6 +946,7 @@ impl Inner {
                     "calls": [{
                         "from": self.sender.wallet(),
                         "to": self.cfg.pool,
+                        "value": format!("0x{value:x}"),
                         "data": format!("0x{}", hex::encode(data)),
                         "gas": format!("0x{gas:x}"),
                         "maxFeePerGas": format!("0x{max_fee:x}"),
@@ -944,110 +1000,110 @@ impl Inner {
 
     /// One flush round (see the module docs).
     async fn flush_round(&self) {
-        let in_flushes: Vec<[u8; 32]> = self.sender.with_ledger(|l| {
-            l.records()
-                .filter(|r| r.state == TxState::Pending)
-                .filter_map(|r| match &r.purpose {
-                    TxPurpose::Flush { nullifiers } => Some(nullifiers.clone()),
-                    TxPurpose::Relay(_) => None,
-                })
-                .flatten()
-                .collect()
+        let flushing = self.sender.with_ledger(|l| {
+            l.records().any(|r| r.state == TxState::Pending && matches!(r.purpose, TxPurpose::Flush { .. }))
         });
-        let candidates: Vec<[u8; 32]> = self.sender.with_ledger(|l| {
-            l.records()
-                .filter(|r| matches!(r.state, TxState::Mined { success: true, .. }))
-                .filter_map(|r| r.relay())
-                .filter(|i| !i.flushed && !in_flushes.contains(&i.nullifier))
-                .map(|i| i.nullifier)
-                .collect()
-        });
-        if candidates.is_empty() {
+        if flushing {
             return;
         }
-        let mut todo = Vec::new();
-        let mut done = Vec::new();
-        for n in candidates {
-            match self.eth.view("NoxPool", self.cfg.pool, NoxPool::nullifiersCall { nullifier: word(&n) }).await {
-                Ok(v) if v > U256::from(1u8) => todo.push(n),
-                Ok(_) => done.push(n),
-                Err(_) => return,
-            }
-            if todo.len() >= self.cfg.flush_max_notes {
-                break;
-            }
-        }
-        self.mark_flushed(&done);
-        if todo.is_empty() {
+        let pool = self.cfg.pool;
+        let Ok(state) = self.eth.view("NoxPool", pool, NoxPool::queueStateCall {}).await else { return };
+        let queue = QueueState::from(&state);
+        let open_due = !self.cfg.flush_open_after.is_zero() && self.open_segment_due(&queue).await;
+        let plan = queue.plan(self.cfg.flush_max_segments, open_due);
+        let Some(first) = plan.first() else { return };
+        let Ok(first_block) = self
+            .eth
+            .view("NoxPool", pool, NoxPool::segmentCall { start: U256::from(first.start) })
+            .await
+            .map(|s| u64::try_from(s.firstBlock).unwrap_or(u64::MAX))
+        else {
             return;
-        }
-        let data = NoxPool::flushCall { spent: todo.iter().map(word).collect() }.abi_encode();
-        let req = TransactionRequest::default()
-            .with_from(self.sender.wallet())
-            .with_to(self.cfg.pool)
-            .with_input(data.clone());
+        };
+        let (start, end) = (first.start, plan.last().map_or(first.end, |s| s.end));
+        let leaves = match super::pool_queue::queued_leaves(&self.eth, pool, start, end, first_block, FLUSH_LOG_WINDOW)
+            .await
+        {
+            Ok(Some(leaves)) => leaves,
+            Ok(None) => {
+                self.flush.missing_leaves.inc();
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "exit: reading the pool's queued leaves");
+                return;
+            }
+        };
+        let count = leaves.len() as u64;
+        let data = NoxPool::flushCall { leaves }.abi_encode();
+        let req = TransactionRequest::default().with_from(self.sender.wallet()).with_to(pool).with_input(data.clone());
         let gas = match self.eth.provider().estimate_gas(req).await {
             Ok(g) => g,
             Err(RpcError::ErrorResp(p)) => {
-                if p.as_revert_data().is_some_and(|d| d.starts_with(&NoxPool::NothingPending::SELECTOR)) {
-                    self.flush.nothing_pending.inc();
-                    self.mark_flushed(&todo);
-                } else {
-                    self.flush.failed.inc();
-                }
+                let raced = p.as_revert_data().is_some_and(|d| {
+                    d.starts_with(&NoxPool::NothingPending::SELECTOR) || d.starts_with(&NoxPool::WrongLeaves::SELECTOR)
+                });
+                let counter = if raced { &self.flush.raced } else { &self.flush.failed };
+                counter.inc();
                 return;
             }
             Err(_) => return,
         };
-        let Ok((max_fee, prio)) = self.fees().await else { return };
+        let Ok(fees) = self.fees().await else { return };
         let tx = Unsigned {
-            to: self.cfg.pool,
+            to: pool,
+            value: 0,
             data,
             gas_limit: gas.saturating_mul(5) / 4,
-            max_fee_per_gas: max_fee,
-            max_priority_fee_per_gas: prio,
+            max_fee_per_gas: fees.max_fee,
+            max_priority_fee_per_gas: fees.prio,
         };
-        if let Err(e) = self.sender.submit(tx, TxPurpose::Flush { nullifiers: todo }, |_| None).await {
+        if let Err(e) = self.sender.submit(tx, TxPurpose::Flush { first_index: start, count }, |_| None).await {
             self.flush.failed.inc();
             tracing::warn!(error = %e, "exit: a flush was not sent");
         }
     }
 
-    fn mark_flushed(&self, nullifiers: &[[u8; 32]]) {
-        if nullifiers.is_empty() {
-            return;
+    /// Whether the open segment's first leaf has waited
+    /// `exit.eth_flush_open_after_secs` (by the chain's clock).
+    async fn open_segment_due(&self, queue: &QueueState) -> bool {
+        if queue.open_start >= queue.queued {
+            return false;
         }
-        let changed: Vec<TxRecord> = self.sender.with_ledger(|l| {
-            l.records()
-                .filter(|r| r.relay().is_some_and(|i| !i.flushed && nullifiers.contains(&i.nullifier)))
-                .cloned()
-                .collect()
-        });
-        for mut rec in changed {
-            if let TxPurpose::Relay(i) = &mut rec.purpose {
-                i.flushed = true;
-            }
-            if let Err(e) = self.sender.with_ledger(|l| l.update(rec)) {
-                tracing::warn!(error = %e, "exit: recording a flushed note");
-            }
-        }
+        let block = self.eth.provider().get_block_by_number(BlockNumberOrTag::Number(queue.open_block)).await;
+        let (Ok(Some(block)), Ok(now)) = (block, self.eth.latest_timestamp().await) else { return false };
+        now.saturating_sub(block.header.timestamp) >= self.cfg.flush_open_after.as_secs()
     }
 
     /// Acts on transactions the maintenance found mined.
     fn on_mined(&self, mined: Vec<(TxRecord, MinedTx)>) {
         for (rec, m) in mined {
-            if let TxPurpose::Flush { nullifiers } = &rec.purpose {
+            if let TxPurpose::Flush { count, .. } = &rec.purpose {
                 if m.success {
                     self.flush.flushes.inc();
-                    self.flush.notes.inc_by(nullifiers.len() as u64);
+                    self.flush.leaves.inc_by(*count);
                     self.flush.gas_used.inc_by(m.gas_used);
-                    self.mark_flushed(nullifiers);
+                    let paid = flushed_bounty(&m.logs, self.cfg.pool).unwrap_or(0);
+                    self.flush.bounty_gwei.inc_by(u64::try_from(paid / 1_000_000_000).unwrap_or(u64::MAX));
                 } else {
                     self.flush.failed.inc();
                 }
             }
         }
     }
+}
+
+/// The fees the exit signs a transaction with, and the base fee they come
+/// from, wei.
+#[derive(Debug, Clone, Copy)]
+struct Fees {
+    max_fee: u128,
+    prio: u128,
+    base: u128,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 enum Claim<'a> {
@@ -1109,6 +1165,14 @@ fn public_inputs(p: &GasPayment) -> Option<nox_circuits::spend::PublicInputs> {
     })
 }
 
+/// The bounty the pool's `Flushed` event among `logs` paid, wei.
+pub fn flushed_bounty(logs: &[Log], pool: Address) -> Option<u128> {
+    logs.iter()
+        .filter(|l| l.address == pool && l.topics().first() == Some(&NoxPool::Flushed::SIGNATURE_HASH))
+        .find_map(|l| NoxPool::Flushed::decode_raw_log(l.topics().iter().copied(), &l.data.data).ok())
+        .map(|e| u128::try_from(e.bountyPaid).unwrap_or(u128::MAX))
+}
+
 /// The `success` flag of the pool's `Relayed` event among `logs`.
 pub fn relayed_success(logs: &[Log], pool: Address) -> Option<bool> {
     logs.iter()
@@ -1142,7 +1206,7 @@ async fn maintain(inner: Arc<Inner>, stop: Arc<AtomicBool>) {
                 tracing::warn!(error = %e, "exit: reconciling the wallet's transactions with the chain; retrying");
             }
         } else {
-            let fees = inner.fees().await.ok();
+            let fees = inner.fees().await.ok().map(|f| (f.max_fee, f.prio));
             let mined = inner.sender.tick(fees).await;
             inner.on_mined(mined);
             if last_flush.elapsed() >= inner.cfg.flush_every {

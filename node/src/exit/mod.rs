@@ -74,6 +74,7 @@ pub mod eth_request;
 pub mod http;
 pub mod nonce;
 pub mod outcomes;
+pub mod pool_queue;
 pub mod raw_broadcast;
 pub mod reply;
 pub mod router;

@@ -83,10 +83,16 @@ pub const KEEP_FINISHED: usize = 4096;
 pub enum TxPurpose {
     /// `NoxPool.relay` of a paid call.
     Relay(RelayInfo),
-    /// `NoxPool.flush` of these nullifiers' change notes.
+    /// `NoxPool.flush` of the queued leaves `first_index` to
+    /// `first_index + count - 1`. (Records of the first pool's flushes, which
+    /// listed nullifiers, read with both fields 0.)
     Flush {
-        /// The nullifiers, as the call lists them.
-        nullifiers: Vec<[u8; 32]>,
+        /// The first leaf inserted.
+        #[serde(default)]
+        first_index: u64,
+        /// Leaves inserted.
+        #[serde(default)]
+        count: u64,
     },
 }
 
@@ -106,8 +112,6 @@ pub struct RelayInfo {
     pub simulate_us: u32,
     /// The call's revert data in the simulation (empty if it succeeded).
     pub revert_data: Vec<u8>,
-    /// Whether the change note has been flushed (or needs no flush).
-    pub flushed: bool,
 }
 
 /// Where a transaction stands.
@@ -303,13 +307,12 @@ impl TxLedger {
         Ok(())
     }
 
-    /// Forgets the oldest finished records beyond [`KEEP_FINISHED`] (a relay
-    /// only once its change note is flushed).
+    /// Forgets the oldest finished records beyond [`KEEP_FINISHED`].
     pub fn prune(&mut self) -> Result<(), LedgerError> {
         let finished: Vec<u64> = self
             .txs
             .values()
-            .filter(|r| r.state != TxState::Pending && r.relay().is_none_or(|i| i.flushed))
+            .filter(|r| r.state != TxState::Pending)
             .map(|r| r.nonce)
             .collect();
         let Some(excess) = finished.len().checked_sub(KEEP_FINISHED).filter(|n| *n > 0) else { return Ok(()) };
@@ -399,6 +402,8 @@ pub enum SubmitError {
 pub struct Unsigned {
     /// Callee.
     pub to: Address,
+    /// Wei sent with the call.
+    pub value: u128,
     /// Call data.
     pub data: Vec<u8>,
     /// Gas limit.
@@ -504,7 +509,7 @@ impl TxSender {
             max_fee_per_gas: tx.max_fee_per_gas,
             max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
             to: TxKind::Call(tx.to),
-            value: U256::ZERO,
+            value: U256::from(tx.value),
             input: Bytes::from(tx.data.clone()),
             ..Default::default()
         };
@@ -700,6 +705,7 @@ impl TxSender {
         if max_fee >= bumped(old.max_fee_per_gas) && prio >= bumped(old.max_priority_fee_per_gas) {
             let tx = Unsigned {
                 to: old.to.to().copied().unwrap_or_default(),
+                value: u128::try_from(old.value).unwrap_or(u128::MAX),
                 data: old.input.to_vec(),
                 gas_limit: old.gas_limit,
                 max_fee_per_gas: max_fee,
@@ -827,6 +833,7 @@ mod tests {
     fn tx() -> Unsigned {
         Unsigned {
             to: Address::repeat_byte(9),
+            value: 7,
             data: vec![1, 2, 3],
             gas_limit: 50_000,
             max_fee_per_gas: 10,
@@ -842,7 +849,6 @@ mod tests {
             asset: [0; 20],
             simulate_us: 0,
             revert_data: vec![],
-            flushed: false,
         })
     }
 
@@ -949,11 +955,27 @@ mod tests {
         let rec = s.with_ledger(|l| l.get(0).cloned().unwrap());
         assert_eq!(rec.hashes.len(), 2);
         assert_eq!((rec.max_fee_per_gas, rec.max_priority_fee_per_gas), (12, 2));
+        // The re-signed transaction still sends the value (a relay's insertion bounty).
+        let TxEnvelope::Eip1559(signed) = TxEnvelope::decode_2718_exact(rec.raw.as_slice()).unwrap() else {
+            panic!("not EIP-1559")
+        };
+        assert_eq!(signed.tx().value, U256::from(7u8));
         assert_eq!(chain.sent().last().unwrap(), &(0, rec.hash()));
         chain.mine();
         let mined = s.tick(None).await;
         assert_eq!(mined.len(), 1);
         assert_eq!(mined[0].1.hash, rec.hash());
+    }
+
+    #[test]
+    fn a_record_of_the_first_pools_flush_still_reads() {
+        let old = r#"{"Flush":{"nullifiers":[[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]]}}"#;
+        let p: TxPurpose = serde_json::from_str(old).unwrap();
+        assert_eq!(p, TxPurpose::Flush { first_index: 0, count: 0 });
+        let relay = r#"{"Relay":{"nullifier":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],
+            "request_digest":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],
+            "fee":1,"asset":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"simulate_us":0,"revert_data":[],"flushed":true}}"#;
+        assert!(matches!(serde_json::from_str::<TxPurpose>(relay).unwrap(), TxPurpose::Relay(_)));
     }
 
     #[test]
