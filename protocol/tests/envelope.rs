@@ -56,11 +56,12 @@ fn any_request() -> impl Strategy<Value = Request> {
     let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
     prop_oneof![
         bytes().prop_map(|data| Request::Echo { data }),
-        (any::<u64>(), any::<[u8; 20]>(), any::<u64>(), any::<bool>(), bytes(), any::<[u8; 8]>()).prop_map(
-            |(chain_id, target, call_gas, allow_failure, calldata, seed)| Request::EthRequest {
+        (any::<u64>(), any::<[u8; 20]>(), any::<(u64, u64)>(), any::<bool>(), bytes(), any::<[u8; 8]>()).prop_map(
+            |(chain_id, target, (call_gas, deadline), allow_failure, calldata, seed)| Request::EthRequest {
                 chain_id,
                 target,
                 call_gas,
+                deadline,
                 allow_failure,
                 calldata,
                 payment: Box::new(payment(seed))
@@ -145,14 +146,15 @@ fn malformed_payments_are_refused_by_the_decoder_and_the_encoder() {
             chain_id: 31337,
             target: [9; 20],
             call_gas: 100_000,
+            deadline: 2_000_000_000,
             allow_failure: false,
             calldata: vec![1, 2, 3],
             payment: Box::new(payment),
         },
     };
     let good = eth(payment([5; 8])).encode().unwrap();
-    // Reserved flag bits are refused (the flags byte follows chain id, target and gas).
-    let flags_at = 2 + 16 + 1 + 8 + 20 + 8;
+    // Reserved flag bits are refused (the flags byte follows chain id, target, gas and deadline).
+    let flags_at = 2 + 16 + 1 + 8 + 20 + 8 + 8;
     let mut flagged = good.clone();
     flagged[flags_at] = 0x02;
     assert_eq!(Envelope::decode(&flagged), Err(EnvelopeError::UnknownFlags(0x02)));

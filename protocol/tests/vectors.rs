@@ -141,6 +141,7 @@ fn generate() -> Vectors {
             chain_id: 31337,
             target: [0xee; 20],
             call_gas: 100_000,
+            deadline: 2_000_000_000,
             allow_failure: false,
             calldata: vec![0xde, 0xad],
             payment: Box::new(GasPayment {
