@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError};
 use crate::private::{CallError, parse_quantity};
-use crate::wallet::{PoolReader, ReadError};
+use crate::wallet::{PoolReader, QueueState, ReadError};
 
 /// Pool reads through the mixnet for the chain `chain_id`.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +92,17 @@ impl PoolReader for MixnetReader<'_> {
             .ok_or_else(|| ReadError::Answer(format!("eth_getBlockByNumber: block {n} has no hash")))
     }
 
+    async fn block_timestamp(&self, n: u64) -> Result<Option<u64>, ReadError> {
+        let block = self.rpc("eth_getBlockByNumber", json!([quantity(n), false])).await?;
+        if block.is_null() {
+            return Ok(None);
+        }
+        let timestamp = block
+            .get("timestamp")
+            .ok_or_else(|| ReadError::Answer(format!("eth_getBlockByNumber: block {n} has no timestamp")))?;
+        number(timestamp, "eth_getBlockByNumber's timestamp").map(Some)
+    }
+
     async fn logs(&self, pool: Address, from: u64, to: u64) -> Result<Vec<Log>, ReadError> {
         let topics: Vec<B256> = crate::wallet::pool_topics().to_vec();
         let filter =
@@ -104,7 +115,11 @@ impl PoolReader for MixnetReader<'_> {
         self.view(pool, NoxPool::knownRootsCall { root }, block).await
     }
 
-    async fn nullifier_state(&self, pool: Address, nullifier: U256, block: u64) -> Result<U256, ReadError> {
-        self.view(pool, NoxPool::nullifiersCall { nullifier }, block).await
+    async fn queue_state(&self, pool: Address, block: u64) -> Result<QueueState, ReadError> {
+        QueueState::from_call(&self.view(pool, NoxPool::queueStateCall {}, block).await?)
+    }
+
+    async fn nullifier_spent(&self, pool: Address, nullifier: U256, block: u64) -> Result<bool, ReadError> {
+        self.view(pool, NoxPool::nullifierSpentCall { nullifier }, block).await
     }
 }

@@ -36,6 +36,14 @@ pub enum WalletError {
         /// The version this build reads and writes.
         supported: u16,
     },
+    /// A version 1 file: a wallet of NoxPool v1, whose notes and tree this
+    /// build can neither sync nor spend (v2 queues every leaf before a flush
+    /// inserts it, and is another contract).
+    #[error(
+        "{0} is a version 1 wallet, made for NoxPool v1: this build follows NoxPool v2 only; spend or withdraw \
+         its notes with the nox-client release that wrote it, then create a new wallet"
+    )]
+    PoolV1Wallet(PathBuf),
     /// The file is shorter than its header and authentication tag.
     #[error("the wallet file is truncated ({len} bytes)")]
     Truncated {
@@ -63,19 +71,56 @@ pub enum WalletError {
     /// A transaction (or the read around it) failed.
     #[error("{0}")]
     Eth(#[from] EthError),
-    /// The pool's `Inserted` events skip or repeat a leaf index.
-    #[error("the pool's leaves are not contiguous: expected leaf {expected}, the log says {found}")]
+    /// The pool's `Queued` events skip or repeat a leaf index.
+    #[error("the pool's queued leaves are not contiguous: expected leaf {expected}, the log says {found}")]
     LeafGap {
-        /// The next index the local tree expects.
+        /// The next index the wallet expects (its tree's and queue's size).
         expected: u64,
         /// The index in the log.
         found: u64,
     },
-    /// An `Inserted` event's root is not the local tree's root after that leaf.
-    #[error("after leaf {index} the local root differs from the root the pool logged")]
+    /// A `Flushed` event does not start at the local tree's size, or inserts
+    /// leaves whose `Queued` the wallet has not seen.
+    #[error(
+        "a flush of leaves {first}..{} does not follow the local state ({inserted} leaves inserted, {queued} \
+         inserted or queued)", first.saturating_add(*count)
+    )]
+    FlushGap {
+        /// The flush's first leaf.
+        first: u64,
+        /// Leaves it inserted.
+        count: u64,
+        /// Leaves in the local tree.
+        inserted: u64,
+        /// Leaves in the local tree or queue.
+        queued: u64,
+    },
+    /// A `Flushed` event's root is not the local tree's root after inserting
+    /// those leaves from the local queue.
+    #[error("after the flush of leaves {first}..{} the local root differs from the root the pool logged", first.saturating_add(*count))]
     RootMismatch {
-        /// The leaf.
-        index: u64,
+        /// The flush's first leaf.
+        first: u64,
+        /// Leaves it inserted.
+        count: u64,
+    },
+    /// After a sync the pool's leaf counters (`queueState`) at the synced
+    /// block are not the wallet's: logs were missing or wrong.
+    #[error(
+        "at block {block} the pool has {pool_inserted} leaves inserted and {pool_queued} inserted or queued, \
+         the wallet {inserted} and {queued}"
+    )]
+    LeafCountMismatch {
+        /// The synced block.
+        block: u64,
+        /// The pool's `nextIndex`.
+        pool_inserted: u64,
+        /// The pool's next leaf index.
+        pool_queued: u64,
+        /// Leaves in the local tree.
+        inserted: u64,
+        /// Leaves in the local tree or queue.
+        queued: u64,
     },
     /// After a sync the local root is not one the pool knows.
     #[error("the local root {root} is not a root the pool knows at block {block}")]
@@ -98,9 +143,29 @@ pub enum WalletError {
         /// Sum of the spendable notes.
         spendable: u128,
     },
-    /// Only a change note waiting for `flush` would cover `needed`: run
-    /// [`super::Wallet::flush_own`] and sync (or [`super::Wallet::ensure_spendable`]).
-    #[error("{needed} of {asset} needs a change note that is still pending ({pending} pending); flush it first")]
+    /// Only notes queued in the pool (not yet inserted by a flush) would
+    /// cover `needed`: wait for a flush by anyone (exits flush full segments),
+    /// or insert them now with [`super::Wallet::insert_now`]
+    /// ([`super::Wallet::ensure_spendable`] does it and syncs).
+    #[error(
+        "{needed} of {asset} needs a note still queued for insertion ({queued} queued); wait for a flush, or \
+         insert it now"
+    )]
+    OnlyQueued {
+        /// Token (zero: ETH).
+        asset: Address,
+        /// Amount asked for.
+        needed: u128,
+        /// Sum of the queued notes.
+        queued: u128,
+    },
+    /// Only the change of a spend whose transaction the confirmed logs do not
+    /// show yet would cover `needed`: sync again once it is confirmed (the
+    /// change is then queued).
+    #[error(
+        "{needed} of {asset} needs a change note that is still pending ({pending} pending): its spend is not \
+         confirmed yet; sync later"
+    )]
     OnlyPendingChange {
         /// Token (zero: ETH).
         asset: Address,
@@ -109,7 +174,8 @@ pub enum WalletError {
         /// Sum of the pending change notes.
         pending: u128,
     },
-    /// Only a deposit that is not yet confirmed would cover `needed`.
+    /// Only a deposit the confirmed logs do not show queued yet would cover
+    /// `needed`.
     #[error("{needed} of {asset} needs a deposit that is not confirmed yet ({unconfirmed} unconfirmed); sync later")]
     OnlyUnconfirmedDeposit {
         /// Token (zero: ETH).
@@ -151,6 +217,39 @@ pub enum WalletError {
         value: u128,
         /// The value asked to leave the pool.
         public_value: u128,
+    },
+    /// [`super::Wallet::insert_now`]: the wallet's synced queue does not hold
+    /// every leaf the flush needs (the pool queued more than the confirmed
+    /// logs show): sync once they are confirmed.
+    #[error(
+        "inserting leaves {from}..{to} needs every queued leaf, but the wallet has seen the pool's leaves up \
+         to {seen} only (inserted {inserted}); sync once they are confirmed"
+    )]
+    QueueBehind {
+        /// The pool's first leaf not inserted.
+        from: u64,
+        /// The end of the segment to insert (exclusive).
+        to: u64,
+        /// Leaves the wallet has seen inserted or queued.
+        seen: u64,
+        /// Leaves in the wallet's tree.
+        inserted: u64,
+    },
+    /// [`super::Wallet::insert_now`]: the pool's latest state holds fewer
+    /// leaves than the wallet has seen (the chain reorganised since the sync).
+    #[error(
+        "the pool's latest state ({pool_inserted} leaves inserted, {pool_queued} inserted or queued) is behind \
+         the wallet's ({inserted}, {queued}); sync again"
+    )]
+    PoolBehind {
+        /// The pool's `nextIndex`.
+        pool_inserted: u64,
+        /// The pool's next leaf index.
+        pool_queued: u64,
+        /// Leaves in the wallet's tree.
+        inserted: u64,
+        /// Leaves the wallet has seen inserted or queued.
+        queued: u64,
     },
     /// A deposit of nothing.
     #[error("a deposit must carry a positive value")]

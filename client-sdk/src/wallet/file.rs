@@ -4,7 +4,7 @@
 //! ```text
 //! offset size  field
 //!      0    8  magic "NOXWALLT"
-//!      8    2  version (big-endian), 1
+//!      8    2  version (big-endian), 2
 //!     10    1  KDF: 1 = argon2id (v1.3)
 //!     11    4  m_cost, KiB (big-endian)
 //!     15    4  t_cost, passes
@@ -22,6 +22,12 @@
 //! not, and each guess still costs one argon2id. Because the whole header is
 //! the associated data, changing any header byte (a KDF parameter, the salt)
 //! makes the body fail to open.
+//!
+//! Version 2 is the format of NoxPool v2 (queued leaves kept with the sync
+//! progress, see the parent module); a version 1 file, a wallet of the v1
+//! pool, is refused with [`WalletError::PoolV1Wallet`]: its notes live in
+//! another contract, which this build does not follow. The header itself did
+//! not change (the key-derivation contexts still say `v1`).
 //!
 //! The key is derived once, at `create` or `open`, and kept (zeroized on
 //! drop) so that a save costs one encryption, not one argon2id.
@@ -46,7 +52,9 @@ use super::error::WalletError;
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"NOXWALLT";
 /// The format version this build reads and writes.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The version of wallets of NoxPool v1 (refused with a message of their own).
+pub const POOL_V1_VERSION: u16 = 1;
 /// Bytes of the header (the AEAD's associated data).
 pub const HEADER_LEN: usize = 95;
 const KDF_ARGON2ID: u8 = 1;
@@ -143,6 +151,9 @@ impl Header {
             return Err(WalletError::Truncated { len: bytes.len() });
         }
         let version = u16::from_be_bytes([bytes[8], bytes[9]]);
+        if version == POOL_V1_VERSION {
+            return Err(WalletError::PoolV1Wallet(path.to_path_buf()));
+        }
         if version != VERSION {
             return Err(WalletError::UnsupportedVersion { found: version, supported: VERSION });
         }
@@ -309,7 +320,7 @@ mod tests {
             let err = FileKey::open(p, &bad, "pw").err().unwrap_or_else(|| panic!("byte {i} accepted"));
             let expected = match i {
                 0..8 => matches!(err, WalletError::NotAWallet(_)),
-                8..10 => matches!(err, WalletError::UnsupportedVersion { .. }),
+                8..10 => matches!(err, WalletError::UnsupportedVersion { .. } | WalletError::PoolV1Wallet(_)),
                 10 => matches!(err, WalletError::Kdf(_)),
                 // KDF parameters, salt, check: another key, taken for another passphrase.
                 11..71 => matches!(err, WalletError::WrongPassphrase | WalletError::Kdf(_)),
@@ -342,6 +353,22 @@ mod tests {
             let (_, opened) = FileKey::open(Path::new("w"), &file, "pw").unwrap();
             proptest::prop_assert_eq!(opened.as_slice(), body.as_slice());
         }
+    }
+
+    #[test]
+    fn a_pool_v1_wallet_is_refused_by_name_and_other_versions_by_number() {
+        let key = FileKey::create("pw", KdfParams::insecure_fast()).unwrap();
+        let mut file = key.seal(b"body").unwrap();
+        let p = Path::new("old.nox");
+        file[8..10].copy_from_slice(&POOL_V1_VERSION.to_be_bytes());
+        let err = FileKey::open(p, &file, "pw").unwrap_err();
+        assert!(matches!(&err, WalletError::PoolV1Wallet(path) if path == p), "{err:?}");
+        assert!(err.to_string().contains("NoxPool v1"), "{err}");
+        file[8..10].copy_from_slice(&3u16.to_be_bytes());
+        assert!(matches!(
+            FileKey::open(p, &file, "pw"),
+            Err(WalletError::UnsupportedVersion { found: 3, supported: VERSION })
+        ));
     }
 
     #[test]

@@ -3,21 +3,23 @@
 //!
 //! **What it owns.** One [`SpendingKey`] (notes are addressed to
 //! `owner = Poseidon(sk)`), the wallet's notes with their states
-//! ([`notes`]), and a copy of `NoxPool`'s Merkle tree rebuilt from the pool's
-//! `Inserted` events, from which it takes the Merkle paths of its spends. No
-//! Ethereum key is stored: deposits, flushes and direct withdrawals are
-//! signed by the [`EthClient`](nox_eth::EthClient) the caller passes.
+//! ([`notes`]), a copy of `NoxPool`'s Merkle tree, from which it takes the
+//! Merkle paths of its spends, and the pool's *queue*: the leaves the pool
+//! has given an index (`Queued`) but not yet inserted (`Flushed`), in index
+//! order from the tree's size on. No Ethereum key is stored: deposits,
+//! forced insertions and direct withdrawals are signed by the
+//! [`EthClient`](nox_eth::EthClient) the caller passes.
 //!
 //! **The file** ([`file`](mod@file)): header in the clear (magic, version, argon2id
 //! parameters, salt, passphrase check, nonce), bound as associated data to an
-//! XChaCha20-Poly1305-sealed body: the key, the notes, the sync progress and
-//! the tree's leaves. The leaves are public, but they are kept inside the
-//! sealed body rather than in a plain cache next to it: one file, one atomic
-//! write, no way for the two to disagree after a crash, and the sync position
-//! (which tells when the wallet was last used) is not left in the clear. The
-//! cost is 32 bytes per leaf re-encrypted at each save (1 M leaves: 32 MiB)
-//! and, at `open`, the tree rebuilt from its leaves (20 Poseidon hashes per
-//! leaf).
+//! XChaCha20-Poly1305-sealed body: the key, the notes, the sync progress, the
+//! tree's leaves and the queued leaves. The leaves are public, but they are
+//! kept inside the sealed body rather than in a plain cache next to it: one
+//! file, one atomic write, no way for the tree, the queue and the progress to
+//! disagree after a crash, and the sync position (which tells when the wallet
+//! was last used) is not left in the clear. The cost is 32 bytes per leaf
+//! re-encrypted at each save (1 M leaves: 32 MiB) and, at `open`, the tree
+//! rebuilt from its leaves (20 Poseidon hashes per leaf).
 //!
 //! **The sync** ([`Wallet::sync`], `sync.rs`) follows the pool with the
 //! registry follower's discipline (`nox_eth::registry::follower`): a
@@ -26,18 +28,23 @@
 //! confirmed head and a rebuild from the pool's deployment block; log ranges
 //! of at most [`MAX_LOG_RANGE`] blocks, halved when the endpoint answers one
 //! with an error; progress saved after every range that changed something,
-//! so a sync resumes where the last one stopped. Leaf indexes must follow
-//! each other and each logged root must be the local root after its leaf; at
-//! the end the local root must be one the pool knows at the synced block.
-//! The chain is read through [`PoolReader`], implemented for [`EthClient`](nox_eth::EthClient)
-//! and implementable over the mixnet, so a private caller's reads need not
-//! show its interest in the pool to an RPC provider.
+//! so a sync resumes where the last one stopped. A `Queued` log appends to
+//! the queue (indexes must follow each other); a `Flushed(first, count,
+//! root)` moves the queue's first `count` leaves into the tree (it must start
+//! at the tree's size) and the local root must then be `root`. At the end the
+//! local root must be one the pool knows at the synced block, and the pool's
+//! leaf counters there must be the wallet's. The chain is read through
+//! [`PoolReader`], implemented for [`EthClient`](nox_eth::EthClient) and
+//! implementable over the mixnet, so a private caller's reads need not show
+//! its interest in the pool to an RPC provider.
 //!
-//! **Spends.** [`Wallet::select`] picks one note (the circuit spends one),
-//! [`Wallet::prepare_spend`] records it as *spending* and its change as
-//! *pending*, saves, and only then returns the [`PreparedSpend`] a
-//! [`Prover`] turns into the pool's proof and inputs. Deposits are recorded
-//! before their transaction is sent.
+//! **Spends.** [`Wallet::select`] picks one inserted note (the circuit
+//! spends one), [`Wallet::prepare_spend`] records it as *spending* (with the
+//! spend's deadline, if any) and its change as *pending*, saves, and only then
+//! returns the [`PreparedSpend`] a [`Prover`] turns into the pool's proof and
+//! inputs. Deposits are recorded before their transaction is sent. A queued
+//! note waits for a flush by anyone, or [`Wallet::insert_now`] flushes it
+//! (`chain.rs` says what that reveals).
 
 mod chain;
 mod error;
@@ -58,14 +65,14 @@ use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-pub use chain::{Deposit, FlushReceipt, Withdrawal};
+pub use chain::{Deposit, Insertion, Withdrawal, flush_end};
 pub use error::WalletError;
 use file::FileKey;
 pub use file::KdfParams;
 pub use notes::{Balance, NoteInfo, NoteState, SelectedNote};
 use notes::{FieldHex, Origin, Stage, StoredNote};
 pub use prover::Prover;
-pub use reader::{PoolReader, ReadError, pool_topics};
+pub use reader::{PoolReader, QueueState, ReadError, pool_topics};
 pub use sync::SyncReport;
 
 /// Most blocks per `eth_getLogs` by default (halved on an error answer).
@@ -80,7 +87,8 @@ pub(crate) struct SyncProgress {
     pub(crate) last: Option<(u64, B256)>,
 }
 
-/// The sealed body's JSON part (the leaves follow it in binary).
+/// The sealed body's JSON part. The tree's `leaves` follow it in binary, 32
+/// bytes each, then the `queued` leaves (indexes `leaves`, `leaves + 1`, …).
 #[derive(Serialize, Deserialize)]
 struct Body {
     spending_key: FieldHex,
@@ -90,6 +98,7 @@ struct Body {
     notes: Vec<StoredNote>,
     progress: SyncProgress,
     leaves: u64,
+    queued: u64,
 }
 
 /// A spend built from one of the wallet's notes, recorded as *spending*
@@ -127,6 +136,9 @@ pub struct Wallet {
     notes: Vec<StoredNote>,
     tree: MerkleTree,
     leaves: Vec<Fr>,
+    /// Leaves queued in the pool and not yet inserted, from index
+    /// `tree.len()` on, as the confirmed logs show them.
+    queue: Vec<Fr>,
     progress: SyncProgress,
     max_log_range: u64,
     /// The local tree disagreed with the pool: the next sync starts over.
@@ -191,6 +203,7 @@ impl Wallet {
             notes: Vec::new(),
             tree: MerkleTree::new(TREE_DEPTH),
             leaves: Vec::new(),
+            queue: Vec::new(),
             progress: SyncProgress { next_block: pool_start_block, last: None },
             max_log_range: MAX_LOG_RANGE,
             needs_rebuild: false,
@@ -211,18 +224,26 @@ impl Wallet {
         let json = body.get(4..4 + json_len).ok_or_else(|| corrupt("the body is shorter than its length".into()))?;
         let parsed: Body = serde_json::from_slice(json).map_err(|e| corrupt(format!("body: {e}")))?;
         let leaf_bytes = &body[4 + json_len..];
-        if leaf_bytes.len() as u64 != parsed.leaves.saturating_mul(32) {
-            return Err(corrupt(format!("{} leaf bytes for {} leaves", leaf_bytes.len(), parsed.leaves)));
+        let words = parsed.leaves.checked_add(parsed.queued).and_then(|n| n.checked_mul(32));
+        if words != Some(leaf_bytes.len() as u64) {
+            return Err(corrupt(format!(
+                "{} leaf bytes for {} leaves and {} queued",
+                leaf_bytes.len(),
+                parsed.leaves,
+                parsed.queued
+            )));
         }
-        let mut tree = MerkleTree::new(TREE_DEPTH);
-        let mut leaves = Vec::with_capacity(parsed.leaves as usize);
+        let mut all = Vec::with_capacity(leaf_bytes.len() / 32);
         for chunk in leaf_bytes.chunks_exact(32) {
             let mut word = [0u8; 32];
             word.copy_from_slice(chunk);
-            let leaf =
-                nox_circuits::field::from_be32(&word).ok_or_else(|| corrupt("a leaf out of the field".into()))?;
-            tree.insert(leaf)?;
-            leaves.push(leaf);
+            all.push(nox_circuits::field::from_be32(&word).ok_or_else(|| corrupt("a leaf out of the field".into()))?);
+        }
+        let queue = all.split_off(parsed.leaves as usize);
+        let leaves = all;
+        let mut tree = MerkleTree::new(TREE_DEPTH);
+        for leaf in &leaves {
+            tree.insert(*leaf)?;
         }
         let sk = SpendingKey(parsed.spending_key.0);
         Ok(Wallet {
@@ -236,6 +257,7 @@ impl Wallet {
             notes: parsed.notes,
             tree,
             leaves,
+            queue,
             progress: parsed.progress,
             max_log_range: MAX_LOG_RANGE,
             needs_rebuild: false,
@@ -252,14 +274,16 @@ impl Wallet {
             notes: self.notes.clone(),
             progress: self.progress,
             leaves: self.leaves.len() as u64,
+            queued: self.queue.len() as u64,
         };
         let json = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| WalletError::Corrupt(e.to_string()))?);
         drop(body);
         let json_len = u32::try_from(json.len()).map_err(|_| WalletError::Corrupt("the body exceeds 4 GiB".into()))?;
-        let mut plain = Zeroizing::new(Vec::with_capacity(4 + json.len() + 32 * self.leaves.len()));
+        let words = self.leaves.len() + self.queue.len();
+        let mut plain = Zeroizing::new(Vec::with_capacity(4 + json.len() + 32 * words));
         plain.extend_from_slice(&json_len.to_be_bytes());
         plain.extend_from_slice(&json);
-        for leaf in &self.leaves {
+        for leaf in self.leaves.iter().chain(&self.queue) {
             plain.extend_from_slice(&fr_to_be32(*leaf));
         }
         file::write_atomic(&self.path, &self.key.seal(&plain)?)
@@ -300,6 +324,20 @@ impl Wallet {
         self.tree.len()
     }
 
+    /// Leaves the wallet has seen queued and not yet inserted (indexes
+    /// [`Wallet::leaf_count`] on).
+    pub fn queued_count(&self) -> u64 {
+        self.queue.len() as u64
+    }
+
+    /// The queued leaves from index `from` to `to` (exclusive), if the wallet
+    /// has seen them all and none is inserted in its tree.
+    fn queued_leaves(&self, from: u64, to: u64) -> Option<&[Fr]> {
+        let start = usize::try_from(from.checked_sub(self.tree.len())?).ok()?;
+        let end = usize::try_from(to.checked_sub(self.tree.len())?).ok()?;
+        self.queue.get(start..end)
+    }
+
     /// The last block the sync processed, if any.
     pub fn synced_block(&self) -> Option<u64> {
         self.progress.last.map(|(n, _)| n)
@@ -337,17 +375,21 @@ impl Wallet {
     /// to `execution_hash`, with the rest as a change note to this wallet
     /// (fresh blinding). Records the note as *spending* and the change as
     /// *pending*, and saves, before returning: if the save fails, nothing is
-    /// recorded and no spend is returned.
+    /// recorded and no spend is returned. `expires` is the Unix time after
+    /// which the pool refuses the spend (the deadline a relay's execution
+    /// hash binds; `None` for a withdrawal): once a confirmed block past it
+    /// shows the nullifier unspent, the sync releases the note.
     pub fn prepare_spend(
         &mut self,
         note: &SelectedNote,
         public_value: u128,
         recipient: Address,
         execution_hash: Fr,
+        expires: Option<u64>,
     ) -> Result<PreparedSpend, WalletError> {
         let i = self.note_index(note.commitment, note.leaf_index)?;
         let stored = &self.notes[i];
-        if stored.state() != NoteState::Spendable {
+        if stored.state() != NoteState::Spendable || note.leaf_index >= self.tree.len() {
             return Err(WalletError::WrongState { state: stored.state().name(), needed: "spendable" });
         }
         let leaf = note.leaf_index;
@@ -375,7 +417,7 @@ impl Wallet {
         let (public, _witness) = spend.inputs(TREE_DEPTH)?;
         let kept_change = (change_value > 0).then_some(change.commitment);
         let before = self.notes[i].stage;
-        self.notes[i].stage = Stage::Spending { nullifier: FieldHex(spent_nullifier), change: kept_change };
+        self.notes[i].stage = Stage::Spending { nullifier: FieldHex(spent_nullifier), change: kept_change, expires };
         if kept_change.is_some() {
             self.notes.push(change.clone());
         }
@@ -407,21 +449,36 @@ impl Wallet {
             NoteState::Spent => return Err(WalletError::AlreadySpent(nox_circuits::field::to_hex(&nullifier))),
             other => return Err(WalletError::WrongState { state: other.name(), needed: "spending" }),
         }
-        let n = &mut self.notes[i];
-        n.stage = if n.leaf.is_some() { Stage::Spendable } else { Stage::Unconfirmed };
-        self.notes.retain(|c| {
-            !(matches!(c.origin, Origin::Change { parent } if parent.0 == nullifier) && c.stage == Stage::Unconfirmed)
-        });
+        self.unspend(i, nullifier);
         self.save()
     }
 
-    /// [`Wallet::release`] after asking the chain (`nullifiers(n)` at its
+    /// Puts the note at `i` back to where its leaf stands (spendable,
+    /// queued or unconfirmed) and drops the change of its spend revealing
+    /// `nullifier` (never queued: the spend did not happen).
+    fn unspend(&mut self, i: usize, nullifier: Fr) {
+        self.notes[i].stage = self.resting_stage(self.notes[i].leaf);
+        self.notes.retain(|c| {
+            !(matches!(c.origin, Origin::Change { parent } if parent.0 == nullifier) && c.stage == Stage::Unconfirmed)
+        });
+    }
+
+    /// The stage of an unspent note with this leaf index: spendable in the
+    /// tree, queued beyond it, unconfirmed without one.
+    fn resting_stage(&self, leaf: Option<u64>) -> Stage {
+        match leaf {
+            Some(l) if l < self.tree.len() => Stage::Spendable,
+            Some(_) => Stage::Queued,
+            None => Stage::Unconfirmed,
+        }
+    }
+
+    /// [`Wallet::release`] after asking the chain (`nullifierSpent(n)` at its
     /// head): a note the chain shows spent is marked *spent* instead, and
     /// [`WalletError::AlreadySpent`] returned.
     pub async fn release_checked(&mut self, reader: &dyn PoolReader, nullifier: Fr) -> Result<(), WalletError> {
         let head = reader.block_number().await?;
-        let state = reader.nullifier_state(self.pool, fr_to_u256(nullifier), head).await?;
-        if !state.is_zero() {
+        if reader.nullifier_spent(self.pool, fr_to_u256(nullifier), head).await? {
             self.mark_spent(nullifier);
             self.save()?;
             return Err(WalletError::AlreadySpent(nox_circuits::field::to_hex(&nullifier)));
@@ -440,12 +497,12 @@ impl Wallet {
         };
         match n.stage {
             Stage::Spent { .. } => false,
-            Stage::Spending { nullifier, change } => {
-                n.stage = Stage::Spent { nullifier, change };
+            Stage::Spending { nullifier, change, expires } => {
+                n.stage = Stage::Spent { nullifier, change, expires };
                 true
             }
             _ => {
-                n.stage = Stage::Spent { nullifier: FieldHex(spent), change: None };
+                n.stage = Stage::Spent { nullifier: FieldHex(spent), change: None, expires: None };
                 true
             }
         }

@@ -1,17 +1,26 @@
 //! The wallet's notes, their life cycle, balances and note selection.
 //!
 //! ```text
-//!  deposit sent ──Inserted──▶ spendable ──prepare_spend──▶ spending ──Withdrawn/Relayed──▶ spent
-//!                                 ▲                            │      (or nullifiers(n) ≠ 0)
-//!                                 └──────────release───────────┘
-//!  change (of a spend) pending ──flush → Inserted──▶ spendable …
+//!  deposit sent ──┐
+//!                 ├─Queued─▶ queued ──Flushed─▶ spendable ──prepare_spend─▶ spending ──Withdrawn/Relayed─▶ spent
+//!  pending change ┘                                 ▲                          │   (or nullifierSpent(n))
+//!  (of a spend)                                     └──release, or deadline────┘
+//!                                                      passed and unspent
 //! ```
+//!
+//! NoxPool v2 queues every new leaf: a note gets its leaf index from a
+//! `Queued` log (the wallet then knows its nullifier) and is in the tree, so
+//! spendable, only once a `Flushed` log has inserted that index. A queued
+//! note cannot be spent: no root the pool knows contains it.
 //!
 //! A note is *spending* from the moment the wallet builds a spend of it,
 //! before the proof leaves the wallet, so that a crash after the proof was
 //! sent can never offer the note again (a second spend would only fail, but
 //! it would cost the fee). Only [`super::Wallet::release`] puts it back,
-//! when the caller knows nothing was sent.
+//! when the caller knows nothing was sent, or the sync once the spend's
+//! deadline (a relay's, recorded with the note) has passed at a confirmed
+//! block whose state shows the nullifier unspent: the pool refuses that
+//! proof from then on.
 //!
 //! A reorganisation below the confirmed head clears every leaf index: notes
 //! go back to *deposit sent* / *pending* until the rebuilt tree finds them
@@ -53,10 +62,13 @@ impl<'de> Deserialize<'de> for FieldHex {
 /// Where a note state stands (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NoteState {
-    /// A deposit was sent; its leaf is not in the confirmed tree yet.
+    /// A deposit was sent; the confirmed logs do not show it queued yet.
     Deposited,
-    /// A change note waiting for `flush` to insert it.
+    /// The change of one of the wallet's spends; the confirmed logs do not
+    /// show it queued yet.
     Pending,
+    /// Queued in the pool with its leaf index; waits for a flush to insert it.
+    Queued,
     /// In the tree, not spent: can be selected.
     Spendable,
     /// A spend of it was built and may have been sent.
@@ -71,6 +83,7 @@ impl NoteState {
         match self {
             NoteState::Deposited => "deposit sent",
             NoteState::Pending => "pending change",
+            NoteState::Queued => "queued",
             NoteState::Spendable => "spendable",
             NoteState::Spending => "spending",
             NoteState::Spent => "spent",
@@ -96,15 +109,20 @@ pub(crate) enum Origin {
 /// Where a note is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Stage {
-    /// Not in the confirmed tree (yet, or no longer after a reorganisation).
+    /// Not seen queued in the confirmed logs (yet, or no longer after a
+    /// reorganisation).
     Unconfirmed,
+    /// Has its leaf index (a confirmed `Queued`), not yet inserted.
+    Queued,
     /// In the tree, unspent.
     Spendable,
-    /// A spend was built: its nullifier and its change note's commitment
-    /// (none for a change of zero).
-    Spending { nullifier: FieldHex, change: Option<FieldHex> },
-    /// The chain shows the nullifier.
-    Spent { nullifier: FieldHex, change: Option<FieldHex> },
+    /// A spend was built: its nullifier, its change note's commitment (none
+    /// for a change of zero) and the Unix time after which the pool refuses
+    /// it (a relay's deadline; none for a withdrawal, which never expires).
+    Spending { nullifier: FieldHex, change: Option<FieldHex>, expires: Option<u64> },
+    /// The chain shows the nullifier (the spend's fields kept, so that a
+    /// reorganisation can make it *spending* again).
+    Spent { nullifier: FieldHex, change: Option<FieldHex>, expires: Option<u64> },
 }
 
 /// One note as the wallet file keeps it.
@@ -115,7 +133,7 @@ pub(crate) struct StoredNote {
     pub(crate) blinding: FieldHex,
     pub(crate) origin: Origin,
     pub(crate) stage: Stage,
-    /// Its leaf in the confirmed tree.
+    /// Its leaf index, from a confirmed `Queued` (in the tree once flushed).
     pub(crate) leaf: Option<u64>,
     /// Its commitment (derived; kept to match logs without hashing).
     pub(crate) commitment: FieldHex,
@@ -151,6 +169,7 @@ impl StoredNote {
         match (self.stage, self.origin) {
             (Stage::Unconfirmed, Origin::Deposit { .. }) => NoteState::Deposited,
             (Stage::Unconfirmed, Origin::Change { .. }) => NoteState::Pending,
+            (Stage::Queued, _) => NoteState::Queued,
             (Stage::Spendable, _) => NoteState::Spendable,
             (Stage::Spending { .. }, _) => NoteState::Spending,
             (Stage::Spent { .. }, _) => NoteState::Spent,
@@ -200,7 +219,7 @@ pub struct NoteInfo {
     pub value: u128,
     /// Where it stands.
     pub state: NoteState,
-    /// Its leaf in the confirmed tree, once found.
+    /// Its leaf index, once a confirmed `Queued` gave it one.
     pub leaf_index: Option<u64>,
     /// Its commitment.
     pub commitment: Fr,
@@ -215,10 +234,12 @@ pub struct Balance {
     pub asset: Address,
     /// Spendable notes.
     pub spendable: u128,
-    /// Change notes waiting for `flush`.
+    /// Change notes of sent spends, not yet seen queued.
     pub pending_change: u128,
-    /// Deposits sent but not in the confirmed tree.
+    /// Deposits sent, not yet seen queued.
     pub unconfirmed_deposits: u128,
+    /// Notes queued in the pool, waiting for a flush to insert them.
+    pub queued: u128,
     /// Notes whose spend was built and not yet seen on chain.
     pub spending: u128,
 }
@@ -252,6 +273,7 @@ pub(crate) fn balances(notes: &[StoredNote]) -> Vec<Balance> {
             NoteState::Spendable => &mut b.spendable,
             NoteState::Pending => &mut b.pending_change,
             NoteState::Deposited => &mut b.unconfirmed_deposits,
+            NoteState::Queued => &mut b.queued,
             NoteState::Spending => &mut b.spending,
             NoteState::Spent => continue,
         };
@@ -278,6 +300,9 @@ pub(crate) fn select(notes: &[StoredNote], asset: Address, amount: u128) -> Resu
     if spendable >= amount && spendable > 0 {
         let largest = of_asset().filter(|n| n.state() == NoteState::Spendable).map(|n| n.value).max().unwrap_or(0);
         return Err(WalletError::NoteTooSmall { asset, needed: amount, largest });
+    }
+    if covers(NoteState::Queued) {
+        return Err(WalletError::OnlyQueued { asset, needed: amount, queued: sum(NoteState::Queued) });
     }
     if covers(NoteState::Pending) {
         return Err(WalletError::OnlyPendingChange { asset, needed: amount, pending: sum(NoteState::Pending) });
@@ -357,11 +382,21 @@ mod tests {
             note(ETH, 30, Stage::Spendable, DEPOSIT, Some(1)),
             note(ETH, 100, Stage::Unconfirmed, change, None),
             note(ETH, 500, Stage::Unconfirmed, DEPOSIT, None),
-            note(ETH, 1000, Stage::Spending { nullifier: FieldHex(Fr::from(2u64)), change: None }, DEPOSIT, Some(2)),
+            note(
+                ETH,
+                1000,
+                Stage::Spending { nullifier: FieldHex(Fr::from(2u64)), change: None, expires: Some(9) },
+                DEPOSIT,
+                Some(2),
+            ),
+            note(ETH, 200, Stage::Queued, change, Some(3)),
         ];
         assert!(matches!(select(&notes, ETH, 60), Err(WalletError::NoteTooSmall { needed: 60, largest: 40, .. })));
+        // A queued note has its leaf index, but no root holds it yet.
+        assert!(matches!(select(&notes, ETH, 150), Err(WalletError::OnlyQueued { needed: 150, queued: 200, .. })));
+        assert!(matches!(select(&notes, ETH, 90), Err(WalletError::OnlyQueued { needed: 90, queued: 200, .. })));
         assert!(matches!(
-            select(&notes, ETH, 90),
+            select(&notes[..4], ETH, 90),
             Err(WalletError::OnlyPendingChange { needed: 90, pending: 100, .. })
         ));
         assert!(matches!(
@@ -387,15 +422,42 @@ mod tests {
             note(ETH, 5, Stage::Spendable, DEPOSIT, Some(1)),
             note(token, 7, Stage::Unconfirmed, DEPOSIT, None),
             note(ETH, 3, Stage::Unconfirmed, Origin::Change { parent: FieldHex(Fr::from(1u64)) }, None),
-            note(ETH, 100, Stage::Spent { nullifier: FieldHex(Fr::from(1u64)), change: None }, DEPOSIT, Some(2)),
-            note(ETH, 9, Stage::Spending { nullifier: FieldHex(Fr::from(3u64)), change: None }, DEPOSIT, Some(3)),
+            note(
+                ETH,
+                100,
+                Stage::Spent { nullifier: FieldHex(Fr::from(1u64)), change: None, expires: None },
+                DEPOSIT,
+                Some(2),
+            ),
+            note(
+                ETH,
+                9,
+                Stage::Spending { nullifier: FieldHex(Fr::from(3u64)), change: None, expires: None },
+                DEPOSIT,
+                Some(3),
+            ),
+            note(token, 4, Stage::Queued, DEPOSIT, Some(4)),
         ];
         let b = balances(&notes);
         assert_eq!(
             b,
             vec![
-                Balance { asset: ETH, spendable: 15, pending_change: 3, unconfirmed_deposits: 0, spending: 9 },
-                Balance { asset: token, spendable: 0, pending_change: 0, unconfirmed_deposits: 7, spending: 0 },
+                Balance {
+                    asset: ETH,
+                    spendable: 15,
+                    pending_change: 3,
+                    unconfirmed_deposits: 0,
+                    queued: 0,
+                    spending: 9
+                },
+                Balance {
+                    asset: token,
+                    spendable: 0,
+                    pending_change: 0,
+                    unconfirmed_deposits: 7,
+                    queued: 4,
+                    spending: 0
+                },
             ]
         );
     }
