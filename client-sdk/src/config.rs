@@ -61,6 +61,13 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// `mix.max_delay_ms` (10 000 ms by default) and drops longer delays.
 pub const MAX_MEAN_DELAY_MS: f64 = 10_000.0;
 
+/// Smallest `wallet.call_deadline_secs`: exits refuse a deadline nearer than
+/// their `exit.eth_min_deadline_secs` (60 s by default) as `expired`.
+pub const MIN_CALL_DEADLINE_SECS: u64 = 60;
+
+/// Largest `wallet.call_deadline_secs` (one day).
+pub const MAX_CALL_DEADLINE_SECS: u64 = 86_400;
+
 /// Most requests `proxy.max_batch` allows in one batch.
 pub const MAX_BATCH_LIMIT: usize = 10_000;
 
@@ -123,6 +130,9 @@ pub struct WalletSection {
     pub proving_keys: Option<std::path::PathBuf>,
     /// Milliseconds a private call waits for its answer (inclusion included).
     pub call_timeout_ms: u64,
+    /// Seconds from a private call's proof to its deadline, after which the
+    /// pool refuses the relay (and the wallet may release an unspent note).
+    pub call_deadline_secs: u64,
     /// The most a private call pays, in wei; unset: the computed fee, whatever it is.
     pub max_fee_wei: Option<String>,
     /// Headroom added to a fee paid in a token, in basis points, for prices
@@ -141,6 +151,7 @@ impl Default for WalletSection {
             confirmations: 2,
             proving_keys: None,
             call_timeout_ms: 90_000,
+            call_deadline_secs: crate::private::DEFAULT_CALL_DEADLINE_SECS,
             max_fee_wei: None,
             price_slippage_bps: crate::fee::DEFAULT_PRICE_SLIPPAGE_BPS,
         }
@@ -613,6 +624,23 @@ impl ClientFile {
             c.fail("wallet.rpc_url", "required when wallet.sync is \"direct\"");
         }
         c.at_least("wallet.call_timeout_ms", wallet.call_timeout_ms, 1_000);
+        c.at_least("wallet.call_deadline_secs", wallet.call_deadline_secs, MIN_CALL_DEADLINE_SECS);
+        c.at_most(
+            "wallet.call_deadline_secs",
+            wallet.call_deadline_secs,
+            MAX_CALL_DEADLINE_SECS,
+            " (a note whose spend's fate is unknown stays spending until the deadline)",
+        );
+        if wallet.call_deadline_secs.saturating_mul(1_000) <= wallet.call_timeout_ms {
+            c.fail(
+                "wallet.call_deadline_secs",
+                format!(
+                    "must be longer than wallet.call_timeout_ms ({} ms): the relay must be able to land before its \
+                     deadline while the call waits for it, got {} s",
+                    wallet.call_timeout_ms, wallet.call_deadline_secs
+                ),
+            );
+        }
         if let Err(e) = wallet.max_fee() {
             c.fail("wallet.max_fee_wei", e);
         }
@@ -1112,6 +1140,9 @@ mod tests {
         assert_eq!(c.price_trust().unwrap().unwrap().threshold, 2);
         let c = with_env(&reg, &[("NOX_CLIENT_WALLET__PRICE_SLIPPAGE_BPS", "250")]).unwrap();
         assert_eq!(c.wallet.price_slippage_bps, 250);
+        assert_eq!(parse(&reg).unwrap().wallet.call_deadline_secs, 600);
+        let c = with_env(&reg, &[("NOX_CLIENT_WALLET__CALL_DEADLINE_SECS", "120")]).unwrap();
+        assert_eq!(c.wallet.call_deadline_secs, 120);
     }
 
     #[test]
@@ -1133,6 +1164,15 @@ mod tests {
             (format!("{reg}[prices]\nmax_age_secs = 86401\n"), vec!["prices.max_age_secs"]),
             (format!("{reg}[prices]\nmax_skew_secs = 3601\n"), vec!["prices.max_skew_secs"]),
             (format!("{reg}[wallet]\nprice_slippage_bps = 10001\n"), vec!["wallet.price_slippage_bps"]),
+            (
+                format!("{reg}[wallet]\ncall_deadline_secs = 59\ncall_timeout_ms = 1000\n"),
+                vec!["wallet.call_deadline_secs"],
+            ),
+            (format!("{reg}[wallet]\ncall_deadline_secs = 86401\n"), vec!["wallet.call_deadline_secs"]),
+            (
+                format!("{reg}[wallet]\ncall_deadline_secs = 90\ncall_timeout_ms = 90000\n"),
+                vec!["wallet.call_deadline_secs"],
+            ),
         ] {
             assert_eq!(problem_keys(parse(&text)), keys, "{text}");
         }

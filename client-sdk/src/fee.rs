@@ -5,9 +5,12 @@
 //! of [`crate::Client::private_call`] go through them:
 //!
 //! * [`relay_cost_wei`]: `(RELAY_OVERHEAD_GAS + call gas) × (2 × base fee +
-//!   priority fee)`: the most the relay transaction can cost the exit (its
-//!   own check uses the gas it simulates, never more than that bound, at the
-//!   same price per gas);
+//!   priority fee) + insertion_bounty(base fee)`: the most the relay
+//!   transaction can cost the exit (its own check uses the gas it simulates,
+//!   never more than that bound, at the same price per gas), plus the
+//!   insertion bounty it sends as the relay's `msg.value` for the change
+//!   note NoxPool v2 queues (`2 × base fee × POOL_INSERT_GAS_PER_LEAF`,
+//!   [`nox_protocol::contracts::insertion_bounty`]);
 //! * [`fee_in`]: that cost in the fee's asset with the exit's margin. In ETH,
 //!   `policy.fee_for(cost)`. In a token, `policy.fee_for(book.wei_to_token(
 //!   cost, token, now))` (the exit's own formula, from the same signed
@@ -21,13 +24,15 @@
 //! checked against the client's own oracle keys.
 
 use alloy_primitives::Address;
+use nox_protocol::contracts::insertion_bounty;
 use nox_protocol::descriptor::FeePolicy;
 use nox_protocol::price::{ETH, NoPrice, PriceBook, convert};
 
 /// Gas of a `NoxPool.relay` transaction besides the call's own gas: the
-/// intrinsic cost and calldata, the Groth16 verification, the nullifier
-/// write, the payment and the event, with headroom. Measured at about 297 k
-/// on the devnet (`scripts/bench-private-tx` prints `gas_relay`).
+/// intrinsic cost and calldata, the deadline and execution-hash checks, the
+/// Groth16 verification, the nullifier write, queueing the change note, the
+/// payment and the event, with headroom. The v2 relay is about 305 k
+/// (`scripts/bench-private-tx` prints `gas_relay`).
 pub const RELAY_OVERHEAD_GAS: u64 = 330_000;
 
 /// Default headroom added to a token fee for price movement between the
@@ -55,11 +60,13 @@ impl ChainFees {
     }
 }
 
-/// What a relay of a call with `call_gas` costs at `fees`, in wei:
-/// `(RELAY_OVERHEAD_GAS + call_gas) × gas price` (saturating).
+/// What a relay of a call with `call_gas` costs the exit at `fees`, in wei:
+/// `(RELAY_OVERHEAD_GAS + call_gas) × gas price` for the transaction plus
+/// the change note's insertion bounty the exit sends with it,
+/// `insertion_bounty(base fee)` (saturating).
 pub fn relay_cost_wei(fees: &ChainFees, call_gas: u64) -> u128 {
     let gas = u128::from(RELAY_OVERHEAD_GAS) + u128::from(call_gas);
-    gas.saturating_mul(fees.gas_price())
+    gas.saturating_mul(fees.gas_price()).saturating_add(insertion_bounty(fees.base_fee))
 }
 
 /// The ETH fee a client offers an exit with `policy` for a call of
@@ -238,11 +245,18 @@ mod tests {
     }
 
     #[test]
-    fn the_cost_covers_overhead_and_call_gas_at_twice_the_base_fee() {
+    fn the_cost_covers_overhead_call_gas_and_the_insertion_bounty_at_twice_the_base_fee() {
         let fees = ChainFees { base_fee: 1_000_000_000, priority_fee: 1 };
         assert_eq!(fees.gas_price(), 2_000_000_001);
-        let cost = u128::from(RELAY_OVERHEAD_GAS + 100_000) * 2_000_000_001;
+        // The change note's bounty: 2 × base fee × 40,000 gas, sent by the exit.
+        let bounty = 2 * 1_000_000_000 * u128::from(nox_protocol::contracts::POOL_INSERT_GAS_PER_LEAF);
+        assert_eq!(bounty, 80_000_000_000_000);
+        let cost = u128::from(RELAY_OVERHEAD_GAS + 100_000) * 2_000_000_001 + bounty;
         assert_eq!(relay_cost_wei(&fees, 100_000), cost);
+        // The bounty follows the base fee only, not the priority fee.
+        let tipped = ChainFees { priority_fee: 1_000_000_001, ..fees };
+        assert_eq!(relay_cost_wei(&tipped, 0), u128::from(RELAY_OVERHEAD_GAS) * 3_000_000_001 + bounty);
+        assert_eq!(relay_cost_wei(&ChainFees { base_fee: 0, priority_fee: 7 }, 0), u128::from(RELAY_OVERHEAD_GAS) * 7);
         assert_eq!(fee_for_call(&policy(0, &[Address::ZERO]), &fees, 100_000), cost);
         assert_eq!(fee_for_call(&policy(1_000, &[Address::ZERO]), &fees, 100_000), cost + cost.div_ceil(10));
         // More gas or a higher base fee never lowers the cost.

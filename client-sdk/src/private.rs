@@ -14,40 +14,52 @@
 //!    for a fee in a token, at the same time, the entry's signed price rounds,
 //!    checked against the call's own oracle keys ([`Client::price_book`]);
 //! 3. **computes the fee** ([`crate::fee`]): the relay's cost in wei,
-//!    `(RELAY_OVERHEAD_GAS + call_gas) × (2 × base fee + priority fee)`, then
-//!    in the fee's asset with the exit's margin (a token: converted at the
-//!    oracles' median prices as the exit converts it, plus the call's
-//!    slippage headroom), rounded up. The exit's own check uses the gas it
-//!    simulates (never more than that bound) at the same price, so an honest
-//!    exit accepts it. The caller's cap (`max_fee`) is in wei: a token fee is
-//!    compared at its worth in wei at the book's prices;
-//! 4. **selects a note** and builds the spend: the execution hash exactly as
-//!    NoxPool computes it (chain, pool, target, gas, calldata), the change back
-//!    to the wallet's owner; the wallet records the note as spending *before*
-//!    the proof leaves it;
+//!    `(RELAY_OVERHEAD_GAS + call_gas) × (2 × base fee + priority fee)` plus
+//!    the insertion bounty the exit sends for the change note
+//!    (`insertion_bounty(base fee)`), then in the fee's asset with the exit's
+//!    margin (a token: converted at the oracles' median prices as the exit
+//!    converts it, plus the call's slippage headroom), rounded up. The exit's
+//!    own check uses the gas it simulates (never more than that bound) at the
+//!    same price, so an honest exit accepts it. The caller's cap (`max_fee`)
+//!    is in wei: a token fee is compared at its worth in wei at the book's
+//!    prices;
+//! 4. **selects a note** and builds the spend: the deadline (now +
+//!    [`PrivateCall::deadline_secs`]) and the execution hash exactly as
+//!    NoxPool computes it (chain, pool, target, gas, deadline, calldata), the
+//!    change back to the wallet's owner; the wallet records the note as
+//!    spending, with the deadline, *before* the proof leaves it;
 //! 5. **proves** (Groth16, on a blocking thread);
-//! 6. **sends** an `EthRequest` to that exit, every attempt to the same exit,
-//!    and waits for the answer within the call's timeout (the exit simulates,
-//!    sends, and waits for inclusion before it answers);
+//! 6. **sends** an `EthRequest` carrying the deadline to that exit, every
+//!    attempt to the same exit, and waits for the answer within the call's
+//!    timeout (the exit simulates, sends, and waits for inclusion before it
+//!    answers);
 //! 7. the answer is the relay transaction's [`EthReceipt`] or an
 //!    [`EthRefusal`]. A refusal means the exit sent nothing (except
 //!    `NoReceipt`, which carries the hash of what it sent): the note is
 //!    released for the next call — unless the exit says the note is already
-//!    spent or being spent, which the next sync settles. An exit that asks for a higher fee than
+//!    spent or being spent, which the chain settles. An exit that asks for a higher fee than
 //!    computed (`FeeTooLow`, in the asset's units) is tried once more at its
 //!    price (a token: plus the slippage headroom) if that is within the
 //!    caller's `max_fee`. An exit that has no fresh price for the token
-//!    (`NoPrice`) is [`CallError::ExitHasNoPrice`]; the note is free again.
+//!    (`NoPrice`) is [`CallError::ExitHasNoPrice`]; one that finds the
+//!    deadline past or too near to get the relay mined (`Expired`) is
+//!    [`CallError::DeadlineTooNear`], with the earliest deadline it accepts;
+//!    in both cases the note is free again.
 //!
-//! A timeout leaves the note marked spending: the exit may have sent the
-//! transaction, and only the chain can tell (the wallet's next sync sees the
-//! `Relayed` event, or [`crate::wallet::Wallet::release`] frees the note once
-//! the chain shows it unspent).
+//! **The deadline** bounds how long a proof is worth anything: the pool
+//! refuses the relay in any block after it, so an exit cannot hold the proof
+//! and use it later, and a note whose fate is unknown — a timeout, or a
+//! `no_receipt` / `nullifier_pending` refusal — need not stay *spending*
+//! forever: the wallet's sync releases it once a confirmed block past the
+//! deadline shows its nullifier unspent ([`crate::wallet::Wallet::sync`]).
+//! Until then only the chain can tell whether the exit sent it: the sync
+//! marks the note spent when it sees the `Relayed` event or the nullifier.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
+use nox_circuits::pool::Execution;
 use nox_protocol::NodeId;
 use nox_protocol::answer::{EthReceipt, EthRefusal, EthRefusalCode};
 use nox_protocol::descriptor::FeePolicy;
@@ -60,12 +72,18 @@ pub use crate::fee::{
     ChainFees, DEFAULT_PRICE_SLIPPAGE_BPS, Fee, FeeError, RELAY_OVERHEAD_GAS, TokenPricing, fee_for_call,
 };
 use crate::fee::{add_bps, check_accepted, fee_in, fee_of_amount, relay_cost_wei};
-use crate::prices::{PriceTally, Prices, PricesError};
+use crate::prices::{PriceTally, Prices, PricesError, unix_ms};
 use crate::wallet::{Prover, Wallet, WalletError};
 
 /// Default wait for a private call's answer, per attempt: simulation,
 /// sending, inclusion and both ways through the mixnet.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Default time from building a private call's proof to its deadline, in
+/// seconds (`wallet.call_deadline_secs`): long enough for the answer's wait
+/// and a few blocks of congestion, short enough that a note whose spend's
+/// fate is unknown is released within minutes.
+pub const DEFAULT_CALL_DEADLINE_SECS: u64 = 600;
 
 /// A contract call to make privately.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +115,11 @@ pub struct PrivateCall {
     pub exit: Option<NodeId>,
     /// Wait per attempt.
     pub timeout: Duration,
+    /// Seconds from the proof's construction to its deadline, the last Unix
+    /// time at which the pool accepts the relay (bound in the execution
+    /// hash). Exits refuse a deadline too near to get the relay mined
+    /// (`exit.eth_min_deadline_secs`, 60 s by default).
+    pub deadline_secs: u64,
 }
 
 impl PrivateCall {
@@ -114,6 +137,7 @@ impl PrivateCall {
             allow_failure: false,
             exit: None,
             timeout: DEFAULT_CALL_TIMEOUT,
+            deadline_secs: DEFAULT_CALL_DEADLINE_SECS,
         }
     }
 
@@ -283,6 +307,21 @@ pub enum CallError {
     /// (`no_price`); it sent nothing and the note is free again.
     #[error("the exit has no fresh price for the fee's token: {}", .0.message)]
     ExitHasNoPrice(EthRefusal),
+    /// The exit finds the call's deadline past, or too near to get the relay
+    /// mined before it (`expired`); it sent nothing and the note is free
+    /// again. A deadline in the past means this machine's clock is behind.
+    #[error(
+        "the exit refused the deadline {deadline} (Unix seconds) as too near{}; raise wallet.call_deadline_secs, \
+         or check this machine's clock", match earliest { Some(t) => format!(": it accepts {t} or later"), None => String::new() }
+    )]
+    DeadlineTooNear {
+        /// The call's deadline.
+        deadline: u64,
+        /// The earliest deadline the exit accepts now, as it says.
+        earliest: Option<u64>,
+        /// The refusal.
+        refusal: EthRefusal,
+    },
     /// The exit refused; it sent nothing (unless the code is `NoReceipt`).
     #[error("the exit refused the call: {0}")]
     Refused(EthRefusal),
@@ -361,19 +400,21 @@ impl Client {
         let mut fee = call.fee(&policy, relay_cost_wei(&fees, call.call_gas), prices.as_ref())?;
         progress(CallProgress::Fee { fee, gas_price: fees.gas_price() });
 
-        let execution_hash = nox_circuits::pool::execution_hash(
-            chain_id,
-            pool.as_ref(),
-            call.target.as_ref(),
-            call.call_gas,
-            &call.calldata,
-        );
         let mut repriced = false;
         loop {
             call.check_cap(&fee)?;
             let note = wallet.select(call.asset, fee.amount)?;
             let t = Instant::now();
-            let prepared = wallet.prepare_spend(&note, fee.amount, exit_wallet, execution_hash)?;
+            let deadline = (unix_ms() / 1_000).saturating_add(call.deadline_secs);
+            let execution_hash = nox_circuits::pool::execution_hash(&Execution {
+                chain_id,
+                pool: pool.as_ref(),
+                target: call.target.as_ref(),
+                call_gas: call.call_gas,
+                deadline,
+                data: &call.calldata,
+            });
+            let prepared = wallet.prepare_spend(&note, fee.amount, exit_wallet, execution_hash, Some(deadline))?;
             let nullifier = prepared.nullifier;
             let payment = {
                 let (prover, prepared) = (prover.clone(), prepared.clone());
@@ -396,6 +437,7 @@ impl Client {
                 chain_id,
                 target: call.target.into_array(),
                 call_gas: call.call_gas,
+                deadline,
                 allow_failure: call.allow_failure,
                 calldata: call.calldata.clone(),
                 payment: Box::new(payment),
@@ -433,6 +475,9 @@ impl Client {
             }
             if refusal.code == EthRefusalCode::NoPrice {
                 return Err(CallError::ExitHasNoPrice(refusal));
+            }
+            if refusal.code == EthRefusalCode::Expired {
+                return Err(CallError::DeadlineTooNear { deadline, earliest: earliest_deadline(&refusal), refusal });
             }
             match refusal.required_fee() {
                 Some(required) if !repriced && required > fee.amount => {
@@ -534,6 +579,15 @@ fn fee_error(e: FeeError, prices: Option<&Prices>) -> CallError {
 /// note left the exit.
 pub fn leaves_note_spending(code: EthRefusalCode) -> bool {
     matches!(code, EthRefusalCode::NoReceipt | EthRefusalCode::NullifierPending | EthRefusalCode::NullifierSpent)
+}
+
+/// The earliest deadline an `expired` refusal says the exit accepts (its
+/// detail: Unix seconds, 8 bytes big-endian).
+pub fn earliest_deadline(refusal: &EthRefusal) -> Option<u64> {
+    match (refusal.code, <[u8; 8]>::try_from(refusal.detail.as_slice())) {
+        (EthRefusalCode::Expired, Ok(b)) => Some(u64::from_be_bytes(b)),
+        _ => None,
+    }
 }
 
 /// A JSON-RPC quantity (`0x`-prefixed hex) as a `u128`.
@@ -697,6 +751,22 @@ mod tests {
         assert_eq!(kept, [EthRefusalCode::NullifierSpent, EthRefusalCode::NullifierPending, EthRefusalCode::NoReceipt]);
         // An exit without a price for the token sent nothing: the note is free again.
         assert!(!leaves_note_spending(EthRefusalCode::NoPrice));
+    }
+
+    #[test]
+    fn an_expired_refusal_frees_the_note_and_says_the_earliest_deadline() {
+        assert!(!leaves_note_spending(EthRefusalCode::Expired));
+        let mut refusal = EthRefusal::new(EthRefusalCode::Expired, "the deadline is too near");
+        refusal.detail = 1_800_000_060u64.to_be_bytes().to_vec();
+        assert_eq!(earliest_deadline(&refusal), Some(1_800_000_060));
+        let err = CallError::DeadlineTooNear { deadline: 1_800_000_000, earliest: Some(1_800_000_060), refusal };
+        assert!(err.to_string().contains("it accepts 1800000060 or later"), "{err}");
+        // Another code, or a detail of another length, says nothing.
+        let mut other = EthRefusal::new(EthRefusalCode::FeeTooLow, "");
+        other.detail = 5u64.to_be_bytes().to_vec();
+        assert_eq!(earliest_deadline(&other), None);
+        assert_eq!(earliest_deadline(&EthRefusal::new(EthRefusalCode::Expired, "")), None);
+        assert_eq!(PrivateCall::new(Address::ZERO, vec![], 1).deadline_secs, DEFAULT_CALL_DEADLINE_SECS);
     }
 
     #[test]
