@@ -7,7 +7,7 @@
 //!   `{"answer":…,"ms":…}`;
 //! * `nox-client rpc --config FILE METHOD [PARAMS…]` sends one JSON-RPC call
 //!   through the same method policy as the proxy and prints its result;
-//! * `nox-client wallet new|deposit|balance|withdraw|flush --config FILE`
+//! * `nox-client wallet new|deposit|balance|withdraw|insert --config FILE`
 //!   manages the shielded wallet ([`wallet`]);
 //! * `nox-client call --config FILE TARGET SIGNATURE [ARGS…] [--fee-token
 //!   TOKEN]` makes a private call paid from the wallet (in ETH, or in a token
@@ -89,7 +89,7 @@ enum Command {
         /// The parameters, in order.
         params: Vec<String>,
     },
-    /// The shielded wallet: create it, deposit, see the balance, withdraw, flush.
+    /// The shielded wallet: create it, deposit, see the balance, withdraw, insert queued notes.
     Wallet {
         #[command(subcommand)]
         command: wallet::WalletCommand,

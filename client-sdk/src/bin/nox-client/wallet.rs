@@ -2,9 +2,15 @@
 //! private calls from the command line.
 //!
 //! The passphrase comes from `--passphrase-file` or `NOX_WALLET_PASSPHRASE`;
-//! the funding key of deposits, direct withdrawals and flushes from
-//! `--key-file` or `NOX_FUNDING_KEY` (hex). Results go to stdout as one JSON
-//! object; progress (the proof, the wait) to stderr.
+//! the funding key of deposits, direct withdrawals and forced insertions
+//! from `--key-file` or `NOX_FUNDING_KEY` (hex). Results go to stdout as one
+//! JSON object; progress (the proof, the wait) to stderr.
+//!
+//! NoxPool v2 queues every new note and inserts it with a later `flush`: a
+//! deposit is spendable only once inserted. `wallet deposit --insert-now`
+//! and `wallet insert` flush the wallet's queued notes from the funding key
+//! (`Wallet::insert_now`); `call` waits for a flush by anyone, or inserts
+//! with `--insert-now`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,8 +25,8 @@ use clap::Subcommand;
 use nox_client::Client;
 use nox_client::chain_reader::MixnetReader;
 use nox_client::config::{ClientFile, SyncVia};
-use nox_client::private::{CallProgress, Fee, PrivateCall};
-use nox_client::wallet::{KdfParams, PoolReader, Prover, Wallet, WalletError};
+use nox_client::private::{CallError, CallProgress, Fee, PrivateCall};
+use nox_client::wallet::{Insertion, KdfParams, NoteState, PoolReader, Prover, Wallet, WalletError};
 use nox_eth::EthClient;
 use nox_eth::amount::{TokenAmount, format_token_amount};
 use serde_json::{Value, json};
@@ -48,8 +54,8 @@ pub(crate) struct Secrets {
 #[derive(clap::Args, Clone)]
 pub(crate) struct Funding {
     /// A file holding the hex private key that pays deposits, direct
-    /// withdrawals and flushes; default: the NOX_FUNDING_KEY environment
-    /// variable.
+    /// withdrawals and forced insertions; default: the NOX_FUNDING_KEY
+    /// environment variable.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 }
@@ -63,6 +69,11 @@ pub(crate) enum WalletCommand {
         secrets: Secrets,
     },
     /// Deposit ETH (or a token with --token) into NoxPool from the funding key.
+    ///
+    /// The transaction also pays the note's insertion bounty (twice the
+    /// pool's minimum at the latest base fee). The note is queued; it is
+    /// spendable once a flush inserts it: by anyone, or at once with
+    /// --insert-now.
     Deposit {
         /// The amount in whole units (0.5, 100).
         #[arg(long)]
@@ -73,6 +84,14 @@ pub(crate) enum WalletCommand {
         /// Token decimals (ETH: 18).
         #[arg(long, default_value_t = 18)]
         decimals: u8,
+        /// Then insert the note from the funding key (flush its segment, once
+        /// wallet.confirmations blocks confirm the deposit). This reveals
+        /// nothing the deposit did not: the same address made the note.
+        #[arg(long)]
+        insert_now: bool,
+        /// Seconds --insert-now waits for the deposit to be confirmed.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        insert_wait: u64,
         #[command(flatten)]
         secrets: Secrets,
         #[command(flatten)]
@@ -102,9 +121,15 @@ pub(crate) enum WalletCommand {
         #[command(flatten)]
         funding: Funding,
     },
-    /// Insert this wallet's pending change notes now, from the funding key
-    /// (which links that address to those spends: exits flush on their own).
-    Flush {
+    /// Insert this wallet's queued notes now: flush the pool's segments up to
+    /// the one holding its last queued note, from the funding key.
+    ///
+    /// The pool pays the sender the bounty of the leaves inserted. Flushing a
+    /// segment early shows that the sender cares about one of its notes: for
+    /// a deposit from the same address that reveals nothing new, for change
+    /// notes it links that address to the spends that made them (exits flush
+    /// full segments on their own).
+    Insert {
         #[command(flatten)]
         secrets: Secrets,
         #[command(flatten)]
@@ -120,7 +145,7 @@ impl WalletCommand {
             | WalletCommand::Deposit { secrets, .. }
             | WalletCommand::Balance { secrets }
             | WalletCommand::Withdraw { secrets, .. }
-            | WalletCommand::Flush { secrets, .. } => &secrets.config,
+            | WalletCommand::Insert { secrets, .. } => &secrets.config,
         }
     }
 }
@@ -153,14 +178,19 @@ pub(crate) struct CallArgs {
     /// its worth in wei.
     #[arg(long, value_name = "TOKEN")]
     pub fee_token: Option<Address>,
-    /// When only pending change can pay, insert it at once from the funding
-    /// key (linking that address to the spend that made the change) instead
-    /// of waiting for the exits' own flush.
+    /// Seconds from the proof to its deadline, after which the pool refuses
+    /// the relay; default: wallet.call_deadline_secs.
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<u64>,
+    /// When only queued notes can pay, insert them at once from the funding
+    /// key instead of waiting for a flush by anyone (for a change note this
+    /// links that address to the spend that made it).
     #[arg(long)]
-    pub flush: bool,
-    /// Seconds to wait for the exits to flush pending change before giving up.
+    pub insert_now: bool,
+    /// Seconds to wait for notes on their way (unconfirmed, queued) before
+    /// giving up.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub flush_wait: u64,
+    pub insert_wait: u64,
     #[command(flatten)]
     pub funding: Funding,
     #[command(flatten)]
@@ -241,6 +271,7 @@ fn balances_json(wallet: &Wallet) -> Value {
                 "spendable": b.spendable.to_string(),
                 "pending_change": b.pending_change.to_string(),
                 "unconfirmed": b.unconfirmed_deposits.to_string(),
+                "queued": b.queued.to_string(),
                 "spending": b.spending.to_string(),
                 "spendable_eth": b.asset.is_zero().then(|| format_token_amount(U256::from(b.spendable), 18)),
             })
@@ -258,7 +289,13 @@ fn balances_json(wallet: &Wallet) -> Value {
             })
         })
         .collect();
-    json!({ "synced_block": wallet.synced_block(), "balances": balances, "notes": notes })
+    json!({
+        "synced_block": wallet.synced_block(),
+        "leaves": wallet.leaf_count(),
+        "queued_leaves": wallet.queued_count(),
+        "balances": balances,
+        "notes": notes,
+    })
 }
 
 fn asset_name(asset: Address) -> String {
@@ -310,7 +347,7 @@ pub(crate) async fn wallet_main(mut cfg: ClientFile, command: WalletCommand) -> 
                 json!({ "wallet": path.display().to_string(), "chain_id": wallet.chain_id(), "pool": wallet.pool() })
             );
         }
-        WalletCommand::Deposit { amount: text, token, decimals, secrets, funding } => {
+        WalletCommand::Deposit { amount: text, token, decimals, insert_now, insert_wait, secrets, funding } => {
             let mut wallet = open(&cfg, &secrets)?;
             let eth = direct(&cfg, Some(funding_key(&funding)?))?;
             let value = amount(&text, decimals)?;
@@ -319,13 +356,21 @@ pub(crate) async fn wallet_main(mut cfg: ClientFile, command: WalletCommand) -> 
                 Some(token) => wallet.deposit_erc20(&eth, token, value).await,
             }
             .context("depositing")?;
+            let insertion = if insert_now {
+                insert_deposit(&cfg, &mut wallet, &eth, deposit.commitment, Duration::from_secs(insert_wait)).await?
+            } else {
+                None
+            };
             println!(
                 "{}",
                 json!({
                     "tx": deposit.tx_hash.to_string(),
                     "asset": asset_name(token.unwrap_or(Address::ZERO)),
                     "value": value.to_string(),
+                    "bounty_wei": deposit.bounty.to_string(),
+                    "leaf": deposit.leaf_index,
                     "from": eth.sender().map(|a| a.to_string()),
+                    "insert": insertion.as_ref().map(insertion_json),
                 })
             );
         }
@@ -346,17 +391,59 @@ pub(crate) async fn wallet_main(mut cfg: ClientFile, command: WalletCommand) -> 
                 .context("withdrawing")?;
             println!("{}", json!({ "tx": w.tx_hash.to_string(), "to": to, "value": value.to_string() }));
         }
-        WalletCommand::Flush { secrets, funding } => {
+        WalletCommand::Insert { secrets, funding } => {
             let mut wallet = open(&cfg, &secrets)?;
-            sync(&cfg, &mut wallet, None).await?;
             let eth = direct(&cfg, Some(funding_key(&funding)?))?;
-            match wallet.flush_own(&eth).await.context("flushing")? {
-                Some(f) => println!("{}", json!({ "tx": f.tx_hash.to_string(), "notes": f.nullifiers.len() })),
-                None => println!("{}", json!({ "tx": null, "notes": 0 })),
+            let insertion = wallet.insert_now(&eth, cfg.wallet.confirmations).await.context("inserting")?;
+            match insertion {
+                Some(i) => println!("{}", insertion_json(&i)),
+                None => println!("{}", json!({ "tx": null, "count": 0 })),
             }
         }
     }
     Ok(())
+}
+
+fn insertion_json(i: &Insertion) -> Value {
+    json!({
+        "tx": i.tx_hash.to_string(),
+        "block": i.block,
+        "first": i.first,
+        "count": i.count,
+        "bounty_paid_wei": i.bounty_paid.to_string(),
+    })
+}
+
+/// `deposit --insert-now`: waits (every 2 s, up to `wait`) for the deposit
+/// to be confirmed queued, then inserts it; `None` when someone else
+/// inserted it first.
+async fn insert_deposit(
+    cfg: &ClientFile,
+    wallet: &mut Wallet,
+    eth: &EthClient,
+    commitment: ark_bn254::Fr,
+    wait: Duration,
+) -> anyhow::Result<Option<Insertion>> {
+    let until = Instant::now() + wait;
+    loop {
+        if let Some(i) = wallet.insert_now(eth, cfg.wallet.confirmations).await.context("inserting the deposit")? {
+            return Ok(Some(i));
+        }
+        let state = wallet.notes().iter().find(|n| n.commitment == commitment).map(|n| n.state);
+        if state != Some(NoteState::Deposited) {
+            return Ok(None);
+        }
+        if Instant::now() >= until {
+            bail!(
+                "the deposit is not confirmed after {} s (wallet.confirmations = {}); insert it later with \
+                 `nox-client wallet insert`",
+                wait.as_secs(),
+                cfg.wallet.confirmations
+            );
+        }
+        eprintln!("waiting for the deposit to be confirmed before inserting it…");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Encodes `signature` with `args` as cast does: `increment()`,
@@ -389,6 +476,11 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
         let mut request = PrivateCall::new(call.target, calldata, call.gas);
         request.allow_failure = call.allow_failure;
         request.timeout = Duration::from_millis(cfg.wallet.call_timeout_ms);
+        request.deadline_secs = call.deadline.unwrap_or(cfg.wallet.call_deadline_secs);
+        let (min, max) = (nox_client::config::MIN_CALL_DEADLINE_SECS, nox_client::config::MAX_CALL_DEADLINE_SECS);
+        if !(min..=max).contains(&request.deadline_secs) {
+            bail!("--deadline must be from {min} to {max} seconds, got {}", request.deadline_secs);
+        }
         request.max_fee = cfg.wallet.max_fee().map_err(anyhow::Error::msg)?;
         request.price_slippage_bps = cfg.wallet.price_slippage_bps;
         if let Some(token) = call.fee_token.filter(|t| !t.is_zero()) {
@@ -401,14 +493,17 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
             request.exit = Some(crate::parse_node_id(exit)?);
         }
         let started = Instant::now();
-        let mut waited_for_flush = false;
+        let mut waited = false;
         let outcome = loop {
             match client.private_call(&mut wallet, &prover, &request, report_progress).await {
-                Err(nox_client::private::CallError::Wallet(WalletError::OnlyPendingChange { .. }))
-                    if !waited_for_flush =>
-                {
-                    waited_for_flush = true;
-                    pending_change(&cfg, &call, &mut wallet, &client).await?;
+                Err(CallError::Wallet(
+                    e @ (WalletError::OnlyQueued { .. }
+                    | WalletError::OnlyPendingChange { .. }
+                    | WalletError::OnlyUnconfirmedDeposit { .. }),
+                )) if !waited => {
+                    waited = true;
+                    eprintln!("{e}");
+                    notes_on_their_way(&cfg, &call, &mut wallet, &client, request.asset).await?;
                 }
                 other => break other.context("the private call")?,
             }
@@ -445,36 +540,49 @@ pub(crate) async fn call_main(mut cfg: ClientFile, call: CallArgs) -> anyhow::Re
     outcome
 }
 
-/// Only pending change can pay: with `--flush`, insert it from the funding
-/// key now; otherwise wait for the exits, which flush the change of the
-/// calls they relay on their own cadence, syncing every 2 s.
-async fn pending_change(cfg: &ClientFile, call: &CallArgs, wallet: &mut Wallet, client: &Client) -> anyhow::Result<()> {
-    if call.flush {
-        eprintln!("only pending change can pay: inserting it now from the funding key");
-        let eth = direct(cfg, Some(funding_key(&call.funding)?))?;
-        let flushed = wallet.flush_own(&eth).await.context("flushing the pending change")?;
-        if flushed.is_none() {
-            eprintln!("nothing of this wallet was pending on chain; syncing");
-        }
-        return sync(cfg, wallet, Some(client)).await;
-    }
-    eprintln!("only pending change can pay: waiting up to {} s for an exit to insert it", call.flush_wait);
-    let deadline = Instant::now() + Duration::from_secs(call.flush_wait);
+/// Only notes on their way (unconfirmed, queued) can pay: waits for them,
+/// syncing every 2 s, until the spendable balance of `asset` grows or
+/// nothing is on its way; with `--insert-now`, inserts the queued notes from
+/// the funding key first. Exits flush full segments of queued leaves on
+/// their own; a lone note can wait in the open segment until it fills.
+async fn notes_on_their_way(
+    cfg: &ClientFile,
+    call: &CallArgs,
+    wallet: &mut Wallet,
+    client: &Client,
+    asset: Address,
+) -> anyhow::Result<()> {
+    let balance = |w: &Wallet| w.balances().into_iter().find(|b| b.asset == asset).unwrap_or_default();
+    let before = balance(wallet).spendable;
+    let until = Instant::now() + Duration::from_secs(call.insert_wait);
+    let mut inserted = false;
+    eprintln!("waiting up to {} s for the notes on their way into the pool's tree", call.insert_wait);
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        sync(cfg, wallet, Some(client)).await?;
-        let pending = wallet.balances().iter().any(|b| b.pending_change > 0);
-        if !pending {
+        let b = balance(wallet);
+        if b.spendable > before || b.queued + b.pending_change + b.unconfirmed_deposits == 0 {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if call.insert_now && !inserted && b.queued > 0 {
+            inserted = true;
+            eprintln!("inserting the wallet's queued notes now from the funding key");
+            let eth = direct(cfg, Some(funding_key(&call.funding)?))?;
+            match wallet.insert_now(&eth, cfg.wallet.confirmations).await.context("inserting the queued notes")? {
+                Some(i) => eprintln!("inserted leaves {}..{} (tx {})", i.first, i.first + i.count, i.tx_hash),
+                None => eprintln!("nothing of this wallet was queued on chain; syncing"),
+            }
+        }
+        if Instant::now() >= until {
             bail!(
-                "the only notes large enough are change still waiting to be inserted into the pool's tree after \
-                 {} s; try again later, or pass --flush to insert it from the funding key (which links that \
-                 address to the spend that made the change)",
-                call.flush_wait
+                "the only notes large enough are still on their way into the pool's tree after {} s (queued notes \
+                 wait for a flush: exits flush full segments of {} leaves); try again later, or pass --insert-now to \
+                 insert them from the funding key (which, for a change note, links that address to the spend \
+                 that made it)",
+                call.insert_wait,
+                nox_protocol::contracts::POOL_BATCH
             );
         }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        sync(cfg, wallet, Some(client)).await?;
     }
 }
 
