@@ -11,6 +11,7 @@ pub mod field;
 pub mod fixtures;
 pub mod gadgets;
 pub mod groth16;
+pub mod insert;
 pub mod note;
 pub mod pool;
 pub mod poseidon;
