@@ -449,7 +449,11 @@ contract NoxPool is ReentrancyGuardTransient {
         for (uint256 h; h < NoxTree.DEPTH; ++h) {
             // Read the left sibling of an odd first node before the frontier moves.
             uint256 leftOfFirst = lo & 1 == 1 ? filledSubtrees[h] : 0;
+            // Keep the left sibling the next batch may need: the last node if it is a left
+            // child, or, if it is a right child still incomplete (the next batch recomputes
+            // it), its left sibling when this batch computed it.
             if (hi & 1 == 0) filledSubtrees[h] = nodes[hi - lo];
+            else if (hi > lo && (start + n) >> h == hi) filledSubtrees[h] = nodes[hi - 1 - lo];
             uint256 plo = lo >> 1;
             uint256 phi = hi >> 1;
             for (uint256 p = plo; p <= phi; ++p) {
