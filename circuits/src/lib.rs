@@ -15,6 +15,7 @@ pub mod insert;
 pub mod note;
 pub mod pool;
 pub mod poseidon;
+pub mod poseidon_opt;
 pub mod solidity;
 pub mod spend;
 pub mod tree;

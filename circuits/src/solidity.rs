@@ -1,6 +1,6 @@
 //! Solidity generated from this crate's own parameters: the spend circuit's
-//! Groth16 verifier (from a verifying key) and Poseidon with two inputs (from
-//! [`crate::poseidon::params`]). The outputs are committed under
+//! Groth16 verifier (from a verifying key) and Poseidon with two and three
+//! inputs (from [`crate::poseidon::params`]). The outputs are committed under
 //! `contracts/src/generated/`; a test fails when they differ from what the
 //! current keys and constants produce (`cargo run -p nox-circuits --bin
 //! nox-zk -- generate` rewrites them).
@@ -10,14 +10,25 @@
 //! `public` functions: they are deployed once and called by `DELEGATECALL`,
 //! because their round constants would not fit in the pool's 24 KiB of code
 //! next to the verifier (only deposits and `flush` hash on chain).
+//!
+//! Poseidon is printed in the optimised form of [`crate::poseidon_opt`], whose
+//! steps are tested equal to the plain permutation in Rust: a partial round
+//! costs three products for its S-box and `2(t - 1)` for its sparse matrix
+//! instead of `t²`, and every product but the output's has a coefficient one.
+//! Straight-line assembly, no loops or function calls, sums reduced only when
+//! they could pass `2^256`. The forge tests compare the libraries with
+//! `nox-zk poseidon` on random and edge inputs; about 13 k gas per `PoseidonT3`
+//! call and 17 k per `PoseidonT4` (27 k and 38 k in the plain form).
 
 use std::fmt::Write;
 
-use ark_bn254::{Bn254, Fq2, G1Affine, G2Affine};
+use ark_bn254::{Bn254, Fq2, Fr, G1Affine, G2Affine};
+use ark_ff::{One, Zero};
 use ark_groth16::{Proof, VerifyingKey};
 
 use crate::field::to_hex as hex;
-use crate::poseidon::{self, FULL_ROUNDS};
+use crate::poseidon;
+use crate::poseidon_opt::{self, Step};
 use crate::spend::NUM_PUBLIC_INPUTS;
 
 /// BN254 scalar field modulus (public inputs must be below it).
@@ -190,83 +201,189 @@ library SpendVerifier {{
     s
 }
 
+/// How many field elements below `p` a sum may hold before it must be
+/// reduced: `5p < 2^256 ≤ 6p` for BN254's scalar field.
+const LAZY_BOUND: u32 = 5;
+
 /// Poseidon with `t - 1` inputs (state width `t`, 3 or 4) as a Solidity
-/// library `PoseidonT<t>` with `hash(a, b)` or `hash(a, b, c)`.
+/// library `PoseidonT<t>` with `hash(a, b)` or `hash(a, b, c)`: the steps of
+/// [`poseidon_opt::hash`], unrolled.
 ///
-/// Values are kept below `(t + 1)·p` between rounds and reduced only by
-/// `mulmod` (which takes any 256-bit operand) and once at the end: with
-/// `5p < 2^256`, `t ≤ 4` products below `p` plus a round constant cannot wrap.
+/// Reduction is lazy: the generator tracks, for each state variable, how many
+/// multiples of `p` it may reach, writes `add` while the sum stays below
+/// `LAZY_BOUND · p < 2^256` and `addmod` otherwise. `mulmod` takes any 256-bit
+/// operand, so a product needs no reduced input, and the output is reduced once.
 pub fn poseidon_library(t: usize) -> String {
     assert!((3..=4).contains(&t), "widths 3 and 4 are generated");
     let p = poseidon::params(t).unwrap_or_else(|_| unreachable!("widths 3 and 4 are supported"));
-    let state: Vec<String> = (0..t).map(|i| format!("s{i}")).collect();
+    let rounds = poseidon_opt::hash_rounds(p).unwrap_or_else(|e| unreachable!("{e}"));
     let args: Vec<&str> = ["a", "b", "c"][..t - 1].to_vec();
     let params: Vec<String> = args.iter().map(|a| format!("uint256 {a}")).collect();
-    let vars = ["x", "y", "z", "v"];
-    let outs = ["o0", "o1", "o2", "o3"];
     let mut s = String::from(HEADER);
     let _ = write!(
         s,
         r#"
 /// @title Poseidon over the BN254 scalar field with {n} inputs, circomlib's
-/// instance (state width {t}, x^5, 8 full and {rp} partial rounds).
+/// instance (state width {t}, x^5, 8 full and {rp} partial rounds), in the
+/// optimised form of circuits/src/poseidon_opt.rs: a partial round adds one
+/// constant and multiplies by a sparse matrix.
 library PoseidonT{t} {{
     uint256 internal constant F = {SCALAR_MODULUS};
 
     /// @notice Poseidon({list}). Inputs must be below F.
     function hash({params}) public pure returns (uint256 out) {{
         assembly ("memory-safe") {{
-            function mix({vin}) -> {vout} {{
+            let p := F
+            let s0 := 0
 "#,
         n = t - 1,
         rp = p.partial_rounds,
         list = args.join(", "),
         params = params.join(", "),
-        vin = vars[..t].join(", "),
-        vout = outs[..t].join(", "),
-    );
-    for (row, out) in p.mds.iter().zip(outs) {
-        let terms: Vec<String> =
-            row.iter().zip(vars).map(|(m, v)| format!("mulmod({v}, {}, {SCALAR_MODULUS})", hex(m))).collect();
-        let sum = terms[1..].iter().fold(terms[0].clone(), |acc, t| format!("add({acc}, {t})"));
-        let _ = writeln!(s, "                {out} := {sum}");
-    }
-    let _ = write!(
-        s,
-        r#"            }}
-            function pow5(x) -> r {{
-                let x2 := mulmod(x, x, {SCALAR_MODULUS})
-                r := mulmod(mulmod(x2, x2, {SCALAR_MODULUS}), x, {SCALAR_MODULUS})
-            }}
-            let s0 := 0
-"#
     );
     for (i, a) in args.iter().enumerate() {
         let _ = writeln!(s, "            let s{} := {a}", i + 1);
     }
-    for r in 0..p.rounds() {
-        let c = &p.round_constants[r * t..(r + 1) * t];
-        let full = p.is_full_round(r);
-        let _ = writeln!(s, "            // round {r}{}", if full { " (full)" } else { "" });
-        for (i, c) in c.iter().enumerate() {
-            if full || i == 0 {
-                let _ = writeln!(s, "            s{i} := pow5(add(s{i}, {}))", hex(c));
-            } else {
-                let _ = writeln!(s, "            s{i} := add(s{i}, {})", hex(c));
-            }
-        }
-        let _ = writeln!(s, "            {} := mix({})", state.join(", "), state.join(", "));
+    // Multiples of p each state variable may reach (the inputs are below F).
+    let mut bound = vec![1u32; t];
+    for (r, round) in rounds.iter().enumerate() {
+        let _ = writeln!(s, "            // round {r}{}", if p.is_full_round(r) { " (full)" } else { "" });
+        yul_round(&mut s, round, &mut bound);
     }
+    let out = if bound[0] > 1 { "mod(s0, p)" } else { "s0" };
     let _ = write!(
         s,
-        r#"            out := mod(s0, {SCALAR_MODULUS})
+        r#"            out := {out}
         }}
     }}
 }}
 "#
     );
-    debug_assert_eq!(FULL_ROUNDS, 8);
     s
+}
+
+/// `var + term` in Yul, where `term` is below `term_bound · p`: `add` while
+/// the sum stays below `LAZY_BOUND · p`, else `addmod`. Updates `var`'s bound.
+fn lazy_add(var: &str, term: &str, term_bound: u32, bound: &mut u32) -> String {
+    if *bound + term_bound <= LAZY_BOUND {
+        *bound += term_bound;
+        format!("add({var}, {term})")
+    } else {
+        *bound = 1;
+        format!("addmod({var}, {term}, p)")
+    }
+}
+
+/// `m · v` in Yul and its bound: nothing for a zero coefficient, `v` itself for one.
+fn yul_product(m: &Fr, v: &str, v_bound: u32) -> Option<(String, u32)> {
+    if m.is_zero() {
+        None
+    } else if m.is_one() {
+        Some((v.to_string(), v_bound))
+    } else {
+        Some((format!("mulmod({v}, {}, p)", hex(m)), 1))
+    }
+}
+
+/// `Σ_j m[j] · v_j` in Yul and its bound.
+fn yul_dot(m: &[Fr], vars: &[String], bounds: &[u32]) -> (String, u32) {
+    let mut terms = m.iter().zip(vars).zip(bounds).filter_map(|((m, v), b)| yul_product(m, v, *b));
+    let first = terms.next().unwrap_or_else(|| ("0".into(), 1));
+    terms.fold(first, |(acc, mut bound), (term, term_bound)| (lazy_add(&acc, &term, term_bound, &mut bound), bound))
+}
+
+/// Prints one round's steps. An S-box takes the constant added just before it
+/// in its input, and a partial round's S-box output goes straight into the
+/// sparse product, so neither is written back to the state on its own.
+fn yul_round(s: &mut String, steps: &[Step], bound: &mut [u32]) {
+    let mut rest = steps;
+    while let Some((step, tail)) = rest.split_first() {
+        rest = tail;
+        match step {
+            Step::Add(i, c) => {
+                let sum = lazy_add(&format!("s{i}"), &hex(c), 1, &mut bound[*i]);
+                if let [Step::Sbox(j), after @ ..] = tail
+                    && j == i
+                {
+                    rest = after;
+                    bound[*i] = 1;
+                    if let [Step::Sparse { row, col }, after @ ..] = after
+                        && *i == 0
+                    {
+                        rest = after;
+                        let _ = writeln!(s, "            {{");
+                        yul_sbox(s, &sum, "let x :=");
+                        yul_sparse(s, row, col, bound, 1);
+                        let _ = writeln!(s, "            }}");
+                    } else {
+                        let _ = writeln!(s, "            {{");
+                        yul_sbox(s, &sum, &format!("s{i} :="));
+                        let _ = writeln!(s, "            }}");
+                    }
+                } else {
+                    let _ = writeln!(s, "            s{i} := {sum}");
+                }
+            }
+            Step::Sbox(i) => {
+                let _ = writeln!(s, "            {{");
+                yul_sbox(s, &format!("s{i}"), &format!("s{i} :="));
+                let _ = writeln!(s, "            }}");
+                bound[*i] = 1;
+            }
+            Step::Dense(rows) => yul_dense(s, rows, bound),
+            Step::Sparse { row, col } => {
+                let _ = writeln!(s, "            {{\n                let x := s0");
+                yul_sparse(s, row, col, bound, bound[0]);
+                let _ = writeln!(s, "            }}");
+            }
+        }
+    }
+}
+
+/// `target (input)⁵`, with `u` and `q` declared in the enclosing block.
+fn yul_sbox(s: &mut String, input: &str, target: &str) {
+    let _ = writeln!(
+        s,
+        "                let u := {input}\n                let q := mulmod(u, u, p)\n                \
+         {target} mulmod(mulmod(q, q, p), u, p)"
+    );
+}
+
+/// The sparse product, the new first element's old value being `x`, below
+/// `x_bound · p`.
+fn yul_sparse(s: &mut String, row: &[Fr], col: &[Fr], bound: &mut [u32], x_bound: u32) {
+    let mut vars: Vec<String> = (0..bound.len()).map(|i| format!("s{i}")).collect();
+    vars[0] = "x".into();
+    let mut bounds = bound.to_vec();
+    bounds[0] = x_bound;
+    let (sum, sum_bound) = yul_dot(row, &vars, &bounds);
+    let _ = writeln!(s, "                s0 := {sum}");
+    for (i, c) in col.iter().enumerate().map(|(i, c)| (i + 1, c)) {
+        if let Some((term, term_bound)) = yul_product(c, "x", x_bound) {
+            let sum = lazy_add(&vars[i], &term, term_bound, &mut bound[i]);
+            let _ = writeln!(s, "                s{i} := {sum}");
+        }
+    }
+    bound[0] = sum_bound;
+}
+
+/// A dense product: every row reads the old state, so all but the last go
+/// through a temporary `n_i`.
+fn yul_dense(s: &mut String, rows: &[Vec<Fr>], bound: &mut [u32]) {
+    let vars: Vec<String> = (0..bound.len()).map(|i| format!("s{i}")).collect();
+    let _ = writeln!(s, "            {{");
+    let last = rows.len() - 1;
+    let old = bound.to_vec();
+    for (i, row) in rows.iter().enumerate() {
+        let (sum, sum_bound) = yul_dot(row, &vars, &old);
+        let target = if i == last { format!("s{i}") } else { format!("let n{i}") };
+        let _ = writeln!(s, "                {target} := {sum}");
+        bound[i] = sum_bound;
+    }
+    for i in 0..last {
+        let _ = writeln!(s, "                s{i} := n{i}");
+    }
+    let _ = writeln!(s, "            }}");
 }
 
 /// The tree's depth and empty-subtree roots as a Solidity library `NoxTree`.
@@ -310,13 +427,28 @@ mod tests {
     }
 
     #[test]
-    fn poseidon_libraries_have_every_round() {
-        let sol = poseidon_library(3);
-        assert_eq!(sol.matches(":= mix(").count(), 65);
-        assert_eq!(sol.matches("pow5(add(").count(), 8 * 3 + 57);
-        let sol = poseidon_library(4);
-        assert_eq!(sol.matches(":= mix(").count(), 64);
-        assert_eq!(sol.matches("pow5(add(").count(), 8 * 4 + 56);
-        assert!(sol.contains("function hash(uint256 a, uint256 b, uint256 c)"));
+    fn lazy_sums_fit_in_a_word() {
+        use alloy_primitives::U256;
+        let p = U256::from_str_radix(&SCALAR_MODULUS[2..], 16).unwrap();
+        assert!(p.checked_mul(U256::from(LAZY_BOUND)).is_some(), "LAZY_BOUND · p < 2^256");
+        assert!(p.checked_mul(U256::from(LAZY_BOUND + 1)).is_none(), "and the bound is tight");
+    }
+
+    #[test]
+    fn poseidon_libraries_have_every_round_with_sparse_partial_rounds() {
+        for (t, partial) in [(3, 57), (4, 56)] {
+            let sol = poseidon_library(t);
+            assert!(sol.contains(&format!("library PoseidonT{t} {{")));
+            let rounds: Vec<&str> = sol.split("// round ").skip(1).collect();
+            assert_eq!(rounds.len(), 8 + partial);
+            // The S-box of the hash's known first element is precomputed.
+            assert_eq!(sol.matches("let q := mulmod(u, u, p)").count(), 8 * t - 1 + partial);
+            for round in &rounds[4..4 + partial] {
+                assert_eq!(round.matches("mulmod(").count(), 3 + 2 * (t - 1), "{round}");
+            }
+            assert!(sol.trim_end().ends_with("out := mod(s0, p)\n        }\n    }\n}"));
+        }
+        assert!(poseidon_library(3).contains("function hash(uint256 a, uint256 b) public pure"));
+        assert!(poseidon_library(4).contains("function hash(uint256 a, uint256 b, uint256 c) public pure"));
     }
 }

@@ -12,6 +12,9 @@
 //! nox-zk commitment ASSET VALUE SECRET
 //!     Poseidon(asset, value, secret), the commitment a deposit makes (hex in,
 //!     hex out)
+//! nox-zk poseidon A B [C]
+//!     Poseidon of two or three field elements (hex in, hex out), the reference
+//!     the Solidity PoseidonT3 and PoseidonT4 are tested against
 //! nox-zk fixtures [--check] [--out contracts/test/fixtures/spend.json]
 //!     write (or compare) the deposits, roots and proofs of the forge tests
 //! ```
@@ -29,7 +32,7 @@ use nox_circuits::solidity::{poseidon_library, tree_constants, verifier};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 
 const USAGE: &str = "usage: nox-zk generate [--check] [--dir DIR] | keys --dir DIR | tree-root [LEAF ...] \
-                     | commitment ASSET VALUE SECRET | fixtures [--check] [--out FILE]";
+                     | commitment ASSET VALUE SECRET | poseidon A B [C] | fixtures [--check] [--out FILE]";
 
 /// What went wrong, and the exit code it gets.
 enum Failure {
@@ -113,6 +116,17 @@ fn tree_root(leaves: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Prints Poseidon of two or three hex inputs.
+fn poseidon(inputs: &[String]) -> Result<(), Failure> {
+    if !(2..=3).contains(&inputs.len()) {
+        return Err(Failure::Usage("poseidon takes two or three inputs".into()));
+    }
+    let inputs = inputs.iter().map(|s| field(s)).collect::<Result<Vec<Fr>, Failure>>()?;
+    let h = nox_circuits::poseidon::hash(&inputs).map_err(|e| Failure::Usage(e.to_string()))?;
+    println!("{}", to_hex(&h));
+    Ok(())
+}
+
 fn fixtures(out: &Path, check: bool) -> Result<(), Failure> {
     let keys = dev_setup(TREE_DEPTH).map_err(|e| Failure::Failed(e.to_string()))?;
     let text = nox_circuits::fixtures::generate_text(&keys).map_err(|e| Failure::Failed(e.to_string()))?;
@@ -140,6 +154,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             }
             _ => Err(Failure::Usage("commitment takes ASSET VALUE SECRET".into())),
         },
+        "poseidon" => poseidon(rest),
         "fixtures" => {
             let f = parse_flags(rest, "--out", true)?;
             fixtures(&f.path.unwrap_or_else(|| PathBuf::from("contracts/test/fixtures/spend.json")), f.check)

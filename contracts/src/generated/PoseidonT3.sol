@@ -3,351 +3,708 @@
 pragma solidity 0.8.30;
 
 /// @title Poseidon over the BN254 scalar field with 2 inputs, circomlib's
-/// instance (state width 3, x^5, 8 full and 57 partial rounds).
+/// instance (state width 3, x^5, 8 full and 57 partial rounds), in the
+/// optimised form of circuits/src/poseidon_opt.rs: a partial round adds one
+/// constant and multiplies by a sparse matrix.
 library PoseidonT3 {
     uint256 internal constant F = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
 
     /// @notice Poseidon(a, b). Inputs must be below F.
     function hash(uint256 a, uint256 b) public pure returns (uint256 out) {
         assembly ("memory-safe") {
-            function mix(x, y, z) -> o0, o1, o2 {
-                o0 := add(add(mulmod(x, 0x109b7f411ba0e4c9b2b70caf5c36a7b194be7c11ad24378bfedb68592ba8118b, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x16ed41e13bb9c0c66ae119424fddbcbc9314dc9fdbdeea55d6c64543dc4903e0, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x2b90bba00fca0589f617e7dcbfe82e0df706ab640ceb247b791a93b74e36736d, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-                o1 := add(add(mulmod(x, 0x2969f27eed31a480b9c36c764379dbca2cc8fdd1415c3dded62940bcde0bd771, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x2e2419f9ec02ec394c9871c832963dc1b89d743c8c7b964029b2311687b1fe23, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x101071f0032379b697315876690f053d148d4e109f5fb065c8aacc55a0f89bfa, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-                o2 := add(add(mulmod(x, 0x143021ec686a3f330d5f9e654638065ce6cd79e28c5b3753326244ee65a1b1a7, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x176cc029695ad02582a70eff08a6fd99d057e12e58e7d7b6b16cdfabc8ee2911, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x19a3fc0a56702bf417ba7fee3802593fa644470307043f7773279cd71d25d5e0, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-            }
-            function pow5(x) -> r {
-                let x2 := mulmod(x, x, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)
-                r := mulmod(mulmod(x2, x2, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), x, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)
-            }
+            let p := F
             let s0 := 0
             let s1 := a
             let s2 := b
             // round 0 (full)
-            s0 := pow5(add(s0, 0x0ee9a592ba9a9518d05986d656f40c2114c4993c11bb29938d21d47304cd8e6e))
-            s1 := pow5(add(s1, 0x00f1445235f2148c5986587169fc1bcd887b08d4d00868df5696fff40956e864))
-            s2 := pow5(add(s2, 0x08dff3487e8ac99e1f29a058d0fa80b930c728730b7ab36ce879f3890ecf73f5))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s1, 0x00f1445235f2148c5986587169fc1bcd887b08d4d00868df5696fff40956e864)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x08dff3487e8ac99e1f29a058d0fa80b930c728730b7ab36ce879f3890ecf73f5)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(s1, mulmod(s2, 0x301731d10f24f12067c346bbe953202fe02e434fe495c487fabc79f3cff2b9cd, p))
+                let n1 := add(s1, mulmod(s2, 0x0b38d34031cec5835cd0104c9c2ae6f112d30f022ebbe4785a2d8d98af0b9ebf, p))
+                s2 := add(s1, mulmod(s2, 0x01ae1fd406791c24e98e7cd57b218b58936a25881503ebdf589b9ccaaf86cb65, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 1 (full)
-            s0 := pow5(add(s0, 0x2f27be690fdaee46c3ce28f7532b13c856c35342c84bda6e20966310fadc01d0))
-            s1 := pow5(add(s1, 0x2b2ae1acf68b7b8d2416bebf3d4f6234b763fe04b8043ee48b8327bebca16cf2))
-            s2 := pow5(add(s2, 0x0319d062072bef7ecca5eac06f97d4d55952c175ab6b03eae64b44c7dbf11cfa))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0ec1ed6b0aa3700feff44e0a759f2b4c262fe2ee50c9768b71a7803d01ac5ef3)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x1d5aaddd134eada14035ba6bf430139076ccd3bb9f5cec3cedbfba8f1547b587)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x06ad2e6e37b641d198e7da14347b3c2e5f7ad4db75a76204507975ad8674d6ab)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s0, mulmod(s1, 0x1a6771d8a275c38d6fef5ea22a4feb75e4288bbd9c3a7f2824ee57351b235ed0, p)), mulmod(s2, 0x2a35aa6c718d8f90f626e1a996e5ca03c1126c485e13af53d6e6a763527c9437, p))
+                let n1 := add(add(s0, mulmod(s1, 0x15e06ce664c1e12e230d7e3f144e9c28d31103be7a16c4ed2715add26b641141, p)), mulmod(s2, 0x1178528f2cdc1b48bbec1ad104058fe38060f66165b3d6018381df5f59454dea, p))
+                s2 := add(add(s0, mulmod(s1, 0x0432b4b7c49af4468d98d173eea5406b3369cf2177c68b728e1fd268460e8529, p)), mulmod(s2, 0x0688cd4f68b0972d2df4ceb0c552e5a1996e8cb3fb10fabd46ba3a1874860f24, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 2 (full)
-            s0 := pow5(add(s0, 0x28813dcaebaeaa828a376df87af4a63bc8b7bf27ad49c6298ef7b387bf28526d))
-            s1 := pow5(add(s1, 0x2727673b2ccbc903f181bf38e1c1d40d2033865200c352bc150928adddf9cb78))
-            s2 := pow5(add(s2, 0x234ec45ca27727c2e74abd2b2a1494cd6efbd43e340587d6b8fb9e31e65cc632))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2eb6970a3ad1a1d216cb2de2816fed4c76bd123843edbbd06b21efe5f3cb21e0)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x09089a5b851d5e9ff40f301517b6c667a00f714cfb76dfd6e0ad9f1afd47ac73)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x1fcc541d2587562dc61433ca4158bfc56b4e826d5ef1bdbc34d65e478383226a)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s0, mulmod(s1, 0x2a11d92ba0f6532b1bbf772c056ba4613da8297a47509c2fca022892937df027, p)), mulmod(s2, 0x0f13856dfa71006b7873a3cb51b9d6ec9747274ca88275f83113c93cb574c40a, p))
+                let n1 := add(add(s0, mulmod(s1, 0x153207a1aea7d6d99b1d2e32066540feff8b7f215fc033ec81acd8d61954d4c7, p)), mulmod(s2, 0x1cfa0c07daeacef91af779e76b5ae1b3f23c51091dfb2498e31baa25a5ad9d49, p))
+                s2 := add(add(s0, mulmod(s1, 0x2cb0a1b70732f1fb62d1c685d8bd7efb2eb4a37ebb357bf1c5014ee113ff9ff2, p)), mulmod(s2, 0x0f6e7769354ae24f67def967a87db573def50485f0016722be62a5fa2fd20655, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 3 (full)
-            s0 := pow5(add(s0, 0x15b52534031ae18f7f862cb2cf7cf760ab10a8150a337b1ccd99ff6e8797d428))
-            s1 := pow5(add(s1, 0x0dc8fad6d9e4b35f5ed9a3d186b79ce38e0e8a8d1b58b132d701d4eecf68d1f6))
-            s2 := pow5(add(s2, 0x1bcd95ffc211fbca600f705fad3fb567ea4eb378f62e1fec97805518a47e4d9c))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x06a4aa398f9b18b75c7e9df65bcfe499c55769b2f2a88edacd75b5eef4b338b8)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x1877b4efdadc7654549b692888831cb6c9f27940d5580488e67930078d678437)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x0112abdd33a135dbfc8724e4ef884287a22ef981515b36e59c22bae97dbe4e43)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s0, mulmod(s1, 0x2a11d92ba0f6532b1bbf772c056ba4613da8297a47509c2fca022892937df027, p)), mulmod(s2, 0x0f13856dfa71006b7873a3cb51b9d6ec9747274ca88275f83113c93cb574c40a, p))
+                let n1 := add(add(s0, mulmod(s1, 0x1883ae33581bd8d9257f5b2c8f59a1cce43cae13952d73773b8d3e54171cf812, p)), mulmod(s2, 0x1a58e034fbab70d3a6075287c806cde350a3d3ab97d2f63d7ab781a4162d0f7d, p))
+                s2 := add(add(s0, mulmod(s1, 0x0dea2b5c7dca6a116476c8e9f324dd68945fb8e9883d746511b5d059e3074019, p)), mulmod(s2, 0x24bf4aded329da4ecb0c92fda18ea0ee89436b726016d0b38a7954f1664047bc, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 4
-            s0 := pow5(add(s0, 0x10520b0ab721cadfe9eff81b016fc34dc76da36c2578937817cb978d069de559))
-            s1 := add(s1, 0x1f6d48149b8e7f7d9b257d8ed5fbbaf42932498075fed0ace88a9eb81f5627f6)
-            s2 := add(s2, 0x1d9655f652309014d29e00ef35a2089bfff8dc1c816f0dc9ca34bdb5460c8705)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x07303431b8a75ed9a047ca5c50d8a82f1b37b6e583301cd77e02906aae19fac2)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x26b6edb8c54b2f9d9437ff31346b7ac58d6b5687e612a78e0f9e6d97c13f226c, p)), mulmod(s2, 0x06e5e87573f024c3a8779b71478837052615966bc9240cfa912e2fe93435f8cd, p))
+                s1 := add(s1, mulmod(x, 0x033888f0512f59bd08d79ab91f87cc7449a4ca2a990087fc16335a0e10e12ab7, p))
+                s2 := add(s2, mulmod(x, 0x290702469821b6a3838c2d1bd70c6f841a9ecac213b0a4d1b3d2d2f1f23a05fc, p))
+            }
             // round 5
-            s0 := pow5(add(s0, 0x04df5a56ff95bcafb051f7b1cd43a99ba731ff67e47032058fe3d4185697cc7d))
-            s1 := add(s1, 0x0672d995f8fff640151b3d290cedaf148690a10a8c8424a7f6ec282b6e4be828)
-            s2 := add(s2, 0x099952b414884454b21200d7ffafdd5f0c9a9dcc06f2708e9fc1d8209b5c75b9)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0bac70545a444f789244f279acb711840d28efab54153f581d895dc3d53b64aa)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2692f7684ff63d86d96a88f199ef9d61c7d4bc077b122e66c03671e7ddbac3e6, p)), mulmod(s2, 0x05177da51dc609f68d5959c2c5bc5fc024b4a13c3bd7f2789d4119076efceeb2, p))
+                s1 := add(s1, mulmod(x, 0x1ecab58ff3efcc432a9146c0ad8c1f777caa41802536f8a9b62899de203d19da, p))
+                s2 := add(s2, mulmod(x, 0x0764a5bcf27cfcae3e1936d335d7331f017e64b97018e9660e13a8c00a620e7a, p))
+            }
             // round 6
-            s0 := pow5(add(s0, 0x052cba2255dfd00c7c483143ba8d469448e43586a9b4cd9183fd0e843a6b9fa6))
-            s1 := add(s1, 0x0b8badee690adb8eb0bd74712b7999af82de55707251ad7716077cb93c464ddc)
-            s2 := add(s2, 0x119b1590f13307af5a1ee651020c07c749c15d60683a8050b963d0a8e4b2bdd1)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x26ada5ab6990d0037bf57acc5d2f7f578009748865647589c7315fa6a0e6a058)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0b3397881334c2f9ff5185d4daf6d35998d3a21753c44783e884e06481ba28b9, p)), mulmod(s2, 0x2fef2c31a1d96d21bdf31c8c7e601d558dfd259398c154943db174c88318616a, p))
+                s1 := addmod(s1, mulmod(x, 0x0a6b93cf5f863a052db0c39280fd14c828302b1b183bd500952bec9b03fee9f2, p), p)
+                s2 := addmod(s2, mulmod(x, 0x140c0089ab89ff81beb73f98dd4eabe62cff599c4e0d2e4635970b94794381a7, p), p)
+            }
             // round 7
-            s0 := pow5(add(s0, 0x03150b7cd6d5d17b2529d36be0f67b832c4acfc884ef4ee5ce15be0bfb4a8d09))
-            s1 := add(s1, 0x2cc6182c5e14546e3cf1951f173912355374efb83d80898abe69cb317c9ea565)
-            s2 := add(s2, 0x005032551e6378c450cfe129a404b3764218cadedac14e2b92d2cd73111bf0f9)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0664ae9b7a2df41b79b742ceb518be84eeffdd26855c58816ba1d8303a66bc28)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x29ddc63e295bc348db792f4a6c2004e49714e2ab49306f1c49be670abaeb2d68, p)), mulmod(s2, 0x1387357bf22253c03010942d0a6db67ad2bd2c5a8b63ceee6cd94e657cfcf58a, p))
+                s1 := add(s1, mulmod(x, 0x1a94e1ef2d1150c8f9f92a55fbea29f9bf2d51df7dce6560cac921810b6ba110, p))
+                s2 := add(s2, mulmod(x, 0x2f4f241e6eb0a804d26bc7621bc94cda5e93386b36aea9851cf1c99cf1d103e1, p))
+            }
             // round 8
-            s0 := pow5(add(s0, 0x233237e3289baa34bb147e972ebcb9516469c399fcc069fb88f9da2cc28276b5))
-            s1 := add(s1, 0x05c8f4f4ebd4a6e3c980d31674bfbe6323037f21b34ae5a4e80c2d4c24d60280)
-            s2 := add(s2, 0x0a7b1db13042d396ba05d818a319f25252bcf35ef3aeed91ee1f09b2590fc65b)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1aec6e059fee8e5ea25b051f28d293511decb1a91fad456305c4f7f8a8fa1123)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x1ae8cd4784fe69e0675a0359a37056dbd9945f15a0fd0fb3fa4aad7a781cca44, p)), mulmod(s2, 0x20a67263e4f5da60a4fbe73ef5cd82877a69be7fa1c2305050064f7c755541d0, p))
+                s1 := add(s1, mulmod(x, 0x0b7b74e991bbc8cb6f9f2c4373090c4251cf4d16b3ec89bf8dfcaaab62762549, p))
+                s2 := add(s2, mulmod(x, 0x0967a212c415621c868de6bc7c9021473ae1d1c74b2e6a31ab1f149e3dce7033, p))
+            }
             // round 9
-            s0 := pow5(add(s0, 0x2a73b71f9b210cf5b14296572c9d32dbf156e2b086ff47dc5df542365a404ec0))
-            s1 := add(s1, 0x1ac9b0417abcc9a1935107e9ffc91dc3ec18f2c4dbe7f22976a760bb5c50c460)
-            s2 := add(s2, 0x12c0339ae08374823fabb076707ef479269f3e4d6cb104349015ee046dc93fc0)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2b160045192e93e83a085b254122e6501ef2f234504f4d2ba288ac6119259a6c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x03578cf6c92ff554137ed06f8c5c1e380d86ff14899bf69bed0aa7e1c5740b4e, p)), mulmod(s2, 0x1ab040ca42e8486b9f11afb2bad0a8ff3d0bbfb1dad7d3408abfb1dc92a1eea7, p))
+                s1 := add(s1, mulmod(x, 0x2d32a67e8a0d4156166b9e556ce3c3f8c3a7a653563774333c8f9d05d4957da1, p))
+                s2 := add(s2, mulmod(x, 0x2bfb076880547a9ac1214538cfa4c1669ab1ee14c7d5f29094be814e07cb35e9, p))
+            }
             // round 10
-            s0 := pow5(add(s0, 0x0b7475b102a165ad7f5b18db4e1e704f52900aa3253baac68246682e56e9a28e))
-            s1 := add(s1, 0x037c2849e191ca3edb1c5e49f6e8b8917c843e379366f2ea32ab3aa88d7f8448)
-            s2 := add(s2, 0x05a6811f8556f014e92674661e217e9bd5206c5c93a07dc145fdb176a716346f)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1d8f7ffd0f204dbcbd594a3561295e44eb28400e52fed4408107bb9fa2938c10)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x00e88d5cd39b3c568c4b0a60fa931710d11970f04c1560d3aea46fb00edf88d9, p)), mulmod(s2, 0x28141741bb8473b45bc736d183abdcfbbe2944f29ecc7ebc99d83a2072a9599a, p))
+                s1 := add(s1, mulmod(x, 0x236e3af25ded076cd5fc6c07533a43d5b2d6738b89df3a16b69271ab988161a0, p))
+                s2 := add(s2, mulmod(x, 0x17bb6d591f29048a22e2846247450b3867b6ac8d5683bcb99fc4be724f71a5db, p))
+            }
             // round 11
-            s0 := pow5(add(s0, 0x29a795e7d98028946e947b75d54e9f044076e87a7b2883b47b675ef5f38bd66e))
-            s1 := add(s1, 0x20439a0c84b322eb45a3857afc18f5826e8c7382c8a1585c507be199981fd22f)
-            s2 := add(s2, 0x2e0ba8d94d9ecf4a94ec2050c7371ff1bb50f27799a84b6d4a2a6f2a0982c887)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x146c79ea861ec5ea70dd36fddb84c57e897c6126c6f4131926ecdd30683f5578)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0a55d56205ddc2e2b28cb8faa3d20303259e27a3bee06e1f8eb2367b56c1caa2, p)), mulmod(s2, 0x076f1ef2e3c5cd0d5251bc0e90e42181c584d527289272556fd2b79f730b7c1e, p))
+                s1 := addmod(s1, mulmod(x, 0x2ed8cb5649e3efa28726801007354f9a4323298c3f2ba18e4abee7aaafdfc054, p), p)
+                s2 := addmod(s2, mulmod(x, 0x01569ff1fdefb6b2c02bbe8c8b5f039df7d62b37f76316821325e690d4b5b24b, p), p)
+            }
             // round 12
-            s0 := pow5(add(s0, 0x143fd115ce08fb27ca38eb7cce822b4517822cd2109048d2e6d0ddcca17d71c8))
-            s1 := add(s1, 0x0c64cbecb1c734b857968dbbdcf813cdf8611659323dbcbfc84323623be9caf1)
-            s2 := add(s2, 0x028a305847c683f646fca925c163ff5ae74f348d62c2b670f1426cef9403da53)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x26401ddc31ac48a11690b566cd355306e271909b55289a22bfab700db0d51d0b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0f99c74ff13cff3dc507f0b9062badbef6d21f09af023d0c749fd44c37d2633d, p)), mulmod(s2, 0x098b4447fd1eac10f5dca3eb9273b3276b3994424e1c0fdae2bd94298f3615c9, p))
+                s1 := add(s1, mulmod(x, 0x0428d58eea66289feb653e61fdf975188272924a640be2127bb6f6d5a4b82dde, p))
+                s2 := add(s2, mulmod(x, 0x0fa183e2cf3877ca3c92e63ead6f578525ca0ce595de406d4007948a2d505503, p))
+            }
             // round 13
-            s0 := pow5(add(s0, 0x2e4ef510ff0b6fda5fa940ab4c4380f26a6bcb64d89427b824d6755b5db9e30c))
-            s1 := add(s1, 0x0081c95bc43384e663d79270c956ce3b8925b4f6d033b078b96384f50579400e)
-            s2 := add(s2, 0x2ed5f0c91cbd9749187e2fade687e05ee2491b349c039a0bba8a9f4023a0bb38)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x3040b103cd1b2c044401f822612af9f8ef18e2f2e65c4d6dd3fddc5656774e35)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x205101ce4cf78a54ee983404adb0c9381239c5b49d1cd4c571eda7784c77deb6, p)), mulmod(s2, 0x037583d69c1edadc82bfb1bc9d349d89360588a8f9995f6c47471af12c0f6184, p))
+                s1 := add(s1, mulmod(x, 0x0426ab36558a00d48b97520e8e1fb6f64862bfa650fc1af85f3d127b537889e6, p))
+                s2 := add(s2, mulmod(x, 0x02144faa9c3d4f334da0b0be14abbc3c149dd867811e6c2d343952a84bf834bc, p))
+            }
             // round 14
-            s0 := pow5(add(s0, 0x30509991f88da3504bbf374ed5aae2f03448a22c76234c8c990f01f33a735206))
-            s1 := add(s1, 0x1c3f20fd55409a53221b7c4d49a356b9f0a1119fb2067b41a7529094424ec6ad)
-            s2 := add(s2, 0x10b4e7f3ab5df003049514459b6e18eec46bb2213e8e131e170887b47ddcb96c)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x22a0c30501854daf4e1342a5b41640258d15d2c8a6227b812e799f0d3e578fa0)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x14ed31639475411fefd724919caa6e3635625b77a0809e1a6c1514f8f9fc32a0, p)), mulmod(s2, 0x26f259b5774bb8d13793852d4300bd72edc67e8c2683b2136eb81ab2118028c5, p))
+                s1 := add(s1, mulmod(x, 0x089a976f70e2ba415bd76496fa3e59ffc5720115b37c80db5e14d864c8542557, p))
+                s2 := add(s2, mulmod(x, 0x0af049fb4ac75f1f17a1b922774263562c4f7812dd0c6292b2f0e63010b77d2a, p))
+            }
             // round 15
-            s0 := pow5(add(s0, 0x2a1982979c3ff7f43ddd543d891c2abddd80f804c077d775039aa3502e43adef))
-            s1 := add(s1, 0x1c74ee64f15e1db6feddbead56d6d55dba431ebc396c9af95cad0f1315bd5c91)
-            s2 := add(s2, 0x07533ec850ba7f98eab9303cace01b4b9e4f2e8b82708cfa9c2fe45a0ae146a0)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0b6e46511e994fef0ca669e174ceeb5ec834c8beb522296e2c6ab44b686de92e)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x23f72aa19427186f949136b1925a2d68f1b4c8ae4a957ae4ad3dd80adf8fee98, p)), mulmod(s2, 0x27dfaec5f9fe93484bdd8c897f1f88264b61d01b7c5243ec9a9f015fe5b50779, p))
+                s1 := add(s1, mulmod(x, 0x20ccb7046d5c9899dacebb9cf4b5a07eb3221c6b7be3b3e72417c93d67b39dc8, p))
+                s2 := add(s2, mulmod(x, 0x01c36cb0ada6ce01f3f0d637472f1d8c1a811e3b62fd257996b55a3fc5585c3b, p))
+            }
             // round 16
-            s0 := pow5(add(s0, 0x21576b438e500449a151e4eeaf17b154285c68f42d42c1808a11abf3764c0750))
-            s1 := add(s1, 0x2f17c0559b8fe79608ad5ca193d62f10bce8384c815f0906743d6930836d4a9e)
-            s2 := add(s2, 0x2d477e3862d07708a79e8aae946170bc9775a4201318474ae665b0b1b7e2730e)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x14f55c1b288106b392c84491612c57cadf634733fedcef08b5e439c0aa29cd2b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0a446b756014cada513678284c1dd4a7af024a9b48037462cb4d5763f1999ecd, p)), mulmod(s2, 0x01da8a44bfc0edde778840b5e982cdc6aa1aee79554028d6eb5f04bdb50642f6, p))
+                s1 := addmod(s1, mulmod(x, 0x2b982df1166216ec2bc4d1969929ab7a95db79f0e7cfae8ceaa781b91306c074, p), p)
+                s2 := addmod(s2, mulmod(x, 0x182314a57d2f2665292a0bbc12c36c4dca889e96be5bcb636377135a7a965712, p), p)
+            }
             // round 17
-            s0 := pow5(add(s0, 0x162f5243967064c390e095577984f291afba2266c38f5abcd89be0f5b2747eab))
-            s1 := add(s1, 0x2b4cb233ede9ba48264ecd2c8ae50d1ad7a8596a87f29f8a7777a70092393311)
-            s2 := add(s2, 0x2c8fbcb2dd8573dc1dbaf8f4622854776db2eece6d85c4cf4254e7c35e03b07a)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1cf0ee5fdd4d7b1a38abc647e48173a020abe6477028d0cb4981374a1cc378e7)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0bd9c7a5a3a58b6474810c6110f9d637405f59df6a97d8ec820cfe66d1de6399, p)), mulmod(s2, 0x2e2bf766641bab87f6aacd082a3a38245eeabd5645105af6d1aa138191f1173f, p))
+                s1 := add(s1, mulmod(x, 0x278691f5b8fc27cb84a2ba40535295d8b0425392929c7da515efe6ad885807be, p))
+                s2 := add(s2, mulmod(x, 0x2266ce692d783cd0bfcb1def613a3db4e2657e67912e21cffbc8ec87128adf48, p))
+            }
             // round 18
-            s0 := pow5(add(s0, 0x1d6f347725e4816af2ff453f0cd56b199e1b61e9f601e9ade5e88db870949da9))
-            s1 := add(s1, 0x204b0c397f4ebe71ebc2d8b3df5b913df9e6ac02b68d31324cd49af5c4565529)
-            s2 := add(s2, 0x0c4cb9dc3c4fd8174f1149b3c63c3c2f9ecb827cd7dc25534ff8fb75bc79c502)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x26f91e376e09216c2393515e3f86a64ff498bde6541a67604952a3d2259f87cf)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0795f6e20683fde735bf7ceab0cf99b9c9ea26d6308f1893997b27bb785989c4, p)), mulmod(s2, 0x0551ae36a1e517edcf0edcb20b0dc97b9b3fdce6543d7405632e19c3c2fdb5a3, p))
+                s1 := add(s1, mulmod(x, 0x0038f60bfbbaaa735c185be5479650691d40d60eef6250d60aac5fc34efa6d79, p))
+                s2 := add(s2, mulmod(x, 0x0cea94fcb618eb69ed2d9355dd12ce1eb5a8b6949a7cf16bffe7e0755ef6ba6b, p))
+            }
             // round 19
-            s0 := pow5(add(s0, 0x174ad61a1448c899a25416474f4930301e5c49475279e0639a616ddc45bc7b54))
-            s1 := add(s1, 0x1a96177bcf4d8d89f759df4ec2f3cde2eaaa28c177cc0fa13a9816d49a38d2ef)
-            s2 := add(s2, 0x066d04b24331d71cd0ef8054bc60c4ff05202c126a233c1a8242ace360b8a30a)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2ed61939e5a132885a31c85d117ea7b2db1d2f05c243b3eb19e2f17305643430)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x11fc7d6ccd1154916577c4f92576a9049cbcbcea6aed2412f5a7abf1ade944a2, p)), mulmod(s2, 0x2bcdae8242d9fc4e63a2e53b3e6d1fe9169571f6b42d0c835be8d0421ffd29f0, p))
+                s1 := add(s1, mulmod(x, 0x1a54851e6caba0102d09ee56d77410e0409651c07948cf2719ca0b4d4f763798, p))
+                s2 := add(s2, mulmod(x, 0x0b1ca945080e51b3a5d78e1d50e38592199df9a267ddbbc82d0848ee6820107d, p))
+            }
             // round 20
-            s0 := pow5(add(s0, 0x2a4c4fc6ec0b0cf52195782871c6dd3b381cc65f72e02ad527037a62aa1bd804))
-            s1 := add(s1, 0x13ab2d136ccf37d447e9f2e14a7cedc95e727f8446f6d9d7e55afc01219fd649)
-            s2 := add(s2, 0x1121552fca26061619d24d843dc82769c1b04fcec26f55194c2e3e869acc6a9a)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x22b3b4a982fd2359f5acca9712ad91f6e4a6b51655e07116fba3806a523e23ca)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x1fca6dc116943f7646ea1f630e21862388d9b4efc68b9e0971ffc0440f081d83, p)), mulmod(s2, 0x051b67c6550e23a7e60a1d38ec818e042dfb53176e4919bcd62f73e086fd80b4, p))
+                s1 := add(s1, mulmod(x, 0x0b66b6851492c12baf097bbbd9e64b435abdd6b270371778a2911d8f42439729, p))
+                s2 := add(s2, mulmod(x, 0x10b29f33669897673a42e8ba09563b31fa30647a0824eb8af12feb74da4b090d, p))
+            }
             // round 21
-            s0 := pow5(add(s0, 0x00ef653322b13d6c889bc81715c37d77a6cd267d595c4a8909a5546c7c97cff1))
-            s1 := add(s1, 0x0e25483e45a665208b261d8ba74051e6400c776d652595d9845aca35d8a397d3)
-            s2 := add(s2, 0x29f536dcb9dd7682245264659e15d88e395ac3d4dde92d8c46448db979eeba89)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1424d572af5400eb4d8241fbbff8df930e3f09e7b3ab3dd8e4a52c64905e8844)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x22c4686749f8544cf65332fc7031abbb3ae587feb3ca38fe1e672d3bc0935898, p)), mulmod(s2, 0x2b4393cb26512e442c01b112ef0c5957497b9f49e74f9afa1861cc276c6f3dcc, p))
+                s1 := addmod(s1, mulmod(x, 0x2fea110f4ed6f219af61895274d9da07290a71825bbdb14d2b2d9366e89ee2a2, p), p)
+                s2 := addmod(s2, mulmod(x, 0x01efa23f6904d4138a828e88444fca9dcae144e41f3cf311e179f5e3dfed9a77, p), p)
+            }
             // round 22
-            s0 := pow5(add(s0, 0x2a56ef9f2c53febadfda33575dbdbd885a124e2780bbea170e456baace0fa5be))
-            s1 := add(s1, 0x1c8361c78eb5cf5decfb7a2d17b5c409f2ae2999a46762e8ee416240a8cb9af1)
-            s2 := add(s2, 0x151aff5f38b20a0fc0473089aaf0206b83e8e68a764507bfd3d0ab4be74319c5)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0bd57ef2090acc50b1a2abcb82afc8ef699fa890c495b92c678445f2ed7e2fc0)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0e7a3bd1124b7ea38965b939fec6771a0eb8d532f2d4257792d7b9f7783785c8, p)), mulmod(s2, 0x135c322ef46a98d52a00b0cd146036d77861c4cc395585806c5871bc8a4a0520, p))
+                s1 := add(s1, mulmod(x, 0x15113e6c2181c324f9cb70b894f901040d1fe8af1a85668ac0dc6bd21cf2b174, p))
+                s2 := add(s2, mulmod(x, 0x2e34c32bc91503a73838aabde3cd25aad9dcea6ac2f928d21f56deae1baf3ff4, p))
+            }
             // round 23
-            s0 := pow5(add(s0, 0x04c6187e41ed881dc1b239c88f7f9d43a9f52fc8c8b6cdd1e76e47615b51f100))
-            s1 := add(s1, 0x13b37bd80f4d27fb10d84331f6fb6d534b81c61ed15776449e801b7ddc9c2967)
-            s2 := add(s2, 0x01a5c536273c2d9df578bfbd32c17b7a2ce3664c2a52032c9321ceb1c4e8a8e4)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x027696d627abb583c8356c9d65d086c2a1e0787fedab0f940081dff0a8c284c4)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x18989dbfbd816b021b42ba25bb60b2f5035c1dac9045c896c77c2b7cdef97d05, p)), mulmod(s2, 0x078ff72eeb194b7a8549f98a8e317064d4fda99411a715c026a20f3b6a382826, p))
+                s1 := add(s1, mulmod(x, 0x2693bbab972377173743ea5c34ff129ae9cf87f44a52b8054dc479e6b83f5b7d, p))
+                s2 := add(s2, mulmod(x, 0x2558d18c115098c19472f0f41f3e314f0b2f177692e3e7eae6ab4aa4a1768c2a, p))
+            }
             // round 24
-            s0 := pow5(add(s0, 0x2ab3561834ca73835ad05f5d7acb950b4a9a2c666b9726da832239065b7c3b02))
-            s1 := add(s1, 0x1d4d8ec291e720db200fe6d686c0d613acaf6af4e95d3bf69f7ed516a597b646)
-            s2 := add(s2, 0x041294d2cc484d228f5784fe7919fd2bb925351240a04b711514c9c80b65af1d)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x144b97b7d2b6432a81b8267da880ad95c88f1226c246ddf743f5ff04aa471526)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x09105181316e9dcfaba552843d4146693e116b75f136756c38c25681508e66cc, p)), mulmod(s2, 0x23421d1401a0edbce0e2fbf25c94a6b0c3934efa1bd30afd5c19a4f54d50de99, p))
+                s1 := add(s1, mulmod(x, 0x0fb5089df3c99f39883c3e89c0c73d3348fd83a6ea48c2c2d1803f2eec580a49, p))
+                s2 := add(s2, mulmod(x, 0x24bfbec049d312cbee91bb8e33ac64fcb3be097cd19162c270c2f9ce878e2f63, p))
+            }
             // round 25
-            s0 := pow5(add(s0, 0x154ac98e01708c611c4fa715991f004898f57939d126e392042971dd90e81fc6))
-            s1 := add(s1, 0x0b339d8acca7d4f83eedd84093aef51050b3684c88f8b0b04524563bc6ea4da4)
-            s2 := add(s2, 0x0955e49e6610c94254a4f84cfbab344598f0e71eaff4a7dd81ed95b50839c82e)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1b57ed33267928b99f74725e5e728733d1e56fb090a59e251911fbcf1f9990fb)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x02c2c7ee4f67f4af62efe5de98280e30d9730f246d43449dd5c8523801fcd8ea, p)), mulmod(s2, 0x1dc610517d9428c7e232e4f69598b7680be52190fd7e8caa58cfc305d158e0a2, p))
+                s1 := add(s1, mulmod(x, 0x0b2397c74565bcd8e171fd971eb7e06eb004554135f7301ae5be7e675bfac1a7, p))
+                s2 := add(s2, mulmod(x, 0x03a2da33f0164298372286a8b2116108ddfaf7980a1b05bf80b4f6c2c34ab608, p))
+            }
             // round 26
-            s0 := pow5(add(s0, 0x06746a6156eba54426b9e22206f15abca9a6f41e6f535c6f3525401ea0654626))
-            s1 := add(s1, 0x0f18f5a0ecd1423c496f3820c549c27838e5790e2bd0a196ac917c7ff32077fb)
-            s2 := add(s2, 0x04f6eeca1751f7308ac59eff5beb261e4bb563583ede7bc92a738223d6f76e13)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1cfe98af12a8a0a118d1eaf5ad9e8c431694aaa4f55bf7ef380d92b4509b4375)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2edf8fe0021cefab0441203ae442230396e3bfa290120d8f6c16a4b685814d8d, p)), mulmod(s2, 0x204c66cea7c23b90ee7b803246c2aa835f1be7a63ea9408e04c9be691fd85e71, p))
+                s1 := addmod(s1, mulmod(x, 0x0dc3d1b27afc2bb5eaa9e33d1829c6b2d1bd4335e2d9b5c2d1401c9d8e330c32, p), p)
+                s2 := addmod(s2, mulmod(x, 0x1adc44e7d9ee2f1ba736df04e5a3a1a1efda7f2321c8457c6d6191703dd56dc6, p), p)
+            }
             // round 27
-            s0 := pow5(add(s0, 0x2b56973364c4c4f5c1a3ec4da3cdce038811eb116fb3e45bc1768d26fc0b3758))
-            s1 := add(s1, 0x123769dd49d5b054dcd76b89804b1bcb8e1392b385716a5d83feb65d437f29ef)
-            s2 := add(s2, 0x2147b424fc48c80a88ee52b91169aacea989f6446471150994257b2fb01c63e9)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x020b16ee3a92d061599eae088c0677b2bde3d4dba88d6cc27f697c9fe6271bbf)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x17101db44c1decf3b4af787d37bfc0946f6c8827a1e9ee3c21ed524ddee5e471, p)), mulmod(s2, 0x2f08ed4f1e750c7c32c027fad209f226c6688661bfc9a5c6641807daf67f0f2f, p))
+                s1 := add(s1, mulmod(x, 0x17ca1fc0bdd39a9afdc1de8198f020f37a169964645d564bd138db0f86a43857, p))
+                s2 := add(s2, mulmod(x, 0x0fe9705e40bb73a24ffe0fd667bb81c232c673297810af67e4840dbc3e1c788c, p))
+            }
             // round 28
-            s0 := pow5(add(s0, 0x0fdc1f58548b85701a6c5505ea332a29647e6f34ad4243c2ea54ad897cebe54d))
-            s1 := add(s1, 0x12373a8251fea004df68abcf0f7786d4bceff28c5dbbe0c3944f685cc0a0b1f2)
-            s2 := add(s2, 0x21e4f4ea5f35f85bad7ea52ff742c9e8a642756b6af44203dd8a1f35c1a90035)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2f0d288919bf15aec1f85e4138f94fe3cf65e08e972303dbf1cef705a25ad7fc)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x1a3be42b3214fcc3cbed784346e5c9b496d7e7d7439acbc205da286e7efd68d2, p)), mulmod(s2, 0x0e1cb5e0c12e1e0eafc471d04e8ff5a4edb45abcc7ef478cc0995dcdede9532a, p))
+                s1 := add(s1, mulmod(x, 0x0db687a4fa00987effff7268472be9cd04a372e4d4c64f219daa5e75e1b2aac5, p))
+                s2 := add(s2, mulmod(x, 0x2f50308113ab770a5706ffc4a383903228014c6659fff8604301ae088c9d4710, p))
+            }
             // round 29
-            s0 := pow5(add(s0, 0x16243916d69d2ca3dfb4722224d4c462b57366492f45e90d8a81934f1bc3b147))
-            s1 := add(s1, 0x1efbe46dd7a578b4f66f9adbc88b4378abc21566e1a0453ca13a4159cac04ac2)
-            s2 := add(s2, 0x07ea5e8537cf5dd08886020e23a7f387d468d5525be66f853b672cc96a88969a)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x06bf862d9c11544438747b11a2f70f5e82e1afe9b3eee4c1e141ff30f3259869)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x290b607a737e6b650df9be8a01db5299c6124fc6622e4abf80f1264c9785719b, p)), mulmod(s2, 0x105ee562dae48a0910e64c38e0901058966aab00450f248a1f108ce7dc92930c, p))
+                s1 := add(s1, mulmod(x, 0x14a9ef7764a04918a96273e5df38e730009e3423bbac4f6ff70d0fb1d454706e, p))
+                s2 := add(s2, mulmod(x, 0x12fb7c1abd133f99d5950f924465fefa9bb3e729a8cd9b098f68b8c639222efb, p))
+            }
             // round 30
-            s0 := pow5(add(s0, 0x05a8c4f9968b8aa3b7b478a30f9a5b63650f19a75e7ce11ca9fe16c0b76c00bc))
-            s1 := add(s1, 0x20f057712cc21654fbfe59bd345e8dac3f7818c701b9c7882d9d57b72a32e83f)
-            s2 := add(s2, 0x04a12ededa9dfd689672f8c67fee31636dcd8e88d01d49019bd90b33eb33db69)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x18e49c56962ee07e7df82c40c583829f099d2f550ae894aa93c20eddbe126abd)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x05cdcb78cab9f971edbc5692dae51d36efadcdbc39afef890986eebf05e27f2b, p)), mulmod(s2, 0x0f3619a414227ad12e1ee72ab401e8f44d7c601b2611d910f1b6cf48d5a3a60a, p))
+                s1 := add(s1, mulmod(x, 0x13b7d1daf1abdb08be8157d9266876d5147551e560d5341cc1acf78f8244dc1f, p))
+                s2 := add(s2, mulmod(x, 0x106514f71c74f2c8d8032b5713671e755f49d5730d3a95f7b9f14967ca9ac4be, p))
+            }
             // round 31
-            s0 := pow5(add(s0, 0x27e88d8c15f37dcee44f1e5425a51decbd136ce5091a6767e49ec9544ccd101a))
-            s1 := add(s1, 0x2feed17b84285ed9b8a5c8c5e95a41f66e096619a7703223176c41ee433de4d1)
-            s2 := add(s2, 0x1ed7cc76edf45c7c404241420f729cf394e5942911312a0d6972b8bd53aff2b8)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2c0191fc53b5ac05b6e0e9a761e7421741c3c4de18a2a6c171befd91aaa32488)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x17f5231d0aaae59cd36af0daf7374847ab590a7e8bcc3d8f3abf141f40b841b8, p)), mulmod(s2, 0x0ead0703d5763f50b1626147acc78988d6fbbbadf119817bd13336cb57ae4e73, p))
+                s1 := addmod(s1, mulmod(x, 0x2aae25a94a4e9b015d7b89f92ed650dfffd256990381b63d657a8d253e083917, p), p)
+                s2 := addmod(s2, mulmod(x, 0x277eae83ef044e8530c74af8f99a1630fd5414b7ca2201bd2c0d663c82f0d25d, p), p)
+            }
             // round 32
-            s0 := pow5(add(s0, 0x15742e99b9bfa323157ff8c586f5660eac6783476144cdcadf2874be45466b1a))
-            s1 := add(s1, 0x1aac285387f65e82c895fc6887ddf40577107454c6ec0317284f033f27d0c785)
-            s2 := add(s2, 0x25851c3c845d4790f9ddadbdb6057357832e2e7a49775f71ec75a96554d67c77)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x08e4100faa489090d2971668f92f2ae9f1d69c656e444cedbe51e8695ec1a456)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0166e1cda20e25bb0d9c8874238d2a2dd28d6acbbe4b2aa385d8e0b845e88492, p)), mulmod(s2, 0x01e95c463ae548e42b775f61af153eda7ba57d0882b22959acc9f5f8d9d0bf66, p))
+                s1 := add(s1, mulmod(x, 0x15ef1aea3088c09d82426c39c3ffb1aecc715cc6ac1c31ade22dfd85918a4677, p))
+                s2 := add(s2, mulmod(x, 0x287421b7800b2a6098440ac6796954e8e07258f54b7649ef27881b6c63b49860, p))
+            }
             // round 33
-            s0 := pow5(add(s0, 0x15a5821565cc2ec2ce78457db197edf353b7ebba2c5523370ddccc3d9f146a67))
-            s1 := add(s1, 0x2411d57a4813b9980efa7e31a1db5966dcf64f36044277502f15485f28c71727)
-            s2 := add(s2, 0x002e6f8d6520cd4713e335b8c0b6d2e647e9a98e12f4cd2558828b5ef6cb4c9b)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1cb543c23531c5b39d4e4cd5fb112eb383e99f6a1de6f3863f49395b1e016666)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x153200b90b89dc3777258a7291c8f21b38003b9fe2a45b42400dcff3446622c4, p)), mulmod(s2, 0x0d69d841943d616264d54ea71c4c9c7758c211db17de035981d44d77b355ca7d, p))
+                s1 := add(s1, mulmod(x, 0x1bb663e2de5126d084ac6b9011ee109a876a98ca1cc8439d168171af4a207075, p))
+                s2 := add(s2, mulmod(x, 0x006ceb0a34631504b5f00a93aaa13efaf036e03b61e646e3b04422c785e049ee, p))
+            }
             // round 34
-            s0 := pow5(add(s0, 0x2ff7bc8f4380cde997da00b616b0fcd1af8f0e91e2fe1ed7398834609e0315d2))
-            s1 := add(s1, 0x00b9831b948525595ee02724471bcd182e9521f6b7bb68f1e93be4febb0d3cbe)
-            s2 := add(s2, 0x0a2f53768b8ebf6a86913b0e57c04e011ca408648a4743a87d77adbf0c9c3512)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2a013c2bd3810330ae6fbf0169ea3390f473ea57c662f1db5ea37098110df743)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2470ef1e625b7096c9f46d18d245e6583b19d9dd02987fc32a86e535bdd0afe7, p)), mulmod(s2, 0x21e48602a5770361f04bce5b0a2eaff4a22febd51eb94cf0637a00829599cc95, p))
+                s1 := add(s1, mulmod(x, 0x1efd69c4acf5e3a88daf2d3ed00eec550692bc76695fdf77c5a45cd2d62e6f0a, p))
+                s2 := add(s2, mulmod(x, 0x1ebe182e753f88900d71b07d09b5ea9ef807abcdc642dfd5b04ee498deb9576b, p))
+            }
             // round 35
-            s0 := pow5(add(s0, 0x00248156142fd0373a479f91ff239e960f599ff7e94be69b7f2a290305e1198d))
-            s1 := add(s1, 0x171d5620b87bfb1328cf8c02ab3f0c9a397196aa6a542c2350eb512a2b2bcda9)
-            s2 := add(s2, 0x170a4f55536f7dc970087c7c10d6fad760c952172dd54dd99d1045e4ec34a808)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x19356d411e5800258218caa910e6d23d7c6def2645c514123f22132f7af718fa)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0f0a5c39faab4291e7b80e08eb352827f3ee5477b30e74d4435770b1af48a759, p)), mulmod(s2, 0x06fe70b7329b1b6528a56befb370d6efc5e8bd023754c8facd888c34baa5af47, p))
+                s1 := add(s1, mulmod(x, 0x02518469c90f5342618b077b40f6c309cf4a62c8e023afecdd0846bcfc9bac63, p))
+                s2 := add(s2, mulmod(x, 0x2a6b29b0172426d1a3c560feeae7df7c3574df9077446edd6b6e7d3bf69f630f, p))
+            }
             // round 36
-            s0 := pow5(add(s0, 0x29aba33f799fe66c2ef3134aea04336ecc37e38c1cd211ba482eca17e2dbfae1))
-            s1 := add(s1, 0x1e9bc179a4fdd758fdd1bb1945088d47e70d114a03f6a0e8b5ba650369e64973)
-            s2 := add(s2, 0x1dd269799b660fad58f7f4892dfb0b5afeaad869a9c4b44f9c9e1c43bdaf8f09)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0dcb5362b9b80fd156640ee0f75cac81abe18ffb4bc7913c14313a34303775c0)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x1bdaa74e5248ae047cbf72d5ae86200dc76818cbde8e3d3e660fd19c53473db2, p)), mulmod(s2, 0x1f5bf39446e2aa7c35b8d600e7c2ef006e26019c85480b748b8dadb13f2c56c7, p))
+                s1 := addmod(s1, mulmod(x, 0x1dd4790a9c8d843080fd91f7cbbf42ffb386ad53b9f725ed7769561d13635608, p), p)
+                s2 := addmod(s2, mulmod(x, 0x0adf684849421be59332da1d2b976c4771c01871e8b86f5452d520236dc90676, p), p)
+            }
             // round 37
-            s0 := pow5(add(s0, 0x22cdbc8b70117ad1401181d02e15459e7ccd426fe869c7c95d1dd2cb0f24af38))
-            s1 := add(s1, 0x0ef042e454771c533a9f57a55c503fcefd3150f52ed94a7cd5ba93b9c7dacefd)
-            s2 := add(s2, 0x11609e06ad6c8fe2f287f3036037e8851318e8b08a0359a03b304ffca62e8284)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x085dff28eb3bfc3789ef2c9cec526bdbebcd2b93d3e5a90cb0ded679c71342d0)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x18cfafe2f9f2dea4bef010bae14f68d930014fd379ec4a982516baf6270c3960, p)), mulmod(s2, 0x1e5c8481459ac532d4669c372761707be4c748250d2198f7d74c1b626711b6bb, p))
+                s1 := add(s1, mulmod(x, 0x042504663512cfa990374d3ece688ec531322ad844f796cbacbad6401d37ce26, p))
+                s2 := add(s2, mulmod(x, 0x0e2c2e817c668592c4d2df58f063a9d20133775f4cbda5486154253397b542c0, p))
+            }
             // round 38
-            s0 := pow5(add(s0, 0x1166d9e554616dba9e753eea427c17b7fecd58c076dfe42708b08f5b783aa9af))
-            s1 := add(s1, 0x2de52989431a859593413026354413db177fbf4cd2ac0b56f855a888357ee466)
-            s2 := add(s2, 0x3006eb4ffc7a85819a6da492f3a8ac1df51aee5b17b8e89d74bf01cf5f71e9ad)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2a820a59bc22621296a73f3a329399481f6e3159da8cd783c11c0adcea223b1b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x021063b7ea1953bee67b3da95215df8713c587ce4bd5fb44d4ada280ff979ee4, p)), mulmod(s2, 0x00805c3a4f650fde6098acb1196a05097ef2a820301255df10ec998af4d9bdaa, p))
+                s1 := add(s1, mulmod(x, 0x0cd2bdc9e1d4ec2679cfe23523e86d5fb9475a9db33ed498ea5096733a510f9a, p))
+                s2 := add(s2, mulmod(x, 0x0c93958fe92ce0ba377582cc3b1708e73dde683c3eabcd86aa895c85058d6968, p))
+            }
             // round 39
-            s0 := pow5(add(s0, 0x2af41fbb61ba8a80fdcf6fff9e3f6f422993fe8f0a4639f962344c8225145086))
-            s1 := add(s1, 0x119e684de476155fe5a6b41a8ebc85db8718ab27889e85e781b214bace4827c3)
-            s2 := add(s2, 0x1835b786e2e8925e188bea59ae363537b51248c23828f047cff784b97b3fd800)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2301810f1801bb5099b4af104134465cf0333c0714260a9c57929312134834bf)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2aed56a394b7a3be5cb883a161e67fe8bb38b0a03dd2d62ba345f754df7eaaa3, p)), mulmod(s2, 0x045c710580c307a417fb1a31398aec9ee3145e0c65b1f04c0b341423cc25fbcb, p))
+                s1 := add(s1, mulmod(x, 0x139fe8c8dae7e13dbe088ccdb5b4ffb789ba9511f36c0247086d5bfeda7eafb1, p))
+                s2 := add(s2, mulmod(x, 0x22acd4a7a5b8d64877d02e1d802f182e3d48670491ae700994b2cd223d7319db, p))
+            }
             // round 40
-            s0 := pow5(add(s0, 0x28201a34c594dfa34d794996c6433a20d152bac2a7905c926c40e285ab32eeb6))
-            s1 := add(s1, 0x083efd7a27d1751094e80fefaf78b000864c82eb571187724a761f88c22cc4e7)
-            s2 := add(s2, 0x0b6f88a3577199526158e61ceea27be811c16df7774dd8519e079564f61fd13b)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x288b8b37ec0d84bd26e8ecd5d9a0443cf211cc7b36623baa9d6df262508f1289)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x25bf67a984597cfa94b37b5911eefd1cace687a562c54d4b280860dbff91fe29, p)), mulmod(s2, 0x07d3204f3fe624e0f6e1b964b22cf85b22b920f4592ad0cc7165aea4e0a752cb, p))
+                s1 := add(s1, mulmod(x, 0x14d7a84fd4105daa607f0b3e0bc43bbe01c7db6724eb0a312c70f174e4607456, p))
+                s2 := add(s2, mulmod(x, 0x18425abd34aa1cb6802479939d49c615e97df39ad96f71ea12b9de1e21ea2f7b, p))
+            }
             // round 41
-            s0 := pow5(add(s0, 0x0ec868e6d15e51d9644f66e1d6471a94589511ca00d29e1014390e6ee4254f5b))
-            s1 := add(s1, 0x2af33e3f866771271ac0c9b3ed2e1142ecd3e74b939cd40d00d937ab84c98591)
-            s2 := add(s2, 0x0b520211f904b5e7d09b5d961c6ace7734568c547dd6858b364ce5e47951f178)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1d1ae7815c0cfd1ee8875340461da582c936b51b2f8b6ed0f1c5e9fea6d4cf14)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0ba0e6e647bb08caa5b9b4374debfe00999c4116573925d801ab3aada0a2c6e9, p)), mulmod(s2, 0x1b1683bd35cac3c3a720f34292553dfcc11710bf9b27c5069057657baf14278d, p))
+                s1 := addmod(s1, mulmod(x, 0x078beddf51db3083b3c8a1d90ff1c44f78523053ee0fcd41a3f02fb93f880de5, p), p)
+                s2 := addmod(s2, mulmod(x, 0x24e5fab961c5cd2f04d3b69e731e339ccb92cb86f73fb4781368789f79ea0b51, p), p)
+            }
             // round 42
-            s0 := pow5(add(s0, 0x0b2d722d0919a1aad8db58f10062a92ea0c56ac4270e822cca228620188a1d40))
-            s1 := add(s1, 0x1f790d4d7f8cf094d980ceb37c2453e957b54a9991ca38bbe0061d1ed6e562d4)
-            s2 := add(s2, 0x0171eb95dfbf7d1eaea97cd385f780150885c16235a2a6a8da92ceb01e504233)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0dd13e31f2c53c30eb2cf918665a6121ffb998251e473097a76c13bd881f8b3c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x155bc463d01335435e56cb1200ce7fc701da87741f5b348d5e07981fc794bf03, p)), mulmod(s2, 0x27e3fc067334fbcbd5ab34b9e7f29c898ca8a85788c45a1a8350ba9aa9a8e8d7, p))
+                s1 := add(s1, mulmod(x, 0x09865e68499422d910ca63d302b4e182c896f6df242b79d27f50bc61926bdd62, p))
+                s2 := add(s2, mulmod(x, 0x057bb82118c13e13f6beae858a1e2c2cdbffdcd6a9d1367a98053e9da310441f, p))
+            }
             // round 43
-            s0 := pow5(add(s0, 0x0c2d0e3b5fd57549329bf6885da66b9b790b40defd2c8650762305381b168873))
-            s1 := add(s1, 0x1162fb28689c27154e5a8228b4e72b377cbcafa589e283c35d3803054407a18d)
-            s2 := add(s2, 0x2f1459b65dee441b64ad386a91e8310f282c5a92a89e19921623ef8249711bc0)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x157b86e5e3917bfeddf35e3ce5c919c61f425296b071fc5630ec7ef9f4d3d79b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2fecb5130621898549502c8cba73cbcff8b98e2f54245ee1b24acfe823dfc777, p)), mulmod(s2, 0x047a3993fd007435d3076627834c479751f0944c5da0554f8764e1f61398f4e7, p))
+                s1 := add(s1, mulmod(x, 0x0898eb7151575da2712bf7998dba84a09144008c198b0b886e9d3361bd8d3cff, p))
+                s2 := add(s2, mulmod(x, 0x04bcd91da64e1f02a51daa99a9a830cec041d846027ec99d37638e9d34aee6b9, p))
+            }
             // round 44
-            s0 := pow5(add(s0, 0x1e6ff3216b688c3d996d74367d5cd4c1bc489d46754eb712c243f70d1b53cfbb))
-            s1 := add(s1, 0x01ca8be73832b8d0681487d27d157802d741a6f36cdc2a0576881f9326478875)
-            s2 := add(s2, 0x1f7735706ffe9fc586f976d5bdf223dc680286080b10cea00b9b5de315f9650e)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x273db3813c3ec88ab4da1686c4e6616cb66376e4e8468e8ae70a4e4ac5b5afec)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0171626a146368ddebf983b21c5510d0c8c4c8f57d2a44b3ebaf1361e97438ba, p)), mulmod(s2, 0x242692d9f0faf66ec570d3ee7215b283edbeebdadf84442f3abb7d715ab4fa93, p))
+                s1 := add(s1, mulmod(x, 0x222fa109ebd01b95f940ae5c3ea83365fce53f04aa2602e3fad1dbd93cf69c85, p))
+                s2 := add(s2, mulmod(x, 0x1fb33b6a83648325e8baa27e56683411459b85a07bb16a7bc9dc73dbf8e267f9, p))
+            }
             // round 45
-            s0 := pow5(add(s0, 0x2522b60f4ea3307640a0c2dce041fba921ac10a3d5f096ef4745ca838285f019))
-            s1 := add(s1, 0x23f0bee001b1029d5255075ddc957f833418cad4f52b6c3f8ce16c235572575b)
-            s2 := add(s2, 0x2bc1ae8b8ddbb81fcaac2d44555ed5685d142633e9df905f66d9401093082d59)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0d9923760218b9d34fa215d425a3198814bdb1e122fcc902ed7d1a2840e93f0a)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x24d307dbe10e34d0e477981fb91745e50000df3b4d13a892e80f50e4ce99953e, p)), mulmod(s2, 0x1431016268efef07cd2b39e3b4be9a5f5be0231fb83022b598a0d6981d49cb22, p))
+                s1 := add(s1, mulmod(x, 0x21b5324e2dbd2103eb57f53d9848a19e551d0bed5b678d7059e7a4378f1903f6, p))
+                s2 := add(s2, mulmod(x, 0x06e983dc8cca88b3617d0c72e968fa8c7323d8d666c8ad0dc0d78a29a7e58013, p))
+            }
             // round 46
-            s0 := pow5(add(s0, 0x0f9406b8296564a37304507b8dba3ed162371273a07b1fc98011fcd6ad72205f))
-            s1 := add(s1, 0x2360a8eb0cc7defa67b72998de90714e17e75b174a52ee4acb126c8cd995f0a8)
-            s2 := add(s2, 0x15871a5cddead976804c803cbaef255eb4815a5e96df8b006dcbbc2767f88948)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x19c514f28ffb8bcb52b360e23970b45cbb3b84c56e9d1eedc1062f1f9eda6647)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x201228d04e82a4cca7d0e50a4713a9300fd2a073eb040c9b1a4e6bdc995cd8ad, p)), mulmod(s2, 0x2e91e8b9e659adc74fe6c29398e07b8673dae4b45f9239b6031f58159c52ac2c, p))
+                s1 := addmod(s1, mulmod(x, 0x22f9bb242d490418a1cf2645298c8d34fbfacde47db12a6d24cbbc4bdf539595, p), p)
+                s2 := addmod(s2, mulmod(x, 0x04aa7abc8466c00aac0745a0fa2014a2d283dcf399cae90b4e48b9bfb0c64b60, p), p)
+            }
             // round 47
-            s0 := pow5(add(s0, 0x193a56766998ee9e0a8652dd2f3b1da0362f4f54f72379544f957ccdeefb420f))
-            s1 := add(s1, 0x2a394a43934f86982f9be56ff4fab1703b2e63c8ad334834e4309805e777ae0f)
-            s2 := add(s2, 0x1859954cfeb8695f3e8b635dcb345192892cd11223443ba7b4166e8876c0d142)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2f93c2a5971cebae3bc836f9cbcf1feb8e71ebb7acfcaa9d75d05604fb94c89c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0a1258c904daf0161ad8903a626cddaf53ccd049847c2210485ddd406f0a1971, p)), mulmod(s2, 0x0e6d911404ff6fdb81ff44c8a2facc41403733e0fa20569976ca6f989a82fdc8, p))
+                s1 := add(s1, mulmod(x, 0x115c71a97f3d268021de74e9b005372301445d0d8d7073a225a039296b6c9e50, p))
+                s2 := add(s2, mulmod(x, 0x18fbedd98bfa9ffaf643a66a673dad5edeaacbcf5faebd15a57e8e433c61876c, p))
+            }
             // round 48
-            s0 := pow5(add(s0, 0x04e1181763050e58013444dbcb99f1902b11bc25d90bbdca408d3819f4fed32b))
-            s1 := add(s1, 0x0fdb253dee83869d40c335ea64de8c5bb10eb82db08b5e8b1f5e5552bfd05f23)
-            s2 := add(s2, 0x058cbe8a9a5027bdaa4efb623adead6275f08686f1c08984a9d7c5bae9b4f1c0)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x24b00fe87b6dad29bae31fdbfb972452b9f7dfc60de468dabd884ac0a34aabe8)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x188d7a36a8851a4ffaa23e614d52016dcb7c8e6e97f8d0caaa53f60d635da0e3, p)), mulmod(s2, 0x1d9847a8a8af5f3fecdd83866fdd448b46c1327238e343753f390e98965bb115, p))
+                s1 := add(s1, mulmod(x, 0x18206e502088634fe94544607d773e2ec5252f21436cdbaf9c52cb43587a9d5a, p))
+                s2 := add(s2, mulmod(x, 0x2568b34f45900dcd0aa412acf69519008a6a004255333551f3b08e363a6e7204, p))
+            }
             // round 49
-            s0 := pow5(add(s0, 0x1382edce9971e186497eadb1aeb1f52b23b4b83bef023ab0d15228b4cceca59a))
-            s1 := add(s1, 0x03464990f045c6ee0819ca51fd11b0be7f61b8eb99f14b77e1e6634601d9e8b5)
-            s2 := add(s2, 0x23f7bfc8720dc296fff33b41f98ff83c6fcab4605db2eb5aaa5bc137aeb70a58)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x103f88204750af7b43ff8caa2f1112088bdc2ddd31fa4013a7a97945d61e36e7)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x19778eb4153f3436be6e398e115be7fd7a4d5377843910423d294362a4cf012b, p)), mulmod(s2, 0x0251b1fc96c3361da112a87cb8e2fd94814d0f9de769d126419790d8b32fdff3, p))
+                s1 := add(s1, mulmod(x, 0x1d800606af27cfd2d71edc055f03a4af4950d8a3cfafa44a2b7c54949290ec6f, p))
+                s2 := add(s2, mulmod(x, 0x226148da79d240fa1202bd0aa5fb96895243c19e719093b60d0574767265e5dd, p))
+            }
             // round 50
-            s0 := pow5(add(s0, 0x0a59a158e3eec2117e6e94e7f0e9decf18c3ffd5e1531a9219636158bbaf62f2))
-            s1 := add(s1, 0x06ec54c80381c052b58bf23b312ffd3ce2c4eba065420af8f4c23ed0075fd07b)
-            s2 := add(s2, 0x118872dc832e0eb5476b56648e867ec8b09340f7a7bcb1b4962f0ff9ed1f9d01)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x016c404c9c6e4e717e6a7e5d2db6838749de8632dab7f79435fb89d726c8903e)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x010cc4ad3c23dbb48954150fd681f59821e4fa2c4d08e6891cd23e7785d88bee, p)), mulmod(s2, 0x256128e27490d3dd6b8ea3c712f48471cf75a185716f72ef16304e76851ceb33, p))
+                s1 := add(s1, mulmod(x, 0x02f17caeb2041919353ad25ea64295683051c4af6dc6ee0d1a28d9788581bb02, p))
+                s2 := add(s2, mulmod(x, 0x0833143e4802c7ce27cb8467dc50e4c2ac0f804e22a97cd79eb66958e8de3563, p))
+            }
             // round 51
-            s0 := pow5(add(s0, 0x13d69fa127d834165ad5c7cba7ad59ed52e0b0f0e42d7fea95e1906b520921b1))
-            s1 := add(s1, 0x169a177f63ea681270b1c6877a73d21bde143942fb71dc55fd8a49f19f10c77b)
-            s2 := add(s2, 0x04ef51591c6ead97ef42f287adce40d93abeb032b922f66ffb7e9a5a7450544d)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x20a13603f2c9f2b7a4b0734c8d0e85b36b2938934f010772e252d2a11b05dfb6)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x277bbbbbc19814de31713b6bfbbe7366b851622a829ce6e7907eeeb7db7f5dbe, p)), mulmod(s2, 0x20205c9f7aa6988aa2b78ac4220379d1c082bd124f9915acdfac2f95cab9c951, p))
+                s1 := addmod(s1, mulmod(x, 0x0759d6e66eb8eaf75d3b6f230212208da9ef81906615b72d33ba897b40bece3d, p), p)
+                s2 := addmod(s2, mulmod(x, 0x23351993e0b6dc35bc1ff12fcf9c575acb9e0890da31b64f9ace397d22fdb6ef, p), p)
+            }
             // round 52
-            s0 := pow5(add(s0, 0x256e175a1dc079390ecd7ca703fb2e3b19ec61805d4f03ced5f45ee6dd0f69ec))
-            s1 := add(s1, 0x30102d28636abd5fe5f2af412ff6004f75cc360d3205dd2da002813d3e2ceeb2)
-            s2 := add(s2, 0x10998e42dfcd3bbf1c0714bc73eb1bf40443a3fa99bef4a31fd31be182fcc792)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0dd847f841b5696bbf86c133601aa10374e10da885f7de1e9654b373bfba9bf4)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0cae71ac677b6a9f957831e4ccf8cd31b5d28429e5e382693ad391142ab55d9f, p)), mulmod(s2, 0x08de348cbc74be1a64e3ae0af019fd3012df822cbe3f0551cd5f8c94c7f78085, p))
+                s1 := add(s1, mulmod(x, 0x10d6e2589e612ee7836b477347a63db17dac5fa5e64db292609ecdfb07b848c8, p))
+                s2 := add(s2, mulmod(x, 0x0dce900ffb3fac3d7580dea79ac26f8efb08ad797b4abb19432b803c7e08d1e2, p))
+            }
             // round 53
-            s0 := pow5(add(s0, 0x193edd8e9fcf3d7625fa7d24b598a1d89f3362eaf4d582efecad76f879e36860))
-            s1 := add(s1, 0x18168afd34f2d915d0368ce80b7b3347d1c7a561ce611425f2664d7aa51f0b5d)
-            s2 := add(s2, 0x29383c01ebd3b6ab0c017656ebe658b6a328ec77bc33626e29e2e95b33ea6111)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2f701a438c915593abcb4fd12859cd8675c5a09d8efb39c6973a22554647233c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x08554b15b92ab29bc805ba2ccb76a983e82bd4c6fd6162febfb25c835898c7e9, p)), mulmod(s2, 0x13ad8d306578bfb6e83c85f896905d6036b4cf194845e726f3f9bfb1acfec486, p))
+                s1 := add(s1, mulmod(x, 0x038620c4140a687cd0f56935f2f5d2c00604d21cf02e0711455199dfbdf2ed69, p))
+                s2 := add(s2, mulmod(x, 0x0e28e9a591c0524a10ea9e73390d15bd95a6121e92071a9bef12e93449064af3, p))
+            }
             // round 54
-            s0 := pow5(add(s0, 0x10646d2f2603de39a1f4ae5e7771a64a702db6e86fb76ab600bf573f9010c711))
-            s1 := add(s1, 0x0beb5e07d1b27145f575f1395a55bf132f90c25b40da7b3864d0242dcb1117fb)
-            s2 := add(s2, 0x16d685252078c133dc0d3ecad62b5c8830f95bb2e54b59abdffbf018d96fa336)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x270d1ad082b613683dad2d87d4b610708619ff0ffd412f5e4d539cb960a22955)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x0eca2b0c084b01e31ee7ad89ac0e8bdb20f592817fd43e8d03d0516d998f7420, p)), mulmod(s2, 0x099d3e842186df17debdceb8ae01b9469199185434c17b3235abcb0f6340330e, p))
+                s1 := add(s1, mulmod(x, 0x024a243e3373ade7af3f5bf78b8e1d5c2ed9a99c158d06743064cc62eba45781, p))
+                s2 := add(s2, mulmod(x, 0x00c0e4315cd316752e1ac8cc08d898f7bf088482ba55d96ac79b25e09ee9baac, p))
+            }
             // round 55
-            s0 := pow5(add(s0, 0x0a6abd1d833938f33c74154e0404b4b40a555bbbec21ddfafd672dd62047f01a))
-            s1 := add(s1, 0x1a679f5d36eb7b5c8ea12a4c2dedc8feb12dffeec450317270a6f19b34cf1860)
-            s2 := add(s2, 0x0980fb233bd456c23974d50e0ebfde4726a423eada4e8f6ffbc7592e3f1b93d6)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1b1e9d28d595113b91d113e5db4f15f12b4bf05f4c1690fc68d48b9526f6aba2)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2ebc5d46d15255fdf4b11d9ae2f37ef610854124c0edf20da22751b2868c14de, p)), mulmod(s2, 0x2c8f9d67b00236b4191eee2e431277bce07bd5dd9469bca348e44d54eb267906, p))
+                s1 := add(s1, mulmod(x, 0x0ff0885082ea3e016838abb335ea04e7874520e58ba4d371a3d70d49100fdded, p))
+                s2 := add(s2, mulmod(x, 0x1001872e48edbf137de97b4f14f0065697dc09a802bde1ce12752f55bc200ff7, p))
+            }
             // round 56
-            s0 := pow5(add(s0, 0x161b42232e61b84cbf1810af93a38fc0cece3d5628c9282003ebacb5c312c72b))
-            s1 := add(s1, 0x0ada10a90c7f0520950f7d47a60d5e6a493f09787f1564e5d09203db47de1a0b)
-            s2 := add(s2, 0x1a730d372310ba82320345a29ac4238ed3f07a8a2b4e121bb50ddb9af407f451)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x1736d108358f517627b54c0317ed74bdb7c50cf91b31ac14450956565b26ef5b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2770dd08e6e3f9de8f0ad1df6181d2d78cdff6952a9c007c83bf636faa2b77ff, p)), mulmod(s2, 0x0ccefe058e0a68396f5b0c4e65b8de058a806080a37aeb094e474d263ca4681c, p))
+                s1 := addmod(s1, mulmod(x, 0x2fb2d43cf82e1a0ab2b55ac61d5bbabfca6a8783e3b730a95178633f5563755f, p), p)
+                s2 := addmod(s2, mulmod(x, 0x01fe79867de1729f1ab26af0579d877166e5376352ae537244e2346758d6eef7, p), p)
+            }
             // round 57
-            s0 := pow5(add(s0, 0x2c8120f268ef054f817064c369dda7ea908377feaba5c4dffbda10ef58e8c556))
-            s1 := add(s1, 0x1c7c8824f758753fa57c00789c684217b930e95313bcb73e6e7b8649a4968f70)
-            s2 := add(s2, 0x2cd9ed31f5f8691c8e39e4077a74faa0f400ad8b491eb3f7b47b27fa3fd1cf77)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x256a4d6b609f64f8b457564bb43641d566e0610b0573bcbca8d89185b9190b3d)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x016b5677dd6c72ab1240a8934d506d74e9d4d918c6807e918f6bf4d72b92b7a2, p)), mulmod(s2, 0x2a4e86dfa0c49c7fa56650f7d24cd46b548c34c1ba4e52b5a8f25fae386a3131, p))
+                s1 := add(s1, mulmod(x, 0x083053e92e8e3ea619bd0a8b94c832fb836b4f534d1eab8a15e4d198fcba595a, p))
+                s2 := add(s2, mulmod(x, 0x2d20b17f8d769f53e14a7800dfad7922eff0fbce0af192604b0d43a00c61a11c, p))
+            }
             // round 58
-            s0 := pow5(add(s0, 0x23ff4f9d46813457cf60d92f57618399a5e022ac321ca550854ae23918a22eea))
-            s1 := add(s1, 0x09945a5d147a4f66ceece6405dddd9d0af5a2c5103529407dff1ea58f180426d)
-            s2 := add(s2, 0x188d9c528025d4c2b67660c6b771b90f7c7da6eaa29d3f268a6dd223ec6fc630)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2bc052ae0955a23340c77a624f3177f6b72ae4c6a35ca95ac8d0912737f77562)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x18a5c7c79d07003a893a468ea92e3f64784a3a196d15f3d0088ab83963555cd8, p)), mulmod(s2, 0x2f975785053a7f90b64936ea8044b78d9a00fb48bd10fb1f634425f7d46c3bbb, p))
+                s1 := add(s1, mulmod(x, 0x14bb4810523838d514cedfa36e1fa9dba8ae5790342f810854698b54688164b1, p))
+                s2 := add(s2, mulmod(x, 0x0eb142787b3bf6b377d0fceed881546a9cb1352b3ead74f8d2ab9884b6d9c24a, p))
+            }
             // round 59
-            s0 := pow5(add(s0, 0x3050e37996596b7f81f68311431d8734dba7d926d3633595e0c0d8ddf4f0f47f))
-            s1 := add(s1, 0x15af1169396830a91600ca8102c35c426ceae5461e3f95d89d829518d30afd78)
-            s2 := add(s2, 0x1da6d09885432ea9a06d9f37f873d985dae933e351466b2904284da3320d8acc)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x15dd2706674534cb718a4d8f7f610f9dbd7035ecd849c7e182a13a93b103eb33)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x186a23a2cb67334b2363ba06002cdfa9ce739732a9de3a4a2ac6bec1297d27a0, p)), mulmod(s2, 0x0250ce6cbb2c4979f6a1c588cded50cfae08c7d938ae0822abbc799ef02b7722, p))
+                s1 := add(s1, mulmod(x, 0x150f4a46a99b2e4dc974b74fe99d2a97528ce6a76d23dff4e2f85a963b220998, p))
+                s2 := add(s2, mulmod(x, 0x11837cd818cc602ebccf245880a733db7707038af306a099c81d818e68ebbc41, p))
+            }
             // round 60
-            s0 := pow5(add(s0, 0x2796ea90d269af29f5f8acf33921124e4e4fad3dbe658945e546ee411ddaa9cb))
-            s1 := add(s1, 0x202d7dd1da0f6b4b0325c8b3307742f01e15612ec8e9304a7cb0319e01d32d60)
-            s2 := add(s2, 0x096d6790d05bb759156a952ba263d672a2d7f9c788f4c831a29dace4c0f8be5f)
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x2323af3c0eb6dbbb438feff3a5e0f9dbf0630851ab822f6917e18b6767d664d7)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(x, mulmod(s1, 0x2dddc4c9caf01714ba7c337b9f66fff6cf6f9efffef425b3862b518e7d5f11cb, p)), mulmod(s2, 0x29cd2e85ae1c3712bd7d1f8f74f8d7bbad4de101982e083410a6f76694221a11, p))
+                s1 := add(s1, mulmod(x, 0x0918c128f87746b43bc18e31a0e4c78b98a9f1a411295791b6eaef0350f08ebd, p))
+                s2 := add(s2, mulmod(x, 0x174d07cf0d458e07c552f7add458236bf24df5f60abb07e8b5210cb0deee3ce8, p))
+            }
             // round 61 (full)
-            s0 := pow5(add(s0, 0x054efa1f65b0fce283808965275d877b438da23ce5b13e1963798cb1447d25a4))
-            s1 := pow5(add(s1, 0x1b162f83d917e93edb3308c29802deb9d8aa690113b2e14864ccf6e18e4165f1))
-            s2 := pow5(add(s2, 0x21e5241e12564dd6fd9f1cdd2a0de39eedfefc1466cc568ec5ceb745a0506edc))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x07b3a5d489f67d8cb67894dc1c05a5f5d7b3798c8cef4ec5003ed7b40e852c01)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := addmod(s1, 0x257328dbc381e3f5d716456504f0942bab212906daecbb603fb8a71020f80f3e, p)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := addmod(s2, 0x03b3f68c385d24374b246d312e3d35edc238dedf2d4eb801017caf551e302162, p)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s0, mulmod(s1, 0x00980645c35c928e00d1d083f7976e9300a74c2193c8752484904a0075ba7c5f, p)), mulmod(s2, 0x0651d5e11b17160b4e4d68e4659b8edaa24f0ff23bf51306041ad53f315ed5f5, p))
+                let n1 := add(add(s0, mulmod(s1, 0x132b9ed8af9efb088c842cef47ff7b9668888784f56a1d469deccbcea5bc2ca7, p)), mulmod(s2, 0x2fada2e9a4b0edbac97e0380af3ca9238aa8375f9fde9a6bb9a39b6e372a137d, p))
+                s2 := add(add(s0, mulmod(s1, 0x01f7a7acd10543163e107b10ab4eeed1b918f4b6eb7d487a85ce7b8b6f8beb98, p)), mulmod(s2, 0x000de17a144e1b9e7baf1cbd7056a4bdb0a347f61c317266835a42ea568d29df, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 62 (full)
-            s0 := pow5(add(s0, 0x1cfb5662e8cf5ac9226a80ee17b36abecb73ab5f87e161927b4349e10e4bdf08))
-            s1 := pow5(add(s1, 0x0f21177e302a771bbae6d8d1ecb373b62c99af346220ac0129c53f666eb24100))
-            s2 := pow5(add(s2, 0x1671522374606992affb0dd7f71b12bec4236aede6290546bcef7e1f515c2320))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x20b767fadad90659c04b80736bde11e5ba72fa602bf07c1c3b0cb0e610e139f5)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x166c7ba02e36639e6b8221bf318d7a0e632bd3376083e00bdda75b27bfede695)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x1b41bed549bf66cac323f7e454211a252e31658253ed1aff7594f9d3c40029d4)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s0, mulmod(s1, 0x2a11d92ba0f6532b1bbf772c056ba4613da8297a47509c2fca022892937df027, p)), mulmod(s2, 0x0f13856dfa71006b7873a3cb51b9d6ec9747274ca88275f83113c93cb574c40a, p))
+                let n1 := add(add(s0, mulmod(s1, 0x153207a1aea7d6d99b1d2e32066540feff8b7f215fc033ec81acd8d61954d4c7, p)), mulmod(s2, 0x1cfa0c07daeacef91af779e76b5ae1b3f23c51091dfb2498e31baa25a5ad9d49, p))
+                s2 := add(add(s0, mulmod(s1, 0x2cb0a1b70732f1fb62d1c685d8bd7efb2eb4a37ebb357bf1c5014ee113ff9ff2, p)), mulmod(s2, 0x0f6e7769354ae24f67def967a87db573def50485f0016722be62a5fa2fd20655, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 63 (full)
-            s0 := pow5(add(s0, 0x0fa3ec5b9488259c2eb4cf24501bfad9be2ec9e42c5cc8ccd419d2a692cad870))
-            s1 := pow5(add(s1, 0x193c0e04e0bd298357cb266c1506080ed36edce85c648cc085e8c57b1ab54bba))
-            s2 := pow5(add(s2, 0x102adf8ef74735a27e9128306dcbc3c99f6f7291cd406578ce14ea2adaba68f8))
-            s0, s1, s2 := mix(s0, s1, s2)
+            {
+                let u := add(s0, 0x0b10635ea87e23b264ba4f6afd8bb26e8ac116b9121d42224de752003412aa02)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x01d4abef5d3468062a4c35813d4cf1a5554d60621cee623de1358a1aa7da6073)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x0e7a5f7abcaab8b2b7bc9db43c1697b75ea0a72e45c2a6db8fdc0b4f8cb923a2)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s0, mulmod(s1, 0x2a11d92ba0f6532b1bbf772c056ba4613da8297a47509c2fca022892937df027, p)), mulmod(s2, 0x0f13856dfa71006b7873a3cb51b9d6ec9747274ca88275f83113c93cb574c40a, p))
+                let n1 := add(add(s0, mulmod(s1, 0x153207a1aea7d6d99b1d2e32066540feff8b7f215fc033ec81acd8d61954d4c7, p)), mulmod(s2, 0x1cfa0c07daeacef91af779e76b5ae1b3f23c51091dfb2498e31baa25a5ad9d49, p))
+                s2 := add(add(s0, mulmod(s1, 0x2cb0a1b70732f1fb62d1c685d8bd7efb2eb4a37ebb357bf1c5014ee113ff9ff2, p)), mulmod(s2, 0x0f6e7769354ae24f67def967a87db573def50485f0016722be62a5fa2fd20655, p))
+                s0 := n0
+                s1 := n1
+            }
             // round 64 (full)
-            s0 := pow5(add(s0, 0x0fe0af7858e49859e2a54d6f1ad945b1316aa24bfbdd23ae40a6d0cb70c3eab1))
-            s1 := pow5(add(s1, 0x216f6717bbc7dedb08536a2220843f4e2da5f1daa9ebdefde8a5ea7344798d22))
-            s2 := pow5(add(s2, 0x1da55cc900f0d21f4a3e694391918a1b3c23b2ac773c6b3ef88e2e4228325161))
-            s0, s1, s2 := mix(s0, s1, s2)
-            out := mod(s0, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)
+            {
+                let u := add(s0, 0x12df414e169d05a9fd01b0b6b64780612385a5e6e61ac299cfd9af0866cdf2de)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x0259da0dfa44763e26abbcc3622527cc418afc9a97100e7d2b80130fd70de7ba)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x16159b522e010cdb5a8ac2fb316dc4ed2a15d0ff514f3ae0756aeb03c63e4c38)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                s0 := add(add(mulmod(s0, 0x240a9bc8af504b09748b45d89e982e8e58e8dd18341b588fe9239872c2364fc2, p), mulmod(s1, 0x1bb6061d2d14d2e2d3d3fce1cf52a1fe25f4ef60ff3411b6f4f03ab7ab23bfa8, p)), mulmod(s2, 0x0f9e71816b1a520c3ad6530dd70ecf2dc729e726bfb384552b57941346204dfd, p))
+            }
+            out := mod(s0, p)
         }
     }
 }

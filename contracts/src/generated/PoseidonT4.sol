@@ -3,412 +3,810 @@
 pragma solidity 0.8.30;
 
 /// @title Poseidon over the BN254 scalar field with 3 inputs, circomlib's
-/// instance (state width 4, x^5, 8 full and 56 partial rounds).
+/// instance (state width 4, x^5, 8 full and 56 partial rounds), in the
+/// optimised form of circuits/src/poseidon_opt.rs: a partial round adds one
+/// constant and multiplies by a sparse matrix.
 library PoseidonT4 {
     uint256 internal constant F = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
 
     /// @notice Poseidon(a, b, c). Inputs must be below F.
     function hash(uint256 a, uint256 b, uint256 c) public pure returns (uint256 out) {
         assembly ("memory-safe") {
-            function mix(x, y, z, v) -> o0, o1, o2, o3 {
-                o0 := add(add(add(mulmod(x, 0x236d13393ef85cc48a351dd786dd7a1de5e39942296127fd87947223ae5108ad, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x277686494f7644bbc4a9b194e10724eb967f1dc58718e59e3cedc821b2a7ae19, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x023db68784e3f0cc0b85618826a9b3505129c16479973b0a84a4529e66b09c62, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(v, 0x1d359d245f286c12d50d663bae733f978af08cdbd63017c57b3a75646ff382c1, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-                o1 := add(add(add(mulmod(x, 0x2a75a171563b807db525be259699ab28fe9bc7fb1f70943ff049bc970e841a0c, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x083abff5e10051f078e2827d092e1ae808b4dd3e15ccc3706f38ce4157b6770e, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x1a5ad71bbbecd8a97dc49cfdbae303ad24d5c4741eab8b7568a9ff8253a1eb6f, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(v, 0x0d745fd00dd167fb86772133640f02ce945004a7bc2c59e8790f725c5d84f0af, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-                o2 := add(add(add(mulmod(x, 0x2070679e798782ef592a52ca9cef820d497ad2eecbaa7e42f366b3e521c4ed42, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x2e18c8570d20bf5df800739a53da75d906ece318cd224ab6b3a2be979e2d7eab, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x0fa86f0f27e4d3dd7f3367ce86f684f1f2e4386d3e5b9f38fa283c6aa723b608, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(v, 0x03f3e6fab791f16628168e4b14dbaeb657035ee3da6b2ca83f0c2491e0b403eb, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-                o3 := add(add(add(mulmod(x, 0x2f545e578202c9732488540e41f783b68ff0613fd79375f8ba8b3d30958e7677, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), mulmod(y, 0x23810bf82877fc19bff7eefeae3faf4bb8104c32ba4cd701596a15623d01476e, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(z, 0x014fcd5eb0be6d5beeafc4944034cf321c068ef930f10be2207ed58d2a34cdd6, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)), mulmod(v, 0x00c15fc3a1d5733dd835eae0823e377f8ba4a8b627627cc2bb661c25d20fb52a, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001))
-            }
-            function pow5(x) -> r {
-                let x2 := mulmod(x, x, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)
-                r := mulmod(mulmod(x2, x2, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001), x, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)
-            }
+            let p := F
             let s0 := 0
             let s1 := a
             let s2 := b
             let s3 := c
             // round 0 (full)
-            s0 := pow5(add(s0, 0x19b849f69450b06848da1d39bd5e4a4302bb86744edc26238b0878e269ed23e5))
-            s1 := pow5(add(s1, 0x265ddfe127dd51bd7239347b758f0a1320eb2cc7450acc1dad47f80c8dcf34d6))
-            s2 := pow5(add(s2, 0x199750ec472f1809e0f66a545e1e51624108ac845015c2aa3dfc36bab497d8aa))
-            s3 := pow5(add(s3, 0x157ff3fe65ac7208110f06a5f74302b14d743ea25067f0ffd032f787c7f1cdf8))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s1, 0x265ddfe127dd51bd7239347b758f0a1320eb2cc7450acc1dad47f80c8dcf34d6)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x199750ec472f1809e0f66a545e1e51624108ac845015c2aa3dfc36bab497d8aa)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x157ff3fe65ac7208110f06a5f74302b14d743ea25067f0ffd032f787c7f1cdf8)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(s1, mulmod(s2, 0x1d820ed90243d25b348169c01b5b55d7319a5d6527cf7b11a1fb15ceee542947, p)), mulmod(s3, 0x2dcb3021d89003544794b4804cd0dd8275ba21d59e5ef98516b6fb629a2372b9, p))
+                let n1 := add(add(s1, mulmod(s2, 0x2fb15a53ccd15179a02a785297ab3c77af4853097507d9dd5a7af57f1225f4b4, p)), mulmod(s3, 0x10643f83f0c61de7cb00796bfc52514b3217566d6ebe949557f9c8a88c38426c, p))
+                let n2 := add(add(s1, mulmod(s2, 0x1ba47bd2769c5145b24bce221fa5ac07ab3128e85545189b2c70d31a78c1566c, p)), mulmod(s3, 0x0cb0c48a9f8267152f8d6f3a51c3c781f670166806734719ac7efce2271bd58e, p))
+                s3 := add(add(s1, mulmod(s2, 0x035b86d0e7b4627c95df7551c11ae2811a8e4d88779f57f35b353a1d13137779, p)), mulmod(s3, 0x1ee6d19e3fade52894109325f0a30fb9f367b828d9e2a0381688967ace6f0e5b, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 1 (full)
-            s0 := pow5(add(s0, 0x2e49c43c4569dd9c5fd35ac45fca33f10b15c590692f8beefe18f4896ac94902))
-            s1 := pow5(add(s1, 0x0e35fb89981890520d4aef2b6d6506c3cb2f0b6973c24fa82731345ffa2d1f1e))
-            s2 := pow5(add(s2, 0x251ad47cb15c4f1105f109ae5e944f1ba9d9e7806d667ffec6fe723002e0b996))
-            s3 := pow5(add(s3, 0x13da07dc64d428369873e97160234641f8beb56fdd05e5f3563fa39d9c22df4e))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0de780731b1de82f399faeb188a25d1555e38e7ed8eb71682447f3b174fef0f1)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x194b18560359f2061e3b80e77656b679e3e6be85ad91bc2a5cea42ec0e178ef3)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x1f1bd5ce1d7c87c7460ad240f918e5b71823951576f8d033beabd595f4fc8a9c)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x1a13987f2a79c106b82ee853d3c101373b0f0da6e56530c26f59a8faf00d5319)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(add(s0, mulmod(s1, 0x24c878e60b67abaaeb6e853844a1b9d9ada095c5bd491405149dd4509422d6df, p)), mulmod(s2, 0x1fd309de6f5bbe43db75d44b91d8c25b8e34eb4adf1a998ee14514b137c6abc2, p)), mulmod(s3, 0x01cd686e946878f7871771894775b4dcd4f08814853f2e421fae90d769e3afa0, p))
+                let n1 := add(add(add(s0, mulmod(s1, 0x07675f33c28903b83e0197dd060d57fceede36be693f6dc7f9be9b2d93345046, p)), mulmod(s2, 0x0e0a2df8eb09df94957f4ef21d49b39c00d7e55c29bd34731c9ee9f368ae33f6, p)), mulmod(s3, 0x2803a310f6bd001fe10637e11dfed28a661338a71c9995aeec9f60fb98901676, p))
+                let n2 := add(add(add(s0, mulmod(s1, 0x0e5c074bd4b66f101591c1d218393f2a778f70b0acd812c3f872f4ed79daf1fb, p)), mulmod(s2, 0x305092e3d4da75189677cf9f0fce593fced93092834298a4e03fc9291a3a1567, p)), mulmod(s3, 0x2f466990fe95d6bcf6f879e34c3544b51e861c06e663fe1a3b88071c1d9dacf9, p))
+                s3 := add(add(add(s0, mulmod(s1, 0x044beacab762a5c20a4235b192868b79d854369346b91a3197c27d9a65dc35cb, p)), mulmod(s2, 0x0c8532b37fa9ea5f9f8ed894e1348de1a0f1da9203e22ae158c329d85dfb9815, p)), mulmod(s3, 0x09d1a739312a311714e8fd41ced9cbc0d15973d2998e8341f7530d2aeba7ab27, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 2 (full)
-            s0 := pow5(add(s0, 0x0c009b84e650e6d23dc00c7dccef7483a553939689d350cd46e7b89055fd4738))
-            s1 := pow5(add(s1, 0x011f16b1c63a854f01992e3956f42d8b04eb650c6d535eb0203dec74befdca06))
-            s2 := pow5(add(s2, 0x0ed69e5e383a688f209d9a561daa79612f3f78d0467ad45485df07093f367549))
-            s3 := pow5(add(s3, 0x04dba94a7b0ce9e221acad41472b6bbe3aec507f5eb3d33f463672264c9f789b))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0e8ac47fdc964da75d974f4464170b9f814d34f0acaffac21cad639c0454eb6b)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x094b4ee89ece6808b4cb906558a2465098d57b0cfaeb652f16ac7f50b5bc86e3)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x0f4269dbb7dad4b71a6f1df5e709444ce0fe2d1a30968c924b87822478af8d48)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x14a74cf77d751ccd5c82f091476fa0f0a4fe56f1af9e9437637e175cbc7f8c67)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(add(s0, mulmod(s1, 0x0663ced12e20c43e9be6b4ba0a11fcbee412ed9874b03a2b5d7bb57f75b6220c, p)), mulmod(s2, 0x098957baa2c63d11223b7279f117d04f8d9a187cea4853157dbac91d0b0e1aaa, p)), mulmod(s3, 0x059e4c781799bb33aac6a2019bcc51e5afc3178d09df85dd453d7393a38f01aa, p))
+                let n1 := add(add(add(s0, mulmod(s1, 0x1b734ed59b2f987d0f0d72be82bd06c39f181f87f400baf52f2e1257bd819fc0, p)), mulmod(s2, 0x132bd394d45a477c00d36de5f491ff879b102eb08eeed5c4ec9b4ef1b497a2ae, p)), mulmod(s3, 0x0bb63982636c126abbf19369180f9fcb462949051681ae1873bd0f9cf980210a, p))
+                let n2 := add(add(add(s0, mulmod(s1, 0x11e70e954d2c78c9c7ce9f0cb1dbbddf79c8f68e843413bba55e5fcefdc43fa6, p)), mulmod(s2, 0x2fe567a2786f2e383e3e65de78fe435b03a529ae3e05190a1ee64bd0741a3b3f, p)), mulmod(s3, 0x0fa4de83927ee03f6244d1e44c45bc08acc5b9c52859892dc2606e5c486796e4, p))
+                s3 := add(add(add(s0, mulmod(s1, 0x11e6ed81c0972175c1f3ae7f236fbacc96f04ea0fa21ace4b345c5e32eb02dc1, p)), mulmod(s2, 0x2b3983475518fd06fb0f5fe025f1c20a76e99e6c2d4ff72f08931ab38e7a97b6, p)), mulmod(s3, 0x0c7e9c9ecba22d4c5561f6eac027619718c371a4f43ca329d19cc7a1e0bd6a17, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 3 (full)
-            s0 := pow5(add(s0, 0x0a3f2637d840f3a16eb094271c9d237b6036757d4bb50bf7ce732ff1d4fa28e8))
-            s1 := pow5(add(s1, 0x259a666f129eea198f8a1c502fdb38fa39b1f075569564b6e54a485d1182323f))
-            s2 := pow5(add(s2, 0x28bf7459c9b2f4c6d8e7d06a4ee3a47f7745d4271038e5157a32fdf7ede0d6a1))
-            s3 := pow5(add(s3, 0x0a1ca941f057037526ea200f489be8d4c37c85bbcce6a2aeec91bd6941432447))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x08d145927548af293e7e97472d0dc89bc41e860bbc45004be037424770753040)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x19fb9fe736f1b5c1cd57ac7a5280049818b25c42c41a75741d67b2c46f373086)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x0a80126d0897a9d3c17688991cba326cc88b4db26a10929c3163097bff175b56)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x1ad4e7e958543669a96a2e99b846827ed19cfd59488144e41875774e445f1e79)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(add(s0, mulmod(s1, 0x0663ced12e20c43e9be6b4ba0a11fcbee412ed9874b03a2b5d7bb57f75b6220c, p)), mulmod(s2, 0x098957baa2c63d11223b7279f117d04f8d9a187cea4853157dbac91d0b0e1aaa, p)), mulmod(s3, 0x059e4c781799bb33aac6a2019bcc51e5afc3178d09df85dd453d7393a38f01aa, p))
+                let n1 := add(add(add(s0, mulmod(s1, 0x1341a272b30c04d21b05f286562ca12612f5e4e2536e71647112eafcd73b2f0a, p)), mulmod(s2, 0x1780554ec87f96178e29431ab8c4d3a1e1dff10b23d987ede1c0d74be2d396e0, p)), mulmod(s3, 0x29ce98f8c05fb2f50f0bc52a2614a2db51b09205dd54cc0c9fa3fdc5208f8f69, p))
+                let n2 := add(add(add(s0, mulmod(s1, 0x2dbce4910f93113a67ee776b7e365b90c978762e8aba353de18ec5a09a671cc5, p)), mulmod(s2, 0x12c0523f6e878880222685cb9271b179181711c49d6735db0c6693f3acec1df1, p)), mulmod(s3, 0x137bdc3322186dc912843f42ba9ada010c8ff1fbfef8e7663cdb29ecfbab7112, p))
+                s3 := add(add(add(s0, mulmod(s1, 0x2ab4a45159af67b9f8efbe2e6600ee3fd49add7ad16c3cfcef88cd172f7ebef1, p)), mulmod(s2, 0x0eeafeabe0eee8122e115506db641084ed8927587728717ad09d2882fe00ddea, p)), mulmod(s3, 0x21341723e77ff10a535ae608833efaf051fed6f13ced1e12b0d4d60d18cf157c, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 4
-            s0 := pow5(add(s0, 0x0c6f8f958be0e93053d7fd4fc54512855535ed1539f051dcb43a26fd926361cf))
-            s1 := add(s1, 0x123106a93cd17578d426e8128ac9d90aa9e8a00708e296e084dd57e69caaf811)
-            s2 := add(s2, 0x26e1ba52ad9285d97dd3ab52f8e840085e8fa83ff1e8f1877b074867cd2dee75)
-            s3 := add(s3, 0x1cb55cad7bd133de18a64c5c47b9c97cbe4d8b7bf9e095864471537e6a4ae2c5)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x06dbcedf49fbf92da10378b374d9b78e484cbe442f423d9bd92f033d375aafb6)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x264fe665ec4ec81871cb97b3fc8b03ac9d41353f89675203935b445195971299, p)), mulmod(s2, 0x10c9ff07f82c08c2f5745514d52a7ce03d951f55ec99d20bc98d9cff44f3a069, p)), mulmod(s3, 0x07af5687f95959cb79674e27cc115933b938d25b77e882daf5368cf24bc60265, p))
+                s1 := add(s1, mulmod(x, 0x2cf51b5a3d3f4d85ac5ebd17653b08c4f768d8455856c9afa4ff5aaebb2313b3, p))
+                s2 := add(s2, mulmod(x, 0x1b59ecb1a6ac02f4d79435901d0c6991cf0ada98715e23f5736512d4d4826c4a, p))
+                s3 := add(s3, mulmod(x, 0x0b57650f32fb23ac19866d185daf3f6424ce8ff7275801769f7a597f09906437, p))
+            }
             // round 5
-            s0 := pow5(add(s0, 0x1dcd73e46acd8f8e0e2c7ce04bde7f6d2a53043d5060a41c7143f08e6e9055d0))
-            s1 := add(s1, 0x011003e32f6d9c66f5852f05474a4def0cda294a0eb4e9b9b12b9bb4512e5574)
-            s2 := add(s2, 0x2b1e809ac1d10ab29ad5f20d03a57dfebadfe5903f58bafed7c508dd2287ae8c)
-            s3 := add(s3, 0x2539de1785b735999fb4dac35ee17ed0ef995d05ab2fc5faeaa69ae87bcec0a5)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x28782390645504199d4f242b5aa99df73fb897a1a5ab418bace238eb254acea5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x303e85296b973c468e0f8694b21142ff691b25d6da9912c0001bc386f6c37568, p)), mulmod(s2, 0x2979cce96b39580355a149672e23fbac5df019270a6250b3a8c0b998dde3597a, p)), mulmod(s3, 0x0e44b411acb1ef7d0f000793159347e52674c9869f7efab84a77d7b746c79910, p))
+                s1 := addmod(s1, mulmod(x, 0x08ce595d9d9e5e3133c7cb1f7bab497aebd31f9c9b1abbb16e13d35f1c8afa55, p), p)
+                s2 := addmod(s2, mulmod(x, 0x035818ad5857322f06adf3a4a91a6bd8adb609a467f465790942ac62b3e92a5c, p), p)
+                s3 := addmod(s3, mulmod(x, 0x07bb01b9094b263f9807ac4c5dd476fd6e5574d3bb1d402a196ba6993239e6fd, p), p)
+            }
             // round 6
-            s0 := pow5(add(s0, 0x0c246c5a2ef8ee0126497f222b3e0a0ef4e1c3d41c86d46e43982cb11d77951d))
-            s1 := add(s1, 0x192089c4974f68e95408148f7c0632edbb09e6a6ad1a1c2f3f0305f5d03b527b)
-            s2 := add(s2, 0x1eae0ad8ab68b2f06a0ee36eeb0d0c058529097d91096b756d8fdc2fb5a60d85)
-            s3 := add(s3, 0x179190e5d0e22179e46f8282872abc88db6e2fdc0dee99e69768bd98c5d06bfb)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0fa1ed8ec8cde9974dc93c46d4fc5154d28fc264b71f03c31236ca64029d8251)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0b156d0ce92af44056c0f6cf42173034cada750c12c0cbb7e5c7bd6785347b29, p)), mulmod(s2, 0x13fe63fcae8b8fb08af32977a2084f1a43a58d842c5efcb747e0990dd9fe685c, p)), mulmod(s3, 0x2ca1d1383e5fb67a268c1178764475007cf8504d44887acd1eac7de89df13926, p))
+                s1 := add(s1, mulmod(x, 0x210b299bae228139fc2a2577030d1fb8269bf2a74f843b8c57b1d5a204f61519, p))
+                s2 := add(s2, mulmod(x, 0x2bfb7df88807388edf4c0a1b1816e3e35e00143600d7930a63462a31d713594e, p))
+                s3 := add(s3, mulmod(x, 0x04cba9bacee77175ae1beb0b1b677c714e235590fb158f4cf05e6a7a92cf2c21, p))
+            }
             // round 7
-            s0 := pow5(add(s0, 0x29bb9e2c9076732576e9a81c7ac4b83214528f7db00f31bf6cafe794a9b3cd1c))
-            s1 := add(s1, 0x225d394e42207599403efd0c2464a90d52652645882aac35b10e590e6e691e08)
-            s2 := add(s2, 0x064760623c25c8cf753d238055b444532be13557451c087de09efd454b23fd59)
-            s3 := add(s3, 0x10ba3a0e01df92e87f301c4b716d8a394d67f4bf42a75c10922910a78f6b5b87)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0e37ee638ee893a2ae51f45e01f2f6ab9ae5a9da193486368b6449d6bab62d67)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1adbb638e58b7c1fe76fb2f719712f450b7b67671fbe6095b26706ce64a58f0c, p)), mulmod(s2, 0x087f516d328c99ec82245bc678054b77063158d54ec0c2a2a0b63ebaedd1a65b, p)), mulmod(s3, 0x055c9d2bbe65921ecca7d4b5b09814dd958ce261456511b8878a40d98b71c7dd, p))
+                s1 := add(s1, mulmod(x, 0x2ea541d8a34f47279e6d8757434673d43e433e3d2b3a0f2235ee2588455aefbc, p))
+                s2 := add(s2, mulmod(x, 0x293a67ab22226ce3a32373bfd2e327f3c3d9d64ab5110cbfeaa3541f592eeab9, p))
+                s3 := add(s3, mulmod(x, 0x1f5f8e02aa9b15dbb884a660ab438b33aebe655f39e9d613bc7e7f0b371c801e, p))
+            }
             // round 8
-            s0 := pow5(add(s0, 0x0e070bf53f8451b24f9c6e96b0c2a801cb511bc0c242eb9d361b77693f21471c))
-            s1 := add(s1, 0x1b94cd61b051b04dd39755ff93821a73ccd6cb11d2491d8aa7f921014de252fb)
-            s2 := add(s2, 0x1d7cb39bafb8c744e148787a2e70230f9d4e917d5713bb050487b5aa7d74070b)
-            s3 := add(s3, 0x2ec93189bd1ab4f69117d0fe980c80ff8785c2961829f701bb74ac1f303b17db)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0d1a85f6206be70091c5f5d86e5b099381853133b2c5c305e4223d6e93eea6d5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1c0046d3096e3febf3f86dc1a4d0d493fb418cecaafa084d6154041397393588, p)), mulmod(s2, 0x2afb629daa24c0af0efec3dd743aa51b0642ce174d64a32eab9d1ec032daf445, p)), mulmod(s3, 0x17007a7afbebf543e703141947abb786e3c526e16a8b621139eb67de9ea231f1, p))
+                s1 := add(s1, mulmod(x, 0x23eaa0214e51e63bf9a20c80a6f4a0f0d6fabe06a776d6c79404e39457c12d70, p))
+                s2 := add(s2, mulmod(x, 0x1b6b0624bee4f65c528e13736ed3b36e660c57311473d3543feb70e450681fa0, p))
+                s3 := add(s3, mulmod(x, 0x20a7ab0e0c9b8fc839c2bf9a48e40043605dee33019ecfaad6b7ecafec2a3d08, p))
+            }
             // round 9
-            s0 := pow5(add(s0, 0x2db366bfdd36d277a692bb825b86275beac404a19ae07a9082ea46bd83517926))
-            s1 := add(s1, 0x062100eb485db06269655cf186a68532985275428450359adc99cec6960711b8)
-            s2 := add(s2, 0x0761d33c66614aaa570e7f1e8244ca1120243f92fa59e4f900c567bf41f5a59b)
-            s3 := add(s3, 0x20fc411a114d13992c2705aa034e3f315d78608a0f7de4ccf7a72e494855ad0d)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x14b8db1319ecb3a2b862d2b769c5fe199cfd90258f6abc7d4d4d6e8b8ebac678)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x089ff85f4f7f4c91fd4f16e0b036f6d124eaa1ff4bf61c9ddbf124b993c4a0e0, p)), mulmod(s2, 0x22753e5125bb77f97b58e3630ed0c8a912ad31e66572a9fd6fb13bde0ef4794b, p)), mulmod(s3, 0x298bbd902643c7ca4963fb4dd15c5aaa48d5332a5136ec6ee09ef5060656aa05, p))
+                s1 := add(s1, mulmod(x, 0x171f7e31de09c8fec08c234ccd6601c2bc2297ec64af515941f8a5ee89b8b34a, p))
+                s2 := add(s2, mulmod(x, 0x080d2a34190888c6fa61e859cd6216500b5e64094f03bd5e207da25aa07fc59c, p))
+                s3 := add(s3, mulmod(x, 0x01fcc529e2f30ffb354ea2c686877ae8644a51b43f87b830191285ef9e8fd357, p))
+            }
             // round 10
-            s0 := pow5(add(s0, 0x25b5c004a4bdfcb5add9ec4e9ab219ba102c67e8b3effb5fc3a30f317250bc5a))
-            s1 := add(s1, 0x23b1822d278ed632a494e58f6df6f5ed038b186d8474155ad87e7dff62b37f4b)
-            s2 := add(s2, 0x22734b4c5c3f9493606c4ba9012499bf0f14d13bfcfcccaa16102a29cc2f69e0)
-            s3 := add(s3, 0x26c0c8fe09eb30b7e27a74dc33492347e5bdff409aa3610254413d3fad795ce5)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x13333af6717deef45026793be35a420004867d517e18b5409e0b4b1188932536)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x12789fc48a27c124129aaeac15692ae4b3db0e3aae19f1d6090036d051e4683a, p)), mulmod(s2, 0x183e4fb7fc7082ace5c8db85947fd1e7d5e253c06c69675862629f45415525a0, p)), mulmod(s3, 0x1046b5a3725464e09f4a1e3ca5cb5ee38c1f28f757c8fdda5842bb958a064bc3, p))
+                s1 := addmod(s1, mulmod(x, 0x003f4098f97afbbe6310182e987e67f05f12f25403e45fc7d2d3aaf380fbbe68, p), p)
+                s2 := addmod(s2, mulmod(x, 0x2aa5afa434cb5ebbbf4aed0aabcc3a25c73bf2de9a1edd20a49f1e2c534b36ec, p), p)
+                s3 := addmod(s3, mulmod(x, 0x2453ff7ca81953a5c9191be548b8dc764b77fbd4de7de1a4e35ba7fd8bd02796, p), p)
+            }
             // round 11
-            s0 := pow5(add(s0, 0x070dd0ccb6bd7bbae88eac03fa1fbb26196be3083a809829bbd626df348ccad9))
-            s1 := add(s1, 0x12b6595bdb329b6fb043ba78bb28c3bec2c0a6de46d8c5ad6067c4ebfd4250da)
-            s2 := add(s2, 0x248d97d7f76283d63bec30e7a5876c11c06fca9b275c671c5e33d95bb7e8d729)
-            s3 := add(s3, 0x1a306d439d463b0816fc6fd64cc939318b45eb759ddde4aa106d15d9bd9baaaa)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0f067786fb99e1a07962822207f5996e9eb9d10d0d50d436b643c0a5e9978d8c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x041dc78e919868151aa8cd423c7f0dc1efaf0866064836356166c6707c3e0f1a, p)), mulmod(s2, 0x293791c6fee5b879a76eee22f16edeeed5f88e48c46b65fdaa3e3dbc8a4be916, p)), mulmod(s3, 0x1513757e4906829286f45f376ec093ab48fce881ce6d5e0f910bfd8b68122c4e, p))
+                s1 := add(s1, mulmod(x, 0x0d786f2cee91528ba931719fbcc3134200ea317a7bb4c311573073f2698bcf19, p))
+                s2 := add(s2, mulmod(x, 0x107d6a845ae56aad38607f83ebb42f705f674dff535597386f5c7feba9e1aee8, p))
+                s3 := add(s3, mulmod(x, 0x2db2b1ca8d19ab02ac2b19d1d8fe5f9418048a979e35c26fec733955e8d8e3ee, p))
+            }
             // round 12
-            s0 := pow5(add(s0, 0x28a8f8372e3c38daced7c00421cb4621f4f1b54ddc27821b0d62d3d6ec7c56cf))
-            s1 := add(s1, 0x0094975717f9a8a8bb35152f24d43294071ce320c829f388bc852183e1e2ce7e)
-            s2 := add(s2, 0x04d5ee4c3aa78f7d80fde60d716480d3593f74d4f653ae83f4103246db2e8d65)
-            s3 := add(s3, 0x2a6cf5e9aa03d4336349ad6fb8ed2269c7bef54b8822cc76d08495c12efde187)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2e50379d134c3e06fad3de68c0643b429ac1bf678029c7b3848caf4bc4ce5944)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x283e1a436e3d4416ec6441e43edc08d29a19ce31efbc727a9c5df3d887ad900a, p)), mulmod(s2, 0x05dcece2beed21a2dd5678323adf4bf1813e9842d3930a626d4b201f5fb70420, p)), mulmod(s3, 0x2a17394d492da2067b2f4149d7d0b19535009b1f1951073545c8c7032f8c0c4b, p))
+                s1 := add(s1, mulmod(x, 0x049f8964d6ba3772dbb3a0680398535296619dff385c247d31c185e7c4830ce5, p))
+                s2 := add(s2, mulmod(x, 0x2120e1b415c17e1c45ed87b1232705678cf1ca517d9e667a853daeaa78c12a80, p))
+                s3 := add(s3, mulmod(x, 0x255a02c7bc2cc2637b79c1deb0b0d66d76fa6dda27edcbdaf53293dd2e4eaea7, p))
+            }
             // round 13
-            s0 := pow5(add(s0, 0x2304d31eaab960ba9274da43e19ddeb7f792180808fd6e43baae48d7efcba3f3))
-            s1 := add(s1, 0x03fd9ac865a4b2a6d5e7009785817249bff08a7e0726fcb4e1c11d39d199f0b0)
-            s2 := add(s2, 0x00b7258ded52bbda2248404d55ee5044798afc3a209193073f7954d4d63b0b64)
-            s3 := add(s3, 0x159f81ada0771799ec38fca2d4bf65ebb13d3a74f3298db36272c5ca65e92d9a)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0b1475e77da79bb72d4d97965a3c95429605b1f9f1987c44569cfa958fc4b62f)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2341a26a1f339ec15b4e7dc1a035607ff738dcc2d2f4e30753220f69c3598aa2, p)), mulmod(s2, 0x1183b212bc0b45d11dc590136cfaa5b80904d03dc6374e0800d8cdb5556d0c6e, p)), mulmod(s3, 0x26fb9d6e33cfb7d4cb674f96dbc172d96fe352a6035e8e3d0fa8dc1b0859c148, p))
+                s1 := add(s1, mulmod(x, 0x012dae82f2b78d8aa2a90de8d843cac42e9fdb4e814d4279b00e6de1a8cb687d, p))
+                s2 := add(s2, mulmod(x, 0x1cf12bd3af1cda1d15d95ecea30916b761e35bc2deb18499962095fc9293c1ed, p))
+                s3 := add(s3, mulmod(x, 0x0e6501dac1bfebb7fa11dc9a761c7595a45c60f69c9162d1027edc8593ca471d, p))
+            }
             // round 14
-            s0 := pow5(add(s0, 0x1ef90e67437fbc8550237a75bc28e3bb9000130ea25f0c5471e144cf4264431f))
-            s1 := add(s1, 0x1e65f838515e5ff0196b49aa41a2d2568df739bc176b08ec95a79ed82932e30d)
-            s2 := add(s2, 0x2b1b045def3a166cec6ce768d079ba74b18c844e570e1f826575c1068c94c33f)
-            s3 := add(s3, 0x0832e5753ceb0ff6402543b1109229c165dc2d73bef715e3f1c6e07c168bb173)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1e06fa607e3b0ea0adeb32395be14c8012a38cee3f5b443d07005d3a1bc435f5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1039709ac76ad7fab4e95b3ba6871fb43ee56b2e82c475cab60709ce4cfda931, p)), mulmod(s2, 0x2536a17c8a43c94cc551c2b13ff4d9f94cea3d49f4402d585bd2a73b9436e717, p)), mulmod(s3, 0x15ceb0b0d1d7036409ec2d7342953147f8a052a9564af5f779466b7704c4d095, p))
+                s1 := add(s1, mulmod(x, 0x1ce45a10ca47d5c1d1af478c49a4688be7100d0eb5cfe83859cd0a5c17958680, p))
+                s2 := add(s2, mulmod(x, 0x12d22e2488ab9916e174982a3b6364f184cf67f6bf19621513eda0a89f5a3ebd, p))
+                s3 := add(s3, mulmod(x, 0x2ae1c104a6b8fdcd091510cbf58df870dbc9a25f96dd09165ccdea53388a2782, p))
+            }
             // round 15
-            s0 := pow5(add(s0, 0x02f614e9cedfb3dc6b762ae0a37d41bab1b841c2e8b6451bc5a8e3c390b6ad16))
-            s1 := add(s1, 0x0e2427d38bd46a60dd640b8e362cad967370ebb777bedff40f6a0be27e7ed705)
-            s2 := add(s2, 0x0493630b7c670b6deb7c84d414e7ce79049f0ec098c3c7c50768bbe29214a53a)
-            s3 := add(s3, 0x22ead100e8e482674decdab17066c5a26bb1515355d5461a3dc06cc85327cea9)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x25bbcaf64b097ecdd48f11e7b34e895aa62ba4cd6e80906e7c313e02f494f662)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x120d536d69af24fc9cdade1529203c989af95b0a2a8a560e4d4a051bb12849e5, p)), mulmod(s2, 0x1a99e8794144bcc6e43eb8573492b4b9d1ab4a159c043d6efed3fe7aa87e392a, p)), mulmod(s3, 0x26244b4748f7428e239bf07546d0025f2573f95b6b1a34d3c71f9d391395d14a, p))
+                s1 := addmod(s1, mulmod(x, 0x085c7336ec5c7319d5c0004b70201802d9b50d204a71f7b6d23a47ca0e2299fa, p), p)
+                s2 := addmod(s2, mulmod(x, 0x2d09f5a84f206bfd7a0c58496db057b522a9267e39bdd16ba2a923fd36e51497, p), p)
+                s3 := addmod(s3, mulmod(x, 0x00e5a27661c20f430acf3039513cebec7a9af9bd4eda599507e3ea84a301b25a, p), p)
+            }
             // round 16
-            s0 := pow5(add(s0, 0x25b3e56e655b42cdaae2626ed2554d48583f1ae35626d04de5084e0b6d2a6f16))
-            s1 := add(s1, 0x1e32752ada8836ef5837a6cde8ff13dbb599c336349e4c584b4fdc0a0cf6f9d0)
-            s2 := add(s2, 0x2fa2a871c15a387cc50f68f6f3c3455b23c00995f05078f672a9864074d412e5)
-            s3 := add(s3, 0x2f569b8a9a4424c9278e1db7311e889f54ccbf10661bab7fcd18e7c7a7d83505)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2cf348418a93e832258b90ec54b8ca0bee67c6eb0fa9dd8b98e272f03c050d47)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1e1ea63599a2776c80823c3dfddd3d906b953c051980acf80e74e8836fc422da, p)), mulmod(s2, 0x01bf649d4998ab99663f1ebf58b578575fcc7c0e9ce9afe2fab978f107f65ea8, p)), mulmod(s3, 0x27baeecb79e3ce861df3e557bccbeb6790040c887758b579bcbd1112dd21467c, p))
+                s1 := add(s1, mulmod(x, 0x1f0a0503c3da4ed7133242d415040e8b89d627871919fddb8076bda4ff673af8, p))
+                s2 := add(s2, mulmod(x, 0x0c892debfaa5afde6de8746339572f7be5fa3e76d3a85933e1bfb4d40c74993d, p))
+                s3 := add(s3, mulmod(x, 0x1ac4e02e9e6fe0e1c3767f8c9b37f1e1b94ede9e426ddfae97fc15d2b5a57b9c, p))
+            }
             // round 17
-            s0 := pow5(add(s0, 0x044cb455110a8fdd531ade530234c518a7df93f7332ffd2144165374b246b43d))
-            s1 := add(s1, 0x227808de93906d5d420246157f2e42b191fe8c90adfe118178ddc723a5319025)
-            s2 := add(s2, 0x02fcca2934e046bc623adead873579865d03781ae090ad4a8579d2e7a6800355)
-            s3 := add(s3, 0x0ef915f0ac120b876abccceb344a1d36bad3f3c5ab91a8ddcbec2e060d8befac)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x12705146d4bfeb850d665c433406f3cfec16cc4b098935a08da7360f26af6e32)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0d8a58f497c12701a3fd1ff840c9fdb48888dcda5b6c124ed2b574450baeaf79, p)), mulmod(s2, 0x078104aac0c76566d342bc62e1d93fe879d80a3ce65c4a76a74d2abac4052532, p)), mulmod(s3, 0x1767d5ed8acb5b8d1a4842322e9c19c418b430c767b7360df5453631a41c78fd, p))
+                s1 := add(s1, mulmod(x, 0x15d95752db397c7ab4ae3754c10b77404b697418684cc62cb5ffe9542b544bb6, p))
+                s2 := add(s2, mulmod(x, 0x1e29d119906106eff8b5ef3ef7d17bcf8bcededcdb24d2df40670796b4745e3f, p))
+                s3 := add(s3, mulmod(x, 0x0a700419b0705e88c0bbd001bf580bba4ff2d5514da9f3085f54c9f98affee6f, p))
+            }
             // round 18
-            s0 := pow5(add(s0, 0x1797130f4b7a3e1777eb757bc6f287f6ab0fb85f6be63b09f3b16ef2b1405d38))
-            s1 := add(s1, 0x0a76225dc04170ae3306c85abab59e608c7f497c20156d4d36c668555decc6e5)
-            s2 := add(s2, 0x1fffb9ec1992d66ba1e77a7b93209af6f8fa76d48acb664796174b5326a31a5c)
-            s3 := add(s3, 0x25721c4fc15a3f2853b57c338fa538d85f8fbba6c6b9c6090611889b797b9c5f)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1de1a1a2b81c3fcd9625bcdf99257a1fb6c8f6408bbdac71749b9eecc7055d0a)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2f8605cf2eb83d2ef47832e42c24c4b99a4a96d4d92efd20262831a77bcc8317, p)), mulmod(s2, 0x1c4043a2fbcb51c10c94837ba5f1b517c8d2712a84863db046b16330a44c763e, p)), mulmod(s3, 0x166202bc14c33908c2bf0f08e2ca893bf069ad645054d0eedf28d3a0dec33b27, p))
+                s1 := add(s1, mulmod(x, 0x25ad07d22f8f7c1687ba198e322467147161d44eaed17b084eab333c2e4ab8b4, p))
+                s2 := add(s2, mulmod(x, 0x261c4a69c04b0b29402b369b9c3caa59c6071bfa0b3cf8c9fc50c968a4b01049, p))
+                s3 := add(s3, mulmod(x, 0x19f8b7e9aac5f827c33be932c3d370c72d134331194934407be09721f54c17bc, p))
+            }
             // round 19
-            s0 := pow5(add(s0, 0x0c817fd42d5f7a41215e3d07ba197216adb4c3790705da95eb63b982bfcaf75a))
-            s1 := add(s1, 0x13abe3f5239915d39f7e13c2c24970b6df8cf86ce00a22002bc15866e52b5a96)
-            s2 := add(s2, 0x2106feea546224ea12ef7f39987a46c85c1bc3dc29bdbd7a92cd60acb4d391ce)
-            s3 := add(s3, 0x21ca859468a746b6aaa79474a37dab49f1ca5a28c748bc7157e1b3345bb0f959)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0d6f7c0e1c4db70e55bb63eecebbe77fb689055508190be2fb6655dc221864a9)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2e527cad76a807082ac810ef4ba16f8d985c720c98501ebdb5ecee131eb1dd3f, p)), mulmod(s2, 0x0b307ab7f7d67379312b06a612295d71388758580730bd0bca2cb40bb6a93adb, p)), mulmod(s3, 0x0c8540edd0dc3b61332e6ba2e2f9f3f4cd8cd5f35935247440981e946b8aaacd, p))
+                s1 := add(s1, mulmod(x, 0x208799b65448b645a9bd9ff8bdc4bfd7cbbaf28b4cd39a10aa396f62c6ae9890, p))
+                s2 := add(s2, mulmod(x, 0x036201939c42ee6bc8e9da1dfe6fbfbd50f525007cb72e131d2f47910e598352, p))
+                s3 := add(s3, mulmod(x, 0x2319fdbd6a494dfee07ae99615c18a3a765b777bf7cafab88e87c1ace20f3a78, p))
+            }
             // round 20
-            s0 := pow5(add(s0, 0x05ccd6255c1e6f0c5cf1f0df934194c62911d14d0321662a8f1a48999e34185b))
-            s1 := add(s1, 0x0f0e34a64b70a626e464d846674c4c8816c4fb267fe44fe6ea28678cb09490a4)
-            s2 := add(s2, 0x0558531a4e25470c6157794ca36d0e9647dbfcfe350d64838f5b1a8a2de0d4bf)
-            s3 := add(s3, 0x09d3dca9173ed2faceea125157683d18924cadad3f655a60b72f5864961f1455)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1b198587fcae4034ae42ccc4b67b521425b81ebf61445bb33435d339de0fde8b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x054f0987bf6c427d14b91d775742faa43018db968e88d9e8ddf0caf907550d78, p)), mulmod(s2, 0x03365c522061b0b362980214af71f86b33d6226dc01443a77c31e378941cc70f, p)), mulmod(s3, 0x0202e2aa5405a92ef04235f69a4dbb0a92689b0f19e62a670200ac907a84546e, p))
+                s1 := addmod(s1, mulmod(x, 0x0dad2f85f68d857760ad35ab368b1d17e962f81702ed0fbad209052420448381, p), p)
+                s2 := addmod(s2, mulmod(x, 0x17d84c230edb17a14366143fe50bf9503082931cdd47da4bafef15131f9db3af, p), p)
+                s3 := addmod(s3, mulmod(x, 0x2c651482589520b6fb4315be36ebe7616dfc3cb93f9086dbb693efb5b0e702a2, p), p)
+            }
             // round 21
-            s0 := pow5(add(s0, 0x0328cbd54e8c0913493f866ed03d218bf23f92d68aaec48617d4c722e5bd4335))
-            s1 := add(s1, 0x2bf07216e2aff0a223a487b1a7094e07e79e7bcc9798c648ee3347dd5329d34b)
-            s2 := add(s2, 0x1daf345a58006b736499c583cb76c316d6f78ed6a6dffc82111e11a63fe412df)
-            s3 := add(s3, 0x176563472456aaa746b694c60e1823611ef39039b2edc7ff391e6f2293d2c404)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2550e76271d7db4753bc1bc1ae347000db21952efd097ac62950612084a01ce5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x20e0b3c49c2add216a73d012c0374dcbb032cbb3e397b285a056e7f1aec9e38d, p)), mulmod(s2, 0x123124e789aabdfd141b69734d698274f0ca09c2848b553ae931cfa7cc68b112, p)), mulmod(s3, 0x26ca2b4f441154cb5926faa4c89ec16056a04538ef39115b666e983110f873c2, p))
+                s1 := add(s1, mulmod(x, 0x07695637a87566533ea94619c3f8c6a0d8b55297b93724924d84064cdcc065b5, p))
+                s2 := add(s2, mulmod(x, 0x0d4c75f52eb17fd0d8c0b7ad6b12086fb8587e43b0cf55f1c9a5272464ccc189, p))
+                s3 := add(s3, mulmod(x, 0x1d422c1ed124aa8ffa8943ae406949e581dd8b46ace9ce9d42cd5b1be8940b51, p))
+            }
             // round 22
-            s0 := pow5(add(s0, 0x2ef1e0fad9f08e87a3bb5e47d7e33538ca964d2b7d1083d4fb0225035bd3f8db))
-            s1 := add(s1, 0x226c9b1af95babcf17b2b1f57c7310179c1803dec5ae8f0a1779ed36c817ae2a)
-            s2 := add(s2, 0x14bce3549cc3db7428126b4c3a15ae0ff8148c89f13fb35d35734eb5d4ad0def)
-            s3 := add(s3, 0x2debff156e276bb5742c3373f2635b48b8e923d301f372f8e550cfd4034212c7)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1300fdda358b39210b90bc99ade0fd93557f36dc0dbb8328c6611eb8f9acd8fa)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0f054201b8c364a6584dca5e54bb939eb71dc61ee5f1e2d3aa65a23d9618f356, p)), mulmod(s2, 0x0f8a0882cb650e38a3241993da671f21267da5e0132468fabac13c8159218565, p)), mulmod(s3, 0x0b020243570589e878295913df3fb5a4c8fbaf4b785809234cbe50124a1cc3fe, p))
+                s1 := add(s1, mulmod(x, 0x008e2f5fdaddd60d0abb05281d4ccb54cf16ac2a28fd31f0caf5ebbe5c24b106, p))
+                s2 := add(s2, mulmod(x, 0x2e66ccf20ed2eda69d7ddb3d87a70c2087a8a1bcf91f697e268c71ac4c0ee1a5, p))
+                s3 := add(s3, mulmod(x, 0x1b896f33747a369fd8b12a1d27d2f2deec33552f3f683e11de11de74e25bffdb, p))
+            }
             // round 23
-            s0 := pow5(add(s0, 0x2d4083cf5a87f5b6fc2395b22e356b6441afe1b6b29c47add7d0432d1d4760c7))
-            s1 := add(s1, 0x0c225b7bcd04bf9c34b911262fdc9c1b91bf79a10c0184d89c317c53d7161c29)
-            s2 := add(s2, 0x03152169d4f3d06ec33a79bfac91a02c99aa0200db66d5aa7b835265f9c9c8f3)
-            s3 := add(s3, 0x0b61811a9210be78b05974587486d58bddc8f51bfdfebbb87afe8b7aa7d3199c)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0635e01c8ad65ed6d8a280b3fa8029e6a2e9ee8af7d3b41732af147546811cf5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x122646d538f25344a8fab41f95ed46f895e279c478e257f6d90a402891ca5bdc, p)), mulmod(s2, 0x26f7a6c66919756f90ca35cfb6384dcaebb25c2b7558843d74a7b45e397d62d6, p)), mulmod(s3, 0x05966e1794084c182f7f99087e4537e98ddb5164fe08b6ac91bd1be95a352a06, p))
+                s1 := add(s1, mulmod(x, 0x016c5ea3b3dd2df705a4e0434154f2f809c957974ed0ddd4f5e95bfd840ecfae, p))
+                s2 := add(s2, mulmod(x, 0x217afb80d572a204476d95f462d3784dbb530e6406f31d91b22ad581badeef39, p))
+                s3 := add(s3, mulmod(x, 0x1e3890f175dc155bfdd1e666e50d5ef528f1e91410a1fbd27a33963711db4b98, p))
+            }
             // round 24
-            s0 := pow5(add(s0, 0x203e000cad298daaf7eba6a5c5921878b8ae48acf7048f16046d637a533b6f78))
-            s1 := add(s1, 0x1a44bf0937c722d1376672b69f6c9655ba7ee386fda1112c0757143d1bfa9146)
-            s2 := add(s2, 0x0376b4fae08cb03d3500afec1a1f56acb8e0fde75a2106d7002f59c5611d4daa)
-            s3 := add(s3, 0x00780af2ca1cad6465a2171250fdfc32d6fc241d3214177f3d553ef363182185)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0da61e9b9eeb2e22f458fff41d2d1b6f5c34d4088575ea9067aaf7964acffe2a)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x00e20b0a83521b33fe7ed3cf34f88c23aca5ac9e3a0cb23012239a1de869ed16, p)), mulmod(s2, 0x14c2d22c5864d87781270132f01a44dc1665db58fa22a7af0994b9cd16c38307, p)), mulmod(s3, 0x01a68a8ea6c951d7ec6997e148a23882bf04f0e280761c606733ce689abc2777, p))
+                s1 := add(s1, mulmod(x, 0x28658e35ab6127aebd540cfe5291f2b64b2f6b3dec4b5eae8b16595236c0b101, p))
+                s2 := add(s2, mulmod(x, 0x2610ff6a10098c24b77dbaa2846413991e1e96c9770301085bb66ade6c68ba5e, p))
+                s3 := add(s3, mulmod(x, 0x2d2141bab3d5daba891e29a320ef3d7619b4142ff9dad4dfea2fa8d62851b2a6, p))
+            }
             // round 25
-            s0 := pow5(add(s0, 0x10774d9ab80c25bdeb808bedfd72a8d9b75dbe18d5221c87e9d857079bdc31d5))
-            s1 := add(s1, 0x10dc6e9c006ea38b04b1e03b4bd9490c0d03f98929ca1d7fb56821fd19d3b6e8)
-            s2 := add(s2, 0x00544b8338791518b2c7645a50392798b21f75bb60e3596170067d00141cac16)
-            s3 := add(s3, 0x222c01175718386f2e2e82eb122789e352e105a3b8fa852613bc534433ee428c)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x02e831b895d19807636a1765bd225c3c389c4a5df3fe2eff7cad4728a5ce3609)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1e10253bea600e69f16a511e0e1bc7e82273fb7ce7a5b98359c7a959a1178998, p)), mulmod(s2, 0x1db20d16e6333caeda05f5da11bde0e96119485068eb6d7f79a5ac1524729bc7, p)), mulmod(s3, 0x1fcbd77c78035e53a025affc1bc2743cd8a4c1676c5b73c3ed04d4c44d124237, p))
+                s1 := addmod(s1, mulmod(x, 0x24d2f9b737e8aa4a53b218d6bbebe7d7ebc3587f5d31d8c01713a4c3bc8a9d7b, p), p)
+                s2 := addmod(s2, mulmod(x, 0x155b96628c0c81bcef338738aafe81072b015234ce9f614321435e8713e29b67, p), p)
+                s3 := addmod(s3, mulmod(x, 0x284c025b89d2c0c3c7991da39d3d01f2a65c9ded8de185f4729c66b98414b7a1, p), p)
+            }
             // round 26
-            s0 := pow5(add(s0, 0x2840d045e9bc22b259cfb8811b1e0f45b77f7bdb7f7e2b46151a1430f608e3c5))
-            s1 := add(s1, 0x062752f86eebe11a009c937e468c335b04554574c2990196508e01fa5860186b)
-            s2 := add(s2, 0x06041bdac48205ac87adb87c20a478a71c9950c12a80bc0a55a8e83eaaf04746)
-            s3 := add(s3, 0x04a533f236c422d1ff900a368949b0022c7a2ae092f308d82b1dcbbf51f5000d)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2f9bc9d8231d618b671e3ee4b8f699601c634d0706c234a0254b67bb19583005)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x228348cbfe1107315b753d0fb64f513d720f870ef9ea8356b9dd9c8b840ae550, p)), mulmod(s2, 0x1132aa094fdd0fd8c5ddb48bfb981be474172b35aa043b98aaa76ddfaa94cc1d, p)), mulmod(s3, 0x2f4349a83eac5eae3efb7c96eefd234f2cb9a918b44d367a03cc1385c1df500a, p))
+                s1 := add(s1, mulmod(x, 0x2986a9d79c132bd733d61b685c1922f10862bf823f2298490eb4604bb8e5c07e, p))
+                s2 := add(s2, mulmod(x, 0x2f6211b6e57842c751e9c220db0730908b5812d20ea9696673f48b89effb7e32, p))
+                s3 := add(s3, mulmod(x, 0x15df9df17e3ac314caa4f892765157c8c214661bf1dd122ed4c956d03a955e97, p))
+            }
             // round 27
-            s0 := pow5(add(s0, 0x13e31d7a67232fd811d6a955b3d4f25dfe066d1e7dc33df04bde50a2b2d05b2a))
-            s1 := add(s1, 0x011c2683ae91eb4dfbc13d6357e8599a9279d1648ff2c95d2f79905bb13920f1)
-            s2 := add(s2, 0x0b0d219346b8574525b1a270e0b4cba5d56c928e3e2c2bd0a1ecaed015aaf6ae)
-            s3 := add(s3, 0x14abdec8db9c6dc970291ee638690209b65080781ef9fd13d84c7a726b5f1364)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x011faecc68bcffd16a9e5d58901b1cc29cc732b6eed6a8d8d6f0b2158d090f0f)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x01fa3bd891e79991c6d12ae556a4ff644eb646e335146bea6e6d95a57d006952, p)), mulmod(s2, 0x2d20c9fd023cce724d1a7f2a737708429d4da492f00b05701e7fba8cb2058873, p)), mulmod(s3, 0x0c77714241bd7646077f24c558867aaacf461f4eba30da0051761e8646833050, p))
+                s1 := add(s1, mulmod(x, 0x28369f6c4681367c7d82a520493b6a2d7539c1ffcf6228260bbc8ba81f1bfbea, p))
+                s2 := add(s2, mulmod(x, 0x2f446645da6137044ad8dd929abd784cfd763e6e775eff9e668f5f1be7ce40a1, p))
+                s3 := add(s3, mulmod(x, 0x06249d2080a11edc0697b470d9d4b3f60c6ca099bf6fb590ba92ffc28003d81d, p))
+            }
             // round 28
-            s0 := pow5(add(s0, 0x1a0b70b4b26fdc28fcd32aa3d266478801eb12202ef47ced988d0376610be106))
-            s1 := add(s1, 0x278543721f96d1307b6943f9804e7fe56401deb2ef99c4d12704882e7278b607)
-            s2 := add(s2, 0x16eb59494a9776cf57866214dbd1473f3f0738a325638d8ba36535e011d58259)
-            s3 := add(s3, 0x2567a658a81ffb444f240088fa5524c69a9e53eeab6b7f8c41c3479dcf8c644a)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1356d8affddcd8002a161d7e4ffe5e8c1c77f587b0077207f1198ac12c3b8d54)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1edc053dc6162081a8669bd67bf654ee9cafd781c0e7b0559343fd9082441fa7, p)), mulmod(s2, 0x2e1fe54ffffed098117a67949d190856d47feb4cfb74463bc1531f05eb7db0c0, p)), mulmod(s3, 0x1b8cc9d926f65627171037b0ed5b79acec7a395febe04ba867d0bbf7e0b8d196, p))
+                s1 := add(s1, mulmod(x, 0x1e8a5db1c231a2f6b0c3cd467043491a5e5a6bac5105222fa4836066e4f5734f, p))
+                s2 := add(s2, mulmod(x, 0x00feb66563131a0c43789e1bb35a25477a264465d4eca911b0fff32cd2df2f05, p))
+                s3 := add(s3, mulmod(x, 0x04049b584fbf7055d552257e214cda7709ae26329e0a6ce79e15df1fbca3b721, p))
+            }
             // round 29
-            s0 := pow5(add(s0, 0x29aa1d7c151e9ad0a7ab39f1abd9cf77ab78e0215a5715a6b882ade840bb13d8))
-            s1 := add(s1, 0x15c091233e60efe0d4bbfce2b36415006a4f017f9a85388ce206b91f99f2c984)
-            s2 := add(s2, 0x16bd7d22ff858e5e0882c2c999558d77e7673ad5f1915f9feb679a8115f014cf)
-            s3 := add(s3, 0x02db50480a07be0eb2c2e13ed6ef4074c0182d9b668b8e08ffe6769250042025)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0740ef6b9b39f90729575999b00dbadefc3948562adee3a5e0cadfd9b013e893)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x05e8dc87715567ef1b721c9351497f25ed6f7edf53cb4ddae3df9d132509d21c, p)), mulmod(s2, 0x000884034e549c6c67d0b6fb9dabcc22daef7a58c9072a41580f1c5b411cc22a, p)), mulmod(s3, 0x13b93adcf48a109a597f26ab965a60f193b7a7cfd1a55fe7876cf81e2c00a3be, p))
+                s1 := add(s1, mulmod(x, 0x12d2818f940d0c95b0d83aa247df47cfda9c91995714cc89e53febc03c058017, p))
+                s2 := add(s2, mulmod(x, 0x0939ceff8881b9a7aff084d9de31c677416c9ac8cf9646bcfe6751d8ca5a266b, p))
+                s3 := add(s3, mulmod(x, 0x297e6335eb1e5781bf6d018d3c74628c1ad1ee87c9419ba688a8b3919c1b5622, p))
+            }
             // round 30
-            s0 := pow5(add(s0, 0x05e4a220e6a3bc9f7b6806ec9d6cdba186330ef2bf7adb4c13ba866343b73119))
-            s1 := add(s1, 0x1dda05ebc30170bc98cbf2a5ee3b50e8b5f70bc424d39fa4104d37f1cbcf7a42)
-            s2 := add(s2, 0x0184bef721888187f645b6fee3667f3c91da214414d89ba5cd301f22b0de8990)
-            s3 := add(s3, 0x1498a307e68900065f5e8276f62aef1c37414b84494e1577ad1a6d64341b78ec)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x19e114f4d4f5c678ce2603786053a8acbf3693a305f3a616a26b3dcd3c95fbd1)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x162bd6d5ff025fa47a130d5f68a5f7afcd835d30718987ac3dcaca3708b29cb6, p)), mulmod(s2, 0x2f1eb9adda1ddd6a8dd2ab82923bc44bf232c21f74292f209a8cc2645c2ed821, p)), mulmod(s3, 0x0eac857f94c7f0902d210aa9b5636845592694797193420228efc40400d624c0, p))
+                s1 := addmod(s1, mulmod(x, 0x09720dbb724a3a5458afeac102c1cbc0905cf50cac357caac6a5a43b0480aae9, p), p)
+                s2 := addmod(s2, mulmod(x, 0x2525a70a1e4afa46b1f6d37ddac5dacd99cd28c8d79f09d4c9193cca77ae2d2d, p), p)
+                s3 := addmod(s3, mulmod(x, 0x268b3a5af6ef4236e0f1848a1d8803c85d0ec33a691b264749e98396330033f6, p), p)
+            }
             // round 31
-            s0 := pow5(add(s0, 0x25f40f82b31dacc4f4939800b9d2c3eacef737b8fab1f864fe33548ad46bd49d))
-            s1 := add(s1, 0x09d317cc670251943f6f5862a30d2ea9e83056ce4907bfbbcb1ff31ce5bb9650)
-            s2 := add(s2, 0x2f77d77786d979b23ba4ce4a4c1b3bd0a41132cd467a86ab29b913b6cf3149d0)
-            s3 := add(s3, 0x0f53dafd535a9f4473dc266b6fccc6841bbd336963f254c152f89e785f729bbf)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2dee2cf559ce457b410a4e9a7cd0b35e0be17dfb18c51badedb3df35b8f31799)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x27b6489a26642b72a3f21e145375401d1453d5e9b7bed51afefb3585d43d2879, p)), mulmod(s2, 0x1e1353f38718deb73e717124fa8c3bdde7f789a6034aadd90105ad497d6a79d0, p)), mulmod(s3, 0x1ebf51e36efb84fb685364575e5d2f49105df396b27c6443f3bd6a55e8865b86, p))
+                s1 := add(s1, mulmod(x, 0x1c2e2d06daf1f282d8d727fd2f34106aaf3c31f83770fcd86aa824f84ad37ef9, p))
+                s2 := add(s2, mulmod(x, 0x1a9876bd6ab42b2433d5fc756f4a4ae999e4f1fdf668c2afe3b8aa7a6ec2161b, p))
+                s3 := add(s3, mulmod(x, 0x2620ad6b42277e79346e78f08b45e27b181a636bb38eb0ede98487fbc2249fa3, p))
+            }
             // round 32
-            s0 := pow5(add(s0, 0x25c1fd72e223045265c3a099e17526fa0e6976e1c00baf16de96de85deef2fa2))
-            s1 := add(s1, 0x2a902c8980c17faae368d385d52d16be41af95c84eaea3cf893e65d6ce4a8f62)
-            s2 := add(s2, 0x1ce1580a3452ecf302878c8976b82be96676dd114d1dc8d25527405762f83529)
-            s3 := add(s3, 0x24a6073f91addc33a49a1fa306df008801c5ec569609034d2fc50f7f0f4d0056)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x174400d8d29475ef56564a745b45744bb574eebc8bf0a501f07c8934709b68c5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x25927784172a8642222321d5b4800c6a861ad1050fab3d4fa68ae55233f8c76d, p)), mulmod(s2, 0x2fa041cf1926d818c5113476b250352e9378e077b08b245f850337fdc410779e, p)), mulmod(s3, 0x19e09789be4c272b1d0c521f66dafd8e6428ab5b52419ba50976b0901ac7f245, p))
+                s1 := add(s1, mulmod(x, 0x2c2468192a71a5b48909a84b364d3736f8ae5bc4079801cfe6bf3800943a5101, p))
+                s2 := add(s2, mulmod(x, 0x2d5046e9ee5ee8bb6cb255876177f8fd45a150aa0af9d99d77a4fa3d68d26c6b, p))
+                s3 := add(s3, mulmod(x, 0x200ab58259474a2c1e2d3a5b4824221e12297836e8f99b74d778a0f9ab12ce6b, p))
+            }
             // round 33
-            s0 := pow5(add(s0, 0x25e52dbd6124530d9fc27fe306d71d4583e07ca554b5d1577f256c68b0be2b74))
-            s1 := add(s1, 0x23dffae3c423fa7a93468dbccfb029855974be4d0a7b29946796e5b6cd70f15d)
-            s2 := add(s2, 0x06342da370cc0d8c49b77594f6b027c480615d50be36243a99591bc9924ed6f5)
-            s3 := add(s3, 0x2754114281286546b75f09f115fc751b4778303d0405c1b4cc7df0d8e9f63925)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2b903cb798078a99a66db9c18c3c0fd220b5cf3decc84e204b7bb566101d29b5)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x22ffaa7827784d051c79b0f6e5d21bcd9278bdc62570fefea74a80211b0ca81c, p)), mulmod(s2, 0x089d3da69a2abdb4b24d5ce98b9c225d437a614d88dac93c7f31a8780ad8071e, p)), mulmod(s3, 0x261cec5c296ed9d176479799bb2b1f92afb918623f44d66936b0146094163ba4, p))
+                s1 := add(s1, mulmod(x, 0x2e84e79cc72aabe8468646e3dfab39c4b712918879ec91e31f5c17d28f1e5cd8, p))
+                s2 := add(s2, mulmod(x, 0x2853816635c21bb5e66fde0d4f35cbce07e7245f457ef3027b682502bf477fd2, p))
+                s3 := add(s3, mulmod(x, 0x06dd22adb45946cf5885cc2b3157c353a878310e1d1943420a6f5aafdcbd68d0, p))
+            }
             // round 34
-            s0 := pow5(add(s0, 0x15c19e8534c5c1a8862c2bc1d119eddeabf214153833d7bdb59ee197f8187cf5))
-            s1 := add(s1, 0x265fe062766d08fab4c78d0d9ef3cabe366f3be0a821061679b4b3d2d77d5f3e)
-            s2 := add(s2, 0x13ccf689d67a3ec9f22cb7cd0ac3a327d377ac5cd0146f048debfd098d3ec7be)
-            s3 := add(s3, 0x17662f7456789739f81cd3974827a887d92a5e05bdf3fe6b9fbccca4524aaebd)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2a6b8eaff9622dbefeb7fa3f6fb27cf9fd772da6da6ae9b2924b3b65bb623224)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x241ab25cd74402bb8c2bd890eebf817f6e4ed4b437a44fa750aba5474fa19774, p)), mulmod(s2, 0x2cacd7be0be004e317305105a03137fcc0c4d33636c71b4249fc647df0c2b4f3, p)), mulmod(s3, 0x24a11dbc7e645fb8c68a0dfbd369ecb1bd61c463f682c44e5875976ca05562c8, p))
+                s1 := add(s1, mulmod(x, 0x0d76ddfc2602d30af89ad39e03272db0577c46bd01218ebc332d312fa5bacdfb, p))
+                s2 := add(s2, mulmod(x, 0x09d07fd86f31bbe17d19100da8167b32f030a0c974d727685524d15ed20b2d3d, p))
+                s3 := add(s3, mulmod(x, 0x206f755c27729f3984c61cdbd7a08370b55d966b6103f324c9b2e3f020068ca0, p))
+            }
             // round 35
-            s0 := pow5(add(s0, 0x21b29c76329b31c8ef18631e515f7f2f82ca6a5cca70cee4e809fd624be7ad5d))
-            s1 := add(s1, 0x18137478382aadba441eb97fe27901989c06738165215319939eb17b01fa975c)
-            s2 := add(s2, 0x2bc07ea2bfad68e8dc724f5fef2b37c2d34f761935ffd3b739ceec4668f37e88)
-            s3 := add(s3, 0x2ddb2e376f54d64a563840480df993feb4173203c2bd94ad0e602077aef9a03e)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x097ba13def1c5b747dd50bc8d3e9efeb0b279241aca629cd80ffde7ca4b654d9)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x19a09bcbf999589baf0c97deb916f06fae3b65204bf2159362749dfea887f528, p)), mulmod(s2, 0x15518cc448cb152ecdd0b6e798492aa8795dc154e55f472b325755918bf1c35b, p)), mulmod(s3, 0x16d0b13f5ded8d0efa54330eb18e4578da25960c13c2b3bc4c10120d1a3a4245, p))
+                s1 := addmod(s1, mulmod(x, 0x09366c29ac578731c5e4762ef13e0ddab35881bbce45191f3cc34574a83616a0, p), p)
+                s2 := addmod(s2, mulmod(x, 0x093faa710ce7382b8371e3048c6936db9eab8102227a669029c9d99cc764757b, p), p)
+                s3 := addmod(s3, mulmod(x, 0x295d7701cb770bb4e84041bae24a2fa4d709f817e9dba6ec7b67faa53dcf1796, p), p)
+            }
             // round 36
-            s0 := pow5(add(s0, 0x277eb50f2baa706106b41cb24c602609e8a20f8d72f613708adb25373596c3f7))
-            s1 := add(s1, 0x0d4de47e1aba34269d0c620904f01a56b33fc4b450c0db50bb7f87734c9a1fe5)
-            s2 := add(s2, 0x0b8442bfe9e4a1b4428673b6bd3eea6f9f445697058f134aae908d0279a29f0c)
-            s3 := add(s3, 0x11fe5b18fbbea1a86e06930cb89f7d4a26e186a65945e96574247fddb720f8f5)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2ebf34d9832733378b161ea5b628e88fa5e637b6f1773b693ec53a147dbc8168)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x22e2c0a0a905bc2895458825f8743a36424c5db130ed514252d9c68b10802375, p)), mulmod(s2, 0x0308887446d2ac2a9f95b40f9f0c9635e844ca96de2d2be5bd2d26f8906fe225, p)), mulmod(s3, 0x10ffde6318449dac11cc4b5af734f90f06c934e1edd7ae1b1b0ddc0cd3a73834, p))
+                s1 := add(s1, mulmod(x, 0x1c786add5b6c36738ab10c3e4556cd259cc4698e435e353aae8901d0aa75ae24, p))
+                s2 := add(s2, mulmod(x, 0x232c0e545f0d39899a0083ece120c9abe67bf106e755af49a3316a54e2188712, p))
+                s3 := add(s3, mulmod(x, 0x1d17d4e2cce2ecefb2fadd9f0cfb930a7ce0a59468c38482432c28daef34b648, p))
+            }
             // round 37
-            s0 := pow5(add(s0, 0x224026f6dfaf71e24d25d8f6d9f90021df5b774dcad4d883170e4ad89c33a0d6))
-            s1 := add(s1, 0x0b2ca6a999fe6887e0704dad58d03465a96bc9e37d1091f61bc9f9c62bbeb824)
-            s2 := add(s2, 0x221b63d66f0b45f9d40c54053a28a06b1d0a4ce41d364797a1a7e0c96529f421)
-            s3 := add(s3, 0x30185c48b7b2f1d53d4120801b047d087493bce64d4d24aedce2f4836bb84ad4)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0f14ee648cd2747f5e798641907923e1721a8e8c7812c270eda60a186bdb36a8)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1a6b5771d6803fa1a5e7c592373bfe1eb3885cf50e2c053f5c6a200b375d0555, p)), mulmod(s2, 0x14a35f9a8408b3679732b05a2b1f66598ee4a1bc8b8fde2fa50532b84a2c0a90, p)), mulmod(s3, 0x21614acacec1cd62d1cacd5553d7e7ef7093afdacfbea71949042508473a2a3b, p))
+                s1 := add(s1, mulmod(x, 0x26d6c35db95235fbcac91332bbf09cf944d0da2d9359495c3cc523e2e7f1a838, p))
+                s2 := add(s2, mulmod(x, 0x3019d2ac9e47c4e6fd2a1e2760dfbc772467f1ae42284a882c63f647cbbef95c, p))
+                s3 := add(s3, mulmod(x, 0x257f8ab9ab34f2f43714726324aeca465e01c9d41bfa29cf888be5ee4bb1d410, p))
+            }
             // round 38
-            s0 := pow5(add(s0, 0x23f5d372a3f0e3cba989e223056227d3533356f0faa48f27f8267318632a61f0))
-            s1 := add(s1, 0x2716683b32c755fd1bf8235ea162b1f388e1e0090d06162e8e6dfbe4328f3e3b)
-            s2 := add(s2, 0x0977545836866fa204ca1d853ec0909e3d140770c80ac67dc930c69748d5d4bc)
-            s3 := add(s3, 0x1444e8f592bdbfd8025d91ab4982dd425f51682d31472b05e81c43c0f9434b31)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1c4559869941dd445c0279bb95b4f735b50729e5f88b17c4e0b55ee8568e598d)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2cc0d49d59dfd866d8fcf45d0bf9ab4cc59e64752cd28c1f4664cae1a703a69c, p)), mulmod(s2, 0x1a09769dc37a362f3d1f7073719d791d890d8eafce749dadcb87804e435dfd72, p)), mulmod(s3, 0x01005bb85bc7d6049361cbb896158f755c5bab3f8a3e89af2b713c05df35c9fb, p))
+                s1 := add(s1, mulmod(x, 0x2d82b897a768a526673d6ac8ab2ceccb3dd82711f3eea69cfa6b28c4c0822ac3, p))
+                s2 := add(s2, mulmod(x, 0x18f7da524f4aff58711b019358ecc2b16d72ac334daffc073e93efe0b4f1a4af, p))
+                s3 := add(s3, mulmod(x, 0x148950f45e6f9a04daa319b8fdf9c0fd03ce074947d2a564aaaed7a96030972e, p))
+            }
             // round 39
-            s0 := pow5(add(s0, 0x26e04b65e9ca8270beb74a1c5cb8fee8be3ffbfe583f7012a00f874e7718fbe3))
-            s1 := add(s1, 0x22a5c2fa860d11fe34ee47a5cd9f869800f48f4febe29ad6df69816fb1a914d2)
-            s2 := add(s2, 0x174b54d9907d8f5c6afd672a738f42737ec338f3a0964c629f7474dd44c5c8d7)
-            s3 := add(s3, 0x1db1db8aa45283f31168fa66694cf2808d2189b87c8c8143d56c871907b39b87)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x12df4453c7079aafb04ad8dd694143e9dd9be182b14fd64ba6f395e81c05213a)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2757b835290fd122654c2928ff7df171003b827a4e7280b5ae5bc38643ea0963, p)), mulmod(s2, 0x2844d0be5c0d20b822d771b05b85e98c91b3e6a7e90574c5714a499117861118, p)), mulmod(s3, 0x120268cddce641db4940b4d6bd285bb36d6992aa644c1652b3a92754ed9c95b1, p))
+                s1 := add(s1, mulmod(x, 0x19f85468653c742abb9cdb845a8913a4afefd7a0fc3bb42cba9b1b2636e8ad4b, p))
+                s2 := add(s2, mulmod(x, 0x0fb5471092d8d750776ef46cd9f8227cab2a1d01e36e54192b24474a4de75d03, p))
+                s3 := add(s3, mulmod(x, 0x2035e88b8c7d70007f01c41e605b868371fefeb893e0c53b2cc287499c0630a0, p))
+            }
             // round 40
-            s0 := pow5(add(s0, 0x1530bf0f46527e889030b8c7b7dfde126f65faf8cce0ab66387341d813d1bfd1))
-            s1 := add(s1, 0x0b73f613993229f59f01c1cec8760e9936ead9edc8f2814889330a2f2bade457)
-            s2 := add(s2, 0x29c25a22fe2164604552aaea377f448d587ab977fc8227787bd2dc0f36bcf41e)
-            s3 := add(s3, 0x2b30d53ed1759bfb8503da66c92cf4077abe82795dc272b377df57d77c875526)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2ccb29f843bae564743c9a81633d37bde2346ec35cabcb7ada2600ec53057ca9)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1d1fc29e388a4fbed580ce020b1f96a4aff71f4e96bf82bc39921dcd816a37f0, p)), mulmod(s2, 0x107fc410f38708d608e1fafb5beb313033152ce6c18e601421df97f66e73d53d, p)), mulmod(s3, 0x0ee81252e959d47a5c974fa87cc21e282c985f95d24e1c71f6c789cc0159b567, p))
+                s1 := addmod(s1, mulmod(x, 0x098f1116ff2cd835c7f2921959fdae8b1bb3b93a3d17b37ab7bcf1e5aba5ff09, p), p)
+                s2 := addmod(s2, mulmod(x, 0x0380010061d18421c057ce541060cc37846ddd5baa3b8257fb81367223dd8c22, p), p)
+                s3 := addmod(s3, mulmod(x, 0x2c270f27c14f61409573b01cdac9d9ad1eed63996ed16fa71a4d0291a495adb9, p), p)
+            }
             // round 41
-            s0 := pow5(add(s0, 0x12f6d703b5702aab7b7b7e69359d53a2756c08c85ede7227cf5f0a2916787cd2))
-            s1 := add(s1, 0x2520e18300afda3f61a40a0b8837293a55ad01071028d4841ffa9ac706364113)
-            s2 := add(s2, 0x1ec9daea860971ecdda8ed4f346fa967ac9bc59278277393c68f09fa03b8b95f)
-            s3 := add(s3, 0x0a99b3e178db2e2e432f5cd5bef8fe4483bf5cbf70ed407c08aae24b830ad725)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x14670a738f5dbb92e8c3c98046e58ac8df886344df0a83d76e680e494d03bf39)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x175b2013641f199ec0ee8f1e58b5b0949d9d82abff03e9097a2e03dae0738313, p)), mulmod(s2, 0x08c2c9eb83874c089ee29496bc5b75ede2334bcef4cdc0a7dbde5d8853097ec8, p)), mulmod(s3, 0x27194fdbceb6493c4d2c52e120642f71ca7c7ec1eb1fb2164a07cdd4ac6bca4d, p))
+                s1 := add(s1, mulmod(x, 0x29a3650d24b9f5b5abf9fcd6766c9dedab20fa325c10d7282e2a39f264884980, p))
+                s2 := add(s2, mulmod(x, 0x0d26f20690f7dfd5caae8b9a6ffe95f862c7528035481e0abba2396e7a618e1e, p))
+                s3 := add(s3, mulmod(x, 0x1236aff173bc7288e48a2ca8e647759129d6b7e9e1d44961d4e32fd98d3f9fe4, p))
+            }
             // round 42
-            s0 := pow5(add(s0, 0x07cda9e63db6e39f086b89b601c2bbe407ee0abac3c817a1317abad7c5778492))
-            s1 := add(s1, 0x08c9c65a4f955e8952d571b191bb0adb49bd8290963203b35d48aab38f8fc3a3)
-            s2 := add(s2, 0x2737f8ce1d5a67b349590ddbfbd709ed9af54a2a3f2719d33801c9c17bdd9c9e)
-            s3 := add(s3, 0x1049a6c65ff019f0d28770072798e8b7909432bd0c129813a9f179ba627f7d6a)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x24dd8108627369f7896dc5edc2b2e2c35a5956225032bad14c2bbb528e6380d1)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2dc6dca9f079d02912f38063de9b3b72edb1597251bc387ee96c7b485faf9014, p)), mulmod(s2, 0x2cfaf1766be1ecd8468dd41a537d287e3c3f1c695f08e59d699cb2af7c39add8, p)), mulmod(s3, 0x2058a3f15c656f94d9f3c378074655cd4dba5fe94fd51c379cb36f938bf24611, p))
+                s1 := add(s1, mulmod(x, 0x2bae3a90726676f3e7e2ae4ac6ac565f7e2d101d3937909e08ecb66bcf2fdf12, p))
+                s2 := add(s2, mulmod(x, 0x01308b851cb6577dd1431d2a108c636ba711e15f490e7886f173d42f807bc1e2, p))
+                s3 := add(s3, mulmod(x, 0x1a641971b280f65c201fcd422d4fd4518349f023b9e5734aadd2fa58cab44aec, p))
+            }
             // round 43
-            s0 := pow5(add(s0, 0x18b4fe968732c462c0ea5a9beb27cecbde8868944fdf64ee60a5122361daeddb))
-            s1 := add(s1, 0x2ff2b6fd22df49d2440b2eaeeefa8c02a6f478cfcf11f1b2a4f7473483885d19)
-            s2 := add(s2, 0x2ec5f2f1928fe932e56c789b8f6bbcb3e8be4057cbd8dbd18a1b352f5cef42ff)
-            s3 := add(s3, 0x265a5eccd8b92975e33ad9f75bf3426d424a4c6a7794ee3f08c1d100378e545e)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1b45d55557e0a4ee680ba70597f6ca13b25ec6930a0cdd457b724d37b2be22bd)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x275f6a7b28c4552228b34d35fcb416816062bd2306ac1bf37829284cb64df932, p)), mulmod(s2, 0x0468d9cbc98f5da1e71f62ef54db7460a246bdef96a9974f32694650ec161275, p)), mulmod(s3, 0x2fcd5759e64ece88bd02f1f93d307ecd9667a3b7fd94a98247baed3432dd75af, p))
+                s1 := add(s1, mulmod(x, 0x07aa214858a5fb4feb41fd2fb463abeb46b4d94fd6f479c77ee83e009d4b0964, p))
+                s2 := add(s2, mulmod(x, 0x2759ba8ed89fe56ac35d079ed0c6672b33edf2d206230e745f418b0ffc1bb7b3, p))
+                s3 := add(s3, mulmod(x, 0x29ebe3a88017dbbd3dee8b11de049410e395bb5f4d67240bc107d8f00e9b7d66, p))
+            }
             // round 44
-            s0 := pow5(add(s0, 0x2405eaa4c0bde1129d6242bb5ada0e68778e656cfcb366bf20517da1dfd4279c))
-            s1 := add(s1, 0x094c97d8c194c42e88018004cbbf2bc5fdb51955d8b2d66b76dd98a2dbf60417)
-            s2 := add(s2, 0x2c30d5f33bb32c5c22b9979a605bf64d508b705221e6a686330c9625c2afe0b8)
-            s3 := add(s3, 0x01a75666f6241f6825d01cc6dcb1622d4886ea583e87299e6aa2fc716fdb6cf5)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x20854ac2730f4111b36682ad028cc81c9b153e6ce76b1d49ca7e538463b6da66)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x043ac3249f1ec7c834d6506a7981be98fa65611f2c234ba0138ba38496285390, p)), mulmod(s2, 0x09aee3aed2b8f3da8569ff6f977bbc1bd91d5f6e71897339f4d7a524bddf76ca, p)), mulmod(s3, 0x0a08663929d8e305e25d81152fc3b959fce8f9477ccc7520355c6eba6d72e0ac, p))
+                s1 := add(s1, mulmod(x, 0x25e982d33daa5a66f32b0826ef96cd235c02725b0d44508f0cd50f19613a40f7, p))
+                s2 := add(s2, mulmod(x, 0x1cf184d8bb6e6fb16e87c3869c4287157b9782e3db156ad6b03b1b6a1682567f, p))
+                s3 := add(s3, mulmod(x, 0x084b98f54b7058903b99b974eea21e9d07e1cba4a01f7556e926d16b84412a4d, p))
+            }
             // round 45
-            s0 := pow5(add(s0, 0x0a3290e8398113ea4d12ac091e87be7c6d359ab9a66979fcf47bf2e87d382fcb))
-            s1 := add(s1, 0x154ade9ca36e268dfeb38461425bb0d8c31219d8fa0dfc75ecd21bf69aa0cc74)
-            s2 := add(s2, 0x27aa8d3e25380c0b1b172d79c6f22eee99231ef5dc69d8dc13a4b5095d028772)
-            s3 := add(s3, 0x2cf4051e6cab48301a8b2e3bca6099d756bbdf485afa1f549d395bbcbd806461)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x06973cdc5204b7925a1c454fc23279bb53ad5d8dd2ac99da36916072a8b3d488)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x1e80853d17c22e54427ce24858a8df52e5f9f82bd7e43d2b2593767e393606da, p)), mulmod(s2, 0x2ac32cba9bee353125aa0ca0ea5c746b574875947db9d2666078a10425e8c60e, p)), mulmod(s3, 0x04d6ba76337fa37970571c97b1d386e75000679064042f9258aa97f7d1646782, p))
+                s1 := addmod(s1, mulmod(x, 0x229ba1a346962eeee8641de969a7417afb640d1aed44b031cbcf18093cebdda5, p), p)
+                s2 := addmod(s2, mulmod(x, 0x2adb63f52d0d8b84136afde227f6462e363dca873c0948ec5a09bf884e3e55c3, p), p)
+                s3 := addmod(s3, mulmod(x, 0x0e5dc3d15f61d8e0dc2c1e4eb2785d873dcdbdcf4d1216e4b4ee63577e6f984f, p), p)
+            }
             // round 46
-            s0 := pow5(add(s0, 0x301e70f729f3c94b1d3f517ddff9f2015131feab8afa5eebb0843d7f84b23e71))
-            s1 := add(s1, 0x298beb64f812d25d8b4d9620347ab02332dc4cef113ae60d17a8d7a4c91f83bc)
-            s2 := add(s2, 0x1b362e72a5f847f84d03fd291c3c471ed1c14a15b221680acf11a3f02e46aa95)
-            s3 := add(s3, 0x0dc8a2146110c0b375432902999223d5aa1ef6e78e1e5ebcbc1d9ba41dc1c737)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0dc0a63c6129223f2dfa3dc8515a6c60b18cec6257c5cd8a74c3273a2f8ae957)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x06991f1efc2cc5b82336d6c72d6f773f2c991fe00ec5e0ec3b843c540b57b905, p)), mulmod(s2, 0x1460938c892d808b14e8d741dd2fa7c696ac17b62bcc1ee5df5694a35e132a2a, p)), mulmod(s3, 0x102929dad70078635d447a2108ba8655841540e859517bc66e99993a7e2d65e9, p))
+                s1 := add(s1, mulmod(x, 0x1ce63bdaf3f2c0eb883c4b0add7d10ea66678fa194d6a671c1dec12200695d95, p))
+                s2 := add(s2, mulmod(x, 0x0a4d7ca5f2017d8d79bc1ba2f525d06f0d2bb7b8c4b465fd15852462d7b5bc8d, p))
+                s3 := add(s3, mulmod(x, 0x29fa3a2fbed2886e9fa7ae54e854ffc02fe118fb7575307763219fa7ecf445fb, p))
+            }
             // round 47
-            s0 := pow5(add(s0, 0x0a48663b34ce5e1c05dc93092cb69778cb21729a72ddc03a08afa1eb922ff279))
-            s1 := add(s1, 0x0a87391fb1cd8cdf6096b64a82f9e95f0fe46f143b702d74545bb314881098ee)
-            s2 := add(s2, 0x1b5b2946f7c28975f0512ff8e6ca362f8826edd7ea9c29f382ba8a2a0892fd5d)
-            s3 := add(s3, 0x01001cf512ac241d47ebe2239219bc6a173a8bbcb8a5b987b4eac1f533315b6b)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0d4651b97dcd8d10da5a5b40a6764bd000a437a5c4dc838dd1343cb238552d1c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x26c99f9a7f34c37f60c2151708920b404f59330afa0e93794b47d6062e92dad2, p)), mulmod(s2, 0x03d66dc153d207a6dac2a8584418d2a1765465801780d52bbbd457e30d511805, p)), mulmod(s3, 0x1d9d2c271f135b728f6b5126c55090ebc1bf536792e68d3828b6dc3cb205f96b, p))
+                s1 := add(s1, mulmod(x, 0x122ee2ceb53c8bf75cad4199f34844f10ce7f7c1eceb194c1c0995095bff0f34, p))
+                s2 := add(s2, mulmod(x, 0x002c5de90728025f695a97bf49f339ac7f5759cfc0a64579bb517043e8e83986, p))
+                s3 := add(s3, mulmod(x, 0x0ca7a0ad4c9a1e0f2c4fad7d45bf857525f30f5cf6b668bd89315037acc0e5b2, p))
+            }
             // round 48
-            s0 := pow5(add(s0, 0x2fd977c70f645db4f704fa7d7693da727ac093d3fb5f5febc72beb17d8358a32))
-            s1 := add(s1, 0x23c0039a3fab4ad3c2d7cc688164f39e761d5355c05444d99be763a97793a9c4)
-            s2 := add(s2, 0x19d43ee0c6081c052c9c0df6161eaac1aec356cf435888e79f27f22ff03fa25d)
-            s3 := add(s3, 0x2d9b10c2f2e7ac1afddccffd94a563028bf29b646d020830919f9d5ca1cefe59)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2eea32b779d16fcb7dc05b75e2f46bf8b885ea76015550db825fb1e4c2949ba1)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x072fca1ab68de8ea219830012753dfa0e4d7b4e82de6b4d587880aa5aa7677de, p)), mulmod(s2, 0x1c33f874532a1c963282a57c4c23a9fd8205292219e3ec8973cd112b5024948f, p)), mulmod(s3, 0x1f4235417fa09810d87ef253d7241d8b60885cd2e7a1043c3f796bc9a6e18b4c, p))
+                s1 := add(s1, mulmod(x, 0x2ff04922672700cf6264e7afa3e53defca5bf17a6233f20576835c0eec820263, p))
+                s2 := add(s2, mulmod(x, 0x2be78a609db3816594eca211ffd2db4d62ff20a0f699b946e0eee333d660a50b, p))
+                s3 := add(s3, mulmod(x, 0x144f7514466107b17c830e7107a8c0079b978d5ab9fa4f984ab48dacc297981a, p))
+            }
             // round 49
-            s0 := pow5(add(s0, 0x2457ca6c2f2aa30ec47e4aff5a66f5ce2799283e166fc81cdae2f2b9f83e4267))
-            s1 := add(s1, 0x0abc392fe85eda855820592445094022811ee8676ed6f0c3044dfb54a7c10b35)
-            s2 := add(s2, 0x19d2cc5ca549d1d40cebcd37f3ea54f31161ac3993acf3101d2c2bc30eac1eb0)
-            s3 := add(s3, 0x0f97ae3033ffa01608aafb26ae13cd393ee0e4ec041ba644a3d3ab546e98c9c8)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0c61d9fef71beb39fb5a2befd0afef590c53f151f4990d7e127990afbc0597c2)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x123c4a1c8e4899688f82e01003734d6330f2f1dbf3381351e5dca8fb738bdef2, p)), mulmod(s2, 0x119e67fde655b5955a4b5ec684edd8bf2206b2a7eb59e9f15096ca75834926af, p)), mulmod(s3, 0x17836f4a1e751f39a063ac6209b889d9497132e50221c5398be6bec44d388afc, p))
+                s1 := add(s1, mulmod(x, 0x0706b2a2dabc375c06dae0ab44cc148c5cfdae00a42c1ee91f544116ac50bdde, p))
+                s2 := add(s2, mulmod(x, 0x185d93cf4e7d3f43ffac98bbe4e6de82ed7cd5f45f7dabeed62bff8b2729bdb7, p))
+                s3 := add(s3, mulmod(x, 0x28fde9b0f3cc587aa7c5ed5851c497fe5c585ee8f6fbf7b362ee8079ab029e6e, p))
+            }
             // round 50
-            s0 := pow5(add(s0, 0x16dbc78fd28b7fb8260e404cf1d427a7fa15537ea4e168e88a166496e88cfeca))
-            s1 := add(s1, 0x240faf28f11499b916f085f73bc4f22eef8344e576f8ad3d1827820366d5e07b)
-            s2 := add(s2, 0x0a1bb075aa37ff0cfe6c8531e55e1770eaba808c8fdb6dbf46f8cab58d9ef1af)
-            s3 := add(s3, 0x2e47e15ea4a47ff1a6a853aaf3a644ca38d5b085ac1042fdc4a705a7ce089f4d)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2c1e3258c797fbdb99e8913f4398f1ec0732f2850666f4bb8fef165b7d91da3c)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x23d3af708ec92177cfc7be51b19f804c6e094893af419f7539a5d9cae193ac5b, p)), mulmod(s2, 0x2610a2ef3075281ef660ea0bc85d46d99ec5e9986d9ccd5d5e5d2f442e2b4b4a, p)), mulmod(s3, 0x116e9d296c54176b377931cbe78b7fe6bc36dca94e3eb4a356a440d3b7f0c5ca, p))
+                s1 := addmod(s1, mulmod(x, 0x06df27706ae505c3290bce845b77e71b9896cfce530043f1ead4ab71b752cef8, p), p)
+                s2 := addmod(s2, mulmod(x, 0x024c364f8128c52fd2bb181978419d08f95bc16dcf2e8c2c3cf3d1ea225d8232, p), p)
+                s3 := addmod(s3, mulmod(x, 0x07ad437e2e7226d43a336bf1ef9d24ddb628e73d052c0be8d59faa00fdee4faa, p), p)
+            }
             // round 51
-            s0 := pow5(add(s0, 0x166e5bf073378348860ca4a9c09d39e1673ab059935f4df35fb14528375772b6))
-            s1 := add(s1, 0x18b42d7ffdd2ea4faf235902f057a2740cacccd027233001ed10f96538f0916f)
-            s2 := add(s2, 0x089cb1b032238f5e4914788e3e3c7ead4fc368020b3ed38221deab1051c37702)
-            s3 := add(s3, 0x242acd3eb3a2f72baf7c7076dd165adf89f9339c7b971921d9e70863451dd8d1)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0f3f47886e500a30a17c3f082c60b7db1078ecc01371cad88c884326e1481fd0)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x2b6ca6cb5714df573b05397e94dc43fe3fa69ea197a4e9e6d41e2b848a62303d, p)), mulmod(s2, 0x02dc35b8f0c31ebad882a1b5ee562422d2ca238b40ca6f131143dfa2ad705f89, p)), mulmod(s3, 0x042822031f2cd628fa285d180cf3a8f4267cbf7b553ee89c1615a32758149fbd, p))
+                s1 := add(s1, mulmod(x, 0x0f7d48e540fb1c52f4d02b923d866fb74b309a30771ccbbe198d343dc77a0d7b, p))
+                s2 := add(s2, mulmod(x, 0x11cbb9e57127376b285a244abc9f8335b47b687c443ef08f7d974fcbc07794f0, p))
+                s3 := add(s3, mulmod(x, 0x293243c2cfc64e120e7554a1abef0c9ac3e53ed28c7fb7e67da72f0de9e0af3e, p))
+            }
             // round 52
-            s0 := pow5(add(s0, 0x174fbb104a4ee302bf47f2bd82fce896eac9a068283f326474af860457245c3b))
-            s1 := add(s1, 0x17340e71d96f466d61f3058ce092c67d2891fb2bb318613f780c275fe1116c6b)
-            s2 := add(s2, 0x1e8e40ac853b7d42f00f2e383982d024f098b9f8fd455953a2fd380c4df7f6b2)
-            s3 := add(s3, 0x0529898dc0649907e1d4d5e284b8d1075198c55cad66e8a9bf40f92938e2e961)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1cd7fb3d0d270366d1a5afb3a327e75a22d4faecad3a5b3b2361cd45dfa6558f)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0a4e062370da0495bbda23efb2fb06dadaf7fa13c9101f12baf1bd1b1c96bdbe, p)), mulmod(s2, 0x151221d44d3e0c9bd72102675c4b23c4d9aa17fc699a3b95e39d8ee947c61168, p)), mulmod(s3, 0x078bd872bce9136fa5bec6e7759fd12faf09a2a49d66a967533590a102035235, p))
+                s1 := add(s1, mulmod(x, 0x14ad26225e4db9cbbd72b7b380eb4cb3bb142ef7b402081ba72fb6ace89ac388, p))
+                s2 := add(s2, mulmod(x, 0x099586a278a3e3011da16bcae007974b7ce4d62c90b01b9c3659386b7e2f2732, p))
+                s3 := add(s3, mulmod(x, 0x0e03608aa72be7e2297de6dae9ffa81d7cf9d9f6eb4a71470a18f21c0137a5f5, p))
+            }
             // round 53
-            s0 := pow5(add(s0, 0x2162754db0baa030bf7de5bb797364dce8c77aa017ee1d7bf65f21c4d4e5df8f))
-            s1 := add(s1, 0x12c7553698c4bf6f3ceb250ae00c58c2a9f9291efbde4c8421bef44741752ec6)
-            s2 := add(s2, 0x292643e3ba2026affcb8c5279313bd51a733c93353e9d9c79cb723136526508e)
-            s3 := add(s3, 0x00ccf13e0cb6f9d81d52951bea990bd5b6c07c5d98e66ff71db6e74d5b87d158)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x1032ce10d5c5800ea4c2a6f83c5cc0a88f66cedb72ddd947148dc93978fdb3ae)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x06cdbeb5979f2e57195c5b240a90dbd2418a263187082957b0a73d77b60626bd, p)), mulmod(s2, 0x0b56babb7d7a663b2e767f30ca0af82cd79dcef11f091e42bdfc73901997218d, p)), mulmod(s3, 0x26d69e0f548ee76e51ef3b8036061df831950abae011e1f1e856d09c7cf6aa8f, p))
+                s1 := add(s1, mulmod(x, 0x28770922bd2803e9f286db50fb2b8d6f7117c39e648c4fd3f1fedff6943fa2ed, p))
+                s2 := add(s2, mulmod(x, 0x0479e59c95e648bdb151d5438a7b1a78781a47778497a5d786628bfb06c40154, p))
+                s3 := add(s3, mulmod(x, 0x2e989373f27c9545fbb54b7238731a8109fd312ede4a024903628eb3b87e4197, p))
+            }
             // round 54
-            s0 := pow5(add(s0, 0x185d1e20e23b0917dd654128cf2f3aaab6723873cb30fc22b0f86c15ab645b4b))
-            s1 := add(s1, 0x14c61c836d55d3df742bdf11c60efa186778e3de0f024c0f13fe53f8d8764e1f)
-            s2 := add(s2, 0x0f356841b3f556fce5dbe4680457691c2919e2af53008184d03ee1195d72449e)
-            s3 := add(s3, 0x1b8fd9ff39714e075df124f887bf40b383143374fd2080ba0c0a6b6e8fa5b3e8)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x133528e944389a88a7962c6566c2966e879d981c28832b637203142727d8d580)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x21cf74b69dab5939a76c0b5354e4437d01524502155e40e204521176235b780b, p)), mulmod(s2, 0x18e04196ea623a0a9b273cbfb93bd711966f7248cf28bba89cbd64f1aa5612b5, p)), mulmod(s3, 0x289e5d4f3b63956a39caa9adcb2199fcd1308b972ebb5d0d82b257b9bfd7aad8, p))
+                s1 := add(s1, mulmod(x, 0x18c925e9d138474b0e5ab38fabbcdd4ff7c60b00fb1ab9fc03d18946fd7d9d4f, p))
+                s2 := add(s2, mulmod(x, 0x1f53108d9d46d950bc002b8fc0fdefcb2ebfd8da16c97c4a11b4c5f890f62ec6, p))
+                s3 := add(s3, mulmod(x, 0x171b1810a7b8f9e4bd265939c8376898e91c503e5ea889bd5cd4a39ebc511f76, p))
+            }
             // round 55
-            s0 := pow5(add(s0, 0x0e86a8c2009c140ca3f873924e2aaa14fc3c8ae04e9df0b3e9103418796f6024))
-            s1 := add(s1, 0x2e6c5e898f5547770e5462ad932fcdd2373fc43820ca2b16b0861421e79155c8)
-            s2 := add(s2, 0x05d797f1ab3647237c14f9d1df032bc9ff9fe1a0ecd377972ce5fd5a0c014604)
-            s3 := add(s3, 0x29a3110463a5aae76c3d152875981d0c1daf2dcd65519ef5ca8929851da8c008)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x100e687d38a848a98b91cad9c47922de64588bd4904637a9126aab2e639f03a8)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0aefb2792216adb5c751a91b3cfe1ebb388ac1c76eb3e6ae9c63eb46ae8c119e, p)), mulmod(s2, 0x126a917bec9226d88ab7eff57258926ad6a0e97ed29af2d5475d92601212e658, p)), mulmod(s3, 0x0ab542132b45cc89b238a953ad6067698f3b25d636ea4b78c165646f79eb74de, p))
+                s1 := addmod(s1, mulmod(x, 0x0b5bdd2ee504085ca1f7f9e7c22ba8be4cb303eeb95bd587a4206f4b8b96aa29, p), p)
+                s2 := addmod(s2, mulmod(x, 0x1b1dd50fe39bf868dc6548ca661f4cfcbbe3b6ceb65c9bc3724efc5a124668fe, p), p)
+                s3 := addmod(s3, mulmod(x, 0x1c692a335947cba29d21fd4c8994c4878f2693725b4bd141ccd49a599b2fef55, p), p)
+            }
             // round 56
-            s0 := pow5(add(s0, 0x2974da7bc074322273c3a4b91c05354cdc71640a8bbd1f864b732f8163883314))
-            s1 := add(s1, 0x1ed0fb06699ba249b2a30621c05eb12ca29cb91aa082c8bfcce9c522889b47dc)
-            s2 := add(s2, 0x1c793ef0dcc51123654ff26d8d863feeae29e8c572eca912d80c8ae36e40fe9b)
-            s3 := add(s3, 0x1e6aac1c6d3dd3157956257d3d234ef18c91e82589a78169fbb4a8770977dc2f)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x03e493006abd00b47cdd52eada22e0ad655a5ebd906c6ef8ebc98ebf30cf3e0a)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x05df3198344a820f7b951cc5a0f8ed1025f545ecd1d889fc3fd41c11dfcc7299, p)), mulmod(s2, 0x2cd9ea732211aa8fb71f1654d1e9f933649faa16cf839df52049f0dcc15f111d, p)), mulmod(s3, 0x280d99984b03049843f20ac6aa0fc18146207d10bc83f00e45331d5e8ac94a16, p))
+                s1 := add(s1, mulmod(x, 0x11603c758dff6c1a43cc980518ce2ac7ee5c2df9fe1bcab3d6f97a7d96130d89, p))
+                s2 := add(s2, mulmod(x, 0x0e5fdcc614e1102079ef036da466db690f79648ed472a0fceea84993c74582ef, p))
+                s3 := add(s3, mulmod(x, 0x1403cb9aba4d4b6178ed16b9dc6f6250f3a63ea8f99b5bd78c6d6884add8f99b, p))
+            }
             // round 57
-            s0 := pow5(add(s0, 0x1a20ada7576234eee6273dd6fa98b25ed037748080a47d948fcda33256fb6bf5))
-            s1 := add(s1, 0x191033d6d85ceaa6fc7a9a23a6fd9996642d772045ece51335d49306728af96c)
-            s2 := add(s2, 0x006e5979da7e7ef53a825aa6fddc3abfc76f200b3740b8b232ef481f5d06297b)
-            s3 := add(s3, 0x0b0d7e69c651910bbef3e68d417e9fa0fbd57f596c8f29831eff8c0174cdb06d)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x26f04c8d2c01987e17904bc0b612bd5f08e51cf1e65465dae9023702eca20656)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0ffa79411b0fd18104f179c0d2e88266544b5255cb92038a6ad919d6c7e390ef, p)), mulmod(s2, 0x287fd57edcf07e6db3baab4c5348662de28c328fb50103e793135cb67c229e26, p)), mulmod(s3, 0x13668c71348d000ea30f31f98c66a4a1c9bac85647ceb90b77f71e54b2a94e48, p))
+                s1 := add(s1, mulmod(x, 0x2c53eac1a30aa44a0ea5eb0f41033f47713d5ef9684befaaf60b9c62587adba7, p))
+                s2 := add(s2, mulmod(x, 0x2b4de349afb1a4904c13f2d2ed11a86d1d4285a13d3f627380f21f75703f3363, p))
+                s3 := add(s3, mulmod(x, 0x076d942e289b022b369c6187e938947855ea1a7fc3db0d28f05b1b93143edbb0, p))
+            }
             // round 58
-            s0 := pow5(add(s0, 0x25caf5b0c1b93bc516435ec084e2ecd44ac46dbbb033c5112c4b20a25c9cdf9d))
-            s1 := add(s1, 0x12c1ea892cc31e0d9af8b796d9645872f7f77442d62fd4c8085b2f150f72472a)
-            s2 := add(s2, 0x16af29695157aba9b8bbe3afeb245feee5a929d9f928b9b81de6dadc78c32aae)
-            s3 := add(s3, 0x0136df457c80588dd687fb2f3be18691705b87ec5a4cfdc168d31084256b67dc)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2bfac576463a9087733361565a2f8bb32d1ff446670922aad8dfa203c17c5b2b)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x0bcc66f1cc25a23ac337b702358e7111b55f0d0ea27b9f68047bc39b587c7d42, p)), mulmod(s2, 0x0e78cf6b1817c2139321076851091f7212dd8bc342d33a52a4b71f0aaece6a30, p)), mulmod(s3, 0x050e895683b02999a4b5fa898b61f8d17c1168c909ef8fde3f5f2573c3448af7, p))
+                s1 := add(s1, mulmod(x, 0x0ae58a953830e16be1c442029223ed992e8db48ee4ad1ee8825bdb7791b0e8f0, p))
+                s2 := add(s2, mulmod(x, 0x00248462e05806a40d93c1ba1489548f1774f7b921bc75aed841b3a47de73b16, p))
+                s3 := add(s3, mulmod(x, 0x1b476cddf10a3ff6b123f903a9732861c447a61ba55391133ecd712818343578, p))
+            }
             // round 59
-            s0 := pow5(add(s0, 0x1639a28c5b4c81166aea984fba6e71479e07b1efbc74434db95a285060e7b089))
-            s1 := add(s1, 0x03d62fbf82fd1d4313f8e650f587ec06816c28b700bdc50f7e232bd9b5ca9b76)
-            s2 := add(s2, 0x11aeeb527dc8ce44b4d14aaddca3cfe2f77a1e40fc6da97c249830de1edfde54)
-            s3 := add(s3, 0x13f9b9a41274129479c5e6138c6c8ee36a670e6bc68c7a49642b645807bfc824)
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x270ce8172e69fd0ae2f76997bd7045470a43d197e29a4e5ab49a6cf70779ec10)
+                let q := mulmod(u, u, p)
+                let x := mulmod(mulmod(q, q, p), u, p)
+                s0 := add(add(add(x, mulmod(s1, 0x01c595c8ae053a7de9b0469bdabaeacac203f0af93fe48b7e7afc34dc0054b30, p)), mulmod(s2, 0x123b106520fa9e56ef05ec69ad7c6986ed58ad08ae9a0d9c24c44977cdd4a3c3, p)), mulmod(s3, 0x1f5ce878fe709d0cb23cc5b2d8545cf7a99222f81e60b126ad198854629e2284, p))
+                s1 := add(s1, mulmod(x, 0x0c0a991b3c9e1d536cb198ee13c072b0e15b1331b607692385f0e3d22a18200a, p))
+                s2 := add(s2, mulmod(x, 0x0e2fbd479ac1e012f1c177bf8d09d7b45951800a41a826aa414584443c5db973, p))
+                s3 := add(s3, mulmod(x, 0x27ccd60840adf2f97229e5ff04b5a0c782b987c2f83647930c3c97e1893f3354, p))
+            }
             // round 60 (full)
-            s0 := pow5(add(s0, 0x0e4772fa3d75179dc8484cd26c7c1f635ddeeed7a939440c506cae8b7ebcd15b))
-            s1 := pow5(add(s1, 0x1b39a00cbc81e427de4bdec58febe8d8b5971752067a612b39fc46a68c5d4db4))
-            s2 := pow5(add(s2, 0x2bedb66e1ad5a1d571e16e2953f48731f66463c2eb54a245444d1c0a3a25707e))
-            s3 := pow5(add(s3, 0x2cf0a09a55ca93af8abd068f06a7287fb08b193b608582a27379ce35da915dec))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x0b3de464687d7071a09ad34acf2b75579ae0b840d2a1b227a7fd9ca6334173e9)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := addmod(s1, 0x0be941ad82eb34090c37a367915865c708056f812577da4c36cdf4a33182fb92, p)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := addmod(s2, 0x264be74d9c3569594ecd3ff0d37c9fca38e50dc5f1a5fc04f1f0e000778fc890, p)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := addmod(s3, 0x203264ae934774beff93b05e1a9201ddb0092a5a1b574ba2b6f417e38a88dd5d, p)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(add(s0, mulmod(s1, 0x305371407871eef9f2b8ba170ddd1a184cc268c7c68a1d8177b5edf2543827de, p)), mulmod(s2, 0x06dffab7a1280f76f84a9448dbb105b5ea0ac9f3e885bd07fa5e91b194bba2c1, p)), mulmod(s3, 0x1bcc6988e078bdcfbec79086afd498036c996ed6028f45825563246c64684d3b, p))
+                let n1 := add(add(add(s0, mulmod(s1, 0x30160322e56c7fe842d734171f56165c54fd479aac92ade950a8bbfa2bc9b9ff, p)), mulmod(s2, 0x09927fbf82ee91c25ddc3f453518d771c85a9b60689b4747f4b97761a121bce4, p)), mulmod(s3, 0x201e6a43a791cf67dcd2e4cf599d7b27b94336943f73af66fc302ffd693bc512, p))
+                let n2 := add(add(add(s0, mulmod(s1, 0x21133e53817739f46fefbd72b81eba0bb7aa4f8f7fbd2562828a690375af52b3, p)), mulmod(s2, 0x0b38c7c6b78e1ef4c34d61560cc96b5563afaee07d80839801be414d0a4c4fca, p)), mulmod(s3, 0x01af6a88bc5e30031838ced25b87c11ea4ed35ed372919fcd3af01f2f77c2618, p))
+                s3 := add(add(add(s0, mulmod(s1, 0x17b24a4e284f8206a1f5e2f0b1c1192fa4fbaf7076bb71bded454ace29e6f952, p)), mulmod(s2, 0x06c6b39653c0abaea7cfe9733567a0e966d13792cd0f5b0e1d36eb471896b1cb, p)), mulmod(s3, 0x0edc9343e7fe93e733d823e545f76af781954996d6f7261b0e83daeef7f7c9c2, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 61 (full)
-            s0 := pow5(add(s0, 0x2d1bd78fa90e77aa88830cabfef2f8d27d1a512050ba7db0753c8fb863efb387))
-            s1 := pow5(add(s1, 0x065610c6f4f92491f423d3071eb83539f7c0d49c1387062e630d7fd283dc3394))
-            s2 := pow5(add(s2, 0x2d933ff19217a5545013b12873452bebcc5f9969033f15ec642fb464bd607368))
-            s3 := pow5(add(s3, 0x1aa9d3fe4c644910f76b92b3e13b30d500dae5354e79508c3c49c8aa99e0258b))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2c3c4d9abdf8c064a840e815dc3108330fd9af43840c59de785a0745f701b76d)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x075a2cc153c160597721d3b498cab391bcba53cf6069a8009af569879fcffe7e)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x1b964a10df2b3b4cf12d7d85ac318f35f6ff769902c9182bcecfeb4268771812)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x26e5aeb6cecd546f38531ee60285a2466e758626b0c60680f45412740a7f1c49)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(add(s0, mulmod(s1, 0x0663ced12e20c43e9be6b4ba0a11fcbee412ed9874b03a2b5d7bb57f75b6220c, p)), mulmod(s2, 0x098957baa2c63d11223b7279f117d04f8d9a187cea4853157dbac91d0b0e1aaa, p)), mulmod(s3, 0x059e4c781799bb33aac6a2019bcc51e5afc3178d09df85dd453d7393a38f01aa, p))
+                let n1 := add(add(add(s0, mulmod(s1, 0x1b734ed59b2f987d0f0d72be82bd06c39f181f87f400baf52f2e1257bd819fc0, p)), mulmod(s2, 0x132bd394d45a477c00d36de5f491ff879b102eb08eeed5c4ec9b4ef1b497a2ae, p)), mulmod(s3, 0x0bb63982636c126abbf19369180f9fcb462949051681ae1873bd0f9cf980210a, p))
+                let n2 := add(add(add(s0, mulmod(s1, 0x11e70e954d2c78c9c7ce9f0cb1dbbddf79c8f68e843413bba55e5fcefdc43fa6, p)), mulmod(s2, 0x2fe567a2786f2e383e3e65de78fe435b03a529ae3e05190a1ee64bd0741a3b3f, p)), mulmod(s3, 0x0fa4de83927ee03f6244d1e44c45bc08acc5b9c52859892dc2606e5c486796e4, p))
+                s3 := add(add(add(s0, mulmod(s1, 0x11e6ed81c0972175c1f3ae7f236fbacc96f04ea0fa21ace4b345c5e32eb02dc1, p)), mulmod(s2, 0x2b3983475518fd06fb0f5fe025f1c20a76e99e6c2d4ff72f08931ab38e7a97b6, p)), mulmod(s3, 0x0c7e9c9ecba22d4c5561f6eac027619718c371a4f43ca329d19cc7a1e0bd6a17, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 62 (full)
-            s0 := pow5(add(s0, 0x027ef04869e482b1c748638c59111c6b27095fa773e1aca078cea1f1c8450bdd))
-            s1 := pow5(add(s1, 0x2b7d524c5172cbbb15db4e00668a8c449f67a2605d9ec03802e3fa136ad0b8fb))
-            s2 := pow5(add(s2, 0x0c7c382443c6aa787c8718d86747c7f74693ae25b1e55df13f7c3c1dd735db0f))
-            s3 := pow5(add(s3, 0x00b4567186bc3f7c62a7b56acf4f76207a1f43c2d30d0fe4a627dcdd9bd79078))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
+            {
+                let u := add(s0, 0x2f3333a78e805aabf9c96cffb2b98e9d74d338b8090e1fb86da2d7adbf214e03)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x021bb1a7308b90562e0f4a0a836a18b30ad7c831684e5ff504b662cc43b4d272)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x22951469dc64e98c9c98b0f8e46e87e1e3d11ce3e7fd912fd11f4644e8c82158)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x1bc8a3af3e4924ac27bb916f03446bddd7983a41e9ad0d3a69a9f844d209ed9d)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let n0 := add(add(add(s0, mulmod(s1, 0x0663ced12e20c43e9be6b4ba0a11fcbee412ed9874b03a2b5d7bb57f75b6220c, p)), mulmod(s2, 0x098957baa2c63d11223b7279f117d04f8d9a187cea4853157dbac91d0b0e1aaa, p)), mulmod(s3, 0x059e4c781799bb33aac6a2019bcc51e5afc3178d09df85dd453d7393a38f01aa, p))
+                let n1 := add(add(add(s0, mulmod(s1, 0x1b734ed59b2f987d0f0d72be82bd06c39f181f87f400baf52f2e1257bd819fc0, p)), mulmod(s2, 0x132bd394d45a477c00d36de5f491ff879b102eb08eeed5c4ec9b4ef1b497a2ae, p)), mulmod(s3, 0x0bb63982636c126abbf19369180f9fcb462949051681ae1873bd0f9cf980210a, p))
+                let n2 := add(add(add(s0, mulmod(s1, 0x11e70e954d2c78c9c7ce9f0cb1dbbddf79c8f68e843413bba55e5fcefdc43fa6, p)), mulmod(s2, 0x2fe567a2786f2e383e3e65de78fe435b03a529ae3e05190a1ee64bd0741a3b3f, p)), mulmod(s3, 0x0fa4de83927ee03f6244d1e44c45bc08acc5b9c52859892dc2606e5c486796e4, p))
+                s3 := add(add(add(s0, mulmod(s1, 0x11e6ed81c0972175c1f3ae7f236fbacc96f04ea0fa21ace4b345c5e32eb02dc1, p)), mulmod(s2, 0x2b3983475518fd06fb0f5fe025f1c20a76e99e6c2d4ff72f08931ab38e7a97b6, p)), mulmod(s3, 0x0c7e9c9ecba22d4c5561f6eac027619718c371a4f43ca329d19cc7a1e0bd6a17, p))
+                s0 := n0
+                s1 := n1
+                s2 := n2
+            }
             // round 63 (full)
-            s0 := pow5(add(s0, 0x1e41fc29b825454fe6d61737fe08b47fb07fe739e4c1e61d0337490883db4fd5))
-            s1 := pow5(add(s1, 0x12507cd556b7bbcc72ee6dafc616584421e1af872d8c0e89002ae8d3ba0653b6))
-            s2 := pow5(add(s2, 0x13d437083553006bcef312e5e6f52a5d97eb36617ef36fe4d77d3e97f71cb5db))
-            s3 := pow5(add(s3, 0x163ec73251f85443687222487dda9a65467d90b22f0b38664686077c6a4486d5))
-            s0, s1, s2, s3 := mix(s0, s1, s2, s3)
-            out := mod(s0, 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001)
+            {
+                let u := add(s0, 0x21d08567dd584d66ca6c5f48e30ddb2d6fbc38802499ca0e12be623caf939964)
+                let q := mulmod(u, u, p)
+                s0 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s1, 0x28a5489f87bdfa9daeb240388b0d4fc30ca788cf55531acbb627c49e8cc6aa75)
+                let q := mulmod(u, u, p)
+                s1 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s2, 0x2d64a03e6c0ff9409c161b6a21550763c76d43a9dd9269fb759bb15e8ee1ff25)
+                let q := mulmod(u, u, p)
+                s2 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                let u := add(s3, 0x1e97712cf954722e28241527d9af5f56910e14cecf2de15aae95269b198bba12)
+                let q := mulmod(u, u, p)
+                s3 := mulmod(mulmod(q, q, p), u, p)
+            }
+            {
+                s0 := add(add(add(mulmod(s0, 0x155d8e9f7d34ea0090e8d2800b7d538cbd170dbcdfda0a1eff5bd182fb879c54, p), mulmod(s1, 0x1d130d769269a7f0e27856fa8619d4c677db01ab555460f2b5675dd898e0e61c, p)), mulmod(s2, 0x17d823089b39227b2ffc8a1ba55cc5b29ef50c8e4a50a699d02cc095a7ac9555, p)), mulmod(s3, 0x2f35e2a7cb85569ff9e99e2c067eeab3bbb231dfd0f603674df9bf25f54ea868, p))
+            }
+            out := mod(s0, p)
         }
     }
 }
