@@ -134,8 +134,9 @@ contract NoxPool is ReentrancyGuardTransient {
     /// @notice Every root the tree has had.
     mapping(uint256 root => bool) public knownRoots;
     mapping(uint256 nullifier => bool) internal spent;
-    /// @dev The newest node of each height whose position is even (a left child):
-    ///      the left sibling of later nodes at that height.
+    /// @dev At each height, the complete left sibling of the next leaf's ancestor
+    ///      when that ancestor is a right child (the only node of the height a
+    ///      later batch reads).
     uint256[NOX_TREE_DEPTH] internal filledSubtrees;
 
     /// A leaf got its index and waits for a flush. `leafIndex` is indexed so that a
@@ -449,11 +450,12 @@ contract NoxPool is ReentrancyGuardTransient {
         for (uint256 h; h < NoxTree.DEPTH; ++h) {
             // Read the left sibling of an odd first node before the frontier moves.
             uint256 leftOfFirst = lo & 1 == 1 ? filledSubtrees[h] : 0;
-            // Keep the left sibling the next batch may need: the last node if it is a left
-            // child, or, if it is a right child still incomplete (the next batch recomputes
-            // it), its left sibling when this batch computed it.
-            if (hi & 1 == 0) filledSubtrees[h] = nodes[hi - lo];
-            else if (hi > lo && (start + n) >> h == hi) filledSubtrees[h] = nodes[hi - 1 - lo];
+            // Keep the one node a later batch reads at this height: the left sibling of the
+            // next leaf's ancestor, when that ancestor is a right child. It is complete, and
+            // if this batch computed it, it is stored now (nodes still filling are not: the
+            // batch that fills them recomputes them).
+            uint256 next = (start + n) >> h;
+            if (next & 1 == 1 && next - 1 >= lo) filledSubtrees[h] = nodes[next - 1 - lo];
             uint256 plo = lo >> 1;
             uint256 phi = hi >> 1;
             for (uint256 p = plo; p <= phi; ++p) {
