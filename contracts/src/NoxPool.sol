@@ -68,8 +68,8 @@ contract NoxExecutor {
 ///
 ///      Insertion is batched. Every new leaf — a deposit's note, a spend's change
 ///      note — is *queued*: it gets its final leaf index at once, and the pool keeps
-///      only a keccak chain of the queued leaves (two storage words per leaf, not
-///      twenty Poseidon hashes). `flush` inserts whole segments of queued leaves as
+///      only a keccak chain of the queued leaves and their bounties (one storage word
+///      per leaf, not twenty Poseidon hashes). `flush` inserts whole segments of queued leaves as
 ///      one batch, hashing each tree node once per batch: about 46 Poseidon for 32
 ///      leaves instead of 640. Segments end at multiples of `BATCH` leaves; the
 ///      segment still filling (the open one) can be flushed early by anyone, a
@@ -77,8 +77,8 @@ contract NoxExecutor {
 ///
 ///      Every queued leaf prepays its insertion: the transaction that queues it
 ///      sends at least `block.basefee × INSERT_GAS_PER_LEAF` wei (the exit's fee
-///      covers it for relays), kept in a bounty that flushes pay out in proportion
-///      to the leaves they insert.
+///      covers it for relays), its bounty, which the chain records next to the leaf
+///      and the flush that inserts it pays out, to the wei.
 ///
 ///      A queued note cannot be spent: no root contains it until it is flushed.
 ///      Every root the tree ever had is accepted (the nullifier set prevents double
@@ -97,13 +97,11 @@ contract NoxPool is ReentrancyGuardTransient {
         uint256 executionHash;
     }
 
-    /// @dev Leaf counters, the open segment and the insertion bounty, in one word.
+    /// @dev What changes only at segment boundaries and flushes.
     struct Queue {
         uint32 nextIndex; // leaves in the tree
-        uint32 queuedIndex; // leaves in the tree or queued: the next leaf's index
         uint32 openStart; // first leaf of the open segment
-        uint32 openBlock; // block of the open segment's first leaf
-        uint128 bounty; // wei prepaid for the insertion of the queued leaves
+        uint32 openBlock; // no leaf of the open segment was queued before this block
     }
 
     uint256 internal constant SCALAR_MODULUS = SpendVerifier.SCALAR_MODULUS;
@@ -115,19 +113,22 @@ contract NoxPool is ReentrancyGuardTransient {
     ///         the block that queues it: a leaf's share of a full batch's `flush`
     ///         (docs/protocol.md §11, measured by `scripts/bench-gas`).
     uint256 public constant INSERT_GAS_PER_LEAF = 40_000;
-    /// @dev The keccak chain of an empty segment (never zero, so the open
-    ///      segment's word is never cleared and refilled).
-    bytes32 internal constant EMPTY_CHAIN = bytes32(uint256(1));
-    uint256 internal constant BLOCK_MASK = 0xffffffff;
+    /// @dev Low 32 bits of a chain word: a leaf index or a block number. A chain is
+    ///      the upper 224 bits of keccak256(abi.encode(previous chain, leaf, bounty)).
+    uint256 internal constant LOW32 = 0xffffffff;
+    /// @dev The chain of an empty segment (not zero, so `head` is never cleared
+    ///      and refilled).
+    uint256 internal constant EMPTY_CHAIN = 1 << 32;
 
     /// @notice Executes relayed calls (see NoxExecutor).
     NoxExecutor public immutable executor;
 
+    /// @dev The open segment's chain and, in the low 32 bits, the next leaf's
+    ///      index: the one word each queued leaf writes.
+    uint256 internal head;
     Queue internal queue;
-    /// @dev keccak chain of the open segment's leaves.
-    bytes32 internal openChain;
-    /// @dev Closed segments not yet inserted, by first leaf: their keccak chain's
-    ///      upper 224 bits and, in the low 32 bits, the block of their first leaf.
+    /// @dev Closed segments not yet inserted, by first leaf: their chain and, in
+    ///      the low 32 bits, a block no leaf of theirs precedes.
     mapping(uint256 start => uint256) internal closedSegments;
     /// @notice The current root.
     uint256 public currentRoot;
@@ -139,24 +140,18 @@ contract NoxPool is ReentrancyGuardTransient {
     ///      later batch reads).
     uint256[NOX_TREE_DEPTH] internal filledSubtrees;
 
-    /// A leaf got its index and waits for a flush. `leafIndex` is indexed so that a
-    /// flusher can fetch a segment's leaves by their indexes.
-    event Queued(uint256 indexed leafIndex, uint256 commitment);
+    /// A leaf got its index and waits for a flush that pays `bounty` for it.
+    /// `leafIndex` is indexed so that a flusher can fetch a segment's leaves.
+    event Queued(uint256 indexed leafIndex, uint256 commitment, uint256 bounty);
     event Deposited(uint256 indexed commitment, uint256 asset, uint256 value, uint256 leafIndex);
     /// Leaves `firstIndex` to `firstIndex + count - 1` were inserted; `root` is the new root.
     event Flushed(uint256 indexed firstIndex, uint256 count, uint256 root, address flusher, uint256 bountyPaid);
     event Withdrawn(
         uint256 indexed nullifier, address indexed recipient, uint256 asset, uint256 value, uint256 changeCommitment
     );
-    event Relayed(
-        uint256 indexed nullifier,
-        address indexed relayer,
-        uint256 asset,
-        uint256 value,
-        uint256 changeCommitment,
-        address target,
-        bool success
-    );
+    /// The change note is in the `Queued` event before it; the fee and the call
+    /// are in the transaction's input.
+    event Relayed(uint256 indexed nullifier, address indexed relayer, bool success);
 
     error ZeroValue();
     error ValueOverflow();
@@ -177,8 +172,8 @@ contract NoxPool is ReentrancyGuardTransient {
     error BountyTooLow(uint256 needed);
     /// The relay's deadline has passed.
     error Expired();
-    /// The leaves given to `flush` are not the queued ones, or do not end at a
-    /// segment's end.
+    /// The leaves (or bounties) given to `flush` are not the queued ones, or do not
+    /// end at a segment's end.
     error WrongLeaves();
 
     constructor() {
@@ -186,7 +181,8 @@ contract NoxPool is ReentrancyGuardTransient {
         uint256 empty = NoxTree.zeros()[NoxTree.DEPTH];
         currentRoot = empty;
         knownRoots[empty] = true;
-        openChain = EMPTY_CHAIN;
+        head = EMPTY_CHAIN;
+        queue.openBlock = uint32(block.number);
     }
 
     // ---------------------------------------------------------------- deposits
@@ -262,9 +258,7 @@ contract NoxPool is ReentrancyGuardTransient {
         _spend(proof, inputs);
         _pay(inputs.asset, msg.sender, inputs.publicValue);
         success = executor.execute(target, callGas, data);
-        emit Relayed(
-            inputs.nullifier, msg.sender, inputs.asset, inputs.publicValue, inputs.changeCommitment, target, success
-        );
+        emit Relayed(inputs.nullifier, msg.sender, success);
     }
 
     /// @notice keccak256(abi.encode(chainid, this pool, target, callGas, deadline, keccak256(data))) mod r.
@@ -329,106 +323,129 @@ contract NoxPool is ReentrancyGuardTransient {
     }
 
     /// @notice The queue: leaves inserted, leaves inserted or queued, the open
-    ///         segment's first leaf and the block it was queued in, and the bounty
-    ///         held for the queued leaves.
+    ///         segment's first leaf, and a block no leaf of it was queued before.
     function queueState()
         external
         view
-        returns (uint256 inserted, uint256 queued, uint256 openStart, uint256 openBlock, uint256 bounty)
+        returns (uint256 inserted, uint256 queued, uint256 openStart, uint256 openBlock)
     {
         Queue memory q = queue;
-        return (q.nextIndex, q.queuedIndex, q.openStart, q.openBlock, q.bounty);
+        return (q.nextIndex, head & LOW32, q.openStart, q.openBlock);
     }
 
     /// @notice The segment that starts at leaf `start` and waits for a flush: its
-    ///         end (exclusive) and the block of its first leaf. `end` is 0 when no
-    ///         segment waiting for a flush starts there.
+    ///         end (exclusive) and a block none of its leaves was queued before.
+    ///         `end` is 0 when no segment waiting for a flush starts there.
     function segment(uint256 start) external view returns (uint256 end, uint256 firstBlock) {
         Queue memory q = queue;
-        if (start < q.nextIndex || start >= q.queuedIndex) return (0, 0);
-        if (start == q.openStart) return (q.queuedIndex, q.openBlock);
+        uint256 queued = head & LOW32;
+        if (start < q.nextIndex || start >= queued) return (0, 0);
+        if (start == q.openStart) return (queued, q.openBlock);
         uint256 closed = closedSegments[start];
         if (closed == 0) return (0, 0);
-        return ((start / BATCH + 1) * BATCH, closed & BLOCK_MASK);
+        return ((start / BATCH + 1) * BATCH, closed & LOW32);
     }
 
-    /// @dev Gives `leaf` the next index and adds it to the open segment's chain;
-    ///      closes the segment at a multiple of BATCH.
+    /// @dev The chain after `chain` with `leaf` and its `bounty`.
+    function _link(uint256 chain, uint256 leaf, uint256 bounty) internal pure returns (uint256) {
+        return uint256(keccak256(abi.encode(chain, leaf, bounty))) & ~LOW32;
+    }
+
+    /// @dev Gives `leaf` the next index and adds it, with its bounty, to the open
+    ///      segment's chain; closes the segment at a multiple of BATCH.
     function _enqueue(uint256 leaf, uint256 bounty) internal returns (uint256 index) {
         if (bounty < insertionBounty()) revert BountyTooLow(insertionBounty());
-        Queue memory q = queue;
-        index = q.queuedIndex;
+        uint256 h = head;
+        index = h & LOW32;
         if (index >= MAX_LEAVES) revert TreeFull();
-        bytes32 chain = openChain;
-        if (index == q.openStart) q.openBlock = uint32(block.number);
-        assembly ("memory-safe") {
-            mstore(0x00, chain)
-            mstore(0x20, leaf)
-            chain := keccak256(0x00, 0x40)
-        }
-        q.queuedIndex = uint32(index + 1);
-        if ((index + 1) % BATCH == 0) {
-            closedSegments[q.openStart] = (uint256(chain) & ~BLOCK_MASK) | q.openBlock;
-            openChain = EMPTY_CHAIN;
-            q.openStart = uint32(index + 1);
+        uint256 chain = _link(h & ~LOW32, leaf, bounty);
+        uint256 next = index + 1;
+        if (next % BATCH == 0) {
+            Queue memory q = queue;
+            closedSegments[q.openStart] = chain | q.openBlock;
+            q.openStart = uint32(next);
+            q.openBlock = uint32(block.number);
+            queue = q;
+            head = EMPTY_CHAIN | next;
         } else {
-            openChain = chain;
+            head = chain | next;
         }
-        // The sum of every bounty sent stays far below 2^128 wei.
-        q.bounty += uint128(bounty);
-        queue = q;
-        emit Queued(index, leaf);
+        emit Queued(index, leaf, bounty);
     }
 
     // ------------------------------------------------------------------- flush
 
     /// @notice Inserts queued leaves into the tree as one batch: `leaves` are the
-    ///         queued leaves from `nextIndex()` on, in order, covering whole
-    ///         segments (closed segments end at multiples of BATCH; the open one
-    ///         ends at the last queued leaf). Anyone may call it; the caller is paid
-    ///         the bounty's share of the leaves inserted. Returns the new root.
-    function flush(uint256[] calldata leaves) external nonReentrant returns (uint256 root) {
+    ///         queued leaves from `nextIndex()` on, in order, with the bounties
+    ///         their `Queued` events name, covering whole segments (closed
+    ///         segments end at multiples of BATCH; the open one ends at the last
+    ///         queued leaf). Anyone may call it; the caller is paid the bounties.
+    ///         Returns the new root.
+    function flush(uint256[] calldata leaves, uint256[] calldata bounties)
+        external
+        nonReentrant
+        returns (uint256 root)
+    {
         Queue memory q = queue;
         uint256 start = q.nextIndex;
-        uint256 n = leaves.length;
-        if (start == q.queuedIndex) revert NothingPending();
-        if (n == 0) revert WrongLeaves();
-        uint256 pos = start;
-        uint256 i;
-        while (i < n) {
-            if (pos == q.queuedIndex) revert WrongLeaves();
-            uint256 segStart = pos;
-            bool open = segStart == q.openStart;
-            uint256 end = open ? q.queuedIndex : (pos / BATCH + 1) * BATCH;
-            if (end - pos > n - i) revert WrongLeaves();
-            bytes32 chain = EMPTY_CHAIN;
-            for (; pos < end; ++pos) {
-                uint256 leaf = leaves[i++];
-                assembly ("memory-safe") {
-                    mstore(0x00, chain)
-                    mstore(0x20, leaf)
-                    chain := keccak256(0x00, 0x40)
-                }
-            }
-            if (open) {
-                if (chain != openChain) revert WrongLeaves();
-                openChain = EMPTY_CHAIN;
-                q.openStart = uint32(end);
-            } else {
-                uint256 closed = closedSegments[segStart];
-                if (closed == 0 || uint256(chain) & ~BLOCK_MASK != closed & ~BLOCK_MASK) revert WrongLeaves();
-                delete closedSegments[segStart];
-            }
-        }
+        if (start == head & LOW32) revert NothingPending();
+        uint256 paid = _takeSegments(leaves, bounties, q);
         root = _insertBatch(leaves, start);
-        uint256 paid = uint256(q.bounty) * n / (q.queuedIndex - start);
-        q.bounty -= uint128(paid);
-        q.nextIndex = uint32(start + n);
+        q.nextIndex = uint32(start + leaves.length);
         queue = q;
-        emit Flushed(start, n, root, msg.sender, paid);
+        emit Flushed(start, leaves.length, root, msg.sender, paid);
         if (paid != 0) {
             (bool ok,) = msg.sender.call{value: paid}("");
             if (!ok) revert PaymentFailed();
+        }
+    }
+
+    /// @dev Checks that `leaves` and `bounties` are the queued segments from
+    ///      `q.nextIndex` on, whole, and takes them off the queue (the open
+    ///      segment's start moves in `q`, the caller stores it). Returns the
+    ///      bounties' sum.
+    function _takeSegments(uint256[] calldata leaves, uint256[] calldata bounties, Queue memory q)
+        internal
+        returns (uint256 paid)
+    {
+        uint256 n = leaves.length;
+        if (n == 0 || bounties.length != n) revert WrongLeaves();
+        uint256 h = head;
+        uint256 queued = h & LOW32;
+        uint256 pos = q.nextIndex;
+        uint256 i;
+        while (i < n) {
+            if (pos == queued) revert WrongLeaves();
+            bool open = pos == q.openStart;
+            uint256 end = open ? queued : (pos / BATCH + 1) * BATCH;
+            if (end - pos > n - i) revert WrongLeaves();
+            (uint256 chain, uint256 sum) = _chainOf(leaves, bounties, i, i + end - pos);
+            paid += sum;
+            if (open) {
+                if (chain != h & ~LOW32) revert WrongLeaves();
+                q.openStart = uint32(end);
+                q.openBlock = uint32(block.number);
+                head = EMPTY_CHAIN | queued;
+            } else {
+                uint256 closed = closedSegments[pos];
+                if (closed == 0 || chain != closed & ~LOW32) revert WrongLeaves();
+                delete closedSegments[pos];
+            }
+            i += end - pos;
+            pos = end;
+        }
+    }
+
+    /// @dev The chain of `leaves[from:to]` with their bounties, and the bounties' sum.
+    function _chainOf(uint256[] calldata leaves, uint256[] calldata bounties, uint256 from, uint256 to)
+        internal
+        pure
+        returns (uint256 chain, uint256 sum)
+    {
+        chain = EMPTY_CHAIN;
+        for (uint256 i = from; i < to; ++i) {
+            chain = _link(chain, leaves[i], bounties[i]);
+            sum += bounties[i];
         }
     }
 
