@@ -9,8 +9,9 @@
 //! an ETH deposit's value, as the whole `msg.value` of a token deposit and of
 //! a withdrawal (for its change note). The wallet sends
 //! [`insertion_bounty`] of the latest base fee, twice the pool's minimum at
-//! that fee: room for the base fee to rise before inclusion. What is sent
-//! beyond the minimum stays in the pool's bounty and pays the next flushers.
+//! that fee: room for the base fee to rise before inclusion. The pool records
+//! the whole amount as that leaf's bounty (in its `Queued` log) and pays it
+//! to whoever flushes the leaf — the wallet itself, if it inserts its own.
 //!
 //! A deposit's note is recorded and saved *before* its transaction is sent,
 //! then again with the transaction hash, so a crash after sending cannot lose
@@ -72,6 +73,30 @@ pub struct Deposit {
     /// The leaf index its receipt's `Queued` log gives (the note is queued
     /// in the wallet once a sync sees that log confirmed).
     pub leaf_index: Option<u64>,
+}
+
+/// What a forced insertion sends: `NoxPool.flush(leaves, bounties)` of the
+/// queued leaves from `first` on, with the bounty each one's `Queued` log
+/// names (the pool checks both against its chain of the queue, and pays the
+/// sender the bounties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushBatch {
+    /// The first leaf's index (the pool's `nextIndex()`).
+    pub first: u64,
+    /// The leaves, in index order.
+    pub leaves: Vec<Fr>,
+    /// Their bounties, in wei.
+    pub bounties: Vec<U256>,
+}
+
+impl FlushBatch {
+    /// The `flush` call.
+    pub fn call(&self) -> NoxPool::flushCall {
+        NoxPool::flushCall {
+            leaves: self.leaves.iter().map(|l| fr_to_u256(*l)).collect(),
+            bounties: self.bounties.clone(),
+        }
+    }
 }
 
 /// A forced insertion: the `flush` sent by [`Wallet::insert_now`].
@@ -313,12 +338,13 @@ impl Wallet {
         self.forget_note(commitment)
     }
 
-    /// The leaves a forced insertion sends when the pool's counters are
-    /// `state`: the pool's queued leaves from `state.inserted` through the end
-    /// of the segment holding the wallet's last queued note ([`flush_end`]),
-    /// taken from the wallet's synced queue. `None` when no note of the
-    /// wallet waits (none queued, or the pool inserted them already).
-    pub fn insertion_leaves(&self, state: &QueueState) -> Result<Option<Vec<Fr>>, WalletError> {
+    /// What a forced insertion sends when the pool's counters are `state`:
+    /// the pool's queued leaves from `state.inserted` through the end of the
+    /// segment holding the wallet's last queued note ([`flush_end`]), with
+    /// their bounties, taken from the wallet's synced queue. `None` when no
+    /// note of the wallet waits (none queued, or the pool inserted them
+    /// already).
+    pub fn insertion_batch(&self, state: &QueueState) -> Result<Option<FlushBatch>, WalletError> {
         let Some(last) = self
             .notes
             .iter()
@@ -340,19 +366,23 @@ impl Wallet {
             });
         }
         let end = flush_end(last, state);
-        let leaves = self.queued_leaves(state.inserted, end).ok_or(WalletError::QueueBehind {
+        let queued = self.queued_leaves(state.inserted, end).ok_or(WalletError::QueueBehind {
             from: state.inserted,
             to: end,
             seen,
             inserted: self.tree.len(),
         })?;
-        Ok(Some(leaves.to_vec()))
+        Ok(Some(FlushBatch {
+            first: state.inserted,
+            leaves: queued.iter().map(|q| q.leaf).collect(),
+            bounties: queued.iter().map(|q| q.bounty).collect(),
+        }))
     }
 
     /// Inserts the wallet's queued notes now: syncs through `eth` (with
     /// `confirmations`), reads the pool's counters at its latest block, and
-    /// sends `NoxPool.flush` with [`Wallet::insertion_leaves`] from `eth`'s
-    /// signer, which the pool pays the bounty of those leaves. `None` when no
+    /// sends `NoxPool.flush` with [`Wallet::insertion_batch`] from `eth`'s
+    /// signer, which the pool pays those leaves' bounties. `None` when no
     /// note of the wallet is queued, or when another flush inserted them
     /// first (this one then reverts, costing its gas). The notes become spendable at the next
     /// sync that sees the `Flushed` log confirmed. See the module docs on
@@ -361,15 +391,15 @@ impl Wallet {
         self.check_chain(eth).await?;
         self.sync(eth, confirmations).await?;
         let state = self.pool_queue(eth).await?;
-        let Some(leaves) = self.insertion_leaves(&state)? else { return Ok(None) };
-        let data = NoxPool::flushCall { leaves: leaves.iter().map(|l| fr_to_u256(*l)).collect() }.abi_encode();
+        let Some(batch) = self.insertion_batch(&state)? else { return Ok(None) };
+        let data = batch.call().abi_encode();
         let receipt = match eth.transact("NoxPool.flush", self.pool, data).await {
             Ok(r) => r,
             Err(e @ EthError::Reverted { .. }) => {
                 // Someone flushed first (`WrongLeaves`, `NothingPending`):
                 // done if that inserted the wallet's notes.
                 let now = self.pool_queue(eth).await?;
-                if now.inserted > state.inserted && matches!(self.insertion_leaves(&now), Ok(None)) {
+                if now.inserted > state.inserted && matches!(self.insertion_batch(&now), Ok(None)) {
                     return Ok(None);
                 }
                 return Err(e.into());
@@ -380,8 +410,8 @@ impl Wallet {
         Ok(Some(Insertion {
             tx_hash: receipt.transaction_hash,
             block: receipt.block_number,
-            first: state.inserted,
-            count: leaves.len() as u64,
+            first: batch.first,
+            count: batch.leaves.len() as u64,
             bounty_paid: flushed.map_or(0, |f| f.bountyPaid.saturating_to()),
         }))
     }

@@ -5,8 +5,9 @@
 //! `owner = Poseidon(sk)`), the wallet's notes with their states
 //! ([`notes`]), a copy of `NoxPool`'s Merkle tree, from which it takes the
 //! Merkle paths of its spends, and the pool's *queue*: the leaves the pool
-//! has given an index (`Queued`) but not yet inserted (`Flushed`), in index
-//! order from the tree's size on. No Ethereum key is stored: deposits,
+//! has given an index (`Queued`) but not yet inserted (`Flushed`), with the
+//! bounty each prepaid (a flush names them), in index order from the tree's
+//! size on. No Ethereum key is stored: deposits,
 //! forced insertions and direct withdrawals are signed by the
 //! [`EthClient`](nox_eth::EthClient) the caller passes.
 //!
@@ -65,7 +66,7 @@ use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-pub use chain::{Deposit, Insertion, Withdrawal, flush_end};
+pub use chain::{Deposit, FlushBatch, Insertion, Withdrawal, flush_end};
 pub use error::WalletError;
 use file::FileKey;
 pub use file::KdfParams;
@@ -88,7 +89,8 @@ pub(crate) struct SyncProgress {
 }
 
 /// The sealed body's JSON part. The tree's `leaves` follow it in binary, 32
-/// bytes each, then the `queued` leaves (indexes `leaves`, `leaves + 1`, …).
+/// bytes each, then the `queued` leaves (indexes `leaves`, `leaves + 1`, …),
+/// 64 bytes each: the leaf, then its bounty (a `uint256`, big-endian).
 #[derive(Serialize, Deserialize)]
 struct Body {
     spending_key: FieldHex,
@@ -99,6 +101,14 @@ struct Body {
     progress: SyncProgress,
     leaves: u64,
     queued: u64,
+}
+
+/// A leaf the pool queued, and the bounty its `Queued` log names (what a
+/// flush of it must pass and is paid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueuedLeaf {
+    pub(crate) leaf: Fr,
+    pub(crate) bounty: U256,
 }
 
 /// A spend built from one of the wallet's notes, recorded as *spending*
@@ -138,7 +148,7 @@ pub struct Wallet {
     leaves: Vec<Fr>,
     /// Leaves queued in the pool and not yet inserted, from index
     /// `tree.len()` on, as the confirmed logs show them.
-    queue: Vec<Fr>,
+    queue: Vec<QueuedLeaf>,
     progress: SyncProgress,
     max_log_range: u64,
     /// The local tree disagreed with the pool: the next sync starts over.
@@ -224,8 +234,8 @@ impl Wallet {
         let json = body.get(4..4 + json_len).ok_or_else(|| corrupt("the body is shorter than its length".into()))?;
         let parsed: Body = serde_json::from_slice(json).map_err(|e| corrupt(format!("body: {e}")))?;
         let leaf_bytes = &body[4 + json_len..];
-        let words = parsed.leaves.checked_add(parsed.queued).and_then(|n| n.checked_mul(32));
-        if words != Some(leaf_bytes.len() as u64) {
+        let bytes = parsed.leaves.checked_mul(32).and_then(|t| parsed.queued.checked_mul(64)?.checked_add(t));
+        if bytes != Some(leaf_bytes.len() as u64) {
             return Err(corrupt(format!(
                 "{} leaf bytes for {} leaves and {} queued",
                 leaf_bytes.len(),
@@ -233,18 +243,23 @@ impl Wallet {
                 parsed.queued
             )));
         }
-        let mut all = Vec::with_capacity(leaf_bytes.len() / 32);
-        for chunk in leaf_bytes.chunks_exact(32) {
+        let field = |chunk: &[u8]| {
             let mut word = [0u8; 32];
             word.copy_from_slice(chunk);
-            all.push(nox_circuits::field::from_be32(&word).ok_or_else(|| corrupt("a leaf out of the field".into()))?);
-        }
-        let queue = all.split_off(parsed.leaves as usize);
-        let leaves = all;
+            nox_circuits::field::from_be32(&word).ok_or_else(|| corrupt("a leaf out of the field".into()))
+        };
+        let (tree_bytes, queue_bytes) = leaf_bytes.split_at(parsed.leaves as usize * 32);
         let mut tree = MerkleTree::new(TREE_DEPTH);
-        for leaf in &leaves {
-            tree.insert(*leaf)?;
+        let mut leaves = Vec::with_capacity(parsed.leaves as usize);
+        for chunk in tree_bytes.chunks_exact(32) {
+            let leaf = field(chunk)?;
+            tree.insert(leaf)?;
+            leaves.push(leaf);
         }
+        let queue = queue_bytes
+            .chunks_exact(64)
+            .map(|c| Ok(QueuedLeaf { leaf: field(&c[..32])?, bounty: U256::from_be_slice(&c[32..]) }))
+            .collect::<Result<Vec<_>, WalletError>>()?;
         let sk = SpendingKey(parsed.spending_key.0);
         Ok(Wallet {
             path: path.to_path_buf(),
@@ -279,12 +294,16 @@ impl Wallet {
         let json = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| WalletError::Corrupt(e.to_string()))?);
         drop(body);
         let json_len = u32::try_from(json.len()).map_err(|_| WalletError::Corrupt("the body exceeds 4 GiB".into()))?;
-        let words = self.leaves.len() + self.queue.len();
+        let words = self.leaves.len() + 2 * self.queue.len();
         let mut plain = Zeroizing::new(Vec::with_capacity(4 + json.len() + 32 * words));
         plain.extend_from_slice(&json_len.to_be_bytes());
         plain.extend_from_slice(&json);
-        for leaf in self.leaves.iter().chain(&self.queue) {
+        for leaf in &self.leaves {
             plain.extend_from_slice(&fr_to_be32(*leaf));
+        }
+        for q in &self.queue {
+            plain.extend_from_slice(&fr_to_be32(q.leaf));
+            plain.extend_from_slice(&q.bounty.to_be_bytes::<32>());
         }
         file::write_atomic(&self.path, &self.key.seal(&plain)?)
     }
@@ -332,7 +351,7 @@ impl Wallet {
 
     /// The queued leaves from index `from` to `to` (exclusive), if the wallet
     /// has seen them all and none is inserted in its tree.
-    fn queued_leaves(&self, from: u64, to: u64) -> Option<&[Fr]> {
+    fn queued_leaves(&self, from: u64, to: u64) -> Option<&[QueuedLeaf]> {
         let start = usize::try_from(from.checked_sub(self.tree.len())?).ok()?;
         let end = usize::try_from(to.checked_sub(self.tree.len())?).ok()?;
         self.queue.get(start..end)

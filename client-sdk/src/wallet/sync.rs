@@ -2,12 +2,12 @@
 //! brought up to the pool's confirmed head (the discipline is in the parent
 //! module's docs).
 //!
-//! NoxPool v2 logs a leaf twice: `Queued(index, commitment)` when a deposit
-//! or a spend's change gets its index, and `Flushed(first, count, root)` when
-//! a flush inserts leaves `first .. first + count` into the tree. The wallet
-//! keeps the queued leaves it has seen (contiguous from its tree's size) and
-//! inserts them from there when their `Flushed` arrives, so it never needs to
-//! read a flush's calldata.
+//! NoxPool v2 logs a leaf twice: `Queued(index, commitment, bounty)` when a
+//! deposit or a spend's change gets its index, and `Flushed(first, count,
+//! root)` when a flush inserts leaves `first .. first + count` into the tree.
+//! The wallet keeps the queued leaves it has seen, with their bounties
+//! (contiguous from its tree's size), and inserts them from there when their
+//! `Flushed` arrives, so it never needs to read a flush's calldata.
 //!
 //! Each range's logs are decoded and checked (queued indexes contiguous from
 //! the wallet's tree and queue, each flush starting at the tree's size and
@@ -35,7 +35,7 @@ use nox_protocol::contracts::NoxPool;
 
 use super::notes::Stage;
 use super::reader::{PoolReader, ReadError};
-use super::{SyncProgress, Wallet, WalletError, fr_to_u256, u256_to_fr};
+use super::{QueuedLeaf, SyncProgress, Wallet, WalletError, fr_to_u256, u256_to_fr};
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct SyncReport {
 
 /// A pool event the sync folds in.
 enum PoolEvent {
-    Queued { index: u64, commitment: Fr },
+    Queued { index: u64, commitment: Fr, bounty: U256 },
     Flushed { first: u64, count: u64, root: Fr },
     Spent { nullifier: Fr },
 }
@@ -89,6 +89,7 @@ fn decode(log: &Log) -> Result<Option<PoolEvent>, WalletError> {
             PoolEvent::Queued {
                 index: index(ev.leafIndex, "a leaf index")?,
                 commitment: field(ev.commitment, "a commitment")?,
+                bounty: ev.bounty,
             }
         }
         NoxPool::Flushed::SIGNATURE_HASH => {
@@ -358,8 +359,8 @@ impl Wallet {
         }
         for ev in events {
             match ev {
-                PoolEvent::Queued { index, commitment } => {
-                    self.queue.push(commitment);
+                PoolEvent::Queued { index, commitment, bounty } => {
+                    self.queue.push(QueuedLeaf { leaf: commitment, bounty });
                     report.leaves_queued += 1;
                     let Some(found) = waiting.get_mut(&commitment).and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
                     else {
@@ -377,10 +378,10 @@ impl Wallet {
                 }
                 PoolEvent::Flushed { first, count, root } => {
                     // check_order: the queue holds `count` leaves from `first`.
-                    let batch: Vec<Fr> = self.queue.drain(..count as usize).collect();
-                    for leaf in batch {
-                        self.tree.insert(leaf)?;
-                        self.leaves.push(leaf);
+                    let batch: Vec<QueuedLeaf> = self.queue.drain(..count as usize).collect();
+                    for q in batch {
+                        self.tree.insert(q.leaf)?;
+                        self.leaves.push(q.leaf);
                     }
                     report.leaves_added += count;
                     if self.tree.root() != root {

@@ -134,10 +134,15 @@ impl FakePool {
         alloy_primitives::Log { address: POOL, data: ev.encode_log_data() }
     }
 
-    /// The `Queued` log of the next leaf (to be mined in the next block).
+    /// The `Queued` log of the next leaf (to be mined in the next block),
+    /// with the bounty [`bounty_of`] its index.
     fn queued_log(&self, commitment: Fr, extra: u64) -> alloy_primitives::Log {
         let index = self.chain.lock().unwrap().state.queued() + extra;
-        Self::log(&NoxPool::Queued { leafIndex: U256::from(index), commitment: fr_to_u256(commitment) })
+        Self::log(&NoxPool::Queued {
+            leafIndex: U256::from(index),
+            commitment: fr_to_u256(commitment),
+            bounty: bounty_of(index),
+        })
     }
 
     /// A deposit of `value` ETH with `secret`, in a block of its own.
@@ -158,15 +163,7 @@ impl FakePool {
         let change = fr_to_u256(p.public.change_commitment);
         let queued = self.queued_log(p.public.change_commitment, 0);
         let spent = if relayed {
-            Self::log(&NoxPool::Relayed {
-                nullifier: nf,
-                relayer: Address::repeat_byte(9),
-                asset: U256::ZERO,
-                value: U256::from(p.spend.public_value),
-                changeCommitment: change,
-                target: Address::repeat_byte(7),
-                success: true,
-            })
+            Self::log(&NoxPool::Relayed { nullifier: nf, relayer: Address::repeat_byte(9), success: true })
         } else {
             Self::log(&NoxPool::Withdrawn {
                 nullifier: nf,
@@ -306,6 +303,11 @@ impl PoolReader for FakePool {
     async fn nullifier_spent(&self, _pool: Address, nullifier: U256, block: u64) -> Result<bool, ReadError> {
         Ok(self.chain.lock().unwrap().spent.get(&nullifier).is_some_and(|at| *at <= block))
     }
+}
+
+/// The bounty the fake pool's leaf `index` prepaid (each leaf's differs).
+fn bounty_of(index: u64) -> U256 {
+    U256::from(80_000_000_000_000u64 + index)
 }
 
 fn new_wallet(dir: &tempfile::TempDir) -> Wallet {
@@ -464,13 +466,14 @@ async fn the_queue_survives_a_reopen() {
     w.sync(&pool, 0).await.unwrap();
     assert_eq!((w.leaf_count(), w.queued_count()), (2, 4));
     let path = w.path().to_path_buf();
-    let before = w.insertion_leaves(&pool.queue_state_now()).unwrap().unwrap();
+    let before = w.insertion_batch(&pool.queue_state_now()).unwrap().unwrap();
+    assert_eq!(before.bounties, (2..6).map(bounty_of).collect::<Vec<_>>());
     drop(w);
 
     let mut w = Wallet::open(&path, "pw").unwrap();
     assert_eq!((w.leaf_count(), w.queued_count()), (2, 4));
     assert_eq!(state_of(&w, c), NoteState::Queued);
-    assert_eq!(w.insertion_leaves(&pool.queue_state_now()).unwrap().unwrap(), before);
+    assert_eq!(w.insertion_batch(&pool.queue_state_now()).unwrap().unwrap(), before);
     // The queued leaves are the pool's: the next flush inserts them with its root.
     pool.flush_all();
     let report = w.sync(&pool, 0).await.unwrap();
@@ -487,7 +490,7 @@ async fn insertion_takes_the_leaves_from_the_pools_next_index_through_the_notes_
     // Nothing of the wallet's is queued: nothing to insert.
     pool.others(5);
     w.sync(&pool, 0).await.unwrap();
-    assert_eq!(w.insertion_leaves(&pool.queue_state_now()).unwrap(), None);
+    assert_eq!(w.insertion_batch(&pool.queue_state_now()).unwrap(), None);
 
     // An early flush of the open segment [0, 5): the next segment is [5, 32).
     pool.flush_all();
@@ -499,14 +502,15 @@ async fn insertion_takes_the_leaves_from_the_pools_next_index_through_the_notes_
     assert_eq!((state.inserted, state.queued, state.open_start), (5, 49, 32));
     w.sync(&pool, 0).await.unwrap();
     assert_eq!(leaf_of(&w, ours), Some(8));
-    let leaves = w.insertion_leaves(&state).unwrap().unwrap();
-    // [5, 32): the closed segment holding leaf 8, and nothing of the open one.
-    assert_eq!(leaves.len(), 27);
-    assert_eq!(leaves[3], ours);
+    let batch = w.insertion_batch(&state).unwrap().unwrap();
+    // [5, 32): the closed segment holding leaf 8, and nothing of the open one,
+    // each leaf with the bounty its Queued log named.
+    assert_eq!((batch.first, batch.leaves.len()), (5, 27));
+    assert_eq!(batch.leaves[3], ours);
+    assert_eq!(batch.bounties, (5..32).map(bounty_of).collect::<Vec<_>>());
     assert_eq!(flush_end(8, &state), POOL_BATCH);
-    // The pool's own check: exactly what a flush of those leaves accepts.
-    let call = NoxPool::flushCall { leaves: leaves.iter().map(|l| fr_to_u256(*l)).collect() };
-    assert_eq!(NoxPool::flushCall::abi_decode(&call.abi_encode()).unwrap().leaves.len(), 27);
+    let call = NoxPool::flushCall::abi_decode(&batch.call().abi_encode()).unwrap();
+    assert_eq!((call.leaves[3], call.bounties[3]), (fr_to_u256(ours), bounty_of(8)));
 
     // A change note in the open segment: everything up to the last queued leaf.
     let change = deposit(&mut w, &pool, 20);
@@ -514,36 +518,37 @@ async fn insertion_takes_the_leaves_from_the_pools_next_index_through_the_notes_
     w.sync(&pool, 0).await.unwrap();
     assert_eq!(leaf_of(&w, change), Some(49));
     assert_eq!(flush_end(49, &state), 50);
-    let leaves = w.insertion_leaves(&state).unwrap().unwrap();
-    assert_eq!(leaves.len(), 45);
-    assert_eq!(leaves.last(), Some(&change));
+    let batch = w.insertion_batch(&state).unwrap().unwrap();
+    assert_eq!((batch.first, batch.leaves.len()), (5, 45));
+    assert_eq!(batch.leaves.last(), Some(&change));
 
     // Someone flushes [5, 32) after the wallet's sync: the leaves start at the
     // pool's next index, taken from the wallet's queue.
     pool.flush(27);
     let state = pool.queue_state_now();
     assert_eq!(state.inserted, 32);
-    let leaves = w.insertion_leaves(&state).unwrap().unwrap();
-    assert_eq!((leaves.len(), leaves.last()), (18, Some(&change)));
+    let batch = w.insertion_batch(&state).unwrap().unwrap();
+    assert_eq!((batch.first, batch.leaves.len(), batch.leaves.last()), (32, 18, Some(&change)));
+    assert_eq!(batch.bounties[0], bounty_of(32));
 
     // The pool queued a leaf the wallet has not seen, in the note's segment.
     pool.others(1);
     let state = pool.queue_state_now();
     assert!(matches!(
-        w.insertion_leaves(&state),
+        w.insertion_batch(&state),
         Err(WalletError::QueueBehind { from: 32, to: 51, seen: 50, inserted: 5 })
     ));
     // After a sync the flush covers it too.
     w.sync(&pool, 0).await.unwrap();
-    assert_eq!(w.insertion_leaves(&state).unwrap().unwrap().len(), 19);
+    assert_eq!(w.insertion_batch(&state).unwrap().unwrap().leaves.len(), 19);
     // The latest state behind the wallet's (a reorganisation since): refused.
     let behind = QueueState { inserted: 32, queued: 40, open_start: 32 };
-    assert!(matches!(w.insertion_leaves(&behind), Err(WalletError::PoolBehind { pool_queued: 40, .. })));
+    assert!(matches!(w.insertion_batch(&behind), Err(WalletError::PoolBehind { pool_queued: 40, .. })));
     // Once the pool inserted them, nothing is left to insert.
     pool.flush_all();
     w.sync(&pool, 0).await.unwrap();
     assert_eq!(state_of(&w, ours), NoteState::Spendable);
-    assert_eq!(w.insertion_leaves(&pool.queue_state_now()).unwrap(), None);
+    assert_eq!(w.insertion_batch(&pool.queue_state_now()).unwrap(), None);
 }
 
 #[test]
