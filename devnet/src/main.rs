@@ -98,7 +98,7 @@ async fn private_calls(net: &Devnet) -> anyhow::Result<(serde_json::Value, Optio
         // The same call paid in tUSD, at the oracles' prices.
         let token = net.deployment.fee_token;
         let t = Instant::now();
-        net.deposit_fee_token(&mut user, FUNDING_KEY, TOKEN_DEPOSIT, &client).await.context("depositing tUSD")?;
+        net.deposit_fee_token(&mut user, TOKEN_DEPOSIT, &client).await.context("depositing tUSD")?;
         let token_deposit_ms = t.elapsed().as_millis() as u64;
         let prices = client.price_book(&trust).await.context("the entry's price rounds")?;
         let now = prices.fetched_ms;

@@ -113,14 +113,17 @@ pub async fn cast(args: &[&str]) -> Result<String, DevnetError> {
 }
 
 /// A devnet user holding shielded funds: a wallet, the prover for the
-/// devnet's spend keys, and the funding account its deposit came from.
+/// devnet's spend keys, and the funding account its deposits came from.
 pub struct ShieldedUser {
     /// The wallet (its file is in the devnet's directory unless told otherwise).
     pub wallet: nox_client::wallet::Wallet,
     /// Proves with the devnet's `spend.pk`.
     pub prover: Arc<nox_client::wallet::Prover>,
-    /// The address that funded the deposit (public on chain).
+    /// The address that funded the deposits (public on chain).
     pub funding: alloy::primitives::Address,
+    /// The funding account's direct RPC client: deposits and forced
+    /// insertions are sent from it.
+    pub eth: nox_eth::EthClient,
 }
 
 impl std::fmt::Debug for ShieldedUser {
@@ -129,10 +132,45 @@ impl std::fmt::Debug for ShieldedUser {
     }
 }
 
+/// How long a devnet user waits for a note to become spendable.
+const SPENDABLE_WAIT: Duration = Duration::from_secs(60);
+
+impl ShieldedUser {
+    /// Syncs through `client` (the mixnet) until a note of `asset` worth
+    /// `amount` is spendable. NoxPool v2 queues every new note until a flush
+    /// inserts it, and exits flush only full segments of 32 leaves, which a
+    /// devnet's few notes never fill: when only queued notes could pay, the
+    /// wallet inserts them from the funding account (`Wallet::ensure_spendable`
+    /// → `insert_now`). After a deposit from that account this reveals
+    /// nothing new; for a change note it links the account to the spend (a
+    /// test's shortcut; a private user waits for a flush by anyone).
+    pub async fn wait_spendable(
+        &mut self,
+        client: &Client,
+        asset: alloy::primitives::Address,
+        amount: u128,
+    ) -> Result<(), DevnetError> {
+        use nox_client::chain_reader::MixnetReader;
+        use nox_client::wallet::PoolReader;
+        let chain = |e: &dyn std::fmt::Display| DevnetError::Chain(e.to_string());
+        let reader = MixnetReader::new(client, CHAIN_ID);
+        self.wallet.sync(&reader as &dyn PoolReader, 0).await.map_err(|e| chain(&e))?;
+        match self.wallet.ensure_spendable(&self.eth, &reader, asset, amount, 0, SPENDABLE_WAIT).await {
+            Ok(_) => Ok(()),
+            Err(
+                nox_client::wallet::WalletError::OnlyQueued { .. }
+                | nox_client::wallet::WalletError::OnlyPendingChange { .. }
+                | nox_client::wallet::WalletError::OnlyUnconfirmedDeposit { .. },
+            ) => Err(DevnetError::Timeout("a note to become spendable")),
+            Err(e) => Err(chain(&e)),
+        }
+    }
+}
+
 impl Devnet {
     /// Creates a wallet at `path`, deposits `deposit_wei` into NoxPool from
-    /// `funding_key` (an anvil account), and syncs through `client` (the
-    /// mixnet) until the note is spendable.
+    /// `funding_key` (an anvil account), inserts the note from that account
+    /// and syncs through `client` (the mixnet) until it is spendable.
     pub async fn shielded_user(
         &self,
         path: &std::path::Path,
@@ -141,8 +179,7 @@ impl Devnet {
         deposit_wei: u128,
         client: &Client,
     ) -> Result<ShieldedUser, DevnetError> {
-        use nox_client::chain_reader::MixnetReader;
-        use nox_client::wallet::{PoolReader, Prover, Wallet};
+        use nox_client::wallet::{Prover, Wallet};
         let chain = |e: &dyn std::fmt::Display| DevnetError::Chain(e.to_string());
         let signer: alloy::signers::local::PrivateKeySigner = funding_key.parse().map_err(|e| chain(&e))?;
         let funding = signer.address();
@@ -150,56 +187,29 @@ impl Devnet {
         let eth =
             nox_eth::EthClient::new(&self.rpc_url(), Duration::from_secs(10), Some(signer)).map_err(|e| chain(&e))?;
         wallet.deposit_eth(&eth, deposit_wei).await.map_err(|e| chain(&e))?;
-        let reader = MixnetReader::new(client, CHAIN_ID);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            wallet.sync(&reader as &dyn PoolReader, 0).await.map_err(|e| chain(&e))?;
-            if wallet.select(alloy::primitives::Address::ZERO, deposit_wei).is_ok() {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(DevnetError::Timeout("the deposit to become spendable"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         let keys = self.keys_dir().to_path_buf();
         let prover = tokio::task::spawn_blocking(move || Prover::load(&keys))
             .await
             .map_err(|e| DevnetError::Zk(e.to_string()))?
             .map_err(|e| DevnetError::Zk(e.to_string()))?;
-        Ok(ShieldedUser { wallet, prover: Arc::new(prover), funding })
+        let mut user = ShieldedUser { wallet, prover: Arc::new(prover), funding, eth };
+        user.wait_spendable(client, alloy::primitives::Address::ZERO, deposit_wei).await?;
+        Ok(user)
     }
 
     /// Mints `amount` of the fee token (tUSD base units) to `user`'s funding
-    /// account (`funding_key`), deposits it into NoxPool as a token note, and
+    /// account, deposits it into NoxPool as a token note, inserts it, and
     /// syncs through `client` until the note is spendable.
     pub async fn deposit_fee_token(
         &self,
         user: &mut ShieldedUser,
-        funding_key: &str,
         amount: u128,
         client: &Client,
     ) -> Result<(), DevnetError> {
-        use nox_client::chain_reader::MixnetReader;
-        use nox_client::wallet::PoolReader;
         let chain = |e: &dyn std::fmt::Display| DevnetError::Chain(e.to_string());
-        let signer: alloy::signers::local::PrivateKeySigner = funding_key.parse().map_err(|e| chain(&e))?;
         let token = self.deployment.fee_token;
-        self.mint_fee_token(signer.address(), alloy::primitives::U256::from(amount)).await?;
-        let eth =
-            nox_eth::EthClient::new(&self.rpc_url(), Duration::from_secs(10), Some(signer)).map_err(|e| chain(&e))?;
-        user.wallet.deposit_erc20(&eth, token, amount).await.map_err(|e| chain(&e))?;
-        let reader = MixnetReader::new(client, CHAIN_ID);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            user.wallet.sync(&reader as &dyn PoolReader, 0).await.map_err(|e| chain(&e))?;
-            if user.wallet.select(token, amount).is_ok() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(DevnetError::Timeout("the token deposit to become spendable"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.mint_fee_token(user.funding, alloy::primitives::U256::from(amount)).await?;
+        user.wallet.deposit_erc20(&user.eth, token, amount).await.map_err(|e| chain(&e))?;
+        user.wait_spendable(client, token, amount).await
     }
 }

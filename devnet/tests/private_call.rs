@@ -5,10 +5,16 @@
 //! One devnet for the file (bringing one up costs seconds): one test walks
 //! through the library's cases in order (the call lands; the user's address
 //! is nowhere in the transaction; a spent note is not offered again; a refused
-//! call sends nothing and frees the note; the change becomes spendable once
-//! the exit flushes it and pays the next call), and one drives the
-//! `nox-client` binary (`wallet new`, `deposit`, `balance`, `call`) as a
-//! user would, against a second devnet.
+//! call sends nothing and frees the note; the change is queued by the relay,
+//! spendable once a flush inserts it, and pays the next call; a deadline the
+//! exit finds too near is refused and frees the note), and one drives the
+//! `nox-client` binary (`wallet new`, `deposit --insert-now`, `balance`,
+//! `call`, `call --insert-now`) as a user would, against a second devnet.
+//!
+//! NoxPool v2 queues every new note until a flush inserts it, and exits flush
+//! only full segments of 32 leaves, which these few notes never fill: the
+//! user inserts its own notes from its funding account (a test's shortcut for
+//! change notes; a private user waits for a flush by anyone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -61,7 +67,7 @@ async fn public_bytes(net: &Devnet, tx: B256) -> (Address, Vec<Vec<u8>>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_call_is_paid_from_a_note_and_names_only_the_exit() {
-    let net = Devnet::start(DevnetOptions { exit_flush_every_secs: 2, ..DevnetOptions::default() }).await.unwrap();
+    let net = Devnet::start(DevnetOptions::default()).await.unwrap();
     let client = net.mixnet_client(Duration::from_millis(1)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let deposit = 10u128.pow(17);
@@ -93,30 +99,22 @@ async fn a_private_call_is_paid_from_a_note_and_names_only_the_exit() {
     let last = eth(&net).view("NoxCounter", counter, NoxCounter::lastCallerCall {}).await.unwrap();
     assert_ne!(last, user.funding, "the target saw the user's address");
 
-    // 2. The spent note is not offered again; its change is pending.
+    // 2. The spent note is not offered again; its change is queued by the
+    //    relay (it has its leaf index) but not in the tree yet.
     user.wallet.sync(&eth(&net) as &dyn PoolReader, 0).await.unwrap();
     let change = deposit - done.fee;
-    match user.wallet.select(Address::ZERO, 1) {
-        Err(WalletError::OnlyPendingChange { .. }) => {}
-        Ok(_) => {
-            // The exit may already have flushed (it flushes every 2 s): then
-            // the only spendable note must be the change, never the deposit.
-            assert!(user.wallet.select(Address::ZERO, change + 1).is_err());
-        }
-        Err(e) => panic!("unexpected selection error: {e}"),
-    }
+    assert!(
+        matches!(user.wallet.select(Address::ZERO, 1), Err(WalletError::OnlyQueued { queued, .. }) if queued == change),
+        "{:?}",
+        user.wallet.balances()
+    );
     assert!(user.wallet.select(Address::ZERO, deposit).is_err(), "the spent deposit is offered again");
 
-    // 3. The exit flushes the change it relayed; the wallet sees it inserted
-    //    and can spend it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while user.wallet.select(Address::ZERO, 1).is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the exit never flushed the change note");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        user.wallet.sync(&eth(&net) as &dyn PoolReader, 0).await.unwrap();
-    }
+    // 3. Inserted (one flush of the open segment, from the funding account),
+    //    the change is spendable.
+    user.wait_spendable(&client, Address::ZERO, change).await.unwrap();
     let balance = user.wallet.balances().into_iter().find(|b| b.asset == Address::ZERO).unwrap();
-    assert_eq!(balance.spendable, change);
+    assert_eq!((balance.spendable, balance.queued), (change, 0));
 
     // 4. A call that fails, asked for success only: refused with the revert
     //    data, nothing sent (the exit's nonce is unchanged), the note freed.
@@ -129,12 +127,24 @@ async fn a_private_call_is_paid_from_a_note_and_names_only_the_exit() {
     assert_eq!(futures_nonces(&net, &exits).await, nonces, "an exit sent a transaction for a refused call");
     assert!(user.wallet.select(Address::ZERO, change).is_ok(), "the refused call's note was not released");
 
-    // 5. The change pays the next call.
+    // 5. A deadline nearer than the exit accepts (exit.eth_min_deadline_secs,
+    //    60 s by default) is refused `expired` before anything is sent; the
+    //    note is free again.
+    let hasty = PrivateCall { deadline_secs: 5, ..increment.clone() };
+    let nonces = futures_nonces(&net, &exits).await;
+    match client.private_call(&mut user.wallet, &user.prover, &hasty, |_| {}).await {
+        Err(CallError::DeadlineTooNear { deadline, earliest: Some(earliest), .. }) => assert!(earliest > deadline),
+        other => panic!("expected DeadlineTooNear, got {other:?}"),
+    }
+    assert_eq!(futures_nonces(&net, &exits).await, nonces, "an exit sent a transaction for an expired call");
+    assert!(user.wallet.select(Address::ZERO, change).is_ok(), "the expired call's note was not released");
+
+    // 6. The change pays the next call.
     let again = client.private_call(&mut user.wallet, &user.prover, &increment, |_| {}).await.unwrap();
     assert!(again.receipt.call_success);
     assert_eq!(count(&net).await, before + U256::from(2));
 
-    // 6. The wallet file holds all of it: reopened, the same notes.
+    // 7. The wallet file holds all of it: reopened, the same notes.
     let path = user.wallet.path().to_path_buf();
     let notes = user.wallet.notes().len();
     drop(user);
@@ -194,10 +204,16 @@ async fn the_command_line_makes_a_private_call() {
 
     let created = nox_client(&["wallet", "new"], &config).await;
     assert_eq!(created["pool"].as_str().unwrap().to_lowercase(), net.pool().to_string().to_lowercase());
-    let deposit = nox_client(&["wallet", "deposit", "--amount", "0.2"], &config).await;
+    // The deposit pays its insertion bounty and is queued; --insert-now
+    // flushes it from the same funding key.
+    let deposit = nox_client(&["wallet", "deposit", "--amount", "0.2", "--insert-now"], &config).await;
     assert_eq!(deposit["value"], "200000000000000000");
+    assert_ne!(deposit["bounty_wei"], "0", "{deposit}");
+    assert_eq!(deposit["leaf"], 0, "{deposit}");
+    assert_eq!((deposit["insert"]["first"].as_u64(), deposit["insert"]["count"].as_u64()), (Some(0), Some(1)));
     let balance = nox_client(&["wallet", "balance"], &config).await;
     assert_eq!(balance["balances"][0]["spendable"], "200000000000000000", "{balance}");
+    assert_eq!(balance["queued_leaves"], 0, "{balance}");
 
     let before = count(&net).await;
     let counter = net.deployment.counter.to_string();
@@ -209,10 +225,10 @@ async fn the_command_line_makes_a_private_call() {
     let funding: alloy::signers::local::PrivateKeySigner = FUNDING_KEY.parse().unwrap();
     assert_ne!(from, funding.address());
 
-    // The next call can only be paid by the first one's change: the command
-    // waits for an exit to insert it (exits flush their relays' change every
-    // few seconds), then pays with it.
-    let second = nox_client(&["call", &counter, "increment()"], &config).await;
+    // The next call can only be paid by the first one's change, which the
+    // relay queued: with --insert-now the command inserts it from the funding
+    // key (exits would wait for a full segment), then pays with it.
+    let second = nox_client(&["call", &counter, "increment()", "--insert-now"], &config).await;
     assert_eq!(second["call_success"], true, "{second}");
     assert_eq!(count(&net).await, before + U256::from(8));
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, U256};
 use alloy_sol_types::SolCall;
 use nox_client::private::{CallError, PrivateCall};
-use nox_client::wallet::{KdfParams, PoolReader};
+use nox_client::wallet::KdfParams;
 use nox_devnet::price_apis::{Api, Behaviour};
 use nox_devnet::{Devnet, DevnetOptions, metric_sum};
 use nox_eth::EthClient;
@@ -62,16 +62,11 @@ async fn oracle_metrics(net: &Devnet, idx: usize) -> String {
     reqwest_text(&format!("http://{}/metrics", net.oracles[idx].http())).await
 }
 
-/// Waits until the change of the last call (flushed by the exit) is a
-/// spendable tUSD note again.
-async fn wait_change(net: &Devnet, user: &mut nox_devnet::ShieldedUser) {
-    let token = net.deployment.fee_token;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while user.wallet.select(token, 1).is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the exit never flushed the change note");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        user.wallet.sync(&eth(net) as &dyn PoolReader, 0).await.unwrap();
-    }
+/// Waits until the change of the last call is a spendable tUSD note again
+/// (inserted from the user's funding account: exits flush only full
+/// segments of queued leaves).
+async fn wait_change(net: &Devnet, user: &mut nox_devnet::ShieldedUser, client: &nox_client::Client) {
+    user.wait_spendable(client, net.deployment.fee_token, 1).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,7 +87,7 @@ async fn token_fees_follow_the_oracles_and_stop_when_prices_go_stale() {
         .shielded_user(&dir.path().join("wallet.bin"), KdfParams::insecure_fast(), FUNDING_KEY, 10u128.pow(15), &client)
         .await
         .unwrap();
-    net.deposit_fee_token(&mut user, FUNDING_KEY, TOKEN_DEPOSIT, &client).await.unwrap();
+    net.deposit_fee_token(&mut user, TOKEN_DEPOSIT, &client).await.unwrap();
     let token = net.deployment.fee_token;
     let call = || {
         PrivateCall::new(net.deployment.counter, NoxCounter::incrementCall {}.abi_encode(), 100_000)
@@ -143,7 +138,7 @@ async fn token_fees_follow_the_oracles_and_stop_when_prices_go_stale() {
         );
         assert!(metric_sum(&m, "nox_oracle_source_errors_total", &["source=\"coingecko\""]) > 0, "{m}");
     }
-    wait_change(&net, &mut user).await;
+    wait_change(&net, &mut user, &client).await;
     let done = client.private_call(&mut user.wallet, &user.prover, &call(), |_| {}).await.unwrap();
     assert!(done.receipt.call_success);
     // Gas and base fee move a little between calls; a price 50 % off would
@@ -152,7 +147,7 @@ async fn token_fees_follow_the_oracles_and_stop_when_prices_go_stale() {
     assert!((0.8..1.25).contains(&ratio), "fee {} after {first_fee}", done.fee);
 
     // 3. All but one source down: no round is published, prices go stale.
-    wait_change(&net, &mut user).await;
+    wait_change(&net, &mut user, &client).await;
     apis.set(Api::Coinbase, Behaviour::Down);
     apis.set(Api::CoinGecko, Behaviour::Down);
     tokio::time::sleep(Duration::from_secs(trust.max_age_ms / 1000 + 2)).await;

@@ -1,8 +1,10 @@
 //! The shielded wallet (`nox_client::wallet`) against a real chain: anvil
 //! from `node_modules/.bin` and the contracts deployed by the devnet's forge
 //! script, no mixnet nodes. The wallet syncs straight from the endpoint
-//! (`EthClient` is a `PoolReader`); deposits, flushes and withdrawals are
-//! signed by anvil's first account, which also holds the NoxTestToken supply.
+//! (`EthClient` is a `PoolReader`); deposits, forced insertions and
+//! withdrawals are signed by anvil's first account, which also holds the
+//! NoxTestToken supply. NoxPool v2 queues every note until a flush inserts
+//! it; no exit runs here, so the wallet inserts its own (`insert_now`).
 //!
 //! Needs `npm ci` to have run (scripts/test does it first).
 
@@ -100,17 +102,20 @@ fn state_of(w: &Wallet, commitment: ark_bn254::Fr) -> NoteState {
     w.notes().iter().find(|n| n.commitment == commitment).unwrap().state
 }
 
-/// ETH and ERC-20 deposits become spendable once confirmed; the wallet file
-/// survives a restart and the next sync resumes from its stored progress.
+/// ETH and ERC-20 deposits pay their insertion bounty and are queued once
+/// confirmed; a forced insertion (paid that bounty back) makes them
+/// spendable; the wallet file survives a restart, queue included, and the
+/// next sync resumes from its stored progress.
 #[tokio::test]
-async fn deposits_become_spendable_and_the_wallet_resumes_after_a_restart() {
+async fn deposits_are_queued_then_inserted_and_the_wallet_resumes_after_a_restart() {
     let chain = Chain::start();
     let token = chain.deployment.token;
+    let pool = chain.deployment.pool;
 
     // The default parameters, timed once (the rest of the file uses cheap ones).
     let t = Instant::now();
     let default_path = chain.dir.path().join("default.nox");
-    Wallet::create(&default_path, "pw", CHAIN_ID, chain.deployment.pool, 0, KdfParams::default()).unwrap();
+    Wallet::create(&default_path, "pw", CHAIN_ID, pool, 0, KdfParams::default()).unwrap();
     eprintln!("argon2id m=64 MiB t=3 p=1, create: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     let t = Instant::now();
     Wallet::open(&default_path, "pw").unwrap();
@@ -120,28 +125,58 @@ async fn deposits_become_spendable_and_the_wallet_resumes_after_a_restart() {
     let eth_deposit = w.deposit_eth(&chain.eth, ONE_ETH).await.unwrap();
     let token_deposit = w.deposit_erc20(&chain.eth, token, 500).await.unwrap();
     assert_eq!(w.notes().iter().filter(|n| n.deposit_tx.is_some()).count(), 2);
-    assert_eq!(chain.token_balance(chain.deployment.pool).await, U256::from(500u64));
+    assert_eq!(chain.token_balance(pool).await, U256::from(500u64));
+    // Each deposit sent its insertion bounty, at least the pool's minimum.
+    assert_eq!((eth_deposit.leaf_index, token_deposit.leaf_index), (Some(0), Some(1)));
+    assert!(eth_deposit.bounty > 0 && token_deposit.bounty > 0);
+    let minimum: U256 = chain.eth.view("NoxPool", pool, NoxPool::insertionBountyCall {}).await.unwrap();
+    assert!(U256::from(token_deposit.bounty) >= minimum);
+    let bounties = eth_deposit.bounty + token_deposit.bounty;
+    assert_eq!(chain.eth.balance(pool).await.unwrap(), U256::from(ONE_ETH + bounties));
 
-    // Two confirmations: the second deposit's block is not confirmed yet.
+    // One confirmation: the second deposit's block is not confirmed yet.
     let report = w.sync(&chain.eth, 1).await.unwrap();
     assert_eq!(report.from_block, 0);
-    assert_eq!(state_of(&w, eth_deposit.commitment), NoteState::Spendable);
+    assert_eq!(state_of(&w, eth_deposit.commitment), NoteState::Queued);
     assert_eq!(state_of(&w, token_deposit.commitment), NoteState::Deposited);
     assert!(matches!(w.select(token, 500), Err(WalletError::OnlyUnconfirmedDeposit { .. })));
+    assert!(matches!(w.select(ETH, 1), Err(WalletError::OnlyQueued { queued: ONE_ETH, .. })));
     chain.mine(1);
     w.sync(&chain.eth, 1).await.unwrap();
-    assert_eq!(state_of(&w, token_deposit.commitment), NoteState::Spendable);
+    assert_eq!(state_of(&w, token_deposit.commitment), NoteState::Queued);
+    assert_eq!((w.leaf_count(), w.queued_count()), (0, 2));
+
+    // The queue survives a restart.
+    let path = w.path().to_path_buf();
+    drop(w);
+    let mut w = Wallet::open(&path, "passphrase").unwrap();
+    assert_eq!((w.leaf_count(), w.queued_count()), (0, 2));
+
+    // Inserting both: one flush of the open segment, paid both bounties.
+    let funder = chain.eth.sender().unwrap();
+    let insertion = w.insert_now(&chain.eth, 1).await.unwrap().expect("two notes were queued");
+    assert_eq!((insertion.first, insertion.count, insertion.bounty_paid), (0, 2, bounties));
+    let receipt = chain.eth.wait_receipt("flush", insertion.tx_hash).await.unwrap();
+    assert_eq!(receipt.from, funder);
+    assert_eq!(chain.eth.balance(pool).await.unwrap(), U256::from(ONE_ETH));
+    // Spendable once the flush is confirmed.
+    w.sync(&chain.eth, 1).await.unwrap();
+    assert_eq!(state_of(&w, eth_deposit.commitment), NoteState::Queued);
+    chain.mine(1);
+    let report = w.sync(&chain.eth, 1).await.unwrap();
+    assert_eq!((report.leaves_added, report.notes_inserted), (2, 2));
+    assert!(w.insert_now(&chain.eth, 1).await.unwrap().is_none(), "nothing left to insert");
 
     let balances = w.balances();
     let of = |asset: Address| *balances.iter().find(|b| b.asset == asset).unwrap();
-    assert_eq!((of(ETH).spendable, of(ETH).unconfirmed_deposits), (ONE_ETH, 0));
+    assert_eq!((of(ETH).spendable, of(ETH).unconfirmed_deposits, of(ETH).queued), (ONE_ETH, 0, 0));
     assert_eq!(of(token).spendable, 500);
     assert_eq!(w.select(token, 200).unwrap().value, 500);
     assert!(chain.known_root(w.root()).await);
     let synced = w.synced_block().unwrap();
 
     // A restart: the same notes, and the sync reads only the new blocks.
-    let (path, notes, owner) = (w.path().to_path_buf(), w.notes(), w.owner());
+    let (notes, owner) = (w.notes(), w.owner());
     drop(w);
     chain.mine(4);
     let mut w = Wallet::open(&path, "passphrase").unwrap();
@@ -162,10 +197,12 @@ async fn a_reorganised_deposit_is_not_spendable_and_a_new_one_is() {
     let chain = Chain::start();
     let mut w = chain.wallet("w.nox");
     let kept = w.deposit_eth(&chain.eth, ONE_ETH).await.unwrap();
+    w.insert_now(&chain.eth, 0).await.unwrap().unwrap();
     w.sync(&chain.eth, 0).await.unwrap();
 
     let snapshot = chain.rpc("evm_snapshot", json!([]));
     let lost = w.deposit_eth(&chain.eth, 2 * ONE_ETH).await.unwrap();
+    w.insert_now(&chain.eth, 0).await.unwrap().unwrap();
     w.sync(&chain.eth, 0).await.unwrap();
     assert_eq!(state_of(&w, lost.commitment), NoteState::Spendable);
     assert_eq!(w.leaf_count(), 2);
@@ -187,6 +224,8 @@ async fn a_reorganised_deposit_is_not_spendable_and_a_new_one_is() {
     w.forget_deposit(lost.commitment).unwrap();
     let eth = chain.fresh_client();
     let again = w.deposit_eth(&eth, 2 * ONE_ETH).await.unwrap();
+    let insertion = w.insert_now(&eth, 0).await.unwrap().unwrap();
+    assert_eq!((insertion.first, insertion.count), (1, 1));
     let report = w.sync(&chain.eth, 0).await.unwrap();
     assert!(!report.reorganised);
     assert_eq!(state_of(&w, again.commitment), NoteState::Spendable);
@@ -194,14 +233,15 @@ async fn a_reorganised_deposit_is_not_spendable_and_a_new_one_is() {
     assert!(chain.known_root(w.root()).await);
 }
 
-/// A direct withdrawal pays its recipient; the spent note is not offered
-/// again; its change is pending until flushed, then spendable.
+/// A direct withdrawal pays its recipient and queues its change; the spent
+/// note is not offered again; the change is spendable once inserted.
 #[tokio::test]
-async fn a_direct_withdrawal_pays_and_its_change_returns_after_a_flush() {
+async fn a_direct_withdrawal_pays_and_its_change_returns_after_an_insertion() {
     let chain = Chain::start();
     let prover = prover();
     let mut w = chain.wallet("w.nox");
     let deposit = w.deposit_eth(&chain.eth, ONE_ETH).await.unwrap();
+    w.insert_now(&chain.eth, 0).await.unwrap().unwrap();
     w.sync(&chain.eth, 0).await.unwrap();
 
     let recipient = Address::repeat_byte(0x77);
@@ -214,29 +254,31 @@ async fn a_direct_withdrawal_pays_and_its_change_returns_after_a_flush() {
     assert_eq!(state_of(&w, deposit.commitment), NoteState::Spending);
     assert!(matches!(w.select(ETH, amount), Err(WalletError::OnlyPendingChange { .. })));
 
+    // The withdrawal spent the note and queued the change (paying its bounty).
     let report = w.sync(&chain.eth, 0).await.unwrap();
-    assert_eq!(report.notes_spent, 1);
+    assert_eq!((report.notes_spent, report.notes_found), (1, 1));
     assert_eq!(state_of(&w, deposit.commitment), NoteState::Spent);
     assert!(matches!(w.release(withdrawal.nullifier), Err(WalletError::AlreadySpent(_))));
     let balance = w.balances()[0];
-    assert_eq!((balance.spendable, balance.pending_change), (0, ONE_ETH - amount));
-    assert!(matches!(w.select(ETH, 1), Err(WalletError::OnlyPendingChange { .. })));
+    assert_eq!((balance.spendable, balance.queued), (0, ONE_ETH - amount));
+    assert!(matches!(w.select(ETH, 1), Err(WalletError::OnlyQueued { .. })));
 
-    // The change comes back through flush (here through ensure_spendable).
+    // The change comes back through a forced insertion (here through ensure_spendable).
     let selected = w.ensure_spendable(&chain.eth, &chain.eth, ETH, amount, 0, Duration::from_secs(10)).await.unwrap();
     assert_eq!(selected.value, ONE_ETH - amount);
     let balance = w.balances()[0];
-    assert_eq!((balance.spendable, balance.pending_change), (ONE_ETH - amount, 0));
+    assert_eq!((balance.spendable, balance.queued), (ONE_ETH - amount, 0));
     assert!(chain.known_root(w.root()).await);
-    assert!(w.flush_own(&chain.eth).await.unwrap().is_none(), "nothing left to flush");
+    assert!(w.insert_now(&chain.eth, 0).await.unwrap().is_none(), "nothing left to insert");
 
     // The change note spends like any other, and its own change too.
     let t = Instant::now();
     let second = w.withdraw_direct(&chain.eth, prover, recipient, ETH, ONE_ETH / 10).await.unwrap();
     eprintln!("second withdraw_direct: {:.2} s", t.elapsed().as_secs_f64());
     assert_eq!(chain.eth.balance(recipient).await.unwrap(), U256::from(amount + ONE_ETH / 10));
-    let flushed = w.flush_own(&chain.eth).await.unwrap().unwrap();
-    assert_eq!(flushed.nullifiers, vec![second.nullifier]);
+    assert_eq!(second.change, ONE_ETH - amount - ONE_ETH / 10);
+    let insertion = w.insert_now(&chain.eth, 0).await.unwrap().unwrap();
+    assert_eq!((insertion.first, insertion.count), (2, 1));
     w.sync(&chain.eth, 0).await.unwrap();
     assert_eq!(w.balances()[0].spendable, ONE_ETH - amount - ONE_ETH / 10);
     assert!(chain.known_root(w.root()).await);
@@ -252,6 +294,7 @@ async fn a_token_withdrawal_and_a_refused_double_spend() {
     let token = chain.deployment.token;
     let mut w = chain.wallet("w.nox");
     w.deposit_erc20(&chain.eth, token, 1_000).await.unwrap();
+    w.insert_now(&chain.eth, 0).await.unwrap().unwrap();
     w.sync(&chain.eth, 0).await.unwrap();
     // A copy of the file from before the spend.
     let copy_path = chain.dir.path().join("copy.nox");
