@@ -67,6 +67,9 @@ pub struct DevnetOptions {
     pub exit_http: bool,
     /// `exit.eth_flush_every_secs` of every exit (paid calls are always on).
     pub exit_flush_every_secs: u64,
+    /// `exit.eth_flush_open_after_secs` of every exit (0: exits flush closed
+    /// segments only).
+    pub exit_flush_open_after_secs: u64,
     /// Price oracles (0: none, and exits take fees in ETH only). With
     /// oracles, every node trusts their keys with a majority threshold and
     /// every exit also takes fees in the deployment's NoxTestDollar.
@@ -91,6 +94,7 @@ impl Default for DevnetOptions {
             exit_upstream: None,
             exit_http: false,
             exit_flush_every_secs: 5,
+            exit_flush_open_after_secs: 0,
             oracles: 0,
             oracle_interval_ms: 1_000,
             price_max_age_secs: 30,
@@ -374,6 +378,7 @@ impl Devnet {
                 Some(self.keys_dir.join(nox_circuits::groth16::VERIFYING_KEY_FILE).display().to_string());
             config.exit.eth_margin_bps = 1000;
             config.exit.eth_flush_every_secs = self.opts.exit_flush_every_secs;
+            config.exit.eth_flush_open_after_secs = self.opts.exit_flush_open_after_secs;
             if !self.oracles.is_empty() {
                 config.exit.eth_fee_tokens = vec![self.deployment.fee_token.to_string()];
             }

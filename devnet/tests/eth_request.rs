@@ -6,11 +6,15 @@
 //! typed refusal and the exit sends nothing (its wallet's nonce does not
 //! move); the same payment sent twice is one transaction; an exit that dies
 //! right after broadcasting comes back without sending it again and with
-//! the next nonce; the relayed change note is flushed into the tree.
+//! the next nonce; a proof past its deadline is refused before anything is
+//! sent; the exit flushes a closed segment of 32 queued leaves by itself
+//! (paid by the bounty), and the open one once it has waited
+//! `exit.eth_flush_open_after_secs`.
 //!
-//! Requests are built here from the circuits (deposit, local mirror of the
-//! tree from the pool's `Inserted` events, Spend, Groth16 proof with the
-//! devnet's development keys), not with the client's wallet.
+//! Requests are built here from the circuits (deposit, the user's own flush
+//! of the open segment that holds the deposit, local mirror of the tree from
+//! the pool's `Queued` events, Spend, Groth16 proof with the devnet's
+//! development keys), not with the client's wallet.
 //!
 //! One devnet for the file: one test walks through the cases in order.
 //! Needs `npm ci` (anvil, forge).
@@ -29,7 +33,7 @@ use ark_bn254::Fr;
 use nox_circuits::field::{from_be32, to_hex};
 use nox_circuits::groth16::{Keys, encode_proof, prove};
 use nox_circuits::note::{Note, SpendingKey, address_to_fr};
-use nox_circuits::pool::execution_hash;
+use nox_circuits::pool::{Execution, execution_hash};
 use nox_circuits::spend::{Spend, SpendCircuit};
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 use nox_client::Client;
@@ -47,6 +51,8 @@ use nox_protocol::payment::{GasPayment, SpendInputs};
 const USER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 const ETH: u128 = 1_000_000_000_000_000_000;
 const CALL_GAS: u64 = 100_000;
+/// The proofs' deadline: far enough for every retry of the walk-through.
+const DEADLINE_SECS: u64 = 3600;
 
 fn word(f: Fr) -> [u8; 32] {
     hex::decode(&to_hex(&f)[2..]).unwrap().try_into().unwrap()
@@ -81,19 +87,63 @@ impl User {
         User { eth, deployer, pool: net.pool(), token: net.deployment.token, keys: nox_devnet::zk::dev_keys().unwrap() }
     }
 
-    /// Deposits `value` wei as a fresh note.
-    async fn deposit_eth(&self, value: u128) -> Owned {
+    /// The insertion bounty to send with a queueing call.
+    async fn bounty(&self) -> U256 {
+        let bounty: U256 = self.eth.view("NoxPool", self.pool, NoxPool::insertionBountyCall {}).await.unwrap();
+        bounty * U256::from(2)
+    }
+
+    /// Deposits `value` wei as a fresh note, queued (not yet spendable).
+    async fn queue_eth(&self, value: u128) -> Owned {
         let sk = SpendingKey::random(&mut rand::rngs::OsRng);
         let note = Note::new(Fr::from(0u64), value, sk.owner(), &mut rand::rngs::OsRng);
-        let data = NoxPool::depositCall { secret: U256::from_be_bytes(word(note.secret())) }.abi_encode();
+        let data = NoxPool::depositCall { value: U256::from(value), secret: U256::from_be_bytes(word(note.secret())) }
+            .abi_encode();
         let tx = TransactionRequest::default()
             .with_from(self.eth.sender().unwrap())
             .with_to(self.pool)
-            .with_value(U256::from(value))
+            .with_value(U256::from(value) + self.bounty().await)
             .with_input(data);
         let receipt = self.eth.provider().send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
         assert!(receipt.status());
         self.owned(sk, note, &receipt).await
+    }
+
+    /// Deposits `value` wei as a fresh note and inserts it at once (the
+    /// depositor's own flush of the open segment: a deposit is public anyway).
+    async fn deposit_eth(&self, value: u128) -> Owned {
+        let owned = self.queue_eth(value).await;
+        self.insert_all().await;
+        owned
+    }
+
+    /// Every leaf queued so far with its bounty, by index, from the `Queued` logs.
+    async fn queued(&self) -> Vec<(U256, U256)> {
+        let filter = Filter::new().address(self.pool).event_signature(NoxPool::Queued::SIGNATURE_HASH).from_block(0);
+        let mut leaves: Vec<(u64, (U256, U256))> = self
+            .eth
+            .logs(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| NoxPool::Queued::decode_log(&l.inner).unwrap())
+            .map(|e| (e.leafIndex.to::<u64>(), (e.commitment, e.bounty)))
+            .collect();
+        leaves.sort();
+        leaves.iter().enumerate().for_each(|(i, (index, _))| assert_eq!(*index, i as u64, "contiguous"));
+        leaves.into_iter().map(|(_, leaf)| leaf).collect()
+    }
+
+    /// Flushes every queued leaf (the closed segments and the open one).
+    async fn insert_all(&self) {
+        let next: U256 = self.eth.view("NoxPool", self.pool, NoxPool::nextIndexCall {}).await.unwrap();
+        let (leaves, bounties) = self.queued().await.split_off(next.to::<usize>()).into_iter().unzip();
+        let flush = NoxPool::flushCall { leaves, bounties };
+        if flush.leaves.is_empty() {
+            return;
+        }
+        let flush = flush.abi_encode();
+        self.eth.transact("NoxPool.flush", self.pool, flush).await.unwrap();
     }
 
     /// Deposits `value` of the test token (the deployer holds it) as a fresh note.
@@ -112,8 +162,11 @@ impl User {
             secret: U256::from_be_bytes(word(note.secret())),
         }
         .abi_encode();
-        let receipt = self.deployer.transact("depositERC20", self.pool, deposit).await.unwrap();
-        self.owned(sk, note, &receipt).await
+        let bounty = self.bounty().await;
+        let receipt = self.deployer.transact_with_value("depositERC20", self.pool, deposit, bounty).await.unwrap();
+        let owned = self.owned(sk, note, &receipt).await;
+        self.insert_all().await;
+        owned
     }
 
     async fn owned(&self, sk: SpendingKey, note: Note, receipt: &alloy::rpc::types::TransactionReceipt) -> Owned {
@@ -122,30 +175,23 @@ impl User {
             .inner
             .logs()
             .iter()
-            .filter_map(|l| NoxPool::Inserted::decode_log(&l.inner).ok())
+            .filter_map(|l| NoxPool::Queued::decode_log(&l.inner).ok())
             .find(|e| e.commitment == commitment)
             .map(|e| e.leafIndex.to::<u64>())
-            .expect("the deposit inserts its commitment");
+            .expect("the deposit queues its commitment");
         Owned { sk, note, index }
     }
 
-    /// The pool's tree, mirrored from its `Inserted` events.
+    /// The pool's tree: its inserted leaves, mirrored from the `Queued`
+    /// events; its root is the pool's current root.
     async fn tree(&self) -> MerkleTree {
-        let filter = Filter::new().address(self.pool).event_signature(NoxPool::Inserted::SIGNATURE_HASH).from_block(0);
-        let mut leaves: Vec<(u64, U256)> = self
-            .eth
-            .logs(&filter)
-            .await
-            .unwrap()
-            .iter()
-            .map(|l| NoxPool::Inserted::decode_log(&l.inner).unwrap())
-            .map(|e| (e.leafIndex.to::<u64>(), e.commitment))
-            .collect();
-        leaves.sort();
+        let next: U256 = self.eth.view("NoxPool", self.pool, NoxPool::nextIndexCall {}).await.unwrap();
         let mut tree = MerkleTree::new(TREE_DEPTH);
-        for (i, c) in leaves {
-            assert_eq!(tree.insert(fr_of(c)).unwrap(), i);
+        for (c, _) in self.queued().await.into_iter().take(next.to::<usize>()) {
+            tree.insert(fr_of(c)).unwrap();
         }
+        let root: U256 = self.eth.view("NoxPool", self.pool, NoxPool::currentRootCall {}).await.unwrap();
+        assert_eq!(U256::from_be_bytes(word(tree.root())), root, "the mirror has the pool's root");
         tree
     }
 
@@ -184,6 +230,7 @@ impl User {
 struct PaidCall {
     target: Address,
     data: Vec<u8>,
+    deadline: u64,
     allow_failure: bool,
     payment: GasPayment,
 }
@@ -194,6 +241,7 @@ impl PaidCall {
             chain_id: CHAIN_ID,
             target: self.target.0.0,
             call_gas: CALL_GAS,
+            deadline: self.deadline,
             allow_failure: self.allow_failure,
             calldata: self.data.clone(),
             payment: Box::new(self.payment.clone()),
@@ -201,8 +249,19 @@ impl PaidCall {
     }
 }
 
-fn exec_hash(pool: Address, target: Address, data: &[u8]) -> Fr {
-    execution_hash(CHAIN_ID, &pool.0.0, &target.0.0, CALL_GAS, data)
+fn exec_hash(pool: Address, target: Address, data: &[u8], deadline: u64) -> Fr {
+    execution_hash(&Execution {
+        chain_id: CHAIN_ID,
+        pool: &pool.0.0,
+        target: &target.0.0,
+        call_gas: CALL_GAS,
+        deadline,
+        data,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 async fn send(client: &Client, exit: NodeId, request: Request) -> nox_protocol::payload::Reply {
@@ -280,11 +339,13 @@ async fn paid_calls_through_the_mixnet() {
 
     let increment = NoxCounter::incrementCall {}.abi_encode();
     let fee = ETH / 100;
+    let deadline = unix_now() + DEADLINE_SECS;
     let paid = |owned: &Owned, tree: &MerkleTree, fee: u128, recipient: Address, data: &[u8], bound: &[u8]| PaidCall {
         target,
         data: data.to_vec(),
+        deadline,
         allow_failure: false,
-        payment: user.pay(tree, owned, fee, recipient, exec_hash(pool, target, bound)),
+        payment: user.pay(tree, owned, fee, recipient, exec_hash(pool, target, bound, deadline)),
     };
 
     // --- The happy path: the call lands, from the exit's wallet.
@@ -352,15 +413,17 @@ async fn paid_calls_through_the_mixnet() {
     let code = EthRefusalCode::UnknownRoot;
     expect_refusal(&client, exit, eth, wallet, &unknown_root, code, ReplyStatus::Refused).await;
     // The happy path's note under another request (allow_failure set): spent.
-    let spent = PaidCall { target, data: increment.clone(), allow_failure: true, payment: happy.payment.clone() };
+    let spent =
+        PaidCall { target, data: increment.clone(), deadline, allow_failure: true, payment: happy.payment.clone() };
     let code = EthRefusalCode::NullifierSpent;
     expect_refusal(&client, exit, eth, wallet, &spent, code, ReplyStatus::Refused).await;
     // The relay itself reverts (a zero target).
     let zero = PaidCall {
         target: Address::ZERO,
         data: increment.clone(),
+        deadline,
         allow_failure: false,
-        payment: user.pay(&tree, &fresh, fee, wallet, exec_hash(pool, Address::ZERO, &increment)),
+        payment: user.pay(&tree, &fresh, fee, wallet, exec_hash(pool, Address::ZERO, &increment, deadline)),
     };
     let code = EthRefusalCode::SimulationReverted;
     expect_refusal(&client, exit, eth, wallet, &zero, code, ReplyStatus::Refused).await;
@@ -370,6 +433,22 @@ async fn paid_calls_through_the_mixnet() {
     let code = EthRefusalCode::CallFails;
     let r = expect_refusal(&client, exit, eth, wallet, &failing, code, ReplyStatus::Refused).await;
     assert_eq!(r.detail.get(..4), Some(NoxCounter::Refused::SELECTOR.as_slice()), "the call's revert data");
+    // A proof whose deadline has passed, or is too near to be mined in time:
+    // refused before anything is sent, with the earliest deadline accepted.
+    let soon = unix_now() + 5;
+    let expiring = PaidCall {
+        deadline: soon,
+        payment: user.pay(&tree, &fresh, fee, wallet, exec_hash(pool, target, &increment, soon)),
+        ..paid(&fresh, &tree, fee, wallet, &increment, &increment)
+    };
+    let code = EthRefusalCode::Expired;
+    let r = expect_refusal(&client, exit, eth, wallet, &expiring, code, ReplyStatus::Refused).await;
+    let earliest = u64::from_be_bytes(r.detail.as_slice().try_into().expect("the earliest deadline, 8 bytes"));
+    assert!(earliest > soon, "{r}");
+    // A deadline other than the proof's.
+    let moved = PaidCall { deadline: deadline + 1, ..paid(&fresh, &tree, fee, wallet, &increment, &increment) };
+    let code = EthRefusalCode::WrongExecution;
+    expect_refusal(&client, exit, eth, wallet, &moved, code, ReplyStatus::Refused).await;
     // A fee below the cost with the margin.
     let cheap = paid(&fresh, &tree, 1_000, wallet, &increment, &increment);
     let code = EthRefusalCode::FeeTooLow;
@@ -449,28 +528,32 @@ async fn paid_calls_through_the_mixnet() {
     assert_eq!(next_tx.inner.nonce(), first_tx.inner.nonce() + 1, "neither reused nor skipped");
     assert_eq!(nonce_of(eth, wallet).await, nonce + 2);
 
-    // --- Flush (off until now, so that the nonces above count relays only):
-    // the change notes of the exit's relays are inserted into the tree.
+    // --- Flush (off until now, so that the nonces above count relays only).
+    // The change notes of the relays wait in the open segment. Queue deposits
+    // until a segment of 32 closes: the exit flushes it by itself, paid by
+    // the bounty every queued leaf prepaid, and leaves the open one alone.
+    let change = U256::from_be_bytes(happy.payment.inputs.change_commitment);
+    let change_index =
+        user.queued().await.iter().position(|(c, _)| *c == change).expect("the change note is queued") as u64;
+    let mut queued = user.queued().await.len() as u64;
+    while !queued.is_multiple_of(32) {
+        user.queue_eth(ETH / 1000).await;
+        queued += 1;
+    }
+    let extra = user.queue_eth(ETH / 1000).await;
     client.shutdown().await;
     net.stop_node(exit_idx).await;
     net.nodes[exit_idx].config.exit.eth_flush_every_secs = 1;
     net.start_node(exit_idx).await.unwrap();
-    let change = U256::from_be_bytes(happy.payment.inputs.change_commitment);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let filter = Filter::new().address(pool).event_signature(NoxPool::Inserted::SIGNATURE_HASH).from_block(0);
-        let inserted = eth
-            .logs(&filter)
-            .await
-            .unwrap()
-            .iter()
-            .any(|l| NoxPool::Inserted::decode_log(&l.inner).is_ok_and(|e| e.commitment == change));
-        if inserted {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the change note was not flushed");
+    let next_index = || async { eth.view("NoxPool", pool, NoxPool::nextIndexCall {}).await.unwrap().to::<u64>() };
+    let deadline_at = Instant::now() + Duration::from_secs(60);
+    while next_index().await < queued {
+        assert!(Instant::now() < deadline_at, "the exit did not flush the closed segment");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(change_index < queued, "the relay's change note was in the closed segment");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(next_index().await, queued, "the open segment waits (exit.eth_flush_open_after_secs = 0)");
     // Counted once the exit sees its flush mined.
     let value = |metrics: &str, outcome: &str| -> u64 {
         let key = format!("nox_events_total{{kind=\"exit_eth_flush\",outcome=\"{outcome}\"}} ");
@@ -481,12 +564,25 @@ async fn paid_calls_through_the_mixnet() {
         if value(&metrics, "flushes") >= 1 {
             break metrics;
         }
-        assert!(Instant::now() < deadline, "the flush was not counted: {metrics}");
+        assert!(Instant::now() < deadline_at, "the flush was not counted: {metrics}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (flushes, notes, gas) = (value(&metrics, "flushes"), value(&metrics, "notes"), value(&metrics, "gas_used"));
-    assert!(notes >= 1, "{metrics}");
-    println!("MEASURE flush: flushes={flushes} notes={notes} gas_used={gas} gas_per_note={}", gas / notes.max(1));
+    let (flushes, leaves, gas) = (value(&metrics, "flushes"), value(&metrics, "leaves"), value(&metrics, "gas_used"));
+    assert!(leaves >= 1 && value(&metrics, "bounty_gwei") > 0, "{metrics}");
+    println!(
+        "MEASURE exit flush of a closed segment: flushes={flushes} leaves={leaves} gas_used={gas} gas_per_leaf={} bounty_gwei={}",
+        gas / leaves.max(1),
+        value(&metrics, "bounty_gwei")
+    );
+    // With exit.eth_flush_open_after_secs, the open segment goes in too.
+    net.stop_node(exit_idx).await;
+    net.nodes[exit_idx].config.exit.eth_flush_open_after_secs = 1;
+    net.start_node(exit_idx).await.unwrap();
+    while next_index().await <= extra.index {
+        assert!(Instant::now() < deadline_at + Duration::from_secs(60), "the exit did not flush the open segment");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    user.tree().await;
 
     net.shutdown().await;
 }

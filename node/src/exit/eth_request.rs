@@ -82,7 +82,9 @@
 //! `exit.eth_flush_max_segments` of them — whoever's leaves they hold —
 //! through the same nonce ledger; with `exit.eth_flush_open_after_secs` set
 //! it also flushes the open segment once its first leaf has waited that long.
-//! The leaves come from the pool's `Queued` logs (see [`super::pool_queue`]).
+//! The leaves
+//! and their bounties come from the pool's `Queued` logs (see
+//! [`super::pool_queue`]).
 //! Nothing is sent while one of its flushes is pending. Counted as
 //! `nox_events_total{kind="exit_eth_flush"}`: `flushes`, `leaves`,
 //! `gas_used`, `bounty_gwei`, `raced` (someone else flushed first),
@@ -1009,8 +1011,7 @@ impl Inner {
         let pool = self.cfg.pool;
         let Ok(state) = self.eth.view("NoxPool", pool, NoxPool::queueStateCall {}).await else { return };
         let queue = QueueState::from(&state);
-        let open_due = !self.cfg.flush_open_after.is_zero() && self.open_segment_due(&queue).await;
-        let plan = queue.plan(self.cfg.flush_max_segments, open_due);
+        let plan = queue.plan(self.cfg.flush_max_segments, !self.cfg.flush_open_after.is_zero());
         let Some(first) = plan.first() else { return };
         let Ok(first_block) = self
             .eth
@@ -1021,21 +1022,29 @@ impl Inner {
             return;
         };
         let (start, end) = (first.start, plan.last().map_or(first.end, |s| s.end));
-        let leaves = match super::pool_queue::queued_leaves(&self.eth, pool, start, end, first_block, FLUSH_LOG_WINDOW)
-            .await
+        let mut leaves =
+            match super::pool_queue::queued_leaves(&self.eth, pool, start, end, first_block, FLUSH_LOG_WINDOW).await {
+                Ok(Some(leaves)) => leaves,
+                Ok(None) => {
+                    self.flush.missing_leaves.inc();
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "exit: reading the pool's queued leaves");
+                    return;
+                }
+            };
+        // The open segment goes in only once its first leaf has waited long enough.
+        if let Some(open) = plan.last().filter(|s| s.open)
+            && !self.waited(leaves.blocks[(open.start - start) as usize]).await
         {
-            Ok(Some(leaves)) => leaves,
-            Ok(None) => {
-                self.flush.missing_leaves.inc();
+            leaves.truncate((open.start - start) as usize);
+            if leaves.leaves.is_empty() {
                 return;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "exit: reading the pool's queued leaves");
-                return;
-            }
-        };
-        let count = leaves.len() as u64;
-        let data = NoxPool::flushCall { leaves }.abi_encode();
+        }
+        let count = leaves.leaves.len() as u64;
+        let data = NoxPool::flushCall { leaves: leaves.leaves, bounties: leaves.bounties }.abi_encode();
         let req = TransactionRequest::default().with_from(self.sender.wallet()).with_to(pool).with_input(data.clone());
         let gas = match self.eth.provider().estimate_gas(req).await {
             Ok(g) => g,
@@ -1064,15 +1073,12 @@ impl Inner {
         }
     }
 
-    /// Whether the open segment's first leaf has waited
-    /// `exit.eth_flush_open_after_secs` (by the chain's clock).
-    async fn open_segment_due(&self, queue: &QueueState) -> bool {
-        if queue.open_start >= queue.queued {
-            return false;
-        }
-        let block = self.eth.provider().get_block_by_number(BlockNumberOrTag::Number(queue.open_block)).await;
-        let (Ok(Some(block)), Ok(now)) = (block, self.eth.latest_timestamp().await) else { return false };
-        now.saturating_sub(block.header.timestamp) >= self.cfg.flush_open_after.as_secs()
+    /// Whether a leaf queued in `block` has waited `exit.eth_flush_open_after_secs`
+    /// by the chain's clock.
+    async fn waited(&self, block: u64) -> bool {
+        let queued = self.eth.provider().get_block_by_number(BlockNumberOrTag::Number(block)).await;
+        let (Ok(Some(queued)), Ok(now)) = (queued, self.eth.latest_timestamp().await) else { return false };
+        now.saturating_sub(queued.header.timestamp) >= self.cfg.flush_open_after.as_secs()
     }
 
     /// Acts on transactions the maintenance found mined.

@@ -5,8 +5,8 @@
 //! from the first leaf not yet in the tree, so the plan of a flush is a run
 //! of consecutive segments from there: the closed ones first, then the open
 //! one if it is due. The leaves themselves are not in the pool's storage,
-//! only a hash chain of them: a flusher reads them back from the `Queued`
-//! logs, which are indexed by leaf index.
+//! only a hash chain of them and their bounties: a flusher reads both back
+//! from the `Queued` logs, which are indexed by leaf index.
 
 use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, U256};
@@ -23,14 +23,19 @@ pub struct QueueState {
     pub queued: u64,
     /// First leaf of the open segment.
     pub open_start: u64,
-    /// Block of the open segment's first leaf.
+    /// A block no leaf of the open segment was queued before.
     pub open_block: u64,
 }
 
 impl From<&NoxPool::queueStateReturn> for QueueState {
     fn from(r: &NoxPool::queueStateReturn) -> Self {
         let n = |u: U256| u64::try_from(u).unwrap_or(u64::MAX);
-        QueueState { inserted: n(r.inserted), queued: n(r.queued), open_start: n(r.openStart), open_block: n(r.openBlock) }
+        QueueState {
+            inserted: n(r.inserted),
+            queued: n(r.queued),
+            open_start: n(r.openStart),
+            open_block: n(r.openBlock),
+        }
     }
 }
 
@@ -67,6 +72,27 @@ impl QueueState {
     }
 }
 
+/// Queued leaves and the bounties their insertion pays, in leaf order: what
+/// `NoxPool.flush` takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuedLeaves {
+    /// The leaves.
+    pub leaves: Vec<U256>,
+    /// Their bounties, wei.
+    pub bounties: Vec<U256>,
+    /// The block each was queued in.
+    pub blocks: Vec<u64>,
+}
+
+impl QueuedLeaves {
+    /// Keeps the first `len` leaves.
+    pub fn truncate(&mut self, len: usize) {
+        self.leaves.truncate(len);
+        self.bounties.truncate(len);
+        self.blocks.truncate(len);
+    }
+}
+
 /// The queued leaves `start..end` from the pool's `Queued` logs, read from
 /// `from_block` on in windows of `window` blocks; `None` if some are not
 /// found up to the latest block (an upstream that lost logs, or a pool at
@@ -78,15 +104,16 @@ pub async fn queued_leaves(
     end: u64,
     from_block: u64,
     window: u64,
-) -> Result<Option<Vec<U256>>, EthError> {
+) -> Result<Option<QueuedLeaves>, EthError> {
     let want = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
-    let mut leaves: Vec<Option<U256>> = vec![None; want];
+    let mut leaves: Vec<Option<(U256, U256, u64)>> = vec![None; want];
     let mut found = 0;
     let latest = eth.block_number().await?;
     let mut from = from_block;
     while from <= latest && found < want {
         let to = from.saturating_add(window.max(1) - 1).min(latest);
-        let filter = Filter::new().address(pool).event_signature(NoxPool::Queued::SIGNATURE_HASH).from_block(from).to_block(to);
+        let filter =
+            Filter::new().address(pool).event_signature(NoxPool::Queued::SIGNATURE_HASH).from_block(from).to_block(to);
         for log in eth.logs(&filter).await? {
             let Ok(ev) = NoxPool::Queued::decode_log(&log.inner) else { continue };
             let Ok(index) = u64::try_from(ev.leafIndex) else { continue };
@@ -95,12 +122,16 @@ pub async fn queued_leaves(
                 if slot.is_none() {
                     found += 1;
                 }
-                *slot = Some(ev.commitment);
+                *slot = Some((ev.commitment, ev.bounty, log.block_number.unwrap_or(to)));
             }
         }
         from = to + 1;
     }
-    Ok(leaves.into_iter().collect())
+    Ok(leaves.into_iter().collect::<Option<Vec<_>>>().map(|found| QueuedLeaves {
+        leaves: found.iter().map(|(l, _, _)| *l).collect(),
+        bounties: found.iter().map(|(_, b, _)| *b).collect(),
+        blocks: found.iter().map(|(_, _, n)| *n).collect(),
+    }))
 }
 
 #[cfg(test)]
