@@ -65,7 +65,8 @@ mod tests {
     #[test]
     fn every_part_of_the_call_changes_the_hash() {
         let (pool, target, other) = ([1u8; 20], [2u8; 20], [3u8; 20]);
-        let e = Execution { chain_id: 31337, pool: &pool, target: &target, call_gas: 50_000, deadline: 9, data: b"call" };
+        let e =
+            Execution { chain_id: 31337, pool: &pool, target: &target, call_gas: 50_000, deadline: 9, data: b"call" };
         let h = execution_hash(&e);
         assert_ne!(execution_hash(&Execution { chain_id: 1, ..e }), h);
         assert_ne!(execution_hash(&Execution { pool: &other, ..e }), h);

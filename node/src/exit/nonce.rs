@@ -309,12 +309,7 @@ impl TxLedger {
 
     /// Forgets the oldest finished records beyond [`KEEP_FINISHED`].
     pub fn prune(&mut self) -> Result<(), LedgerError> {
-        let finished: Vec<u64> = self
-            .txs
-            .values()
-            .filter(|r| r.state != TxState::Pending)
-            .map(|r| r.nonce)
-            .collect();
+        let finished: Vec<u64> = self.txs.values().filter(|r| r.state != TxState::Pending).map(|r| r.nonce).collect();
         let Some(excess) = finished.len().checked_sub(KEEP_FINISHED).filter(|n| *n > 0) else { return Ok(()) };
         let txn = self.db.begin_write().map_err(db_err("beginning a write"))?;
         {
