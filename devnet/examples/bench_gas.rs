@@ -39,16 +39,15 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolEvent};
 use ark_bn254::Fr;
 use nox_circuits::field::{from_be32, to_hex};
-use nox_circuits::groth16::{encode_proof, prove};
 use nox_circuits::note::{Note, SpendingKey, address_to_fr};
 use nox_circuits::pool::{Execution, execution_hash};
-use nox_circuits::spend::{Spend, SpendCircuit};
+use nox_circuits::spend::Spend;
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
+use nox_client::wallet::Prover;
 use nox_devnet::anvil::{Anvil, CHAIN_ID, DEPLOYER_KEY};
 use nox_devnet::deploy::{DeployParams, deploy};
 use nox_eth::EthClient;
 use nox_protocol::contracts::{NoxPool, pool_spend};
-use nox_protocol::payment::{GasPayment, SpendInputs};
 
 /// anvil's account #2: the depositor.
 const USER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
@@ -71,6 +70,7 @@ struct Bench {
     inserted: usize,
     /// The notes deposited, by leaf index.
     notes: Vec<(SpendingKey, Note)>,
+    prover: Prover,
 }
 
 impl Bench {
@@ -161,21 +161,7 @@ impl Bench {
             recipient: address_to_fr(&relayer.0.0),
             execution_hash: exec,
         };
-        let keys = nox_devnet::zk::dev_keys().unwrap();
-        let (public, witness) = spend.inputs(TREE_DEPTH).unwrap();
-        let proof = prove(keys, SpendCircuit::new(TREE_DEPTH, public, witness), &mut rand::rngs::OsRng).unwrap();
-        let payment = GasPayment {
-            proof: encode_proof(&proof),
-            inputs: SpendInputs {
-                root: word(public.root),
-                nullifier: word(public.nullifier),
-                change_commitment: word(public.change_commitment),
-                asset: word(public.asset),
-                public_value: word(public.public_value),
-                recipient: word(public.recipient),
-                execution_hash: word(public.execution_hash),
-            },
-        };
+        let payment = self.prover.prove_spend(&spend).unwrap();
         let (proof, inputs) = pool_spend(&payment);
         let call = NoxPool::relayCall {
             proof,
@@ -212,6 +198,7 @@ async fn main() {
         queued: Vec::new(),
         inserted: 0,
         notes: Vec::new(),
+        prover: Prover::from_keys(nox_devnet::zk::dev_keys().unwrap().clone()),
     };
     // Queue states before anything: a first batch, so later figures are steady.
     b.deposit().await;

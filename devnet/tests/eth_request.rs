@@ -31,12 +31,12 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolError, SolEvent};
 use ark_bn254::Fr;
 use nox_circuits::field::{from_be32, to_hex};
-use nox_circuits::groth16::{Keys, encode_proof, prove};
 use nox_circuits::note::{Note, SpendingKey, address_to_fr};
 use nox_circuits::pool::{Execution, execution_hash};
-use nox_circuits::spend::{Spend, SpendCircuit};
+use nox_circuits::spend::Spend;
 use nox_circuits::tree::{MerkleTree, TREE_DEPTH};
 use nox_client::Client;
+use nox_client::wallet::Prover;
 use nox_devnet::anvil::{CHAIN_ID, DEPLOYER_KEY};
 use nox_devnet::{Devnet, DevnetOptions};
 use nox_eth::EthClient;
@@ -45,7 +45,7 @@ use nox_protocol::NodeId;
 use nox_protocol::answer::{EthReceipt, EthRefusal, EthRefusalCode};
 use nox_protocol::contracts::{NoxCounter, NoxPool, NoxTestToken};
 use nox_protocol::payload::{ReplyStatus, Request};
-use nox_protocol::payment::{GasPayment, SpendInputs};
+use nox_protocol::payment::GasPayment;
 
 /// anvil's account #2: the depositing user.
 const USER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
@@ -67,7 +67,7 @@ struct User {
     deployer: EthClient,
     pool: Address,
     token: Address,
-    keys: &'static Keys,
+    prover: Prover,
 }
 
 /// A deposited note the user can spend.
@@ -84,7 +84,8 @@ impl User {
         let eth = EthClient::new(&net.rpc_url(), Duration::from_secs(10), Some(signer)).unwrap();
         let deployer =
             EthClient::new(&net.rpc_url(), Duration::from_secs(10), Some(DEPLOYER_KEY.parse().unwrap())).unwrap();
-        User { eth, deployer, pool: net.pool(), token: net.deployment.token, keys: nox_devnet::zk::dev_keys().unwrap() }
+        let prover = Prover::from_keys(nox_devnet::zk::dev_keys().unwrap().clone());
+        User { eth, deployer, pool: net.pool(), token: net.deployment.token, prover }
     }
 
     /// The insertion bounty to send with a queueing call.
@@ -209,20 +210,7 @@ impl User {
             recipient: address_to_fr(&recipient.0.0),
             execution_hash: exec,
         };
-        let (public, witness) = spend.inputs(TREE_DEPTH).unwrap();
-        let proof = prove(self.keys, SpendCircuit::new(TREE_DEPTH, public, witness), &mut rand::rngs::OsRng).unwrap();
-        GasPayment {
-            proof: encode_proof(&proof),
-            inputs: SpendInputs {
-                root: word(public.root),
-                nullifier: word(public.nullifier),
-                change_commitment: word(public.change_commitment),
-                asset: word(public.asset),
-                public_value: word(public.public_value),
-                recipient: word(public.recipient),
-                execution_hash: word(public.execution_hash),
-            },
-        }
+        self.prover.prove_spend(&spend).unwrap()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use nox_circuits::groth16::{self, Keys};
-use nox_circuits::spend::SpendCircuit;
+use nox_circuits::spend::{Spend, SpendCircuit};
 use nox_circuits::tree::TREE_DEPTH;
 use nox_protocol::payment::{GasPayment, SpendInputs};
 
@@ -44,7 +44,13 @@ impl Prover {
     /// Proves `spend`: the proof's eight words and the seven public inputs,
     /// in the pool's order.
     pub fn prove(&self, spend: &PreparedSpend) -> Result<GasPayment, WalletError> {
-        let (public, witness) = spend.spend.inputs(TREE_DEPTH)?;
+        self.prove_spend(&spend.spend)
+    }
+
+    /// Proves a spend built without the wallet (tests and benchmarks that
+    /// hold the note and its path themselves).
+    pub fn prove_spend(&self, spend: &Spend) -> Result<GasPayment, WalletError> {
+        let (public, witness) = spend.inputs(TREE_DEPTH)?;
         let circuit = SpendCircuit::new(TREE_DEPTH, public, witness);
         let proof = groth16::prove(&self.keys, circuit, &mut rand::rngs::OsRng)?;
         Ok(GasPayment {
