@@ -17,7 +17,7 @@ use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{SolCall, SolEvent};
 use nox_devnet::anvil::DEPLOYER_KEY;
 use nox_protocol::contracts::{
-    EXIT_LAYER, NoxRegistry, NoxTestToken, registration_commitment, relay_layer, topology_fingerprint,
+    EXIT_LAYER, NoxPool, NoxRegistry, NoxTestToken, registration_commitment, relay_layer, topology_fingerprint,
 };
 use serde_json::{Value, json};
 
@@ -110,14 +110,24 @@ fn pool_on_anvil_tracks_the_rust_tree() {
     let root = || format!("0x{}", hex::encode(call(url, pool, selector("currentRoot()"))));
 
     let mut tree = MerkleTree::new(TREE_DEPTH);
-    assert_eq!(root(), fr_to_hex(&tree.root()), "empty root");
+    let empty = fr_to_hex(&tree.root());
+    assert_eq!(root(), empty, "empty root");
+    // Deposits queue their notes with a bounty (twice the pool's minimum
+    // now); the root moves only when a flush inserts them.
+    let bounty = U256::from_be_slice(&call(url, pool, selector("insertionBounty()"))) * U256::from(2u8);
+    let mut queued = Vec::new();
     for (value, secret) in [(1_000_000_000_000_000_000u64, 7u64), (5, 8), (123_456_789, 9)] {
-        let mut data = selector("deposit(uint256)");
-        data.extend_from_slice(&U256::from(secret).to_be_bytes::<32>());
-        send_value(url, from, pool, data, U256::from(value));
-        tree.insert(commitment_from_secret(Fr::from(0u64), Fr::from(value), Fr::from(secret))).unwrap();
-        assert_eq!(root(), fr_to_hex(&tree.root()), "root after depositing {value} wei");
+        let data = NoxPool::depositCall { value: U256::from(value), secret: U256::from(secret) }.abi_encode();
+        send_value(url, from, pool, data, U256::from(value) + bounty);
+        let leaf = commitment_from_secret(Fr::from(0u64), Fr::from(value), Fr::from(secret));
+        queued.push((U256::from_str_radix(&fr_to_hex(&leaf)[2..], 16).unwrap(), bounty));
+        assert_eq!(root(), empty, "a queued note is not in the root yet");
+        tree.insert(leaf).unwrap();
     }
+    // The three form the open segment: one flush inserts them, and the root is Rust's.
+    let (leaves, bounties) = queued.into_iter().unzip();
+    send(url, from, pool, NoxPool::flushCall { leaves, bounties }.abi_encode());
+    assert_eq!(root(), fr_to_hex(&tree.root()), "root after flushing the three deposits");
     let executor = call(url, pool, selector("executor()"));
     assert_eq!(&executor[12..], d.executor.as_slice());
 }

@@ -29,7 +29,8 @@
 //! Nothing in this module panics on any input.
 //!
 //! When a new fragment finds the message or byte budget full, the stalest
-//! incomplete messages (earliest first fragment) are dropped to make room
+//! incomplete messages (earliest first fragment; among equals, the first
+//! begun) are dropped to make room
 //! ([`Reassembler::take_evicted`] counts their fragments), never the
 //! fragment's own message. A flood of messages that never complete therefore
 //! cannot shut new messages out: it can only push out messages older than the
@@ -367,6 +368,8 @@ struct Partial {
     shard_len: usize,
     shards: HashMap<u16, Vec<u8>>,
     first_seen: Instant,
+    /// Order of arrival among messages begun at the same instant.
+    seq: u64,
 }
 
 impl Partial {
@@ -385,6 +388,8 @@ pub struct Reassembler {
     bytes: usize,
     /// Fragments of messages dropped to make room, since the last look.
     evicted: usize,
+    /// Messages begun so far (orders messages begun at the same instant).
+    begun: u64,
 }
 
 impl std::fmt::Debug for Reassembler {
@@ -406,6 +411,7 @@ impl Reassembler {
             completed_set: HashSet::new(),
             bytes: 0,
             evicted: 0,
+            begun: 0,
         }
     }
 
@@ -425,8 +431,12 @@ impl Reassembler {
             if !over_messages && !over_bytes {
                 return Ok(());
             }
-            let stalest =
-                self.partial.iter().filter(|(id, _)| *id != keep).min_by_key(|(_, p)| p.first_seen).map(|(id, _)| *id);
+            let stalest = self
+                .partial
+                .iter()
+                .filter(|(id, _)| *id != keep)
+                .min_by_key(|(_, p)| (p.first_seen, p.seq))
+                .map(|(id, _)| *id);
             let Some(p) = stalest.and_then(|id| self.partial.remove(&id)) else {
                 return Err(if over_messages { FragmentError::MessageLimit } else { FragmentError::MemoryLimit });
             };
@@ -513,13 +523,18 @@ impl Reassembler {
             self.make_room(&h.id, new_message, shard.len())?;
         }
 
-        let p = self.partial.entry(h.id).or_insert_with(|| Partial {
-            data: h.data,
-            parity: h.parity,
-            message_len: h.message_len,
-            shard_len: shard.len(),
-            shards: HashMap::new(),
-            first_seen: now,
+        let begun = &mut self.begun;
+        let p = self.partial.entry(h.id).or_insert_with(|| {
+            *begun += 1;
+            Partial {
+                data: h.data,
+                parity: h.parity,
+                message_len: h.message_len,
+                shard_len: shard.len(),
+                shards: HashMap::new(),
+                first_seen: now,
+                seq: *begun,
+            }
         });
         p.shards.insert(h.index, shard.to_vec());
         self.bytes += shard.len();
