@@ -4,7 +4,7 @@
 //! ## Layout
 //!
 //! ```text
-//! request: version (1) = 4 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 507) ‖ body
+//! request: version (1) = 4 ‖ kind (1) ‖ request id (16) ‖ SURB count (1) ‖ SURBs (count × 699) ‖ body
 //! reply:   version (1) = 4 ‖ kind (1) = 0x10 ‖ request id (16) ‖ status (1) ‖ data
 //! ```
 //!
