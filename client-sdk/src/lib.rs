@@ -30,6 +30,8 @@
 //!   against the client's own oracle keys ([`Client::price_book`]);
 //! * [`chain_reader`] — the wallet's pool reads as `RpcCall`s through the
 //!   mixnet;
+//! * [`mail`] — [`mail::MailQueue`]: outgoing mail, durable and sealed
+//!   under the user's passphrase, the `Spool` of the coming SMTP gateway;
 //! * [`proxy`] — the local Ethereum JSON-RPC proxy: wallet requests in,
 //!   `RpcCall`/`RawBroadcast` through the mixnet behind a [`proxy::Backend`].
 //!
@@ -48,6 +50,8 @@ pub mod config;
 pub mod cover;
 pub mod directory;
 pub mod fee;
+pub mod mail;
+mod passphrase;
 pub mod prices;
 pub mod private;
 pub mod proxy;

@@ -29,6 +29,9 @@
 //! another contract, which this build does not follow. The header itself did
 //! not change (the key-derivation contexts still say `v1`).
 //!
+//! The key derivation and the sealing are [`crate::passphrase`]'s, shared
+//! with the mail queue; this module owns the wallet's header and its write.
+//!
 //! The key is derived once, at `create` or `open`, and kept (zeroized on
 //! drop) so that a save costs one encryption, not one argon2id.
 //!
@@ -42,12 +45,11 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::error::WalletError;
+use crate::passphrase::{self, Contexts, KDF_LEN, KdfError, NONCE_LEN, SALT_LEN, TAG_LEN};
+pub use crate::passphrase::{KdfParams, MAX_M_KIB, MAX_P, MAX_T};
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"NOXWALLT";
@@ -57,56 +59,12 @@ pub const VERSION: u16 = 2;
 pub const POOL_V1_VERSION: u16 = 1;
 /// Bytes of the header (the AEAD's associated data).
 pub const HEADER_LEN: usize = 95;
-const KDF_ARGON2ID: u8 = 1;
-const SALT_LEN: usize = 16;
 const CHECK_LEN: usize = 32;
-const NONCE_LEN: usize = 24;
-const TAG_LEN: usize = 16;
-const CHECK_CONTEXT: &str = "NOX wallet v1 passphrase check";
-const KEY_CONTEXT: &str = "NOX wallet v1 file key";
+const CONTEXTS: Contexts = Contexts { check: "NOX wallet v1 passphrase check", key: "NOX wallet v1 file key" };
 
-/// Largest memory cost a file may ask for (4 GiB): a file cannot make
-/// `open` allocate without bound.
-pub const MAX_M_KIB: u32 = 4 * 1024 * 1024;
-/// Largest number of passes a file may ask for.
-pub const MAX_T: u32 = 64;
-/// Largest number of lanes a file may ask for.
-pub const MAX_P: u32 = 16;
-
-/// argon2id parameters, stored in the file's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KdfParams {
-    /// Memory, KiB.
-    pub m_kib: u32,
-    /// Passes.
-    pub t: u32,
-    /// Lanes.
-    pub p: u32,
-}
-
-impl Default for KdfParams {
-    /// 64 MiB, 3 passes, 1 lane (about 0.1–0.3 s on a laptop; see
-    /// `docs/architecture.md`).
-    fn default() -> Self {
-        KdfParams { m_kib: 64 * 1024, t: 3, p: 1 }
-    }
-}
-
-impl KdfParams {
-    /// Cheap parameters (64 KiB, 1 pass) for tests. **Not for a real wallet**:
-    /// they make passphrase guessing cheap.
-    pub fn insecure_fast() -> Self {
-        KdfParams { m_kib: 64, t: 1, p: 1 }
-    }
-
-    fn check(&self) -> Result<argon2::Params, WalletError> {
-        if self.m_kib > MAX_M_KIB || self.t > MAX_T || self.p > MAX_P {
-            return Err(WalletError::Kdf(format!(
-                "m = {} KiB, t = {}, p = {} exceed the limits ({MAX_M_KIB} KiB, {MAX_T}, {MAX_P})",
-                self.m_kib, self.t, self.p
-            )));
-        }
-        argon2::Params::new(self.m_kib, self.t, self.p, Some(32)).map_err(|e| WalletError::Kdf(e.to_string()))
+impl From<KdfError> for WalletError {
+    fn from(e: KdfError) -> Self {
+        WalletError::Kdf(e.0)
     }
 }
 
@@ -129,10 +87,7 @@ impl Header {
         let mut h = [0u8; HEADER_LEN];
         h[0..8].copy_from_slice(&MAGIC);
         h[8..10].copy_from_slice(&VERSION.to_be_bytes());
-        h[10] = KDF_ARGON2ID;
-        h[11..15].copy_from_slice(&self.kdf.m_kib.to_be_bytes());
-        h[15..19].copy_from_slice(&self.kdf.t.to_be_bytes());
-        h[19..23].copy_from_slice(&self.kdf.p.to_be_bytes());
+        h[10..10 + KDF_LEN].copy_from_slice(&self.kdf.to_bytes());
         h[23..39].copy_from_slice(&self.salt);
         h[39..71].copy_from_slice(&self.check);
         h[71..95].copy_from_slice(nonce);
@@ -160,17 +115,16 @@ impl Header {
         if bytes.len() < HEADER_LEN + TAG_LEN {
             return Err(WalletError::Truncated { len: bytes.len() });
         }
-        if bytes[10] != KDF_ARGON2ID {
-            return Err(WalletError::Kdf(format!("unknown key derivation function {}", bytes[10])));
-        }
-        let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let mut kdf = [0u8; KDF_LEN];
+        kdf.copy_from_slice(&bytes[10..10 + KDF_LEN]);
+        let kdf = KdfParams::from_bytes(&kdf)?;
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&bytes[23..39]);
         let mut check = [0u8; CHECK_LEN];
         check.copy_from_slice(&bytes[39..71]);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&bytes[71..95]);
-        Ok((Header { kdf: KdfParams { m_kib: word(11), t: word(15), p: word(19) }, salt, check }, nonce))
+        Ok((Header { kdf, salt, check }, nonce))
     }
 }
 
@@ -186,28 +140,12 @@ impl std::fmt::Debug for FileKey {
     }
 }
 
-/// `master`, the passphrase check and the AEAD key.
-fn derive(passphrase: &str, kdf: KdfParams, salt: &[u8; SALT_LEN]) -> Result<([u8; 32], FileKeyBytes), WalletError> {
-    let params = kdf.check()?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut master = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase.as_bytes(), salt, master.as_mut())
-        .map_err(|e| WalletError::Kdf(e.to_string()))?;
-    let check = blake3::derive_key(CHECK_CONTEXT, master.as_ref());
-    let key = Zeroizing::new(blake3::derive_key(KEY_CONTEXT, master.as_ref()));
-    Ok((check, key))
-}
-
-type FileKeyBytes = Zeroizing<[u8; 32]>;
-
 impl FileKey {
     /// A fresh salt, and the key `passphrase` gives with it.
     pub(crate) fn create(passphrase: &str, kdf: KdfParams) -> Result<FileKey, WalletError> {
-        let mut salt = [0u8; SALT_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        let (check, key) = derive(passphrase, kdf, &salt)?;
-        Ok(FileKey { header: Header { kdf, salt, check }, key })
+        let salt = passphrase::fresh_salt();
+        let derived = passphrase::derive(passphrase, kdf, &salt, CONTEXTS)?;
+        Ok(FileKey { header: Header { kdf, salt, check: derived.check }, key: derived.key })
     }
 
     /// The header's parameters.
@@ -217,13 +155,10 @@ impl FileKey {
 
     /// Seals `body` under a fresh nonce: the whole file's bytes.
     pub(crate) fn seal(&self, body: &[u8]) -> Result<Vec<u8>, WalletError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let nonce = passphrase::fresh_nonce();
         let header = self.header.encode(&nonce);
-        let cipher = XChaCha20Poly1305::new(self.key.as_ref().into());
-        let sealed = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: body, aad: &header })
-            .map_err(|_| WalletError::Corrupt("encryption failed".into()))?;
+        let sealed = passphrase::seal(&self.key, &nonce, &header, body)
+            .ok_or_else(|| WalletError::Corrupt("encryption failed".into()))?;
         let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
         out.extend_from_slice(&header);
         out.extend_from_slice(&sealed);
@@ -237,20 +172,14 @@ impl FileKey {
         passphrase: &str,
     ) -> Result<(FileKey, Zeroizing<Vec<u8>>), WalletError> {
         let (header, nonce) = Header::decode(path, bytes)?;
-        let (check, key) = derive(passphrase, header.kdf, &header.salt)?;
-        if !constant_time_eq(&check, &header.check) {
+        let derived = passphrase::derive(passphrase, header.kdf, &header.salt, CONTEXTS)?;
+        if !passphrase::constant_time_eq(&derived.check, &header.check) {
             return Err(WalletError::WrongPassphrase);
         }
-        let cipher = XChaCha20Poly1305::new(key.as_ref().into());
-        let body = cipher
-            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &bytes[HEADER_LEN..], aad: &bytes[..HEADER_LEN] })
-            .map_err(|_| WalletError::Corrupt("the body does not authenticate".into()))?;
-        Ok((FileKey { header, key }, Zeroizing::new(body)))
+        let body = passphrase::open(&derived.key, &nonce, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
+            .ok_or_else(|| WalletError::Corrupt("the body does not authenticate".into()))?;
+        Ok((FileKey { header, key: derived.key }, body))
     }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads the whole file.
