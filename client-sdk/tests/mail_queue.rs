@@ -23,7 +23,7 @@ print("sent")
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_smtplib_submits_and_the_reopened_queue_holds_the_message_byte_exact() {
+async fn test_mail_queue_smtplib_submits_and_the_reopened_queue_holds_the_message_byte_exact() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mail-queue.redb");
     let queue = MailQueue::open(&path, "pw", KdfParams::insecure_fast(), QueueLimits::default()).unwrap();
