@@ -34,7 +34,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use ark_bn254::{Bn254, Fq2, Fr, G1Affine, G2Affine};
+use ark_bn254::{Bn254, Fr};
 use ark_ff::{Field, UniformRand, Zero};
 use ark_groth16::r1cs_to_qap::LibsnarkReduction;
 use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey, VerifyingKey};
@@ -391,17 +391,6 @@ pub fn verify(pvk: &PreparedVerifyingKey<Bn254>, public: &BatchPublic, proof: &P
     Groth16::<Bn254>::verify_with_processed_vk(pvk, &public.to_vec(), proof).unwrap_or(false)
 }
 
-fn g1(p: &G1Affine) -> [String; 2] {
-    [to_hex(&p.x), to_hex(&p.y)]
-}
-
-/// EIP-197 order: imaginary part first.
-fn g2(p: &G2Affine) -> [String; 4] {
-    let fq2 = |f: &Fq2| [to_hex(&f.c1), to_hex(&f.c0)];
-    let ([x1, x0], [y1, y0]) = (fq2(&p.x), fq2(&p.y));
-    [x1, x0, y1, y0]
-}
-
 /// A Solidity library `InsertVerifier<B>` that verifies this circuit's
 /// proofs for `vk` (`verify(uint256[8] calldata proof, uint256[3 + B]
 /// calldata input)`). Unlike the spend verifier it multiplies every input,
@@ -437,33 +426,7 @@ library InsertVerifier{b} {{
     uint256 internal constant PAIRING_GAS = 45000 + 4 * 34000;
 "#
     );
-    let [ax, ay] = g1(&vk.alpha_g1);
-    let [bx1, bx0, by1, by0] = g2(&vk.beta_g2);
-    let [gx1, gx0, gy1, gy0] = g2(&vk.gamma_g2);
-    let [dx1, dx0, dy1, dy0] = g2(&vk.delta_g2);
-    for (name, v) in [
-        ("ALPHA_X", ax),
-        ("ALPHA_Y", ay),
-        ("BETA_X1", bx1),
-        ("BETA_X0", bx0),
-        ("BETA_Y1", by1),
-        ("BETA_Y0", by0),
-        ("GAMMA_X1", gx1),
-        ("GAMMA_X0", gx0),
-        ("GAMMA_Y1", gy1),
-        ("GAMMA_Y0", gy0),
-        ("DELTA_X1", dx1),
-        ("DELTA_X0", dx0),
-        ("DELTA_Y1", dy1),
-        ("DELTA_Y0", dy0),
-    ] {
-        let _ = writeln!(s, "    uint256 internal constant {name} = {v};");
-    }
-    for (i, p) in vk.gamma_abc_g1.iter().enumerate() {
-        let [x, y] = g1(p);
-        let _ = writeln!(s, "    uint256 internal constant IC{i}_X = {x};");
-        let _ = writeln!(s, "    uint256 internal constant IC{i}_Y = {y};");
-    }
+    crate::solidity::write_key_constants(&mut s, vk);
     let _ = write!(
         s,
         r#"

@@ -62,33 +62,9 @@ pub fn proof_words(proof: &Proof<Bn254>) -> [String; 8] {
     std::array::from_fn(|i| format!("0x{}", ::hex::encode(&bytes[32 * i..32 * (i + 1)])))
 }
 
-/// The verifier library for `vk`.
-pub fn verifier(vk: &VerifyingKey<Bn254>) -> String {
-    assert_eq!(vk.gamma_abc_g1.len(), NUM_PUBLIC_INPUTS + 1, "a spend verifying key");
-    let mut s = String::from(HEADER);
-    let n = NUM_PUBLIC_INPUTS;
-    let _ = write!(
-        s,
-        r#"
-/// @title Groth16 verifier of the NOX spend circuit (BN254).
-/// @notice The keys behind these constants come from the development setup
-/// unless the file was generated from ceremony keys: see docs/protocol.md.
-library SpendVerifier {{
-    /// A public input is not below the scalar field modulus.
-    error InputOutOfField(uint256 index);
-    /// A proof coordinate is not below the base field modulus, or a point is
-    /// not on its curve.
-    error MalformedProof();
-
-    uint256 internal constant SCALAR_MODULUS = {SCALAR_MODULUS};
-    uint256 internal constant BASE_MODULUS = {BASE_MODULUS};
-    // Precompile prices (EIP-1108). Each call gets exactly its price, so a
-    // proof the precompiles reject burns that much and not the whole call's gas.
-    uint256 internal constant EC_ADD_GAS = 150;
-    uint256 internal constant EC_MUL_GAS = 6000;
-    uint256 internal constant PAIRING_GAS = 45000 + 4 * 34000;
-"#
-    );
+/// The verifying key's points as Solidity constants (`ALPHA_X` … `DELTA_Y0`,
+/// `IC<i>_X`/`IC<i>_Y`), one per line, for a verifier library's body.
+pub(crate) fn write_key_constants(s: &mut String, vk: &VerifyingKey<Bn254>) {
     let [ax, ay] = g1(&vk.alpha_g1);
     let [bx1, bx0, by1, by0] = g2(&vk.beta_g2);
     let [gx1, gx0, gy1, gy0] = g2(&vk.gamma_g2);
@@ -116,6 +92,36 @@ library SpendVerifier {{
         let _ = writeln!(s, "    uint256 internal constant IC{i}_X = {x};");
         let _ = writeln!(s, "    uint256 internal constant IC{i}_Y = {y};");
     }
+}
+
+/// The verifier library for `vk`.
+pub fn verifier(vk: &VerifyingKey<Bn254>) -> String {
+    assert_eq!(vk.gamma_abc_g1.len(), NUM_PUBLIC_INPUTS + 1, "a spend verifying key");
+    let mut s = String::from(HEADER);
+    let n = NUM_PUBLIC_INPUTS;
+    let _ = write!(
+        s,
+        r#"
+/// @title Groth16 verifier of the NOX spend circuit (BN254).
+/// @notice The keys behind these constants come from the development setup
+/// unless the file was generated from ceremony keys: see docs/protocol.md.
+library SpendVerifier {{
+    /// A public input is not below the scalar field modulus.
+    error InputOutOfField(uint256 index);
+    /// A proof coordinate is not below the base field modulus, or a point is
+    /// not on its curve.
+    error MalformedProof();
+
+    uint256 internal constant SCALAR_MODULUS = {SCALAR_MODULUS};
+    uint256 internal constant BASE_MODULUS = {BASE_MODULUS};
+    // Precompile prices (EIP-1108). Each call gets exactly its price, so a
+    // proof the precompiles reject burns that much and not the whole call's gas.
+    uint256 internal constant EC_ADD_GAS = 150;
+    uint256 internal constant EC_MUL_GAS = 6000;
+    uint256 internal constant PAIRING_GAS = 45000 + 4 * 34000;
+"#
+    );
+    write_key_constants(&mut s, vk);
     let _ = write!(
         s,
         r#"
