@@ -414,7 +414,22 @@ impl Client {
     /// Sends `request` through the mixnet and returns the exit's reply,
     /// retrying and topping up SURBs as the module describes.
     pub async fn request(&self, request: Request, progress: impl FnMut(Progress)) -> Result<Reply, ClientError> {
-        self.request_via(request, None, self.cfg.attempt_timeout, progress).await
+        self.request_via(request, None, None, self.cfg.attempt_timeout, progress).await
+    }
+
+    /// [`Client::request`] under a request id the caller chose and keeps
+    /// across calls, so that an exit that performed the request once (its
+    /// acknowledgement lost on the way back) recognises a later try as the
+    /// same request and does not perform it twice. Mail is sent this way:
+    /// each queued message has its own id for its whole life. The id must
+    /// be unpredictable to anyone else (derive it with a key, or draw it).
+    pub async fn request_as(
+        &self,
+        request_id: [u8; 16],
+        request: Request,
+        progress: impl FnMut(Progress),
+    ) -> Result<Reply, ClientError> {
+        self.request_via(request, None, Some(request_id), self.cfg.attempt_timeout, progress).await
     }
 
     /// [`Client::request`] to one exit, every attempt: for requests only that
@@ -427,19 +442,23 @@ impl Client {
         attempt_timeout: Duration,
         progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
-        self.request_via(request, Some(exit), attempt_timeout, progress).await
+        self.request_via(request, Some(exit), None, attempt_timeout, progress).await
     }
 
     async fn request_via(
         &self,
         request: Request,
         pinned: Option<NodeId>,
+        fixed_id: Option<[u8; 16]>,
         attempt_timeout: Duration,
         mut progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
         let kind = request.kind();
-        let mut request_id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut request_id);
+        let request_id = fixed_id.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut id);
+            id
+        });
         let surbs = self.cfg.surbs.for_request(&request);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut ids: Vec<[u8; 32]> = Vec::new();

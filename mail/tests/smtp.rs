@@ -514,6 +514,7 @@ async fn test_oversize_message_is_read_to_its_end_then_refused() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].data, exact.as_bytes());
     assert_eq!(server.stats.refused(Refusal::MessageTooLarge), 1);
+    assert_eq!(server.stats.refused(Refusal::SpoolRejected), 1);
     server.stop().await;
 }
 
@@ -572,6 +573,14 @@ async fn test_a_spool_that_cannot_keep_the_message_never_gets_a_250() {
     server.spool.refuse_with(Some(SpoolError::TooLarge));
     let reply = send_message(&mut client).await;
     assert_eq!(reply.code, 552);
+    server.spool.refuse_with(Some(SpoolError::Rejected("the header's line 3 is malformed\r\n250 ok".into())));
+    let reply = send_message(&mut client).await;
+    assert_eq!(reply.code, 554);
+    assert_eq!(
+        reply.text(),
+        "5.6.0 message refused: the header's line 3 is malformed250 ok",
+        "one line, no CRLF injected"
+    );
     assert!(server.spool.messages().is_empty());
     assert_eq!(server.stats.messages_accepted(), 0);
     // Once the spool has room again, the client's retry goes through.

@@ -70,6 +70,9 @@ pub enum MailQueueError {
         /// `max_bytes`.
         max: u64,
     },
+    /// Another process holds the queue's file (a running `nox-client smtp`).
+    #[error("mail queue {0} is open in another process (a running `nox-client smtp`?)")]
+    Busy(PathBuf),
     /// No entry has this id.
     #[error("the mail queue has no entry {0}")]
     UnknownEntry(MailId),

@@ -1,6 +1,8 @@
-//! The client's outgoing mail queue: what the local SMTP gateway
-//! (`nox-client smtp`, not wired yet) accepts, kept until an exit
-//! acknowledges delivery.
+//! The client's side of anonymous mail: the outgoing queue the local SMTP
+//! gateway (`nox-client smtp`) fills, what a submission must be before it
+//! is queued ([`gateway`]), and the sender that empties the queue through
+//! the mixnet ([`sender`]), deleting an entry only once an exit
+//! acknowledged it.
 //!
 //! ## What it owns
 //!
@@ -41,12 +43,16 @@
 
 mod entry;
 mod error;
+pub mod gateway;
 mod queue;
+pub mod sender;
 #[cfg(test)]
 mod tests;
 
 pub use entry::{EntryInfo, EntryState, MailId, QueuedEnvelope, QueuedMail};
 pub use error::MailQueueError;
+pub use gateway::{Destination, GatewaySpool, NEWSGROUP_DOMAIN, SubmissionError};
 pub use queue::{Due, MailQueue, QueueLimits};
+pub use sender::{MailCarrier, MailSender, SenderConfig, SenderStats, TryOutcome};
 
 pub use crate::passphrase::KdfParams;

@@ -24,6 +24,8 @@ const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta")
 pub(super) const SCHEDULE: TableDefinition<'static, u64, ScheduleRow> = TableDefinition::new("schedule");
 pub(super) const SEALED: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("sealed");
 const HEADER_KEY: &str = "header";
+/// The context of the key request ids are derived with.
+const REQUEST_ID_CONTEXT: &str = "NOX mail queue v1 request id";
 
 /// The header's first bytes.
 const MAGIC: [u8; 8] = *b"NOXMAILQ";
@@ -108,7 +110,11 @@ impl MailQueue {
         // Create the file ourselves so that it never exists with a looser mode.
         OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        let db = Database::create(path).map_err(db_err(path, "opening the database"))?;
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(MailQueueError::Busy(path.to_path_buf())),
+            Err(e) => return Err(db_err(path, "opening the database")(e)),
+        };
 
         let txn = begin_write(&db, path)?;
         let key = {
@@ -287,6 +293,26 @@ impl MailQueue {
         self.delete(id)
     }
 
+    /// Marks `id` [`EntryState::Expired`] at once: an exit refused it as
+    /// malformed, and no later try would go better. It stays, visible,
+    /// until discarded.
+    pub fn give_up(&self, id: MailId) -> Result<(), MailQueueError> {
+        self.update(id, |row| row.3 = EntryState::Expired.to_byte())
+    }
+
+    /// The request id every try of `id` carries: the same for the entry's
+    /// whole life (across restarts), so that an exit that queued it once
+    /// answers a later try without delivering twice; derived with a key
+    /// from the passphrase, so that nobody else can link it to the entry's
+    /// id, which the user's mail program saw.
+    pub fn request_id(&self, id: MailId) -> [u8; 16] {
+        let key = blake3::derive_key(REQUEST_ID_CONTEXT, self.inner.key.as_slice());
+        let hash = blake3::keyed_hash(&key, &id.0.to_be_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&hash.as_bytes()[..16]);
+        out
+    }
+
     /// Marks [`EntryState::Expired`] every waiting entry accepted `lifetime`
     /// or longer before `now`; returns them (the caller tells the user).
     pub fn give_up_expired(&self, now: SystemTime, lifetime: Duration) -> Result<Vec<EntryInfo>, MailQueueError> {
@@ -311,6 +337,38 @@ impl MailQueue {
         }
         txn.commit().map_err(self.db_err("committing"))?;
         Ok(expired)
+    }
+
+    /// Every entry of the queue at `path`, oldest first, without content
+    /// and without the passphrase: the schedule is in the clear. Fails with
+    /// [`MailQueueError::Busy`] while another process holds the file (a
+    /// running gateway).
+    pub fn read_schedule(path: &Path) -> Result<Vec<EntryInfo>, MailQueueError> {
+        if !path.exists() {
+            return Err(MailQueueError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no mail queue here"),
+            });
+        }
+        let db = match Database::open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(MailQueueError::Busy(path.to_path_buf())),
+            Err(e) => return Err(db_err(path, "opening the database")(e)),
+        };
+        let txn = db.begin_read().map_err(db_err(path, "beginning a read"))?;
+        let meta = txn.open_table(META).map_err(db_err(path, "opening the meta table"))?;
+        match meta.get(HEADER_KEY).map_err(db_err(path, "reading the header"))? {
+            Some(h) if h.value().len() == HEADER_LEN && h.value()[..8] == MAGIC => {}
+            _ => return Err(MailQueueError::NotAMailQueue(path.to_path_buf())),
+        }
+        let schedule = txn.open_table(SCHEDULE).map_err(db_err(path, "opening the schedule"))?;
+        let mut out = Vec::new();
+        for row in schedule.iter().map_err(db_err(path, "reading the schedule"))? {
+            let (id, row) = row.map_err(db_err(path, "reading the schedule"))?;
+            out.push(info(MailId(id.value()), row.value()));
+        }
+        out.sort_by_key(|i| (i.created, i.id));
+        Ok(out)
     }
 
     /// Every entry, oldest first, without content.

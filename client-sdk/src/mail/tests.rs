@@ -269,3 +269,211 @@ async fn test_the_spool_answers_full_and_too_large() {
     assert_eq!(queue.accept(envelope(&"z".repeat(5000))).await, Err(SpoolError::TooLarge));
     assert_eq!(queue.list().unwrap()[0].id.to_string(), id.0);
 }
+
+// ---- the sender -------------------------------------------------------------
+
+mod sender_tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::BoxFuture;
+    use nox_protocol::payload::{MailTransport, Reply, ReplyStatus, Request};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::client::ClientError;
+    use crate::mail::sender::try_once;
+
+    /// Stands in for the mixnet: answers each `send` with the next scripted
+    /// outcome (an acknowledgement when the script is empty) and records
+    /// what it was given.
+    #[derive(Default)]
+    struct Scripted {
+        script: Mutex<VecDeque<Result<ReplyStatus, ()>>>,
+        seen: Mutex<Vec<([u8; 16], Request)>>,
+    }
+
+    impl Scripted {
+        fn with(script: impl IntoIterator<Item = Result<ReplyStatus, ()>>) -> Arc<Self> {
+            Arc::new(Scripted { script: Mutex::new(script.into_iter().collect()), seen: Mutex::default() })
+        }
+        fn seen(&self) -> Vec<([u8; 16], Request)> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl MailCarrier for Scripted {
+        fn send(&self, request_id: [u8; 16], request: Request) -> BoxFuture<'_, Result<Reply, ClientError>> {
+            self.seen.lock().unwrap().push((request_id, request));
+            let next = self.script.lock().unwrap().pop_front().unwrap_or(Ok(ReplyStatus::Ok));
+            Box::pin(async move {
+                match next {
+                    Ok(status) => Ok(Reply { request_id, status, data: b"queued".to_vec() }),
+                    Err(()) => Err(ClientError::Timeout { attempts: 3, per_attempt: Duration::from_millis(1) }),
+                }
+            })
+        }
+    }
+
+    fn fast() -> SenderConfig {
+        SenderConfig {
+            retry_min: Duration::from_millis(20),
+            retry_max: Duration::from_millis(80),
+            idle_poll: Duration::from_millis(50),
+            ..SenderConfig::default()
+        }
+    }
+
+    #[test]
+    fn test_backoff_doubles_from_the_minimum_to_the_maximum() {
+        let c = SenderConfig::default();
+        let secs: Vec<u64> = (1..=9).map(|n| c.backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(c.backoff(u32::MAX).as_secs(), 3600);
+    }
+
+    #[tokio::test]
+    async fn test_an_entry_leaves_only_on_an_acknowledgement_under_one_request_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = queue_path(&dir);
+        let queue = open(&path, QueueLimits::default());
+        let id = queue.enqueue(&envelope("hello"), SystemTime::now()).unwrap();
+        let carrier = Scripted::with([Err(()), Ok(ReplyStatus::Busy), Ok(ReplyStatus::Ok)]);
+        let stats = SenderStats::default();
+        let config = fast();
+
+        let mail = queue.get(id).unwrap();
+        assert!(matches!(try_once(&queue, &*carrier, &config, &stats, mail).await, TryOutcome::Retry(_)));
+        let info = queue.list().unwrap()[0].clone();
+        assert_eq!(info.attempts, 1);
+        assert!(info.next_attempt > SystemTime::now(), "the next try waits its backoff");
+        assert!(queue.due(SystemTime::now()).unwrap().mail.is_empty());
+
+        let mail = queue.get(id).unwrap();
+        let busy = try_once(&queue, &*carrier, &config, &stats, mail).await;
+        assert!(matches!(&busy, TryOutcome::Retry(why) if why.contains("busy")), "{busy:?}");
+        assert_eq!(queue.list().unwrap().len(), 1, "Busy is no acknowledgement");
+
+        // A crash between tries: the queue reopens and the id stays the same.
+        drop(queue);
+        let queue = open(&path, QueueLimits::default());
+        let mail = queue.get(id).unwrap();
+        assert_eq!(try_once(&queue, &*carrier, &config, &stats, mail).await, TryOutcome::Acknowledged);
+        assert!(queue.list().unwrap().is_empty(), "acknowledged: deleted");
+
+        let seen = carrier.seen();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|(rid, _)| *rid == seen[0].0), "every try carries the entry's one request id");
+        assert_ne!(seen[0].0[..8], id.0.to_be_bytes(), "the request id is not the entry id");
+        let Request::Mail { transport, recipients, message } = &seen[0].1 else { panic!("not a Mail request") };
+        assert_eq!(*transport, MailTransport::Smtp);
+        assert_eq!(recipients, &vec!["bob@example.org".to_string(), "carol@example.net".to_string()]);
+        assert_eq!(message.len(), nox_mail::bucket::BUCKET_SIZES[0], "padded to its bucket");
+        assert_eq!(nox_mail::bucket::unpad(message).unwrap(), envelope("hello").data.as_slice());
+        assert_eq!((stats.tries(), stats.failed_tries(), stats.acknowledged()), (3, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn test_request_ids_differ_between_entries_and_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(&dir.path().join("a.redb"), QueueLimits::default());
+        let b = open(&dir.path().join("b.redb"), QueueLimits::default());
+        let (x, y) = (MailId(1), MailId(2));
+        assert_ne!(a.request_id(x), a.request_id(y));
+        assert_ne!(a.request_id(x), b.request_id(x), "another passphrase salt, another id");
+        assert_eq!(a.request_id(x), a.request_id(x));
+    }
+
+    #[tokio::test]
+    async fn test_an_exit_refusal_gives_up_and_keeps_the_entry_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open(&queue_path(&dir), QueueLimits::default());
+        let id = queue.enqueue(&envelope("x"), SystemTime::now()).unwrap();
+        let carrier = Scripted::with([Ok(ReplyStatus::BadRequest)]);
+        let stats = SenderStats::default();
+        let mail = queue.get(id).unwrap();
+        assert!(matches!(try_once(&queue, &*carrier, &fast(), &stats, mail).await, TryOutcome::Refused(_)));
+        let list = queue.list().unwrap();
+        assert_eq!((list.len(), list[0].state), (1, EntryState::Expired));
+        assert!(queue.due(SystemTime::now() + Duration::from_secs(86_400)).unwrap().mail.is_empty());
+        assert_eq!(stats.refused(), 1);
+    }
+
+    #[tokio::test]
+    async fn test_the_loop_empties_the_queue_through_failures_and_gives_up_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open(&queue_path(&dir), QueueLimits::default());
+        let now = SystemTime::now();
+        for i in 0..5 {
+            queue.enqueue(&envelope(&format!("message {i}")), now).unwrap();
+        }
+        // Accepted six days ago: past the default five-day lifetime.
+        let old = queue.enqueue(&envelope("old"), now - Duration::from_secs(6 * 86_400)).unwrap();
+        // Every other try fails.
+        let carrier = Scripted::with((0..5).flat_map(|_| [Err(()), Ok(ReplyStatus::Ok)]));
+        let wake = Arc::new(Notify::new());
+        let sender = MailSender::new(queue.clone(), Arc::clone(&carrier), fast(), Arc::clone(&wake));
+        let stats = sender.stats();
+        let stop = Arc::new(Notify::new());
+        let run = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move { sender.run(async move { stop.notified().await }).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while stats.acknowledged() < 5 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.notify_one();
+        run.await.unwrap();
+        assert_eq!(stats.acknowledged(), 5);
+        assert_eq!(stats.expired(), 1);
+        let left = queue.list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].id, left[0].state), (old, EntryState::Expired));
+        assert!(carrier.seen().iter().all(|(rid, _)| *rid != queue.request_id(old)), "the expired entry is never sent");
+    }
+
+    #[tokio::test]
+    async fn test_the_gateway_spool_queues_the_scrubbed_message_and_wakes_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open(&queue_path(&dir), QueueLimits::default());
+        let wake = Arc::new(Notify::new());
+        let spool = GatewaySpool::new(queue.clone(), nox_mail::message::ScrubOptions::default(), Arc::clone(&wake));
+        let mut env = envelope("secret body");
+        env.data = b"Received: from laptop.home.example\r\nSubject: s\r\n\r\nsecret body\r\n".to_vec();
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        spool.accept(env.clone()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), woken).await.expect("the sender is woken");
+        let due = queue.due(SystemTime::now()).unwrap();
+        let stored = String::from_utf8(due.mail[0].envelope.data.clone()).unwrap();
+        assert!(!stored.contains("laptop"), "scrubbed before it is stored: {stored}");
+        assert!(stored.contains("Message-ID: <") && stored.ends_with("\r\n\r\nsecret body\r\n"), "{stored}");
+
+        env.rcpt_to.push("local.test@news.nox.invalid".into());
+        assert!(matches!(spool.accept(env.clone()).await, Err(SpoolError::Rejected(_))));
+        env.rcpt_to.truncate(1);
+        env.data = b"Not a header\r\n\r\nbody\r\n".to_vec();
+        assert!(matches!(spool.accept(env).await, Err(SpoolError::Rejected(_))));
+        assert_eq!(queue.list().unwrap().len(), 1, "refused messages are not queued");
+    }
+
+    #[test]
+    fn test_the_schedule_reads_without_the_passphrase_but_not_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = queue_path(&dir);
+        {
+            let queue = open(&path, QueueLimits::default());
+            queue.enqueue(&envelope("x"), t(0)).unwrap();
+            let e = MailQueue::read_schedule(&path).unwrap_err();
+            assert!(matches!(e, MailQueueError::Busy(_)), "{e:?}");
+            let e = MailQueue::open(&path, PW, KdfParams::insecure_fast(), QueueLimits::default()).unwrap_err();
+            assert!(matches!(e, MailQueueError::Busy(_)), "{e:?}");
+        }
+        let list = MailQueue::read_schedule(&path).unwrap();
+        assert_eq!((list.len(), list[0].created), (1, t(0)));
+        let e = MailQueue::read_schedule(&dir.path().join("none.redb")).unwrap_err();
+        assert!(matches!(e, MailQueueError::Io { .. }), "{e:?}");
+    }
+}

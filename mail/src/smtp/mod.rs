@@ -67,6 +67,7 @@
 //! | `535 5.7.8` | wrong credentials |
 //! | `538 5.7.11` | `AUTH` in clear where TLS is configured (loopback excepted) |
 //! | `552 5.3.4` | message or line too large, or [`SpoolError::TooLarge`] |
+//! | `554 5.6.0` | the spool refused the message as it is ([`SpoolError::Rejected`]) |
 //! | `555 5.5.4` | a `MAIL`/`RCPT` parameter we did not advertise |
 //!
 //! ## Line ends and the end of a message

@@ -308,6 +308,10 @@ impl Session {
             Err(SpoolError::TooLarge) => {
                 self.refuse(Refusal::MessageTooLarge, "552 5.3.4 message too large for the queue")
             }
+            Err(SpoolError::Rejected(why)) => {
+                let why: String = why.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(200).collect();
+                self.refuse(Refusal::SpoolRejected, &format!("554 5.6.0 message refused: {why}"))
+            }
             Err(SpoolError::Failed(why)) => {
                 warn!(error = %why, "the mail spool failed to keep a message; answered 451");
                 self.refuse(Refusal::SpoolFailed, "451 4.3.0 local error, try later")

@@ -59,6 +59,12 @@ pub enum SpoolError {
     /// The spool will never take a message this large. Answered `552 5.3.4`.
     #[error("the message is larger than the spool takes")]
     TooLarge,
+    /// The spool will never take this message as it is: a header that does
+    /// not parse, recipients it cannot route. Answered `554 5.6.0` with the
+    /// text, which must name the problem and never repeat the message's
+    /// content or addresses.
+    #[error("the message is refused: {0}")]
+    Rejected(String),
     /// Anything else (the disk, the database). Answered `451 4.3.0`; the
     /// text is logged, never sent to the client.
     #[error("the spool failed: {0}")]

@@ -37,11 +37,13 @@ pub enum Refusal {
     SpoolFull,
     /// A message the spool failed to keep (`451 4.3.0`).
     SpoolFailed,
+    /// A message the spool will not take as it is (`554 5.6.0`).
+    SpoolRejected,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::SessionLimit,
         Refusal::Timeout,
         Refusal::CommandLineTooLong,
@@ -57,6 +59,7 @@ impl Refusal {
         Refusal::TextLineTooLong,
         Refusal::SpoolFull,
         Refusal::SpoolFailed,
+        Refusal::SpoolRejected,
     ];
 
     /// A short name for logs and metric labels (`session_limit`, ...).
@@ -77,6 +80,7 @@ impl Refusal {
             Refusal::TextLineTooLong => "text_line_too_long",
             Refusal::SpoolFull => "spool_full",
             Refusal::SpoolFailed => "spool_failed",
+            Refusal::SpoolRejected => "spool_rejected",
         }
     }
 
