@@ -10,15 +10,20 @@
 //! * [`smtp`]: an SMTP submission server (RFC 5321) that hands each
 //!   accepted message to a durable spool before it answers `250`; the
 //!   client's local gateway (`nox-client smtp`) and the node's optional SMTP
-//!   entry both run it.
+//!   entry both run it;
+//! * [`deliver`]: the outgoing side of a mail exit — MX lookup
+//!   ([`deliver::MxResolver`]), an SMTP client for an MX or a smarthost
+//!   ([`deliver::send_mail`]) and NNTP posting ([`deliver::post_article`]),
+//!   each one attempt with a typed, transient-or-permanent outcome; the
+//!   exit's queue, which decides when to retry, lives in the node.
 //!
-//! Not built yet: the client's `nox-client smtp` gateway with its encrypted
-//! queue, the node's SMTP entry, and delivery at the exit (MX, smarthost,
-//! NNTP) with its queue; the server here is their common front
-//! (docs/architecture.md, the crate table).
+//! Not built yet: the client's `nox-client smtp` gateway, the node's SMTP
+//! entry, and the exit's delivery queue; the server and the delivery side
+//! here are their common parts (docs/architecture.md, the crate table).
 
 #![warn(missing_docs)]
 
 pub mod bucket;
+pub mod deliver;
 pub mod message;
 pub mod smtp;
