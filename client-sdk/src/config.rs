@@ -94,6 +94,175 @@ pub struct ClientFile {
     pub wallet: WalletSection,
     /// The price oracles trusted for fees paid in a token.
     pub prices: PricesSection,
+    /// The local SMTP gateway and its outgoing queue (`nox-client smtp`).
+    pub mail: MailSection,
+}
+
+/// `[mail]`: the local SMTP gateway (`nox-client smtp`), its queue and how
+/// it sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSection {
+    /// The outgoing queue's file (redb, sealed under the passphrase).
+    pub queue: std::path::PathBuf,
+    /// Where the gateway listens (loopback unless `--allow-remote`).
+    pub listen: SocketAddr,
+    /// The name in the gateway's greeting.
+    pub hostname: String,
+    /// The largest message taken, in bytes (advertised as `SIZE`); at most
+    /// what the largest size bucket holds.
+    pub max_message_bytes: usize,
+    /// The most recipients of one message.
+    pub max_recipients: usize,
+    /// Entries the queue holds before it answers `452`.
+    pub max_queue_entries: usize,
+    /// Sealed bytes the queue holds before it answers `452`.
+    pub max_queue_bytes: u64,
+    /// Seconds a message is tried before it is given up on.
+    pub lifetime_secs: u64,
+    /// Seconds before the second try; doubled for each further one.
+    pub retry_min_secs: u64,
+    /// The longest wait between tries, in seconds.
+    pub retry_max_secs: u64,
+    /// Messages sent at once.
+    pub concurrency: usize,
+    /// The route shape for mail (`stratified` or `free`); unset: `[routes]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<ShapeKind>,
+    /// Hops of a free mail route (3–6); unset: `routes.hops`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hops: Option<usize>,
+    /// Keep the `Reply-To` header (removed by default).
+    pub keep_reply_to: bool,
+    /// The domain of the `Message-ID`s the gateway writes.
+    pub message_id_domain: String,
+    /// A PEM certificate chain: `STARTTLS` is offered with it (and
+    /// `mail.tls_key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `mail.tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The user a mail program must authenticate as (`AUTH PLAIN`/`LOGIN`);
+    /// unset: no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+    /// A file holding that user's password (first line; not readable by
+    /// group or others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_password_file: Option<std::path::PathBuf>,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        MailSection {
+            queue: "nox-mail-queue.redb".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            hostname: "localhost".into(),
+            max_message_bytes: DEFAULT_MAIL_MAX_MESSAGE_BYTES,
+            max_recipients: 100,
+            max_queue_entries: 1000,
+            max_queue_bytes: 256 * 1024 * 1024,
+            lifetime_secs: 5 * 86_400,
+            retry_min_secs: 60,
+            retry_max_secs: 3_600,
+            concurrency: 2,
+            route: None,
+            hops: None,
+            keep_reply_to: false,
+            message_id_domain: nox_mail::message::DEFAULT_MESSAGE_ID_DOMAIN.into(),
+            tls_cert: None,
+            tls_key: None,
+            auth_user: None,
+            auth_password_file: None,
+        }
+    }
+}
+
+/// `mail.max_message_bytes` by default: the largest bucket's message less
+/// room for what scrubbing may add (a new `Message-ID` and `Date`).
+pub const DEFAULT_MAIL_MAX_MESSAGE_BYTES: usize = nox_mail::bucket::MAX_MESSAGE_LEN - 4096;
+
+impl MailSection {
+    /// Whether `listen` is a loopback address.
+    pub fn listen_is_loopback(&self) -> bool {
+        self.listen.ip().is_loopback()
+    }
+
+    /// The sender's pacing.
+    pub fn sender_config(&self) -> crate::mail::SenderConfig {
+        crate::mail::SenderConfig {
+            lifetime: Duration::from_secs(self.lifetime_secs),
+            retry_min: Duration::from_secs(self.retry_min_secs),
+            retry_max: Duration::from_secs(self.retry_max_secs),
+            concurrency: self.concurrency,
+            ..crate::mail::SenderConfig::default()
+        }
+    }
+
+    /// The queue's bounds.
+    pub fn queue_limits(&self) -> crate::mail::QueueLimits {
+        crate::mail::QueueLimits { max_entries: self.max_queue_entries, max_bytes: self.max_queue_bytes }
+    }
+
+    /// The scrubbing options.
+    pub fn scrub_options(&self) -> nox_mail::message::ScrubOptions {
+        nox_mail::message::ScrubOptions::default()
+            .with_keep_reply_to(self.keep_reply_to)
+            .with_message_id_domain(self.message_id_domain.clone())
+    }
+
+    fn check(&self, c: &mut Checks) {
+        if self.queue.as_os_str().is_empty() {
+            c.fail("mail.queue", "must name a file");
+        }
+        if self.hostname.is_empty() || !self.hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+            c.fail(
+                "mail.hostname",
+                format!("must be a host name (letters, digits, `-`, `.`), got `{}`", self.hostname),
+            );
+        }
+        c.at_least("mail.max_message_bytes", self.max_message_bytes, 1024);
+        c.at_most(
+            "mail.max_message_bytes",
+            self.max_message_bytes,
+            nox_mail::bucket::MAX_MESSAGE_LEN,
+            " (the largest message the mixnet carries)",
+        );
+        c.at_least("mail.max_recipients", self.max_recipients, 1);
+        c.at_most("mail.max_recipients", self.max_recipients, 1000, "");
+        c.at_least("mail.max_queue_entries", self.max_queue_entries, 1);
+        c.at_least("mail.max_queue_bytes", self.max_queue_bytes, 1 << 20);
+        c.at_least("mail.lifetime_secs", self.lifetime_secs, 60);
+        c.at_least("mail.retry_min_secs", self.retry_min_secs, 1);
+        if self.retry_max_secs < self.retry_min_secs {
+            c.fail(
+                "mail.retry_max_secs",
+                format!("must be at least mail.retry_min_secs ({}), got {}", self.retry_min_secs, self.retry_max_secs),
+            );
+        }
+        c.at_least("mail.concurrency", self.concurrency, 1);
+        c.at_most("mail.concurrency", self.concurrency, 64, "");
+        if let Some(hops) = self.hops
+            && !(MIN_FREE_HOPS..=MAX_FREE_HOPS).contains(&hops)
+        {
+            c.fail("mail.hops", format!("must be from {MIN_FREE_HOPS} to {MAX_FREE_HOPS}, got {hops}"));
+        }
+        if let Err(e) = self.scrub_options().validate() {
+            c.fail("mail.message_id_domain", e.to_string());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => c.fail("mail.tls_key", "required with mail.tls_cert"),
+            (None, Some(_)) => c.fail("mail.tls_cert", "required with mail.tls_key"),
+            _ => {}
+        }
+        match (&self.auth_user, &self.auth_password_file) {
+            (Some(u), _) if u.is_empty() => c.fail("mail.auth_user", "must not be empty"),
+            (Some(_), None) => c.fail("mail.auth_password_file", "required with mail.auth_user"),
+            (None, Some(_)) => c.fail("mail.auth_user", "required with mail.auth_password_file"),
+            _ => {}
+        }
+    }
 }
 
 /// Where the wallet's notes are read from.
@@ -647,6 +816,7 @@ impl ClientFile {
         c.at_most("wallet.price_slippage_bps", wallet.price_slippage_bps, crate::fee::MAX_PRICE_SLIPPAGE_BPS, "");
 
         self.prices.check(&mut c, self.topology.chain_id);
+        self.mail.check(&mut c);
 
         let cover = &self.cover;
         if cover.enabled {
@@ -763,6 +933,18 @@ impl ClientFile {
         cfg.attempts = self.requests.attempts;
         cfg.max_reply_bytes = self.requests.max_reply_bytes;
         cfg.surbs = self.surbs.clone();
+        Ok(cfg)
+    }
+
+    /// The client configuration of the mail gateway: [`Self::to_client_config`]
+    /// with `mail.route` and `mail.hops` in place of `[routes]` where set.
+    pub fn mail_client_config(&self) -> Result<ClientConfig, ConfigError> {
+        let mut cfg = self.to_client_config()?;
+        let hops = self.mail.hops.unwrap_or(self.routes.hops);
+        cfg.route = match self.mail.route.unwrap_or(self.routes.shape) {
+            ShapeKind::Stratified => RouteShape::Stratified,
+            ShapeKind::Free => RouteShape::Free(hops),
+        };
         Ok(cfg)
     }
 
@@ -923,6 +1105,20 @@ mod tests {
     }
 
     #[test]
+    fn mail_routes_and_pacing_come_from_mail_where_set() {
+        let c = parse(&registry_file()).unwrap();
+        assert_eq!((c.mail.listen.to_string(), c.mail.lifetime_secs), ("127.0.0.1:2525".to_string(), 432_000));
+        assert_eq!(c.mail_client_config().unwrap().route, RouteShape::Stratified, "[routes] when [mail] is silent");
+        let c = parse(&(registry_file() + "[routes]\nhops = 3\n[mail]\nroute = \"free\"\nhops = 5\n")).unwrap();
+        assert_eq!(c.mail_client_config().unwrap().route, RouteShape::Free(5));
+        assert_eq!(c.to_client_config().unwrap().route, RouteShape::Stratified, "other requests keep [routes]");
+        let c = parse(&(registry_file() + "[routes]\nhops = 3\n[mail]\nroute = \"free\"\n")).unwrap();
+        assert_eq!(c.mail_client_config().unwrap().route, RouteShape::Free(3));
+        let s = c.mail.sender_config();
+        assert_eq!((s.retry_min.as_secs(), s.retry_max.as_secs(), s.concurrency), (60, 3600, 2));
+    }
+
+    #[test]
     fn environment_overrides_win_and_are_typed_by_the_defaults() {
         let env = [
             ("NOX_CLIENT_PROXY__CHAIN_ID", "31337"),
@@ -1063,6 +1259,14 @@ mod tests {
             (format!("{reg}[proxy]\nmax_batch = 0\n"), "proxy.max_batch"),
             (format!("{reg}[proxy]\nmax_batch = 10001\n"), "proxy.max_batch"),
             (format!("{reg}[proxy]\nmax_body_bytes = 100\n"), "proxy.max_body_bytes"),
+            (format!("{reg}[mail]\nmax_message_bytes = 9000000\n"), "mail.max_message_bytes"),
+            (format!("{reg}[mail]\nretry_min_secs = 600\nretry_max_secs = 60\n"), "mail.retry_max_secs"),
+            (format!("{reg}[mail]\nhops = 7\n"), "mail.hops"),
+            (format!("{reg}[mail]\nhostname = \"a b\"\n"), "mail.hostname"),
+            (format!("{reg}[mail]\nmessage_id_domain = \"not a domain\"\n"), "mail.message_id_domain"),
+            (format!("{reg}[mail]\ntls_cert = \"c.pem\"\n"), "mail.tls_key"),
+            (format!("{reg}[mail]\nauth_user = \"me\"\n"), "mail.auth_password_file"),
+            (format!("{reg}[mail]\nconcurrency = 0\n"), "mail.concurrency"),
         ] {
             let keys = problem_keys(parse(&text));
             assert_eq!(keys, vec![key.to_string()], "{text}");

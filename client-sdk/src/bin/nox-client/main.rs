@@ -12,6 +12,11 @@
 //! * `nox-client call --config FILE TARGET SIGNATURE [ARGS…] [--fee-token
 //!   TOKEN]` makes a private call paid from the wallet (in ETH, or in a token
 //!   priced by the `[prices]` oracles) and prints its receipt;
+//! * `nox-client smtp --config FILE` runs the local SMTP gateway on
+//!   `[mail].listen`: mail programs submit there, messages are scrubbed,
+//!   queued sealed, and sent through the mixnet until an exit acknowledges
+//!   them ([`mail`]); `nox-client mail queue|discard` shows and prunes the
+//!   queue;
 //! * `nox-client check-config --config FILE` explains what is wrong with a
 //!   configuration.
 //!
@@ -31,6 +36,7 @@ use nox_client::{Client, ClientError};
 use serde_json::Value;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+mod mail;
 mod wallet;
 
 #[derive(Parser)]
@@ -106,6 +112,22 @@ enum Command {
         #[command(flatten)]
         call: wallet::CallArgs,
     },
+    /// Run the local SMTP gateway on [mail].listen until SIGINT or SIGTERM.
+    ///
+    /// A mail program submits to it (SMTP, 127.0.0.1:2525 by default);
+    /// each message is scrubbed of identifying headers, kept in the sealed
+    /// queue ([mail].queue) before the `250`, and sent through the mixnet
+    /// until an exit acknowledges it. Recipients `<group>@news.nox.invalid`
+    /// post to a newsgroup instead.
+    Smtp {
+        #[command(flatten)]
+        args: mail::SmtpArgs,
+    },
+    /// The outgoing mail queue: list it, discard an entry.
+    Mail {
+        #[command(subcommand)]
+        command: mail::MailCommand,
+    },
     /// Take the entry's descriptors and print, as JSON, every node caught
     /// signing two mix keys for one epoch: node id, epoch and both signed
     /// descriptors (hex), which anyone can verify again. Such a node is left
@@ -135,6 +157,8 @@ fn main() {
         Command::Proxy { config, .. } => (config, "info"),
         Command::Wallet { command } => (command.config(), "warn"),
         Command::Call { call } => (&call.secrets.config, "warn"),
+        Command::Smtp { args } => (&args.config, "info"),
+        Command::Mail { command } => (command.config(), "warn"),
         Command::Echo { config, .. }
         | Command::Rpc { config, .. }
         | Command::Equivocations { config }
@@ -225,6 +249,8 @@ fn run(command: Command, cfg: ClientFile) -> anyhow::Result<()> {
             Command::Equivocations { .. } => equivocations_main(cfg).await,
             Command::Wallet { command } => wallet::wallet_main(cfg, command).await,
             Command::Call { call } => wallet::call_main(cfg, call).await,
+            Command::Smtp { args } => mail::smtp_main(cfg, args).await,
+            Command::Mail { command } => mail::mail_main(cfg, command).await,
             Command::CheckConfig { .. } => Ok(()),
         }
     });
@@ -253,6 +279,11 @@ fn error_text(error: &anyhow::Error) -> String {
 /// ready (no member, no entry, no descriptors yet).
 async fn connect(cfg: &ClientFile, tries: u32) -> anyhow::Result<Client> {
     let client_cfg = cfg.to_client_config().context("building the client's configuration")?;
+    connect_config(cfg, client_cfg, tries).await
+}
+
+/// [`connect`] with the client configuration given.
+async fn connect_config(cfg: &ClientFile, client_cfg: nox_client::ClientConfig, tries: u32) -> anyhow::Result<Client> {
     let mut attempt = 1;
     loop {
         match Client::connect(client_cfg.clone()).await {
