@@ -20,7 +20,7 @@ pub mod price_apis;
 pub mod wallet_side;
 pub mod zk;
 
-pub use network::{Devnet, DevnetNode, DevnetOptions, Launch};
+pub use network::{Devnet, DevnetNode, DevnetOptions, ExitTweak, Launch};
 pub use wallet_side::{ProxyHandle, ShieldedUser, cast, start_proxy};
 
 use std::path::{Path, PathBuf};

@@ -78,6 +78,19 @@ pub struct DevnetOptions {
     pub oracle_interval_ms: u64,
     /// `prices.max_age_secs` of every node.
     pub price_max_age_secs: u64,
+    /// Changes every exit's `[exit]` after the devnet set it (mail delivery,
+    /// say); `None`: none.
+    pub exit_tweak: Option<ExitTweak>,
+}
+
+/// A change to every exit's `[exit]` section ([`DevnetOptions::exit_tweak`]).
+#[derive(Clone)]
+pub struct ExitTweak(pub std::sync::Arc<dyn Fn(&mut nox_node::config::ExitSection) + Send + Sync>);
+
+impl std::fmt::Debug for ExitTweak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExitTweak(..)")
+    }
 }
 
 impl Default for DevnetOptions {
@@ -98,6 +111,7 @@ impl Default for DevnetOptions {
             oracles: 0,
             oracle_interval_ms: 1_000,
             price_max_age_secs: 30,
+            exit_tweak: None,
         }
     }
 }
@@ -383,6 +397,9 @@ impl Devnet {
                 config.exit.eth_fee_tokens = vec![self.deployment.fee_token.to_string()];
             }
             exit_wallet = Some(signer);
+            if let Some(tweak) = &self.opts.exit_tweak {
+                (tweak.0)(&mut config.exit);
+            }
         }
         // Every node checks and relays the oracles' rounds; entries serve
         // them to clients, exits price token fees with them.
@@ -563,6 +580,19 @@ impl Devnet {
             Runner::Stopped => {}
             Runner::InProcess(r) => r.shutdown().await,
             Runner::Process(child) => stop_child(child).await,
+        }
+    }
+
+    /// Kills node `idx` at once: a process gets SIGKILL (no shutdown of any
+    /// kind); an in-process node, which cannot be killed alone, shuts down.
+    pub async fn kill_node(&mut self, idx: usize) {
+        match std::mem::replace(&mut self.nodes[idx].runner, Runner::Stopped) {
+            Runner::Stopped => {}
+            Runner::InProcess(r) => r.shutdown().await,
+            Runner::Process(mut child) => {
+                let _ = child.kill();
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            }
         }
     }
 
