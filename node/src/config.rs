@@ -513,6 +513,89 @@ pub struct ExitSection {
     /// with the oracles of `[prices]`; needs `prices.oracle_keys` and
     /// `exit.eth_request`.
     pub eth_fee_tokens: Vec<String>,
+    /// Whether the exit delivers mail (`Mail`): SMTP to the recipients' mail
+    /// servers or `exit.mail_smarthost`, and NNTP posts when
+    /// `exit.mail_nntp_server` is set (`crate::exit::mail`).
+    pub mail: bool,
+    /// The mail queue's redb file; unset: `mail-queue.redb` in `node.data_dir`.
+    pub mail_queue_path: Option<String>,
+    /// Most recipients (or newsgroups) one message may have.
+    pub mail_max_recipients: usize,
+    /// Longest message accepted, in bytes (after its padding is removed).
+    pub mail_max_message_bytes: usize,
+    /// Most messages the queue holds; beyond it mail is refused `Busy`.
+    pub mail_max_queue_entries: usize,
+    /// Most bytes of messages and recipients the queue holds; beyond it mail
+    /// is refused `Busy`.
+    pub mail_max_queue_bytes: u64,
+    /// Most request ids of accepted mail remembered (for
+    /// `exit.mail_lifetime_secs`) so that a retry is not queued twice; the
+    /// soonest to expire are forgotten first beyond it.
+    pub mail_max_accepted_ids: usize,
+    /// The batch window, in seconds: accepted mail waits for the end of the
+    /// current window (windows aligned on multiples of it), then each
+    /// window's mail leaves in a random order.
+    pub mail_batch_secs: u64,
+    /// Messages delivered at once.
+    pub mail_delivery_concurrency: usize,
+    /// Seconds before the first retry of a message not yet delivered; each
+    /// retry waits twice as long as the one before.
+    pub mail_retry_min_secs: u64,
+    /// The longest wait between two attempts, in seconds.
+    pub mail_retry_max_secs: u64,
+    /// Seconds after its acceptance a message not yet delivered is given up
+    /// (and its request id forgotten).
+    pub mail_lifetime_secs: u64,
+    /// The envelope sender (`MAIL FROM`); unset: the null reverse path `<>`.
+    pub mail_envelope_from: Option<String>,
+    /// The name the exit greets mail servers with (`EHLO`).
+    pub mail_helo: String,
+    /// The port of the recipients' mail servers.
+    pub mail_smtp_port: u16,
+    /// DNS servers (`ip:port`) asked for MX records; empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub mail_resolvers: Vec<String>,
+    /// Send all SMTP mail through this relay (`host:port`) instead of the
+    /// recipients' mail servers.
+    pub mail_smarthost: Option<String>,
+    /// TLS to the smarthost: `starttls` (required, certificate checked) or `none`.
+    pub mail_smarthost_tls: SmarthostTls,
+    /// PEM file of the certificate authorities the smarthost's certificate
+    /// is checked against; unset: the Web PKI roots.
+    pub mail_smarthost_ca_file: Option<String>,
+    /// The user name the exit authenticates to the smarthost with.
+    pub mail_smarthost_user: Option<String>,
+    /// A file holding the smarthost password; must not be readable by group
+    /// or others.
+    pub mail_smarthost_password_file: Option<String>,
+    /// The news server (`host:port`) `Mail` requests for newsgroups are
+    /// posted to; unset: the exit does not post.
+    pub mail_nntp_server: Option<String>,
+    /// The user name the exit authenticates to the news server with.
+    pub mail_nntp_user: Option<String>,
+    /// A file holding the news server password; must not be readable by
+    /// group or others.
+    pub mail_nntp_password_file: Option<String>,
+    /// Let mail reach loopback addresses (only loopback). For tests against
+    /// local servers; never on a public exit.
+    pub mail_allow_loopback: bool,
+    /// Seconds a connection to a mail or news server may take to open.
+    pub mail_connect_timeout_secs: u64,
+    /// Seconds the exit waits for a server's reply to one command.
+    pub mail_command_timeout_secs: u64,
+    /// Seconds the exit waits for the reply to a message's data.
+    pub mail_data_timeout_secs: u64,
+}
+
+/// TLS to the smarthost (`exit.mail_smarthost_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmarthostTls {
+    /// STARTTLS, required, with the certificate checked.
+    #[default]
+    Starttls,
+    /// Plain SMTP (a relay on the same host or a trusted network).
+    None,
 }
 
 impl Default for ExitSection {
@@ -560,6 +643,34 @@ impl Default for ExitSection {
             eth_min_deadline_secs: 60,
             eth_max_in_flight: 16,
             eth_fee_tokens: Vec::new(),
+            mail: false,
+            mail_queue_path: None,
+            mail_max_recipients: 100,
+            mail_max_message_bytes: nox_mail::bucket::MAX_MESSAGE_LEN,
+            mail_max_queue_entries: 10_000,
+            mail_max_queue_bytes: 1 << 30,
+            mail_max_accepted_ids: 1_000_000,
+            mail_batch_secs: 30,
+            mail_delivery_concurrency: 8,
+            mail_retry_min_secs: 60,
+            mail_retry_max_secs: 3600,
+            mail_lifetime_secs: 4 * 86_400,
+            mail_envelope_from: None,
+            mail_helo: "localhost".to_string(),
+            mail_smtp_port: 25,
+            mail_resolvers: Vec::new(),
+            mail_smarthost: None,
+            mail_smarthost_tls: SmarthostTls::Starttls,
+            mail_smarthost_ca_file: None,
+            mail_smarthost_user: None,
+            mail_smarthost_password_file: None,
+            mail_nntp_server: None,
+            mail_nntp_user: None,
+            mail_nntp_password_file: None,
+            mail_allow_loopback: false,
+            mail_connect_timeout_secs: 30,
+            mail_command_timeout_secs: 300,
+            mail_data_timeout_secs: 600,
         }
     }
 }
@@ -687,6 +798,15 @@ const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("exit", "eth_wallet_key_file"),
     ("exit", "eth_pool"),
     ("exit", "eth_verifying_key"),
+    ("exit", "mail_queue_path"),
+    ("exit", "mail_envelope_from"),
+    ("exit", "mail_smarthost"),
+    ("exit", "mail_smarthost_ca_file"),
+    ("exit", "mail_smarthost_user"),
+    ("exit", "mail_smarthost_password_file"),
+    ("exit", "mail_nntp_server"),
+    ("exit", "mail_nntp_user"),
+    ("exit", "mail_nntp_password_file"),
 ];
 
 /// Keys only the file can set (arrays of tables).
@@ -1068,6 +1188,7 @@ impl NodeConfig {
             " (what 256 reply fragments carry)",
         );
 
+        self.validate_mail(&mut c);
         self.validate_prices(&mut c);
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -1079,6 +1200,122 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
+    /// The mail exit's keys (`exit.mail_*`); the syntax rules are
+    /// `crate::exit::mail`'s, shared with the service.
+    fn validate_mail(&self, c: &mut Checks) {
+        use crate::exit::mail::{config as mail_config, recipient};
+        let exit = &self.exit;
+        c.at_least("exit.mail_max_recipients", exit.mail_max_recipients, 1);
+        c.at_most("exit.mail_max_recipients", exit.mail_max_recipients, mail_config::MAX_RECIPIENTS_LIMIT, "");
+        c.at_least("exit.mail_max_message_bytes", exit.mail_max_message_bytes, 1);
+        c.at_most(
+            "exit.mail_max_message_bytes",
+            exit.mail_max_message_bytes,
+            nox_mail::bucket::MAX_MESSAGE_LEN,
+            " (what the largest mail bucket holds)",
+        );
+        c.at_least("exit.mail_max_queue_entries", exit.mail_max_queue_entries, 1);
+        if exit.mail_max_queue_bytes < exit.mail_max_message_bytes as u64 {
+            c.fail(
+                "exit.mail_max_queue_bytes",
+                format!(
+                    "must hold at least one message of exit.mail_max_message_bytes ({}), got {}",
+                    exit.mail_max_message_bytes, exit.mail_max_queue_bytes
+                ),
+            );
+        }
+        c.at_least("exit.mail_max_accepted_ids", exit.mail_max_accepted_ids, 1);
+        c.at_least("exit.mail_batch_secs", exit.mail_batch_secs, 1);
+        c.at_most("exit.mail_batch_secs", exit.mail_batch_secs, 3600, " (one hour)");
+        c.at_least("exit.mail_delivery_concurrency", exit.mail_delivery_concurrency, 1);
+        c.at_most("exit.mail_delivery_concurrency", exit.mail_delivery_concurrency, 1024, "");
+        c.at_least("exit.mail_retry_min_secs", exit.mail_retry_min_secs, 1);
+        if exit.mail_retry_max_secs < exit.mail_retry_min_secs {
+            c.fail(
+                "exit.mail_retry_max_secs",
+                format!(
+                    "must be at least exit.mail_retry_min_secs ({}), got {}",
+                    exit.mail_retry_min_secs, exit.mail_retry_max_secs
+                ),
+            );
+        }
+        c.at_least("exit.mail_lifetime_secs", exit.mail_lifetime_secs, 1);
+        c.at_most("exit.mail_lifetime_secs", exit.mail_lifetime_secs, 30 * 86_400, " (30 days)");
+        if let Some(from) = &exit.mail_envelope_from
+            && let Err(e) = recipient::check_mailbox(from)
+        {
+            c.fail("exit.mail_envelope_from", format!("`{from}`: {e}"));
+        }
+        if let Err(e) = mail_config::check_helo(&exit.mail_helo) {
+            c.fail("exit.mail_helo", format!("`{}`: {e}", exit.mail_helo));
+        }
+        c.at_least("exit.mail_smtp_port", exit.mail_smtp_port, 1);
+        for (i, r) in exit.mail_resolvers.iter().enumerate() {
+            if r.parse::<SocketAddr>().is_err() {
+                c.fail(format!("exit.mail_resolvers[{i}]"), format!("`{r}` is not ip:port (e.g. 9.9.9.9:53)"));
+            }
+        }
+        for (key, value) in
+            [("exit.mail_smarthost", &exit.mail_smarthost), ("exit.mail_nntp_server", &exit.mail_nntp_server)]
+        {
+            if let Some(v) = value
+                && let Err(e) = mail_config::HostPort::parse(v)
+            {
+                c.fail(key, e.to_string());
+            }
+        }
+        let credentials = [
+            (
+                "exit.mail_smarthost",
+                &exit.mail_smarthost,
+                ("exit.mail_smarthost_user", &exit.mail_smarthost_user),
+                ("exit.mail_smarthost_password_file", &exit.mail_smarthost_password_file),
+            ),
+            (
+                "exit.mail_nntp_server",
+                &exit.mail_nntp_server,
+                ("exit.mail_nntp_user", &exit.mail_nntp_user),
+                ("exit.mail_nntp_password_file", &exit.mail_nntp_password_file),
+            ),
+        ];
+        for (server_key, server, (user_key, user), (file_key, file)) in credentials {
+            match (user, file) {
+                (Some(_), None) => c.fail(file_key, format!("required with {user_key}: the password's file")),
+                (None, Some(_)) => c.fail(user_key, format!("required with {file_key}: the user name")),
+                (Some(u), Some(_)) if u.is_empty() => c.fail(user_key, "an empty user name"),
+                _ => {}
+            }
+            if (user.is_some() || file.is_some()) && server.is_none() {
+                c.fail(if user.is_some() { user_key } else { file_key }, format!("only used with {server_key}"));
+            }
+            if let Some(path) = file
+                && let Err(e) = mail_config::check_secret_file(Path::new(path))
+            {
+                c.fail(file_key, e);
+            }
+        }
+        if exit.mail_smarthost.is_none() && exit.mail_smarthost_ca_file.is_some() {
+            c.fail("exit.mail_smarthost_ca_file", "only used with exit.mail_smarthost");
+        }
+        if exit.mail_smarthost_tls == SmarthostTls::None && exit.mail_smarthost_ca_file.is_some() {
+            c.fail("exit.mail_smarthost_ca_file", "only used with exit.mail_smarthost_tls = \"starttls\"");
+        }
+        if exit.mail_smarthost_tls == SmarthostTls::None && exit.mail_smarthost_user.is_some() {
+            c.fail(
+                "exit.mail_smarthost_user",
+                "the password would cross the network in the clear: set exit.mail_smarthost_tls = \"starttls\"",
+            );
+        }
+        if let Some(p) = &exit.mail_queue_path
+            && p.is_empty()
+        {
+            c.fail("exit.mail_queue_path", "an empty path; leave it unset for mail-queue.redb in node.data_dir");
+        }
+        c.at_least("exit.mail_connect_timeout_secs", exit.mail_connect_timeout_secs, 1);
+        c.at_least("exit.mail_command_timeout_secs", exit.mail_command_timeout_secs, 1);
+        c.at_least("exit.mail_data_timeout_secs", exit.mail_data_timeout_secs, 1);
+    }
+
     fn validate_prices(&self, c: &mut Checks) {
         let p = &self.prices;
         if let Err(problems) = p.settings().trust(p.chain_id) {
@@ -1692,6 +1929,110 @@ mod tests {
             problem_keys(&p),
             ["exit.eth_pool", "exit.eth_margin_bps", "exit.eth_request_timeout_secs", "exit.eth_flush_max_segments"]
         );
+    }
+
+    #[test]
+    fn mail_keys_are_configured_and_validated() {
+        use std::os::unix::fs::PermissionsExt;
+        let c = NodeConfig::default();
+        assert!(!c.exit.mail && c.exit.mail_queue_path.is_none() && c.exit.mail_smarthost.is_none());
+        assert_eq!((c.exit.mail_batch_secs, c.exit.mail_lifetime_secs, c.exit.mail_smtp_port), (30, 345_600, 25));
+        assert_eq!((c.exit.mail_max_recipients, c.exit.mail_max_queue_entries), (100, 10_000));
+        assert_eq!(c.exit.mail_smarthost_tls, SmarthostTls::Starttls);
+        assert!(c.exit.mail_envelope_from.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private.pw");
+        std::fs::write(&private, "pw\n").unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let open = dir.path().join("open.pw");
+        std::fs::write(&open, "pw\n").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let good = format!(
+            "[exit]\nmail = true\nmail_smarthost = \"smtp.example.org:587\"\nmail_smarthost_user = \"exit\"\n\
+             mail_smarthost_password_file = \"{}\"\nmail_nntp_server = \"[2001:db8::1]:119\"\n\
+             mail_resolvers = [\"9.9.9.9:53\"]\nmail_envelope_from = \"bounces@exit.example.org\"\n\
+             mail_helo = \"exit.example.org\"\nmail_smarthost_tls = \"starttls\"\n",
+            private.display()
+        );
+        let c = parse(&good).unwrap();
+        assert!(c.exit.mail);
+        assert_eq!(c.exit.mail_smarthost.as_deref(), Some("smtp.example.org:587"));
+
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            ("[exit]\nmail_batch_secs = 0\n".into(), vec!["exit.mail_batch_secs"]),
+            ("[exit]\nmail_retry_min_secs = 120\nmail_retry_max_secs = 60\n".into(), vec!["exit.mail_retry_max_secs"]),
+            ("[exit]\nmail_max_recipients = 0\n".into(), vec!["exit.mail_max_recipients"]),
+            ("[exit]\nmail_max_message_bytes = 9000000\n".into(), vec!["exit.mail_max_message_bytes"]),
+            ("[exit]\nmail_max_queue_bytes = 1000\n".into(), vec!["exit.mail_max_queue_bytes"]),
+            ("[exit]\nmail_lifetime_secs = 0\n".into(), vec!["exit.mail_lifetime_secs"]),
+            ("[exit]\nmail_delivery_concurrency = 0\n".into(), vec!["exit.mail_delivery_concurrency"]),
+            ("[exit]\nmail_smtp_port = 0\n".into(), vec!["exit.mail_smtp_port"]),
+            ("[exit]\nmail_smarthost = \"smtp.example.org\"\n".into(), vec!["exit.mail_smarthost"]),
+            ("[exit]\nmail_nntp_server = \"news:0\"\n".into(), vec!["exit.mail_nntp_server"]),
+            ("[exit]\nmail_resolvers = [\"9.9.9.9\"]\n".into(), vec!["exit.mail_resolvers[0]"]),
+            ("[exit]\nmail_envelope_from = \"not an address\"\n".into(), vec!["exit.mail_envelope_from"]),
+            ("[exit]\nmail_helo = \"two words\"\n".into(), vec!["exit.mail_helo"]),
+            ("[exit]\nmail_queue_path = \"\"\n".into(), vec!["exit.mail_queue_path"]),
+            (
+                "[exit]\nmail_smarthost = \"a.example:25\"\nmail_smarthost_user = \"u\"\n".into(),
+                vec!["exit.mail_smarthost_password_file"],
+            ),
+            (
+                format!(
+                    "[exit]\nmail_smarthost_user = \"u\"\nmail_smarthost_password_file = \"{}\"\n",
+                    private.display()
+                ),
+                vec!["exit.mail_smarthost_user"],
+            ),
+            (
+                format!(
+                    "[exit]\nmail_smarthost = \"a.example:25\"\nmail_smarthost_user = \"u\"\n\
+                     mail_smarthost_password_file = \"{}\"\n",
+                    open.display()
+                ),
+                vec!["exit.mail_smarthost_password_file"],
+            ),
+            (
+                "[exit]\nmail_nntp_server = \"news.example:119\"\nmail_nntp_user = \"u\"\n\
+                 mail_nntp_password_file = \"/nonexistent/pw\"\n"
+                    .into(),
+                vec!["exit.mail_nntp_password_file"],
+            ),
+            (
+                "[exit]\nmail_smarthost = \"a.example:25\"\nmail_smarthost_tls = \"none\"\n\
+                 mail_smarthost_ca_file = \"/ca.pem\"\n"
+                    .into(),
+                vec!["exit.mail_smarthost_ca_file"],
+            ),
+        ];
+        for (text, keys) in cases {
+            let p = problems(parse(&text));
+            assert_eq!(problem_keys(&p), keys, "{text}");
+        }
+        let err = parse("[exit]\nmail_smarthost_tls = \"maybe\"\n").unwrap_err();
+        assert!(matches!(&err, ConfigError::BadValue { key, .. } if key == "exit.mail_smarthost_tls"), "{err:?}");
+        let p = problems(parse(&format!(
+            "[exit]\nmail_smarthost = \"a.example:25\"\nmail_smarthost_user = \"u\"\n\
+             mail_smarthost_password_file = \"{}\"\n",
+            open.display()
+        )));
+        assert!(p[0].message.contains("mode 644") && p[0].message.contains("chmod 600"), "{}", p[0]);
+
+        // From the environment, like every other key.
+        let env = [
+            ("NOX_EXIT__MAIL", "true"),
+            ("NOX_EXIT__MAIL_SMARTHOST", "relay.example.org:25"),
+            ("NOX_EXIT__MAIL_SMARTHOST_TLS", "none"),
+            ("NOX_EXIT__MAIL_RESOLVERS", "127.0.0.1:5353, [::1]:53"),
+            ("NOX_EXIT__MAIL_BATCH_SECS", "5"),
+        ];
+        let c = with_env("", &env).unwrap();
+        assert!(c.exit.mail);
+        assert_eq!(c.exit.mail_smarthost_tls, SmarthostTls::None);
+        assert_eq!(c.exit.mail_resolvers, ["127.0.0.1:5353", "[::1]:53"]);
+        assert_eq!(c.exit.mail_batch_secs, 5);
     }
 
     #[test]

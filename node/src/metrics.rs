@@ -36,6 +36,95 @@ pub struct Metrics {
     pending_durable: Gauge,
     chain: Family<Labels1, Gauge>,
     equivocating_nodes: Gauge,
+    mail: MailMetrics,
+}
+
+/// The mail exit's counters and gauges (`nox_exit_mail_*`,
+/// `crate::exit::mail`). Counts only: no label derives from a message, an
+/// address or a request id. Cheap to clone.
+#[derive(Clone)]
+pub struct MailMetrics {
+    /// Messages accepted into the queue (`nox_exit_mail_accepted_total`).
+    pub accepted: Counter,
+    /// Requests whose id was already accepted, answered again without a
+    /// second entry (`nox_exit_mail_duplicate_total`).
+    pub duplicate: Counter,
+    refused: Family<Labels1, Counter>,
+    /// Recipients a server accepted the message for (`nox_exit_mail_delivered_total`).
+    pub delivered: Counter,
+    /// Recipients whose attempt failed for now and will be retried
+    /// (`nox_exit_mail_deferred_total`), one per recipient and attempt.
+    pub deferred: Counter,
+    /// Recipients refused for good, and articles refused for good
+    /// (`nox_exit_mail_bounced_total`).
+    pub bounced: Counter,
+    /// Messages given up past `exit.mail_lifetime_secs` with recipients
+    /// left (`nox_exit_mail_expired_total`).
+    pub expired: Counter,
+    /// Articles the news server accepted (`nox_exit_mail_posted_total`).
+    pub posted: Counter,
+    /// Entries in the queue (`nox_exit_mail_queue_entries`).
+    pub queue_entries: Gauge,
+    /// Bytes of messages and recipients in the queue (`nox_exit_mail_queue_bytes`).
+    pub queue_bytes: Gauge,
+}
+
+impl std::fmt::Debug for MailMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MailMetrics")
+    }
+}
+
+impl MailMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let accepted = counter(registry, "exit_mail_accepted", "Mail exit: messages accepted into the queue");
+        let duplicate = counter(
+            registry,
+            "exit_mail_duplicate",
+            "Mail exit: requests whose id was already accepted, answered without queueing again",
+        );
+        let refused = Family::<Labels1, Counter>::default();
+        registry.register("exit_mail_refused", "Mail exit: requests refused, by reason", refused.clone());
+        let delivered = counter(registry, "exit_mail_delivered", "Mail exit: recipients delivered to");
+        let deferred =
+            counter(registry, "exit_mail_deferred", "Mail exit: recipients whose attempt failed for now (retried)");
+        let bounced =
+            counter(registry, "exit_mail_bounced", "Mail exit: recipients and articles refused for good (dropped)");
+        let expired =
+            counter(registry, "exit_mail_expired", "Mail exit: messages given up past exit.mail_lifetime_secs");
+        let posted = counter(registry, "exit_mail_posted", "Mail exit: articles the news server accepted");
+        let queue_entries = Gauge::default();
+        registry.register("exit_mail_queue_entries", "Mail exit: entries in the queue", queue_entries.clone());
+        let queue_bytes = Gauge::default();
+        registry.register(
+            "exit_mail_queue_bytes",
+            "Mail exit: bytes of messages and recipients in the queue",
+            queue_bytes.clone(),
+        );
+        MailMetrics {
+            accepted,
+            duplicate,
+            refused,
+            delivered,
+            deferred,
+            bounced,
+            expired,
+            posted,
+            queue_entries,
+            queue_bytes,
+        }
+    }
+
+    /// The counter of requests refused for `reason`
+    /// (`nox_exit_mail_refused_total{reason}`; a fixed set of reasons).
+    pub fn refused(&self, reason: &'static str) -> Counter {
+        self.refused.get_or_create(&[("reason", reason)]).clone()
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,7 +183,9 @@ impl Metrics {
             "Nodes excluded from routing in the current or next epoch because they signed two mix keys for one epoch (evidence on /equivocations)",
             equivocating_nodes.clone(),
         );
+        let mail = MailMetrics::register(&mut registry);
         Metrics {
+            mail,
             registry: Arc::new(registry),
             equivocating_nodes,
             chain,
@@ -147,6 +238,11 @@ impl Metrics {
     /// The gauge of nodes excluded for equivocation (`nox_equivocating_nodes`).
     pub fn equivocating_nodes(&self) -> Gauge {
         self.equivocating_nodes.clone()
+    }
+
+    /// The mail exit's counters and gauges.
+    pub fn mail(&self) -> MailMetrics {
+        self.mail.clone()
     }
 
     /// The current-epoch gauge.

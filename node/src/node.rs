@@ -28,7 +28,9 @@ use crate::control::{self, ControlContext};
 use crate::cover::{self, CoverConfig, CoverContext, CoverState};
 use crate::delivery::{DeliveryStage, Fragments};
 use crate::epoch::{EpochKeyRing, unix_now};
-use crate::exit::{EthRequestConfig, EthRequestService, EthSetupError, ExitContext, ExitStage, ServiceRouter};
+use crate::exit::{
+    EthRequestConfig, EthRequestService, EthSetupError, ExitContext, ExitStage, MailExit, ServiceRouter,
+};
 use crate::http::{self, ApiState};
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
@@ -73,6 +75,10 @@ pub enum NodeError {
     /// verifying key, the upstream or the pool.
     #[error(transparent)]
     EthRequest(#[from] EthSetupError),
+    /// Mail delivery (`exit.mail`) could not start: its queue file, a
+    /// password or CA file, the MX resolver.
+    #[error(transparent)]
+    Mail(#[from] crate::exit::mail::MailSetupError),
     /// A thread or listener could not start.
     #[error("{what}: {source}")]
     Io {
@@ -200,6 +206,15 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
                 }
                 None => Some(router),
             }
+        }
+        (services, _) => services,
+    };
+    // Mail delivery: its queue file in the data directory and its worker.
+    let exit_services = match (exit_services, opts.exit_services.is_none() && cfg.exit.mail) {
+        (Some(router), true) => {
+            let mail = MailExit::from_section(&cfg.exit, &cfg.node.data_dir, &metrics)?;
+            tasks.push(mail.worker);
+            Some(router.with(nox_protocol::payload::RequestKind::Mail, Arc::new(mail.service)))
         }
         (services, _) => services,
     };

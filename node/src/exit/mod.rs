@@ -26,6 +26,8 @@
 //!   recorded durably before they are broadcast, reconciled after a restart;
 //! * [`http`] — [`HttpService`]: HTTP GET/POST behind the [`ssrf`] guard, and
 //!   its [`HttpAnswer`];
+//! * [`mail`] — [`MailService`]: mail accepted into a durable queue and
+//!   delivered by SMTP or NNTP in shuffled batch windows, with retries;
 //! * [`outcomes`], [`capped_body`] — what the services share: outcome
 //!   counters, a body read with a byte cap;
 //! * [`reply`] — replies as SURB packets;
@@ -72,6 +74,7 @@ pub mod capped_body;
 pub mod echo;
 pub mod eth_request;
 pub mod http;
+pub mod mail;
 pub mod nonce;
 pub mod outcomes;
 pub mod pool_queue;
@@ -97,6 +100,7 @@ pub use self::book::{Arrival, BookLimits, ReplyBook};
 pub use self::echo::EchoService;
 pub use self::eth_request::{EthRequestConfig, EthRequestService, EthSetupError};
 pub use self::http::{HttpAnswer, HttpConfig, HttpService};
+pub use self::mail::{MailExit, MailService};
 pub use self::raw_broadcast::RawBroadcastService;
 pub use self::router::{ExitSetupError, ServiceRouter};
 pub use self::rpc_call::{RpcCallConfig, RpcCallService};

@@ -76,7 +76,10 @@ impl ServiceRouter {
     /// upstream at `exit.rpc_url`, `Http` (`exit.http`). `chain_id` is
     /// `chain.chain_id` when `[chain]` is configured: the chain the upstream
     /// must serve. Asks the upstream's chain id once when an Ethereum service
-    /// is on (see the module docs).
+    /// is on (see the module docs). The services with state and a task of
+    /// their own — `EthRequest` (`exit.eth_request`) and `Mail`
+    /// (`exit.mail`, [`super::mail::MailExit`]) — are added by
+    /// `crate::node::start`, which owns their tasks.
     pub async fn from_config(
         exit: &ExitSection,
         chain_id: Option<u64>,
