@@ -4,8 +4,10 @@
 //! The order of a session: greeting `200` (posting allowed) or `201` (not);
 //! `MODE READER`, which a server that is both a transit and a reading
 //! server (INN) answers by handing over to its reader and greeting again;
-//! `AUTHINFO` when configured, or when the server answers `POST` with
-//! `480`; `POST`, `340`, the article dot-stuffed, `240`; `QUIT`.
+//! `AUTHINFO` when configured; `POST`, `340`, the article dot-stuffed,
+//! `240`; `QUIT`. A `480` to `POST` (authentication required) is final:
+//! without credentials there is nothing to offer, and with them they were
+//! just given.
 //!
 //! NNTP here has no TLS: `AUTHINFO` crosses the network in clear, so give
 //! credentials only for a server on this machine or a trusted network.
@@ -119,15 +121,10 @@ impl Session<'_> {
         if !may_post && !authenticated {
             return Err(PostError::Permanent("the server does not allow posting (201)".to_string()));
         }
-        let mut reply = self.command("POST", "POST").await?;
+        let reply = self.command("POST", "POST").await?;
         if reply.code == 480 {
-            match &self.cfg.auth {
-                Some(credentials) if !authenticated => {
-                    self.authenticate(credentials).await?;
-                    reply = self.command("POST", "POST").await?;
-                }
-                _ => return Err(PostError::Permanent(format!("POST: authentication required: {}", reply.summary()))),
-            }
+            let why = if authenticated { "refused after AUTHINFO" } else { "authentication required, none configured" };
+            return Err(PostError::Permanent(format!("POST: {why}: {}", reply.summary())));
         }
         if reply.code != 340 {
             return Err(refused("POST", &reply));

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 /// Whether the tool `what` is usable (`present`). Absent on a developer's
 /// machine: the test says so and is skipped. Absent on CI (`CI=true`): the
 /// test fails, since CI installs it (scripts/test).
-pub fn tool_available(what: &str, present: bool) -> bool {
+pub(crate) fn tool_available(what: &str, present: bool) -> bool {
     if present {
         return true;
     }
@@ -20,7 +20,7 @@ pub fn tool_available(what: &str, present: bool) -> bool {
 }
 
 /// Whether `/usr/bin/python3` has aiosmtpd.
-pub fn aiosmtpd_present() -> bool {
+pub(crate) fn aiosmtpd_present() -> bool {
     std::process::Command::new("/usr/bin/python3")
         .args(["-c", "import aiosmtpd"])
         .stdout(std::process::Stdio::null())
@@ -30,7 +30,7 @@ pub fn aiosmtpd_present() -> bool {
 }
 
 /// A loopback port free for both TCP and UDP at the moment of asking.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
