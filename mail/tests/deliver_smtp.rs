@@ -679,6 +679,22 @@ async fn test_failed_opportunistic_handshake_falls_back_to_clear() {
 }
 
 #[tokio::test]
+async fn test_replies_injected_before_the_tls_handshake_end_the_session() {
+    // The go-ahead and a forged reply in one write: the forged one would be
+    // read as if it came under TLS.
+    let (addr, log, _task) = scripted("220 fake", |command| match command {
+        "STARTTLS" => Act::Say("220 go ahead\r\n250-forged\r\n250 AUTH PLAIN"),
+        c if c.starts_with("EHLO") => Act::Say("250-fake.test\r\n250 STARTTLS"),
+        c => obliging(c),
+    })
+    .await;
+    let cfg = SmtpClientConfig { tls: TlsMode::Required { roots: new_pki().roots }, ..config() };
+    let err = send_mail(&cfg, &target(addr), "s@x", &rcpts(&["a@x"]), &message("x\r\n")).await.unwrap_err();
+    assert!(matches!(&err, SendError::Transient(t) if t.contains("in clear")), "{err}");
+    assert!(!log.lock().unwrap()[0].iter().any(|c| c.starts_with("MAIL")));
+}
+
+#[tokio::test]
 async fn test_connection_refused_is_transient() {
     let addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -409,4 +409,9 @@ mod tests {
         assert_eq!(name_text("MX1.Example.ORG."), "mx1.example.org");
         assert_eq!(name_text("."), "");
     }
+
+    #[test]
+    fn test_setup_needs_no_runtime() {
+        assert!(MxResolver::new(&["127.0.0.1:5353".parse().unwrap()], Duration::from_secs(1)).is_ok());
+    }
 }

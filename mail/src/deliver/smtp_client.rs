@@ -235,12 +235,6 @@ enum Failure {
     Handshake(String),
 }
 
-impl From<SendError> for Failure {
-    fn from(e: SendError) -> Self {
-        Failure::Send(e)
-    }
-}
-
 fn transient(text: String) -> Failure {
     Failure::Send(SendError::Transient(text))
 }
