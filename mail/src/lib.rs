@@ -17,9 +17,10 @@
 //!   each one attempt with a typed, transient-or-permanent outcome; the
 //!   exit's queue, which decides when to retry, lives in the node.
 //!
-//! Not built yet: the client's `nox-client smtp` gateway, the node's SMTP
-//! entry, and the exit's delivery queue; the server and the delivery side
-//! here are their common parts (docs/architecture.md, the crate table).
+//! Built on these: the client's gateway (`nox-client smtp`,
+//! `nox_client::mail`), the node's optional SMTP entry, and the mail exit
+//! with its delivery queue (`nox-node`'s `exit::mail`); docs/architecture.md
+//! has the whole path.
 
 #![warn(missing_docs)]
 
