@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::queue::{QueueError, QueueLimits};
-use super::recipient::check_domain;
+use super::recipient::is_host_name;
 use super::schedule::Schedule;
 use crate::config::{ExitSection, SmarthostTls};
 
@@ -260,7 +260,7 @@ impl HostPort {
             }
             None => {
                 let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-                if host.parse::<std::net::Ipv4Addr>().is_err() && check_domain(host, 1).is_err() {
+                if host.parse::<std::net::Ipv4Addr>().is_err() && !is_host_name(host, 1) {
                     return Err(bad());
                 }
                 (host, port)
@@ -307,7 +307,7 @@ pub fn check_helo(name: &str) -> Result<(), &'static str> {
         };
         return if ok { Ok(()) } else { Err("not an address literal ([a.b.c.d] or [IPv6:…])") };
     }
-    check_domain(name, 1).map_err(|()| "not a host name or an address literal")
+    if is_host_name(name, 1) { Ok(()) } else { Err("not a host name or an address literal") }
 }
 
 /// Checks that `path` is a file that neither group nor others can read

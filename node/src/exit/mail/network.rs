@@ -56,7 +56,7 @@ pub const KIND: &str = "exit_mail";
 /// Where SMTP mail goes.
 enum Route {
     /// The recipients' mail hosts.
-    Mx { resolver: MxResolver, port: u16 },
+    Mx { resolver: Box<MxResolver>, port: u16 },
     /// One relay for everything.
     Smarthost { server: HostPort },
 }
@@ -135,7 +135,7 @@ impl NetworkDeliverer {
             None => {
                 let resolver =
                     MxResolver::new(&cfg.resolvers, t.connect).map_err(|e| MailSetupError::Resolver(e.to_string()))?;
-                Route::Mx { resolver, port: cfg.smtp_port }
+                Route::Mx { resolver: Box::new(resolver), port: cfg.smtp_port }
             }
         };
         let nntp = match &cfg.nntp {

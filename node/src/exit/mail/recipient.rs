@@ -66,15 +66,15 @@ pub fn check_mailbox(address: &str) -> Result<(), RecipientError> {
     if !dot_atom {
         return Err(RecipientError::LocalPart);
     }
-    check_domain(domain, 2).map_err(|()| RecipientError::Domain)
+    if is_host_name(domain, 2) { Ok(()) } else { Err(RecipientError::Domain) }
 }
 
-/// Checks `name` as a host name of at least `min_labels` labels: letters,
+/// Whether `name` is a host name of at least `min_labels` labels: letters,
 /// digits and inner hyphens, 1 to 63 bytes each, at most 253 in all, the
 /// last label not all digits (a dotted IPv4 address is no host name).
-pub fn check_domain(name: &str, min_labels: usize) -> Result<(), ()> {
+pub fn is_host_name(name: &str, min_labels: usize) -> bool {
     if name.is_empty() || name.len() > MAX_DOMAIN_LEN {
-        return Err(());
+        return false;
     }
     let labels: Vec<&str> = name.split('.').collect();
     let label_ok = |l: &&str| {
@@ -85,7 +85,7 @@ pub fn check_domain(name: &str, min_labels: usize) -> Result<(), ()> {
             && !l.ends_with('-')
     };
     let top_ok = labels.last().is_some_and(|t| !t.bytes().all(|b| b.is_ascii_digit()));
-    if labels.len() >= min_labels && labels.iter().all(label_ok) && top_ok { Ok(()) } else { Err(()) }
+    labels.len() >= min_labels && labels.iter().all(label_ok) && top_ok
 }
 
 /// Checks `name` as a newsgroup name (see the module docs).
