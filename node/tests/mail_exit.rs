@@ -404,6 +404,7 @@ async fn the_running_worker_waits_for_the_window_by_the_wall_clock() {
         rules: rules(),
         schedule: Schedule { batch: Duration::from_millis(700), ..schedule() },
         concurrency: 4,
+        attempt_timeout: Duration::from_secs(60),
     };
     let exit = MailExit::start(&cfg, fake.clone(), MailClock::system(), &metrics).unwrap();
     let mut dues = Vec::new();
@@ -530,6 +531,38 @@ async fn mail_never_delivered_is_given_up_at_the_end_of_its_lifetime() {
     assert!(!exit.service.queue().is_accepted([1; 16], time.now()).unwrap());
 }
 
+/// A server that accepts the connection and never answers.
+struct Silent;
+
+impl MailDeliverer for Silent {
+    fn send<'a>(&'a self, _: &'a str, _: &'a [String], _: &'a [u8]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn post<'a>(&'a self, _: &'a [u8]) -> BoxFuture<'a, Outcome> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_holds_a_slot_for_one_attempt_timeout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let time = Time::at(T0);
+    let metrics = Metrics::new();
+    let queue = MailQueue::open(&dir.path().join("q.redb"), QueueLimits::default()).unwrap();
+    let service = MailService::new(queue.clone(), rules(), schedule(), time.clock(), metrics.mail());
+    let worker = DeliveryWorker::new(queue, Arc::new(Silent), schedule(), 1, time.clock(), metrics.mail())
+        .with_attempt_timeout(Duration::from_millis(300));
+    // Three domains: the first uses up the attempt, the others are deferred with it.
+    service.serve(ctx(1), mail(&["a@one.example", "b@two.example", "c@three.example"], "slow")).await.unwrap();
+    time.set(schedule().due_after_accept(T0));
+    let started = Instant::now();
+    worker.run_window(time.now()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(metric(&metrics, "nox_exit_mail_deferred_total"), 3);
+    assert_eq!(service.queue().totals().entries, 1, "kept for the next attempt");
+}
+
 // ---------------------------------------------------------------------------
 // Restart
 // ---------------------------------------------------------------------------
@@ -591,6 +624,7 @@ async fn a_stopped_mail_exit_releases_its_queue_for_the_next_start() {
         rules: rules(),
         schedule: schedule(),
         concurrency: 2,
+        attempt_timeout: Duration::from_secs(60),
     };
     let exit = MailExit::start(&cfg, never, MailClock::system(), &metrics).unwrap();
     exit.service.serve(ctx(1), mail(&["a@example.org"], "kept")).await.unwrap();

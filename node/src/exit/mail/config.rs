@@ -55,6 +55,11 @@ pub struct MailExitConfig {
     pub schedule: Schedule,
     /// Messages delivered at once (`exit.mail_delivery_concurrency`).
     pub concurrency: usize,
+    /// How long one attempt on one message may take, all its domains
+    /// together: a connection, four commands' replies and the data's
+    /// (`exit.mail_connect_timeout_secs`, `exit.mail_command_timeout_secs`,
+    /// `exit.mail_data_timeout_secs`).
+    pub attempt_timeout: Duration,
 }
 
 impl MailExitConfig {
@@ -80,6 +85,11 @@ impl MailExitConfig {
                 lifetime: Duration::from_secs(exit.mail_lifetime_secs),
             },
             concurrency: exit.mail_delivery_concurrency,
+            attempt_timeout: Duration::from_secs(
+                exit.mail_connect_timeout_secs
+                    .saturating_add(exit.mail_command_timeout_secs.saturating_mul(4))
+                    .saturating_add(exit.mail_data_timeout_secs),
+            ),
         }
     }
 }

@@ -108,7 +108,8 @@ impl MailExit {
         m.queue_entries.set(i64::try_from(totals.entries).unwrap_or(i64::MAX));
         m.queue_bytes.set(i64::try_from(totals.bytes).unwrap_or(i64::MAX));
         let service = MailService::new(queue.clone(), cfg.rules, cfg.schedule, clock.clone(), m.clone());
-        let worker = DeliveryWorker::new(queue, deliverer, cfg.schedule, cfg.concurrency, clock, m);
+        let worker = DeliveryWorker::new(queue, deliverer, cfg.schedule, cfg.concurrency, clock, m)
+            .with_attempt_timeout(cfg.attempt_timeout);
         Ok(MailExit { service, worker: tokio::spawn(worker.run()) })
     }
 

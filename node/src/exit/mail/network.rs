@@ -53,6 +53,12 @@ use crate::metrics::Metrics;
 /// The metrics kind of the deliverer's address refusals.
 pub const KIND: &str = "exit_mail";
 
+/// Addresses tried for one domain in one attempt, across its mail hosts in
+/// order (Postfix's default is 5): a domain with many unreachable hosts
+/// costs a bounded time per attempt; the next attempt starts again at the
+/// first.
+pub const MAX_TARGETS_PER_ATTEMPT: usize = 5;
+
 /// Where SMTP mail goes.
 enum Route {
     /// The recipients' mail hosts.
@@ -213,6 +219,7 @@ impl NetworkDeliverer {
                 }
             }
         }
+        targets.truncate(MAX_TARGETS_PER_ATTEMPT);
         if targets.is_empty() {
             // Mail hosts only where the exit does not connect: never deliverable.
             return vec![Outcome::Permanent; rcpts.len()];
@@ -222,7 +229,8 @@ impl NetworkDeliverer {
 
     async fn send_smarthost(&self, server: &HostPort, rcpts: &[String], message: &[u8]) -> Vec<Outcome> {
         let Ok(addrs) = server.resolve().await else { return vec![Outcome::Transient; rcpts.len()] };
-        let targets = addrs.into_iter().map(|addr| SmtpTarget { addr, name: server.host.clone() });
+        let targets =
+            addrs.into_iter().take(MAX_TARGETS_PER_ATTEMPT).map(|addr| SmtpTarget { addr, name: server.host.clone() });
         self.send_to(targets, rcpts, message).await.unwrap_or_else(|| vec![Outcome::Transient; rcpts.len()])
     }
 
@@ -230,7 +238,8 @@ impl NetworkDeliverer {
         // Entries queued while posting was configured: refused for good now.
         let Some((server, cfg)) = &self.nntp else { return Outcome::Permanent };
         let Ok(addrs) = server.resolve().await else { return Outcome::Transient };
-        let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.allowed(*a)).collect();
+        let allowed: Vec<SocketAddr> =
+            addrs.into_iter().filter(|a| self.allowed(*a)).take(MAX_TARGETS_PER_ATTEMPT).collect();
         if allowed.is_empty() {
             return Outcome::Permanent;
         }

@@ -46,6 +46,9 @@ const ACCEPTED_EXPIRY: TableDefinition<'static, (u64, [u8; 16]), ()> = TableDefi
 /// rows and keys).
 const ENTRY_OVERHEAD: u64 = 64;
 
+/// How long [`MailQueue::open`] waits for a file another holder is letting go.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How much the queue holds before it refuses mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
@@ -269,7 +272,18 @@ impl MailQueue {
             .open(path)
             .map_err(io(path))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
-        let db = Database::create(path).map_err(storage("opening the database"))?;
+        // A restart in the same process may find the last holder of the
+        // file (a commit on a blocking thread) not quite gone: wait for it a
+        // little. Another process holding the file is still refused.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match Database::create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(storage("opening the database"))?,
+            }
+        };
         let mut totals = Totals::default();
         let txn = db.begin_write().map_err(storage("beginning a write"))?;
         {

@@ -42,6 +42,10 @@ use crate::metrics::MailMetrics;
 /// Request ids forgotten per window at most (the rest at the next).
 const PRUNE_PER_WINDOW: usize = 10_000;
 
+/// How long one attempt on one entry may take, all its domains together,
+/// unless [`DeliveryWorker::with_attempt_timeout`] says otherwise.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// The worker (see the module docs). Cloning shares it.
 #[derive(Clone)]
 pub struct DeliveryWorker {
@@ -53,6 +57,7 @@ struct Inner {
     deliverer: Arc<dyn MailDeliverer>,
     schedule: Schedule,
     slots: Arc<Semaphore>,
+    attempt_timeout: Duration,
     in_flight: Mutex<HashSet<u64>>,
     clock: MailClock,
     metrics: MailMetrics,
@@ -92,10 +97,26 @@ impl DeliveryWorker {
                 deliverer,
                 schedule,
                 slots: Arc::new(Semaphore::new(concurrency.max(1))),
+                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
                 in_flight: Mutex::new(HashSet::new()),
                 clock,
                 metrics,
             }),
+        }
+    }
+
+    /// Bounds one attempt on one entry, all its domains together: a domain
+    /// not answered by then counts as deferred. Without it a slow server
+    /// (replies trickling in just within each command's timeout) could hold
+    /// a delivery slot for hours. Call before [`DeliveryWorker::run`].
+    pub fn with_attempt_timeout(self, timeout: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.attempt_timeout = timeout;
+                DeliveryWorker { inner: Arc::new(inner) }
+            }
+            // Already shared: unchanged.
+            Err(inner) => DeliveryWorker { inner },
         }
     }
 
@@ -200,12 +221,17 @@ impl DeliveryWorker {
         }
     }
 
-    /// One attempt on every recipient of `entry`; the recipients left.
+    /// One attempt on every recipient of `entry`, within the attempt
+    /// timeout; the recipients left.
     async fn attempt(&self, entry: &Entry) -> Vec<String> {
         let m = &self.inner.metrics;
         let deliverer = &self.inner.deliverer;
+        let deadline = tokio::time::Instant::now() + self.inner.attempt_timeout;
         match entry.transport {
-            MailTransport::Nntp => match deliverer.post(&entry.message).await {
+            MailTransport::Nntp => match tokio::time::timeout_at(deadline, deliverer.post(&entry.message))
+                .await
+                .unwrap_or(Outcome::Transient)
+            {
                 Outcome::Delivered => {
                     m.posted.inc();
                     Vec::new()
@@ -226,7 +252,9 @@ impl DeliveryWorker {
                 }
                 let mut remaining = Vec::new();
                 for (domain, recipients) in by_domain {
-                    let outcomes = deliverer.send(&domain, &recipients, &entry.message).await;
+                    let send = deliverer.send(&domain, &recipients, &entry.message);
+                    // Past the deadline every domain left is deferred.
+                    let outcomes = tokio::time::timeout_at(deadline, send).await.unwrap_or_default();
                     for (i, r) in recipients.into_iter().enumerate() {
                         match outcomes.get(i).copied().unwrap_or(Outcome::Transient) {
                             Outcome::Delivered => m.delivered.inc(),
