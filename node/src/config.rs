@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub prices: PricesSection,
     /// HTTP endpoints.
     pub http: HttpSection,
+    /// The optional SMTP entry (off by default).
+    pub smtp_entry: crate::smtp_entry::SmtpEntrySection,
     /// Logging.
     pub log: LogSection,
 }
@@ -1190,6 +1192,7 @@ impl NodeConfig {
 
         self.validate_mail(&mut c);
         self.validate_prices(&mut c);
+        self.smtp_entry.check(&mut c);
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.fail("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level));

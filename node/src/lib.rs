@@ -45,5 +45,6 @@ pub mod pipeline;
 pub mod prices;
 pub mod replay;
 pub mod replies;
+pub mod smtp_entry;
 pub mod store;
 pub mod topology;

@@ -79,6 +79,9 @@ pub enum NodeError {
     /// password or CA file, the MX resolver.
     #[error(transparent)]
     Mail(#[from] crate::exit::mail::MailSetupError),
+    /// The SMTP entry (`[smtp_entry]`) could not start.
+    #[error("{0}")]
+    SmtpEntry(String),
     /// A thread or listener could not start.
     #[error("{what}: {source}")]
     Io {
@@ -143,6 +146,8 @@ pub struct RunningNode {
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// The SMTP entry (`[smtp_entry]`), when on.
+    smtp_entry: Option<crate::smtp_entry::SmtpEntry>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -486,6 +491,13 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         }
         None => None,
     };
+    // The SMTP entry last: its client reaches the mixnet through this node,
+    // whose listener is up by now.
+    let smtp_entry = if cfg.smtp_entry.enabled {
+        Some(crate::smtp_entry::start(&cfg, self_id, layer).await.map_err(|e| NodeError::SmtpEntry(e.to_string()))?)
+    } else {
+        None
+    };
     tracing::debug!(layer, %http_addr, "node assembled");
     Ok(RunningNode {
         node_id: self_id,
@@ -506,6 +518,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         tasks,
         threads,
         stop,
+        smtp_entry,
     })
 }
 
@@ -628,7 +641,12 @@ async fn read_stream(
 impl RunningNode {
     /// Stops every task and thread and releases the database.
     pub async fn shutdown(self) {
-        let RunningNode { http_servers, db, tasks, threads, stop, replay, keys, .. } = self;
+        let RunningNode { http_servers, db, tasks, threads, stop, replay, keys, smtp_entry, .. } = self;
+        // Mail submissions first: a session finishes its message (queued,
+        // or unanswered and kept by the sender), unsent mail stays queued.
+        if let Some(entry) = smtp_entry {
+            entry.shutdown().await;
+        }
         // The HTTP listeners first: a keep-alive connection would otherwise
         // keep the API's state, and with it the database, alive.
         for server in http_servers {
