@@ -859,6 +859,39 @@ async fn an_mx_on_loopback_is_refused_without_the_test_setting() {
 }
 
 // ---------------------------------------------------------------------------
+// In a node
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_node_with_mail_on_keeps_its_queue_in_the_data_dir_across_restarts() {
+    use nox_node::keys::NodeKeys;
+    use nox_node::node::{NodeError, NodeOptions, start};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
+    let mut cfg = nox_node::localnet::base_config(dir.path(), 2);
+    cfg.exit.mail = true;
+    cfg.exit.mail_resolvers = vec!["127.0.0.1:9".into()];
+    let node = start(cfg.clone(), keys.clone(), NodeOptions::default()).await.unwrap();
+    assert!(cfg.node.data_dir.join("mail-queue.redb").exists());
+    assert!(node.metrics.render().contains("nox_exit_mail_queue_entries 0"));
+    node.shutdown().await;
+    let node = start(cfg.clone(), keys.clone(), NodeOptions::default()).await.expect("the queue was released");
+    node.shutdown().await;
+
+    // A password file others can read stops the start, naming it.
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cfg.exit.mail_smarthost = Some("127.0.0.1:2525".into());
+    cfg.exit.mail_smarthost_user = Some("exit".into());
+    cfg.exit.mail_smarthost_password_file = Some(pw.display().to_string());
+    let e = start(cfg, keys, NodeOptions::default()).await.unwrap_err();
+    assert!(matches!(&e, NodeError::Mail(_)), "{e}");
+    assert!(e.to_string().contains("chmod 600") && !e.to_string().contains("secret\n"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
 // nox check-config
 // ---------------------------------------------------------------------------
 
