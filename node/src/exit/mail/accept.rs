@@ -166,7 +166,7 @@ pub fn prepare(
 
 /// A scrubbed message as a news article for `groups`: every `Newsgroups`
 /// field replaced by one naming `groups` (folded after a comma where a line
-/// would pass [`FOLD_AT`]), `From` and `Subject` added if missing, at the
+/// would pass 78 bytes), `From` and `Subject` added if missing, at the
 /// end of the header. `scrubbed` is [`scrub`]'s output: CRLF lines, fields
 /// and continuation lines, a blank line before the body.
 pub fn article(scrubbed: &[u8], groups: &[String]) -> Vec<u8> {

@@ -57,7 +57,7 @@ impl MailService {
         MailService { inner: Arc::new(Inner { queue, rules, schedule, clock, metrics }) }
     }
 
-    /// The queue (tests, and the node's shutdown).
+    /// The queue it writes to.
     pub fn queue(&self) -> &MailQueue {
         &self.inner.queue
     }
