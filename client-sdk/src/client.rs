@@ -98,6 +98,14 @@ pub struct ClientConfig {
     pub refresh_every: Duration,
     /// Cover traffic (off unless asked for: long-running clients turn it on).
     pub cover: CoverRates,
+    /// Packets per second this client submits to its entry at most, when
+    /// cover is off (with cover on, the payload stream paces them). An entry
+    /// drops a client's packets beyond its `ingest.client_rate` (100/s by
+    /// default) and burst (200): a large request sent at once would lose
+    /// fragments.
+    pub submit_rate: f64,
+    /// Packets this client may submit at once before `submit_rate` applies.
+    pub submit_burst: u32,
 }
 
 impl ClientConfig {
@@ -117,6 +125,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             refresh_every: Duration::from_secs(60),
             cover: CoverRates::off(),
+            submit_rate: 80.0,
+            submit_burst: 150,
         }
     }
 }
@@ -248,8 +258,45 @@ pub struct Client {
     follower: Option<tokio::sync::Mutex<nox_eth::registry::follower::RegistryFollower>>,
     /// Real packets waiting for a payload tick (cover on), or `None` (sent at once).
     outbound: Option<flume::Sender<Packet>>,
+    /// Paces packets sent at once (cover off) to the entry's client rate.
+    pacer: Pacer,
     stats: Arc<LoopStats>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// A token bucket: [`Pacer::take`] waits until a packet may be submitted.
+#[derive(Debug)]
+struct Pacer {
+    rate: f64,
+    burst: f64,
+    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Pacer {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Pacer { rate, burst, state: tokio::sync::Mutex::new((burst, tokio::time::Instant::now())) }
+    }
+
+    /// Waits for one token. A rate that is not positive and finite paces
+    /// nothing.
+    async fn take(&self) {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        let now = tokio::time::Instant::now();
+        state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate).min(self.burst);
+        state.1 = now;
+        if state.0 < 1.0 {
+            // Held across the sleep: the next caller queues behind this one.
+            let wait = Duration::from_secs_f64((1.0 - state.0) / self.rate);
+            tokio::time::sleep(wait).await;
+            state.0 = 1.0;
+            state.1 = tokio::time::Instant::now();
+        }
+        state.0 -= 1.0;
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -303,7 +350,9 @@ impl Client {
             mean_delay: cfg.mean_delay,
             pow_bits: cfg.pow_bits,
         };
-        let mut client = Client { wire, follower, outbound: None, stats: Arc::default(), tasks: Vec::new(), cfg };
+        let pacer = Pacer::new(cfg.submit_rate, cfg.submit_burst);
+        let mut client =
+            Client { wire, follower, outbound: None, pacer, stats: Arc::default(), tasks: Vec::new(), cfg };
         client.refresh_descriptors().await?;
         client.tasks.push(tokio::spawn(dispatch(peer, waiters)));
         let rates = client.cfg.cover;
@@ -555,7 +604,10 @@ impl Client {
         for packet in packets {
             match &self.outbound {
                 Some(queue) => queue.try_send(packet).map_err(|_| ClientError::QueueFull(queue.len()))?,
-                None => self.wire.peer.submit(self.wire.entry.1, &packet, self.wire.pow_bits).await?,
+                None => {
+                    self.pacer.take().await;
+                    self.wire.peer.submit(self.wire.entry.1, &packet, self.wire.pow_bits).await?
+                }
             }
         }
         Ok((count, delay))
@@ -823,5 +875,33 @@ async fn loop_stream(wire: Wire, rates: CoverRates, stats: Arc<LoopStats>) {
                 w.remove(id);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod pacer_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pacer_lets_a_burst_through_then_holds_the_rate() {
+        let pacer = Pacer::new(1000.0, 10);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            pacer.take().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(50), "the burst passes at once");
+        for _ in 0..200 {
+            pacer.take().await;
+        }
+        let spent = start.elapsed();
+        // 200 tokens at 1000/s: 200 ms, never less; a loaded machine may add.
+        assert!(spent >= Duration::from_millis(195) && spent <= Duration::from_millis(2000), "{spent:?}");
+        // A rate of zero paces nothing.
+        let off = Pacer::new(0.0, 1);
+        let start = tokio::time::Instant::now();
+        for _ in 0..1000 {
+            off.take().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(50));
     }
 }

@@ -413,6 +413,12 @@ pub struct NetworkSection {
     pub pow_bits: u8,
     /// Milliseconds to dial the entry and for each control request.
     pub connect_timeout_ms: u64,
+    /// Packets per second submitted to the entry at most (cover off); below
+    /// the entry's `ingest.client_rate`.
+    pub submit_rate: f64,
+    /// Packets submitted at once before `submit_rate` applies; below the
+    /// entry's `ingest.client_burst`.
+    pub submit_burst: u32,
 }
 
 impl Default for NetworkSection {
@@ -422,6 +428,8 @@ impl Default for NetworkSection {
             entry: None,
             pow_bits: 12,
             connect_timeout_ms: 10_000,
+            submit_rate: 80.0,
+            submit_burst: 150,
         }
     }
 }
@@ -694,6 +702,8 @@ impl ClientFile {
         c.at_least("network.epoch_secs", network.epoch_secs, 1);
         c.at_most("network.pow_bits", network.pow_bits, nox_protocol::pow::MAX_POW_BITS, "");
         c.at_least("network.connect_timeout_ms", network.connect_timeout_ms, 100);
+        c.positive_rate("network.submit_rate", network.submit_rate);
+        c.at_least("network.submit_burst", network.submit_burst, 1);
         let entry = match network.entry.as_deref().map(parse_node_id) {
             Some(Err(e)) => {
                 c.fail("network.entry", e);
@@ -930,6 +940,8 @@ impl ClientFile {
         cfg.mean_delay = Duration::from_secs_f64(self.routes.mean_delay_ms / 1000.0);
         cfg.attempt_timeout = Duration::from_millis(self.requests.attempt_timeout_ms);
         cfg.cover = self.cover;
+        cfg.submit_rate = self.network.submit_rate;
+        cfg.submit_burst = self.network.submit_burst;
         cfg.attempts = self.requests.attempts;
         cfg.max_reply_bytes = self.requests.max_reply_bytes;
         cfg.surbs = self.surbs.clone();

@@ -32,9 +32,6 @@ pub(crate) struct SmtpArgs {
     /// Accept a non-loopback [mail].listen address.
     #[arg(long)]
     pub allow_remote: bool,
-    /// Connection attempts before giving up (2 s apart).
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub connect_tries: u32,
 }
 
 /// `nox-client mail …`
@@ -248,7 +245,7 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
     cfg.cover.enabled = false;
     let client_cfg = cfg.mail_client_config().context("building the client's configuration")?;
     let client = tokio::select! {
-        client = connect_with(&cfg, client_cfg, args.connect_tries.max(1)) => client.map(Arc::new),
+        client = connect_until_ready(&cfg, client_cfg) => client.map(Arc::new),
         which = first_signal(&mut interrupt, &mut terminate) => {
             tracing::info!(signal = which, "stopping before the network was reached; queued mail stays queued");
             let _ = stop_tx.send(true);
@@ -302,11 +299,25 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
     Ok(())
 }
 
-/// `super::connect` with a client configuration of the caller's.
-async fn connect_with(
+/// Connects the gateway's client, trying every 5 s for as long as the
+/// network is out of reach (the gateway keeps taking mail meanwhile); a
+/// configuration that can never work ends the gateway.
+async fn connect_until_ready(
     cfg: &ClientFile,
     client_cfg: nox_client::ClientConfig,
-    tries: u32,
 ) -> anyhow::Result<nox_client::Client> {
-    super::connect_config(cfg, client_cfg, tries).await
+    loop {
+        match nox_client::Client::connect(client_cfg.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if super::not_ready(&e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the NOX network ({}) is out of reach; mail is accepted and kept, retrying in 5 s",
+                    cfg.topology_summary()
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the NOX network"),
+        }
+    }
 }
