@@ -227,7 +227,27 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
     let queue = tokio::task::spawn_blocking(move || MailQueue::open(&path, &pass, KdfParams::default(), limits))
         .await?
         .with_context(|| format!("opening the mail queue {}", cfg.mail.queue.display()))?;
+    // The schedule's snapshot from the start, network or not: `mail queue`
+    // reads it while this process holds the queue's file.
     let snapshot = snapshot_path(&cfg.mail.queue);
+    let (q, p) = (queue.clone(), snapshot.clone());
+    tokio::task::spawn_blocking(move || write_snapshot(&q, &p))
+        .await?
+        .with_context(|| format!("writing the queue snapshot {}", snapshot.display()))?;
+    let snapshots = tokio::spawn({
+        let queue = queue.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let (q, p) = (queue.clone(), snapshot.clone());
+                match tokio::task::spawn_blocking(move || write_snapshot(&q, &p)).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "writing the queue snapshot failed"),
+                    Err(e) => tracing::warn!(error = %e, "the snapshot writer stopped"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        }
+    });
     let wake = Arc::new(Notify::new());
     let spool = GatewaySpool::new(queue.clone(), cfg.mail.scrub_options(), Arc::clone(&wake));
     let listener =
@@ -250,6 +270,7 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
             tracing::info!(signal = which, "stopping before the network was reached; queued mail stays queued");
             let _ = stop_tx.send(true);
             let _ = serving.await;
+            snapshots.abort();
             return Ok(());
         }
     };
@@ -258,26 +279,13 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
         Err(e) => {
             let _ = stop_tx.send(true);
             let _ = serving.await;
+            snapshots.abort();
             return Err(e);
         }
     };
     let refresher = tokio::spawn(refresh(Arc::clone(&client), client.config().refresh_every));
     let sender = MailSender::new(queue.clone(), Arc::clone(&client), cfg.mail.sender_config(), Arc::clone(&wake));
     let sending = tokio::spawn(sender.run(stopped(stop_rx.clone())));
-    let snapshots = tokio::spawn({
-        let queue = queue.clone();
-        async move {
-            loop {
-                let (q, p) = (queue.clone(), snapshot.clone());
-                match tokio::task::spawn_blocking(move || write_snapshot(&q, &p)).await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "writing the queue snapshot failed"),
-                    Err(e) => tracing::warn!(error = %e, "the snapshot writer stopped"),
-                    Ok(Ok(())) => {}
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    });
     tracing::info!("nox-client smtp: connected; sending queued mail through the mixnet");
 
     let served = tokio::select! {
