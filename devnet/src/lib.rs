@@ -77,11 +77,12 @@ pub enum DevnetError {
 }
 
 /// The sum of the samples of `name` in a Prometheus text exposition whose
-/// labels include every one of `labels` (`kind="price"`, …).
+/// labels include every one of `labels` (`kind="price"`, …); a sample without
+/// labels counts when `labels` is empty.
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> u64 {
-    let prefix = format!("{name}{{");
+    let (with_labels, without) = (format!("{name}{{"), format!("{name} "));
     text.lines()
-        .filter(|l| l.starts_with(&prefix) && labels.iter().all(|x| l.contains(x)))
+        .filter(|l| (l.starts_with(&with_labels) || l.starts_with(&without)) && labels.iter().all(|x| l.contains(x)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
