@@ -364,7 +364,7 @@ async fn mail_and_news_cross_the_mixnet_and_nothing_accepted_is_lost() {
     let config = dir.path().join("nox-client.toml");
     std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
     let log = dir.path().join("gateway.log");
-    let mut gateway = start_gateway(&config, gateway_port, &log);
+    let gateway = start_gateway(&config, gateway_port, &log);
 
     // 1. Mail with a 5 MiB attachment, 8-bit text and MIME parts.
     let subject = format!("through NOX {:016x}", rand::random::<u64>());
