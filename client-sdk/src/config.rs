@@ -216,33 +216,23 @@ impl MailSection {
         if self.queue.as_os_str().is_empty() {
             c.fail("mail.queue", "must name a file");
         }
-        if self.hostname.is_empty() || !self.hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-            c.fail(
-                "mail.hostname",
-                format!("must be a host name (letters, digits, `-`, `.`), got `{}`", self.hostname),
-            );
-        }
-        c.at_least("mail.max_message_bytes", self.max_message_bytes, 1024);
-        c.at_most(
-            "mail.max_message_bytes",
-            self.max_message_bytes,
-            nox_mail::bucket::MAX_MESSAGE_LEN,
-            " (the largest message the mixnet carries)",
+        crate::mail::check_gateway(
+            c,
+            crate::mail::GatewayKeys {
+                section: "mail",
+                hostname: &self.hostname,
+                max_message_bytes: self.max_message_bytes,
+                max_recipients: self.max_recipients,
+                max_queue_entries: self.max_queue_entries,
+                max_queue_bytes: self.max_queue_bytes,
+                lifetime_secs: self.lifetime_secs,
+                retry_min_secs: self.retry_min_secs,
+                retry_max_secs: self.retry_max_secs,
+                concurrency: self.concurrency,
+                tls: (self.tls_cert.is_some(), self.tls_key.is_some()),
+                auth: (self.auth_user.as_deref(), self.auth_password_file.is_some()),
+            },
         );
-        c.at_least("mail.max_recipients", self.max_recipients, 1);
-        c.at_most("mail.max_recipients", self.max_recipients, 1000, "");
-        c.at_least("mail.max_queue_entries", self.max_queue_entries, 1);
-        c.at_least("mail.max_queue_bytes", self.max_queue_bytes, 1 << 20);
-        c.at_least("mail.lifetime_secs", self.lifetime_secs, 60);
-        c.at_least("mail.retry_min_secs", self.retry_min_secs, 1);
-        if self.retry_max_secs < self.retry_min_secs {
-            c.fail(
-                "mail.retry_max_secs",
-                format!("must be at least mail.retry_min_secs ({}), got {}", self.retry_min_secs, self.retry_max_secs),
-            );
-        }
-        c.at_least("mail.concurrency", self.concurrency, 1);
-        c.at_most("mail.concurrency", self.concurrency, 64, "");
         if let Some(hops) = self.hops
             && !(MIN_FREE_HOPS..=MAX_FREE_HOPS).contains(&hops)
         {
@@ -250,17 +240,6 @@ impl MailSection {
         }
         if let Err(e) = self.scrub_options().validate() {
             c.fail("mail.message_id_domain", e.to_string());
-        }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => c.fail("mail.tls_key", "required with mail.tls_cert"),
-            (None, Some(_)) => c.fail("mail.tls_cert", "required with mail.tls_key"),
-            _ => {}
-        }
-        match (&self.auth_user, &self.auth_password_file) {
-            (Some(u), _) if u.is_empty() => c.fail("mail.auth_user", "must not be empty"),
-            (Some(_), None) => c.fail("mail.auth_password_file", "required with mail.auth_user"),
-            (None, Some(_)) => c.fail("mail.auth_user", "required with mail.auth_password_file"),
-            _ => {}
         }
     }
 }

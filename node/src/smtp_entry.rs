@@ -127,48 +127,24 @@ impl SmtpEntrySection {
     /// Checks every key (also when off, so that turning it on holds no
     /// surprise).
     pub fn check(&self, c: &mut Checks) {
-        if self.hostname.is_empty() || !self.hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-            c.fail(
-                "smtp_entry.hostname",
-                format!("must be a host name (letters, digits, `-`, `.`), got `{}`", self.hostname),
-            );
-        }
-        c.at_least("smtp_entry.max_message_bytes", self.max_message_bytes, 1024);
-        c.at_most(
-            "smtp_entry.max_message_bytes",
-            self.max_message_bytes,
-            nox_mail::bucket::MAX_MESSAGE_LEN,
-            " (the largest message the mixnet carries)",
-        );
-        c.at_least("smtp_entry.max_recipients", self.max_recipients, 1);
-        c.at_most("smtp_entry.max_recipients", self.max_recipients, 1000, "");
         c.at_least("smtp_entry.max_sessions", self.max_sessions, 1);
-        c.at_least("smtp_entry.max_queue_entries", self.max_queue_entries, 1);
-        c.at_least("smtp_entry.max_queue_bytes", self.max_queue_bytes, 1 << 20);
-        c.at_least("smtp_entry.lifetime_secs", self.lifetime_secs, 60);
-        c.at_least("smtp_entry.retry_min_secs", self.retry_min_secs, 1);
-        if self.retry_max_secs < self.retry_min_secs {
-            c.fail(
-                "smtp_entry.retry_max_secs",
-                format!(
-                    "must be at least smtp_entry.retry_min_secs ({}), got {}",
-                    self.retry_min_secs, self.retry_max_secs
-                ),
-            );
-        }
-        c.at_least("smtp_entry.concurrency", self.concurrency, 1);
-        c.at_most("smtp_entry.concurrency", self.concurrency, 64, "");
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => c.fail("smtp_entry.tls_key", "required with smtp_entry.tls_cert"),
-            (None, Some(_)) => c.fail("smtp_entry.tls_cert", "required with smtp_entry.tls_key"),
-            _ => {}
-        }
-        match (&self.auth_user, &self.auth_password_file) {
-            (Some(u), _) if u.is_empty() => c.fail("smtp_entry.auth_user", "must not be empty"),
-            (Some(_), None) => c.fail("smtp_entry.auth_password_file", "required with smtp_entry.auth_user"),
-            (None, Some(_)) => c.fail("smtp_entry.auth_user", "required with smtp_entry.auth_password_file"),
-            _ => {}
-        }
+        nox_client::mail::check_gateway(
+            c,
+            nox_client::mail::GatewayKeys {
+                section: "smtp_entry",
+                hostname: &self.hostname,
+                max_message_bytes: self.max_message_bytes,
+                max_recipients: self.max_recipients,
+                max_queue_entries: self.max_queue_entries,
+                max_queue_bytes: self.max_queue_bytes,
+                lifetime_secs: self.lifetime_secs,
+                retry_min_secs: self.retry_min_secs,
+                retry_max_secs: self.retry_max_secs,
+                concurrency: self.concurrency,
+                tls: (self.tls_cert.is_some(), self.tls_key.is_some()),
+                auth: (self.auth_user.as_deref(), self.auth_password_file.is_some()),
+            },
+        );
     }
 
     /// The queue's file for a node whose data lives in `data_dir`.

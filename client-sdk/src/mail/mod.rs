@@ -44,6 +44,7 @@
 mod entry;
 mod error;
 pub mod gateway;
+mod keys;
 mod queue;
 pub mod sender;
 #[cfg(test)]
@@ -52,6 +53,7 @@ mod tests;
 pub use entry::{EntryInfo, EntryState, MailId, QueuedEnvelope, QueuedMail};
 pub use error::MailQueueError;
 pub use gateway::{Destination, GatewaySpool, NEWSGROUP_DOMAIN, SubmissionError};
+pub use keys::{GatewayKeys, MAX_CONCURRENCY, MAX_RECIPIENTS_LIMIT, check_gateway};
 pub use queue::{Due, MailQueue, QueueLimits};
 pub use sender::{MailCarrier, MailSender, SenderConfig, SenderStats, TryOutcome};
 
