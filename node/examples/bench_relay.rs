@@ -28,13 +28,16 @@
 //! Prints `relay_pps=<…> ceiling_pps=<node_cores × 1e6 / per_hop_us> ratio=<relay/ceiling> drops=<…> …`,
 //! then `transport_us` and `transport_cap = per_hop_us / (per_hop_us + transport_us)`:
 //! the ratio a node would reach if Sphinx and the transport were all it did;
-//! and `aead_us` (one ChaCha20-Poly1305 seal and open of a packet, the Noise
-//! encryption alone, median of three `--aead-cost` runs on the node's cores)
-//! and `tcp_us` (the CPU time per packet of a plain TCP forwarder on the
-//! node's cores: kernel send and receive with no encryption or framing), and
-//! `floor_cap = per_hop_us / (per_hop_us + aead_us + tcp_us)`: the most any
-//! TCP + Noise node could reach on this machine, with framing, multiplexing
-//! and copies free.
+//! `noise_aead_us` (one ChaCha20-Poly1305 seal and open of a packet with
+//! ring, the Noise link's encryption alone) and `best_aead_us` (the faster
+//! of AES-256-GCM and ChaCha20-Poly1305 from aws-lc: the cheapest
+//! authenticated encryption this machine offers, so that a slow link cipher
+//! cannot hide in the floor), each the median of three `--aead-cost` runs on
+//! the node's cores; `tcp_us` (the CPU time per packet of a plain TCP
+//! forwarder on the node's cores: kernel send and receive with no
+//! encryption or framing); `floor_us = per_hop_us + best_aead_us + tcp_us`,
+//! what no authenticated TCP relay can go below here; and
+//! `floor_ratio = node_us / floor_us`, how far the node is above it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -114,38 +117,72 @@ fn hop_cost(cores: &str) -> f64 {
     v
 }
 
-/// `--aead-cost`: the median time of sealing and then opening one packet with
-/// the ChaCha20-Poly1305 implementation Noise uses here (ring, through snow),
-/// which is the least a Noise link costs per relayed packet: one open on the
-/// way in and one seal on the way out.
+/// `--aead-cost`: the median time of sealing and then opening one packet
+/// (one open on the way in and one seal on the way out: what a link's
+/// encryption costs per relayed packet, at the least) with
+/// * ChaCha20-Poly1305 from ring, the implementation the Noise link uses
+///   here (through snow): `noise_aead_us`;
+/// * AES-256-GCM and ChaCha20-Poly1305 from aws-lc: the cheapest
+///   authenticated encryption this machine offers is the faster of the two,
+///   `best_aead_us`, whatever cipher the transport happens to use.
 fn aead_cost() {
-    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).unwrap());
-    let nonce = |i: u64| {
+    fn median<F: FnMut(&mut Vec<u8>, u64)>(mut round: F) -> f64 {
+        let mut buf = vec![0u8; nox_protocol::sphinx::PACKET_LEN + 16];
+        let mut samples = Vec::with_capacity(3000);
+        for i in 0..3000u64 {
+            buf.truncate(nox_protocol::sphinx::PACKET_LEN);
+            let t = Instant::now();
+            round(&mut buf, i);
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    }
+    let nonce_bytes = |i: u64| {
         let mut n = [0u8; 12];
         n[4..].copy_from_slice(&i.to_le_bytes());
-        Nonce::assume_unique_for_key(n)
+        n
     };
-    let mut buf = vec![0u8; nox_protocol::sphinx::PACKET_LEN + 16];
-    let mut samples = Vec::with_capacity(3000);
-    for i in 0..3000u64 {
-        buf.truncate(nox_protocol::sphinx::PACKET_LEN);
-        let t = Instant::now();
-        let tag = key.seal_in_place_separate_tag(nonce(i), Aad::empty(), &mut buf).unwrap();
-        buf.extend_from_slice(tag.as_ref());
-        std::hint::black_box(key.open_in_place(nonce(i), Aad::empty(), &mut buf).unwrap());
-        samples.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    samples.sort_by(f64::total_cmp);
-    println!("aead_us={:.1}", samples[samples.len() / 2]);
+    let noise = {
+        use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).unwrap());
+        median(|buf, i| {
+            let tag = key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce_bytes(i)), Aad::empty(), buf);
+            buf.extend_from_slice(tag.unwrap().as_ref());
+            std::hint::black_box(
+                key.open_in_place(Nonce::assume_unique_for_key(nonce_bytes(i)), Aad::empty(), buf).unwrap(),
+            );
+        })
+    };
+    let aws = |alg: &'static aws_lc_rs::aead::Algorithm| {
+        use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(alg, &[7u8; 32]).unwrap());
+        median(|buf, i| {
+            let tag = key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce_bytes(i)), Aad::empty(), buf);
+            buf.extend_from_slice(tag.unwrap().as_ref());
+            std::hint::black_box(
+                key.open_in_place(Nonce::assume_unique_for_key(nonce_bytes(i)), Aad::empty(), buf).unwrap(),
+            );
+        })
+    };
+    let aes_gcm = aws(&aws_lc_rs::aead::AES_256_GCM);
+    let chacha = aws(&aws_lc_rs::aead::CHACHA20_POLY1305);
+    println!("noise_aead_us={noise:.1} aes256gcm_us={aes_gcm:.1} chacha20poly1305_us={chacha:.1}");
 }
 
-/// Runs this binary with `--aead-cost` pinned to `cores`: its `aead_us`.
-fn aead_reference(cores: &str) -> f64 {
+/// Runs this binary with `--aead-cost` pinned to `cores`: the Noise link's
+/// cipher (`noise_aead_us`) and the cheapest one (`best_aead_us`).
+fn aead_reference(cores: &str) -> (f64, f64) {
     let out =
         Command::new("taskset").args(["-c", cores]).arg(std::env::current_exe().unwrap()).arg("--aead-cost").output();
     let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
-    text.trim().strip_prefix("aead_us=").and_then(|v| v.parse().ok()).expect("aead cost")
+    let value = |name: &str| -> f64 {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let (aes, chacha) = (value("aes256gcm_us"), value("chacha20poly1305_us"));
+    (value("noise_aead_us"), aes.min(chacha))
 }
 
 /// `--tcp-forwarder --port P --next-port Q`: plain TCP, no encryption and no
@@ -320,7 +357,7 @@ async fn main() {
     let n_cores = node_cores.split(',').count();
     let dir = tempfile::tempdir_in(".").unwrap();
     let mut hop = [hop_cost(&node_cores), 0.0, 0.0];
-    let mut aead = [aead_reference(&node_cores), 0.0, 0.0];
+    let mut aead = [aead_reference(&node_cores), (0.0, 0.0), (0.0, 0.0)];
 
     let mut rng = rand::thread_rng();
     let node_keys = NodeKeys::generate(&mut rand::rngs::OsRng);
@@ -491,7 +528,12 @@ async fn main() {
     let received_2 = sink.load(Ordering::Relaxed) - before;
 
     let per_hop_us = median3(hop);
-    let aead_us = median3(aead);
+    let noise_aead_us = median3(aead.map(|a| a.0));
+    let best_aead_us = median3(aead.map(|a| a.1));
+    // What no authenticated TCP link can go below on this machine: the
+    // Sphinx hop, the cheapest AEAD over the packet (in and out), and the
+    // kernel's TCP.
+    let floor_us = per_hop_us + best_aead_us + tcp_us;
     let ceiling = n_cores as f64 * 1e6 / per_hop_us;
     eprintln!(
         "saturation: {received_1}/{packets} delivered in {:.2}s, node cpu {node_cpu:.2}, node drops {drops_saturated}; \
@@ -502,13 +544,13 @@ async fn main() {
     println!(
         "relay_pps={relay_pps:.0} ceiling_pps={ceiling:.0} ratio={:.3} drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} \
          node_cpu={node_cpu:.2} node_us={node_us:.1} paced_pps={rate:.0} paced_delivered={received_2}/{paced_n} paced_drops={} \
-         transport_us={transport_us:.1} transport_cap={:.3} aead_us={aead_us:.1} tcp_us={tcp_us:.1} \
-         floor_cap={:.3}",
+         transport_us={transport_us:.1} transport_cap={:.3} noise_aead_us={noise_aead_us:.1} \
+         best_aead_us={best_aead_us:.1} tcp_us={tcp_us:.1} floor_us={floor_us:.1} floor_ratio={:.3}",
         relay_pps / ceiling,
         drops_total,
         drops_total - drops_saturated,
         per_hop_us / (per_hop_us + transport_us),
-        per_hop_us / (per_hop_us + aead_us + tcp_us),
+        node_us / floor_us,
     );
     generator.shutdown().await;
     let _ = stop_sink.send(());
