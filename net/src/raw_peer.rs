@@ -201,11 +201,22 @@ impl RawPeer {
         kind: PeerKind,
         on_receive: OnReceive,
     ) -> Result<Self, RawPeerError> {
+        Self::start_secured(keypair, listen, kind, on_receive, p2p::LinkSecurity::default()).await
+    }
+
+    /// Like [`RawPeer::start_with`], with links secured as `security` says.
+    pub async fn start_secured(
+        keypair: Keypair,
+        listen: Vec<Multiaddr>,
+        kind: PeerKind,
+        on_receive: OnReceive,
+        security: p2p::LinkSecurity,
+    ) -> Result<Self, RawPeerError> {
         let keep = match on_receive {
             OnReceive::Keep(n) | OnReceive::Trickle(n, _) => n,
             OnReceive::Forward(_) | OnReceive::Stall => 1,
         };
-        let cfg = P2pConfig { listen: listen.clone(), ..P2pConfig::default() };
+        let cfg = P2pConfig { listen: listen.clone(), security, ..P2pConfig::default() };
         let (mut handle, mut events, swarm) = p2p::spawn(keypair, cfg)?;
         if !listen.is_empty() {
             handle.wait_listening().await;

@@ -256,11 +256,12 @@ async fn forwarder() {
     let next = p2p::peer_id_of(&NodeId(next_key.to_bytes())).unwrap();
     let port: u16 = arg("--port", "0").parse().unwrap();
     let next_port: u16 = arg("--next-port", "0").parse().unwrap();
-    let peer = RawPeer::start_with(
+    let peer = RawPeer::start_secured(
         p2p::keypair_from_identity(&key).unwrap(),
         vec![addr(port)],
         PeerKind::Node,
         OnReceive::Forward(next),
+        security(),
     )
     .await
     .unwrap();
@@ -280,7 +281,10 @@ fn start_sink(key: &ed25519_dalek::SigningKey, port: u16) -> (Arc<AtomicU64>, to
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let sink = RawPeer::start(keypair, vec![addr(port)], PeerKind::Node, 1).await.unwrap();
+                let sink =
+                    RawPeer::start_secured(keypair, vec![addr(port)], PeerKind::Node, OnReceive::Keep(1), security())
+                        .await
+                        .unwrap();
                 ready_tx.send(sink.received_counter()).unwrap();
                 let _ = stop_rx.await;
                 sink.shutdown().await;
@@ -332,6 +336,17 @@ async fn saturate(generator: &RawPeer, to: PeerId, load: &[Packet], sink: &Atomi
     (rate, sink.load(Ordering::Relaxed) - before)
 }
 
+/// `--security noise|tls` (default `noise`, the node's default): how the
+/// generator's, the forwarder's, the node's and the sink's links are
+/// secured (`p2p.security`).
+fn security() -> p2p::LinkSecurity {
+    match arg("--security", "noise").as_str() {
+        "noise" => p2p::LinkSecurity::Noise,
+        "tls" => p2p::LinkSecurity::Tls,
+        other => panic!("--security {other}: tls or noise"),
+    }
+}
+
 fn median3(mut v: [f64; 3]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[1]
@@ -370,10 +385,15 @@ async fn main() {
         (free_port(), free_port(), free_port(), free_port(), free_port());
 
     let (sink, stop_sink) = start_sink(&sink_key, sink_port);
-    let generator =
-        RawPeer::start(p2p::keypair_from_identity(&gen_key).unwrap(), vec![addr(gen_port)], PeerKind::Node, 1)
-            .await
-            .unwrap();
+    let generator = RawPeer::start_secured(
+        p2p::keypair_from_identity(&gen_key).unwrap(),
+        vec![addr(gen_port)],
+        PeerKind::Node,
+        OnReceive::Keep(1),
+        security(),
+    )
+    .await
+    .unwrap();
 
     // Phase 0: the transport-only forwarder in the node's place.
     let mut fwd = Proc(
@@ -381,6 +401,7 @@ async fn main() {
             .args(["-c", &node_cores])
             .arg(std::env::current_exe().unwrap())
             .args(["--forwarder", "--key", &hex::encode(fwd_key.to_bytes())])
+            .args(["--security", &arg("--security", "noise")])
             .args(["--port", &fwd_port.to_string(), "--next-port", &sink_port.to_string()])
             .args(["--next-key", &hex::encode(sink_key.verifying_key().to_bytes())])
             .stdout(std::process::Stdio::piped())
@@ -433,6 +454,7 @@ async fn main() {
     cfg.p2p.listen = vec![addr(node_port).to_string()];
     cfg.http.listen = format!("127.0.0.1:{http_port}").parse().unwrap();
     cfg.workers.threads = n_cores;
+    cfg.p2p.security = security();
     cfg.ingest.node_rate = 1e6;
     cfg.ingest.node_burst = 1_000_000;
     cfg.cover.loop_rate = 0.0;
@@ -542,10 +564,11 @@ async fn main() {
         drops_total - drops_saturated,
     );
     println!(
-        "relay_pps={relay_pps:.0} ceiling_pps={ceiling:.0} ratio={:.3} drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} \
+        "security={} relay_pps={relay_pps:.0} ceiling_pps={ceiling:.0} ratio={:.3} drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} \
          node_cpu={node_cpu:.2} node_us={node_us:.1} paced_pps={rate:.0} paced_delivered={received_2}/{paced_n} paced_drops={} \
          transport_us={transport_us:.1} transport_cap={:.3} noise_aead_us={noise_aead_us:.1} \
          best_aead_us={best_aead_us:.1} tcp_us={tcp_us:.1} floor_us={floor_us:.1} floor_ratio={:.3}",
+        arg("--security", "noise"),
         relay_pps / ceiling,
         drops_total,
         drops_total - drops_saturated,

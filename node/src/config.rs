@@ -131,6 +131,9 @@ pub struct P2pSection {
     pub idle_timeout_secs: u64,
     /// Seconds a peer has to complete the control handshake.
     pub handshake_timeout_secs: u64,
+    /// How links are secured: `tls` (TLS 1.3 offered first, Noise accepted)
+    /// or `noise` (Noise only).
+    pub security: nox_net::p2p::LinkSecurity,
 }
 
 impl Default for P2pSection {
@@ -142,6 +145,7 @@ impl Default for P2pSection {
             max_connections_per_subnet: 16,
             idle_timeout_secs: 120,
             handshake_timeout_secs: 10,
+            security: nox_net::p2p::LinkSecurity::default(),
         }
     }
 }

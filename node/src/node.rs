@@ -275,6 +275,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
             total: metrics.event("connection", "denied_total_cap"),
             subnet: metrics.event("connection", "denied_subnet_cap"),
         },
+        security: cfg.p2p.security,
     };
     let (mut p2p_handle, events, swarm_task) = p2p::spawn(p2p::keypair_from_identity(&keys.identity)?, p2p_cfg)?;
     tasks.push(swarm_task);

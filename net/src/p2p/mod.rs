@@ -65,6 +65,25 @@ pub struct P2pConfig {
     pub request_timeout: Duration,
     /// Where refused connections are counted (the node passes its metrics).
     pub denied: DeniedCounters,
+    /// How links are authenticated and encrypted.
+    pub security: LinkSecurity,
+}
+
+/// How a link is authenticated and encrypted. Either way the peer proves the
+/// libp2p identity (the node's Ed25519 key) its peer id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkSecurity {
+    /// Noise only (XX, ChaCha20-Poly1305). The default: measured cheaper
+    /// per relayed packet than TLS through libp2p's stream path
+    /// (docs/architecture.md, "Throughput").
+    #[default]
+    Noise,
+    /// TLS 1.3 (libp2p-tls: rustls with aws-lc, AES-256-GCM where the CPU
+    /// has AES instructions) offered first, Noise accepted: a peer that
+    /// speaks only Noise still connects. For measuring, and for machines
+    /// where it is the cheaper link.
+    Tls,
 }
 
 impl Default for P2pConfig {
@@ -76,6 +95,7 @@ impl Default for P2pConfig {
             idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
             denied: DeniedCounters::default(),
+            security: LinkSecurity::default(),
         }
     }
 }
@@ -272,38 +292,56 @@ fn build_swarm(keypair: Keypair, cfg: &P2pConfig) -> Result<libp2p::Swarm<NoxBeh
     let caps = ConnectionCaps::new(cfg.max_connections, cfg.max_connections_per_subnet, cfg.denied.clone());
     let request_timeout = cfg.request_timeout;
     let idle = cfg.idle_timeout;
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| P2pError::Build(e.to_string()))?
-        .with_behaviour(|key| {
-            let gossip_cfg = gossipsub::ConfigBuilder::default()
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .validate_messages()
-                .max_transmit_size(64 * 1024)
-                .heartbeat_interval(Duration::from_secs(1))
-                .message_id_fn(|m: &gossipsub::Message| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
-                .build()
-                .map_err(|e| P2pError::Build(e.to_string()))?;
-            let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
-                .map_err(|e| P2pError::Build(e.to_string()))?;
-            let control = request_response::cbor::Behaviour::new(
-                [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(request_timeout),
-            );
-            Ok(NoxBehaviour {
-                caps,
-                identify: identify::Behaviour::new(identify::Config::new("/nox/1".to_string(), key.public())),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                gossipsub,
-                control,
-                streams: libp2p_stream::Behaviour::new(),
-            })
-        })
-        .map_err(|e| P2pError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-        .build();
+    let behaviour = move |key: &Keypair| behaviour(key, caps, request_timeout);
+    let build = |e: &dyn std::fmt::Display| P2pError::Build(e.to_string());
+    let tcp = tcp::Config::default().nodelay(true);
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let swarm = match cfg.security {
+        LinkSecurity::Tls => builder
+            .with_tcp(tcp, (libp2p::tls::Config::new, noise::Config::new), yamux::Config::default)
+            .map_err(|e| build(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| build(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        LinkSecurity::Noise => builder
+            .with_tcp(tcp, noise::Config::new, yamux::Config::default)
+            .map_err(|e| build(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| build(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
     Ok(swarm)
+}
+
+fn behaviour(
+    key: &Keypair,
+    caps: ConnectionCaps,
+    request_timeout: Duration,
+) -> Result<NoxBehaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let gossip_cfg = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(64 * 1024)
+        .heartbeat_interval(Duration::from_secs(1))
+        .message_id_fn(|m: &gossipsub::Message| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .build()
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    let control = request_response::cbor::Behaviour::new(
+        [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(request_timeout),
+    );
+    Ok(NoxBehaviour {
+        caps,
+        identify: identify::Behaviour::new(identify::Config::new("/nox/1".to_string(), key.public())),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        gossipsub,
+        control,
+        streams: libp2p_stream::Behaviour::new(),
+    })
 }
 
 /// Starts the swarm task on the current tokio runtime. Aborting the returned
