@@ -427,6 +427,21 @@ impl Devnet {
         Ok(index)
     }
 
+    /// A `nox-client` configuration for this devnet: its epoch and proof of
+    /// work, members from its NoxRegistry without confirmations, and 1 ms of
+    /// mean delay per hop; the caller adds what its command needs.
+    pub fn client_file(&self) -> nox_client::config::ClientFile {
+        let mut cfg = nox_client::config::ClientFile::default();
+        cfg.network.epoch_secs = self.nodes[0].config.network.epoch_secs;
+        cfg.network.pow_bits = self.nodes[0].config.ingest.pow_bits;
+        cfg.topology.rpc_url = Some(self.rpc_url());
+        cfg.topology.chain_id = CHAIN_ID;
+        cfg.topology.registry = Some(self.deployment.registry.to_string());
+        cfg.topology.confirmations = 0;
+        cfg.routes.mean_delay_ms = 1.0;
+        cfg
+    }
+
     /// An RPC client that signs with the deployer (registry admin) key.
     fn deployer(&self) -> Result<EthClient, DevnetError> {
         let signer: PrivateKeySigner = DEPLOYER_KEY.parse().map_err(|e| DevnetError::Chain(format!("{e}")))?;

@@ -348,14 +348,7 @@ async fn mail_and_news_cross_the_mixnet_and_nothing_accepted_is_lost() {
     let exit = net.nodes.iter().position(|n| n.layer() == 2).unwrap();
 
     let gateway_port = free_port();
-    let mut cfg = nox_client::config::ClientFile::default();
-    cfg.network.epoch_secs = net.nodes[0].config.network.epoch_secs;
-    cfg.network.pow_bits = net.nodes[0].config.ingest.pow_bits;
-    cfg.topology.rpc_url = Some(net.rpc_url());
-    cfg.topology.chain_id = nox_devnet::anvil::CHAIN_ID;
-    cfg.topology.registry = Some(net.deployment.registry.to_string());
-    cfg.topology.confirmations = 0;
-    cfg.routes.mean_delay_ms = 1.0;
+    let mut cfg = net.client_file();
     cfg.requests.attempt_timeout_ms = 8_000;
     cfg.mail.queue = dir.path().join("mail-queue.redb");
     cfg.mail.listen = SocketAddr::from(([127, 0, 0, 1], gateway_port));

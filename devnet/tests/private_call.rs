@@ -186,14 +186,7 @@ async fn nox_client(args: &[&str], config: &Path) -> Value {
 async fn the_command_line_makes_a_private_call() {
     let net = Devnet::start(DevnetOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = nox_client::config::ClientFile::default();
-    cfg.network.epoch_secs = net.nodes[0].config.network.epoch_secs;
-    cfg.network.pow_bits = net.nodes[0].config.ingest.pow_bits;
-    cfg.topology.rpc_url = Some(net.rpc_url());
-    cfg.topology.chain_id = nox_devnet::anvil::CHAIN_ID;
-    cfg.topology.registry = Some(net.deployment.registry.to_string());
-    cfg.topology.confirmations = 0;
-    cfg.routes.mean_delay_ms = 1.0;
+    let mut cfg = net.client_file();
     cfg.wallet.path = dir.path().join("wallet.bin");
     cfg.wallet.pool = Some(net.pool().to_string());
     cfg.wallet.rpc_url = Some(net.rpc_url());

@@ -250,8 +250,9 @@ fn private_line(path: &str) -> Result<String, SmtpEntryError> {
 
 /// The client configuration the entry sends with: the node's own view of
 /// the members (its registry, or its static list), entering at `own` when
-/// the node is an entry.
-pub fn client_config(node: &NodeConfig, own: NodeId, own_layer: u8) -> ClientConfig {
+/// the node is an entry. A registry address that does not parse is
+/// [`SmtpEntryError::Setup`] (`nox check-config` refuses it before).
+pub fn client_config(node: &NodeConfig, own: NodeId, own_layer: u8) -> Result<ClientConfig, SmtpEntryError> {
     let c = &node.chain;
     let topology = match (&c.registry, c.endpoints()) {
         (Some(registry), urls) if !urls.is_empty() => match registry.parse() {
@@ -265,7 +266,9 @@ pub fn client_config(node: &NodeConfig, own: NodeId, own_layer: u8) -> ClientCon
                 max_log_range: c.max_log_range,
                 rpc_timeout: Duration::from_millis(c.rpc_timeout_ms),
             }),
-            Err(_) => TopologySource::Static(Vec::new()),
+            Err(_) => {
+                return Err(SmtpEntryError::Setup(format!("chain.registry `{registry}` is not an address")));
+            }
         },
         _ => TopologySource::Static(
             node.topology
@@ -285,7 +288,7 @@ pub fn client_config(node: &NodeConfig, own: NodeId, own_layer: u8) -> ClientCon
     cfg.epoch_secs = node.network.epoch_secs;
     cfg.pow_bits = node.ingest.pow_bits;
     cfg.entry = (own_layer == nox_protocol::topology::ENTRY_LAYER).then_some(own);
-    cfg
+    Ok(cfg)
 }
 
 /// Starts the SMTP entry of `node` (which must be enabled): opens the
@@ -294,6 +297,7 @@ pub fn client_config(node: &NodeConfig, own: NodeId, own_layer: u8) -> ClientCon
 /// meanwhile).
 pub async fn start(node: &NodeConfig, own: NodeId, own_layer: u8) -> Result<SmtpEntry, SmtpEntryError> {
     let section = &node.smtp_entry;
+    let client_cfg = client_config(node, own, own_layer)?;
     let queue_file = section.queue_file(&node.node.data_dir);
     if let Some(dir) = queue_file.parent() {
         std::fs::create_dir_all(dir)
@@ -345,7 +349,6 @@ pub async fn start(node: &NodeConfig, own: NodeId, own_layer: u8) -> Result<Smtp
     let server = SmtpServer::new(smtp, Arc::new(spool));
     let mut tasks = vec![tokio::spawn(server.serve(listener, until_stopped(stopped.clone())))];
 
-    let client_cfg = client_config(node, own, own_layer);
     let sender_cfg = SenderConfig {
         lifetime: Duration::from_secs(section.lifetime_secs),
         retry_min: Duration::from_secs(section.retry_min_secs),
@@ -437,6 +440,21 @@ mod tests {
         ] {
             assert_eq!(problems(bad), vec![key.to_string()]);
         }
+    }
+
+    #[test]
+    fn the_client_follows_the_nodes_members_and_refuses_a_bad_registry() {
+        let mut node = NodeConfig::default();
+        node.chain.rpc_url = Some("http://127.0.0.1:8545".into());
+        node.chain.registry = Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into());
+        let own = NodeId([7; 32]);
+        let cfg = client_config(&node, own, 0).unwrap();
+        assert!(matches!(cfg.topology, TopologySource::Registry(_)));
+        assert_eq!(cfg.entry, Some(own), "an entry node sends through itself");
+        assert_eq!(client_config(&node, own, 1).unwrap().entry, None, "a mix node sends through any entry");
+        node.chain.registry = Some("not an address".into());
+        let e = client_config(&node, own, 0).unwrap_err();
+        assert!(matches!(&e, SmtpEntryError::Setup(m) if m.contains("chain.registry")), "{e}");
     }
 
     #[test]

@@ -24,8 +24,10 @@
 //!   `lifetime` is given up on. A given-up entry stays in the queue, shown
 //!   by `nox-client mail queue`, until the user discards it.
 //!
-//! What the sender logs: counts and the entry ids the user's mail program
-//! was told (`queued as …`), never addresses or content.
+//! What the sender logs: counts (given-up entries) at `warn`; each try's
+//! outcome with its entry id only at `debug` — a node's SMTP entry runs this
+//! sender too, and per-message lines there would tie a submission to its
+//! sending. Never addresses or content.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -216,9 +218,12 @@ impl<C: MailCarrier> MailSender<C> {
                 return self.config.idle_poll.min(Duration::from_secs(5));
             }
         };
-        for info in &expired {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(id = %info.id, attempts = info.attempts, "mail given up: not acknowledged within its lifetime");
+        if !expired.is_empty() {
+            self.stats.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                count = expired.len(),
+                "mail given up: not acknowledged within its lifetime (`nox-client mail queue` lists them)"
+            );
         }
         for mail in due.mail {
             if in_flight.len() >= self.config.concurrency.max(1) {
@@ -233,10 +238,12 @@ impl<C: MailCarrier> MailSender<C> {
             tasks.spawn(async move {
                 let id = mail.id;
                 let outcome = try_once(&queue, &*carrier, &config, &stats, mail).await;
+                // Per message at debug only: in a node's SMTP entry these
+                // lines would tie each submission to its sending.
                 match &outcome {
-                    TryOutcome::Acknowledged => tracing::info!(%id, "mail acknowledged by an exit"),
-                    TryOutcome::Refused(why) => tracing::warn!(%id, why, "mail given up: an exit refused it"),
-                    TryOutcome::Retry(why) => tracing::info!(%id, why, "mail not acknowledged; will try again"),
+                    TryOutcome::Acknowledged => tracing::debug!(%id, "mail acknowledged by an exit"),
+                    TryOutcome::Refused(why) => tracing::debug!(%id, why, "mail given up: an exit refused it"),
+                    TryOutcome::Retry(why) => tracing::debug!(%id, why, "mail not acknowledged; will try again"),
                 }
                 id
             });

@@ -17,7 +17,7 @@ use nox_mail::smtp::{SmtpAuth, SmtpConfig, SmtpServer, SmtpTls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use super::{first_signal, refresh, shutdown_client};
+use super::{connect_retrying, first_signal, refresh, shutdown_client};
 
 /// `nox-client smtp`'s arguments.
 #[derive(Args)]
@@ -265,7 +265,11 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
     cfg.cover.enabled = false;
     let client_cfg = cfg.mail_client_config().context("building the client's configuration")?;
     let client = tokio::select! {
-        client = connect_until_ready(&cfg, client_cfg) => client.map(Arc::new),
+        // Every 5 s for as long as the network is out of reach: the gateway
+        // keeps taking mail meanwhile.
+        client = connect_retrying(
+            &cfg, client_cfg, None, Duration::from_secs(5), "; mail is accepted and kept",
+        ) => client.map(Arc::new),
         which = first_signal(&mut interrupt, &mut terminate) => {
             tracing::info!(signal = which, "stopping before the network was reached; queued mail stays queued");
             let _ = stop_tx.send(true);
@@ -305,27 +309,4 @@ pub(crate) async fn smtp_main(mut cfg: ClientFile, args: SmtpArgs) -> anyhow::Re
     served.context("the SMTP server task")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Connects the gateway's client, trying every 5 s for as long as the
-/// network is out of reach (the gateway keeps taking mail meanwhile); a
-/// configuration that can never work ends the gateway.
-async fn connect_until_ready(
-    cfg: &ClientFile,
-    client_cfg: nox_client::ClientConfig,
-) -> anyhow::Result<nox_client::Client> {
-    loop {
-        match nox_client::Client::connect(client_cfg.clone()).await {
-            Ok(client) => return Ok(client),
-            Err(e) if super::not_ready(&e) => {
-                tracing::warn!(
-                    error = %e,
-                    "the NOX network ({}) is out of reach; mail is accepted and kept, retrying in 5 s",
-                    cfg.topology_summary()
-                );
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-            Err(e) => return Err(e).context("connecting to the NOX network"),
-        }
-    }
 }

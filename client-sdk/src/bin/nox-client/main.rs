@@ -279,18 +279,32 @@ fn error_text(error: &anyhow::Error) -> String {
 /// ready (no member, no entry, no descriptors yet).
 async fn connect(cfg: &ClientFile, tries: u32) -> anyhow::Result<Client> {
     let client_cfg = cfg.to_client_config().context("building the client's configuration")?;
-    connect_config(cfg, client_cfg, tries).await
+    connect_retrying(cfg, client_cfg, Some(tries), Duration::from_secs(2), "").await
 }
 
-/// [`connect`] with the client configuration given.
-async fn connect_config(cfg: &ClientFile, client_cfg: nox_client::ClientConfig, tries: u32) -> anyhow::Result<Client> {
+/// Connects with `client_cfg`, trying again `pause` apart while the network
+/// is not ready, at most `tries` times (`None`: until it is); `waiting` is
+/// added to the warning of each failed try. A configuration that can never
+/// work fails at once.
+async fn connect_retrying(
+    cfg: &ClientFile,
+    client_cfg: nox_client::ClientConfig,
+    tries: Option<u32>,
+    pause: Duration,
+    waiting: &str,
+) -> anyhow::Result<Client> {
     let mut attempt = 1;
     loop {
         match Client::connect(client_cfg.clone()).await {
             Ok(client) => return Ok(client),
-            Err(e) if attempt < tries && not_ready(&e) => {
-                tracing::warn!(attempt, of = tries, error = %e, "the NOX network is not ready; retrying in 2 s");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            Err(e) if tries.is_none_or(|t| attempt < t) && not_ready(&e) => {
+                tracing::warn!(
+                    attempt,
+                    error = %e,
+                    "the NOX network ({}) is out of reach{waiting}; retrying in {pause:?}",
+                    cfg.topology_summary()
+                );
+                tokio::time::sleep(pause).await;
                 attempt += 1;
             }
             Err(e) => {
