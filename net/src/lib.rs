@@ -20,5 +20,6 @@
 
 pub mod control;
 pub mod p2p;
+pub mod packet_link;
 pub mod raw_peer;
 pub mod topology_doc;
