@@ -49,6 +49,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use nox_protocol::sphinx::{PACKET_LEN, Packet};
@@ -315,24 +316,39 @@ async fn accept_loop(
         let (tickets, metrics, tx) = (tickets.clone(), metrics.clone(), tx.clone());
         let timeout = cfg.handshake_timeout;
         tokio::spawn(async move {
-            let link = handshake(stream, &tickets, timeout, &metrics).await;
+            handshake(stream, &tickets, timeout, &metrics, &tx).await;
             drop(permit);
-            if let Some((peer, reader)) = link {
-                let counter = if tx.try_send((peer, reader)).is_ok() { &metrics.accepted } else { &metrics.busy };
-                counter.inc();
-            }
         });
     }
 }
 
 /// The receiver's half of setting up a link: read the ticket id, take the
-/// ticket, confirm.
+/// ticket, make room for the link with the owner, confirm, hand it over. A
+/// link the owner has no room for is closed before it is confirmed, so its
+/// sender learns at once ([`LinkError::NotConfirmed`]).
 async fn handshake(
+    stream: TcpStream,
+    tickets: &Mutex<HashMap<[u8; ID_LEN], Ticket>>,
+    timeout: Duration,
+    metrics: &ListenerMetrics,
+    owner: &mpsc::Sender<(PeerId, LinkReader)>,
+) {
+    if let Some((slot, peer, reader)) = confirm(stream, tickets, timeout, metrics, owner).await {
+        metrics.accepted.inc();
+        slot.send((peer, reader));
+    }
+}
+
+/// A link's place in the owner's channel, reserved before it is confirmed.
+type Slot<'a> = mpsc::Permit<'a, (PeerId, LinkReader)>;
+
+async fn confirm<'a>(
     mut stream: TcpStream,
     tickets: &Mutex<HashMap<[u8; ID_LEN], Ticket>>,
     timeout: Duration,
     metrics: &ListenerMetrics,
-) -> Option<(PeerId, LinkReader)> {
+    owner: &'a mpsc::Sender<(PeerId, LinkReader)>,
+) -> Option<(Slot<'a>, PeerId, LinkReader)> {
     let mut id = [0u8; ID_LEN];
     match tokio::time::timeout(timeout, stream.read_exact(&mut id)).await {
         Ok(Ok(_)) => {}
@@ -353,16 +369,21 @@ async fn handshake(
         metrics.unknown_ticket.inc();
         return None;
     };
-    let confirm = short(CONFIRM_CONTEXT, &ticket.secret);
-    match tokio::time::timeout(timeout, stream.write_all(&confirm)).await {
+    let Ok(slot) = owner.try_reserve() else {
+        metrics.busy.inc();
+        return None;
+    };
+    let confirmation = short(CONFIRM_CONTEXT, &ticket.secret);
+    match tokio::time::timeout(timeout, stream.write_all(&confirmation)).await {
         Ok(Ok(())) => {}
-        _ => {
+        Ok(Err(_)) => return None,
+        Err(_) => {
             metrics.handshake_timeout.inc();
             return None;
         }
     }
     let _ = stream.set_nodelay(true);
-    Some((ticket.peer, LinkReader::new(stream, &ticket.secret)))
+    Some((slot, ticket.peer, LinkReader::new(stream, &ticket.secret)))
 }
 
 /// The receiving end of one link: yields the packets in the order sent.
@@ -414,6 +435,12 @@ impl LinkReader {
             }
             self.end += n;
         }
+    }
+
+    /// Whether a whole frame is already buffered: the next
+    /// [`LinkReader::next_frame`] returns without reading the socket.
+    pub fn buffered(&self) -> bool {
+        self.end - self.start >= FRAME_LEN
     }
 
     /// The next packet.
@@ -528,5 +555,108 @@ impl LinkWriter {
         self.flush().await?;
         self.stream.shutdown().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "packet_link_tests.rs"]
+mod tests;
+
+/// Asks `peer` (connected, and admitting us as a node) for a packet link on
+/// [`PACKET_LINK_PROTOCOL`] and sets it up at the first of `hosts` (the
+/// hosts of the peer's published addresses) that answers. A peer without
+/// links answers the protocol request with an error at once; a peer that
+/// does not admit us closes the stream without an offer. The caller bounds
+/// the time.
+pub async fn request_link(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    hosts: &[String],
+) -> Result<LinkWriter, LinkError> {
+    let mut stream = control
+        .open_stream(peer, PACKET_LINK_PROTOCOL)
+        .await
+        .map_err(|e| LinkError::Unreachable(format!("no packet link protocol: {e}")))?;
+    let mut encoded = Zeroizing::new([0u8; OFFER_LEN]);
+    stream.read_exact(&mut encoded[..]).await.map_err(|_| LinkError::NotConfirmed)?;
+    let offer = Offer::decode(&encoded[..])?;
+    let _ = stream.close().await;
+    LinkWriter::connect(hosts, &offer).await
+}
+
+/// Answers one [`PACKET_LINK_PROTOCOL`] request from `peer` with a new offer
+/// of `listener`'s (the caller has checked that `peer` may relay here); a
+/// refused offer closes the stream with nothing written.
+pub async fn serve_offer(listener: &LinkListener, peer: PeerId, mut stream: libp2p::Stream) {
+    if let Ok(offer) = listener.offer(peer) {
+        let _ = stream.write_all(&offer.encode()[..]).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// Where a sender's packets go: a libp2p stream (`/nox/packet/1` or
+/// `/nox/submit/1`), or a packet link.
+pub enum PacketOut {
+    /// A libp2p stream: frames written as they are.
+    Stream(libp2p::Stream),
+    /// A packet link: packets sealed into its buffer, written in bursts.
+    Link(LinkWriter),
+}
+
+impl std::fmt::Debug for PacketOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PacketOut::Stream(_) => "PacketOut::Stream",
+            PacketOut::Link(_) => "PacketOut::Link",
+        })
+    }
+}
+
+fn io_error(e: LinkError) -> std::io::Error {
+    match e {
+        LinkError::Io(e) => e,
+        other => std::io::Error::other(other),
+    }
+}
+
+impl PacketOut {
+    /// Writes one packet (on a link: seals it into the buffer, which goes
+    /// out when full or at [`PacketOut::flush`]).
+    pub async fn write_packet(&mut self, packet: &[u8; PACKET_LEN]) -> std::io::Result<()> {
+        match self {
+            PacketOut::Stream(s) => s.write_all(packet).await,
+            PacketOut::Link(l) => l.queue(packet).await.map_err(io_error),
+        }
+    }
+
+    /// Writes bytes as they are: a submission frame, or test garbage. A
+    /// packet link carries packets only, so this is refused there.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            PacketOut::Stream(s) => s.write_all(bytes).await,
+            PacketOut::Link(_) => {
+                Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a packet link carries whole packets only"))
+            }
+        }
+    }
+
+    /// Writes out what is buffered.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            PacketOut::Stream(s) => s.flush().await,
+            PacketOut::Link(l) => l.flush().await.map_err(io_error),
+        }
+    }
+
+    /// Flushes and closes.
+    pub async fn close(self) {
+        match self {
+            PacketOut::Stream(mut s) => {
+                let _ = s.close().await;
+            }
+            PacketOut::Link(l) => {
+                let _ = l.close().await;
+            }
+        }
     }
 }

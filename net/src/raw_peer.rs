@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, Stream};
 use nox_protocol::descriptor::MixDescriptor;
@@ -26,6 +26,7 @@ use crate::p2p::{
     self, CONTROL_VERSION, Command, ControlRequest, ControlResponse, Event, P2pConfig, P2pHandle, PACKET_PROTOCOL,
     PeerKind, SUBMIT_PROTOCOL,
 };
+use crate::packet_link::{self, LinkListener, LinkReader, ListenerConfig, PACKET_LINK_PROTOCOL, PacketOut};
 
 /// Errors of a raw peer.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +171,71 @@ pub struct RawPeer {
     received: flume::Receiver<Packet>,
     received_count: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
-    streams: Mutex<std::collections::HashMap<(PeerId, bool), Stream>>,
+    streams: Mutex<std::collections::HashMap<(PeerId, bool), PacketOut>>,
+    /// Where each peer was dialled ([`RawPeer::connect`]): the hosts a packet
+    /// link to it is set up at.
+    addrs: Addresses,
+    /// Whether packets to nodes go on packet links (where offered).
+    links: bool,
+}
+
+/// The addresses each peer was dialled at.
+type Addresses = Arc<std::sync::Mutex<std::collections::HashMap<PeerId, Vec<Multiaddr>>>>;
+
+/// Where a receiving task reads packets from.
+enum Source {
+    Stream(Stream),
+    Link(LinkReader),
+}
+
+impl Source {
+    /// Reads the next packet into `buf` (`PACKET_LEN` bytes); `false` when
+    /// the source ended or failed.
+    async fn read(&mut self, buf: &mut Vec<u8>) -> bool {
+        match self {
+            Source::Stream(s) => s.read_exact(buf).await.is_ok(),
+            Source::Link(l) => match l.next_frame().await {
+                Ok(frame) => {
+                    *buf = frame;
+                    true
+                }
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// Whether another packet is already buffered (a forwarder flushes
+    /// only when none is).
+    fn buffered(&self) -> bool {
+        match self {
+            Source::Stream(_) => false,
+            Source::Link(l) => l.buffered(),
+        }
+    }
+}
+
+/// Opens what a raw peer sends packets to `peer` on: a packet link when
+/// `links` is on and `peer` offers one, else a `/nox/packet/1` stream.
+async fn open_packet_out(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    links: bool,
+    addrs: &Addresses,
+) -> Result<PacketOut, RawPeerError> {
+    if links {
+        let known = addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned().unwrap_or_default();
+        let hosts = packet_link::hosts_of(&known);
+        match tokio::time::timeout(Duration::from_secs(10), packet_link::request_link(control, peer, &hosts)).await {
+            Ok(Ok(link)) => return Ok(PacketOut::Link(link)),
+            Ok(Err(e)) => tracing::debug!(error = %e, "no packet link; sending on a stream"),
+            Err(_) => tracing::debug!("packet link setup timed out; sending on a stream"),
+        }
+    }
+    control
+        .open_stream(peer, PACKET_PROTOCOL)
+        .await
+        .map(PacketOut::Stream)
+        .map_err(|e| RawPeerError::Stream { peer, reason: e.to_string() })
 }
 
 impl std::fmt::Debug for RawPeer {
@@ -211,6 +276,22 @@ impl RawPeer {
         kind: PeerKind,
         on_receive: OnReceive,
         security: p2p::LinkSecurity,
+    ) -> Result<Self, RawPeerError> {
+        Self::start_linked(keypair, listen, kind, on_receive, security, false).await
+    }
+
+    /// Like [`RawPeer::start_secured`]; with `links` on, the peer also speaks
+    /// packet links (`crate::packet_link`) as a node does: it offers one to
+    /// every peer that asks (on the host of its first listen address) and
+    /// sends packets ([`RawPeer::send_packet`], and forwarding) on a link
+    /// where the receiver offers one.
+    pub async fn start_linked(
+        keypair: Keypair,
+        listen: Vec<Multiaddr>,
+        kind: PeerKind,
+        on_receive: OnReceive,
+        security: p2p::LinkSecurity,
+        links: bool,
     ) -> Result<Self, RawPeerError> {
         let keep = match on_receive {
             OnReceive::Keep(n) | OnReceive::Trickle(n, _) => n,
@@ -315,14 +396,60 @@ impl RawPeer {
             .clone()
             .accept(PACKET_PROTOCOL)
             .map_err(|e| RawPeerError::Stream { peer: handle.peer_id, reason: e.to_string() })?;
+        let addrs: Addresses = Arc::default();
+        let (sources_tx, mut sources) = mpsc::channel::<Source>(16);
+        {
+            let sources_tx = sources_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some((_, stream)) = incoming.next().await {
+                    if sources_tx.send(Source::Stream(stream)).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        if links {
+            let ip = listen.iter().find_map(|a| {
+                a.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                    libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                    _ => None,
+                })
+            });
+            let bind = std::net::SocketAddr::new(ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)), 0);
+            let (listener, mut accepted) = LinkListener::bind(bind, ListenerConfig::default(), Default::default(), 16)
+                .await
+                .map_err(|e| RawPeerError::Stream { peer: handle.peer_id, reason: e.to_string() })?;
+            let listener = Arc::new(listener);
+            let mut asks = handle
+                .streams
+                .clone()
+                .accept(PACKET_LINK_PROTOCOL)
+                .map_err(|e| RawPeerError::Stream { peer: handle.peer_id, reason: e.to_string() })?;
+            tasks.push(tokio::spawn(async move {
+                while let Some((peer, stream)) = asks.next().await {
+                    let listener = listener.clone();
+                    tokio::spawn(async move { packet_link::serve_offer(&listener, peer, stream).await });
+                }
+            }));
+            tasks.push(tokio::spawn(async move {
+                while let Some((_, link)) = accepted.recv().await {
+                    if sources_tx.send(Source::Link(link)).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
         let count = received_count.clone();
         let control = handle.streams.clone();
+        let forward_addrs = addrs.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some((_, mut stream)) = incoming.next().await {
+            while let Some(mut source) = sources.recv().await {
                 let tx = rx_tx.clone();
                 let count = count.clone();
                 let mut control = control.clone();
                 let on_receive = on_receive.clone();
+                let addrs = forward_addrs.clone();
                 tokio::spawn(async move {
                     let pace = match on_receive {
                         OnReceive::Trickle(_, pace) => Some(pace),
@@ -330,13 +457,13 @@ impl RawPeer {
                     };
                     let mut out = match on_receive {
                         OnReceive::Keep(_) | OnReceive::Trickle(..) => None,
-                        // Hold the stream open, read nothing.
+                        // Hold the source open, read nothing.
                         OnReceive::Stall => {
                             std::future::pending::<()>().await;
-                            drop(stream);
+                            drop(source);
                             return;
                         }
-                        OnReceive::Forward(next) => match control.open_stream(next, PACKET_PROTOCOL).await {
+                        OnReceive::Forward(next) => match open_packet_out(&mut control, next, links, &addrs).await {
                             Ok(s) => Some(s),
                             Err(e) => {
                                 tracing::debug!(error = %e, "forwarder cannot reach its next peer");
@@ -346,7 +473,7 @@ impl RawPeer {
                     };
                     let mut buf = vec![0u8; PACKET_LEN];
                     loop {
-                        if stream.read_exact(&mut buf).await.is_err() {
+                        if !source.read(&mut buf).await {
                             return;
                         }
                         count.fetch_add(1, Ordering::Relaxed);
@@ -356,7 +483,11 @@ impl RawPeer {
                         match out.as_mut() {
                             // Forwarding reuses the buffer; keeping hands it over whole.
                             Some(out) => {
-                                if out.write_all(&buf).await.is_err() {
+                                let Ok(packet) = <&[u8; PACKET_LEN]>::try_from(&buf[..]) else { return };
+                                if out.write_packet(packet).await.is_err() {
+                                    return;
+                                }
+                                if !source.buffered() && out.flush().await.is_err() {
                                     return;
                                 }
                             }
@@ -384,6 +515,8 @@ impl RawPeer {
             received_count,
             tasks,
             streams: Mutex::new(std::collections::HashMap::new()),
+            addrs,
+            links,
         })
     }
 
@@ -397,6 +530,7 @@ impl RawPeer {
                 s.remove(&peer);
             }
         }
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, addrs.clone());
         self.p2p.command(Command::Dial { peer, addrs }).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -473,24 +607,36 @@ impl RawPeer {
         Ok(answer)
     }
 
+    /// Writes `bytes` to `peer`: on `/nox/submit/1` for a submission, else
+    /// on the packet stream or link (a link takes whole packets only, sealed
+    /// and written at once).
     async fn write(&self, peer: PeerId, submit: bool, bytes: &[u8]) -> Result<(), RawPeerError> {
         let mut streams = self.streams.lock().await;
         #[allow(clippy::map_entry)] // opening the stream is async; the entry API cannot await
         if !streams.contains_key(&(peer, submit)) {
-            let proto = if submit { SUBMIT_PROTOCOL } else { PACKET_PROTOCOL };
-            let s = self
-                .p2p
-                .streams
-                .clone()
-                .open_stream(peer, proto)
-                .await
-                .map_err(|e| RawPeerError::Stream { peer, reason: e.to_string() })?;
-            streams.insert((peer, submit), s);
+            let mut control = self.p2p.streams.clone();
+            let out = if submit {
+                control
+                    .open_stream(peer, SUBMIT_PROTOCOL)
+                    .await
+                    .map(PacketOut::Stream)
+                    .map_err(|e| RawPeerError::Stream { peer, reason: e.to_string() })?
+            } else {
+                open_packet_out(&mut control, peer, self.links, &self.addrs).await?
+            };
+            streams.insert((peer, submit), out);
         }
-        let Some(stream) = streams.get_mut(&(peer, submit)) else {
+        let Some(out) = streams.get_mut(&(peer, submit)) else {
             return Err(RawPeerError::Stream { peer, reason: "stream vanished".into() });
         };
-        if let Err(e) = stream.write_all(bytes).await {
+        let written = match (&mut *out, <&[u8; PACKET_LEN]>::try_from(bytes)) {
+            (PacketOut::Link(_), Ok(packet)) => match out.write_packet(packet).await {
+                Ok(()) => out.flush().await,
+                Err(e) => Err(e),
+            },
+            _ => out.write_raw(bytes).await,
+        };
+        if let Err(e) = written {
             streams.remove(&(peer, submit));
             return Err(RawPeerError::Stream { peer, reason: e.to_string() });
         }
@@ -528,8 +674,8 @@ impl RawPeer {
     pub async fn close_streams(&self, peer: PeerId) {
         let mut streams = self.streams.lock().await;
         for submit in [false, true] {
-            if let Some(mut s) = streams.remove(&(peer, submit)) {
-                let _ = s.close().await;
+            if let Some(s) = streams.remove(&(peer, submit)) {
+                s.close().await;
             }
         }
     }

@@ -256,12 +256,13 @@ async fn forwarder() {
     let next = p2p::peer_id_of(&NodeId(next_key.to_bytes())).unwrap();
     let port: u16 = arg("--port", "0").parse().unwrap();
     let next_port: u16 = arg("--next-port", "0").parse().unwrap();
-    let peer = RawPeer::start_secured(
+    let peer = RawPeer::start_linked(
         p2p::keypair_from_identity(&key).unwrap(),
         vec![addr(port)],
         PeerKind::Node,
         OnReceive::Forward(next),
         security(),
+        std::env::args().any(|a| a == "--links"),
     )
     .await
     .unwrap();
@@ -281,10 +282,16 @@ fn start_sink(key: &ed25519_dalek::SigningKey, port: u16) -> (Arc<AtomicU64>, to
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let sink =
-                    RawPeer::start_secured(keypair, vec![addr(port)], PeerKind::Node, OnReceive::Keep(1), security())
-                        .await
-                        .unwrap();
+                let sink = RawPeer::start_linked(
+                    keypair,
+                    vec![addr(port)],
+                    PeerKind::Node,
+                    OnReceive::Keep(1),
+                    security(),
+                    true,
+                )
+                .await
+                .unwrap();
                 ready_tx.send(sink.received_counter()).unwrap();
                 let _ = stop_rx.await;
                 sink.shutdown().await;
@@ -352,62 +359,32 @@ fn median3(mut v: [f64; 3]) -> f64 {
     v[1]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    if std::env::args().any(|a| a == "--forwarder") {
-        forwarder().await;
-        return;
-    }
-    if std::env::args().any(|a| a == "--tcp-forwarder") {
-        tcp_forwarder();
-        return;
-    }
-    if std::env::args().any(|a| a == "--aead-cost") {
-        aead_cost();
-        return;
-    }
-    let node_cores: String = arg("--node-cores", "0");
-    let packets: usize = arg("--packets", "24000").parse().unwrap();
-    let mean_us: f64 = arg("--mean-delay-us", "200").parse().unwrap();
-    let n_cores = node_cores.split(',').count();
-    let dir = tempfile::tempdir_in(".").unwrap();
-    let mut hop = [hop_cost(&node_cores), 0.0, 0.0];
-    let mut aead = [aead_reference(&node_cores), (0.0, 0.0), (0.0, 0.0)];
-
-    let mut rng = rand::thread_rng();
-    let node_keys = NodeKeys::generate(&mut rand::rngs::OsRng);
-    let keys_dir = dir.path().join("keys");
-    node_keys.write(&keys_dir, false).unwrap();
-    let gen_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let sink_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+/// The transport-only forwarder (`--forwarder`, with `--links` on packet
+/// links in and out) pinned to `cores` in the node's place: its CPU time per
+/// packet forwarded from the generator to the sink.
+async fn transport_reference(
+    cores: &str,
+    links: bool,
+    generator: &RawPeer,
+    sink_key: &ed25519_dalek::SigningKey,
+    sink_port: u16,
+    sink: &AtomicU64,
+    filler: &[Packet],
+) -> f64 {
     let fwd_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let (node_port, gen_port, sink_port, http_port, fwd_port) =
-        (free_port(), free_port(), free_port(), free_port(), free_port());
-
-    let (sink, stop_sink) = start_sink(&sink_key, sink_port);
-    let generator = RawPeer::start_secured(
-        p2p::keypair_from_identity(&gen_key).unwrap(),
-        vec![addr(gen_port)],
-        PeerKind::Node,
-        OnReceive::Keep(1),
-        security(),
-    )
-    .await
-    .unwrap();
-
-    // Phase 0: the transport-only forwarder in the node's place.
-    let mut fwd = Proc(
-        Command::new("taskset")
-            .args(["-c", &node_cores])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--forwarder", "--key", &hex::encode(fwd_key.to_bytes())])
-            .args(["--security", &arg("--security", "noise")])
-            .args(["--port", &fwd_port.to_string(), "--next-port", &sink_port.to_string()])
-            .args(["--next-key", &hex::encode(sink_key.verifying_key().to_bytes())])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let fwd_port = free_port();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cores])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--forwarder", "--key", &hex::encode(fwd_key.to_bytes())])
+        .args(["--security", &arg("--security", "noise")])
+        .args(["--port", &fwd_port.to_string(), "--next-port", &sink_port.to_string()])
+        .args(["--next-key", &hex::encode(sink_key.verifying_key().to_bytes())])
+        .stdout(std::process::Stdio::piped());
+    if links {
+        cmd.arg("--links");
+    }
+    let mut fwd = Proc(cmd.spawn().unwrap());
     {
         use std::io::BufRead;
         let mut line = String::new();
@@ -416,42 +393,68 @@ async fn main() {
     }
     let fwd_peer = p2p::peer_id_of(&NodeId(fwd_key.verifying_key().to_bytes())).unwrap();
     generator.connect(fwd_peer, vec![addr(fwd_port)], Duration::from_secs(10)).await.unwrap();
-    let filler: Vec<Packet> = (0..packets.min(8_000))
-        .map(|i| {
-            let mut b = vec![0u8; nox_protocol::sphinx::PACKET_LEN];
-            rng.fill(&mut b[..]);
-            b[0] = i as u8;
-            Packet::from_vec(b).unwrap()
-        })
-        .collect();
     let fwd_cpu0 = cpu_time(fwd.0.id());
     let t0 = Instant::now();
-    let (forward_pps, forwarded) = saturate(&generator, fwd_peer, &filler, &sink).await;
+    let (forward_pps, forwarded) = saturate(generator, fwd_peer, filler, sink).await;
     let fwd_cpu = cpu_time(fwd.0.id()) - fwd_cpu0;
+    let n_cores = cores.split(',').count();
     let fwd_share = fwd_cpu.as_secs_f64() / t0.elapsed().as_secs_f64() / n_cores as f64;
     generator.close_streams(fwd_peer).await;
     drop(fwd);
-    drop(filler);
     // CPU time per packet, not cores / rate: the forwarder may be held back by
     // the generator and sink rather than by its own core.
-    let transport_us = fwd_cpu.as_secs_f64() * 1e6 / forwarded.max(1) as f64;
+    let us = fwd_cpu.as_secs_f64() * 1e6 / forwarded.max(1) as f64;
     eprintln!(
-        "transport reference: {forwarded}/{} forwarded, {forward_pps:.0} pps, forwarder cpu {fwd_share:.2}, \
-         {transport_us:.1} µs of CPU per packet",
-        packets.min(8_000)
+        "transport reference ({}): {forwarded}/{} forwarded, {forward_pps:.0} pps, forwarder cpu {fwd_share:.2}, \
+         {us:.1} µs of CPU per packet",
+        if links { "packet link" } else { "libp2p stream" },
+        filler.len()
     );
-    let tcp_us = tcp_reference(&node_cores, 20_000);
-    eprintln!("plain TCP forwarder: {tcp_us:.1} µs of CPU per packet");
-    hop[1] = hop_cost(&node_cores);
-    aead[1] = aead_reference(&node_cores);
+    us
+}
 
-    // The node.
+/// What one run of the node measured.
+struct NodeRun {
+    relay_pps: f64,
+    node_us: f64,
+    node_cpu: f64,
+    drops_saturated: u64,
+    drops_paced: u64,
+    paced_rate: f64,
+    paced_delivered: u64,
+    paced_n: usize,
+    links_opened: u64,
+}
+
+/// Starts the node pinned to `node_cores` (packet links on or off), saturates
+/// it from `generator` towards the sink, then paces it at 90 % of the rate it
+/// sustained.
+/// The generator and the sink around the node under test: each key and port,
+/// and the sink's received counter.
+struct Around<'a> {
+    generator: &'a RawPeer,
+    generator_peer: (&'a ed25519_dalek::SigningKey, u16),
+    sink_peer: (&'a ed25519_dalek::SigningKey, u16),
+    sink: &'a AtomicU64,
+}
+
+async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, around: &Around<'_>) -> NodeRun {
+    let Around { generator, generator_peer, sink_peer, sink } = *around;
+    let n_cores = node_cores.split(',').count();
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let node_keys = NodeKeys::generate(&mut rand::rngs::OsRng);
+    let keys_dir = dir.path().join("keys");
+    node_keys.write(&keys_dir, false).unwrap();
+    let (node_port, http_port) = (free_port(), free_port());
+    let (gen_key, gen_port) = generator_peer;
+    let (sink_key, sink_port) = sink_peer;
     let mut cfg = NodeConfig::default();
     cfg.node.keys_dir = keys_dir;
     cfg.node.data_dir = dir.path().join("data");
     cfg.node.layer = 1;
     cfg.node.role = Role::Relay;
     cfg.p2p.listen = vec![addr(node_port).to_string()];
+    cfg.p2p.packet_link = links;
     cfg.http.listen = format!("127.0.0.1:{http_port}").parse().unwrap();
     cfg.workers.threads = n_cores;
     cfg.p2p.security = security();
@@ -462,15 +465,15 @@ async fn main() {
     cfg.log.level = "warn".into();
     let id_hex = |k: &ed25519_dalek::SigningKey| format!("0x{}", hex::encode(k.verifying_key().to_bytes()));
     cfg.topology.nodes = vec![
-        StaticNode { node_id: id_hex(&gen_key), layer: 0, addresses: vec![addr(gen_port).to_string()] },
-        StaticNode { node_id: id_hex(&sink_key), layer: 2, addresses: vec![addr(sink_port).to_string()] },
+        StaticNode { node_id: id_hex(gen_key), layer: 0, addresses: vec![addr(gen_port).to_string()] },
+        StaticNode { node_id: id_hex(sink_key), layer: 2, addresses: vec![addr(sink_port).to_string()] },
     ];
     let cfg_path = dir.path().join("node.toml");
     std::fs::write(&cfg_path, toml::to_string(&cfg).unwrap()).unwrap();
     let nox = examples_dir().parent().unwrap().join("nox");
     let node = Proc(
         Command::new("taskset")
-            .args(["-c", &node_cores])
+            .args(["-c", node_cores])
             .arg(&nox)
             .args(["run", "--config"])
             .arg(&cfg_path)
@@ -495,7 +498,8 @@ async fn main() {
         .mix_key;
     let sink_mix = MixSecretKey::generate(&mut rand::rngs::OsRng).public_key();
 
-    let build = |n: usize, rng: &mut rand::rngs::ThreadRng| -> Vec<Packet> {
+    let build = |n: usize| -> Vec<Packet> {
+        let mut rng = rand::thread_rng();
         let builder = PacketBuilder::new(epoch);
         (0..n)
             .map(|_| {
@@ -508,13 +512,24 @@ async fn main() {
             })
             .collect()
     };
-    eprintln!("building {packets} packets ...");
-    let load = build(packets, &mut rng);
+    eprintln!("packet links {}: building {packets} packets ...", if links { "on" } else { "off" });
+    let load = build(packets);
+    // Warm-up: the node's link to the sink is set up, and a few packets
+    // cross, before the clock starts.
+    let before = sink.load(Ordering::Relaxed);
+    for p in build(50) {
+        generator.send_packet(node_peer, &p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.load(Ordering::Relaxed) - before < 50 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
-    // Phase 1: saturation.
+    // Saturation.
     let node_cpu0 = cpu_time(node.0.id());
     let t0 = Instant::now();
-    let (relay_pps, received_1) = saturate(&generator, node_peer, &load, &sink).await;
+    let (relay_pps, received_1) = saturate(generator, node_peer, &load, sink).await;
     let node_cpu_time = cpu_time(node.0.id()) - node_cpu0;
     let node_cpu = node_cpu_time.as_secs_f64() / t0.elapsed().as_secs_f64() / n_cores as f64;
     let node_us = node_cpu_time.as_secs_f64() * 1e6 / received_1.max(1) as f64;
@@ -526,12 +541,10 @@ async fn main() {
     for line in text.lines().filter(|l| l.starts_with("nox_dropped_total") && !l.ends_with(" 0")) {
         eprintln!("saturation: {line}");
     }
-    hop[2] = hop_cost(&node_cores);
-    aead[2] = aead_reference(&node_cores);
 
-    // Phase 2: paced at 90 % of the sustained rate.
+    // Paced at 90 % of the sustained rate.
     let paced_n = packets / 2;
-    let load = build(paced_n, &mut rng);
+    let load = build(paced_n);
     let rate = relay_pps * 0.9;
     let before = sink.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -546,8 +559,106 @@ async fn main() {
     while sink.load(Ordering::Relaxed) - before < paced_n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let drops_total = sum_family(&metrics(&http), "nox_dropped_total");
+    let text = metrics(&http);
+    let drops_total = sum_family(&text, "nox_dropped_total");
+    let links_opened = text
+        .lines()
+        .filter(|l| l.starts_with("nox_events_total") && l.contains("kind=\"packet_link\"") && l.contains("opened"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
     let received_2 = sink.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "packet links {}: saturation {received_1}/{packets} delivered in {:.2}s, node cpu {node_cpu:.2}, \
+         {node_us:.1} µs per packet, node drops {drops_saturated}; paced at {rate:.0} pps: \
+         {received_2}/{paced_n} delivered, node drops {}",
+        if links { "on" } else { "off" },
+        total_time.as_secs_f64(),
+        drops_total - drops_saturated,
+    );
+    generator.close_streams(node_peer).await;
+    drop(node);
+    NodeRun {
+        relay_pps,
+        node_us,
+        node_cpu,
+        drops_saturated,
+        drops_paced: drops_total - drops_saturated,
+        paced_rate: rate,
+        paced_delivered: received_2,
+        paced_n,
+        links_opened,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--forwarder") {
+        forwarder().await;
+        return;
+    }
+    if std::env::args().any(|a| a == "--tcp-forwarder") {
+        tcp_forwarder();
+        return;
+    }
+    if std::env::args().any(|a| a == "--aead-cost") {
+        aead_cost();
+        return;
+    }
+    let node_cores: String = arg("--node-cores", "0");
+    let packets: usize = arg("--packets", "24000").parse().unwrap();
+    let mean_us: f64 = arg("--mean-delay-us", "200").parse().unwrap();
+    let n_cores = node_cores.split(',').count();
+    let mut hop = [hop_cost(&node_cores), 0.0, 0.0];
+    let mut aead = [aead_reference(&node_cores), (0.0, 0.0), (0.0, 0.0)];
+
+    let mut rng = rand::thread_rng();
+    let gen_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let sink_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let (gen_port, sink_port) = (free_port(), free_port());
+
+    let (sink, stop_sink) = start_sink(&sink_key, sink_port);
+    let generator = RawPeer::start_linked(
+        p2p::keypair_from_identity(&gen_key).unwrap(),
+        vec![addr(gen_port)],
+        PeerKind::Node,
+        OnReceive::Keep(1),
+        security(),
+        true,
+    )
+    .await
+    .unwrap();
+
+    // Transport references: forwarders with no Sphinx in the node's place.
+    let filler: Vec<Packet> = (0..packets.min(8_000))
+        .map(|i| {
+            let mut b = vec![0u8; nox_protocol::sphinx::PACKET_LEN];
+            rng.fill(&mut b[..]);
+            b[0] = i as u8;
+            Packet::from_vec(b).unwrap()
+        })
+        .collect();
+    let transport_us = transport_reference(&node_cores, false, &generator, &sink_key, sink_port, &sink, &filler).await;
+    let link_us = transport_reference(&node_cores, true, &generator, &sink_key, sink_port, &sink, &filler).await;
+    drop(filler);
+    let tcp_us = tcp_reference(&node_cores, 20_000);
+    eprintln!("plain TCP forwarder: {tcp_us:.1} µs of CPU per packet");
+    hop[1] = hop_cost(&node_cores);
+    aead[1] = aead_reference(&node_cores);
+
+    // The node: first on libp2p streams only (the baseline), then with
+    // packet links.
+    let around = Around {
+        generator: &generator,
+        generator_peer: (&gen_key, gen_port),
+        sink_peer: (&sink_key, sink_port),
+        sink: &sink,
+    };
+    let base = node_run(false, &node_cores, packets, mean_us, &around).await;
+    let run = node_run(true, &node_cores, packets, mean_us, &around).await;
+    assert_eq!(base.links_opened, 0, "the baseline node opened packet links");
+    assert!(run.links_opened > 0, "the node relayed without a packet link");
+    hop[2] = hop_cost(&node_cores);
+    aead[2] = aead_reference(&node_cores);
 
     let per_hop_us = median3(hop);
     let noise_aead_us = median3(aead.map(|a| a.0));
@@ -557,23 +668,29 @@ async fn main() {
     // kernel's TCP.
     let floor_us = per_hop_us + best_aead_us + tcp_us;
     let ceiling = n_cores as f64 * 1e6 / per_hop_us;
-    eprintln!(
-        "saturation: {received_1}/{packets} delivered in {:.2}s, node cpu {node_cpu:.2}, node drops {drops_saturated}; \
-         paced at {rate:.0} pps: {received_2}/{paced_n} delivered, node drops {}",
-        total_time.as_secs_f64(),
-        drops_total - drops_saturated,
-    );
     println!(
-        "security={} relay_pps={relay_pps:.0} ceiling_pps={ceiling:.0} ratio={:.3} drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} \
-         node_cpu={node_cpu:.2} node_us={node_us:.1} paced_pps={rate:.0} paced_delivered={received_2}/{paced_n} paced_drops={} \
-         transport_us={transport_us:.1} transport_cap={:.3} noise_aead_us={noise_aead_us:.1} \
-         best_aead_us={best_aead_us:.1} tcp_us={tcp_us:.1} floor_us={floor_us:.1} floor_ratio={:.3}",
+        "security={} relay_pps={:.0} stream_relay_pps={:.0} pps_gain={:.2} ceiling_pps={ceiling:.0} ratio={:.3} \
+         drops={} node_cores={n_cores} per_hop_us={per_hop_us:.1} node_cpu={:.2} node_us={:.1} stream_node_us={:.1} \
+         paced_pps={:.0} paced_delivered={}/{} paced_drops={} stream_paced_drops={} transport_us={transport_us:.1} \
+         link_us={link_us:.1} transport_cap={:.3} noise_aead_us={noise_aead_us:.1} best_aead_us={best_aead_us:.1} \
+         tcp_us={tcp_us:.1} floor_us={floor_us:.1} floor_ratio={:.3} stream_floor_ratio={:.3}",
         arg("--security", "noise"),
-        relay_pps / ceiling,
-        drops_total,
-        drops_total - drops_saturated,
-        per_hop_us / (per_hop_us + transport_us),
-        node_us / floor_us,
+        run.relay_pps,
+        base.relay_pps,
+        run.relay_pps / base.relay_pps.max(1.0),
+        run.relay_pps / ceiling,
+        run.drops_saturated + run.drops_paced,
+        run.node_cpu,
+        run.node_us,
+        base.node_us,
+        run.paced_rate,
+        run.paced_delivered,
+        run.paced_n,
+        run.drops_paced,
+        base.drops_paced,
+        per_hop_us / (per_hop_us + link_us),
+        run.node_us / floor_us,
+        base.node_us / floor_us,
     );
     generator.shutdown().await;
     let _ = stop_sink.send(());

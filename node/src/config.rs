@@ -134,6 +134,16 @@ pub struct P2pSection {
     /// How links are secured: `tls` (TLS 1.3 offered first, Noise accepted)
     /// or `noise` (Noise only).
     pub security: nox_net::p2p::LinkSecurity,
+    /// Relay packets to a next hop over a packet link (a direct TCP
+    /// connection of fixed AES-256-GCM frames, set up over the libp2p link,
+    /// `nox_net::packet_link`) when the hop offers one, and offer links to
+    /// the nodes that relay here; `false`: `/nox/packet/1` streams only.
+    pub packet_link: bool,
+    /// Where packet links are accepted, as `IP:port`. Empty: the IP of the
+    /// first `/ip4` or `/ip6` listen address, on a free port (fine where every
+    /// port of the host is reachable; behind a firewall, set a fixed port and
+    /// open it). Senders dial the host of this node's published addresses.
+    pub packet_link_listen: String,
 }
 
 impl Default for P2pSection {
@@ -146,6 +156,8 @@ impl Default for P2pSection {
             idle_timeout_secs: 120,
             handshake_timeout_secs: 10,
             security: nox_net::p2p::LinkSecurity::default(),
+            packet_link: true,
+            packet_link_listen: String::new(),
         }
     }
 }
@@ -963,6 +975,12 @@ impl NodeConfig {
         }
         c.at_least("p2p.idle_timeout_secs", p2p.idle_timeout_secs, 1);
         c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
+        if !p2p.packet_link_listen.is_empty() && p2p.packet_link_listen.parse::<std::net::SocketAddr>().is_err() {
+            c.fail(
+                "p2p.packet_link_listen",
+                format!("`{}` is not an IP:port, e.g. 0.0.0.0:9001", p2p.packet_link_listen),
+            );
+        }
 
         let chain = &self.chain;
         c.rpc_endpoints("chain", chain.rpc_url.as_deref(), &chain.rpc_urls, check_chain_url);
@@ -1789,6 +1807,8 @@ mod tests {
             ("[p2p]\nmax_connections = 8\nmax_connections_per_subnet = 9\n", "p2p.max_connections_per_subnet"),
             ("[p2p]\nidle_timeout_secs = 0\n", "p2p.idle_timeout_secs"),
             ("[p2p]\nhandshake_timeout_secs = 0\n", "p2p.handshake_timeout_secs"),
+            ("[p2p]\npacket_link_listen = \"localhost:9001\"\n", "p2p.packet_link_listen"),
+            ("[p2p]\npacket_link_listen = \"/ip4/0.0.0.0/tcp/9001\"\n", "p2p.packet_link_listen"),
             ("[ingest]\nqueue = 0\n", "ingest.queue"),
             ("[ingest]\nnode_rate = 0.0\n", "ingest.node_rate"),
             ("[ingest]\nnode_rate = nan\n", "ingest.node_rate"),

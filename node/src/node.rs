@@ -44,7 +44,10 @@ use crate::replay::ReplayCache;
 use crate::replies::ReplyMailbox;
 use crate::store;
 use crate::topology::{Topology, TopologyChange};
-use nox_net::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, SUBMIT_PROTOCOL};
+use nox_net::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, PeerKind, SUBMIT_PROTOCOL};
+use nox_net::packet_link::{
+    LinkError, LinkListener, LinkReader, ListenerConfig, ListenerMetrics, PACKET_LINK_PROTOCOL, serve_offer,
+};
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -299,8 +302,13 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         max_delay: Duration::from_millis(cfg.mix.max_delay_ms),
         durable_before_forward: cfg.replay.durable_before_forward,
     };
-    let wctx =
-        WorkerContext { keys: keys_ring.clone(), replay: replay.clone(), metrics: metrics.clone(), stop: stop.clone() };
+    let wctx = WorkerContext {
+        keys: keys_ring.clone(),
+        replay: replay.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+        room: ingest.room(),
+    };
     let (mut threads, mix_rx) = WorkerStage::spawn(&worker_cfg, ingest_rx, wctx)
         .map_err(|source| NodeError::Io { what: "worker threads", source })?;
 
@@ -342,6 +350,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         connect_timeout: Duration::from_secs(cfg.p2p.handshake_timeout_secs.max(1)),
         client_queue_bytes: cfg.egress.client_queue_bytes,
         client_write_timeout: Duration::from_millis(cfg.egress.client_write_timeout_ms),
+        packet_link: cfg.p2p.packet_link,
     };
     tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
 
@@ -382,8 +391,61 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     };
     tasks.push(tokio::spawn(cover::run(cover_cfg, cctx)));
 
-    // Inbound streams.
+    // Inbound streams. Packet links and `/nox/packet/1` streams share one
+    // count of inbound packet paths per peer.
     let mut control_streams = p2p_handle.streams.clone();
+    let packet_paths: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    if cfg.p2p.packet_link {
+        let bind = packet_link_address(&cfg.p2p.packet_link_listen, &listen_addrs)?;
+        let link_metrics = ListenerMetrics {
+            accepted: metrics.event("packet_link", "accepted"),
+            unknown_ticket: metrics.event("packet_link", "unknown_ticket"),
+            handshake_timeout: metrics.event("packet_link", "handshake_timeout"),
+            busy: metrics.event("packet_link", "busy"),
+            offers_refused: metrics.event("packet_link", "offers_refused"),
+        };
+        let (listener, mut links) = LinkListener::bind(bind, ListenerConfig::default(), link_metrics, 16)
+            .await
+            .map_err(|e| NodeError::Config(format!("p2p.packet_link_listen: cannot listen on {bind}: {e}")))?;
+        tracing::info!(address = %listener.local_addr(), "accepting packet links");
+        let listener = Arc::new(listener);
+        let mut asks = control_streams
+            .accept(PACKET_LINK_PROTOCOL)
+            .map_err(|e| NodeError::Config(format!("stream protocol registered twice: {e}")))?;
+        let not_admitted = metrics.dropped("ingest", "stream_not_admitted");
+        let offers_peers = peers.clone();
+        tasks.push(tokio::spawn(async move {
+            // Offers: only to a peer admitted as a node, written on its
+            // authenticated libp2p stream.
+            while let Some((peer, stream)) = asks.next().await {
+                if offers_peers.admitted(&peer) != Some(PeerKind::Node) {
+                    not_admitted.inc();
+                    continue;
+                }
+                let listener = listener.clone();
+                tokio::spawn(async move { serve_offer(&listener, peer, stream).await });
+            }
+        }));
+        let (ingest, peers, loops) = (ingest.clone(), peers.clone(), cover_state.clone());
+        let too_many = metrics.dropped("ingest", "too_many_streams");
+        let truncated = metrics.dropped("ingest", "truncated_frame");
+        let tampered = metrics.dropped("ingest", "link_tampered");
+        let open = packet_paths.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some((peer, link)) = links.recv().await {
+                let Some(slot) = StreamSlot::take(&open, peer) else {
+                    too_many.inc();
+                    continue;
+                };
+                let (ingest, peers, loops, truncated, tampered) =
+                    (ingest.clone(), peers.clone(), loops.clone(), truncated.clone(), tampered.clone());
+                tokio::spawn(async move {
+                    read_link(peer, link, &ingest, &peers, &loops, &truncated, &tampered).await;
+                    drop(slot);
+                });
+            }
+        }));
+    }
     for (protocol, submit) in [(PACKET_PROTOCOL, false), (SUBMIT_PROTOCOL, true)] {
         let mut incoming = control_streams
             .accept(protocol)
@@ -394,7 +456,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         let not_admitted = metrics.dropped("ingest", "stream_not_admitted");
         let too_many = metrics.dropped("ingest", "too_many_streams");
         let truncated = metrics.dropped("ingest", "truncated_frame");
-        let open: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        let open: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> =
+            if submit { Arc::default() } else { packet_paths.clone() };
         tasks.push(tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
                 // Only an admitted peer gets a reader (and its frame buffer),
@@ -622,21 +685,86 @@ async fn read_stream(
                 }
             }
         }
-        let tier = peers.admitted(&peer);
-        let checked =
-            if submit { ingest.check_submission(&peer, tier, frame) } else { ingest.check_packet(&peer, tier, frame) };
-        let pushed = match checked {
-            Ok(inbound) if submit => ingest.push_submission(inbound).await,
-            Ok(inbound) if loops.take_reply(&inbound.packet) => Ok(()),
-            Ok(inbound) => ingest.push(inbound).await,
-            // Nothing from this peer is accepted: stop reading its stream.
-            Err(IngestError::NotAdmitted | IngestError::NotANode) => return,
-            Err(_) => Ok(()),
-        };
-        if pushed.is_err() {
+        if !take_frame(peer, frame, submit, ingest, peers, loops).await {
             return;
         }
     }
+}
+
+/// Hands one frame from `peer` to ingest (a reply for one of this node's
+/// loops to `loops`); `false` once nothing more from this path is taken: the
+/// peer is not admitted (or not as a node), or the node is stopping.
+async fn take_frame(
+    peer: PeerId,
+    frame: Vec<u8>,
+    submit: bool,
+    ingest: &IngestStage,
+    peers: &PeerTable,
+    loops: &CoverState,
+) -> bool {
+    let tier = peers.admitted(&peer);
+    let checked =
+        if submit { ingest.check_submission(&peer, tier, frame) } else { ingest.check_packet(&peer, tier, frame) };
+    let pushed = match checked {
+        Ok(inbound) if submit => ingest.push_submission(inbound).await,
+        Ok(inbound) if loops.take_reply(&inbound.packet) => Ok(()),
+        Ok(inbound) => ingest.push(inbound).await,
+        // Nothing from this peer is accepted: stop reading.
+        Err(IngestError::NotAdmitted | IngestError::NotANode) => return false,
+        Err(_) => Ok(()),
+    };
+    pushed.is_ok()
+}
+
+/// Reads the packets of one packet link into ingest, exactly as a
+/// `/nox/packet/1` stream's, until the link ends, fails authentication
+/// (`ingest/link_tampered`: the link is dropped), or the peer is no longer
+/// admitted as a node.
+async fn read_link(
+    peer: PeerId,
+    mut link: LinkReader,
+    ingest: &IngestStage,
+    peers: &PeerTable,
+    loops: &CoverState,
+    truncated: &Counter,
+    tampered: &Counter,
+) {
+    loop {
+        let frame = match link.next_frame().await {
+            Ok(frame) => frame,
+            Err(LinkError::Tampered) => {
+                tampered.inc();
+                return;
+            }
+            Err(LinkError::Truncated(_)) => {
+                truncated.inc();
+                return;
+            }
+            Err(_) => return,
+        };
+        if !take_frame(peer, frame, false, ingest, peers, loops).await {
+            return;
+        }
+    }
+}
+
+/// Where packet links are accepted: `p2p.packet_link_listen`, or the IP of
+/// the first IP listen address on a free port (any address when there is
+/// none).
+fn packet_link_address(configured: &str, listening: &[Multiaddr]) -> Result<std::net::SocketAddr, NodeError> {
+    if !configured.is_empty() {
+        return configured
+            .parse()
+            .map_err(|e| NodeError::Config(format!("p2p.packet_link_listen: `{configured}`: {e}")));
+    }
+    let ip = listening.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+            libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        })
+    });
+    Ok(std::net::SocketAddr::new(ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)), 0))
 }
 
 impl RunningNode {

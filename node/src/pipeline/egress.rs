@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::AsyncWriteExt;
 use libp2p::PeerId;
 use nox_protocol::NodeId;
 use nox_protocol::sphinx::{PACKET_LEN, Packet, Payload};
@@ -52,6 +51,7 @@ use crate::replies::{Delivery, ReplyMailbox};
 use crate::topology::Topology;
 use libp2p::StreamProtocol;
 use nox_net::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL, PeerKind, SUBMIT_PROTOCOL};
+use nox_net::packet_link::{self, LinkError, LinkWriter, PacketOut};
 
 /// Egress settings.
 #[derive(Debug, Clone)]
@@ -65,6 +65,9 @@ pub struct EgressConfig {
     /// Deadline of one write to a client, and longest a client may stay at
     /// its share without taking a packet.
     pub client_write_timeout: Duration,
+    /// Ask next hops for a packet link before falling back to a
+    /// `/nox/packet/1` stream (`p2p.packet_link`).
+    pub packet_link: bool,
 }
 
 /// Shared pieces egress talks to.
@@ -118,6 +121,8 @@ struct EgressMetrics {
     client_stalled: Counter,
     client_timed_out: Counter,
     client_queued: prometheus_client::metrics::gauge::Gauge,
+    link_opened: Counter,
+    link_fallback: Counter,
 }
 
 /// The egress stage.
@@ -129,15 +134,6 @@ pub struct EgressStage;
 enum Frame {
     Packet(Packet),
     Submission(Vec<u8>),
-}
-
-impl Frame {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Frame::Packet(p) => p.as_bytes(),
-            Frame::Submission(f) => f,
-        }
-    }
 }
 
 /// A frame on a link queue; a client's holds its part of the client budget
@@ -251,6 +247,8 @@ impl EgressStage {
             client_write_timeout: ctx.metrics.dropped("egress", "client_write_timeout"),
             client_stalled: ctx.metrics.event("client_link", "disconnected_stalled"),
             client_timed_out: ctx.metrics.event("client_link", "disconnected_write_timeout"),
+            link_opened: ctx.metrics.event("packet_link", "opened"),
+            link_fallback: ctx.metrics.event("packet_link", "fallback"),
             client_queued: ctx.metrics.queue_depth("client_links"),
         });
         let budget = Arc::new(ClientBudget::new(&cfg, m.client_queued.clone()));
@@ -481,29 +479,61 @@ where
 }
 
 /// Reaches `peer`: for a node, dial it at its topology addresses and wait for
-/// its welcome; then open the link's stream (`protocol`). A client is reached
-/// over the connection it already holds.
+/// its welcome; then, to a node with `packet_link` on, ask for a packet link
+/// and fall back to the link's stream (`protocol`) when the node offers none
+/// (a node with links off, or one that cannot be reached on its link port).
+/// A client is reached over the connection it already holds.
 async fn connect(
     cfg: &EgressConfig,
     ctx: &EgressContext,
+    m: &EgressMetrics,
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     node: Option<NodeId>,
     protocol: StreamProtocol,
-) -> Option<libp2p::Stream> {
+) -> Option<PacketOut> {
     if let Some(id) = node {
         let addrs = ctx.topology.addresses(&id);
         let _ = ctx.p2p.command(Command::Dial { peer, addrs }).await;
         if !ctx.peers.wait_welcomed(&peer, cfg.connect_timeout).await {
             return None;
         }
+        if cfg.packet_link && protocol == PACKET_PROTOCOL {
+            match open_packet_link(cfg, ctx, control, peer, id).await {
+                Ok(link) => {
+                    m.link_opened.inc();
+                    return Some(PacketOut::Link(link));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no packet link; relaying on a stream");
+                    m.link_fallback.inc();
+                }
+            }
+        }
     }
     match control.open_stream(peer, protocol).await {
-        Ok(s) => Some(s),
+        Ok(s) => Some(PacketOut::Stream(s)),
         Err(e) => {
             tracing::debug!(error = %e, "opening packet stream failed");
             None
         }
+    }
+}
+
+/// Asks the node `id` (connected as `peer`) for a packet link and sets it up
+/// at the host of its topology addresses, within `connect_timeout`.
+async fn open_packet_link(
+    cfg: &EgressConfig,
+    ctx: &EgressContext,
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    id: NodeId,
+) -> Result<LinkWriter, LinkError> {
+    let hosts = packet_link::hosts_of(&ctx.topology.addresses(&id));
+    let setup = packet_link::request_link(control, peer, &hosts);
+    match tokio::time::timeout(cfg.connect_timeout, setup).await {
+        Ok(r) => r,
+        Err(_) => Err(LinkError::Unreachable("timed out".into())),
     }
 }
 
@@ -530,14 +560,20 @@ async fn run_link(
     let Some(first) = rx.recv().await else { return };
     let mut pending = Some(first);
     loop {
-        match connect(&cfg, &ctx, &mut control, peer, node, protocol.clone()).await {
-            Some(mut stream) => {
+        match connect(&cfg, &ctx, &m, &mut control, peer, node, protocol.clone()).await {
+            Some(mut out) => {
                 failures = 0;
                 // Why the stream is given up: an error, or `None` for a client
                 // past its deadline; and whether a packet in hand was lost.
                 let (broke, lost) = loop {
                     if let Some(item) = pending.take() {
-                        if let Err(e) = within(deadline, stream.write_all(item.frame.bytes())).await {
+                        let write = async {
+                            match &item.frame {
+                                Frame::Packet(p) => out.write_packet(p.as_bytes()).await,
+                                Frame::Submission(f) => out.write_raw(f).await,
+                            }
+                        };
+                        if let Err(e) = within(deadline, write).await {
                             break (e, true);
                         }
                         m.sent.inc();
@@ -547,13 +583,13 @@ async fn run_link(
                     pending = match rx.try_recv() {
                         Ok(p) => Some(p),
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            if let Err(e) = within(deadline, stream.flush()).await {
+                            if let Err(e) = within(deadline, out.flush()).await {
                                 break (e, false);
                             }
                             match rx.recv().await {
                                 Some(p) => Some(p),
                                 None => {
-                                    let _ = stream.close().await;
+                                    out.close().await;
                                     return;
                                 }
                             }
@@ -613,6 +649,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             client_queue_bytes: packets * PACKET_LEN,
             client_write_timeout: Duration::from_secs(1),
+            packet_link: false,
         };
         Arc::new(ClientBudget::new(&cfg, Default::default()))
     }

@@ -203,9 +203,37 @@ enum Path {
     Submit,
 }
 
+/// Room in the queue to the workers, with hysteresis: a reader that found
+/// the queue full waits until the workers have taken it down to half, then
+/// fills it again, instead of being woken for every packet a worker takes.
+/// (Woken per packet, a reader and a worker sharing a core switch twice per
+/// packet; woken per half queue, a few times per thousand.)
+#[derive(Debug)]
+pub struct QueueRoom {
+    notify: tokio::sync::Notify,
+    waiting: std::sync::atomic::AtomicBool,
+    low: usize,
+}
+
+impl QueueRoom {
+    fn new(capacity: usize) -> Self {
+        QueueRoom { notify: tokio::sync::Notify::new(), waiting: false.into(), low: capacity / 2 }
+    }
+
+    /// A worker took a packet and `left` remain: readers waiting for room
+    /// are woken once `left` is down to half the queue.
+    pub fn taken(&self, left: usize) {
+        use std::sync::atomic::Ordering;
+        if left <= self.low && self.waiting.load(Ordering::Acquire) && self.waiting.swap(false, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
 /// The ingest stage. Shared by every stream reader behind an `Arc`.
 pub struct IngestStage {
     cfg: IngestConfig,
+    room: std::sync::Arc<QueueRoom>,
     buckets: Mutex<HashMap<(PeerId, Path), TokenBucket>>,
     seen: Mutex<SeenSubmissions>,
     tx: flume::Sender<Inbound>,
@@ -241,6 +269,7 @@ impl IngestStage {
             metrics.event("pow_seen", "rotated_early"),
         );
         let stage = IngestStage {
+            room: std::sync::Arc::new(QueueRoom::new(cfg.queue.max(1))),
             cfg,
             buckets: Mutex::new(HashMap::new()),
             seen: Mutex::new(seen),
@@ -363,11 +392,40 @@ impl IngestStage {
         r
     }
 
-    /// Queues an accepted packet for the workers, waiting for room.
+    /// The queue's room, which the workers report to ([`QueueRoom::taken`]).
+    pub fn room(&self) -> std::sync::Arc<QueueRoom> {
+        self.room.clone()
+    }
+
+    /// Queues an accepted packet for the workers, waiting for room: when the
+    /// queue is full, until the workers have taken it down to half
+    /// ([`QueueRoom`]).
     pub async fn push(&self, inbound: Inbound) -> Result<(), IngestError> {
-        self.tx.send_async(inbound).await.map_err(|_| IngestError::Closed)?;
-        self.m.accepted.inc();
-        Ok(())
+        use std::sync::atomic::Ordering;
+        let mut item = inbound;
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => {
+                    self.m.accepted.inc();
+                    return Ok(());
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return Err(IngestError::Closed),
+                Err(flume::TrySendError::Full(back)) => {
+                    item = back;
+                    let notified = self.room.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    self.room.waiting.store(true, Ordering::Release);
+                    // Taken down to half meanwhile: no worker will say so.
+                    if self.tx.len() <= self.room.low {
+                        continue;
+                    }
+                    // The timeout only bounds a wait the workers' notice
+                    // should end; a stopped node closes the queue.
+                    let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+                }
+            }
+        }
     }
 
     /// Queues a checked submission for the workers, waiting for room;

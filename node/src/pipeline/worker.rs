@@ -81,6 +81,8 @@ pub struct WorkerContext {
     pub metrics: Metrics,
     /// Set to stop the threads.
     pub stop: Arc<AtomicBool>,
+    /// Where the workers report what they take from the input queue.
+    pub room: Arc<super::ingest::QueueRoom>,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -121,7 +123,10 @@ fn run(cfg: &WorkerConfig, input: &flume::Receiver<Inbound>, out: &flume::Sender
     let m = WorkerMetrics::new(&ctx.metrics);
     while !ctx.stop.load(Ordering::Relaxed) {
         let inbound = match input.recv_timeout(Duration::from_millis(100)) {
-            Ok(i) => i,
+            Ok(i) => {
+                ctx.room.taken(input.len());
+                i
+            }
             Err(flume::RecvTimeoutError::Timeout) => continue,
             Err(flume::RecvTimeoutError::Disconnected) => break,
         };
