@@ -6,6 +6,7 @@
 //! | protocol / topic        | carries                                                       |
 //! |-------------------------|---------------------------------------------------------------|
 //! | `/nox/packet/1`         | a long-lived stream of raw 32,768-byte packets, no framing     |
+//! | `/nox/packet-link/1`    | a packet link offer ([`crate::packet_link`]); packets then go on its own TCP connection |
 //! | `/nox/submit/1`         | client (or a node's own cover) → entry: `packet ‖ 8-byte PoW nonce` frames (`nox_protocol::pow`) |
 //! | `/nox/control/1`        | request-response (CBOR): [`ControlRequest`] / [`ControlResponse`] |
 //! | `nox/descriptors/1`     | GossipSub: signed mix descriptors                              |

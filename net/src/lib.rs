@@ -8,6 +8,8 @@
 //! * [`p2p`] — the libp2p swarm (TCP + Noise + Yamux, request-response,
 //!   GossipSub, identify, ping, raw streams) as one task driven by commands,
 //!   with connection caps ([`p2p::limits`]);
+//! * [`packet_link`] — the data plane between nodes: a direct TCP
+//!   connection of fixed AES-256-GCM frames, set up over the libp2p link;
 //! * [`raw_peer`] — a peer without a pipeline: the client transport (submit
 //!   packets with proof of work, claim and receive replies), the relay
 //!   benchmark's load generator and forwarder, and the hostile peer of tests;

@@ -140,6 +140,16 @@ impl Offer {
         out
     }
 
+    /// What the sender presents on the TCP connection: the ticket's id.
+    pub fn ticket_id(&self) -> [u8; 16] {
+        short(ID_CONTEXT, &self.secret)
+    }
+
+    /// What the receiver answers a presented ticket with.
+    pub fn confirmation(&self) -> [u8; 16] {
+        short(CONFIRM_CONTEXT, &self.secret)
+    }
+
     /// Reads the wire form.
     pub fn decode(bytes: &[u8]) -> Result<Offer, LinkError> {
         if bytes.len() != OFFER_LEN {
@@ -504,9 +514,9 @@ impl LinkWriter {
     async fn connect_to(host: &str, offer: &Offer) -> Result<LinkWriter, LinkError> {
         let mut stream = TcpStream::connect((host, offer.port)).await?;
         stream.set_nodelay(true)?;
-        stream.write_all(&short(ID_CONTEXT, &offer.secret)).await?;
+        stream.write_all(&offer.ticket_id()).await?;
         let mut confirm = [0u8; ID_LEN];
-        if stream.read_exact(&mut confirm).await.is_err() || confirm != short(CONFIRM_CONTEXT, &offer.secret) {
+        if stream.read_exact(&mut confirm).await.is_err() || confirm != offer.confirmation() {
             return Err(LinkError::NotConfirmed);
         }
         Ok(LinkWriter {

@@ -139,11 +139,11 @@ pub struct P2pSection {
     /// `nox_net::packet_link`) when the hop offers one, and offer links to
     /// the nodes that relay here; `false`: `/nox/packet/1` streams only.
     pub packet_link: bool,
-    /// Where packet links are accepted, as `IP:port`. Empty: the IP of the
+    /// Where packet links are accepted, as `IP:port`. Unset: the IP of the
     /// first `/ip4` or `/ip6` listen address, on a free port (fine where every
     /// port of the host is reachable; behind a firewall, set a fixed port and
     /// open it). Senders dial the host of this node's published addresses.
-    pub packet_link_listen: String,
+    pub packet_link_listen: Option<String>,
 }
 
 impl Default for P2pSection {
@@ -157,7 +157,7 @@ impl Default for P2pSection {
             handshake_timeout_secs: 10,
             security: nox_net::p2p::LinkSecurity::default(),
             packet_link: true,
-            packet_link_listen: String::new(),
+            packet_link_listen: None,
         }
     }
 }
@@ -975,11 +975,10 @@ impl NodeConfig {
         }
         c.at_least("p2p.idle_timeout_secs", p2p.idle_timeout_secs, 1);
         c.at_least("p2p.handshake_timeout_secs", p2p.handshake_timeout_secs, 1);
-        if !p2p.packet_link_listen.is_empty() && p2p.packet_link_listen.parse::<std::net::SocketAddr>().is_err() {
-            c.fail(
-                "p2p.packet_link_listen",
-                format!("`{}` is not an IP:port, e.g. 0.0.0.0:9001", p2p.packet_link_listen),
-            );
+        if let Some(listen) = &p2p.packet_link_listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            c.fail("p2p.packet_link_listen", format!("`{listen}` is not an IP:port, e.g. 0.0.0.0:9001"));
         }
 
         let chain = &self.chain;

@@ -396,7 +396,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let mut control_streams = p2p_handle.streams.clone();
     let packet_paths: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
     if cfg.p2p.packet_link {
-        let bind = packet_link_address(&cfg.p2p.packet_link_listen, &listen_addrs)?;
+        let bind = packet_link_address(cfg.p2p.packet_link_listen.as_deref(), &listen_addrs)?;
         let link_metrics = ListenerMetrics {
             accepted: metrics.event("packet_link", "accepted"),
             unknown_ticket: metrics.event("packet_link", "unknown_ticket"),
@@ -751,8 +751,8 @@ async fn read_link(
 /// Where packet links are accepted: `p2p.packet_link_listen`, or the IP of
 /// the first IP listen address on a free port (any address when there is
 /// none).
-fn packet_link_address(configured: &str, listening: &[Multiaddr]) -> Result<std::net::SocketAddr, NodeError> {
-    if !configured.is_empty() {
+fn packet_link_address(configured: Option<&str>, listening: &[Multiaddr]) -> Result<std::net::SocketAddr, NodeError> {
+    if let Some(configured) = configured {
         return configured
             .parse()
             .map_err(|e| NodeError::Config(format!("p2p.packet_link_listen: `{configured}`: {e}")));
