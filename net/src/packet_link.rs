@@ -396,9 +396,51 @@ async fn confirm<'a>(
     Some((slot, ticket.peer, LinkReader::new(stream, &ticket.secret)))
 }
 
+/// Packet buffers given back once their packet is written, for the next
+/// packet a link reader decrypts: a relay then neither allocates nor zeroes
+/// 32 KiB per packet. Bounded; a buffer beyond the bound is freed.
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    max: usize,
+}
+
+impl BufferPool {
+    /// A pool keeping at most `max` buffers.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(BufferPool { free: Mutex::new(Vec::with_capacity(max)), max })
+    }
+
+    /// A buffer of [`PACKET_LEN`] bytes (a used one's contents are
+    /// overwritten whole by the next decryption).
+    pub fn take(&self) -> Vec<u8> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| vec![0u8; PACKET_LEN])
+    }
+
+    /// Gives back a packet's buffer.
+    pub fn put(&self, packet: Packet) {
+        let buf: Box<[u8]> = packet.into_boxed();
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.max {
+            free.push(Vec::from(buf));
+        }
+    }
+
+    /// Buffers held.
+    pub fn len(&self) -> usize {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The receiving end of one link: yields the packets in the order sent.
 pub struct LinkReader {
     stream: TcpStream,
+    pool: Option<Arc<BufferPool>>,
     key: LessSafeKey,
     next: u64,
     buf: Vec<u8>,
@@ -414,7 +456,20 @@ impl std::fmt::Debug for LinkReader {
 
 impl LinkReader {
     fn new(stream: TcpStream, secret: &[u8; 32]) -> Self {
-        LinkReader { stream, key: link_key(secret), next: 0, buf: vec![0u8; READ_FRAMES * FRAME_LEN], start: 0, end: 0 }
+        LinkReader {
+            stream,
+            pool: None,
+            key: link_key(secret),
+            next: 0,
+            buf: vec![0u8; READ_FRAMES * FRAME_LEN],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Decrypts packets into buffers from `pool` rather than new ones.
+    pub fn use_pool(&mut self, pool: Arc<BufferPool>) {
+        self.pool = Some(pool);
     }
 
     /// The next packet's bytes ([`PACKET_LEN`] of them), decrypted out of
@@ -425,7 +480,10 @@ impl LinkReader {
             if self.end - self.start >= FRAME_LEN {
                 let frame = &self.buf[self.start..self.start + FRAME_LEN];
                 let (sealed, tag) = frame.split_at(PACKET_LEN);
-                let mut out = vec![0u8; PACKET_LEN];
+                let mut out = match &self.pool {
+                    Some(pool) => pool.take(),
+                    None => vec![0u8; PACKET_LEN],
+                };
                 self.key
                     .open_separate_gather(nonce(self.next), Aad::empty(), sealed, tag, &mut out)
                     .map_err(|_| LinkError::Tampered)?;

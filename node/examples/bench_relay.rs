@@ -1,4 +1,4 @@
-//! Sustained throughput of one relay node over real libp2p connections.
+//! Sustained throughput of one relay node over real connections on loopback.
 //!
 //! The node under test is a separate `nox run` process pinned to
 //! `--node-cores` (taskset), a layer-1 relay with one worker thread per core
@@ -8,36 +8,49 @@
 //! as a layer-0 node) and the next hop (a sink, admitted as a layer-2 node, on
 //! its own thread and runtime so the generator cannot starve it): it pre-builds
 //! every packet before the clock starts, then writes them as fast as the
-//! receiver's backpressure allows and counts what the sink receives.
+//! receiver's backpressure allows and counts what the sink receives. The
+//! generator and the sink speak packet links (`nox_net::packet_link`) and fall
+//! back to `/nox/packet/1` streams like a node.
 //!
 //! Phases:
-//! 0. transport reference — the same generator and sink with a transport-only
-//!    forwarder in the node's place (this binary with `--forwarder`, pinned to
-//!    the same cores): TCP + Noise + Yamux in and out and nothing else.
-//!    `transport_us` is its CPU time per packet.
-//! 1. saturation — `relay_pps` is the sink's receive rate over the middle 80 %
-//!    of the run; `node_cpu` is the share of its cores the node used then and
-//!    `node_us` its CPU time per packet (Sphinx, transport and pipeline).
-//! 2. paced — packets offered at 90 % of `relay_pps`; the node must drop
-//!    nothing (its `nox_dropped_total` is read from `/metrics` after each phase).
+//! 0. transport references — the same generator and sink with a
+//!    transport-only forwarder in the node's place (this binary with
+//!    `--forwarder`, pinned to the same cores), Sphinx taken out: over libp2p
+//!    streams (TCP + Noise or TLS + Yamux in and out: `transport_us`), then
+//!    over packet links (`--links`: `link_us`), each its CPU time per packet.
+//! 1. the baseline node: `p2p.packet_link = false`, every packet on libp2p
+//!    streams, as before packet links existed. Saturation, then paced.
+//! 2. the node as configured by default, relaying on packet links.
+//!
+//! Each node run has a warm-up (50 packets, so links are up before the
+//! clock starts), then:
+//! * saturation — the sink's receive rate over the middle 80 % of the run
+//!   (`relay_pps`, the baseline's `stream_relay_pps`); `node_cpu` is the share
+//!   of its cores the node used then and `node_us` its CPU time per packet
+//!   (Sphinx, link and pipeline);
+//! * paced — packets offered at 90 % of that rate; the node must drop nothing
+//!   (its `nox_dropped_total` is read from `/metrics` after each phase).
 //!
 //! `per_hop_us` is the median of three runs of the `hop_cost` example pinned
 //! to the node's cores: before phase 0, between phases 0 and 1, and after
-//! phase 1, so that machine noise hits the reference and the relay alike.
+//! phase 2, so that machine noise hits the reference and the relay alike.
 //!
-//! Prints `relay_pps=<…> ceiling_pps=<node_cores × 1e6 / per_hop_us> ratio=<relay/ceiling> drops=<…> …`,
-//! then `transport_us` and `transport_cap = per_hop_us / (per_hop_us + transport_us)`:
-//! the ratio a node would reach if Sphinx and the transport were all it did;
-//! `noise_aead_us` (one ChaCha20-Poly1305 seal and open of a packet with
-//! ring, the Noise link's encryption alone) and `best_aead_us` (the faster
-//! of AES-256-GCM and ChaCha20-Poly1305 from aws-lc: the cheapest
-//! authenticated encryption this machine offers, so that a slow link cipher
-//! cannot hide in the floor), each the median of three `--aead-cost` runs on
-//! the node's cores; `tcp_us` (the CPU time per packet of a plain TCP
-//! forwarder on the node's cores: kernel send and receive with no
-//! encryption or framing); `floor_us = per_hop_us + best_aead_us + tcp_us`,
-//! what no authenticated TCP relay can go below here; and
-//! `floor_ratio = node_us / floor_us`, how far the node is above it.
+//! Prints `relay_pps`, `stream_relay_pps`, `pps_gain = relay_pps /
+//! stream_relay_pps`, `ceiling_pps = node_cores × 1e6 / per_hop_us`,
+//! `ratio = relay_pps / ceiling_pps`, the drops, `node_us` and
+//! `stream_node_us`, `transport_us` and `link_us`, `transport_cap =
+//! per_hop_us / (per_hop_us + link_us)` (the ratio a node would reach if
+//! Sphinx and the link were all it did), `noise_aead_us` (one
+//! ChaCha20-Poly1305 seal and open of a packet with ring, the Noise link's
+//! encryption alone) and `best_aead_us` (the faster of AES-256-GCM and
+//! ChaCha20-Poly1305 from aws-lc: the cheapest authenticated encryption this
+//! machine offers, so that a slow link cipher cannot hide in the floor),
+//! each the median of three `--aead-cost` runs on the node's cores; `tcp_us`
+//! (the CPU time per packet of a plain TCP forwarder on the node's cores:
+//! kernel send and receive with no encryption or framing); `floor_us =
+//! per_hop_us + best_aead_us + tcp_us`, what no authenticated TCP relay can go
+//! below here; and `floor_ratio = node_us / floor_us` (the baseline's
+//! `stream_floor_ratio`), how far the node is above it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

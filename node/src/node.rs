@@ -46,7 +46,7 @@ use crate::store;
 use crate::topology::{Topology, TopologyChange};
 use nox_net::p2p::{self, Command, P2pConfig, P2pHandle, PACKET_PROTOCOL, PeerKind, SUBMIT_PROTOCOL};
 use nox_net::packet_link::{
-    LinkError, LinkListener, LinkReader, ListenerConfig, ListenerMetrics, PACKET_LINK_PROTOCOL, serve_offer,
+    BufferPool, LinkError, LinkListener, LinkReader, ListenerConfig, ListenerMetrics, PACKET_LINK_PROTOCOL, serve_offer,
 };
 
 /// Why the node could not start.
@@ -332,6 +332,9 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     ));
     let (final_tx, final_rx) = flume::bounded(cfg.egress.queue.max(1));
     let cover_state = Arc::new(CoverState::new(metrics.clone()));
+    // Packet buffers recycled from egress (sealed into a link) to the link
+    // readers: 256 buffers, 8 MiB at most.
+    let buffers = cfg.p2p.packet_link.then(|| BufferPool::new(256));
     let ectx = EgressContext {
         self_id,
         p2p: p2p_handle.clone(),
@@ -342,6 +345,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         replies: replies.clone(),
         cover: cover_state.clone(),
         metrics: metrics.clone(),
+        buffers: buffers.clone(),
         #[cfg(feature = "test-harness")]
         faults: opts.faults,
     };
@@ -431,6 +435,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         let truncated = metrics.dropped("ingest", "truncated_frame");
         let tampered = metrics.dropped("ingest", "link_tampered");
         let open = packet_paths.clone();
+        let buffers = buffers.clone();
         tasks.push(tokio::spawn(async move {
             while let Some((peer, link)) = links.recv().await {
                 let Some(slot) = StreamSlot::take(&open, peer) else {
@@ -439,6 +444,10 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
                 };
                 let (ingest, peers, loops, truncated, tampered) =
                     (ingest.clone(), peers.clone(), loops.clone(), truncated.clone(), tampered.clone());
+                let mut link = link;
+                if let Some(pool) = &buffers {
+                    link.use_pool(pool.clone());
+                }
                 tokio::spawn(async move {
                     read_link(peer, link, &ingest, &peers, &loops, &truncated, &tampered).await;
                     drop(slot);

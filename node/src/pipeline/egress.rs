@@ -51,7 +51,7 @@ use crate::replies::{Delivery, ReplyMailbox};
 use crate::topology::Topology;
 use libp2p::StreamProtocol;
 use nox_net::p2p::{self, Command, P2pHandle, PACKET_PROTOCOL, PeerKind, SUBMIT_PROTOCOL};
-use nox_net::packet_link::{self, LinkError, LinkWriter, PacketOut};
+use nox_net::packet_link::{self, BufferPool, LinkError, LinkWriter, PacketOut};
 
 /// Egress settings.
 #[derive(Debug, Clone)]
@@ -91,6 +91,9 @@ pub struct EgressContext {
     pub cover: Arc<CoverState>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Where packet buffers go once sealed into a packet link (the node's
+    /// link readers take them from there).
+    pub buffers: Option<Arc<BufferPool>>,
     /// Test faults (`drop_finals` applies here).
     #[cfg(feature = "test-harness")]
     pub faults: crate::faults::Faults,
@@ -577,6 +580,11 @@ async fn run_link(
                             break (e, true);
                         }
                         m.sent.inc();
+                        // Sealed into a link's buffer: the packet's own buffer
+                        // goes back to the pool, for a packet a link reads.
+                        if let (PacketOut::Link(_), Some(pool), Frame::Packet(p)) = (&out, &ctx.buffers, item.frame) {
+                            pool.put(p);
+                        }
                         // Written: its part of the client budget goes back as it drops here.
                     }
                     // Flush only when nothing else is queued, so bursts go out in fewer syscalls.

@@ -218,7 +218,7 @@ impl MixStage {
     /// cover traffic, exit replies and claimed replies share).
     pub fn spawn(
         cfg: MixConfig,
-        input: flume::Receiver<Scheduled>,
+        input: flume::Receiver<Vec<Scheduled>>,
         tx: flume::Sender<Action>,
         replay: Option<Arc<ReplayCache>>,
         metrics: &Metrics,
@@ -243,7 +243,7 @@ impl MixStage {
 
 fn run(
     cfg: &MixConfig,
-    input: &flume::Receiver<Scheduled>,
+    input: &flume::Receiver<Vec<Scheduled>>,
     out: &flume::Sender<Action>,
     replay: Option<&ReplayCache>,
     m: &MixMetrics,
@@ -300,10 +300,10 @@ fn run(
                     };
                 }
             };
-            admit(s);
+            s.into_iter().for_each(&mut admit);
             // Drain what is already queued without waiting.
             while let Ok(s) = input.try_recv() {
-                admit(s);
+                s.into_iter().for_each(&mut admit);
             }
         }
         // Release everything that is due.
@@ -497,10 +497,10 @@ mod tests {
         let h = MixStage::spawn(cfg, in_rx, out_tx, None, &metrics, stop.clone()).unwrap();
         let (flooder, honest) = (Sender::Node(peer()), Sender::Node(peer()));
         for _ in 0..1_000 {
-            in_tx.send(scheduled(flooder, Duration::from_secs(3_600), 1)).unwrap();
+            in_tx.send(vec![scheduled(flooder, Duration::from_secs(3_600), 1)]).unwrap();
         }
         for _ in 0..20 {
-            in_tx.send(scheduled(honest, Duration::ZERO, 2)).unwrap();
+            in_tx.send(vec![scheduled(honest, Duration::ZERO, 2)]).unwrap();
         }
         let mut released = 0;
         while released < 20 {
@@ -530,11 +530,11 @@ mod tests {
         let h = MixStage::spawn(cfg, in_rx, out_tx, None, &metrics, stop.clone()).unwrap();
         let (flooder, client, node) = (Sender::Client(peer()), Sender::Client(peer()), Sender::Node(peer()));
         for _ in 0..1_000 {
-            in_tx.send(scheduled(flooder, Duration::from_secs(3_600), 1)).unwrap();
+            in_tx.send(vec![scheduled(flooder, Duration::from_secs(3_600), 1)]).unwrap();
         }
         for _ in 0..10 {
-            in_tx.send(scheduled(client, Duration::ZERO, 2)).unwrap();
-            in_tx.send(scheduled(node, Duration::ZERO, 3)).unwrap();
+            in_tx.send(vec![scheduled(client, Duration::ZERO, 2)]).unwrap();
+            in_tx.send(vec![scheduled(node, Duration::ZERO, 3)]).unwrap();
         }
         let mut marks = Vec::new();
         while marks.len() < 20 {

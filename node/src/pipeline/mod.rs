@@ -21,7 +21,8 @@
 //! What crosses each boundary:
 //! * q1: [`Inbound`] — a packet of exactly 32,768 bytes from an admitted peer,
 //!   and its [`Sender`] (the key of the per-sender shares downstream).
-//! * q2: [`Scheduled`] — a processed packet, its release time (the sender's delay,
+//! * q2: batches of [`Scheduled`] (up to `worker::BATCH`, the queue bounded to
+//!   `workers.queue` packets) — each a processed packet, its release time (the sender's delay,
 //!   capped), the replay-cache sequence number that must be durable first, and
 //!   its [`Sender`].
 //! * q3: [`Action`] — forward to a node id, submit this node's own cover to an
