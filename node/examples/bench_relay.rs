@@ -437,6 +437,7 @@ struct NodeRun {
     paced_delivered: u64,
     paced_n: usize,
     links_opened: u64,
+    links_accepted: u64,
 }
 
 /// Starts the node pinned to `node_cores` (packet links on or off), saturates
@@ -525,7 +526,11 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
             })
             .collect()
     };
-    eprintln!("packet links {}: building {packets} packets ...", if links { "on" } else { "off" });
+    eprintln!(
+        "packet links {}: node pid {}, building {packets} packets ...",
+        if links { "on" } else { "off" },
+        node.0.id()
+    );
     let load = build(packets);
     // Warm-up: the node's link to the sink is set up, and a few packets
     // cross, before the clock starts.
@@ -574,11 +579,23 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
     }
     let text = metrics(&http);
     let drops_total = sum_family(&text, "nox_dropped_total");
-    let links_opened = text
-        .lines()
-        .filter(|l| l.starts_with("nox_events_total") && l.contains("kind=\"packet_link\"") && l.contains("opened"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let link_events = |outcome: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("nox_events_total")
+                    && l.contains("kind=\"packet_link\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let (links_opened, links_accepted) = (link_events("opened"), link_events("accepted"));
+    eprintln!(
+        "packet links {}: {links_opened} opened to the sink, {links_accepted} accepted from the generator, \
+         {} fallbacks to a stream",
+        if links { "on" } else { "off" },
+        link_events("fallback")
+    );
     let received_2 = sink.load(Ordering::Relaxed) - before;
     eprintln!(
         "packet links {}: saturation {received_1}/{packets} delivered in {:.2}s, node cpu {node_cpu:.2}, \
@@ -600,6 +617,7 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
         paced_delivered: received_2,
         paced_n,
         links_opened,
+        links_accepted,
     }
 }
 
@@ -669,7 +687,7 @@ async fn main() {
     let base = node_run(false, &node_cores, packets, mean_us, &around).await;
     let run = node_run(true, &node_cores, packets, mean_us, &around).await;
     assert_eq!(base.links_opened, 0, "the baseline node opened packet links");
-    assert!(run.links_opened > 0, "the node relayed without a packet link");
+    assert!(run.links_opened > 0 && run.links_accepted > 0, "the node relayed without packet links");
     hop[2] = hop_cost(&node_cores);
     aead[2] = aead_reference(&node_cores);
 
