@@ -271,6 +271,11 @@ impl Metrics {
         self.packets(stage, outcome).get()
     }
 
+    /// The value of one `nox_events_total` series (0 when never incremented).
+    pub fn event_value(&self, kind: &'static str, outcome: &'static str) -> u64 {
+        self.event(kind, outcome).get()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
