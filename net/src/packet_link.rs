@@ -75,7 +75,7 @@ const ID_LEN: usize = 16;
 /// Frames a writer seals before it writes them out (one `write` for a burst).
 pub const WRITE_BATCH: usize = 8;
 /// Frames a reader's buffer holds (one `read` for a burst).
-const READ_FRAMES: usize = 8;
+const READ_FRAMES: usize = 4;
 /// Tickets one peer may hold at once (one link, and one for a reconnection).
 const TICKETS_PER_PEER: usize = 2;
 

@@ -109,6 +109,22 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Context switches of each thread of process `pid` so far, summed by
+/// thread name: (name, voluntary, involuntary).
+fn switches(pid: u32) -> Vec<(String, u64, u64)> {
+    let mut by_name: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |key: &str| {
+            status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default()
+        };
+        let e = by_name.entry(field("Name:")).or_default();
+        e.0 += field("voluntary_ctxt_switches:").parse::<u64>().unwrap_or(0);
+        e.1 += field("nonvoluntary_ctxt_switches:").parse::<u64>().unwrap_or(0);
+    }
+    by_name.into_iter().map(|(n, (v, i))| (n, v, i)).collect()
+}
+
 fn examples_dir() -> PathBuf {
     std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
 }
@@ -546,9 +562,26 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
 
     // Saturation.
     let node_cpu0 = cpu_time(node.0.id());
+    let switches0 = switches(node.0.id());
     let t0 = Instant::now();
     let (relay_pps, received_1) = saturate(generator, node_peer, &load, sink).await;
     let node_cpu_time = cpu_time(node.0.id()) - node_cpu0;
+    // Context switches per packet relayed, by thread: what the pipeline's
+    // hand-offs cost beside the work itself.
+    let per_packet: Vec<String> = switches(node.0.id())
+        .into_iter()
+        .map(|(name, v, i)| {
+            let (v0, i0) =
+                switches0.iter().find(|(n, _, _)| *n == name).map(|(_, v0, i0)| (*v0, *i0)).unwrap_or((0, 0));
+            let n = received_1.max(1) as f64;
+            format!("{name} {:.2}+{:.2}", (v - v0) as f64 / n, (i - i0) as f64 / n)
+        })
+        .collect();
+    eprintln!(
+        "packet links {}: context switches per packet (voluntary+involuntary): {}",
+        if links { "on" } else { "off" },
+        per_packet.join(", ")
+    );
     let node_cpu = node_cpu_time.as_secs_f64() / t0.elapsed().as_secs_f64() / n_cores as f64;
     let node_us = node_cpu_time.as_secs_f64() * 1e6 / received_1.max(1) as f64;
     let total_time = t0.elapsed();

@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::peers::PeerTable;
 use crate::pipeline::egress::{EgressConfig, EgressContext, EgressStage};
 use crate::pipeline::ingest::{IngestError, IngestStage};
-use crate::pipeline::mix::{MixConfig, MixStage};
+use crate::pipeline::mix::{MixConfig, MixStage, RELEASE_BATCH};
 use crate::pipeline::worker::{WorkerConfig, WorkerContext, WorkerStage};
 use crate::prices::PriceFeed;
 use crate::replay::ReplayCache;
@@ -321,7 +321,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     // claimed replies.
     let (egress_tx, egress_in) = flume::bounded(cfg.egress.queue.max(1));
     let durable = cfg.replay.durable_before_forward.then(|| replay.clone());
-    let mix_thread = MixStage::spawn(mix_cfg, mix_rx, egress_tx.clone(), durable, &metrics, stop.clone())
+    let (released_tx, released_rx) = flume::bounded((cfg.egress.queue / RELEASE_BATCH).max(1));
+    let mix_thread = MixStage::spawn(mix_cfg, mix_rx, released_tx, durable, &metrics, stop.clone())
         .map_err(|source| NodeError::Io { what: "mix thread", source })?;
     threads.push(mix_thread);
 
@@ -356,7 +357,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         client_write_timeout: Duration::from_millis(cfg.egress.client_write_timeout_ms),
         packet_link: cfg.p2p.packet_link,
     };
-    tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, ectx)));
+    tasks.push(tokio::spawn(EgressStage::run(egress_cfg, egress_in, released_rx, ectx)));
 
     // Final payloads: cover on every node, client fragments on to the exit
     // stage of an exit.
@@ -416,7 +417,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         let mut asks = control_streams
             .accept(PACKET_LINK_PROTOCOL)
             .map_err(|e| NodeError::Config(format!("stream protocol registered twice: {e}")))?;
-        let not_admitted = metrics.dropped("ingest", "stream_not_admitted");
+        let not_admitted = metrics.event("packet_link", "offer_not_admitted");
         let offers_peers = peers.clone();
         tasks.push(tokio::spawn(async move {
             // Offers: only to a peer admitted as a node, written on its

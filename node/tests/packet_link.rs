@@ -216,7 +216,8 @@ async fn links_are_offered_to_admitted_nodes_only() {
     let client = net.client(gw).await.unwrap();
     let refused = request_link(&client, gwp).await;
     assert!(matches!(refused, Err(LinkError::NotConfirmed)), "{refused:?}");
-    assert!(wait_for(|| dropped(&net, gw, "ingest", "stream_not_admitted") == 1).await);
+    assert!(wait_for(|| link_event(&net, gw, "offer_not_admitted") == 1).await);
+    assert_eq!(dropped(&net, gw, "ingest", "stream_not_admitted"), 0, "not a packet stream");
     assert_eq!(link_event(&net, gw, "accepted"), accepted);
     assert_eq!(link_event(&net, gw, "offers_refused"), 0, "the client got no ticket to be refused");
 

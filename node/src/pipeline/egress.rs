@@ -231,7 +231,14 @@ struct Link {
 
 impl EgressStage {
     /// Runs egress until `input` closes.
-    pub async fn run(cfg: EgressConfig, input: flume::Receiver<Action>, ctx: EgressContext) {
+    /// Runs egress until `input` closes: `input` carries what cover, the exit
+    /// stage and control send; `released`, the mix stage's batches.
+    pub async fn run(
+        cfg: EgressConfig,
+        input: flume::Receiver<Action>,
+        released: flume::Receiver<Vec<Action>>,
+        ctx: EgressContext,
+    ) {
         let m = Arc::new(EgressMetrics {
             sent: ctx.metrics.packets("egress", "sent"),
             local: ctx.metrics.packets("egress", "local"),
@@ -257,74 +264,98 @@ impl EgressStage {
         let budget = Arc::new(ClientBudget::new(&cfg, m.client_queued.clone()));
         let mut links: HashMap<Target, Link> = HashMap::new();
         let mut removals_seen = ctx.topology.removals();
-        while let Ok(action) = input.recv_async().await {
-            // A node that left the topology (unregistered, slashed, unstaked)
-            // loses its link, so its next packet meets the membership check
-            // of a new link (`bad_next_hop`). One atomic load per packet; the
-            // links are walked only after a removal.
-            let removals = ctx.topology.removals();
-            if removals != removals_seen {
-                removals_seen = removals;
-                links.retain(|t, _| match t {
-                    Target::Node(id) | Target::Submit(id) => ctx.topology.contains(id),
-                    Target::Client(_) => true,
-                });
-            }
-            match action {
-                Action::Forward { next, packet } => {
-                    if next == ctx.self_id {
-                        if ctx.ingest.try_push(Inbound { packet, sender: Sender::Local }) {
-                            m.local.inc();
+        let mut mix_open = true;
+        loop {
+            let actions = tokio::select! {
+                a = input.recv_async() => match a {
+                    Ok(a) => vec![a],
+                    Err(_) => break,
+                },
+                b = released.recv_async(), if mix_open => match b {
+                    Ok(b) => b,
+                    Err(_) => {
+                        mix_open = false;
+                        continue;
+                    }
+                },
+            };
+            for action in actions {
+                // A node that left the topology (unregistered, slashed, unstaked)
+                // loses its link, so its next packet meets the membership check
+                // of a new link (`bad_next_hop`). One atomic load per packet; the
+                // links are walked only after a removal.
+                let removals = ctx.topology.removals();
+                if removals != removals_seen {
+                    removals_seen = removals;
+                    links.retain(|t, _| match t {
+                        Target::Node(id) | Target::Submit(id) => ctx.topology.contains(id),
+                        Target::Client(_) => true,
+                    });
+                }
+                match action {
+                    Action::Forward { next, packet } => {
+                        if next == ctx.self_id {
+                            if ctx.ingest.try_push(Inbound { packet, sender: Sender::Local }) {
+                                m.local.inc();
+                            } else {
+                                m.local_full.inc();
+                            }
+                            continue;
+                        }
+                        send_to(&cfg, &ctx, &m, &budget, &mut links, Target::Node(next), Frame::Packet(packet));
+                    }
+                    Action::Submit { entry, frame } => {
+                        // The cover task submits to itself through ingest, never here.
+                        if entry == ctx.self_id {
+                            m.bad_next_hop.inc();
+                            continue;
+                        }
+                        send_to(&cfg, &ctx, &m, &budget, &mut links, Target::Submit(entry), Frame::Submission(frame));
+                    }
+                    Action::Final { payload } => {
+                        #[cfg(feature = "test-harness")]
+                        if ctx.faults.drop_finals {
+                            continue;
+                        }
+                        if ctx.exit.try_send(payload).is_ok() {
+                            m.to_exit.inc();
                         } else {
-                            m.local_full.inc();
+                            m.exit_full.inc();
                         }
-                        continue;
                     }
-                    send_to(&cfg, &ctx, &m, &budget, &mut links, Target::Node(next), Frame::Packet(packet));
-                }
-                Action::Submit { entry, frame } => {
-                    // The cover task submits to itself through ingest, never here.
-                    if entry == ctx.self_id {
-                        m.bad_next_hop.inc();
-                        continue;
+                    Action::Push { client, packet } => {
+                        m.reply_pushed.inc();
+                        send_to(&cfg, &ctx, &m, &budget, &mut links, claimant(&ctx, client), Frame::Packet(packet));
                     }
-                    send_to(&cfg, &ctx, &m, &budget, &mut links, Target::Submit(entry), Frame::Submission(frame));
-                }
-                Action::Final { payload } => {
-                    #[cfg(feature = "test-harness")]
-                    if ctx.faults.drop_finals {
-                        continue;
-                    }
-                    if ctx.exit.try_send(payload).is_ok() {
-                        m.to_exit.inc();
-                    } else {
-                        m.exit_full.inc();
-                    }
-                }
-                Action::Push { client, packet } => {
-                    m.reply_pushed.inc();
-                    send_to(&cfg, &ctx, &m, &budget, &mut links, claimant(&ctx, client), Frame::Packet(packet));
-                }
-                Action::Reply { surb_id, mut packet } => {
-                    // This node was the entry of one of its own loops: the
-                    // reply ends here, as it would at the node that claimed it.
-                    nox_protocol::sphinx::surb::mark_delivered(&mut packet, surb_id);
-                    if ctx.cover.take_reply(&packet) {
-                        continue;
-                    }
-                    match ctx.replies.deliver(surb_id, packet) {
-                        Delivery::Push { client, packet } => {
-                            m.reply_pushed.inc();
-                            send_to(&cfg, &ctx, &m, &budget, &mut links, claimant(&ctx, client), Frame::Packet(packet));
+                    Action::Reply { surb_id, mut packet } => {
+                        // This node was the entry of one of its own loops: the
+                        // reply ends here, as it would at the node that claimed it.
+                        nox_protocol::sphinx::surb::mark_delivered(&mut packet, surb_id);
+                        if ctx.cover.take_reply(&packet) {
+                            continue;
                         }
-                        Delivery::Stored => {
-                            m.reply_stored.inc();
-                        }
-                        Delivery::Full => {
-                            m.mailbox_full.inc();
-                        }
-                        Delivery::Duplicate => {
-                            m.reply_duplicate.inc();
+                        match ctx.replies.deliver(surb_id, packet) {
+                            Delivery::Push { client, packet } => {
+                                m.reply_pushed.inc();
+                                send_to(
+                                    &cfg,
+                                    &ctx,
+                                    &m,
+                                    &budget,
+                                    &mut links,
+                                    claimant(&ctx, client),
+                                    Frame::Packet(packet),
+                                );
+                            }
+                            Delivery::Stored => {
+                                m.reply_stored.inc();
+                            }
+                            Delivery::Full => {
+                                m.mailbox_full.inc();
+                            }
+                            Delivery::Duplicate => {
+                                m.reply_duplicate.inc();
+                            }
                         }
                     }
                 }

@@ -15,8 +15,9 @@
 //!
 //! Bounds: at most `capacity` packets are held (heap + batch); beyond that new
 //! packets are dropped and counted as `mix_full`. The output queue to egress is
-//! bounded too; when it is full the packet is dropped (`egress_full`) rather
-//! than delaying every other packet's release.
+//! bounded too (batches of up to [`RELEASE_BATCH`] packets, `egress.queue`
+//! packets in all); when it is full the packets are dropped (`egress_full`)
+//! rather than delaying every other packet's release.
 //!
 //! ## Fair shares
 //!
@@ -219,7 +220,7 @@ impl MixStage {
     pub fn spawn(
         cfg: MixConfig,
         input: flume::Receiver<Vec<Scheduled>>,
-        tx: flume::Sender<Action>,
+        tx: flume::Sender<Vec<Action>>,
         replay: Option<Arc<ReplayCache>>,
         metrics: &Metrics,
         stop: Arc<AtomicBool>,
@@ -244,7 +245,7 @@ impl MixStage {
 fn run(
     cfg: &MixConfig,
     input: &flume::Receiver<Vec<Scheduled>>,
-    out: &flume::Sender<Action>,
+    out: &flume::Sender<Vec<Action>>,
     replay: Option<&ReplayCache>,
     m: &MixMetrics,
     stop: &AtomicBool,
@@ -255,11 +256,18 @@ fn run(
     let mut order = 0u64;
     let mut rng = ChaCha20Rng::from_entropy();
     let mut next_batch = cfg.batch_window.map(|w| Instant::now() + w);
-    let send = |a: Action| {
-        if out.try_send(a).is_ok() {
-            m.released.inc();
-        } else {
-            m.egress_full.inc();
+    // Released packets go to egress in batches of up to RELEASE_BATCH, so
+    // that the packets due at one wake-up wake egress once.
+    let mut ready: Vec<Action> = Vec::new();
+    let send = |ready: &mut Vec<Action>| {
+        while !ready.is_empty() {
+            let chunk: Vec<Action> = ready.drain(..ready.len().min(RELEASE_BATCH)).collect();
+            let n = chunk.len() as u64;
+            if out.try_send(chunk).is_ok() {
+                m.released.inc_by(n);
+            } else {
+                m.egress_full.inc_by(n);
+            }
         }
     };
     loop {
@@ -313,6 +321,8 @@ fn run(
             if let Some(cache) = replay
                 && held.item.durable_seq > cache.durable_seq()
             {
+                // What is already released does not wait for this commit.
+                send(&mut ready);
                 m.pending_durable.inc();
                 // Group commit is continuous, so this waits for at most one
                 // commit; the bound keeps a stuck disk from freezing the node.
@@ -328,7 +338,7 @@ fn run(
                 Some(_) => batch.push((held.item.action, held.item.sender)),
                 None => {
                     shares.release(held.item.sender);
-                    send(held.item.action);
+                    ready.push(held.item.action);
                 }
             }
         }
@@ -338,13 +348,18 @@ fn run(
             batch.shuffle(&mut rng);
             for (a, sender) in batch.drain(..) {
                 shares.release(sender);
-                send(a);
+                ready.push(a);
             }
             next_batch = Some(at + w);
         }
+        send(&mut ready);
         m.held.set(shares.held() as i64);
     }
 }
+
+/// Most released packets the mix hands to egress at once (its queue holds
+/// `egress.queue / RELEASE_BATCH` batches: at most `egress.queue` packets).
+pub const RELEASE_BATCH: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -505,9 +520,16 @@ mod tests {
         let mut released = 0;
         while released < 20 {
             match out_rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Action::Forward { next, .. }) => {
-                    assert_eq!(next, NodeId([2; 32]), "only the honest peer's packets are due");
-                    released += 1;
+                Ok(batch) => {
+                    for action in batch {
+                        match action {
+                            Action::Forward { next, .. } => {
+                                assert_eq!(next, NodeId([2; 32]), "only the honest peer's packets are due");
+                                released += 1;
+                            }
+                            other => panic!("not a forward: {other:?}"),
+                        }
+                    }
                 }
                 other => panic!("honest packet {released} not released: {other:?}"),
             }
@@ -539,7 +561,14 @@ mod tests {
         let mut marks = Vec::new();
         while marks.len() < 20 {
             match out_rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Action::Forward { next, .. }) => marks.push(next.0[0]),
+                Ok(batch) => {
+                    for action in batch {
+                        match action {
+                            Action::Forward { next, .. } => marks.push(next.0[0]),
+                            other => panic!("not a forward: {other:?}"),
+                        }
+                    }
+                }
                 other => panic!("packet {} not released: {other:?}", marks.len()),
             }
         }

@@ -9,8 +9,8 @@
 //!
 //! Each stage is a type with its own config and metrics; the queues between
 //! them are `flume` channels with fixed capacities, so the memory a node can
-//! hold is fixed by configuration: `q1 + q2 + mix.capacity + q3 + peers ×
-//! egress.peer_queue` packets of 32 KiB. Ingest waits when `q1` is full
+//! hold is fixed by configuration: `q1 + q2 + mix.capacity + q3 + egress_in +
+//! peers × egress.peer_queue` packets of 32 KiB. Ingest waits when `q1` is full
 //! (backpressure reaches the sender's TCP window); the replay cache sheds a
 //! sender holding its share of an epoch's tags; the mix stage drops with a
 //! counter when a sender holds its fair share of `mix.capacity`, or the stage
@@ -25,8 +25,11 @@
 //!   `workers.queue` packets) — each a processed packet, its release time (the sender's delay,
 //!   capped), the replay-cache sequence number that must be durable first, and
 //!   its [`Sender`].
-//! * q3: [`Action`] — forward to a node id, submit this node's own cover to an
-//!   entry, deliver a final payload, or hand a reply to its SURB's client.
+//! * q3: batches of up to `mix::RELEASE_BATCH` [`Action`]s from the mix (at
+//!   most `egress.queue` packets), and beside it egress_in, single
+//!   [`Action`]s from cover, the exit stage and control — forward to a node
+//!   id, submit this node's own cover to an entry, deliver a final payload, or
+//!   hand a reply to its SURB's client.
 
 pub mod egress;
 pub mod ingest;
