@@ -534,6 +534,18 @@ impl std::fmt::Debug for LinkWriter {
     }
 }
 
+/// The IP of the first `/ip4` or `/ip6` address in `addrs`: where a peer
+/// listening there accepts packet links unless told otherwise.
+pub fn first_ip(addrs: &[Multiaddr]) -> Option<std::net::IpAddr> {
+    addrs.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        })
+    })
+}
+
 /// The hosts (IP addresses or DNS names) of `addrs`, each once, in order.
 pub fn hosts_of(addrs: &[Multiaddr]) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();

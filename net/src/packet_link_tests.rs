@@ -735,3 +735,15 @@ async fn connect_tries_the_next_host() {
     within("connect", LinkWriter::connect(&hosts, &offer)).await.unwrap();
     assert_eq!(next_link(&mut rx).await.0, peer);
 }
+
+#[test]
+fn first_ip_is_the_first_ip_address_listened_on() {
+    let addrs: Vec<Multiaddr> = ["/dns4/node.example/tcp/9000", "/ip6/::1/tcp/9000", "/ip4/127.0.0.1/tcp/9000"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(first_ip(&addrs), Some("::1".parse().unwrap()));
+    assert_eq!(first_ip(&addrs[2..]), Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(first_ip(&addrs[..1]), None, "a DNS name is not an address to bind");
+    assert_eq!(first_ip(&[]), None);
+}

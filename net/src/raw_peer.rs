@@ -409,13 +409,7 @@ impl RawPeer {
             }));
         }
         if links {
-            let ip = listen.iter().find_map(|a| {
-                a.iter().find_map(|p| match p {
-                    libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
-                    libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
-                    _ => None,
-                })
-            });
+            let ip = packet_link::first_ip(&listen);
             let bind = std::net::SocketAddr::new(ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)), 0);
             let (listener, mut accepted) = LinkListener::bind(bind, ListenerConfig::default(), Default::default(), 16)
                 .await

@@ -767,13 +767,7 @@ fn packet_link_address(configured: Option<&str>, listening: &[Multiaddr]) -> Res
             .parse()
             .map_err(|e| NodeError::Config(format!("p2p.packet_link_listen: `{configured}`: {e}")));
     }
-    let ip = listening.iter().find_map(|a| {
-        a.iter().find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
-            libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        })
-    });
+    let ip = nox_net::packet_link::first_ip(listening);
     Ok(std::net::SocketAddr::new(ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)), 0))
 }
 
