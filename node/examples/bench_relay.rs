@@ -493,6 +493,11 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
     cfg.cover.loop_rate = 0.0;
     cfg.cover.drop_rate = 0.0;
     cfg.log.level = "warn".into();
+    // `--replay-commit-ms N`: the replay persister's commit interval, to
+    // measure its share (the node's default otherwise).
+    if let Ok(ms) = arg("--replay-commit-ms", "").parse() {
+        cfg.replay.commit_interval_ms = ms;
+    }
     let id_hex = |k: &ed25519_dalek::SigningKey| format!("0x{}", hex::encode(k.verifying_key().to_bytes()));
     cfg.topology.nodes = vec![
         StaticNode { node_id: id_hex(gen_key), layer: 0, addresses: vec![addr(gen_port).to_string()] },
