@@ -238,7 +238,6 @@ struct Ticket {
 /// links set up on it (handed to the owner through the channel
 /// [`LinkListener::bind`] returns).
 pub struct LinkListener {
-    port: u16,
     local: SocketAddr,
     tickets: Arc<Mutex<HashMap<[u8; ID_LEN], Ticket>>>,
     cfg: ListenerConfig,
@@ -273,7 +272,7 @@ impl LinkListener {
         let tickets: Arc<Mutex<HashMap<[u8; ID_LEN], Ticket>>> = Arc::default();
         let (tx, rx) = mpsc::channel(backlog.max(1));
         let task = tokio::spawn(accept_loop(listener, tickets.clone(), cfg.clone(), metrics.clone(), tx));
-        Ok((LinkListener { port: local.port(), local, tickets, cfg, metrics, task }, rx))
+        Ok((LinkListener { local, tickets, cfg, metrics, task }, rx))
     }
 
     /// The address the listener is bound to.
@@ -297,7 +296,7 @@ impl LinkListener {
         rand::rngs::OsRng.fill_bytes(&mut secret[..]);
         let id = short(ID_CONTEXT, &secret);
         tickets.insert(id, Ticket { peer, secret: secret.clone(), expires: now + self.cfg.ticket_ttl });
-        Ok(Offer { port: self.port, secret })
+        Ok(Offer { port: self.local.port(), secret })
     }
 }
 
@@ -424,16 +423,6 @@ impl BufferPool {
         if free.len() < self.max {
             free.push(Vec::from(buf));
         }
-    }
-
-    /// Buffers held.
-    pub fn len(&self) -> usize {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -438,14 +438,13 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         let open = packet_paths.clone();
         let buffers = buffers.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some((peer, link)) = links.recv().await {
+            while let Some((peer, mut link)) = links.recv().await {
                 let Some(slot) = StreamSlot::take(&open, peer) else {
                     too_many.inc();
                     continue;
                 };
                 let (ingest, peers, loops, truncated, tampered) =
                     (ingest.clone(), peers.clone(), loops.clone(), truncated.clone(), tampered.clone());
-                let mut link = link;
                 if let Some(pool) = &buffers {
                     link.use_pool(pool.clone());
                 }

@@ -343,3 +343,23 @@ async fn frames_that_are_not_sphinx_packets_are_dropped_by_the_workers() {
     node.shutdown().await;
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_packet_link_port_in_use_stops_the_start_with_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let started = LocalNet::start_ready(dir.path(), [1, 1, 1], 7, |i, cfg| {
+        if i == 0 {
+            cfg.p2p.packet_link_listen = Some(addr.clone());
+        }
+    })
+    .await;
+    match started {
+        Err(nox_node::node::NodeError::Config(msg)) => {
+            assert!(msg.contains("p2p.packet_link_listen") && msg.contains(&addr), "{msg}")
+        }
+        Err(other) => panic!("not a configuration error: {other}"),
+        Ok(_) => panic!("a node started on a packet link port already in use"),
+    }
+}
