@@ -220,13 +220,11 @@ impl QueueRoom {
         QueueRoom { notify: tokio::sync::Notify::new(), waiting: false.into(), low: capacity / 2 }
     }
 
-    /// A worker took a packet from `queue`: readers waiting for room are
-    /// woken once it is down to half. One atomic load per packet while no
-    /// reader waits (the queue's length, a lock, is read only then).
-    pub fn taken<T>(&self, queue: &flume::Receiver<T>) {
+    /// A worker took a packet and `left` remain: readers waiting for room
+    /// are woken once `left` is down to half the queue.
+    pub fn taken(&self, left: usize) {
         use std::sync::atomic::Ordering;
-        if self.waiting.load(Ordering::Acquire) && queue.len() <= self.low && self.waiting.swap(false, Ordering::AcqRel)
-        {
+        if left <= self.low && self.waiting.load(Ordering::Acquire) && self.waiting.swap(false, Ordering::AcqRel) {
             self.notify.notify_waiters();
         }
     }

@@ -142,12 +142,12 @@ fn run(cfg: &WorkerConfig, input: &flume::Receiver<Inbound>, out: &flume::Sender
             Err(flume::RecvTimeoutError::Timeout) => continue,
             Err(flume::RecvTimeoutError::Disconnected) => break,
         };
-        ctx.room.taken(input);
+        ctx.room.taken(input.len());
         let started = Instant::now();
         batch.extend(process(cfg, inbound, ctx, &m));
         while batch.len() < BATCH && started.elapsed() < BATCH_TIME {
             let Ok(inbound) = input.try_recv() else { break };
-            ctx.room.taken(input);
+            ctx.room.taken(input.len());
             batch.extend(process(cfg, inbound, ctx, &m));
         }
         if !batch.is_empty() && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
