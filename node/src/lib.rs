@@ -44,6 +44,7 @@ pub mod peers;
 pub mod pipeline;
 pub mod prices;
 pub mod replay;
+pub mod replay_log;
 pub mod replies;
 pub mod smtp_entry;
 pub mod store;

@@ -229,7 +229,7 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let clock = EpochClock::new(cfg.network.epoch_secs).map_err(|e| NodeError::Config(e.to_string()))?;
     let key_dir = crate::epoch_store::epoch_keys_dir(&cfg.node.data_dir);
     let ring = EpochKeyRing::open(&key_dir, clock, cfg.network.grace_secs, unix_now(), &mut rand::rngs::OsRng)?;
-    // Every epoch with a stored key keeps its replay table, not only the live
+    // Every epoch with a stored key keeps its replay log, not only the live
     // ones: a key kept for an epoch ahead (a clock set back) is used again
     // when the clock catches up, and must find its tags.
     let replay_epochs = crate::replay::epochs_to_keep(&ring)?;
@@ -240,7 +240,8 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
         cfg.network.epoch_secs,
     );
     let replay = Arc::new(ReplayCache::open(
-        db.clone(),
+        &crate::replay_log::replay_dir(&cfg.node.data_dir),
+        Some(&db),
         max_tags,
         Duration::from_millis(cfg.replay.commit_interval_ms),
         &replay_epochs,

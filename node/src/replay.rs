@@ -29,19 +29,17 @@
 //! the memory of a set of whole tags: between 10 and 21 bytes per tag with the
 //! hash table's load factor, about 15 on average. A per-epoch atomic counter,
 //! shared by the shards, enforces `max_tags_per_epoch` exactly. On disk, epoch
-//! `e` has the table `replay_<e>`
-//! in the node database shared with the epoch keys ([`crate::store`]). The
-//! table is a log, not an index: the key is a row number counting up from 0
-//! and the value is up to [`TAGS_PER_ROW`] tags of 16 bytes laid end to end,
-//! so a commit appends a few rows at the right edge of the tree instead of
-//! rewriting one random leaf page per tag. Lookups never touch the disk (the
-//! in-memory sets answer them); the log is only read back at start-up.
+//! `e` has the append-only log `replay/<e>.log` in the data directory
+//! ([`crate::replay_log`]: records of whole tags, each with a check, in a file
+//! grown ahead in zeros so that a commit overwrites inside it). Lookups never
+//! touch the disk (the in-memory sets answer them); the log is only read back
+//! at start-up.
 //!
 //! ## Group commit
 //!
 //! One persister thread owns all writes. It sleeps until something is pending,
-//! takes *everything* pending, writes it in one write transaction committed with
-//! `Durability::Immediate` (one fsync for the batch, not one per tag), then
+//! takes *everything* pending, appends it to the epochs' logs and syncs each log
+//! it wrote (one `fdatasync` per epoch for the batch, not one per tag), then
 //! publishes the highest sequence number of the batch as
 //! [`ReplayCache::durable_seq`]. While a commit runs, the next batch accumulates.
 //! Commits start at most once per `commit_interval` (`replay.commit_interval_ms`)
@@ -81,17 +79,23 @@
 //!
 //! ## Lifetime of an epoch's cache
 //!
-//! [`ReplayCache::open`] loads the tables of every epoch that still has a key
+//! [`ReplayCache::open`] loads the logs of every epoch that still has a key
 //! (the caller passes the epochs of all *stored* keys, not only the live ones:
 //! a clock set back leaves keys for epochs ahead on disk, and they become live
 //! again when the clock catches up) and deletes all others. When the epoch key
 //! ring deletes a key, the caller calls [`ReplayCache::drop_epoch`]: the memory
-//! is freed at once and the table is deleted by the persister, in order with
-//! the pending inserts. A table is thus deleted only with its key. Tags never
-//! leave the node and are never logged.
+//! is freed at once and the log is deleted by the persister, in order with
+//! the pending inserts. A log is thus deleted only with its key. Tags never
+//! leave the node and are never written to the node's log output.
+//!
+//! Nodes before the log directory kept the tags in the node database, as
+//! tables `replay_<e>` of rows of whole tags. The first [`ReplayCache::open`]
+//! given that database appends the tags of the epochs still kept to their
+//! logs, makes them durable, and only then deletes every such table.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
@@ -101,9 +105,10 @@ use nox_protocol::crypto::kdf::REPLAY_TAG_LEN;
 use redb::{ReadableTable, TableDefinition, TableHandle};
 
 use crate::pipeline::Sender;
+use crate::replay_log::{self, EpochLog, LogError};
 
 /// A replay tag's bytes.
-pub type Tag = [u8; REPLAY_TAG_LEN];
+pub type Tag = replay_log::Tag;
 
 /// Number of in-memory shards (tags are spread by their first byte).
 pub const SHARDS: usize = 16;
@@ -112,8 +117,9 @@ pub const MAX_PENDING: usize = 65_536;
 /// How long `check_and_insert` waits for room in a full queue before refusing.
 pub const ENQUEUE_WAIT: Duration = Duration::from_secs(2);
 
-/// Most tags in one row of an epoch's log table.
-pub const TAGS_PER_ROW: usize = 4_096;
+// A commit appends at most the whole pending queue to one log; the log syncs
+// on its own before leaving more than its torn-write reach unsynced.
+const _: () = assert!(MAX_PENDING <= replay_log::TAGS_PER_RECORD * 31);
 
 /// Packets one worker thread processes per second (measured on one core,
 /// `scripts/bench-relay`): the basis of [`default_max_tags`].
@@ -201,7 +207,8 @@ impl From<Sender> for ShareKey {
 
 const TABLE_PREFIX: &str = "replay_";
 
-/// An epoch's log table: row number → tags end to end.
+/// An epoch's table in the node database of older nodes: row number → tags
+/// end to end. Read once, by the migration in [`ReplayCache::open`].
 fn log_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(name)
 }
@@ -244,7 +251,10 @@ pub enum ReplayError {
         /// The database error, as text.
         reason: String,
     },
-    /// A database operation failed.
+    /// Reading or writing an epoch's log failed, or a log is damaged.
+    #[error("replay log: {0}")]
+    Log(#[from] LogError),
+    /// An operation on the old replay tables of the node database failed.
     #[error("replay database: {context}: {source}")]
     Database {
         /// What was being done.
@@ -252,7 +262,7 @@ pub enum ReplayError {
         /// What redb said.
         source: redb::Error,
     },
-    /// A row of an epoch's log table is not a whole number of tags.
+    /// A row of an old replay table is not a whole number of tags.
     #[error("replay table {table}, row {row}: {len} bytes is not a whole number of tags")]
     Corrupt {
         /// The table.
@@ -315,7 +325,8 @@ struct Queue {
 }
 
 struct Shared {
-    db: Arc<redb::Database>,
+    /// The log directory.
+    dir: PathBuf,
     max_tags_per_epoch: usize,
     commit_interval: Duration,
     shards: Vec<Mutex<HashMap<u64, EpochShard>>>,
@@ -350,21 +361,24 @@ impl std::fmt::Debug for ReplayCache {
 }
 
 impl ReplayCache {
-    /// Loads the `replay_<epoch>` tables of `epochs` into memory, deletes every
-    /// other replay table, and starts the persister thread, which starts commits
-    /// at most once per `commit_interval` while busy (see the module docs).
+    /// Opens the log directory `dir` (created with mode 0700 if missing),
+    /// moves the tags of `legacy`'s old replay tables into it (see the module
+    /// docs), loads the logs of `epochs` into memory, deletes every other
+    /// log, and starts the persister thread, which starts commits at most once
+    /// per `commit_interval` while busy.
     ///
     /// `epochs` must list every epoch the node still has a key for (stored,
     /// not only live: see "Lifetime of an epoch's cache").
     pub fn open(
-        db: Arc<redb::Database>,
+        dir: &Path,
+        legacy: Option<&redb::Database>,
         max_tags_per_epoch: usize,
         commit_interval: Duration,
         epochs: &[u64],
     ) -> Result<Self, ReplayError> {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         let shared = Arc::new(Shared {
-            db,
+            dir: dir.to_owned(),
             max_tags_per_epoch,
             commit_interval,
             shards,
@@ -387,11 +401,14 @@ impl ReplayCache {
         for &epoch in epochs {
             shared.add_epoch(epoch);
         }
-        shared.load(epochs)?;
+        if let Some(db) = legacy {
+            migrate_tables(db, dir, epochs)?;
+        }
+        let logs = shared.load(epochs)?;
         let worker = shared.clone();
         let handle = std::thread::Builder::new()
             .name("nox-replay-persist".into())
-            .spawn(move || worker.run_persister())
+            .spawn(move || worker.run_persister(logs))
             .map_err(ReplayError::Thread)?;
         Ok(ReplayCache { shared, persister: Mutex::new(Some(handle)) })
     }
@@ -428,8 +445,8 @@ impl ReplayCache {
     }
 
     /// Forgets `epoch` (its key was retired): frees the memory now and deletes
-    /// the table in the persister's next commit. Returns the sequence number
-    /// after which the table is gone ([`ReplayCache::wait_durable`]).
+    /// the log in the persister's next commit. Returns the sequence number
+    /// after which the log is gone ([`ReplayCache::wait_durable`]).
     pub fn drop_epoch(&self, epoch: u64) -> Result<u64, ReplayError> {
         let s = &*self.shared;
         for shard in &s.shards {
@@ -542,7 +559,7 @@ impl Shared {
 
     /// The check and the insert, with a queue slot already claimed. The shard
     /// lock is held until the op is queued, so a concurrent `drop_epoch` queues
-    /// its table deletion after this insert. The epoch's count and the shares
+    /// its log's deletion after this insert. The epoch's count and the shares
     /// change only under the queue lock, which every insert takes anyway.
     fn insert_reserved(&self, epoch: u64, tag: &Tag, share: ShareKey) -> Result<u64, ReplayError> {
         let fp = fingerprint(tag);
@@ -583,52 +600,34 @@ impl Shared {
         }
     }
 
-    /// Startup: tags of `epochs` into memory, other replay tables deleted.
-    fn load(&self, epochs: &[u64]) -> Result<(), ReplayError> {
-        let txn = self.db.begin_write().map_err(db_err("beginning the replay load"))?;
-        let names: Vec<String> = txn
-            .list_tables()
-            .map_err(db_err("listing tables"))?
-            .map(|t| t.name().to_owned())
-            .filter(|n| n.starts_with(TABLE_PREFIX))
-            .collect();
+    /// Startup: the logs of `epochs` into memory, other logs deleted. Returns
+    /// the open logs, for the persister.
+    fn load(&self, epochs: &[u64]) -> Result<HashMap<u64, EpochLog>, ReplayError> {
+        let mut logs = HashMap::new();
         let mut loaded = 0usize;
         let mut deleted = 0usize;
-        for name in names {
-            match table_epoch(&name).filter(|e| epochs.contains(e)) {
-                Some(epoch) => {
-                    let table = txn.open_table(log_table(&name)).map_err(db_err(format!("opening table {name}")))?;
-                    let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
-                    for row in table.iter().map_err(db_err(format!("reading table {name}")))? {
-                        let (row, tags) = row.map_err(db_err(format!("reading table {name}")))?;
-                        let tags = tags.value();
-                        if tags.len() % REPLAY_TAG_LEN != 0 {
-                            return Err(ReplayError::Corrupt { table: name, row: row.value(), len: tags.len() });
-                        }
-                        for tag in tags.chunks_exact(REPLAY_TAG_LEN) {
-                            let mut t: Tag = [0; REPLAY_TAG_LEN];
-                            t.copy_from_slice(tag);
-                            if let Some(e) = shards[usize::from(t[0]) % SHARDS].get_mut(&epoch)
-                                && e.tags.insert(fingerprint(&t))
-                            {
-                                e.count.fetch_add(1, Ordering::Relaxed);
-                                loaded += 1;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    txn.delete_table(log_table(&name)).map_err(db_err(format!("deleting table {name}")))?;
-                    deleted += 1;
-                }
+        for (epoch, path) in replay_log::list(&self.dir)? {
+            if !epochs.contains(&epoch) {
+                replay_log::remove(&path)?;
+                deleted += 1;
+                continue;
             }
+            let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
+            let log = EpochLog::open(&path, epoch, |tag| {
+                if let Some(e) = shards[usize::from(tag[0]) % SHARDS].get_mut(&epoch)
+                    && e.tags.insert(fingerprint(tag))
+                {
+                    e.count.fetch_add(1, Ordering::Relaxed);
+                    loaded += 1;
+                }
+            })?;
+            logs.insert(epoch, log);
         }
-        txn.commit().map_err(db_err("committing the replay load"))?;
         tracing::info!(epochs = epochs.len(), loaded, deleted, "replay caches loaded");
-        Ok(())
+        Ok(logs)
     }
 
-    fn run_persister(&self) {
+    fn run_persister(&self, mut logs: HashMap<u64, EpochLog>) {
         /// Marks the persister stopped however it exits, and wakes every waiter.
         struct Stopped<'a>(&'a Shared);
         impl Drop for Stopped<'_> {
@@ -669,7 +668,7 @@ impl Shared {
                 self.room.notify_all();
                 (ops, q.last_seq)
             };
-            match self.commit(ops) {
+            match self.commit(ops, &mut logs) {
                 Ok(()) => {
                     let _guard = lock(&self.durable_lock);
                     self.durable_seq.store(last_seq, Ordering::Release);
@@ -684,44 +683,105 @@ impl Shared {
         }
     }
 
-    /// Writes one batch in one durable transaction, in queue order.
-    fn commit(&self, ops: Vec<Op>) -> Result<(), ReplayError> {
-        let mut txn = self.db.begin_write().map_err(db_err("beginning a replay commit"))?;
-        txn.set_durability(redb::Durability::Immediate).map_err(db_err("setting durability"))?;
+    /// Makes one batch durable, in queue order: appends each epoch's tags to
+    /// its log (created on the epoch's first tag), deletes the logs of dropped
+    /// epochs, then syncs every log it appended to.
+    fn commit(&self, ops: Vec<Op>, logs: &mut HashMap<u64, EpochLog>) -> Result<(), ReplayError> {
         let mut run: BTreeMap<u64, Vec<Tag>> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Insert { epoch, tag } => run.entry(epoch).or_default().push(tag),
+                // Tags queued for the epoch before its drop go with its log.
                 Op::DropEpoch { epoch } => {
-                    write_run(&txn, std::mem::take(&mut run))?;
-                    let name = table_name(epoch);
-                    txn.delete_table(log_table(&name)).map_err(db_err(format!("deleting table {name}")))?;
+                    if let Some(tags) = run.remove(&epoch) {
+                        let log = log_of(logs, &self.dir, epoch)?;
+                        log.append(&tags)?;
+                        log.sync()?;
+                    }
+                    match logs.remove(&epoch) {
+                        Some(log) => log.remove()?,
+                        None => replay_log::remove(&replay_log::log_path(&self.dir, epoch))?,
+                    }
                 }
             }
         }
-        write_run(&txn, run)?;
-        txn.commit().map_err(db_err("committing replay tags"))
+        for (epoch, tags) in &run {
+            log_of(logs, &self.dir, *epoch)?.append(tags)?;
+        }
+        for epoch in run.keys() {
+            if let Some(log) = logs.get_mut(epoch) {
+                log.sync()?;
+            }
+        }
+        Ok(())
     }
 }
 
-fn write_run(txn: &redb::WriteTransaction, run: BTreeMap<u64, Vec<Tag>>) -> Result<(), ReplayError> {
-    for (epoch, tags) in run {
-        let name = table_name(epoch);
-        let mut table = txn.open_table(log_table(&name)).map_err(db_err(format!("opening table {name}")))?;
-        let first = match table.last().map_err(db_err(format!("reading table {name}")))? {
-            Some((row, _)) => row.value() + 1,
-            None => 0,
-        };
-        let mut bytes = Vec::with_capacity(tags.len().min(TAGS_PER_ROW) * REPLAY_TAG_LEN);
-        for (row, chunk) in (first..).zip(tags.chunks(TAGS_PER_ROW)) {
-            bytes.clear();
-            for tag in chunk {
-                bytes.extend_from_slice(tag);
-            }
-            table.insert(row, bytes.as_slice()).map_err(db_err(format!("appending to table {name}")))?;
-        }
+/// `epoch`'s open log, created if it has none yet.
+fn log_of<'a>(logs: &'a mut HashMap<u64, EpochLog>, dir: &Path, epoch: u64) -> Result<&'a mut EpochLog, ReplayError> {
+    Ok(match logs.entry(epoch) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(v) => v.insert(EpochLog::create(dir, epoch)?),
+    })
+}
+
+/// Moves the tags of the node database's old `replay_<epoch>` tables into the
+/// logs in `dir` (for the epochs of `epochs`; the others are dead), syncs the
+/// logs, and only then deletes every old replay table. Returns how many tags
+/// moved; does nothing without such tables. A crash in between moves the same
+/// tags again at the next start, which is harmless: a tag already held is not
+/// counted twice.
+fn migrate_tables(db: &redb::Database, dir: &Path, epochs: &[u64]) -> Result<usize, ReplayError> {
+    use redb::ReadableDatabase;
+
+    let names: Vec<String> = {
+        let txn = db.begin_read().map_err(db_err("beginning a read transaction"))?;
+        txn.list_tables()
+            .map_err(db_err("listing tables"))?
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with(TABLE_PREFIX))
+            .collect()
+    };
+    if names.is_empty() {
+        return Ok(0);
     }
-    Ok(())
+    let existing: HashMap<u64, PathBuf> = replay_log::list(dir)?.into_iter().collect();
+    let mut moved = 0usize;
+    for name in &names {
+        let Some(epoch) = table_epoch(name).filter(|e| epochs.contains(e)) else { continue };
+        let mut tags: Vec<Tag> = Vec::new();
+        {
+            let txn = db.begin_read().map_err(db_err("beginning a read transaction"))?;
+            let table = txn.open_table(log_table(name)).map_err(db_err(format!("opening table {name}")))?;
+            for row in table.iter().map_err(db_err(format!("reading table {name}")))? {
+                let (row, bytes) = row.map_err(db_err(format!("reading table {name}")))?;
+                let bytes = bytes.value();
+                if bytes.len() % REPLAY_TAG_LEN != 0 {
+                    return Err(ReplayError::Corrupt { table: name.clone(), row: row.value(), len: bytes.len() });
+                }
+                for tag in bytes.chunks_exact(REPLAY_TAG_LEN) {
+                    let mut t: Tag = [0; REPLAY_TAG_LEN];
+                    t.copy_from_slice(tag);
+                    tags.push(t);
+                }
+            }
+        }
+        let mut log = match existing.get(&epoch) {
+            Some(path) => EpochLog::open(path, epoch, |_| {})?,
+            None => EpochLog::create(dir, epoch)?,
+        };
+        log.append(&tags)?;
+        log.sync()?;
+        moved += tags.len();
+    }
+    let mut txn = db.begin_write().map_err(db_err("beginning a write transaction"))?;
+    txn.set_durability(redb::Durability::Immediate).map_err(db_err("setting durability"))?;
+    for name in &names {
+        txn.delete_table(log_table(name)).map_err(db_err(format!("deleting table {name}")))?;
+    }
+    txn.commit().map_err(db_err("committing"))?;
+    tracing::info!(tables = names.len(), tags = moved, dir = %dir.display(), "moved replay tags out of the database");
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -744,17 +804,22 @@ mod tests {
         t
     }
 
-    fn open(path: &Path, max: usize, live: &[u64]) -> (Arc<redb::Database>, ReplayCache) {
-        let db = open_database(path).unwrap();
-        let cache = ReplayCache::open(db.clone(), max, INTERVAL, live).unwrap();
-        (db, cache)
+    /// The cache with its logs in `path`; returns the path too.
+    fn open(path: &Path, max: usize, live: &[u64]) -> (PathBuf, ReplayCache) {
+        let cache = ReplayCache::open(path, None, max, INTERVAL, live).unwrap();
+        (path.to_owned(), cache)
     }
 
-    fn tables(db: &redb::Database) -> Vec<String> {
-        let txn = db.begin_read().unwrap();
-        let mut names: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
-        names.sort();
-        names
+    /// The epochs with a log in `dir`.
+    fn logs(dir: &Path) -> Vec<u64> {
+        replay_log::list(dir).unwrap().into_iter().map(|(e, _)| e).collect()
+    }
+
+    /// The tags in epoch `epoch`'s log in `dir`.
+    fn logged(dir: &Path, epoch: u64) -> Vec<Tag> {
+        let mut out = Vec::new();
+        EpochLog::open(&replay_log::log_path(dir, epoch), epoch, |t| out.push(*t)).unwrap();
+        out
     }
 
     #[test]
@@ -775,7 +840,7 @@ mod tests {
     #[test]
     fn replay_is_detected_and_epochs_are_separate() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 100, &[7, 8]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 100, &[7, 8]);
         let s1 = cache.check_and_insert(7, &tag(1)).unwrap();
         assert!(matches!(cache.check_and_insert(7, &tag(1)), Err(ReplayError::Replayed)));
         let s2 = cache.check_and_insert(8, &tag(1)).unwrap();
@@ -790,9 +855,9 @@ mod tests {
     #[test]
     fn tags_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
+        let path = dir.path().join("replay");
         {
-            let (_db, cache) = open(&path, 100, &[7, 8]);
+            let (_dir, cache) = open(&path, 100, &[7, 8]);
             let mut last = 0;
             for n in 0..50 {
                 last = cache.check_and_insert(7, &tag(n)).unwrap();
@@ -800,7 +865,7 @@ mod tests {
             last = last.max(cache.check_and_insert(8, &tag(1000)).unwrap());
             assert!(cache.wait_durable(last, WAIT));
         }
-        let (_db, cache) = open(&path, 100, &[7, 8]);
+        let (_dir, cache) = open(&path, 100, &[7, 8]);
         assert_eq!(cache.len(7), 50);
         for n in 0..50 {
             assert!(matches!(cache.check_and_insert(7, &tag(n)), Err(ReplayError::Replayed)), "tag {n}");
@@ -812,58 +877,50 @@ mod tests {
     #[test]
     fn shutdown_flushes_pending_tags() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
+        let path = dir.path().join("replay");
         {
-            let (_db, cache) = open(&path, 10_000, &[1]);
+            let (_dir, cache) = open(&path, 10_000, &[1]);
             for n in 0..5_000 {
                 cache.check_and_insert(1, &tag(n)).unwrap();
             }
             cache.shutdown().unwrap();
             assert!(matches!(cache.check_and_insert(1, &tag(9_999)), Err(ReplayError::Closed)));
         }
-        let (_db, cache) = open(&path, 10_000, &[1]);
+        let (_dir, cache) = open(&path, 10_000, &[1]);
         assert_eq!(cache.len(1), 5_000);
     }
 
     #[test]
-    fn commits_append_rows_of_whole_tags() {
+    fn commits_append_every_tag_to_its_epochs_log() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let (db, cache) = open(&path, 100_000, &[1]);
-        // One batch larger than a row, then a second commit.
-        for n in 0..(TAGS_PER_ROW as u32 + 10) {
+        let path = dir.path().join("replay");
+        let (logdir, cache) = open(&path, 100_000, &[1, 2]);
+        // One batch of more than a record, then a second commit.
+        let many = replay_log::TAGS_PER_RECORD as u32 + 10;
+        for n in 0..many {
             cache.check_and_insert(1, &tag(n)).unwrap();
         }
-        let seq = cache.check_and_insert(1, &tag(99_999)).unwrap();
+        let seq = cache.check_and_insert(2, &tag(99_999)).unwrap();
         assert!(cache.wait_durable(seq, WAIT));
         let seq = cache.check_and_insert(1, &tag(99_998)).unwrap();
         assert!(cache.wait_durable(seq, WAIT));
-        {
-            let txn = db.begin_read().unwrap();
-            let table = txn.open_table(log_table("replay_1")).unwrap();
-            let rows: Vec<(u64, usize)> =
-                table.iter().unwrap().map(|r| r.unwrap()).map(|(k, v)| (k.value(), v.value().len())).collect();
-            assert!(rows.len() >= 3, "{rows:?}");
-            assert!(rows.iter().enumerate().all(|(i, (k, _))| *k == i as u64), "rows numbered from 0: {rows:?}");
-            assert!(rows.iter().all(|(_, len)| *len > 0 && len % REPLAY_TAG_LEN == 0 && *len <= TAGS_PER_ROW * 16));
-            let total: usize = rows.iter().map(|(_, len)| len / REPLAY_TAG_LEN).sum();
-            assert_eq!(total, TAGS_PER_ROW + 12);
-        }
         cache.shutdown().unwrap();
         drop(cache);
-        drop(db);
-        let (_db, cache) = open(&path, 100_000, &[1]);
-        assert_eq!(cache.len(1), TAGS_PER_ROW + 12);
+        let mut expected: Vec<Tag> = (0..many).map(tag).collect();
+        expected.push(tag(99_998));
+        assert_eq!(logged(&logdir, 1), expected, "in order, each once");
+        assert_eq!(logged(&logdir, 2), vec![tag(99_999)]);
+        let (_dir, cache) = open(&path, 100_000, &[1, 2]);
+        assert_eq!(cache.len(1), expected.len());
         assert!(matches!(cache.check_and_insert(1, &tag(99_998)), Err(ReplayError::Replayed)));
     }
 
     #[test]
     fn busy_commits_wait_for_the_interval_and_shutdown_cuts_it_short() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
+        let path = dir.path().join("replay");
         {
-            let db = open_database(&path).unwrap();
-            let cache = ReplayCache::open(db, 100, Duration::from_secs(1), &[1]).unwrap();
+            let cache = ReplayCache::open(&path, None, 100, Duration::from_secs(1), &[1]).unwrap();
             // After an idle spell the first tag is committed at once ...
             let a = cache.check_and_insert(1, &tag(1)).unwrap();
             assert!(cache.wait_durable(a, WAIT));
@@ -874,39 +931,94 @@ mod tests {
             cache.shutdown().unwrap();
             assert_eq!(cache.durable_seq(), b);
         }
-        let (_db, cache) = open(&path, 100, &[1]);
+        let (_dir, cache) = open(&path, 100, &[1]);
         assert!(matches!(cache.check_and_insert(1, &tag(2)), Err(ReplayError::Replayed)));
     }
 
-    #[test]
-    fn a_torn_row_is_a_typed_error_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
+    /// Writes the old database table of `epoch` with `rows`.
+    fn legacy_table(db: &redb::Database, epoch: u64, rows: &[&[u8]]) {
+        let txn = db.begin_write().unwrap();
         {
-            let db = open_database(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(log_table("replay_5")).unwrap().insert(0, [1u8; 17].as_slice()).unwrap();
-            txn.commit().unwrap();
+            let mut table = txn.open_table(log_table(&table_name(epoch))).unwrap();
+            for (i, row) in rows.iter().enumerate() {
+                table.insert(i as u64, *row).unwrap();
+            }
         }
-        let db = open_database(&path).unwrap();
-        match ReplayCache::open(db, 10, INTERVAL, &[5]) {
+        txn.commit().unwrap();
+    }
+
+    fn table_names(db: &redb::Database) -> Vec<String> {
+        let txn = db.begin_read().unwrap();
+        let mut names: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn tags_of_the_old_database_tables_move_to_the_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        let logdir = dir.path().join("replay");
+        let rows: Vec<u8> = (0..5).flat_map(tag).collect();
+        legacy_table(&db, 5, &[&rows[..48], &rows[48..]]);
+        legacy_table(&db, 3, &[&tag(9)]);
+        {
+            // A log from an interrupted migration already holds one of them.
+            replay_log::list(&logdir).unwrap();
+            let mut log = EpochLog::create(&logdir, 5).unwrap();
+            log.append(&[tag(0)]).unwrap();
+            log.sync().unwrap();
+        }
+        let cache = ReplayCache::open(&logdir, Some(&db), 100, INTERVAL, &[5, 6]).unwrap();
+        assert_eq!(cache.len(5), 5, "each tag once");
+        for n in 0..5 {
+            assert!(matches!(cache.check_and_insert(5, &tag(n)), Err(ReplayError::Replayed)), "tag {n}");
+        }
+        assert!(table_names(&db).iter().all(|n| !n.starts_with(TABLE_PREFIX)), "{:?}", table_names(&db));
+        assert_eq!(logs(&logdir), vec![5], "epoch 3 is dead: its tags are not kept");
+        cache.shutdown().unwrap();
+        drop(cache);
+        // The next open has nothing to move and loses nothing.
+        let cache = ReplayCache::open(&logdir, Some(&db), 100, INTERVAL, &[5, 6]).unwrap();
+        assert_eq!(cache.len(5), 5);
+    }
+
+    #[test]
+    fn a_torn_row_of_an_old_table_is_a_typed_error_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db")).unwrap();
+        legacy_table(&db, 5, &[&[1u8; 17]]);
+        match ReplayCache::open(&dir.path().join("replay"), Some(&db), 10, INTERVAL, &[5]) {
             Err(ReplayError::Corrupt { table, row: 0, len: 17 }) => assert_eq!(table, "replay_5"),
             other => panic!("expected a corrupt-row error, got {other:?}"),
+        }
+        assert_eq!(table_names(&db), vec!["replay_5"], "nothing deleted");
+    }
+
+    #[test]
+    fn a_damaged_log_is_a_typed_error_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(replay_log::log_path(&path, 4), b"NOTALOG!\0\0\0\0\0\0\0\x04").unwrap();
+        match ReplayCache::open(&path, None, 10, INTERVAL, &[4]) {
+            Err(ReplayError::Log(LogError::Corrupt { offset: 0, .. })) => {}
+            other => panic!("expected a damaged-log error, got {other:?}"),
         }
     }
 
     #[test]
-    fn drop_epoch_removes_memory_and_table() {
+    fn drop_epoch_removes_memory_and_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, cache) = open(&dir.path().join("db"), 100, &[3, 4]);
+        let (logdir, cache) = open(&dir.path().join("replay"), 100, &[3, 4]);
         cache.check_and_insert(3, &tag(1)).unwrap();
         let seq = cache.check_and_insert(4, &tag(1)).unwrap();
         assert!(cache.wait_durable(seq, WAIT));
-        assert_eq!(tables(&db), vec!["replay_3", "replay_4"]);
+        assert_eq!(logs(&logdir), vec![3, 4]);
         let seq = cache.drop_epoch(3).unwrap();
         assert!(matches!(cache.check_and_insert(3, &tag(2)), Err(ReplayError::UnknownEpoch { epoch: 3 })));
         assert!(cache.wait_durable(seq, WAIT));
-        assert_eq!(tables(&db), vec!["replay_4"]);
+        assert_eq!(logs(&logdir), vec![4]);
         assert_eq!(cache.epochs(), vec![4]);
         // A new epoch starts empty; adding twice is harmless.
         cache.add_epoch(5);
@@ -916,18 +1028,18 @@ mod tests {
     }
 
     #[test]
-    fn open_deletes_tables_of_dead_epochs() {
+    fn open_deletes_logs_of_dead_epochs() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
+        let path = dir.path().join("replay");
         {
-            let (_db, cache) = open(&path, 100, &[1, 2, 3]);
+            let (_dir, cache) = open(&path, 100, &[1, 2, 3]);
             for e in 1..=3 {
                 cache.check_and_insert(e, &tag(e as u32)).unwrap();
             }
             cache.shutdown().unwrap();
         }
-        let (db, cache) = open(&path, 100, &[3, 4]);
-        assert_eq!(tables(&db), vec!["replay_3"]);
+        let (logdir, cache) = open(&path, 100, &[3, 4]);
+        assert_eq!(logs(&logdir), vec![3]);
         assert_eq!(cache.epochs(), vec![3, 4]);
         assert_eq!((cache.len(1), cache.len(3)), (0, 1));
     }
@@ -952,7 +1064,7 @@ mod tests {
     #[test]
     fn full_cache_fails_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 10, &[1, 2]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 10, &[1, 2]);
         let mut next = 0;
         // Senders one after the other, each until refused, fill it exactly.
         let mut total = 0;
@@ -977,7 +1089,7 @@ mod tests {
     #[test]
     fn a_flooding_sender_is_shed_and_others_are_served() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 1_000, &[1]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 1_000, &[1]);
         let mut next = 0;
         let (a, b) = (node(), node());
         let (taken, e) = flood(&cache, 1, a, &mut next);
@@ -1008,7 +1120,7 @@ mod tests {
     #[test]
     fn shares_are_per_epoch_and_dropped_with_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 100, &[1, 2]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 100, &[1, 2]);
         let a = node();
         let mut next = 0;
         assert_eq!(flood(&cache, 1, a, &mut next).0, 50);
@@ -1050,40 +1162,40 @@ mod tests {
         // Tags that differ only after the eighth byte are one fingerprint: the
         // second is refused (the rate of this is n / 2^64 for random tags).
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 100, &[1]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 100, &[1]);
         cache.check_and_insert(1, &t).unwrap();
         t[15] = 0;
         assert!(matches!(cache.check_and_insert(1, &t), Err(ReplayError::Replayed)));
     }
 
     /// The clock was ahead (epoch 50), then set back (epoch 10) across a
-    /// restart: the ring keeps the keys of 50 and 51, so their tables stay,
+    /// restart: the ring keeps the keys of 50 and 51, so their logs stay,
     /// and when the clock catches up a packet seen at 50 is still a replay.
     #[test]
-    fn tables_of_stored_future_epochs_survive_an_open() {
+    fn logs_of_stored_future_epochs_survive_an_open() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
+        let path = dir.path().join("replay");
         {
-            let (_db, cache) = open(&path, 100, &[50, 51]);
+            let (_dir, cache) = open(&path, 100, &[50, 51]);
             let seq = cache.check_and_insert(50, &tag(7)).unwrap();
             assert!(cache.wait_durable(seq, WAIT));
         }
         {
             // Back at epoch 10, with the keys of 50 and 51 still stored.
-            let (db, cache) = open(&path, 100, &[10, 11, 50, 51]);
-            assert_eq!(tables(&db), vec!["replay_50"]);
+            let (logdir, cache) = open(&path, 100, &[10, 11, 50, 51]);
+            assert_eq!(logs(&logdir), vec![50]);
             assert_eq!(cache.len(50), 1);
             cache.drop_epoch(10).unwrap();
             cache.shutdown().unwrap();
         }
-        let (_db, cache) = open(&path, 100, &[49, 50, 51]);
+        let (_dir, cache) = open(&path, 100, &[49, 50, 51]);
         assert!(matches!(cache.check_and_insert(50, &tag(7)), Err(ReplayError::Replayed)));
     }
 
     #[test]
     fn concurrent_inserts_admit_each_tag_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 1_000_000, &[1]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 1_000_000, &[1]);
         let cache = Arc::new(cache);
         const DISTINCT: u32 = 4_000;
         let results: Vec<(Vec<u32>, u64)> = std::thread::scope(|s| {
@@ -1122,11 +1234,9 @@ mod tests {
     #[test]
     fn failed_commit_makes_the_cache_refuse_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, cache) = open(&dir.path().join("db"), 100, &[1]);
-        // A table of the wrong type where epoch 2's tags would go: the commit fails.
-        let txn = db.begin_write().unwrap();
-        txn.open_table(TableDefinition::<u64, u64>::new("replay_2")).unwrap();
-        txn.commit().unwrap();
+        let (logdir, cache) = open(&dir.path().join("replay"), 100, &[1]);
+        // A directory where epoch 2's log would be created: the commit fails.
+        std::fs::create_dir(replay_log::log_path(&logdir, 2)).unwrap();
         cache.add_epoch(2);
         let seq = cache.check_and_insert(2, &tag(1)).unwrap();
         assert!(!cache.wait_durable(seq, WAIT));
@@ -1137,7 +1247,7 @@ mod tests {
     #[test]
     fn wait_durable_times_out_for_a_future_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, cache) = open(&dir.path().join("db"), 10, &[1]);
+        let (_dir, cache) = open(&dir.path().join("replay"), 10, &[1]);
         assert!(!cache.wait_durable(1_000, Duration::from_millis(50)));
         cache.shutdown().unwrap();
         assert!(!cache.wait_durable(1_000, WAIT), "returns at once after shutdown");

@@ -1,7 +1,7 @@
 //! A clock set back across a restart, then forward again: a packet this node
 //! peeled before the clock went back is still refused as a replay when the
 //! clock catches up. The node's key ring keeps the keys of the epochs ahead
-//! (they may be published); their replay tables must stay with them.
+//! (they may be published); their replay logs must stay with them.
 //!
 //! The ring and the cache are opened as `node::start` opens them (the epochs
 //! of [`epochs_to_keep`]), and the packet goes through the worker's steps:
@@ -15,6 +15,7 @@ use std::time::Duration;
 use nox_node::epoch::EpochKeyRing;
 use nox_node::epoch_store::epoch_keys_dir;
 use nox_node::replay::{ReplayCache, ReplayError, epochs_to_keep};
+use nox_node::replay_log::replay_dir;
 use nox_node::store::open_database;
 use nox_protocol::NodeId;
 use nox_protocol::descriptor::EpochClock;
@@ -30,13 +31,19 @@ const AHEAD: u64 = 50 * EPOCH_SECS + 1_000;
 const BACK: u64 = 10 * EPOCH_SECS + 1_000;
 
 /// The node as `node::start` opens it at `now`: the key ring, then the replay
-/// cache with the tables of every stored key.
+/// cache with the logs of every stored key.
 fn open_node(dir: &Path, now: u64, rng: &mut ChaCha20Rng) -> (Arc<redb::Database>, EpochKeyRing, ReplayCache) {
     let db = open_database(&dir.join("db")).unwrap();
     let clock = EpochClock::new(EPOCH_SECS).unwrap();
     let ring = EpochKeyRing::open(&epoch_keys_dir(dir), clock, GRACE_SECS, now, rng).unwrap();
-    let cache =
-        ReplayCache::open(db.clone(), 1_000, Duration::from_millis(2), &epochs_to_keep(&ring).unwrap()).unwrap();
+    let cache = ReplayCache::open(
+        &replay_dir(dir),
+        Some(&db),
+        1_000,
+        Duration::from_millis(2),
+        &epochs_to_keep(&ring).unwrap(),
+    )
+    .unwrap();
     (db, ring, cache)
 }
 
@@ -68,11 +75,11 @@ fn a_clock_set_back_across_a_restart_does_not_reopen_replays() {
     };
 
     // The clock is set back to epoch 10 and the node restarts: the keys of 50
-    // and 51 stay stored, and so does epoch 50's replay table.
+    // and 51 stay stored, and so does epoch 50's replay log.
     let (db, mut ring, cache) = open_node(dir.path(), BACK, &mut rng);
     assert_eq!(ring.current_epoch(), 10);
     assert!(ring.stored_epochs().unwrap().contains(&50));
-    assert_eq!(cache.len(50), 1, "the table of a stored key was kept");
+    assert_eq!(cache.len(50), 1, "the log of a stored key was kept");
 
     // The clock catches up while the node runs: the ring moves to epoch 50,
     // reusing the stored key, and the node drops the caches of the keys it
