@@ -335,8 +335,13 @@ pub async fn start(cfg: NodeConfig, keys: NodeKeys, opts: NodeOptions) -> Result
     let (final_tx, final_rx) = flume::bounded(cfg.egress.queue.max(1));
     let cover_state = Arc::new(CoverState::new(metrics.clone()));
     // Packet buffers recycled from egress (sealed into a link) to the link
-    // readers: 256 buffers, 8 MiB at most.
-    let buffers = cfg.p2p.packet_link.then(|| BufferPool::new(256));
+    // readers. At saturation the packets in flight swing by half the ingest
+    // queue (its hysteresis) and then some; a pool smaller than that swing
+    // frees buffers on one half of the swing and allocates fresh ones on the
+    // other, and fresh pages cost page faults and zeroing per packet. So it
+    // keeps up to `ingest.queue` buffers (128 MiB at the default of 4,096,
+    // what the queue itself holds when full).
+    let buffers = cfg.p2p.packet_link.then(|| BufferPool::new(cfg.ingest.queue.max(256)));
     let ectx = EgressContext {
         self_id,
         p2p: p2p_handle.clone(),
