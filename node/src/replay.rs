@@ -691,13 +691,10 @@ impl Shared {
         for op in ops {
             match op {
                 Op::Insert { epoch, tag } => run.entry(epoch).or_default().push(tag),
-                // Tags queued for the epoch before its drop go with its log.
+                // Tags queued for the epoch before its drop go with its log
+                // (they are never written).
                 Op::DropEpoch { epoch } => {
-                    if let Some(tags) = run.remove(&epoch) {
-                        let log = log_of(logs, &self.dir, epoch)?;
-                        log.append(&tags)?;
-                        log.sync()?;
-                    }
+                    run.remove(&epoch);
                     match logs.remove(&epoch) {
                         Some(log) => log.remove()?,
                         None => replay_log::remove(&replay_log::log_path(&self.dir, epoch))?,
@@ -1025,6 +1022,12 @@ mod tests {
         cache.add_epoch(5);
         cache.check_and_insert(5, &tag(1)).unwrap();
         assert_eq!(cache.len(5), 1);
+        // An epoch dropped with its tags still pending leaves no log.
+        cache.add_epoch(6);
+        cache.check_and_insert(6, &tag(1)).unwrap();
+        let seq = cache.drop_epoch(6).unwrap();
+        assert!(cache.wait_durable(seq, WAIT));
+        assert_eq!(logs(&logdir), vec![4, 5]);
     }
 
     #[test]
