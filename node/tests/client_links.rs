@@ -106,8 +106,12 @@ async fn clients_that_stop_reading_pin_at_most_the_budget_and_are_cut_off() {
     }
     assert!(cut_off() >= 4, "{}", m.render());
     assert_eq!(pinned.get(), 0, "packets still pinned after the clients were cut off");
-    // Four stalled clients hold 32 + 16 + 8 + 4 of the 64 packets at most.
-    assert!(peak > 0 && peak <= 60, "peak {peak} packets pinned for a budget of {BUDGET_PACKETS}");
+    // A client adds a packet only while it holds less than half of what the
+    // others leave free, so together they stay below the budget: 32 + 16 +
+    // 8 + 4 = 60 when they fill one after the other, a little more when a
+    // client's packets leave for its socket buffer in between (and a later
+    // client's half is then larger), never 64.
+    assert!(peak > 0 && peak < BUDGET_PACKETS, "peak {peak} packets pinned for a budget of {BUDGET_PACKETS}");
     assert!(m.dropped_value("egress", "client_write_timeout") > 0, "{}", m.render());
 
     // And the honest client is still served afterwards.
