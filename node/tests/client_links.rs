@@ -111,7 +111,7 @@ async fn clients_that_stop_reading_pin_at_most_the_budget_and_are_cut_off() {
     // 8 + 4 = 60 when they fill one after the other, a little more when a
     // client's packets leave for its socket buffer in between (and a later
     // client's half is then larger), never 64.
-    assert!(peak > 0 && peak < BUDGET_PACKETS, "peak {peak} packets pinned for a budget of {BUDGET_PACKETS}");
+    assert!(peak > 0 && peak < BUDGET_PACKETS as i64, "peak {peak} packets pinned for a budget of {BUDGET_PACKETS}");
     assert!(m.dropped_value("egress", "client_write_timeout") > 0, "{}", m.render());
 
     // And the honest client is still served afterwards.
