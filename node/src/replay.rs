@@ -117,10 +117,6 @@ pub const MAX_PENDING: usize = 65_536;
 /// How long `check_and_insert` waits for room in a full queue before refusing.
 pub const ENQUEUE_WAIT: Duration = Duration::from_secs(2);
 
-// A commit appends at most the whole pending queue to one log; the log syncs
-// on its own before leaving more than its torn-write reach unsynced.
-const _: () = assert!(MAX_PENDING <= replay_log::TAGS_PER_RECORD * 31);
-
 /// Packets one worker thread processes per second (measured on one core,
 /// `scripts/bench-relay`): the basis of [`default_max_tags`].
 pub const PACKETS_PER_SEC_PER_THREAD: u64 = 5_500;
@@ -683,9 +679,9 @@ impl Shared {
         }
     }
 
-    /// Makes one batch durable, in queue order: appends each epoch's tags to
-    /// its log (created on the epoch's first tag), deletes the logs of dropped
-    /// epochs, then syncs every log it appended to.
+    /// Makes one batch durable, in queue order: deletes the logs of dropped
+    /// epochs, then appends each epoch's tags to its log (created on the
+    /// epoch's first tag) and syncs it.
     fn commit(&self, ops: Vec<Op>, logs: &mut HashMap<u64, EpochLog>) -> Result<(), ReplayError> {
         let mut run: BTreeMap<u64, Vec<Tag>> = BTreeMap::new();
         for op in ops {
@@ -702,13 +698,10 @@ impl Shared {
                 }
             }
         }
-        for (epoch, tags) in &run {
-            log_of(logs, &self.dir, *epoch)?.append(tags)?;
-        }
-        for epoch in run.keys() {
-            if let Some(log) = logs.get_mut(epoch) {
-                log.sync()?;
-            }
+        for (epoch, tags) in run {
+            let log = log_of(logs, &self.dir, epoch)?;
+            log.append(&tags)?;
+            log.sync()?;
         }
         Ok(())
     }
@@ -746,30 +739,31 @@ fn migrate_tables(db: &redb::Database, dir: &Path, epochs: &[u64]) -> Result<usi
     let mut moved = 0usize;
     for name in &names {
         let Some(epoch) = table_epoch(name).filter(|e| epochs.contains(e)) else { continue };
-        let mut tags: Vec<Tag> = Vec::new();
-        {
-            let txn = db.begin_read().map_err(db_err("beginning a read transaction"))?;
-            let table = txn.open_table(log_table(name)).map_err(db_err(format!("opening table {name}")))?;
-            for row in table.iter().map_err(db_err(format!("reading table {name}")))? {
-                let (row, bytes) = row.map_err(db_err(format!("reading table {name}")))?;
-                let bytes = bytes.value();
-                if bytes.len() % REPLAY_TAG_LEN != 0 {
-                    return Err(ReplayError::Corrupt { table: name.clone(), row: row.value(), len: bytes.len() });
-                }
-                for tag in bytes.chunks_exact(REPLAY_TAG_LEN) {
-                    let mut t: Tag = [0; REPLAY_TAG_LEN];
-                    t.copy_from_slice(tag);
-                    tags.push(t);
-                }
-            }
-        }
         let mut log = match existing.get(&epoch) {
             Some(path) => EpochLog::open(path, epoch, |_| {})?,
             None => EpochLog::create(dir, epoch)?,
         };
-        log.append(&tags)?;
+        // Row by row (up to 4,096 tags each), so a large table is never held
+        // in memory whole.
+        let txn = db.begin_read().map_err(db_err("beginning a read transaction"))?;
+        let table = txn.open_table(log_table(name)).map_err(db_err(format!("opening table {name}")))?;
+        let mut tags: Vec<Tag> = Vec::new();
+        for row in table.iter().map_err(db_err(format!("reading table {name}")))? {
+            let (row, bytes) = row.map_err(db_err(format!("reading table {name}")))?;
+            let bytes = bytes.value();
+            if bytes.len() % REPLAY_TAG_LEN != 0 {
+                return Err(ReplayError::Corrupt { table: name.clone(), row: row.value(), len: bytes.len() });
+            }
+            tags.clear();
+            tags.extend(bytes.chunks_exact(REPLAY_TAG_LEN).map(|t| {
+                let mut tag: Tag = [0; REPLAY_TAG_LEN];
+                tag.copy_from_slice(t);
+                tag
+            }));
+            log.append(&tags)?;
+            moved += tags.len();
+        }
         log.sync()?;
-        moved += tags.len();
     }
     let mut txn = db.begin_write().map_err(db_err("beginning a write transaction"))?;
     txn.set_durability(redb::Durability::Immediate).map_err(db_err("setting durability"))?;

@@ -310,11 +310,6 @@ impl EpochLog {
         Ok(log)
     }
 
-    /// The epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// Appends `tags` as records. They are durable after the next
     /// [`EpochLog::sync`]; it runs here first if the write would leave more
     /// than [`MAX_UNSYNCED`] bytes unsynced.
@@ -424,6 +419,14 @@ mod tests {
         range.map(tag).collect()
     }
 
+    /// Creates `epoch`'s log in `dir` holding `tags`, durable; returns its path.
+    fn written(dir: &Path, epoch: u64, tags: &[Tag]) -> PathBuf {
+        let mut log = EpochLog::create(dir, epoch).unwrap();
+        log.append(tags).unwrap();
+        log.sync().unwrap();
+        log_path(dir, epoch)
+    }
+
     fn read(path: &Path, epoch: u64) -> Result<(EpochLog, Vec<Tag>), LogError> {
         let mut out = Vec::new();
         let log = EpochLog::open(path, epoch, |t| out.push(*t))?;
@@ -467,15 +470,11 @@ mod tests {
     #[test]
     fn large_appends_split_into_records_and_grow_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EpochLog::create(dir.path(), 1).unwrap();
         // More than one preallocation step and more than one unsynced reach.
         let many = tags(0..200_000);
-        log.append(&many).unwrap();
-        log.sync().unwrap();
-        let path = log_path(dir.path(), 1);
+        let path = written(dir.path(), 1, &many);
         let len = fs::metadata(&path).unwrap().len();
         assert!(len > 3 * PREALLOCATE && (len - HEADER_LEN).is_multiple_of(PREALLOCATE), "{len}");
-        drop(log);
         assert_eq!(read(&path, 1).unwrap().1, many);
     }
 
@@ -509,11 +508,7 @@ mod tests {
     #[test]
     fn damage_is_a_typed_error_not_a_shorter_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EpochLog::create(dir.path(), 4).unwrap();
-        log.append(&tags(0..200_000)).unwrap();
-        log.sync().unwrap();
-        drop(log);
-        let path = log_path(dir.path(), 4);
+        let path = written(dir.path(), 4, &tags(0..200_000));
         // A flipped byte in the first record: the log would end there, with
         // megabytes of records after it.
         let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
@@ -526,11 +521,7 @@ mod tests {
             other => panic!("expected a damaged-log error, got {other:?}"),
         }
         // Another epoch's log under this name, or a foreign header.
-        let mut other = EpochLog::create(dir.path(), 5).unwrap();
-        other.append(&tags(0..1)).unwrap();
-        other.sync().unwrap();
-        drop(other);
-        fs::rename(log_path(dir.path(), 5), log_path(dir.path(), 6)).unwrap();
+        fs::rename(written(dir.path(), 5, &tags(0..1)), log_path(dir.path(), 6)).unwrap();
         assert!(matches!(read(&log_path(dir.path(), 6), 6), Err(LogError::Corrupt { offset: 0, .. })));
     }
 
