@@ -384,6 +384,7 @@ async fn packets_to_next_hops_outside_the_topology_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streams_need_admission_and_each_peer_gets_only_a_few() {
+    use futures::AsyncWriteExt;
     use nox_net::p2p::{self, Command, SUBMIT_PROTOCOL};
     use nox_node::node::MAX_STREAMS_PER_PEER;
 
@@ -393,34 +394,82 @@ async fn streams_need_admission_and_each_peer_gets_only_a_few() {
     let gwp = peer(&net, gw);
     let addrs = net.nodes[gw].running.as_ref().unwrap().listen_addrs.clone();
 
+    // libp2p hands the node one inbound stream at a time: a stream that
+    // arrives while the node has not yet taken the one before is reset by
+    // libp2p before the node sees it (the opener finds it closed; a client
+    // opens another on its next write). So each stream here is opened
+    // only after the node has counted the one before, and one that the node
+    // never saw is opened again.
+    let counted = |net: &LocalNet, reason: &'static str| dropped(net, gw, "ingest", reason);
+    async fn until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + deadline;
+        while !done() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        done()
+    }
+    // A submission frame the node reads and refuses (its proof of work fails),
+    // which shows that a stream has a reader.
+    let junk = Packet::from_vec(vec![0x5a; PACKET_LEN]).unwrap();
+    let nonce = (0..).find(|n| !nox_protocol::pow::verify(&junk, *n, POW_BITS)).unwrap();
+    let frame = nox_protocol::pow::encode_submission(&junk, nonce);
+
     // A peer that never says Hello gets no reader.
     let (handle, _events, task) =
         p2p::spawn(libp2p::identity::Keypair::generate_ed25519(), p2p::P2pConfig::default()).unwrap();
     handle.command(Command::Dial { peer: gwp, addrs }).await.unwrap();
     let mut control = handle.streams.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _unadmitted = loop {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut unadmitted = Vec::new();
+    while counted(&net, "stream_not_admitted") == 0 {
+        assert!(Instant::now() < deadline, "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
         match control.open_stream(gwp, SUBMIT_PROTOCOL).await {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("no stream: {e}"),
+            Ok(s) => {
+                unadmitted.push(s);
+                until(Duration::from_secs(2), || counted(&net, "stream_not_admitted") > 0).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-    };
-    // An admitted client: its streams beyond the allowance are refused.
+    }
+    assert_eq!(counted(&net, "stream_not_admitted"), 1);
+
+    // An admitted client: it gets a reader for each of its first
+    // MAX_STREAMS_PER_PEER streams, and its streams beyond are refused.
     let client = net.client(gw).await.unwrap();
     let mut control = client.p2p.streams.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut held = Vec::new();
-    for _ in 0..MAX_STREAMS_PER_PEER + 2 {
-        held.push(control.open_stream(gwp, SUBMIT_PROTOCOL).await.unwrap());
+    while held.len() < MAX_STREAMS_PER_PEER {
+        assert!(Instant::now() < deadline, "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+        let before = counted(&net, "bad_pow");
+        let mut s = control.open_stream(gwp, SUBMIT_PROTOCOL).await.unwrap();
+        if s.write_all(&frame).await.is_err() || s.flush().await.is_err() {
+            continue;
+        }
+        if until(Duration::from_secs(2), || counted(&net, "bad_pow") > before).await {
+            held.push(s);
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let done = |net: &LocalNet| {
-        dropped(net, gw, "ingest", "stream_not_admitted") == 1 && dropped(net, gw, "ingest", "too_many_streams") == 2
-    };
-    while !done(&net) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(counted(&net, "too_many_streams"), 0, "the first streams all got readers");
+    let mut refused = Vec::new();
+    for want in 1..=2 {
+        while counted(&net, "too_many_streams") < want {
+            assert!(Instant::now() < deadline, "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+            let s = control.open_stream(gwp, SUBMIT_PROTOCOL).await.unwrap();
+            refused.push(s);
+            until(Duration::from_secs(2), || counted(&net, "too_many_streams") >= want).await;
+        }
     }
-    assert!(done(&net), "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+    // A refused stream has no reader: a frame written into it is not counted.
+    let before = counted(&net, "bad_pow");
+    for s in &mut refused {
+        let _ = s.write_all(&frame).await;
+        let _ = s.flush().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(counted(&net, "bad_pow"), before, "a stream over the allowance was read");
+    assert_eq!(counted(&net, "too_many_streams"), 2);
+    drop((unadmitted, refused));
     // Closing streams frees the slots: the client is served again. The node
     // frees a slot when its reader sees the stream end, which under load can
     // come after the client's next stream opens (and is refused): a client
