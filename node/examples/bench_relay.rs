@@ -23,10 +23,12 @@
 //! 2. the node as configured by default, relaying on packet links.
 //!
 //! Each node run has a warm-up before the clock starts: 50 packets, so links
-//! are up, then a burst of a quarter of `--packets` at full speed, so that
-//! what is measured is a running node's steady state (its first burst takes
-//! the packet buffers that fill its queues fresh from the kernel — page
-//! faults and zeroing — and later ones reuse them); then:
+//! are up, then a burst of `--packets` at full speed, as large as the
+//! measured one, so that what is measured is a running node's steady state:
+//! a node's first burst takes the packet buffers that fill its queues fresh
+//! from the kernel (page faults and zeroing), later ones reuse them, and a
+//! smaller warm-up fills the queues less deep than the measured burst does;
+//! then:
 //! * saturation — the sink's receive rate over the middle 80 % of the run
 //!   (`relay_pps`, the baseline's `stream_relay_pps`); `node_cpu` is the share
 //!   of its cores the node used then and `node_us` its CPU time per packet
@@ -568,10 +570,10 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A burst at full speed, to reach the steady state (see the module docs).
-    let warm = build(packets / 4);
+    let warm = build(packets);
     let (_, warmed) = saturate(generator, node_peer, &warm, sink).await;
     drop(warm);
-    eprintln!("packet links {}: warm-up burst {warmed}/{} delivered", if links { "on" } else { "off" }, packets / 4);
+    eprintln!("packet links {}: warm-up burst {warmed}/{packets} delivered", if links { "on" } else { "off" });
 
     // Saturation.
     let node_cpu0 = cpu_time(node.0.id());
