@@ -29,16 +29,19 @@
 //! from the kernel (page faults and zeroing), later ones reuse them, and a
 //! smaller warm-up fills the queues less deep than the measured burst does;
 //! then:
-//! * saturation — the sink's receive rate over the middle 80 % of the run
-//!   (`relay_pps`, the baseline's `stream_relay_pps`); `node_cpu` is the share
-//!   of its cores the node used then and `node_us` its CPU time per packet
-//!   (Sphinx, link and pipeline);
+//! * saturation — `--bursts` bursts (3) of `--packets` fresh packets each;
+//!   per burst, the sink's receive rate over its middle 80 % and the node's
+//!   CPU time per packet relayed (Sphinx, link and pipeline); `relay_pps`
+//!   (the baseline's `stream_relay_pps`), `node_us` and `node_cpu` (the share
+//!   of its cores the node used) are the medians over the bursts;
 //! * paced — packets offered at 90 % of that rate; the node must drop nothing
 //!   (its `nox_dropped_total` is read from `/metrics` after each phase).
 //!
-//! `per_hop_us` is the median of three runs of the `hop_cost` example pinned
-//! to the node's cores: before phase 0, between phases 0 and 1, and after
-//! phase 2, so that machine noise hits the reference and the relay alike.
+//! The floor's parts (`per_hop_us` from the `hop_cost` example, the AEAD
+//! costs and `tcp_us`) are measured on the node's cores before each burst
+//! of either node and once after the last, and each is the median of those
+//! runs: a slow or a fast spell of the machine then moves the reference as
+//! it moves the node.
 //!
 //! Prints `relay_pps`, `stream_relay_pps`, `pps_gain = relay_pps /
 //! stream_relay_pps`, `ceiling_pps = node_cores × 1e6 / per_hop_us`,
@@ -50,7 +53,7 @@
 //! encryption alone) and `best_aead_us` (the faster of AES-256-GCM and
 //! ChaCha20-Poly1305 from aws-lc: the cheapest authenticated encryption this
 //! machine offers, so that a slow link cipher cannot hide in the floor),
-//! each the median of three `--aead-cost` runs on the node's cores; `tcp_us`
+//! each the median of the `--aead-cost` runs on the node's cores; `tcp_us`
 //! (the CPU time per packet of a plain TCP forwarder on the node's cores:
 //! kernel send and receive with no encryption or framing); `floor_us =
 //! per_hop_us + best_aead_us + tcp_us`, what no authenticated TCP relay can go
@@ -388,9 +391,32 @@ fn security() -> p2p::LinkSecurity {
     }
 }
 
-fn median3(mut v: [f64; 3]) -> f64 {
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "median of nothing");
     v.sort_by(f64::total_cmp);
-    v[1]
+    v[v.len() / 2]
+}
+
+/// The floor's parts, measured on the node's cores beside each measured
+/// burst (and once more after the last), so that a slow or fast spell of
+/// the machine shows in the reference as in the node; each is used as the
+/// median of its runs.
+#[derive(Default)]
+struct Refs {
+    hop: Vec<f64>,
+    noise_aead: Vec<f64>,
+    best_aead: Vec<f64>,
+    tcp: Vec<f64>,
+}
+
+impl Refs {
+    fn measure(&mut self, cores: &str) {
+        self.hop.push(hop_cost(cores));
+        let (noise, best) = aead_reference(cores);
+        self.noise_aead.push(noise);
+        self.best_aead.push(best);
+        self.tcp.push(tcp_reference(cores, 20_000));
+    }
 }
 
 /// The transport-only forwarder (`--forwarder`, with `--links` on packet
@@ -451,6 +477,8 @@ async fn transport_reference(
 struct NodeRun {
     relay_pps: f64,
     node_us: f64,
+    /// Each measured burst's `node_us`; `node_us` is their median.
+    burst_us: Vec<f64>,
     node_cpu: f64,
     drops_saturated: u64,
     drops_paced: u64,
@@ -473,7 +501,14 @@ struct Around<'a> {
     sink: &'a AtomicU64,
 }
 
-async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, around: &Around<'_>) -> NodeRun {
+async fn node_run(
+    links: bool,
+    node_cores: &str,
+    packets: usize,
+    mean_us: f64,
+    around: &Around<'_>,
+    refs: &mut Refs,
+) -> NodeRun {
     let Around { generator, generator_peer, sink_peer, sink } = *around;
     let n_cores = node_cores.split(',').count();
     let dir = tempfile::tempdir_in(".").unwrap();
@@ -502,6 +537,11 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
     // measure its share (the node's default otherwise).
     if let Ok(ms) = arg("--replay-commit-ms", "").parse() {
         cfg.replay.commit_interval_ms = ms;
+    }
+    // `--ingest-queue N`: the node's ingest queue (how deep packets wait for
+    // the workers at saturation).
+    if let Ok(n) = arg("--ingest-queue", "").parse() {
+        cfg.ingest.queue = n;
     }
     let id_hex = |k: &ed25519_dalek::SigningKey| format!("0x{}", hex::encode(k.verifying_key().to_bytes()));
     cfg.topology.nodes = vec![
@@ -557,7 +597,6 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
         if links { "on" } else { "off" },
         node.0.id()
     );
-    let load = build(packets);
     // Warm-up: the node's link to the sink is set up, and a few packets
     // cross, before the clock starts.
     let before = sink.load(Ordering::Relaxed);
@@ -575,12 +614,31 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
     drop(warm);
     eprintln!("packet links {}: warm-up burst {warmed}/{packets} delivered", if links { "on" } else { "off" });
 
-    // Saturation.
-    let node_cpu0 = cpu_time(node.0.id());
+    // Saturation: `--bursts` bursts, each of fresh packets and each beside
+    // a measurement of the floor's parts on the node's cores.
+    let bursts: usize = arg("--bursts", "3").parse().unwrap();
     let switches0 = switches(node.0.id());
-    let t0 = Instant::now();
-    let (relay_pps, received_1) = saturate(generator, node_peer, &load, sink).await;
-    let node_cpu_time = cpu_time(node.0.id()) - node_cpu0;
+    let (mut burst_us, mut burst_pps, mut burst_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut received_1, mut total_time) = (0, Duration::ZERO);
+    for _ in 0..bursts.max(1) {
+        let load = build(packets);
+        refs.measure(node_cores);
+        let node_cpu0 = cpu_time(node.0.id());
+        let t0 = Instant::now();
+        let (pps, received) = saturate(generator, node_peer, &load, sink).await;
+        let node_cpu_time = cpu_time(node.0.id()) - node_cpu0;
+        let elapsed = t0.elapsed();
+        let us = node_cpu_time.as_secs_f64() * 1e6 / received.max(1) as f64;
+        eprintln!(
+            "packet links {}: burst {received}/{packets} delivered, {pps:.0} pps, {us:.1} µs per packet",
+            if links { "on" } else { "off" }
+        );
+        burst_us.push(us);
+        burst_pps.push(pps);
+        burst_cpu.push(node_cpu_time.as_secs_f64() / elapsed.as_secs_f64() / n_cores as f64);
+        received_1 += received;
+        total_time += elapsed;
+    }
     // Context switches per packet relayed, by thread: what the pipeline's
     // hand-offs cost beside the work itself.
     let per_packet: Vec<String> = switches(node.0.id())
@@ -597,10 +655,7 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
         if links { "on" } else { "off" },
         per_packet.join(", ")
     );
-    let node_cpu = node_cpu_time.as_secs_f64() / t0.elapsed().as_secs_f64() / n_cores as f64;
-    let node_us = node_cpu_time.as_secs_f64() * 1e6 / received_1.max(1) as f64;
-    let total_time = t0.elapsed();
-    drop(load);
+    let (node_us, relay_pps, node_cpu) = (median(burst_us.clone()), median(burst_pps), median(burst_cpu));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = metrics(&http);
     let drops_saturated = sum_family(&text, "nox_dropped_total");
@@ -646,10 +701,11 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
     );
     let received_2 = sink.load(Ordering::Relaxed) - before;
     eprintln!(
-        "packet links {}: saturation {received_1}/{packets} delivered in {:.2}s, node cpu {node_cpu:.2}, \
-         {node_us:.1} µs per packet, node drops {drops_saturated}; paced at {rate:.0} pps: \
+        "packet links {}: saturation {received_1}/{} delivered in {:.2}s, node cpu {node_cpu:.2}, \
+         {node_us:.1} µs per packet (median of bursts), node drops {drops_saturated}; paced at {rate:.0} pps: \
          {received_2}/{paced_n} delivered, node drops {}",
         if links { "on" } else { "off" },
+        packets * bursts.max(1),
         total_time.as_secs_f64(),
         drops_total - drops_saturated,
     );
@@ -658,6 +714,7 @@ async fn node_run(links: bool, node_cores: &str, packets: usize, mean_us: f64, a
     NodeRun {
         relay_pps,
         node_us,
+        burst_us,
         node_cpu,
         drops_saturated,
         drops_paced: drops_total - drops_saturated,
@@ -687,8 +744,7 @@ async fn main() {
     let packets: usize = arg("--packets", "24000").parse().unwrap();
     let mean_us: f64 = arg("--mean-delay-us", "200").parse().unwrap();
     let n_cores = node_cores.split(',').count();
-    let mut hop = [hop_cost(&node_cores), 0.0, 0.0];
-    let mut aead = [aead_reference(&node_cores), (0.0, 0.0), (0.0, 0.0)];
+    let mut refs = Refs::default();
 
     let mut rng = rand::thread_rng();
     let gen_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
@@ -719,10 +775,6 @@ async fn main() {
     let transport_us = transport_reference(&node_cores, false, &generator, &sink_key, sink_port, &sink, &filler).await;
     let link_us = transport_reference(&node_cores, true, &generator, &sink_key, sink_port, &sink, &filler).await;
     drop(filler);
-    let tcp_us = tcp_reference(&node_cores, 20_000);
-    eprintln!("plain TCP forwarder: {tcp_us:.1} µs of CPU per packet");
-    hop[1] = hop_cost(&node_cores);
-    aead[1] = aead_reference(&node_cores);
 
     // The node: first on libp2p streams only (the baseline), then with
     // packet links.
@@ -732,16 +784,25 @@ async fn main() {
         sink_peer: (&sink_key, sink_port),
         sink: &sink,
     };
-    let base = node_run(false, &node_cores, packets, mean_us, &around).await;
-    let run = node_run(true, &node_cores, packets, mean_us, &around).await;
+    let base = node_run(false, &node_cores, packets, mean_us, &around, &mut refs).await;
+    let run = node_run(true, &node_cores, packets, mean_us, &around, &mut refs).await;
     assert_eq!(base.links_opened, 0, "the baseline node opened packet links");
     assert!(run.links_opened > 0 && run.links_accepted > 0, "the node relayed without packet links");
-    hop[2] = hop_cost(&node_cores);
-    aead[2] = aead_reference(&node_cores);
+    refs.measure(&node_cores);
 
-    let per_hop_us = median3(hop);
-    let noise_aead_us = median3(aead.map(|a| a.0));
-    let best_aead_us = median3(aead.map(|a| a.1));
+    let per_hop_us = median(refs.hop.clone());
+    let noise_aead_us = median(refs.noise_aead.clone());
+    let best_aead_us = median(refs.best_aead.clone());
+    let tcp_us = median(refs.tcp.clone());
+    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
+    eprintln!(
+        "references on the node's cores, {} runs: per_hop_us {}; best_aead_us {}; tcp_us {}",
+        refs.hop.len(),
+        list(&refs.hop),
+        list(&refs.best_aead),
+        list(&refs.tcp)
+    );
+    eprintln!("node_us by burst: links on {}; baseline {}", list(&run.burst_us), list(&base.burst_us));
     // What no authenticated TCP link can go below on this machine: the
     // Sphinx hop, the cheapest AEAD over the packet (in and out), and the
     // kernel's TCP.
