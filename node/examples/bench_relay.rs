@@ -391,8 +391,9 @@ fn security() -> p2p::LinkSecurity {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: &[f64]) -> f64 {
     assert!(!v.is_empty(), "median of nothing");
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -616,11 +617,11 @@ async fn node_run(
 
     // Saturation: `--bursts` bursts, each of fresh packets and each beside
     // a measurement of the floor's parts on the node's cores.
-    let bursts: usize = arg("--bursts", "3").parse().unwrap();
+    let bursts = arg("--bursts", "3").parse::<usize>().unwrap().max(1);
     let switches0 = switches(node.0.id());
     let (mut burst_us, mut burst_pps, mut burst_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut received_1, mut total_time) = (0, Duration::ZERO);
-    for _ in 0..bursts.max(1) {
+    for _ in 0..bursts {
         let load = build(packets);
         refs.measure(node_cores);
         let node_cpu0 = cpu_time(node.0.id());
@@ -655,7 +656,7 @@ async fn node_run(
         if links { "on" } else { "off" },
         per_packet.join(", ")
     );
-    let (node_us, relay_pps, node_cpu) = (median(burst_us.clone()), median(burst_pps), median(burst_cpu));
+    let (node_us, relay_pps, node_cpu) = (median(&burst_us), median(&burst_pps), median(&burst_cpu));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = metrics(&http);
     let drops_saturated = sum_family(&text, "nox_dropped_total");
@@ -705,7 +706,7 @@ async fn node_run(
          {node_us:.1} µs per packet (median of bursts), node drops {drops_saturated}; paced at {rate:.0} pps: \
          {received_2}/{paced_n} delivered, node drops {}",
         if links { "on" } else { "off" },
-        packets * bursts.max(1),
+        packets * bursts,
         total_time.as_secs_f64(),
         drops_total - drops_saturated,
     );
@@ -790,10 +791,10 @@ async fn main() {
     assert!(run.links_opened > 0 && run.links_accepted > 0, "the node relayed without packet links");
     refs.measure(&node_cores);
 
-    let per_hop_us = median(refs.hop.clone());
-    let noise_aead_us = median(refs.noise_aead.clone());
-    let best_aead_us = median(refs.best_aead.clone());
-    let tcp_us = median(refs.tcp.clone());
+    let per_hop_us = median(&refs.hop);
+    let noise_aead_us = median(&refs.noise_aead);
+    let best_aead_us = median(&refs.best_aead);
+    let tcp_us = median(&refs.tcp);
     let list = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
     eprintln!(
         "references on the node's cores, {} runs: per_hop_us {}; best_aead_us {}; tcp_us {}",

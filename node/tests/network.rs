@@ -28,6 +28,15 @@ fn dropped(net: &LocalNet, idx: usize, stage: &'static str, reason: &'static str
     net.nodes[idx].running.as_ref().unwrap().metrics.dropped_value(stage, reason)
 }
 
+/// Polls `done` every 20 ms for up to `within`; whether it held.
+async fn until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while !done() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn packets_cross_three_and_six_hops_and_replies_come_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,10 +89,7 @@ async fn replays_are_dropped_also_after_a_restart() {
 
     // The same packet again: the gateway drops it before the body pass.
     client.submit(peer(&net, gw), &req.packets[0].1, POW_BITS).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while dropped(&net, gw, "worker", "replay") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(Duration::from_secs(5), || dropped(&net, gw, "worker", "replay") > 0).await;
     assert_eq!(dropped(&net, gw, "worker", "replay"), 1);
     client.shutdown().await;
 
@@ -94,10 +100,7 @@ async fn replays_are_dropped_also_after_a_restart() {
     assert!(net.wait_ready(Duration::from_secs(20)).await);
     let client = net.client(gw).await.unwrap();
     client.submit(peer(&net, gw), &req.packets[0].1, POW_BITS).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while dropped(&net, gw, "worker", "replay") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(Duration::from_secs(5), || dropped(&net, gw, "worker", "replay") > 0).await;
     assert_eq!(dropped(&net, gw, "worker", "replay"), 1, "restarted node must still reject the replay");
     assert!(client.next_packet(Duration::from_millis(500)).await.is_none(), "no second reply");
     client.shutdown().await;
@@ -118,19 +121,13 @@ async fn tagged_packets_are_dropped_at_the_exit() {
     let tagged = Packet::from_vec(bytes).unwrap();
     client.claim_replies(peer(&net, gw), req.surb_keys.iter().map(|k| k.surb_id()).collect()).await.unwrap();
     client.submit(peer(&net, gw), &tagged, POW_BITS).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dropped(&net, ex, "worker", "tagged") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(Duration::from_secs(10), || dropped(&net, ex, "worker", "tagged") > 0).await;
     assert_eq!(dropped(&net, ex, "worker", "tagged"), 1);
     assert!(client.next_packet(Duration::from_millis(500)).await.is_none());
     // The tagged packet's header was intact, so its replay tags are spent: the
     // same request with the same header is now a replay at the gateway.
     client.submit(peer(&net, gw), &req.packets[0].1, POW_BITS).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while dropped(&net, gw, "worker", "replay") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(Duration::from_secs(5), || dropped(&net, gw, "worker", "replay") > 0).await;
     assert_eq!(dropped(&net, gw, "worker", "replay"), 1);
     // A freshly built request goes through.
     let req = echo_request(epoch, &fwd, &back, 1, b"tag me".to_vec()).unwrap();
@@ -196,10 +193,7 @@ async fn a_flood_from_one_peer_is_throttled_while_others_are_served() {
         );
     }
     let flooder = flood.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while dropped(&net, gw, "ingest", "rate_limited") < 300 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(Duration::from_secs(5), || dropped(&net, gw, "ingest", "rate_limited") >= 300).await;
     assert!(dropped(&net, gw, "ingest", "rate_limited") >= 300, "flood was not throttled");
     flooder.shutdown().await;
     honest.shutdown().await;
@@ -232,16 +226,16 @@ async fn malformed_frames_are_counted_and_the_node_keeps_serving() {
     let req = echo_request(epoch, &fwd, &back, 1, b"ok".to_vec()).unwrap();
     garbage.submit(gwp, &req.packets[0].1, 0).await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(5);
     let expect = |net: &LocalNet| {
         dropped(net, gw, "ingest", "truncated_frame") == 1
             && dropped(net, gw, "ingest", "not_a_node") == 1
             && dropped(net, gw, "worker", "malformed") + dropped(net, gw, "worker", "bad_mac") == 2
     };
-    while !expect(&net) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(expect(&net), "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+    assert!(
+        until(Duration::from_secs(5), || expect(&net)).await,
+        "{}",
+        net.nodes[gw].running.as_ref().unwrap().metrics.render()
+    );
     // The PoW check is probabilistic per nonce; the nonce 0 proof is rejected
     // unless it happens to meet 4 bits (1 in 16), which the seeded request may.
     let bad_pow = dropped(&net, gw, "ingest", "bad_pow");
@@ -372,10 +366,7 @@ async fn packets_to_next_hops_outside_the_topology_are_dropped() {
             .unwrap();
         client.submit(peer(&net, gw), &packet, POW_BITS).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dropped(&net, gw, "egress", "bad_next_hop") < FORGED && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(Duration::from_secs(10), || dropped(&net, gw, "egress", "bad_next_hop") >= FORGED).await;
     assert_eq!(dropped(&net, gw, "egress", "bad_next_hop"), FORGED);
     assert_eq!(dropped(&net, gw, "egress", "link_failed"), 0, "no link was even tried");
     client.shutdown().await;
@@ -400,14 +391,8 @@ async fn streams_need_admission_and_each_peer_gets_only_a_few() {
     // opens another on its next write). So each stream here is opened
     // only after the node has counted the one before, and one that the node
     // never saw is opened again.
-    let counted = |net: &LocalNet, reason: &'static str| dropped(net, gw, "ingest", reason);
-    async fn until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
-        let end = Instant::now() + deadline;
-        while !done() && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        done()
-    }
+    let counted = |reason: &'static str| dropped(&net, gw, "ingest", reason);
+    let metrics = || net.nodes[gw].running.as_ref().unwrap().metrics.render();
     // A submission frame the node reads and refuses (its proof of work fails),
     // which shows that a stream has a reader.
     let junk = Packet::from_vec(vec![0x5a; PACKET_LEN]).unwrap();
@@ -421,17 +406,17 @@ async fn streams_need_admission_and_each_peer_gets_only_a_few() {
     let mut control = handle.streams.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut unadmitted = Vec::new();
-    while counted(&net, "stream_not_admitted") == 0 {
-        assert!(Instant::now() < deadline, "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+    while counted("stream_not_admitted") == 0 {
+        assert!(Instant::now() < deadline, "{}", metrics());
         match control.open_stream(gwp, SUBMIT_PROTOCOL).await {
             Ok(s) => {
                 unadmitted.push(s);
-                until(Duration::from_secs(2), || counted(&net, "stream_not_admitted") > 0).await;
+                until(Duration::from_secs(2), || counted("stream_not_admitted") > 0).await;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    assert_eq!(counted(&net, "stream_not_admitted"), 1);
+    assert_eq!(counted("stream_not_admitted"), 1);
 
     // An admitted client: it gets a reader for each of its first
     // MAX_STREAMS_PER_PEER streams, and its streams beyond are refused.
@@ -440,35 +425,35 @@ async fn streams_need_admission_and_each_peer_gets_only_a_few() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut held = Vec::new();
     while held.len() < MAX_STREAMS_PER_PEER {
-        assert!(Instant::now() < deadline, "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
-        let before = counted(&net, "bad_pow");
+        assert!(Instant::now() < deadline, "{}", metrics());
+        let before = counted("bad_pow");
         let mut s = control.open_stream(gwp, SUBMIT_PROTOCOL).await.unwrap();
         if s.write_all(&frame).await.is_err() || s.flush().await.is_err() {
             continue;
         }
-        if until(Duration::from_secs(2), || counted(&net, "bad_pow") > before).await {
+        if until(Duration::from_secs(2), || counted("bad_pow") > before).await {
             held.push(s);
         }
     }
-    assert_eq!(counted(&net, "too_many_streams"), 0, "the first streams all got readers");
+    assert_eq!(counted("too_many_streams"), 0, "the first streams all got readers");
     let mut refused = Vec::new();
     for want in 1..=2 {
-        while counted(&net, "too_many_streams") < want {
-            assert!(Instant::now() < deadline, "{}", net.nodes[gw].running.as_ref().unwrap().metrics.render());
+        while counted("too_many_streams") < want {
+            assert!(Instant::now() < deadline, "{}", metrics());
             let s = control.open_stream(gwp, SUBMIT_PROTOCOL).await.unwrap();
             refused.push(s);
-            until(Duration::from_secs(2), || counted(&net, "too_many_streams") >= want).await;
+            until(Duration::from_secs(2), || counted("too_many_streams") >= want).await;
         }
     }
     // A refused stream has no reader: a frame written into it is not counted.
-    let before = counted(&net, "bad_pow");
+    let before = counted("bad_pow");
     for s in &mut refused {
         let _ = s.write_all(&frame).await;
         let _ = s.flush().await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(counted(&net, "bad_pow"), before, "a stream over the allowance was read");
-    assert_eq!(counted(&net, "too_many_streams"), 2);
+    assert_eq!(counted("bad_pow"), before, "a stream over the allowance was read");
+    assert_eq!(counted("too_many_streams"), 2);
     drop((unadmitted, refused));
     // Closing streams frees the slots: the client is served again. The node
     // frees a slot when its reader sees the stream end, which under load can
